@@ -1,0 +1,294 @@
+//! The event vocabulary (scenario-format.md): one set of types for scenario files, the
+//! JSON Lines import, the write-ahead log and the HTTP API.
+//!
+//! Every struct denies unknown fields: a key the contract does not name is an
+//! `invalid_input`, never silently ignored.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Error, PartyKind, Result, SystemUserKind};
+
+/// A rule of a resource policy as written: actions and any-of subject tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub actions: Vec<String>,
+    pub any_of: Vec<String>,
+}
+
+/// A resource named in a client delegation: just its id (every action of the grant),
+/// or the id with the actions to forward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ResourceRef {
+    Id(String),
+    WithActions {
+        #[serde(alias = "id")]
+        resource: String,
+        #[serde(default)]
+        actions: Option<Vec<String>>,
+    },
+}
+
+impl ResourceRef {
+    pub fn id(&self) -> &str {
+        match self {
+            ResourceRef::Id(s) => s,
+            ResourceRef::WithActions { resource, .. } => resource,
+        }
+    }
+    pub fn actions(&self) -> Option<&[String]> {
+        match self {
+            ResourceRef::Id(_) => None,
+            ResourceRef::WithActions { actions, .. } => actions.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartyEvent {
+    pub id: String,
+    pub kind: PartyKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_user_kind: Option<SystemUserKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub party_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleEvent {
+    pub from: String,
+    pub to: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceEvent {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegable: Option<bool>,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_lists: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_list_mode: Option<String>,
+}
+
+/// `grant` and `revoke`: one of a package, a resource with actions, or an instance of a
+/// resource with actions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantEvent {
+    pub from: String,
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionEvent {
+    pub from: String,
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEvent {
+    pub facilitator: String,
+    pub agent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegateEvent {
+    pub client: String,
+    pub facilitator: String,
+    pub agent: String,
+    /// The client assignment's role; required by `delegate`, absent in `undelegate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<ResourceRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiedEvent {
+    pub person: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockEvent {
+    pub now: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// A mutation of the world.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    Party(PartyEvent),
+    RegisterRole(RoleEvent),
+    UnregisterRole(RoleEvent),
+    A2Role(RoleEvent),
+    RemoveA2Role(RoleEvent),
+    Resource(ResourceEvent),
+    Grant(GrantEvent),
+    Revoke(GrantEvent),
+    RemoveConnection(ConnectionEvent),
+    AddAgent(AgentEvent),
+    RemoveAgent(AgentEvent),
+    Delegate(DelegateEvent),
+    Undelegate(DelegateEvent),
+    Died(DiedEvent),
+    RetireA2Roles(Empty),
+    Clock(ClockEvent),
+}
+
+/// The names of every event of the vocabulary, including those a later part of the
+/// engine implements (used to tell a query step from an event step).
+pub const EVENT_NAMES: &[&str] = &[
+    "party",
+    "register_role",
+    "unregister_role",
+    "a2_role",
+    "remove_a2_role",
+    "resource",
+    "grant",
+    "revoke",
+    "remove_connection",
+    "add_agent",
+    "remove_agent",
+    "delegate",
+    "undelegate",
+    "died",
+    "retire_a2_roles",
+    "clock",
+    "system",
+    "system_user_request",
+    "change_request",
+    "access_request",
+    "approve",
+    "reject",
+    "confirm",
+    "withdraw",
+    "escalate",
+    "add_client",
+    "remove_client",
+    "policy",
+    "instance",
+    "access_list",
+];
+
+impl Event {
+    /// Parses one event from its JSON form `{"name": {fields}}`. A field-less event may
+    /// be written with a null body (`retire_a2_roles:`).
+    pub fn from_json(v: serde_json::Value) -> Result<Event> {
+        let v = match v {
+            serde_json::Value::Object(mut m) if m.len() == 1 => {
+                if let Some((k, body)) = m.iter_mut().next()
+                    && body.is_null()
+                {
+                    let _ = k;
+                    *body = serde_json::Value::Object(Default::default());
+                }
+                serde_json::Value::Object(m)
+            }
+            serde_json::Value::Object(m) => {
+                return Err(Error::invalid(format!(
+                    "an event is a mapping with exactly one key, got {} keys",
+                    m.len()
+                )));
+            }
+            other => {
+                return Err(Error::invalid(format!("an event is a mapping with one key, got `{other}`")));
+            }
+        };
+        let name = v.as_object().and_then(|m| m.keys().next().cloned()).unwrap_or_default();
+        if !EVENT_NAMES.contains(&name.as_str()) {
+            return Err(Error::invalid(format!("unknown event `{name}`")));
+        }
+        serde_json::from_value(v).map_err(|e| {
+            if EVENT_NAMES.contains(&name.as_str())
+                && e.to_string().starts_with("unknown variant")
+            {
+                Error::invalid(format!("event `{name}` is not supported by this engine yet"))
+            } else {
+                Error::invalid(format!("event `{name}`: {e}"))
+            }
+        })
+    }
+
+    /// The event's name in the vocabulary.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Party(_) => "party",
+            Event::RegisterRole(_) => "register_role",
+            Event::UnregisterRole(_) => "unregister_role",
+            Event::A2Role(_) => "a2_role",
+            Event::RemoveA2Role(_) => "remove_a2_role",
+            Event::Resource(_) => "resource",
+            Event::Grant(_) => "grant",
+            Event::Revoke(_) => "revoke",
+            Event::RemoveConnection(_) => "remove_connection",
+            Event::AddAgent(_) => "add_agent",
+            Event::RemoveAgent(_) => "remove_agent",
+            Event::Delegate(_) => "delegate",
+            Event::Undelegate(_) => "undelegate",
+            Event::Died(_) => "died",
+            Event::RetireA2Roles(_) => "retire_a2_roles",
+            Event::Clock(_) => "clock",
+        }
+    }
+}

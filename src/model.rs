@@ -1,0 +1,160 @@
+//! Shared vocabulary of the engine: dense catalogue ids, party kinds and the error type.
+//!
+//! Nothing here knows about petgraph or the catalogue's contents; every other module
+//! builds on these types.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A role of the catalogue, as a dense index into [`crate::catalog::Catalog::roles`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RoleId(pub u16);
+
+/// An access package of the catalogue, as a dense index into
+/// [`crate::catalog::Catalog::packages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PackageId(pub u16);
+
+/// What kind of party a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartyKind {
+    Person,
+    Organisation,
+    SystemUser,
+}
+
+impl PartyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartyKind::Person => "person",
+            PartyKind::Organisation => "organisation",
+            PartyKind::SystemUser => "system_user",
+        }
+    }
+}
+
+/// The two kinds of system user (domain.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemUserKind {
+    Standard,
+    Agent,
+}
+
+/// The kind of party a package is given *from* (the catalogue's entity type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityType {
+    Organisation,
+    Person,
+}
+
+/// The error codes of `spec/scenario-format.md`. Each maps to exactly one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidInput,
+    UnknownParty,
+    UnknownRole,
+    UnknownPackage,
+    UnknownResource,
+    NotAssignable,
+    NotDelegable,
+    NotAuthorized,
+    HasDependants,
+    InvalidAgent,
+    NotFound,
+    Conflict,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::InvalidInput,
+        ErrorCode::UnknownParty,
+        ErrorCode::UnknownRole,
+        ErrorCode::UnknownPackage,
+        ErrorCode::UnknownResource,
+        ErrorCode::NotAssignable,
+        ErrorCode::NotDelegable,
+        ErrorCode::NotAuthorized,
+        ErrorCode::HasDependants,
+        ErrorCode::InvalidAgent,
+        ErrorCode::NotFound,
+        ErrorCode::Conflict,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidInput => "invalid_input",
+            ErrorCode::UnknownParty => "unknown_party",
+            ErrorCode::UnknownRole => "unknown_role",
+            ErrorCode::UnknownPackage => "unknown_package",
+            ErrorCode::UnknownResource => "unknown_resource",
+            ErrorCode::NotAssignable => "not_assignable",
+            ErrorCode::NotDelegable => "not_delegable",
+            ErrorCode::NotAuthorized => "not_authorized",
+            ErrorCode::HasDependants => "has_dependants",
+            ErrorCode::InvalidAgent => "invalid_agent",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+        }
+    }
+
+    /// The one HTTP status each code is answered with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidInput => 400,
+            ErrorCode::UnknownParty
+            | ErrorCode::UnknownRole
+            | ErrorCode::UnknownPackage
+            | ErrorCode::UnknownResource => 422,
+            ErrorCode::NotAssignable | ErrorCode::NotDelegable | ErrorCode::InvalidAgent => 422,
+            ErrorCode::NotAuthorized => 403,
+            ErrorCode::HasDependants | ErrorCode::Conflict => 409,
+            ErrorCode::NotFound => 404,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused event or query: one code of the spec and a message that says what was
+/// wrong with the input (lowercase, user input in backticks, no final period).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+    /// For `has_dependants`: a description of each dependant that blocked the removal.
+    pub dependants: Vec<String>,
+}
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error { code, message: message.into(), dependants: Vec::new() }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::new(ErrorCode::InvalidInput, message)
+    }
+    pub fn unknown_party(id: &str) -> Self {
+        Error::new(ErrorCode::UnknownParty, format!("no party with id `{id}`"))
+    }
+    pub fn unknown_resource(id: &str) -> Self {
+        Error::new(ErrorCode::UnknownResource, format!("no resource with id `{id}`"))
+    }
+    pub fn not_authorized(message: impl Into<String>) -> Self {
+        Error::new(ErrorCode::NotAuthorized, message)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

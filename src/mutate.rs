@@ -1,0 +1,1276 @@
+//! Mutations: events → validation → apply, with the cascades of domain.md §6, and
+//! `simulate`, which applies an event, measures what it removed and rolls it back.
+//!
+//! Every change goes through a [`Tx`] that records how to undo it, keyed by what an
+//! edge *means* ([`EdgeKey`]) rather than by its index, because an edge removed and put
+//! back gets a new index. A refused event rolls back whatever it had done, so a refused
+//! event changes nothing; a batch of events is one transaction.
+//!
+//! Validation follows the spec's order of faults: shape (`invalid_input`), references
+//! (`unknown_*`), structure (`not_assignable`, `not_delegable`, `invalid_agent`), the
+//! actor (`not_authorized`), then state (`has_dependants`, `conflict`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::DateTime;
+
+use crate::catalog::{Catalog, PackageSet};
+use crate::event::{
+    AgentEvent, ConnectionEvent, DelegateEvent, Event, GrantEvent, PartyEvent, ResourceEvent, RoleEvent,
+};
+use crate::graph::{Actions, Assignment, Delegation, Edge, EdgeKey, NodeId, Party, Resource, Rule, Token};
+use crate::model::{Error, ErrorCode, PackageId, PartyKind, Result, RoleId, SystemUserKind};
+use crate::resolve::{self, DelegationVerdict};
+use crate::world::World;
+
+enum Undo {
+    Edge(EdgeKey, Option<Edge>),
+    /// Restore a party's attributes, or (None) remove a node created by the transaction.
+    Node(NodeId, Option<Party>),
+    Resource(NodeId, Option<Resource>),
+    Clock(Option<chrono::DateTime<chrono::FixedOffset>>),
+    A2Retired(bool),
+}
+
+/// What an applied event changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub changed: bool,
+    /// Assignments the event deleted: (from, to, role code).
+    pub removed_assignments: Vec<(String, String, String)>,
+    /// Client delegations the event deleted: (client, facilitator, agent).
+    pub removed_delegations: Vec<(String, String, String)>,
+}
+
+/// A transaction over the world: changes with their undo log.
+pub struct Tx<'w> {
+    pub w: &'w mut World,
+    undo: Vec<Undo>,
+}
+
+impl<'w> Tx<'w> {
+    pub fn new(w: &'w mut World) -> Tx<'w> {
+        Tx { w, undo: Vec::new() }
+    }
+
+    fn set_edge(&mut self, key: EdgeKey, new: Option<Edge>) {
+        let old = self.w.graph.set_edge(key, new);
+        self.undo.push(Undo::Edge(key, old));
+    }
+
+    fn edge(&self, key: EdgeKey) -> Option<Edge> {
+        self.w.graph.find(key).and_then(|e| self.w.graph.edge(e)).cloned()
+    }
+
+    /// Undo everything since the transaction began.
+    pub fn rollback(mut self) {
+        while let Some(u) = self.undo.pop() {
+            match u {
+                Undo::Edge(key, old) => {
+                    self.w.graph.set_edge(key, old);
+                }
+                Undo::Node(n, Some(p)) => {
+                    if let Some(cur) = self.w.graph.party_mut(n) {
+                        *cur = p;
+                    }
+                }
+                Undo::Node(n, None) => self.w.graph.remove_node(n),
+                Undo::Resource(n, Some(r)) => {
+                    if let Some(cur) = self.w.graph.resource_mut(n) {
+                        *cur = r;
+                    }
+                }
+                Undo::Resource(n, None) => self.w.graph.remove_node(n),
+                Undo::Clock(c) => self.w.now = c,
+                Undo::A2Retired(b) => self.w.a2_retired = b,
+            }
+        }
+    }
+
+    /// What the transaction has changed so far, compared with where it started.
+    pub fn outcome(&self) -> Outcome {
+        let mut first: HashMap<EdgeKey, &Option<Edge>> = HashMap::new();
+        let mut order = Vec::new();
+        let mut changed = false;
+        for u in &self.undo {
+            match u {
+                Undo::Edge(k, old) => {
+                    if !first.contains_key(k) {
+                        first.insert(*k, old);
+                        order.push(*k);
+                    }
+                }
+                _ => changed = true,
+            }
+        }
+        let c = self.w.catalog;
+        let g = &self.w.graph;
+        let mut out = Outcome::default();
+        for k in order {
+            let before = first.get(&k).copied().and_then(|o| o.as_ref());
+            let after = g.find(k).and_then(|e| g.edge(e));
+            if before != after {
+                changed = true;
+            }
+            if before.is_some() && after.is_none() {
+                match k {
+                    EdgeKey::Assignment { from, to, role } => out.removed_assignments.push((
+                        g.ext_id(from).to_string(),
+                        g.ext_id(to).to_string(),
+                        c.role(role).code.clone(),
+                    )),
+                    EdgeKey::MainUnit { sub, main } => out.removed_assignments.push((
+                        g.ext_id(sub).to_string(),
+                        g.ext_id(main).to_string(),
+                        "hovedenhet".to_string(),
+                    )),
+                    EdgeKey::Delegation { client, agent, facilitator, .. } => out.removed_delegations.push((
+                        g.ext_id(client).to_string(),
+                        g.ext_id(facilitator).to_string(),
+                        g.ext_id(agent).to_string(),
+                    )),
+                }
+            }
+        }
+        out.changed = changed;
+        out
+    }
+
+    /// Removes a client delegation.
+    fn remove_delegation(&mut self, key: EdgeKey) {
+        self.set_edge(key, None);
+    }
+
+    /// The client delegations built on an assignment: those that start at it (it is the
+    /// client assignment) and those that end at it (it is the agent assignment).
+    fn delegations_on(&self, from: NodeId, to: NodeId, role: RoleId) -> Vec<EdgeKey> {
+        let g = &self.w.graph;
+        let mut out = Vec::new();
+        for (e, _, edge) in g.outgoing(from) {
+            if let Edge::Delegation(d) = edge
+                && d.facilitator == to
+                && d.role == role
+                && let Some(k) = g.key_of(e)
+            {
+                out.push(k);
+            }
+        }
+        if role == self.w.catalog.known.agent {
+            for (e, _, edge) in g.incoming(to) {
+                if let Edge::Delegation(d) = edge
+                    && d.facilitator == from
+                    && let Some(k) = g.key_of(e)
+                {
+                    out.push(k);
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes an assignment and everything that hangs on it (§6).
+    fn remove_assignment_cascading(&mut self, from: NodeId, to: NodeId, role: RoleId) {
+        for k in self.delegations_on(from, to, role) {
+            self.remove_delegation(k);
+        }
+        self.set_edge(EdgeKey::Assignment { from, to, role }, None);
+    }
+}
+
+/// Applies one event; a refused event changes nothing.
+pub fn apply(w: &mut World, ev: &Event) -> Result<Outcome> {
+    apply_batch(w, std::slice::from_ref(ev))
+}
+
+/// Applies events atomically: all of them, or (on the first refusal) none.
+pub fn apply_batch(w: &mut World, evs: &[Event]) -> Result<Outcome> {
+    let mut tx = Tx::new(w);
+    for ev in evs {
+        if let Err(e) = apply_in(&mut tx, ev) {
+            tx.rollback();
+            return Err(e);
+        }
+    }
+    Ok(tx.outcome())
+}
+
+/// One access that a simulated event would take away.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Access {
+    Package { subject: String, party: String, package: String },
+    Resource { subject: String, party: String, resource: String, action: String },
+}
+
+/// What `simulate` predicts.
+#[derive(Debug, Clone, Default)]
+pub struct Simulation {
+    pub lost: BTreeSet<Access>,
+    pub removed_assignments: usize,
+    pub removed_delegations: usize,
+    pub outcome: Outcome,
+}
+
+/// Every access of `x` as external ids: (party, package) and (party, resource, action).
+pub fn accesses_of(w: &World, x: NodeId) -> BTreeSet<Access> {
+    let c = w.catalog;
+    let g = &w.graph;
+    let mut by_party: BTreeMap<NodeId, Vec<resolve::Record>> = BTreeMap::new();
+    for r in resolve::records(w, x, None) {
+        by_party.entry(r.from).or_default().push(r);
+    }
+    let subject = g.ext_id(x).to_string();
+    let mut out = BTreeSet::new();
+    for (f, recs) in by_party {
+        let party = g.ext_id(f).to_string();
+        let mut pk = PackageSet::EMPTY;
+        for r in &recs {
+            pk.union_with(&r.packages);
+        }
+        for p in pk.iter() {
+            out.insert(Access::Package {
+                subject: subject.clone(),
+                party: party.clone(),
+                package: c.package(p).code.clone(),
+            });
+        }
+        for (res, action) in resolve::permitted_actions(w, &recs) {
+            out.insert(Access::Resource {
+                subject: subject.clone(),
+                party: party.clone(),
+                resource: g.ext_id(res).to_string(),
+                action,
+            });
+        }
+    }
+    out
+}
+
+/// The subjects whose accesses a change around `touched` can alter: the touched nodes,
+/// the receivers of their assignments and delegations, and those receivers' key-role
+/// holders (every path of §4 ends within two such steps of a changed edge).
+fn affected_subjects(w: &World, touched: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+    let c = w.catalog;
+    let g = &w.graph;
+    let mut out = touched.clone();
+    let mut hop1 = BTreeSet::new();
+    for t in touched {
+        for (_, to, e) in g.outgoing(*t) {
+            if matches!(e, Edge::Assignment(_) | Edge::Delegation(_)) {
+                hop1.insert(to);
+            }
+        }
+    }
+    for h in &hop1 {
+        for (_, to, e) in g.outgoing(*h) {
+            if let Edge::Assignment(a) = e
+                && c.is_key_role(a.role)
+            {
+                out.insert(to);
+            }
+        }
+    }
+    out.extend(hop1);
+    out
+}
+
+/// Predicts what `ev` would remove and which accesses would be lost, changing nothing.
+pub fn simulate(w: &mut World, ev: &Event) -> Result<Simulation> {
+    // Events that change policies or global state can touch anyone.
+    let global = matches!(ev, Event::Resource(_) | Event::RetireA2Roles(_) | Event::Clock(_));
+    let mut tx = Tx::new(w);
+    if let Err(e) = apply_in(&mut tx, ev) {
+        tx.rollback();
+        return Err(e);
+    }
+    let outcome = tx.outcome();
+    // Nodes the event touched, with the neighbours of parties whose attributes changed
+    // (a death ends the ENK owner rule for the ENKs the person owns).
+    let mut touched = BTreeSet::new();
+    for u in &tx.undo {
+        match u {
+            Undo::Edge(k, _) => match *k {
+                EdgeKey::Assignment { from, to, .. } => {
+                    touched.insert(from);
+                    touched.insert(to);
+                }
+                EdgeKey::Delegation { client, agent, facilitator, .. } => {
+                    touched.extend([client, agent, facilitator]);
+                }
+                EdgeKey::MainUnit { sub, main } => {
+                    touched.extend([sub, main]);
+                }
+            },
+            Undo::Node(n, _) => {
+                touched.insert(*n);
+                for (_, s, _) in tx.w.graph.incoming(*n) {
+                    touched.insert(s);
+                }
+                for (_, t, _) in tx.w.graph.outgoing(*n) {
+                    touched.insert(t);
+                }
+            }
+            _ => {}
+        }
+    }
+    let subjects_after: BTreeSet<NodeId> = if global {
+        tx.w.graph.parties().map(|(n, _)| n).collect()
+    } else {
+        affected_subjects(tx.w, &touched)
+    };
+    let mut after = BTreeSet::new();
+    for s in &subjects_after {
+        after.extend(accesses_of(tx.w, *s));
+    }
+    tx.rollback();
+    let subjects: BTreeSet<NodeId> = if global {
+        w.graph.parties().map(|(n, _)| n).collect()
+    } else {
+        // Nodes created by the event are gone again; keep those that still exist.
+        let t: BTreeSet<NodeId> = touched.into_iter().filter(|n| w.graph.party(*n).is_some()).collect();
+        affected_subjects(w, &t)
+    };
+    let mut lost = BTreeSet::new();
+    for s in subjects {
+        for a in accesses_of(w, s) {
+            if !after.contains(&a) {
+                lost.insert(a);
+            }
+        }
+    }
+    Ok(Simulation {
+        lost,
+        removed_assignments: outcome.removed_assignments.len(),
+        removed_delegations: outcome.removed_delegations.len(),
+        outcome,
+    })
+}
+
+// ----------------------------------------------------------------------------------
+// Validation helpers
+
+fn party(w: &World, id: &str) -> Result<NodeId> {
+    w.graph.party_node(id).ok_or_else(|| Error::unknown_party(id))
+}
+
+fn opt_party(w: &World, id: Option<&String>) -> Result<Option<NodeId>> {
+    id.map(|i| party(w, i)).transpose()
+}
+
+fn role(c: &Catalog, name: &str) -> Result<RoleId> {
+    c.role_id(name).ok_or_else(|| Error::new(ErrorCode::UnknownRole, format!("no role `{name}` in the catalogue")))
+}
+
+fn package(c: &Catalog, name: &str) -> Result<PackageId> {
+    c.package_id(name)
+        .ok_or_else(|| Error::new(ErrorCode::UnknownPackage, format!("no access package `{name}` in the catalogue")))
+}
+
+fn resource(w: &World, id: &str) -> Result<NodeId> {
+    w.graph.resource_node(id).ok_or_else(|| Error::unknown_resource(id))
+}
+
+fn non_empty(field: &str, v: &str) -> Result<()> {
+    if v.trim().is_empty() {
+        return Err(Error::invalid(format!("`{field}` must not be empty")));
+    }
+    Ok(())
+}
+
+fn actions_of(field: &str, v: &[String]) -> Result<Actions> {
+    if v.is_empty() {
+        return Err(Error::invalid(format!("`{field}` must name at least one action")));
+    }
+    let mut out = Actions::new();
+    for a in v {
+        non_empty(field, a)?;
+        out.insert(a.trim().to_lowercase());
+    }
+    Ok(out)
+}
+
+fn kind_of(w: &World, n: NodeId) -> Option<PartyKind> {
+    w.graph.party(n).map(|p| p.kind)
+}
+
+/// Does `by` hold package `p` for `party` (through any path)?
+fn holds(w: &World, by: NodeId, party: NodeId, p: PackageId) -> bool {
+    resolve::has_package(w, by, party, p)
+}
+
+fn require_client_admin(w: &World, by: Option<NodeId>, facilitator: NodeId) -> Result<()> {
+    if let Some(b) = by
+        && !holds(w, b, facilitator, w.catalog.known.klientadministrator)
+    {
+        return Err(Error::not_authorized(format!(
+            "`{}` does not hold klientadministrator for `{}`",
+            w.graph.ext_id(b),
+            w.graph.ext_id(facilitator)
+        )));
+    }
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------
+// The events
+
+fn apply_in(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
+    match ev {
+        Event::Party(p) => party_event(tx, p),
+        Event::RegisterRole(r) => register_role(tx, r, true),
+        Event::UnregisterRole(r) => register_role(tx, r, false),
+        Event::A2Role(r) => a2_role(tx, r, true),
+        Event::RemoveA2Role(r) => a2_role(tx, r, false),
+        Event::Resource(r) => resource_event(tx, r),
+        Event::Grant(g) => grant(tx, g),
+        Event::Revoke(g) => revoke(tx, g),
+        Event::RemoveConnection(c) => remove_connection(tx, c),
+        Event::AddAgent(a) => add_agent(tx, a),
+        Event::RemoveAgent(a) => remove_agent(tx, a),
+        Event::Delegate(d) => delegate(tx, d),
+        Event::Undelegate(d) => undelegate(tx, d),
+        Event::Died(d) => died(tx, &d.person),
+        Event::RetireA2Roles(_) => retire_a2_roles(tx),
+        Event::Clock(c) => {
+            let t = DateTime::parse_from_rfc3339(c.now.trim())
+                .map_err(|e| Error::invalid(format!("`now` is not an RFC 3339 time `{}`: {e}", c.now)))?;
+            tx.undo.push(Undo::Clock(tx.w.now));
+            tx.w.now = Some(t);
+            Ok(())
+        }
+    }
+}
+
+fn party_event(tx: &mut Tx<'_>, p: &PartyEvent) -> Result<()> {
+    non_empty("id", &p.id)?;
+    if let Some(u) = &p.unit_type {
+        non_empty("unit_type", u)?;
+    }
+    if p.kind != PartyKind::Organisation && (p.unit_type.is_some() || p.main_unit.is_some()) {
+        return Err(Error::invalid(format!("`{}`: only an organisation has a unit type or a main unit", p.id)));
+    }
+    if p.kind != PartyKind::SystemUser && (p.system_user_kind.is_some() || p.owner.is_some() || p.system.is_some()) {
+        return Err(Error::invalid(format!("`{}`: only a system user has a system user kind, owner or system", p.id)));
+    }
+    let w = &*tx.w;
+    let existing = w.graph.party_node(&p.id);
+    if let Some(n) = existing
+        && kind_of(w, n) != Some(p.kind)
+    {
+        return Err(Error::invalid(format!(
+            "party `{}` is a {}, not a {}",
+            p.id,
+            kind_of(w, n).map_or("?", PartyKind::as_str),
+            p.kind.as_str()
+        )));
+    }
+    let main = opt_party(w, p.main_unit.as_ref())?;
+    let owner = opt_party(w, p.owner.as_ref())?;
+    if let Some(m) = main {
+        if Some(m) == existing || p.main_unit.as_deref() == Some(p.id.as_str()) {
+            return Err(Error::invalid(format!("`{}` cannot be its own main unit", p.id)));
+        }
+        if kind_of(w, m) != Some(PartyKind::Organisation) {
+            return Err(Error::invalid(format!("main unit `{}` is not an organisation", w.graph.ext_id(m))));
+        }
+        if w.graph.main_unit(m).is_some() {
+            return Err(Error::invalid(format!(
+                "`{}` is itself a sub-unit: main units are one level only",
+                w.graph.ext_id(m)
+            )));
+        }
+        if let Some(n) = existing
+            && w.graph.sub_units(n).next().is_some()
+        {
+            return Err(Error::invalid(format!("`{}` has sub-units and cannot become a sub-unit", p.id)));
+        }
+    }
+    if let Some(o) = owner
+        && kind_of(w, o) != Some(PartyKind::Organisation)
+    {
+        return Err(Error::invalid(format!("owner `{}` of a system user must be an organisation", w.graph.ext_id(o))));
+    }
+    let mut party = match existing.and_then(|n| w.graph.party(n)) {
+        Some(old) => old.clone(),
+        None => Party::new(&p.id, p.kind),
+    };
+    macro_rules! upd {
+        ($($f:ident),*) => { $( if p.$f.is_some() { party.$f = p.$f.clone(); } )* };
+    }
+    upd!(name, unit_type, org_no, ssn, system_user_kind, owner, system, uuid, party_id, user_id);
+    if p.kind == PartyKind::SystemUser && party.system_user_kind.is_none() {
+        party.system_user_kind = Some(SystemUserKind::Standard);
+    }
+    let n = match existing {
+        Some(n) => {
+            let old = tx.w.graph.party(n).cloned();
+            if let Some(cur) = tx.w.graph.party_mut(n) {
+                *cur = party;
+            }
+            tx.undo.push(Undo::Node(n, old));
+            n
+        }
+        None => {
+            let n = tx.w.graph.add_party(party);
+            tx.undo.push(Undo::Node(n, None));
+            n
+        }
+    };
+    if let Some(m) = main {
+        set_main_unit(tx, n, m)?;
+    }
+    Ok(())
+}
+
+/// Makes `m` the main unit of `sub`, replacing any earlier link.
+fn set_main_unit(tx: &mut Tx<'_>, sub: NodeId, m: NodeId) -> Result<()> {
+    let c = tx.w.catalog;
+    if let Some(old) = tx.w.graph.main_unit(sub) {
+        if old == m {
+            return Ok(());
+        }
+        tx.set_edge(EdgeKey::MainUnit { sub, main: old }, None);
+    }
+    let role = if tx.w.graph.party(sub).is_some_and(|p| p.is_unit_type("AAFY")) {
+        c.known.ikke_naeringsdrivende_hovedenhet
+    } else {
+        c.known.hovedenhet
+    };
+    tx.set_edge(EdgeKey::MainUnit { sub, main: m }, Some(Edge::MainUnit(role)));
+    Ok(())
+}
+
+fn register_role(tx: &mut Tx<'_>, r: &RoleEvent, add: bool) -> Result<()> {
+    let w = &*tx.w;
+    let c = w.catalog;
+    if r.from == r.to {
+        return Err(Error::invalid(format!("a role cannot be given by `{}` to itself", r.from)));
+    }
+    let (from, to, role) = (party(w, &r.from)?, party(w, &r.to)?, role(c, &r.role)?);
+    if !c.is_register_role(role) {
+        return Err(Error::new(
+            ErrorCode::NotAssignable,
+            format!("`{}` is not a register (ER or guardianship) role", r.role),
+        ));
+    }
+    if c.is_main_unit_link(role) {
+        if kind_of(w, from) != Some(PartyKind::Organisation) || kind_of(w, to) != Some(PartyKind::Organisation) {
+            return Err(Error::invalid("a main-unit link joins two organisations"));
+        }
+        if add {
+            if w.graph.main_unit(to).is_some() {
+                return Err(Error::invalid(format!("`{}` is itself a sub-unit: main units are one level only", r.to)));
+            }
+            if w.graph.sub_units(from).next().is_some() {
+                return Err(Error::invalid(format!("`{}` has sub-units and cannot become a sub-unit", r.from)));
+            }
+            return set_main_unit(tx, from, to);
+        }
+        if w.graph.main_unit(from) == Some(to) {
+            tx.set_edge(EdgeKey::MainUnit { sub: from, main: to }, None);
+        }
+        return Ok(());
+    }
+    let key = EdgeKey::Assignment { from, to, role };
+    if add {
+        if tx.edge(key).is_none() {
+            tx.set_edge(key, Some(Edge::Assignment(Assignment::new(role))));
+        }
+    } else if tx.edge(key).is_some() {
+        // The register removing a role always cascades.
+        tx.remove_assignment_cascading(from, to, role);
+    }
+    Ok(())
+}
+
+fn a2_role(tx: &mut Tx<'_>, r: &RoleEvent, add: bool) -> Result<()> {
+    let w = &*tx.w;
+    let c = w.catalog;
+    if r.from == r.to {
+        return Err(Error::invalid(format!("a role cannot be given by `{}` to itself", r.from)));
+    }
+    let (from, to, role) = (party(w, &r.from)?, party(w, &r.to)?, role(c, &r.role)?);
+    if !c.is_altinn2_role(role) {
+        return Err(Error::new(ErrorCode::NotAssignable, format!("`{}` is not an Altinn 2 role", r.role)));
+    }
+    if add && w.a2_retired {
+        return Err(Error::new(
+            ErrorCode::NotAssignable,
+            format!("Altinn 2 roles were retired: `{}` can no longer be assigned", r.role),
+        ));
+    }
+    let key = EdgeKey::Assignment { from, to, role };
+    if add {
+        if tx.edge(key).is_none() {
+            tx.set_edge(key, Some(Edge::Assignment(Assignment::new(role))));
+        }
+    } else if tx.edge(key).is_some() {
+        tx.remove_assignment_cascading(from, to, role);
+    }
+    Ok(())
+}
+
+/// Parses a policy token: a package URN, a role URN or `urn:altinn:rolecode:CODE`.
+pub fn parse_token(c: &Catalog, t: &str) -> Result<Token> {
+    let l = t.trim().to_lowercase();
+    if l.starts_with("urn:altinn:accesspackage:") {
+        return package(c, t).map(Token::Package);
+    }
+    if l.starts_with("urn:altinn:rolecode:") || l.starts_with("urn:altinn:role:") || l.starts_with("urn:altinn:external-role:")
+    {
+        return role(c, t).map(Token::Role);
+    }
+    Err(Error::invalid(format!(
+        "policy token `{t}` is not a package URN, a role URN or `urn:altinn:rolecode:CODE`"
+    )))
+}
+
+fn resource_event(tx: &mut Tx<'_>, r: &ResourceEvent) -> Result<()> {
+    non_empty("id", &r.id)?;
+    let c = tx.w.catalog;
+    if let Some(m) = &r.access_list_mode
+        && m != "enabled"
+        && m != "disabled"
+    {
+        return Err(Error::invalid(format!("`access_list_mode` is `enabled` or `disabled`, got `{m}`")));
+    }
+    let mut rules = Vec::with_capacity(r.rules.len());
+    for spec in &r.rules {
+        let actions = actions_of("actions", &spec.actions)?;
+        if spec.any_of.is_empty() {
+            return Err(Error::invalid("a rule's `any_of` must name at least one token"));
+        }
+        rules.push((actions, spec.any_of.clone()));
+    }
+    let mut parsed = Vec::with_capacity(rules.len());
+    for (actions, written) in rules {
+        let any_of = written.iter().map(|t| parse_token(c, t)).collect::<Result<Vec<_>>>()?;
+        parsed.push(Rule { actions, any_of, written });
+    }
+    let res = Resource { id: r.id.clone(), owner: r.owner.clone(), delegable: r.delegable.unwrap_or(true), rules: parsed };
+    match tx.w.graph.resource_node(&r.id) {
+        Some(n) => {
+            let old = tx.w.graph.resource(n).cloned();
+            if let Some(cur) = tx.w.graph.resource_mut(n) {
+                *cur = res;
+            }
+            tx.undo.push(Undo::Resource(n, old));
+        }
+        None => {
+            let n = tx.w.graph.add_resource(res);
+            tx.undo.push(Undo::Resource(n, None));
+        }
+    }
+    Ok(())
+}
+
+/// What a grant or revoke names.
+enum GrantTarget {
+    Package(PackageId),
+    Resource(NodeId, Actions),
+    Instance(NodeId, String, Actions),
+}
+
+fn grant_target(w: &World, g: &GrantEvent) -> Result<GrantTarget> {
+    let c = w.catalog;
+    // Shape first.
+    match (&g.package, &g.resource) {
+        (Some(_), Some(_)) => return Err(Error::invalid("name either `package` or `resource`, not both")),
+        (None, None) => return Err(Error::invalid("name a `package`, or a `resource` with `actions`")),
+        (Some(_), None) if g.actions.is_some() || g.instance.is_some() => {
+            return Err(Error::invalid("`actions` and `instance` go with `resource`, not with `package`"));
+        }
+        _ => {}
+    }
+    if g.from == g.to {
+        return Err(Error::invalid(format!("`{}` cannot grant to itself", g.from)));
+    }
+    let actions = match (&g.resource, &g.actions) {
+        (Some(_), Some(a)) => Some(actions_of("actions", a)?),
+        (Some(r), None) => return Err(Error::invalid(format!("a grant of resource `{r}` needs `actions`"))),
+        _ => None,
+    };
+    if let Some(i) = &g.instance {
+        non_empty("instance", i)?;
+    }
+    party(w, &g.from)?;
+    party(w, &g.to)?;
+    if let Some(b) = &g.by {
+        party(w, b)?;
+    }
+    Ok(match (&g.package, &g.resource) {
+        (Some(p), _) => GrantTarget::Package(package(c, p)?),
+        (None, Some(r)) => {
+            let n = resource(w, r)?;
+            let acts = actions.unwrap_or_default();
+            match &g.instance {
+                Some(i) => GrantTarget::Instance(n, i.trim().to_string(), acts),
+                None => GrantTarget::Resource(n, acts),
+            }
+        }
+        (None, None) => return Err(Error::invalid("name a `package` or a `resource`")),
+    })
+}
+
+fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
+    if g.cascade.is_some() {
+        return Err(Error::invalid("`cascade` goes with `revoke`, not with `grant`"));
+    }
+    let w = &*tx.w;
+    let c = w.catalog;
+    let target = grant_target(w, g)?;
+    let (from, to) = (party(w, &g.from)?, party(w, &g.to)?);
+    let by = opt_party(w, g.by.as_ref())?;
+    if kind_of(w, from) == Some(PartyKind::SystemUser) {
+        return Err(Error::invalid(format!("a system user (`{}`) cannot give grants", g.from)));
+    }
+    // Structure.
+    match &target {
+        GrantTarget::Package(p) => {
+            let pkg = c.package(*p);
+            if !pkg.is_assignable {
+                return Err(Error::new(ErrorCode::NotAssignable, format!("package `{}` is not assignable", pkg.code)));
+            }
+            let from_type = match kind_of(w, from) {
+                Some(PartyKind::Person) => Some(crate::model::EntityType::Person),
+                Some(PartyKind::Organisation) => Some(crate::model::EntityType::Organisation),
+                _ => None,
+            };
+            if from_type != Some(pkg.entity_type) {
+                return Err(Error::new(
+                    ErrorCode::NotAssignable,
+                    format!("package `{}` is given by a {:?}, and `{}` is not one", pkg.code, pkg.entity_type, g.from)
+                        .to_lowercase(),
+                ));
+            }
+            let to_kind = kind_of(w, to);
+            let representative = c.package_id("virksomhetens-representant-skjemaoppgaver");
+            if to_kind == Some(PartyKind::Organisation)
+                && (*p == c.known.hovedadministrator || Some(*p) == representative)
+            {
+                return Err(Error::new(
+                    ErrorCode::NotAssignable,
+                    format!("package `{}` cannot be given to an organisation", pkg.code),
+                ));
+            }
+            if to_kind == Some(PartyKind::SystemUser) && Some(*p) == representative {
+                return Err(Error::new(
+                    ErrorCode::NotAssignable,
+                    format!("package `{}` cannot be given to a system user", pkg.code),
+                ));
+            }
+        }
+        GrantTarget::Resource(r, _) | GrantTarget::Instance(r, _, _) => {
+            if by.is_some() && !w.graph.resource(*r).is_some_and(|x| x.delegable) {
+                return Err(Error::new(
+                    ErrorCode::NotDelegable,
+                    format!("resource `{}` is not delegable", w.graph.ext_id(*r)),
+                ));
+            }
+        }
+    }
+    // The actor.
+    if let Some(b) = by {
+        match &target {
+            GrantTarget::Package(p) => {
+                let v = resolve::can_delegate_package(w, b, from, *p);
+                if v != DelegationVerdict::Yes {
+                    return Err(Error::not_authorized(format!(
+                        "`{}` may not grant package `{}` for `{}`",
+                        w.graph.ext_id(b),
+                        c.package(*p).code,
+                        g.from
+                    )));
+                }
+            }
+            GrantTarget::Resource(r, acts) | GrantTarget::Instance(r, _, acts) => {
+                for a in acts {
+                    if !resolve::can_delegate_resource(w, b, from, *r, a) {
+                        return Err(Error::not_authorized(format!(
+                            "`{}` may not pass on `{a}` on resource `{}` for `{}`",
+                            w.graph.ext_id(b),
+                            w.graph.ext_id(*r),
+                            g.from
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    // Apply: on the rightholder assignment, created on demand.
+    let key = EdgeKey::Assignment { from, to, role: c.known.rettighetshaver };
+    let mut a = match tx.edge(key) {
+        Some(Edge::Assignment(a)) => a,
+        _ => Assignment::new(c.known.rettighetshaver),
+    };
+    let before = a.clone();
+    let existed = tx.edge(key).is_some();
+    match target {
+        GrantTarget::Package(p) => a.packages.insert(p),
+        GrantTarget::Resource(r, acts) => a.resources.entry(r).or_default().extend(acts),
+        GrantTarget::Instance(r, i, acts) => a.instances.entry((r, i)).or_default().extend(acts),
+    }
+    if !existed || a != before {
+        tx.set_edge(key, Some(Edge::Assignment(a)));
+    }
+    Ok(())
+}
+
+/// May `by` remove what is named from the connection `from → to` (§5)?
+fn may_remove(w: &World, by: NodeId, from: NodeId, to: NodeId, what: &[GrantTarget]) -> bool {
+    if by == to || holds(w, by, from, w.catalog.known.tilgangsstyrer) {
+        return true;
+    }
+    !what.is_empty()
+        && what.iter().all(|t| match t {
+            GrantTarget::Package(p) => resolve::can_delegate_package(w, by, from, *p) == DelegationVerdict::Yes,
+            GrantTarget::Resource(r, acts) | GrantTarget::Instance(r, _, acts) => {
+                acts.iter().all(|a| resolve::can_delegate_resource(w, by, from, *r, a))
+            }
+        })
+}
+
+fn revoke(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
+    let w = &*tx.w;
+    let c = w.catalog;
+    let target = grant_target(w, g)?;
+    let (from, to) = (party(w, &g.from)?, party(w, &g.to)?);
+    let by = opt_party(w, g.by.as_ref())?;
+    if let Some(b) = by
+        && !may_remove(w, b, from, to, std::slice::from_ref(&target))
+    {
+        return Err(Error::not_authorized(format!(
+            "`{}` may not revoke this grant from `{}` to `{}`",
+            w.graph.ext_id(b),
+            g.from,
+            g.to
+        )));
+    }
+    let rh = c.known.rettighetshaver;
+    let key = EdgeKey::Assignment { from, to, role: rh };
+    let Some(Edge::Assignment(mut a)) = tx.edge(key) else {
+        return Ok(()); // nothing to revoke: not an error
+    };
+    // The forwarded copies: client delegations built on this assignment that carry it.
+    let copies: Vec<(EdgeKey, Delegation)> = tx
+        .delegations_on(from, to, rh)
+        .into_iter()
+        .filter_map(|k| match tx.edge(k) {
+            Some(Edge::Delegation(d)) => Some((k, d)),
+            _ => None,
+        })
+        .filter(|(_, d)| match &target {
+            GrantTarget::Package(p) => d.packages.contains(*p),
+            GrantTarget::Resource(r, acts) => d.resources.get(r).is_some_and(|x| !x.is_disjoint(acts)),
+            GrantTarget::Instance(..) => false,
+        })
+        .collect();
+    let held = match &target {
+        GrantTarget::Package(p) => a.packages.contains(*p),
+        GrantTarget::Resource(r, acts) => a.resources.get(r).is_some_and(|x| !x.is_disjoint(acts)),
+        GrantTarget::Instance(r, i, acts) => a.instances.get(&(*r, i.clone())).is_some_and(|x| !x.is_disjoint(acts)),
+    };
+    if !held {
+        return Ok(());
+    }
+    if !copies.is_empty() && g.cascade == Some(false) {
+        let mut e = Error::new(
+            ErrorCode::HasDependants,
+            format!("{} client delegation(s) forward this grant; set `cascade` to remove them too", copies.len()),
+        );
+        e.dependants = copies
+            .iter()
+            .map(|(k, _)| describe_key(w, *k))
+            .collect();
+        return Err(e);
+    }
+    for (k, mut d) in copies {
+        match &target {
+            GrantTarget::Package(p) => d.packages.remove(*p),
+            GrantTarget::Resource(r, acts) => {
+                if let Some(x) = d.resources.get_mut(r) {
+                    x.retain(|a| !acts.contains(a));
+                    if x.is_empty() {
+                        d.resources.remove(r);
+                    }
+                }
+            }
+            GrantTarget::Instance(..) => {}
+        }
+        // An emptied client delegation is removed.
+        tx.set_edge(k, if d.is_empty() { None } else { Some(Edge::Delegation(d)) });
+    }
+    match &target {
+        GrantTarget::Package(p) => a.packages.remove(*p),
+        GrantTarget::Resource(r, acts) => {
+            if let Some(x) = a.resources.get_mut(r) {
+                x.retain(|y| !acts.contains(y));
+                if x.is_empty() {
+                    a.resources.remove(r);
+                }
+            }
+        }
+        GrantTarget::Instance(r, i, acts) => {
+            let k = (*r, i.clone());
+            if let Some(x) = a.instances.get_mut(&k) {
+                x.retain(|y| !acts.contains(y));
+                if x.is_empty() {
+                    a.instances.remove(&k);
+                }
+            }
+        }
+    }
+    // An emptied rightholder assignment stays until it is removed (§3).
+    tx.set_edge(key, Some(Edge::Assignment(a)));
+    Ok(())
+}
+
+fn describe_key(w: &World, k: EdgeKey) -> String {
+    let g = &w.graph;
+    let c = w.catalog;
+    match k {
+        EdgeKey::Assignment { from, to, role } => {
+            format!("assignment `{}` → `{}` ({})", g.ext_id(from), g.ext_id(to), c.role(role).code)
+        }
+        EdgeKey::Delegation { client, agent, facilitator, .. } => format!(
+            "client delegation from `{}` via `{}` to `{}`",
+            g.ext_id(client),
+            g.ext_id(facilitator),
+            g.ext_id(agent)
+        ),
+        EdgeKey::MainUnit { sub, main } => format!("main-unit link `{}` → `{}`", g.ext_id(sub), g.ext_id(main)),
+    }
+}
+
+fn remove_connection(tx: &mut Tx<'_>, ev: &ConnectionEvent) -> Result<()> {
+    let w = &*tx.w;
+    let c = w.catalog;
+    let (from, to) = (party(w, &ev.from)?, party(w, &ev.to)?);
+    let by = opt_party(w, ev.by.as_ref())?;
+    let rh = c.known.rettighetshaver;
+    let key = EdgeKey::Assignment { from, to, role: rh };
+    let Some(Edge::Assignment(a)) = tx.edge(key) else {
+        return Ok(());
+    };
+    if let Some(b) = by {
+        let mut what: Vec<GrantTarget> = a.packages.iter().map(GrantTarget::Package).collect();
+        what.extend(a.resources.iter().map(|(r, x)| GrantTarget::Resource(*r, x.clone())));
+        what.extend(a.instances.iter().map(|((r, i), x)| GrantTarget::Instance(*r, i.clone(), x.clone())));
+        if !may_remove(w, b, from, to, &what) {
+            return Err(Error::not_authorized(format!(
+                "`{}` may not remove the connection from `{}` to `{}`",
+                w.graph.ext_id(b),
+                ev.from,
+                ev.to
+            )));
+        }
+    }
+    let delegations = tx.delegations_on(from, to, rh);
+    if (a.has_grants() || !delegations.is_empty()) && ev.cascade != Some(true) {
+        let mut deps: Vec<String> = a.packages.iter().map(|p| format!("package `{}`", c.package(p).code)).collect();
+        deps.extend(a.resources.keys().map(|r| format!("resource grant `{}`", w.graph.ext_id(*r))));
+        deps.extend(a.instances.keys().map(|(r, i)| format!("instance grant `{}` `{i}`", w.graph.ext_id(*r))));
+        deps.extend(delegations.iter().map(|k| describe_key(w, *k)));
+        let mut e = Error::new(
+            ErrorCode::HasDependants,
+            format!(
+                "the connection from `{}` to `{}` has {} dependant(s); set `cascade` to remove them too",
+                ev.from,
+                ev.to,
+                deps.len()
+            ),
+        );
+        e.dependants = deps;
+        return Err(e);
+    }
+    tx.remove_assignment_cascading(from, to, rh);
+    Ok(())
+}
+
+fn check_agent(w: &World, ev_agent: &str, facilitator: NodeId, agent: NodeId) -> Result<()> {
+    if kind_of(w, facilitator) != Some(PartyKind::Organisation) {
+        return Err(Error::invalid(format!("facilitator `{}` is not an organisation", w.graph.ext_id(facilitator))));
+    }
+    let ok = match w.graph.party(agent) {
+        Some(p) if p.kind == PartyKind::Person => p.alive,
+        Some(p) if p.kind == PartyKind::SystemUser => p.system_user_kind == Some(SystemUserKind::Agent),
+        _ => false,
+    };
+    if !ok || agent == facilitator {
+        return Err(Error::new(
+            ErrorCode::InvalidAgent,
+            format!("`{ev_agent}` cannot be an agent: an agent is a living person or an agent system user"),
+        ));
+    }
+    Ok(())
+}
+
+fn add_agent(tx: &mut Tx<'_>, ev: &AgentEvent) -> Result<()> {
+    if ev.cascade.is_some() {
+        return Err(Error::invalid("`cascade` goes with `remove_agent`, not with `add_agent`"));
+    }
+    let w = &*tx.w;
+    let (f, a) = (party(w, &ev.facilitator)?, party(w, &ev.agent)?);
+    let by = opt_party(w, ev.by.as_ref())?;
+    check_agent(w, &ev.agent, f, a)?;
+    require_client_admin(w, by, f)?;
+    let role = w.catalog.known.agent;
+    let key = EdgeKey::Assignment { from: f, to: a, role };
+    if tx.edge(key).is_none() {
+        tx.set_edge(key, Some(Edge::Assignment(Assignment::new(role))));
+    }
+    Ok(())
+}
+
+fn remove_agent(tx: &mut Tx<'_>, ev: &AgentEvent) -> Result<()> {
+    let w = &*tx.w;
+    let (f, a) = (party(w, &ev.facilitator)?, party(w, &ev.agent)?);
+    let by = opt_party(w, ev.by.as_ref())?;
+    require_client_admin(w, by, f)?;
+    let role = w.catalog.known.agent;
+    if tx.edge(EdgeKey::Assignment { from: f, to: a, role }).is_none() {
+        return Ok(());
+    }
+    let deps = tx.delegations_on(f, a, role);
+    if !deps.is_empty() && ev.cascade == Some(false) {
+        let mut e = Error::new(
+            ErrorCode::HasDependants,
+            format!(
+                "{} client delegation(s) end at agent `{}`; set `cascade` to remove them too",
+                deps.len(),
+                ev.agent
+            ),
+        );
+        e.dependants = deps.iter().map(|k| describe_key(w, *k)).collect();
+        return Err(e);
+    }
+    tx.remove_assignment_cascading(f, a, role);
+    Ok(())
+}
+
+/// The packages the facilitator holds from the client through the client assignment.
+fn held_through(w: &World, client: NodeId, a: &Assignment) -> PackageSet {
+    let c = w.catalog;
+    let mut s = if c.is_rightholder(a.role) {
+        PackageSet::EMPTY
+    } else {
+        c.role_packages(a.role, w.graph.party(client).and_then(|p| p.unit_type.as_deref()))
+    };
+    s.union_with(&a.packages);
+    s
+}
+
+fn delegate(tx: &mut Tx<'_>, ev: &DelegateEvent) -> Result<()> {
+    let w = &*tx.w;
+    let c = w.catalog;
+    let Some(role_name) = &ev.role else {
+        return Err(Error::invalid("`delegate` needs the client assignment's `role`"));
+    };
+    let pkgs_named = ev.packages.as_deref().unwrap_or(&[]);
+    let res_named = ev.resources.as_deref().unwrap_or(&[]);
+    if pkgs_named.is_empty() && res_named.is_empty() {
+        return Err(Error::invalid("a delegation must forward at least one package or resource"));
+    }
+    for r in res_named {
+        if let Some(a) = r.actions() {
+            actions_of("actions", a)?;
+        }
+    }
+    let (client, f, agent) = (party(w, &ev.client)?, party(w, &ev.facilitator)?, party(w, &ev.agent)?);
+    let by = opt_party(w, ev.by.as_ref())?;
+    let role = role(c, role_name)?;
+    let pkgs = pkgs_named.iter().map(|p| package(c, p)).collect::<Result<Vec<_>>>()?;
+    let mut res = Vec::new();
+    for r in res_named {
+        let n = resource(w, r.id())?;
+        let acts = r.actions().map(|a| actions_of("actions", a)).transpose()?;
+        res.push((n, acts));
+    }
+    // Structure: the agent, then what is forwarded.
+    check_agent(w, &ev.agent, f, agent)?;
+    if w.graph.find_assignment(f, agent, c.known.agent).is_none() {
+        return Err(Error::new(
+            ErrorCode::InvalidAgent,
+            format!("`{}` is not an agent of `{}`: add the agent first", ev.agent, ev.facilitator),
+        ));
+    }
+    let client_assignment = w.graph.find_assignment(client, f, role).and_then(|e| w.graph.assignment(e));
+    let held = client_assignment.map(|a| held_through(w, client, a)).unwrap_or_default();
+    let mut forwarded = PackageSet::EMPTY;
+    for p in &pkgs {
+        let pkg = c.package(*p);
+        if !pkg.is_delegable {
+            return Err(Error::new(ErrorCode::NotDelegable, format!("package `{}` is not delegable", pkg.code)));
+        }
+        if !held.contains(*p) {
+            return Err(Error::new(
+                ErrorCode::NotDelegable,
+                format!(
+                    "`{}` does not hold `{}` from `{}` through a {} assignment",
+                    ev.facilitator, pkg.code, ev.client, c.role(role).code
+                ),
+            ));
+        }
+        forwarded.insert(*p);
+    }
+    let mut forwarded_res: BTreeMap<NodeId, Actions> = BTreeMap::new();
+    for (r, acts) in &res {
+        let granted = client_assignment.and_then(|a| a.resources.get(r));
+        let delegable = w.graph.resource(*r).is_some_and(|x| x.delegable);
+        let ok = delegable
+            && granted.is_some_and(|g| acts.as_ref().is_none_or(|a| a.is_subset(g)));
+        if !ok {
+            return Err(Error::new(
+                ErrorCode::NotDelegable,
+                format!(
+                    "`{}` holds no delegable resource grant `{}` from `{}` with those actions",
+                    ev.facilitator,
+                    w.graph.ext_id(*r),
+                    ev.client
+                ),
+            ));
+        }
+        let acts = acts.clone().or_else(|| granted.cloned()).unwrap_or_default();
+        forwarded_res.entry(*r).or_default().extend(acts);
+    }
+    require_client_admin(w, by, f)?;
+    let key = EdgeKey::Delegation { client, agent, facilitator: f, role };
+    let mut d = match tx.edge(key) {
+        Some(Edge::Delegation(d)) => d,
+        _ => Delegation { facilitator: f, role, packages: PackageSet::EMPTY, resources: BTreeMap::new() },
+    };
+    let before = d.clone();
+    d.packages.union_with(&forwarded);
+    for (r, a) in forwarded_res {
+        d.resources.entry(r).or_default().extend(a);
+    }
+    if d != before || tx.edge(key).is_none() {
+        tx.set_edge(key, Some(Edge::Delegation(d)));
+    }
+    Ok(())
+}
+
+fn undelegate(tx: &mut Tx<'_>, ev: &DelegateEvent) -> Result<()> {
+    let w = &*tx.w;
+    let c = w.catalog;
+    for r in ev.resources.as_deref().unwrap_or(&[]) {
+        if let Some(a) = r.actions() {
+            actions_of("actions", a)?;
+        }
+    }
+    let (client, f, agent) = (party(w, &ev.client)?, party(w, &ev.facilitator)?, party(w, &ev.agent)?);
+    let by = opt_party(w, ev.by.as_ref())?;
+    let role = ev.role.as_deref().map(|r| role(c, r)).transpose()?;
+    let pkgs = ev.packages.as_deref().unwrap_or(&[]).iter().map(|p| package(c, p)).collect::<Result<Vec<_>>>()?;
+    let mut res = Vec::new();
+    for r in ev.resources.as_deref().unwrap_or(&[]) {
+        res.push((resource(w, r.id())?, r.actions().map(|a| actions_of("actions", a)).transpose()?));
+    }
+    require_client_admin(w, by, f)?;
+    let everything = ev.packages.is_none() && ev.resources.is_none();
+    let keys: Vec<EdgeKey> = w
+        .graph
+        .between(client, agent)
+        .into_iter()
+        .filter_map(|(e, edge)| match edge {
+            Edge::Delegation(d) if d.facilitator == f && role.is_none_or(|r| r == d.role) => w.graph.key_of(e),
+            _ => None,
+        })
+        .collect();
+    for k in keys {
+        let Some(Edge::Delegation(mut d)) = tx.edge(k) else { continue };
+        if everything {
+            tx.set_edge(k, None);
+            continue;
+        }
+        let before = d.clone();
+        for p in &pkgs {
+            d.packages.remove(*p);
+        }
+        for (r, acts) in &res {
+            match acts {
+                None => {
+                    d.resources.remove(r);
+                }
+                Some(acts) => {
+                    if let Some(x) = d.resources.get_mut(r) {
+                        x.retain(|a| !acts.contains(a));
+                        if x.is_empty() {
+                            d.resources.remove(r);
+                        }
+                    }
+                }
+            }
+        }
+        if d.is_empty() {
+            tx.set_edge(k, None);
+        } else if d != before {
+            tx.set_edge(k, Some(Edge::Delegation(d)));
+        }
+    }
+    Ok(())
+}
+
+fn died(tx: &mut Tx<'_>, person: &str) -> Result<()> {
+    let w = &*tx.w;
+    let c = w.catalog;
+    let p = party(w, person)?;
+    let Some(old) = w.graph.party(p).cloned() else { return Err(Error::unknown_party(person)) };
+    if old.kind != PartyKind::Person {
+        return Err(Error::invalid(format!("`{person}` is not a person")));
+    }
+    if !old.alive {
+        return Ok(());
+    }
+    let k = c.known;
+    let removable = |role: RoleId| {
+        role == k.rettighetshaver || role == k.appstyrt_rettighetshaver || c.is_altinn2_role(role)
+    };
+    let mut doomed = Vec::new();
+    for (_, to, e) in w.graph.outgoing(p) {
+        if let Edge::Assignment(a) = e
+            && removable(a.role)
+        {
+            doomed.push((p, to, a.role));
+        }
+    }
+    for (_, from, e) in w.graph.incoming(p) {
+        if let Edge::Assignment(a) = e
+            && (removable(a.role) || a.role == k.agent)
+        {
+            doomed.push((from, p, a.role));
+        }
+    }
+    for (from, to, role) in doomed {
+        tx.remove_assignment_cascading(from, to, role);
+    }
+    let mut dead = old.clone();
+    dead.alive = false;
+    if let Some(cur) = tx.w.graph.party_mut(p) {
+        *cur = dead;
+    }
+    tx.undo.push(Undo::Node(p, Some(old)));
+    Ok(())
+}
+
+fn retire_a2_roles(tx: &mut Tx<'_>) -> Result<()> {
+    let w = &*tx.w;
+    let c = w.catalog;
+    let mut doomed = Vec::new();
+    for (n, _) in w.graph.parties() {
+        for (_, to, e) in w.graph.outgoing(n) {
+            if let Edge::Assignment(a) = e
+                && c.is_altinn2_role(a.role)
+            {
+                doomed.push((n, to, a.role));
+            }
+        }
+    }
+    for (from, to, role) in doomed {
+        tx.remove_assignment_cascading(from, to, role);
+    }
+    if !tx.w.a2_retired {
+        tx.undo.push(Undo::A2Retired(false));
+        tx.w.a2_retired = true;
+    }
+    Ok(())
+}

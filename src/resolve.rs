@@ -1,0 +1,594 @@
+//! Read-only resolution (domain.md §4 and §5): the records by which a subject acts for a
+//! party, and every query built on them — check, rights, authorized parties, holders,
+//! resource decisions, the delegation check and explain.
+//!
+//! Resolution is bounded pattern matching, not graph search: the longest derivation is
+//! three assignment edges, so each path walks adjacency lists directly with small local
+//! state. Cycles in the data (A gives B, B gives A) cannot make it loop because no path
+//! follows more than its fixed number of edges.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::catalog::{Catalog, PackageSet};
+use crate::graph::{Actions, EdgeId, Edge, NodeId, Resource, Token};
+use crate::model::{EntityType, PackageId, PartyKind, RoleId};
+use crate::world::World;
+
+/// How the base of a record was found (paths 1, 2 and 4 of §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An assignment F → X (path 1).
+    Direct { edge: EdgeId },
+    /// The `privatperson` role every living person holds for themself.
+    SelfPerson,
+    /// F → O (edge) and O → X with a key role (key_edge) (path 2).
+    KeyRole { edge: EdgeId, holder: NodeId, key_role: RoleId },
+    /// A client delegation C → X, via the facilitator (path 4).
+    Delegation { edge: EdgeId, facilitator: NodeId },
+}
+
+/// Why a base record was repeated for another party (paths 5 and 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    /// From a main unit to one of its sub-units (path 5).
+    SubUnit { main: NodeId },
+    /// From an ENK to its living owner (path 6).
+    Owner { enk: NodeId },
+}
+
+/// One way by which the subject acts on behalf of `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub from: NodeId,
+    pub role: RoleId,
+    pub packages: PackageSet,
+    pub origin: Origin,
+    /// Set when the record comes from RoleMap (path 3): the role it was mapped from.
+    pub mapped_from: Option<RoleId>,
+    pub repeat: Option<Repeat>,
+}
+
+impl Record {
+    /// Whether the delegation check (§5) counts this record: direct or key role, or
+    /// either of those at the party's main unit; never client delegations, RoleMap or
+    /// the owner rule.
+    pub fn counts_for_delegation(&self) -> bool {
+        matches!(self.origin, Origin::Direct { .. } | Origin::KeyRole { .. } | Origin::SelfPerson)
+            && self.mapped_from.is_none()
+            && !matches!(self.repeat, Some(Repeat::Owner { .. }))
+    }
+}
+
+/// The effective rights of a subject for one party.
+#[derive(Debug, Clone, Default)]
+pub struct Rights {
+    pub roles: BTreeSet<RoleId>,
+    pub packages: PackageSet,
+    pub records: Vec<Record>,
+}
+
+fn unit_type<'a>(w: &'a World, n: NodeId) -> Option<&'a str> {
+    w.graph.party(n).and_then(|p| p.unit_type.as_deref())
+}
+
+fn is_iks(w: &World, n: NodeId) -> bool {
+    w.graph.party(n).is_some_and(|p| p.is_unit_type("IKS"))
+}
+
+/// Packages a record with `role` on assignment `a` gives at party `from`.
+fn packages_of(w: &World, c: &Catalog, role: RoleId, edge: Option<&Edge>, from: NodeId) -> PackageSet {
+    if c.is_rightholder(role) {
+        match edge {
+            Some(Edge::Assignment(a)) => a.packages,
+            _ => PackageSet::EMPTY,
+        }
+    } else {
+        c.role_packages(role, unit_type(w, from))
+    }
+}
+
+/// Whether an assignment with `role` yields records at all: the main-unit link is
+/// structure, and `supplier` is never a connection (as in Altinn's connection query).
+fn yields_records(c: &Catalog, role: RoleId) -> bool {
+    !c.is_main_unit_link(role) && role != c.known.supplier
+}
+
+/// The parties whose records can end up as records for `target` after repetition: the
+/// target itself, its main unit, and (for a living person) the ENKs they own.
+fn sources_for(w: &World, target: NodeId) -> Vec<NodeId> {
+    let c = w.catalog;
+    let mut s = vec![target];
+    if let Some(m) = w.graph.main_unit(target) {
+        s.push(m);
+    }
+    if w.graph.party(target).is_some_and(|p| p.is_living_person()) {
+        for (_, e, edge) in w.graph.incoming(target) {
+            if let Edge::Assignment(a) = edge
+                && a.role == c.known.innehaver
+                && w.graph.party(e).is_some_and(|p| p.is_unit_type("ENK"))
+                && !s.contains(&e)
+            {
+                s.push(e);
+            }
+        }
+    }
+    s
+}
+
+/// Every record by which `x` acts for some party; with `target`, only those for it.
+pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
+    let c = w.catalog;
+    let g = &w.graph;
+    let sources = target.map(|t| sources_for(w, t));
+    let mut base: Vec<Record> = Vec::new();
+
+    // Edges from `s` to `to`, or every edge into `to` when there is no target.
+    let edges_into = |to: NodeId| -> Vec<(EdgeId, NodeId, &Edge)> {
+        match &sources {
+            Some(ss) => ss
+                .iter()
+                .flat_map(|s| g.between(*s, to).into_iter().map(move |(e, w)| (e, *s, w)))
+                .collect(),
+            None => g.incoming(to).collect(),
+        }
+    };
+
+    // Path 1: direct assignments, and the implicit privatperson of a living person.
+    for (e, from, edge) in edges_into(x) {
+        if let Edge::Assignment(a) = edge
+            && yields_records(c, a.role)
+        {
+            base.push(Record {
+                from,
+                role: a.role,
+                packages: packages_of(w, c, a.role, Some(edge), from),
+                origin: Origin::Direct { edge: e },
+                mapped_from: None,
+                repeat: None,
+            });
+        }
+    }
+    if g.party(x).is_some_and(|p| p.is_living_person())
+        && sources.as_ref().is_none_or(|ss| ss.contains(&x))
+    {
+        let role = c.known.privatperson;
+        base.push(Record {
+            from: x,
+            role,
+            packages: c.role_packages(role, None),
+            origin: Origin::SelfPerson,
+            mapped_from: None,
+            repeat: None,
+        });
+    }
+
+    // Path 2: key roles, one hop.
+    for (_, holder, edge) in g.incoming(x) {
+        let Edge::Assignment(k) = edge else { continue };
+        if !c.is_key_role(k.role) {
+            continue;
+        }
+        // IKS exception (a): a DTPR holder of an IKS does not inherit through it.
+        if k.role == c.known.deltaker_delt_ansvar && is_iks(w, holder) {
+            continue;
+        }
+        for (e, from, edge) in edges_into(holder) {
+            let Edge::Assignment(a) = edge else { continue };
+            if !yields_records(c, a.role) {
+                continue;
+            }
+            // IKS exception (b): the participant's DTPR role on an IKS is not inherited.
+            if a.role == c.known.deltaker_delt_ansvar && is_iks(w, from) {
+                continue;
+            }
+            base.push(Record {
+                from,
+                role: a.role,
+                packages: packages_of(w, c, a.role, Some(edge), from),
+                origin: Origin::KeyRole { edge: e, holder, key_role: k.role },
+                mapped_from: None,
+                repeat: None,
+            });
+        }
+    }
+
+    // Path 3: RoleMap, once, on direct and key-role records.
+    let mut mapped = Vec::new();
+    for r in &base {
+        for g_role in c.role_map_of(r.role) {
+            if w.a2_retired && c.is_altinn2_role(*g_role) {
+                continue;
+            }
+            mapped.push(Record {
+                from: r.from,
+                role: *g_role,
+                packages: c.role_packages(*g_role, unit_type(w, r.from)),
+                origin: r.origin,
+                mapped_from: Some(r.role),
+                repeat: None,
+            });
+        }
+    }
+    base.extend(mapped);
+
+    // Path 4: client delegations.
+    for (e, from, edge) in edges_into(x) {
+        if let Edge::Delegation(d) = edge {
+            base.push(Record {
+                from,
+                role: d.role,
+                packages: d.packages,
+                origin: Origin::Delegation { edge: e, facilitator: d.facilitator },
+                mapped_from: None,
+                repeat: None,
+            });
+        }
+    }
+
+    // Paths 5 and 6: repetitions of the records above.
+    let mut out = Vec::new();
+    for r in &base {
+        // Path 5: main unit → sub-units.
+        let subs: Vec<NodeId> = match target {
+            Some(t) => (g.main_unit(t) == Some(r.from)).then_some(t).into_iter().collect(),
+            None => g.sub_units(r.from).collect(),
+        };
+        for s in subs {
+            let mut rep = r.clone();
+            rep.from = s;
+            rep.repeat = Some(Repeat::SubUnit { main: r.from });
+            if !c.is_rightholder(r.role) && !matches!(r.origin, Origin::Delegation { .. }) {
+                rep.packages = c.role_packages(r.role, unit_type(w, s));
+            }
+            out.push(rep);
+        }
+        // Path 6: the owner of an ENK, for accountant and auditor records.
+        if c.is_owner_rule_role(r.role) && g.party(r.from).is_some_and(|p| p.is_unit_type("ENK")) {
+            for (_, owner, edge) in g.outgoing(r.from) {
+                let Edge::Assignment(a) = edge else { continue };
+                if a.role != c.known.innehaver
+                    || !g.party(owner).is_some_and(|p| p.is_living_person())
+                    || target.is_some_and(|t| t != owner)
+                {
+                    continue;
+                }
+                let mut rep = r.clone();
+                rep.from = owner;
+                rep.repeat = Some(Repeat::Owner { enk: r.from });
+                out.push(rep);
+            }
+        }
+    }
+    base.extend(out);
+    if let Some(t) = target {
+        base.retain(|r| r.from == t);
+    }
+    base
+}
+
+/// The effective rights of `x` for `f`.
+pub fn rights(w: &World, x: NodeId, f: NodeId) -> Rights {
+    let recs = records(w, x, Some(f));
+    let mut r = Rights::default();
+    for rec in &recs {
+        r.roles.insert(rec.role);
+        r.packages.union_with(&rec.packages);
+    }
+    r.records = recs;
+    r
+}
+
+/// Resource grant actions a record carries for resource `res` (and, with `instance`,
+/// instance grant actions for that instance).
+fn grant_actions<'a>(w: &'a World, rec: &Record, res: NodeId, instance: Option<&str>) -> Vec<&'a Actions> {
+    let mut out = Vec::new();
+    if rec.mapped_from.is_some() {
+        return out;
+    }
+    match rec.origin {
+        Origin::Direct { edge } | Origin::KeyRole { edge, .. } => {
+            if let Some(a) = w.graph.assignment(edge) {
+                if let Some(acts) = a.resources.get(&res) {
+                    out.push(acts);
+                }
+                if let Some(i) = instance
+                    && !matches!(rec.repeat, Some(Repeat::SubUnit { .. }))
+                    && let Some(acts) = a.instances.get(&(res, i.to_string()))
+                {
+                    out.push(acts);
+                }
+            }
+        }
+        Origin::Delegation { edge, .. } => {
+            if let Some(Edge::Delegation(d)) = w.graph.edge(edge)
+                && let Some(acts) = d.resources.get(&res)
+            {
+                out.push(acts);
+            }
+        }
+        Origin::SelfPerson => {}
+    }
+    out
+}
+
+/// Whether a policy token is matched by these roles and packages.
+pub fn token_matches(w: &World, t: Token, roles: &BTreeSet<RoleId>, packages: &PackageSet) -> bool {
+    match t {
+        Token::Package(p) => packages.contains(p),
+        Token::Role(r) => roles.contains(&r) && !(w.a2_retired && w.catalog.is_altinn2_role(r)),
+    }
+}
+
+/// Whether the policy of `res` lets someone with these roles and packages do `action`.
+pub fn policy_permits(w: &World, res: &Resource, action: &str, roles: &BTreeSet<RoleId>, packages: &PackageSet) -> bool {
+    res.rules
+        .iter()
+        .any(|rule| rule.actions.contains(action) && rule.any_of.iter().any(|t| token_matches(w, *t, roles, packages)))
+}
+
+/// The resource decision of §4 over a given set of records (all for one party).
+pub fn permits_with(w: &World, recs: &[Record], res_node: NodeId, action: &str, instance: Option<&str>) -> bool {
+    let Some(res) = w.graph.resource(res_node) else { return false };
+    let mut roles = BTreeSet::new();
+    let mut packages = PackageSet::EMPTY;
+    for r in recs {
+        roles.insert(r.role);
+        packages.union_with(&r.packages);
+    }
+    if policy_permits(w, res, action, &roles, &packages) {
+        return true;
+    }
+    recs.iter()
+        .any(|r| grant_actions(w, r, res_node, instance).into_iter().any(|acts| acts.contains(action)))
+}
+
+/// May `x` do `action` on resource `res` (or one instance of it) for party `f`?
+pub fn permits(w: &World, x: NodeId, f: NodeId, res: NodeId, action: &str, instance: Option<&str>) -> bool {
+    let recs = records(w, x, Some(f));
+    permits_with(w, &recs, res, action, instance)
+}
+
+/// Every (resource, action) the records permit at resource level: policy rules and
+/// resource grants (instance grants are per instance and not listed).
+pub fn permitted_actions(w: &World, recs: &[Record]) -> BTreeSet<(NodeId, String)> {
+    let mut roles = BTreeSet::new();
+    let mut packages = PackageSet::EMPTY;
+    for r in recs {
+        roles.insert(r.role);
+        packages.union_with(&r.packages);
+    }
+    let mut out = BTreeSet::new();
+    if !roles.is_empty() || !packages.is_empty() {
+        for (n, res) in w.graph.resources() {
+            for rule in &res.rules {
+                if rule.any_of.iter().any(|t| token_matches(w, *t, &roles, &packages)) {
+                    for a in &rule.actions {
+                        out.insert((n, a.clone()));
+                    }
+                }
+            }
+        }
+    }
+    for r in recs {
+        if r.mapped_from.is_some() {
+            continue;
+        }
+        let maps: Vec<&BTreeMap<NodeId, Actions>> = match r.origin {
+            Origin::Direct { edge } | Origin::KeyRole { edge, .. } => {
+                w.graph.assignment(edge).map(|a| &a.resources).into_iter().collect()
+            }
+            Origin::Delegation { edge, .. } => match w.graph.edge(edge) {
+                Some(Edge::Delegation(d)) => vec![&d.resources],
+                _ => vec![],
+            },
+            Origin::SelfPerson => vec![],
+        };
+        for m in maps {
+            for (res, acts) in m {
+                for a in acts {
+                    out.insert((*res, a.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One entry of the authorized-parties answer.
+#[derive(Debug, Clone)]
+pub struct AuthorizedParty {
+    pub party: NodeId,
+    /// For a sub-unit: its main unit.
+    pub main_unit: Option<NodeId>,
+    pub roles: BTreeSet<RoleId>,
+    pub packages: PackageSet,
+}
+
+/// Every party `x` can act for.
+pub fn authorized_parties(w: &World, x: NodeId) -> Vec<AuthorizedParty> {
+    let mut by_party: BTreeMap<NodeId, AuthorizedParty> = BTreeMap::new();
+    for r in records(w, x, None) {
+        let e = by_party.entry(r.from).or_insert_with(|| AuthorizedParty {
+            party: r.from,
+            main_unit: w.graph.main_unit(r.from),
+            roles: BTreeSet::new(),
+            packages: PackageSet::EMPTY,
+        });
+        e.roles.insert(r.role);
+        e.packages.union_with(&r.packages);
+    }
+    by_party.into_values().collect()
+}
+
+/// The subjects that may hold something for `f`: everyone whose records can start at `f`.
+pub fn candidate_subjects(w: &World, f: NodeId) -> BTreeSet<NodeId> {
+    let c = w.catalog;
+    let g = &w.graph;
+    let mut out = BTreeSet::new();
+    if g.party(f).is_some_and(|p| p.is_living_person()) {
+        out.insert(f);
+    }
+    for s in sources_for(w, f) {
+        for (_, to, edge) in g.outgoing(s) {
+            match edge {
+                Edge::Assignment(a) if yields_records(c, a.role) => {
+                    out.insert(to);
+                    for (_, holder, e2) in g.outgoing(to) {
+                        if let Edge::Assignment(k) = e2
+                            && c.is_key_role(k.role)
+                        {
+                            out.insert(holder);
+                        }
+                    }
+                }
+                Edge::Delegation(_) => {
+                    out.insert(to);
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Every subject that holds package `p` for party `f` (the reverse query).
+pub fn holders(w: &World, f: NodeId, p: PackageId) -> Vec<NodeId> {
+    candidate_subjects(w, f)
+        .into_iter()
+        .filter(|x| rights(w, *x, f).packages.contains(p))
+        .collect()
+}
+
+fn entity_type_of(w: &World, n: NodeId) -> Option<EntityType> {
+    match w.graph.party(n)?.kind {
+        PartyKind::Organisation => Some(EntityType::Organisation),
+        PartyKind::Person => Some(EntityType::Person),
+        PartyKind::SystemUser => None,
+    }
+}
+
+/// Why a delegation check said no (or how it said yes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DelegationVerdict {
+    Yes,
+    NotAssignable,
+    WrongEntityType,
+    NotHeld,
+}
+
+/// The delegation check (§5): may `u`, acting for `party`, grant package `p`?
+pub fn can_delegate_package(w: &World, u: NodeId, party: NodeId, p: PackageId) -> DelegationVerdict {
+    let c = w.catalog;
+    let pkg = c.package(p);
+    if !pkg.is_assignable {
+        return DelegationVerdict::NotAssignable;
+    }
+    if entity_type_of(w, party) != Some(pkg.entity_type) {
+        return DelegationVerdict::WrongEntityType;
+    }
+    let admin_pkg = c.known.hovedadministrator;
+    let ut = unit_type(w, party);
+    let mut main_admin = false;
+    for r in records(w, u, Some(party)) {
+        if !r.counts_for_delegation() {
+            continue;
+        }
+        if r.packages.contains(admin_pkg) {
+            main_admin = true;
+        }
+        if c.is_rightholder(r.role) {
+            // A package grant always counts as can_delegate, except the main
+            // administrator package, which passes on only when held through a role.
+            if p != admin_pkg && r.packages.contains(p) {
+                return DelegationVerdict::Yes;
+            }
+        } else if c.role_delegable_packages(r.role, ut).contains(p) {
+            return DelegationVerdict::Yes;
+        }
+    }
+    if main_admin && p != admin_pkg && c.main_admin_template(ut).contains(p) {
+        return DelegationVerdict::Yes;
+    }
+    DelegationVerdict::NotHeld
+}
+
+/// May `u`, acting for `party`, pass on `action` on resource `res`?
+pub fn can_delegate_resource(w: &World, u: NodeId, party: NodeId, res: NodeId, action: &str) -> bool {
+    let Some(resource) = w.graph.resource(res) else { return false };
+    if !resource.delegable {
+        return false;
+    }
+    let recs: Vec<Record> =
+        records(w, u, Some(party)).into_iter().filter(Record::counts_for_delegation).collect();
+    permits_with(w, &recs, res, action, None)
+}
+
+/// Does `x` hold package `p` for `f`?
+pub fn has_package(w: &World, x: NodeId, f: NodeId, p: PackageId) -> bool {
+    records(w, x, Some(f)).iter().any(|r| r.packages.contains(p))
+}
+
+/// Does `x` hold role `role` for `f` (key-role and RoleMap paths included)?
+pub fn has_role(w: &World, x: NodeId, f: NodeId, role: RoleId) -> bool {
+    records(w, x, Some(f)).iter().any(|r| r.role == role)
+}
+
+/// A human-readable derivation of one record: the chain of edges it rests on.
+pub fn describe(w: &World, x: NodeId, r: &Record) -> String {
+    let c = w.catalog;
+    let id = |n: NodeId| w.graph.ext_id(n).to_string();
+    let role = |r: RoleId| c.role(r).code.clone();
+    let (origin_from, tail) = match r.repeat {
+        Some(Repeat::SubUnit { main }) => (main, format!("; repeated for sub-unit `{}` of main unit `{}`", id(r.from), id(main))),
+        Some(Repeat::Owner { enk }) => (enk, format!("; repeated for `{}`, living owner (innehaver) of ENK `{}`", id(r.from), id(enk))),
+        None => (r.from, String::new()),
+    };
+    let base_role = r.mapped_from.unwrap_or(r.role);
+    let mut s = match r.origin {
+        Origin::Direct { .. } => format!("direct: `{}` → `{}` as {}", id(origin_from), id(x), role(base_role)),
+        Origin::SelfPerson => format!("self: `{}` holds {} for themself", id(x), role(base_role)),
+        Origin::KeyRole { holder, key_role, .. } => format!(
+            "key role: `{}` → `{}` as {}, and `{}` → `{}` as key role {}",
+            id(origin_from),
+            id(holder),
+            role(base_role),
+            id(holder),
+            id(x),
+            role(key_role)
+        ),
+        Origin::Delegation { facilitator, .. } => format!(
+            "client delegation: `{}` → `{}` as {}, forwarded by facilitator `{}` to agent `{}`",
+            id(origin_from),
+            id(facilitator),
+            role(base_role),
+            id(facilitator),
+            id(x)
+        ),
+    };
+    if let Some(from_role) = r.mapped_from {
+        s.push_str(&format!("; RoleMap {} → {}", role(from_role), role(r.role)));
+    }
+    s.push_str(&tail);
+    s
+}
+
+/// The derivation paths behind "x holds package p for f" (empty when it does not).
+pub fn explain_package(w: &World, x: NodeId, f: NodeId, p: PackageId) -> Vec<String> {
+    records(w, x, Some(f)).iter().filter(|r| r.packages.contains(p)).map(|r| describe(w, x, r)).collect()
+}
+
+/// The derivation paths behind "x holds role `role` for f".
+pub fn explain_role(w: &World, x: NodeId, f: NodeId, role: RoleId) -> Vec<String> {
+    records(w, x, Some(f)).iter().filter(|r| r.role == role).map(|r| describe(w, x, r)).collect()
+}
+
+/// The clients an agent acts for through facilitator `f`'s client delegations.
+pub fn clients(w: &World, f: NodeId, agent: NodeId) -> BTreeSet<NodeId> {
+    w.graph
+        .incoming(agent)
+        .filter_map(|(_, c, e)| match e {
+            Edge::Delegation(d) if d.facilitator == f => Some(c),
+            _ => None,
+        })
+        .collect()
+}

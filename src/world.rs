@@ -1,0 +1,29 @@
+//! The world: the graph plus the little global state the rules need (the engine's
+//! clock and whether the Altinn 2 cut-off has happened).
+
+use chrono::{DateTime, FixedOffset};
+
+use crate::catalog::Catalog;
+use crate::graph::Graph;
+
+#[derive(Debug, Clone)]
+pub struct World {
+    pub graph: Graph,
+    pub catalog: &'static Catalog,
+    /// The engine's notion of the current time, set by `clock` events.
+    pub now: Option<DateTime<FixedOffset>>,
+    /// Set by `retire_a2_roles`: policy tokens naming Altinn 2 roles match nobody.
+    pub a2_retired: bool,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+impl World {
+    pub fn new() -> World {
+        World { graph: Graph::new(), catalog: Catalog::builtin(), now: None, a2_retired: false }
+    }
+}
