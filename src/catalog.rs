@@ -102,7 +102,9 @@ impl PackageSet {
         self.0.iter().map(|w| w.count_ones() as usize).sum()
     }
     pub fn iter(&self) -> impl Iterator<Item = PackageId> + '_ {
-        (0..256u16).filter(|i| self.contains(PackageId(*i))).map(PackageId)
+        (0..256u16)
+            .filter(|i| self.contains(PackageId(*i)))
+            .map(PackageId)
     }
 }
 
@@ -241,14 +243,14 @@ impl Catalog {
     fn load_builtin() -> Result<Catalog, CatalogError> {
         let roles: Vec<RawRole> =
             serde_json::from_str(ROLES_JSON).map_err(|e| CatalogError::Parse("roles.json", e))?;
-        let packages: Vec<RawPackage> = serde_json::from_str(PACKAGES_JSON)
-            .map_err(|e| CatalogError::Parse("packages.json", e))?;
+        let packages: Vec<RawPackage> =
+            serde_json::from_str(PACKAGES_JSON).map_err(|e| CatalogError::Parse("packages.json", e))?;
         let areas: Vec<RawArea> =
             serde_json::from_str(AREAS_JSON).map_err(|e| CatalogError::Parse("areas.json", e))?;
         let rps: Vec<RawRolePackage> = serde_json::from_str(ROLE_PACKAGES_JSON)
             .map_err(|e| CatalogError::Parse("role_packages.json", e))?;
-        let maps: Vec<RawRoleMap> = serde_json::from_str(ROLE_MAP_JSON)
-            .map_err(|e| CatalogError::Parse("role_map.json", e))?;
+        let maps: Vec<RawRoleMap> =
+            serde_json::from_str(ROLE_MAP_JSON).map_err(|e| CatalogError::Parse("role_map.json", e))?;
         if packages.len() > 256 {
             return Err(CatalogError::TooMany("packages"));
         }
@@ -289,7 +291,12 @@ impl Catalog {
             .collect();
         let areas = areas
             .into_iter()
-            .map(|a| Area { urn: a.urn, name: a.name, name_nb: a.name_nb, group: a.group })
+            .map(|a| Area {
+                urn: a.urn,
+                name: a.name,
+                name_nb: a.name_nb,
+                group: a.group,
+            })
             .collect();
 
         // Codes and URNs first, so that no legacy code can shadow another role's own code.
@@ -303,18 +310,24 @@ impl Catalog {
             let id = RoleId(i as u16);
             if let Some(l) = &r.legacy_code {
                 role_index.entry(l.to_lowercase()).or_insert(id);
-                role_index.entry(format!("urn:altinn:rolecode:{}", l.to_lowercase())).or_insert(id);
+                role_index
+                    .entry(format!("urn:altinn:rolecode:{}", l.to_lowercase()))
+                    .or_insert(id);
             }
             // Every role may be named `urn:altinn:rolecode:CODE` by its own code too, the
             // way Altinn 2 roles are.
-            role_index.entry(format!("urn:altinn:rolecode:{}", r.code.to_lowercase())).or_insert(id);
+            role_index
+                .entry(format!("urn:altinn:rolecode:{}", r.code.to_lowercase()))
+                .or_insert(id);
         }
         let mut package_index = HashMap::new();
         for (i, p) in packages.iter().enumerate() {
             let id = PackageId(i as u16);
             package_index.insert(p.code.to_lowercase(), id);
             package_index.insert(p.urn.to_lowercase(), id);
-            package_index.entry(format!("urn:altinn:accesspackage:{}", p.code.to_lowercase())).or_insert(id);
+            package_index
+                .entry(format!("urn:altinn:accesspackage:{}", p.code.to_lowercase()))
+                .or_insert(id);
         }
 
         let role = |code: &str| -> Result<RoleId, CatalogError> {
@@ -350,7 +363,10 @@ impl Catalog {
                             rr.delegate.insert(row.package);
                         }
                     }
-                    Some(u) => rr.conditional.push((u.clone(), row.package, row.has_access, row.can_delegate)),
+                    Some(u) => {
+                        rr.conditional
+                            .push((u.clone(), row.package, row.has_access, row.can_delegate))
+                    }
                 }
             }
             role_packages.push(row);
@@ -379,10 +395,18 @@ impl Catalog {
             tilgangsstyrer: package("tilgangsstyrer")?,
             klientadministrator: package("klientadministrator")?,
         };
-        let owner_rule_roles = ["regnskapsforer", "revisor", "a0237", "a0238", "a0239", "a0240", "a0241"]
-            .iter()
-            .map(|c| role(c))
-            .collect::<Result<Vec<_>, _>>()?;
+        let owner_rule_roles = [
+            "regnskapsforer",
+            "revisor",
+            "a0237",
+            "a0238",
+            "a0239",
+            "a0240",
+            "a0241",
+        ]
+        .iter()
+        .map(|c| role(c))
+        .collect::<Result<Vec<_>, _>>()?;
         Ok(Catalog {
             roles,
             packages,
@@ -445,7 +469,10 @@ impl Catalog {
 
     /// The roles RoleMap gives a holder of `role` (one step).
     pub fn role_map_of(&self, role: RoleId) -> &[RoleId] {
-        self.role_map_of.get(usize::from(role.0)).map(Vec::as_slice).unwrap_or(&[])
+        self.role_map_of
+            .get(usize::from(role.0))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     pub fn is_key_role(&self, role: RoleId) -> bool {
@@ -503,7 +530,13 @@ mod tests {
         assert_eq!(c.role_id("urn:altinn:external-role:ccr:daglig-leder"), dagl);
         assert_eq!(c.role_id("urn:altinn:rolecode:dagl"), dagl);
         assert_eq!(c.role_id("FFØR"), c.role_id("forretningsforer"));
-        assert_eq!(c.package_id("urn:altinn:accesspackage:skattegrunnlag"), c.package_id("skattegrunnlag"));
-        assert!(c.package_id("vergemal-namsmannen-tvangsfullbyrdelse-forliksradet").is_some());
+        assert_eq!(
+            c.package_id("urn:altinn:accesspackage:skattegrunnlag"),
+            c.package_id("skattegrunnlag")
+        );
+        assert!(
+            c.package_id("vergemal-namsmannen-tvangsfullbyrdelse-forliksradet")
+                .is_some()
+        );
     }
 }

@@ -252,17 +252,20 @@ impl Event {
                 )));
             }
             other => {
-                return Err(Error::invalid(format!("an event is a mapping with one key, got `{other}`")));
+                return Err(Error::invalid(format!(
+                    "an event is a mapping with one key, got `{other}`"
+                )));
             }
         };
-        let name = v.as_object().and_then(|m| m.keys().next().cloned()).unwrap_or_default();
+        let name = v
+            .as_object()
+            .and_then(|m| m.keys().next().cloned())
+            .unwrap_or_default();
         if !EVENT_NAMES.contains(&name.as_str()) {
             return Err(Error::invalid(format!("unknown event `{name}`")));
         }
         serde_json::from_value(v).map_err(|e| {
-            if EVENT_NAMES.contains(&name.as_str())
-                && e.to_string().starts_with("unknown variant")
-            {
+            if EVENT_NAMES.contains(&name.as_str()) && e.to_string().starts_with("unknown variant") {
                 Error::invalid(format!("event `{name}` is not supported by this engine yet"))
             } else {
                 Error::invalid(format!("event `{name}`: {e}"))

@@ -68,7 +68,9 @@ impl Party {
         }
     }
     pub fn is_unit_type(&self, t: &str) -> bool {
-        self.unit_type.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(t))
+        self.unit_type
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case(t))
     }
     pub fn is_living_person(&self) -> bool {
         self.kind == PartyKind::Person && self.alive
@@ -115,15 +117,12 @@ pub struct Assignment {
     pub instances: BTreeMap<(NodeId, String), Actions>,
 }
 
-impl Default for RoleId {
-    fn default() -> Self {
-        RoleId(0)
-    }
-}
-
 impl Assignment {
     pub fn new(role: RoleId) -> Assignment {
-        Assignment { role, ..Assignment::default() }
+        Assignment {
+            role,
+            ..Assignment::default()
+        }
     }
     pub fn has_grants(&self) -> bool {
         !self.packages.is_empty() || !self.resources.is_empty() || !self.instances.is_empty()
@@ -158,9 +157,21 @@ pub enum Edge {
 /// Identifies an edge by what it means, independent of its index: the unit of undo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EdgeKey {
-    Assignment { from: NodeId, to: NodeId, role: RoleId },
-    Delegation { client: NodeId, agent: NodeId, facilitator: NodeId, role: RoleId },
-    MainUnit { sub: NodeId, main: NodeId },
+    Assignment {
+        from: NodeId,
+        to: NodeId,
+        role: RoleId,
+    },
+    Delegation {
+        client: NodeId,
+        agent: NodeId,
+        facilitator: NodeId,
+        role: RoleId,
+    },
+    MainUnit {
+        sub: NodeId,
+        main: NodeId,
+    },
 }
 
 /// The graph of parties, resources and grants behind the engine's own facade.
@@ -288,9 +299,15 @@ impl Graph {
         let out_a = self.degree.get(&a).map_or(0, |d| d.1);
         let in_b = self.degree.get(&b).map_or(0, |d| d.0);
         if out_a <= in_b {
-            self.outgoing(a).filter(|(_, t, _)| *t == b).map(|(e, _, w)| (e, w)).collect()
+            self.outgoing(a)
+                .filter(|(_, t, _)| *t == b)
+                .map(|(e, _, w)| (e, w))
+                .collect()
         } else {
-            self.incoming(b).filter(|(_, s, _)| *s == a).map(|(e, _, w)| (e, w)).collect()
+            self.incoming(b)
+                .filter(|(_, s, _)| *s == a)
+                .map(|(e, _, w)| (e, w))
+                .collect()
         }
     }
 
@@ -323,28 +340,39 @@ impl Graph {
         facilitator: NodeId,
         role: RoleId,
     ) -> Option<EdgeId> {
-        self.between(client, agent).into_iter().find_map(|(e, w)| match w {
-            Edge::Delegation(d) if d.facilitator == facilitator && d.role == role => Some(e),
-            _ => None,
-        })
+        self.between(client, agent)
+            .into_iter()
+            .find_map(|(e, w)| match w {
+                Edge::Delegation(d) if d.facilitator == facilitator && d.role == role => Some(e),
+                _ => None,
+            })
     }
 
     /// The main unit of a sub-unit.
     pub fn main_unit(&self, sub: NodeId) -> Option<NodeId> {
-        self.outgoing(sub).find_map(|(_, t, w)| matches!(w, Edge::MainUnit(_)).then_some(t))
+        self.outgoing(sub)
+            .find_map(|(_, t, w)| matches!(w, Edge::MainUnit(_)).then_some(t))
     }
     /// The sub-units of a main unit.
     pub fn sub_units(&self, main: NodeId) -> impl Iterator<Item = NodeId> + '_ {
-        self.incoming(main).filter_map(|(_, s, w)| matches!(w, Edge::MainUnit(_)).then_some(s))
+        self.incoming(main)
+            .filter_map(|(_, s, w)| matches!(w, Edge::MainUnit(_)).then_some(s))
     }
 
     pub fn key_of(&self, e: EdgeId) -> Option<EdgeKey> {
         let (a, b) = self.endpoints(e)?;
         Some(match self.edge(e)? {
-            Edge::Assignment(x) => EdgeKey::Assignment { from: a, to: b, role: x.role },
-            Edge::Delegation(d) => {
-                EdgeKey::Delegation { client: a, agent: b, facilitator: d.facilitator, role: d.role }
-            }
+            Edge::Assignment(x) => EdgeKey::Assignment {
+                from: a,
+                to: b,
+                role: x.role,
+            },
+            Edge::Delegation(d) => EdgeKey::Delegation {
+                client: a,
+                agent: b,
+                facilitator: d.facilitator,
+                role: d.role,
+            },
             Edge::MainUnit(_) => EdgeKey::MainUnit { sub: a, main: b },
         })
     }
@@ -352,9 +380,12 @@ impl Graph {
     pub fn find(&self, key: EdgeKey) -> Option<EdgeId> {
         match key {
             EdgeKey::Assignment { from, to, role } => self.find_assignment(from, to, role),
-            EdgeKey::Delegation { client, agent, facilitator, role } => {
-                self.find_delegation(client, agent, facilitator, role)
-            }
+            EdgeKey::Delegation {
+                client,
+                agent,
+                facilitator,
+                role,
+            } => self.find_delegation(client, agent, facilitator, role),
             EdgeKey::MainUnit { sub, main } => self
                 .between(sub, main)
                 .into_iter()

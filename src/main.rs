@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "delegraph", version, about = "An in-memory rights resolver for Altinn-style authorization")]
+#[command(
+    name = "delegraph",
+    version,
+    about = "An in-memory rights resolver for Altinn-style authorization"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,7 +41,11 @@ fn main() -> ExitCode {
                 println!("{f}");
             }
             println!("{} passed, {} failed", report.passed, report.failed);
-            if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

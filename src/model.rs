@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A role of the catalogue, as a dense index into [`crate::catalog::Catalog::roles`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RoleId(pub u16);
 
 /// An access package of the catalogue, as a dense index into
@@ -141,7 +141,11 @@ pub struct Error {
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), dependants: Vec::new() }
+        Error {
+            code,
+            message: message.into(),
+            dependants: Vec::new(),
+        }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::new(ErrorCode::InvalidInput, message)

@@ -124,7 +124,12 @@ impl<'w> Tx<'w> {
                         g.ext_id(main).to_string(),
                         "hovedenhet".to_string(),
                     )),
-                    EdgeKey::Delegation { client, agent, facilitator, .. } => out.removed_delegations.push((
+                    EdgeKey::Delegation {
+                        client,
+                        agent,
+                        facilitator,
+                        ..
+                    } => out.removed_delegations.push((
                         g.ext_id(client).to_string(),
                         g.ext_id(facilitator).to_string(),
                         g.ext_id(agent).to_string(),
@@ -197,8 +202,17 @@ pub fn apply_batch(w: &mut World, evs: &[Event]) -> Result<Outcome> {
 /// One access that a simulated event would take away.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Access {
-    Package { subject: String, party: String, package: String },
-    Resource { subject: String, party: String, resource: String, action: String },
+    Package {
+        subject: String,
+        party: String,
+        package: String,
+    },
+    Resource {
+        subject: String,
+        party: String,
+        resource: String,
+        action: String,
+    },
 }
 
 /// What `simulate` predicts.
@@ -293,7 +307,12 @@ pub fn simulate(w: &mut World, ev: &Event) -> Result<Simulation> {
                     touched.insert(from);
                     touched.insert(to);
                 }
-                EdgeKey::Delegation { client, agent, facilitator, .. } => {
+                EdgeKey::Delegation {
+                    client,
+                    agent,
+                    facilitator,
+                    ..
+                } => {
                     touched.extend([client, agent, facilitator]);
                 }
                 EdgeKey::MainUnit { sub, main } => {
@@ -326,7 +345,10 @@ pub fn simulate(w: &mut World, ev: &Event) -> Result<Simulation> {
         w.graph.parties().map(|(n, _)| n).collect()
     } else {
         // Nodes created by the event are gone again; keep those that still exist.
-        let t: BTreeSet<NodeId> = touched.into_iter().filter(|n| w.graph.party(*n).is_some()).collect();
+        let t: BTreeSet<NodeId> = touched
+            .into_iter()
+            .filter(|n| w.graph.party(*n).is_some())
+            .collect();
         affected_subjects(w, &t)
     };
     let mut lost = BTreeSet::new();
@@ -357,16 +379,27 @@ fn opt_party(w: &World, id: Option<&String>) -> Result<Option<NodeId>> {
 }
 
 fn role(c: &Catalog, name: &str) -> Result<RoleId> {
-    c.role_id(name).ok_or_else(|| Error::new(ErrorCode::UnknownRole, format!("no role `{name}` in the catalogue")))
+    c.role_id(name).ok_or_else(|| {
+        Error::new(
+            ErrorCode::UnknownRole,
+            format!("no role `{name}` in the catalogue"),
+        )
+    })
 }
 
 fn package(c: &Catalog, name: &str) -> Result<PackageId> {
-    c.package_id(name)
-        .ok_or_else(|| Error::new(ErrorCode::UnknownPackage, format!("no access package `{name}` in the catalogue")))
+    c.package_id(name).ok_or_else(|| {
+        Error::new(
+            ErrorCode::UnknownPackage,
+            format!("no access package `{name}` in the catalogue"),
+        )
+    })
 }
 
 fn resource(w: &World, id: &str) -> Result<NodeId> {
-    w.graph.resource_node(id).ok_or_else(|| Error::unknown_resource(id))
+    w.graph
+        .resource_node(id)
+        .ok_or_else(|| Error::unknown_resource(id))
 }
 
 fn non_empty(field: &str, v: &str) -> Result<()> {
@@ -446,10 +479,18 @@ fn party_event(tx: &mut Tx<'_>, p: &PartyEvent) -> Result<()> {
         non_empty("unit_type", u)?;
     }
     if p.kind != PartyKind::Organisation && (p.unit_type.is_some() || p.main_unit.is_some()) {
-        return Err(Error::invalid(format!("`{}`: only an organisation has a unit type or a main unit", p.id)));
+        return Err(Error::invalid(format!(
+            "`{}`: only an organisation has a unit type or a main unit",
+            p.id
+        )));
     }
-    if p.kind != PartyKind::SystemUser && (p.system_user_kind.is_some() || p.owner.is_some() || p.system.is_some()) {
-        return Err(Error::invalid(format!("`{}`: only a system user has a system user kind, owner or system", p.id)));
+    if p.kind != PartyKind::SystemUser
+        && (p.system_user_kind.is_some() || p.owner.is_some() || p.system.is_some())
+    {
+        return Err(Error::invalid(format!(
+            "`{}`: only a system user has a system user kind, owner or system",
+            p.id
+        )));
     }
     let w = &*tx.w;
     let existing = w.graph.party_node(&p.id);
@@ -470,7 +511,10 @@ fn party_event(tx: &mut Tx<'_>, p: &PartyEvent) -> Result<()> {
             return Err(Error::invalid(format!("`{}` cannot be its own main unit", p.id)));
         }
         if kind_of(w, m) != Some(PartyKind::Organisation) {
-            return Err(Error::invalid(format!("main unit `{}` is not an organisation", w.graph.ext_id(m))));
+            return Err(Error::invalid(format!(
+                "main unit `{}` is not an organisation",
+                w.graph.ext_id(m)
+            )));
         }
         if w.graph.main_unit(m).is_some() {
             return Err(Error::invalid(format!(
@@ -481,13 +525,19 @@ fn party_event(tx: &mut Tx<'_>, p: &PartyEvent) -> Result<()> {
         if let Some(n) = existing
             && w.graph.sub_units(n).next().is_some()
         {
-            return Err(Error::invalid(format!("`{}` has sub-units and cannot become a sub-unit", p.id)));
+            return Err(Error::invalid(format!(
+                "`{}` has sub-units and cannot become a sub-unit",
+                p.id
+            )));
         }
     }
     if let Some(o) = owner
         && kind_of(w, o) != Some(PartyKind::Organisation)
     {
-        return Err(Error::invalid(format!("owner `{}` of a system user must be an organisation", w.graph.ext_id(o))));
+        return Err(Error::invalid(format!(
+            "owner `{}` of a system user must be an organisation",
+            w.graph.ext_id(o)
+        )));
     }
     let mut party = match existing.and_then(|n| w.graph.party(n)) {
         Some(old) => old.clone(),
@@ -496,7 +546,18 @@ fn party_event(tx: &mut Tx<'_>, p: &PartyEvent) -> Result<()> {
     macro_rules! upd {
         ($($f:ident),*) => { $( if p.$f.is_some() { party.$f = p.$f.clone(); } )* };
     }
-    upd!(name, unit_type, org_no, ssn, system_user_kind, owner, system, uuid, party_id, user_id);
+    upd!(
+        name,
+        unit_type,
+        org_no,
+        ssn,
+        system_user_kind,
+        owner,
+        system,
+        uuid,
+        party_id,
+        user_id
+    );
     if p.kind == PartyKind::SystemUser && party.system_user_kind.is_none() {
         party.system_user_kind = Some(SystemUserKind::Standard);
     }
@@ -543,7 +604,10 @@ fn register_role(tx: &mut Tx<'_>, r: &RoleEvent, add: bool) -> Result<()> {
     let w = &*tx.w;
     let c = w.catalog;
     if r.from == r.to {
-        return Err(Error::invalid(format!("a role cannot be given by `{}` to itself", r.from)));
+        return Err(Error::invalid(format!(
+            "a role cannot be given by `{}` to itself",
+            r.from
+        )));
     }
     let (from, to, role) = (party(w, &r.from)?, party(w, &r.to)?, role(c, &r.role)?);
     if !c.is_register_role(role) {
@@ -553,15 +617,23 @@ fn register_role(tx: &mut Tx<'_>, r: &RoleEvent, add: bool) -> Result<()> {
         ));
     }
     if c.is_main_unit_link(role) {
-        if kind_of(w, from) != Some(PartyKind::Organisation) || kind_of(w, to) != Some(PartyKind::Organisation) {
+        if kind_of(w, from) != Some(PartyKind::Organisation)
+            || kind_of(w, to) != Some(PartyKind::Organisation)
+        {
             return Err(Error::invalid("a main-unit link joins two organisations"));
         }
         if add {
             if w.graph.main_unit(to).is_some() {
-                return Err(Error::invalid(format!("`{}` is itself a sub-unit: main units are one level only", r.to)));
+                return Err(Error::invalid(format!(
+                    "`{}` is itself a sub-unit: main units are one level only",
+                    r.to
+                )));
             }
             if w.graph.sub_units(from).next().is_some() {
-                return Err(Error::invalid(format!("`{}` has sub-units and cannot become a sub-unit", r.from)));
+                return Err(Error::invalid(format!(
+                    "`{}` has sub-units and cannot become a sub-unit",
+                    r.from
+                )));
             }
             return set_main_unit(tx, from, to);
         }
@@ -586,16 +658,25 @@ fn a2_role(tx: &mut Tx<'_>, r: &RoleEvent, add: bool) -> Result<()> {
     let w = &*tx.w;
     let c = w.catalog;
     if r.from == r.to {
-        return Err(Error::invalid(format!("a role cannot be given by `{}` to itself", r.from)));
+        return Err(Error::invalid(format!(
+            "a role cannot be given by `{}` to itself",
+            r.from
+        )));
     }
     let (from, to, role) = (party(w, &r.from)?, party(w, &r.to)?, role(c, &r.role)?);
     if !c.is_altinn2_role(role) {
-        return Err(Error::new(ErrorCode::NotAssignable, format!("`{}` is not an Altinn 2 role", r.role)));
+        return Err(Error::new(
+            ErrorCode::NotAssignable,
+            format!("`{}` is not an Altinn 2 role", r.role),
+        ));
     }
     if add && w.a2_retired {
         return Err(Error::new(
             ErrorCode::NotAssignable,
-            format!("Altinn 2 roles were retired: `{}` can no longer be assigned", r.role),
+            format!(
+                "Altinn 2 roles were retired: `{}` can no longer be assigned",
+                r.role
+            ),
         ));
     }
     let key = EdgeKey::Assignment { from, to, role };
@@ -615,7 +696,9 @@ pub fn parse_token(c: &Catalog, t: &str) -> Result<Token> {
     if l.starts_with("urn:altinn:accesspackage:") {
         return package(c, t).map(Token::Package);
     }
-    if l.starts_with("urn:altinn:rolecode:") || l.starts_with("urn:altinn:role:") || l.starts_with("urn:altinn:external-role:")
+    if l.starts_with("urn:altinn:rolecode:")
+        || l.starts_with("urn:altinn:role:")
+        || l.starts_with("urn:altinn:external-role:")
     {
         return role(c, t).map(Token::Role);
     }
@@ -631,7 +714,9 @@ fn resource_event(tx: &mut Tx<'_>, r: &ResourceEvent) -> Result<()> {
         && m != "enabled"
         && m != "disabled"
     {
-        return Err(Error::invalid(format!("`access_list_mode` is `enabled` or `disabled`, got `{m}`")));
+        return Err(Error::invalid(format!(
+            "`access_list_mode` is `enabled` or `disabled`, got `{m}`"
+        )));
     }
     let mut rules = Vec::with_capacity(r.rules.len());
     for spec in &r.rules {
@@ -643,10 +728,22 @@ fn resource_event(tx: &mut Tx<'_>, r: &ResourceEvent) -> Result<()> {
     }
     let mut parsed = Vec::with_capacity(rules.len());
     for (actions, written) in rules {
-        let any_of = written.iter().map(|t| parse_token(c, t)).collect::<Result<Vec<_>>>()?;
-        parsed.push(Rule { actions, any_of, written });
+        let any_of = written
+            .iter()
+            .map(|t| parse_token(c, t))
+            .collect::<Result<Vec<_>>>()?;
+        parsed.push(Rule {
+            actions,
+            any_of,
+            written,
+        });
     }
-    let res = Resource { id: r.id.clone(), owner: r.owner.clone(), delegable: r.delegable.unwrap_or(true), rules: parsed };
+    let res = Resource {
+        id: r.id.clone(),
+        owner: r.owner.clone(),
+        delegable: r.delegable.unwrap_or(true),
+        rules: parsed,
+    };
     match tx.w.graph.resource_node(&r.id) {
         Some(n) => {
             let old = tx.w.graph.resource(n).cloned();
@@ -674,10 +771,16 @@ fn grant_target(w: &World, g: &GrantEvent) -> Result<GrantTarget> {
     let c = w.catalog;
     // Shape first.
     match (&g.package, &g.resource) {
-        (Some(_), Some(_)) => return Err(Error::invalid("name either `package` or `resource`, not both")),
-        (None, None) => return Err(Error::invalid("name a `package`, or a `resource` with `actions`")),
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid("name either `package` or `resource`, not both"));
+        }
+        (None, None) => {
+            return Err(Error::invalid("name a `package`, or a `resource` with `actions`"));
+        }
         (Some(_), None) if g.actions.is_some() || g.instance.is_some() => {
-            return Err(Error::invalid("`actions` and `instance` go with `resource`, not with `package`"));
+            return Err(Error::invalid(
+                "`actions` and `instance` go with `resource`, not with `package`",
+            ));
         }
         _ => {}
     }
@@ -686,7 +789,11 @@ fn grant_target(w: &World, g: &GrantEvent) -> Result<GrantTarget> {
     }
     let actions = match (&g.resource, &g.actions) {
         (Some(_), Some(a)) => Some(actions_of("actions", a)?),
-        (Some(r), None) => return Err(Error::invalid(format!("a grant of resource `{r}` needs `actions`"))),
+        (Some(r), None) => {
+            return Err(Error::invalid(format!(
+                "a grant of resource `{r}` needs `actions`"
+            )));
+        }
         _ => None,
     };
     if let Some(i) = &g.instance {
@@ -721,14 +828,20 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
     let (from, to) = (party(w, &g.from)?, party(w, &g.to)?);
     let by = opt_party(w, g.by.as_ref())?;
     if kind_of(w, from) == Some(PartyKind::SystemUser) {
-        return Err(Error::invalid(format!("a system user (`{}`) cannot give grants", g.from)));
+        return Err(Error::invalid(format!(
+            "a system user (`{}`) cannot give grants",
+            g.from
+        )));
     }
     // Structure.
     match &target {
         GrantTarget::Package(p) => {
             let pkg = c.package(*p);
             if !pkg.is_assignable {
-                return Err(Error::new(ErrorCode::NotAssignable, format!("package `{}` is not assignable", pkg.code)));
+                return Err(Error::new(
+                    ErrorCode::NotAssignable,
+                    format!("package `{}` is not assignable", pkg.code),
+                ));
             }
             let from_type = match kind_of(w, from) {
                 Some(PartyKind::Person) => Some(crate::model::EntityType::Person),
@@ -738,8 +851,11 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
             if from_type != Some(pkg.entity_type) {
                 return Err(Error::new(
                     ErrorCode::NotAssignable,
-                    format!("package `{}` is given by a {:?}, and `{}` is not one", pkg.code, pkg.entity_type, g.from)
-                        .to_lowercase(),
+                    format!(
+                        "package `{}` is given by a {:?}, and `{}` is not one",
+                        pkg.code, pkg.entity_type, g.from
+                    )
+                    .to_lowercase(),
                 ));
             }
             let to_kind = kind_of(w, to);
@@ -797,7 +913,11 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
         }
     }
     // Apply: on the rightholder assignment, created on demand.
-    let key = EdgeKey::Assignment { from, to, role: c.known.rettighetshaver };
+    let key = EdgeKey::Assignment {
+        from,
+        to,
+        role: c.known.rettighetshaver,
+    };
     let mut a = match tx.edge(key) {
         Some(Edge::Assignment(a)) => a,
         _ => Assignment::new(c.known.rettighetshaver),
@@ -822,10 +942,12 @@ fn may_remove(w: &World, by: NodeId, from: NodeId, to: NodeId, what: &[GrantTarg
     }
     !what.is_empty()
         && what.iter().all(|t| match t {
-            GrantTarget::Package(p) => resolve::can_delegate_package(w, by, from, *p) == DelegationVerdict::Yes,
-            GrantTarget::Resource(r, acts) | GrantTarget::Instance(r, _, acts) => {
-                acts.iter().all(|a| resolve::can_delegate_resource(w, by, from, *r, a))
+            GrantTarget::Package(p) => {
+                resolve::can_delegate_package(w, by, from, *p) == DelegationVerdict::Yes
             }
+            GrantTarget::Resource(r, acts) | GrantTarget::Instance(r, _, acts) => acts
+                .iter()
+                .all(|a| resolve::can_delegate_resource(w, by, from, *r, a)),
         })
 }
 
@@ -867,7 +989,10 @@ fn revoke(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
     let held = match &target {
         GrantTarget::Package(p) => a.packages.contains(*p),
         GrantTarget::Resource(r, acts) => a.resources.get(r).is_some_and(|x| !x.is_disjoint(acts)),
-        GrantTarget::Instance(r, i, acts) => a.instances.get(&(*r, i.clone())).is_some_and(|x| !x.is_disjoint(acts)),
+        GrantTarget::Instance(r, i, acts) => a
+            .instances
+            .get(&(*r, i.clone()))
+            .is_some_and(|x| !x.is_disjoint(acts)),
     };
     if !held {
         return Ok(());
@@ -875,12 +1000,12 @@ fn revoke(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
     if !copies.is_empty() && g.cascade == Some(false) {
         let mut e = Error::new(
             ErrorCode::HasDependants,
-            format!("{} client delegation(s) forward this grant; set `cascade` to remove them too", copies.len()),
+            format!(
+                "{} client delegation(s) forward this grant; set `cascade` to remove them too",
+                copies.len()
+            ),
         );
-        e.dependants = copies
-            .iter()
-            .map(|(k, _)| describe_key(w, *k))
-            .collect();
+        e.dependants = copies.iter().map(|(k, _)| describe_key(w, *k)).collect();
         return Err(e);
     }
     for (k, mut d) in copies {
@@ -897,7 +1022,14 @@ fn revoke(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
             GrantTarget::Instance(..) => {}
         }
         // An emptied client delegation is removed.
-        tx.set_edge(k, if d.is_empty() { None } else { Some(Edge::Delegation(d)) });
+        tx.set_edge(
+            k,
+            if d.is_empty() {
+                None
+            } else {
+                Some(Edge::Delegation(d))
+            },
+        );
     }
     match &target {
         GrantTarget::Package(p) => a.packages.remove(*p),
@@ -929,15 +1061,27 @@ fn describe_key(w: &World, k: EdgeKey) -> String {
     let c = w.catalog;
     match k {
         EdgeKey::Assignment { from, to, role } => {
-            format!("assignment `{}` → `{}` ({})", g.ext_id(from), g.ext_id(to), c.role(role).code)
+            format!(
+                "assignment `{}` → `{}` ({})",
+                g.ext_id(from),
+                g.ext_id(to),
+                c.role(role).code
+            )
         }
-        EdgeKey::Delegation { client, agent, facilitator, .. } => format!(
+        EdgeKey::Delegation {
+            client,
+            agent,
+            facilitator,
+            ..
+        } => format!(
             "client delegation from `{}` via `{}` to `{}`",
             g.ext_id(client),
             g.ext_id(facilitator),
             g.ext_id(agent)
         ),
-        EdgeKey::MainUnit { sub, main } => format!("main-unit link `{}` → `{}`", g.ext_id(sub), g.ext_id(main)),
+        EdgeKey::MainUnit { sub, main } => {
+            format!("main-unit link `{}` → `{}`", g.ext_id(sub), g.ext_id(main))
+        }
     }
 }
 
@@ -953,8 +1097,16 @@ fn remove_connection(tx: &mut Tx<'_>, ev: &ConnectionEvent) -> Result<()> {
     };
     if let Some(b) = by {
         let mut what: Vec<GrantTarget> = a.packages.iter().map(GrantTarget::Package).collect();
-        what.extend(a.resources.iter().map(|(r, x)| GrantTarget::Resource(*r, x.clone())));
-        what.extend(a.instances.iter().map(|((r, i), x)| GrantTarget::Instance(*r, i.clone(), x.clone())));
+        what.extend(
+            a.resources
+                .iter()
+                .map(|(r, x)| GrantTarget::Resource(*r, x.clone())),
+        );
+        what.extend(
+            a.instances
+                .iter()
+                .map(|((r, i), x)| GrantTarget::Instance(*r, i.clone(), x.clone())),
+        );
         if !may_remove(w, b, from, to, &what) {
             return Err(Error::not_authorized(format!(
                 "`{}` may not remove the connection from `{}` to `{}`",
@@ -966,9 +1118,21 @@ fn remove_connection(tx: &mut Tx<'_>, ev: &ConnectionEvent) -> Result<()> {
     }
     let delegations = tx.delegations_on(from, to, rh);
     if (a.has_grants() || !delegations.is_empty()) && ev.cascade != Some(true) {
-        let mut deps: Vec<String> = a.packages.iter().map(|p| format!("package `{}`", c.package(p).code)).collect();
-        deps.extend(a.resources.keys().map(|r| format!("resource grant `{}`", w.graph.ext_id(*r))));
-        deps.extend(a.instances.keys().map(|(r, i)| format!("instance grant `{}` `{i}`", w.graph.ext_id(*r))));
+        let mut deps: Vec<String> = a
+            .packages
+            .iter()
+            .map(|p| format!("package `{}`", c.package(p).code))
+            .collect();
+        deps.extend(
+            a.resources
+                .keys()
+                .map(|r| format!("resource grant `{}`", w.graph.ext_id(*r))),
+        );
+        deps.extend(
+            a.instances
+                .keys()
+                .map(|(r, i)| format!("instance grant `{}` `{i}`", w.graph.ext_id(*r))),
+        );
         deps.extend(delegations.iter().map(|k| describe_key(w, *k)));
         let mut e = Error::new(
             ErrorCode::HasDependants,
@@ -988,7 +1152,10 @@ fn remove_connection(tx: &mut Tx<'_>, ev: &ConnectionEvent) -> Result<()> {
 
 fn check_agent(w: &World, ev_agent: &str, facilitator: NodeId, agent: NodeId) -> Result<()> {
     if kind_of(w, facilitator) != Some(PartyKind::Organisation) {
-        return Err(Error::invalid(format!("facilitator `{}` is not an organisation", w.graph.ext_id(facilitator))));
+        return Err(Error::invalid(format!(
+            "facilitator `{}` is not an organisation",
+            w.graph.ext_id(facilitator)
+        )));
     }
     let ok = match w.graph.party(agent) {
         Some(p) if p.kind == PartyKind::Person => p.alive,
@@ -1006,7 +1173,9 @@ fn check_agent(w: &World, ev_agent: &str, facilitator: NodeId, agent: NodeId) ->
 
 fn add_agent(tx: &mut Tx<'_>, ev: &AgentEvent) -> Result<()> {
     if ev.cascade.is_some() {
-        return Err(Error::invalid("`cascade` goes with `remove_agent`, not with `add_agent`"));
+        return Err(Error::invalid(
+            "`cascade` goes with `remove_agent`, not with `add_agent`",
+        ));
     }
     let w = &*tx.w;
     let (f, a) = (party(w, &ev.facilitator)?, party(w, &ev.agent)?);
@@ -1068,17 +1237,26 @@ fn delegate(tx: &mut Tx<'_>, ev: &DelegateEvent) -> Result<()> {
     let pkgs_named = ev.packages.as_deref().unwrap_or(&[]);
     let res_named = ev.resources.as_deref().unwrap_or(&[]);
     if pkgs_named.is_empty() && res_named.is_empty() {
-        return Err(Error::invalid("a delegation must forward at least one package or resource"));
+        return Err(Error::invalid(
+            "a delegation must forward at least one package or resource",
+        ));
     }
     for r in res_named {
         if let Some(a) = r.actions() {
             actions_of("actions", a)?;
         }
     }
-    let (client, f, agent) = (party(w, &ev.client)?, party(w, &ev.facilitator)?, party(w, &ev.agent)?);
+    let (client, f, agent) = (
+        party(w, &ev.client)?,
+        party(w, &ev.facilitator)?,
+        party(w, &ev.agent)?,
+    );
     let by = opt_party(w, ev.by.as_ref())?;
     let role = role(c, role_name)?;
-    let pkgs = pkgs_named.iter().map(|p| package(c, p)).collect::<Result<Vec<_>>>()?;
+    let pkgs = pkgs_named
+        .iter()
+        .map(|p| package(c, p))
+        .collect::<Result<Vec<_>>>()?;
     let mut res = Vec::new();
     for r in res_named {
         let n = resource(w, r.id())?;
@@ -1090,23 +1268,37 @@ fn delegate(tx: &mut Tx<'_>, ev: &DelegateEvent) -> Result<()> {
     if w.graph.find_assignment(f, agent, c.known.agent).is_none() {
         return Err(Error::new(
             ErrorCode::InvalidAgent,
-            format!("`{}` is not an agent of `{}`: add the agent first", ev.agent, ev.facilitator),
+            format!(
+                "`{}` is not an agent of `{}`: add the agent first",
+                ev.agent, ev.facilitator
+            ),
         ));
     }
-    let client_assignment = w.graph.find_assignment(client, f, role).and_then(|e| w.graph.assignment(e));
-    let held = client_assignment.map(|a| held_through(w, client, a)).unwrap_or_default();
+    let client_assignment = w
+        .graph
+        .find_assignment(client, f, role)
+        .and_then(|e| w.graph.assignment(e));
+    let held = client_assignment
+        .map(|a| held_through(w, client, a))
+        .unwrap_or_default();
     let mut forwarded = PackageSet::EMPTY;
     for p in &pkgs {
         let pkg = c.package(*p);
         if !pkg.is_delegable {
-            return Err(Error::new(ErrorCode::NotDelegable, format!("package `{}` is not delegable", pkg.code)));
+            return Err(Error::new(
+                ErrorCode::NotDelegable,
+                format!("package `{}` is not delegable", pkg.code),
+            ));
         }
         if !held.contains(*p) {
             return Err(Error::new(
                 ErrorCode::NotDelegable,
                 format!(
                     "`{}` does not hold `{}` from `{}` through a {} assignment",
-                    ev.facilitator, pkg.code, ev.client, c.role(role).code
+                    ev.facilitator,
+                    pkg.code,
+                    ev.client,
+                    c.role(role).code
                 ),
             ));
         }
@@ -1116,8 +1308,7 @@ fn delegate(tx: &mut Tx<'_>, ev: &DelegateEvent) -> Result<()> {
     for (r, acts) in &res {
         let granted = client_assignment.and_then(|a| a.resources.get(r));
         let delegable = w.graph.resource(*r).is_some_and(|x| x.delegable);
-        let ok = delegable
-            && granted.is_some_and(|g| acts.as_ref().is_none_or(|a| a.is_subset(g)));
+        let ok = delegable && granted.is_some_and(|g| acts.as_ref().is_none_or(|a| a.is_subset(g)));
         if !ok {
             return Err(Error::new(
                 ErrorCode::NotDelegable,
@@ -1133,10 +1324,20 @@ fn delegate(tx: &mut Tx<'_>, ev: &DelegateEvent) -> Result<()> {
         forwarded_res.entry(*r).or_default().extend(acts);
     }
     require_client_admin(w, by, f)?;
-    let key = EdgeKey::Delegation { client, agent, facilitator: f, role };
+    let key = EdgeKey::Delegation {
+        client,
+        agent,
+        facilitator: f,
+        role,
+    };
     let mut d = match tx.edge(key) {
         Some(Edge::Delegation(d)) => d,
-        _ => Delegation { facilitator: f, role, packages: PackageSet::EMPTY, resources: BTreeMap::new() },
+        _ => Delegation {
+            facilitator: f,
+            role,
+            packages: PackageSet::EMPTY,
+            resources: BTreeMap::new(),
+        },
     };
     let before = d.clone();
     d.packages.union_with(&forwarded);
@@ -1157,13 +1358,26 @@ fn undelegate(tx: &mut Tx<'_>, ev: &DelegateEvent) -> Result<()> {
             actions_of("actions", a)?;
         }
     }
-    let (client, f, agent) = (party(w, &ev.client)?, party(w, &ev.facilitator)?, party(w, &ev.agent)?);
+    let (client, f, agent) = (
+        party(w, &ev.client)?,
+        party(w, &ev.facilitator)?,
+        party(w, &ev.agent)?,
+    );
     let by = opt_party(w, ev.by.as_ref())?;
     let role = ev.role.as_deref().map(|r| role(c, r)).transpose()?;
-    let pkgs = ev.packages.as_deref().unwrap_or(&[]).iter().map(|p| package(c, p)).collect::<Result<Vec<_>>>()?;
+    let pkgs = ev
+        .packages
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|p| package(c, p))
+        .collect::<Result<Vec<_>>>()?;
     let mut res = Vec::new();
     for r in ev.resources.as_deref().unwrap_or(&[]) {
-        res.push((resource(w, r.id())?, r.actions().map(|a| actions_of("actions", a)).transpose()?));
+        res.push((
+            resource(w, r.id())?,
+            r.actions().map(|a| actions_of("actions", a)).transpose()?,
+        ));
     }
     require_client_admin(w, by, f)?;
     let everything = ev.packages.is_none() && ev.resources.is_none();
@@ -1172,12 +1386,16 @@ fn undelegate(tx: &mut Tx<'_>, ev: &DelegateEvent) -> Result<()> {
         .between(client, agent)
         .into_iter()
         .filter_map(|(e, edge)| match edge {
-            Edge::Delegation(d) if d.facilitator == f && role.is_none_or(|r| r == d.role) => w.graph.key_of(e),
+            Edge::Delegation(d) if d.facilitator == f && role.is_none_or(|r| r == d.role) => {
+                w.graph.key_of(e)
+            }
             _ => None,
         })
         .collect();
     for k in keys {
-        let Some(Edge::Delegation(mut d)) = tx.edge(k) else { continue };
+        let Some(Edge::Delegation(mut d)) = tx.edge(k) else {
+            continue;
+        };
         if everything {
             tx.set_edge(k, None);
             continue;
@@ -1214,7 +1432,9 @@ fn died(tx: &mut Tx<'_>, person: &str) -> Result<()> {
     let w = &*tx.w;
     let c = w.catalog;
     let p = party(w, person)?;
-    let Some(old) = w.graph.party(p).cloned() else { return Err(Error::unknown_party(person)) };
+    let Some(old) = w.graph.party(p).cloned() else {
+        return Err(Error::unknown_party(person));
+    };
     if old.kind != PartyKind::Person {
         return Err(Error::invalid(format!("`{person}` is not a person")));
     }

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::catalog::{Catalog, PackageSet};
-use crate::graph::{Actions, EdgeId, Edge, NodeId, Resource, Token};
+use crate::graph::{Actions, Edge, EdgeId, NodeId, Resource, Token};
 use crate::model::{EntityType, PackageId, PartyKind, RoleId};
 use crate::world::World;
 
@@ -22,7 +22,11 @@ pub enum Origin {
     /// The `privatperson` role every living person holds for themself.
     SelfPerson,
     /// F → O (edge) and O → X with a key role (key_edge) (path 2).
-    KeyRole { edge: EdgeId, holder: NodeId, key_role: RoleId },
+    KeyRole {
+        edge: EdgeId,
+        holder: NodeId,
+        key_role: RoleId,
+    },
     /// A client delegation C → X, via the facilitator (path 4).
     Delegation { edge: EdgeId, facilitator: NodeId },
 }
@@ -53,8 +57,10 @@ impl Record {
     /// either of those at the party's main unit; never client delegations, RoleMap or
     /// the owner rule.
     pub fn counts_for_delegation(&self) -> bool {
-        matches!(self.origin, Origin::Direct { .. } | Origin::KeyRole { .. } | Origin::SelfPerson)
-            && self.mapped_from.is_none()
+        matches!(
+            self.origin,
+            Origin::Direct { .. } | Origin::KeyRole { .. } | Origin::SelfPerson
+        ) && self.mapped_from.is_none()
             && !matches!(self.repeat, Some(Repeat::Owner { .. }))
     }
 }
@@ -67,7 +73,7 @@ pub struct Rights {
     pub records: Vec<Record>,
 }
 
-fn unit_type<'a>(w: &'a World, n: NodeId) -> Option<&'a str> {
+fn unit_type(w: &World, n: NodeId) -> Option<&str> {
     w.graph.party(n).and_then(|p| p.unit_type.as_deref())
 }
 
@@ -148,9 +154,7 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
             });
         }
     }
-    if g.party(x).is_some_and(|p| p.is_living_person())
-        && sources.as_ref().is_none_or(|ss| ss.contains(&x))
-    {
+    if g.party(x).is_some_and(|p| p.is_living_person()) && sources.as_ref().is_none_or(|ss| ss.contains(&x)) {
         let role = c.known.privatperson;
         base.push(Record {
             from: x,
@@ -185,7 +189,11 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
                 from,
                 role: a.role,
                 packages: packages_of(w, c, a.role, Some(edge), from),
-                origin: Origin::KeyRole { edge: e, holder, key_role: k.role },
+                origin: Origin::KeyRole {
+                    edge: e,
+                    holder,
+                    key_role: k.role,
+                },
                 mapped_from: None,
                 repeat: None,
             });
@@ -218,7 +226,10 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
                 from,
                 role: d.role,
                 packages: d.packages,
-                origin: Origin::Delegation { edge: e, facilitator: d.facilitator },
+                origin: Origin::Delegation {
+                    edge: e,
+                    facilitator: d.facilitator,
+                },
                 mapped_from: None,
                 repeat: None,
             });
@@ -230,7 +241,10 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
     for r in &base {
         // Path 5: main unit → sub-units.
         let subs: Vec<NodeId> = match target {
-            Some(t) => (g.main_unit(t) == Some(r.from)).then_some(t).into_iter().collect(),
+            Some(t) => (g.main_unit(t) == Some(r.from))
+                .then_some(t)
+                .into_iter()
+                .collect(),
             None => g.sub_units(r.from).collect(),
         };
         for s in subs {
@@ -320,15 +334,29 @@ pub fn token_matches(w: &World, t: Token, roles: &BTreeSet<RoleId>, packages: &P
 }
 
 /// Whether the policy of `res` lets someone with these roles and packages do `action`.
-pub fn policy_permits(w: &World, res: &Resource, action: &str, roles: &BTreeSet<RoleId>, packages: &PackageSet) -> bool {
-    res.rules
-        .iter()
-        .any(|rule| rule.actions.contains(action) && rule.any_of.iter().any(|t| token_matches(w, *t, roles, packages)))
+pub fn policy_permits(
+    w: &World,
+    res: &Resource,
+    action: &str,
+    roles: &BTreeSet<RoleId>,
+    packages: &PackageSet,
+) -> bool {
+    res.rules.iter().any(|rule| {
+        rule.actions.contains(action) && rule.any_of.iter().any(|t| token_matches(w, *t, roles, packages))
+    })
 }
 
 /// The resource decision of §4 over a given set of records (all for one party).
-pub fn permits_with(w: &World, recs: &[Record], res_node: NodeId, action: &str, instance: Option<&str>) -> bool {
-    let Some(res) = w.graph.resource(res_node) else { return false };
+pub fn permits_with(
+    w: &World,
+    recs: &[Record],
+    res_node: NodeId,
+    action: &str,
+    instance: Option<&str>,
+) -> bool {
+    let Some(res) = w.graph.resource(res_node) else {
+        return false;
+    };
     let mut roles = BTreeSet::new();
     let mut packages = PackageSet::EMPTY;
     for r in recs {
@@ -338,8 +366,11 @@ pub fn permits_with(w: &World, recs: &[Record], res_node: NodeId, action: &str, 
     if policy_permits(w, res, action, &roles, &packages) {
         return true;
     }
-    recs.iter()
-        .any(|r| grant_actions(w, r, res_node, instance).into_iter().any(|acts| acts.contains(action)))
+    recs.iter().any(|r| {
+        grant_actions(w, r, res_node, instance)
+            .into_iter()
+            .any(|acts| acts.contains(action))
+    })
 }
 
 /// May `x` do `action` on resource `res` (or one instance of it) for party `f`?
@@ -361,7 +392,11 @@ pub fn permitted_actions(w: &World, recs: &[Record]) -> BTreeSet<(NodeId, String
     if !roles.is_empty() || !packages.is_empty() {
         for (n, res) in w.graph.resources() {
             for rule in &res.rules {
-                if rule.any_of.iter().any(|t| token_matches(w, *t, &roles, &packages)) {
+                if rule
+                    .any_of
+                    .iter()
+                    .any(|t| token_matches(w, *t, &roles, &packages))
+                {
                     for a in &rule.actions {
                         out.insert((n, a.clone()));
                     }
@@ -374,9 +409,12 @@ pub fn permitted_actions(w: &World, recs: &[Record]) -> BTreeSet<(NodeId, String
             continue;
         }
         let maps: Vec<&BTreeMap<NodeId, Actions>> = match r.origin {
-            Origin::Direct { edge } | Origin::KeyRole { edge, .. } => {
-                w.graph.assignment(edge).map(|a| &a.resources).into_iter().collect()
-            }
+            Origin::Direct { edge } | Origin::KeyRole { edge, .. } => w
+                .graph
+                .assignment(edge)
+                .map(|a| &a.resources)
+                .into_iter()
+                .collect(),
             Origin::Delegation { edge, .. } => match w.graph.edge(edge) {
                 Some(Edge::Delegation(d)) => vec![&d.resources],
                 _ => vec![],
@@ -514,12 +552,16 @@ pub fn can_delegate_package(w: &World, u: NodeId, party: NodeId, p: PackageId) -
 
 /// May `u`, acting for `party`, pass on `action` on resource `res`?
 pub fn can_delegate_resource(w: &World, u: NodeId, party: NodeId, res: NodeId, action: &str) -> bool {
-    let Some(resource) = w.graph.resource(res) else { return false };
+    let Some(resource) = w.graph.resource(res) else {
+        return false;
+    };
     if !resource.delegable {
         return false;
     }
-    let recs: Vec<Record> =
-        records(w, u, Some(party)).into_iter().filter(Record::counts_for_delegation).collect();
+    let recs: Vec<Record> = records(w, u, Some(party))
+        .into_iter()
+        .filter(Record::counts_for_delegation)
+        .collect();
     permits_with(w, &recs, res, action, None)
 }
 
@@ -539,13 +581,32 @@ pub fn describe(w: &World, x: NodeId, r: &Record) -> String {
     let id = |n: NodeId| w.graph.ext_id(n).to_string();
     let role = |r: RoleId| c.role(r).code.clone();
     let (origin_from, tail) = match r.repeat {
-        Some(Repeat::SubUnit { main }) => (main, format!("; repeated for sub-unit `{}` of main unit `{}`", id(r.from), id(main))),
-        Some(Repeat::Owner { enk }) => (enk, format!("; repeated for `{}`, living owner (innehaver) of ENK `{}`", id(r.from), id(enk))),
+        Some(Repeat::SubUnit { main }) => (
+            main,
+            format!(
+                "; repeated for sub-unit `{}` of main unit `{}`",
+                id(r.from),
+                id(main)
+            ),
+        ),
+        Some(Repeat::Owner { enk }) => (
+            enk,
+            format!(
+                "; repeated for `{}`, living owner (innehaver) of ENK `{}`",
+                id(r.from),
+                id(enk)
+            ),
+        ),
         None => (r.from, String::new()),
     };
     let base_role = r.mapped_from.unwrap_or(r.role);
     let mut s = match r.origin {
-        Origin::Direct { .. } => format!("direct: `{}` → `{}` as {}", id(origin_from), id(x), role(base_role)),
+        Origin::Direct { .. } => format!(
+            "direct: `{}` → `{}` as {}",
+            id(origin_from),
+            id(x),
+            role(base_role)
+        ),
         Origin::SelfPerson => format!("self: `{}` holds {} for themself", id(x), role(base_role)),
         Origin::KeyRole { holder, key_role, .. } => format!(
             "key role: `{}` → `{}` as {}, and `{}` → `{}` as key role {}",
@@ -574,12 +635,20 @@ pub fn describe(w: &World, x: NodeId, r: &Record) -> String {
 
 /// The derivation paths behind "x holds package p for f" (empty when it does not).
 pub fn explain_package(w: &World, x: NodeId, f: NodeId, p: PackageId) -> Vec<String> {
-    records(w, x, Some(f)).iter().filter(|r| r.packages.contains(p)).map(|r| describe(w, x, r)).collect()
+    records(w, x, Some(f))
+        .iter()
+        .filter(|r| r.packages.contains(p))
+        .map(|r| describe(w, x, r))
+        .collect()
 }
 
 /// The derivation paths behind "x holds role `role` for f".
 pub fn explain_role(w: &World, x: NodeId, f: NodeId, role: RoleId) -> Vec<String> {
-    records(w, x, Some(f)).iter().filter(|r| r.role == role).map(|r| describe(w, x, r)).collect()
+    records(w, x, Some(f))
+        .iter()
+        .filter(|r| r.role == role)
+        .map(|r| describe(w, x, r))
+        .collect()
 }
 
 /// The clients an agent acts for through facilitator `f`'s client delegations.

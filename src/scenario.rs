@@ -98,7 +98,13 @@ pub fn run_str(name: &str, text: &str) -> Report {
             Ok(()) => report.passed += 1,
             Err((expected, got)) => {
                 report.failed += 1;
-                report.failures.push(Failure { file: name.to_string(), step: i + 1, what, expected, got });
+                report.failures.push(Failure {
+                    file: name.to_string(),
+                    step: i + 1,
+                    what,
+                    expected,
+                    got,
+                });
             }
         }
     }
@@ -124,7 +130,9 @@ fn err_text(e: &Error) -> String {
 
 /// Takes `expect_error` out of a step body.
 fn take_expect_error(body: &mut Value) -> std::result::Result<Option<ErrorCode>, (String, String)> {
-    let Some(m) = body.as_object_mut() else { return Ok(None) };
+    let Some(m) = body.as_object_mut() else {
+        return Ok(None);
+    };
     match m.remove("expect_error") {
         None => Ok(None),
         Some(Value::String(s)) => match ErrorCode::parse(&s) {
@@ -151,7 +159,13 @@ fn run_step(w: &mut World, step: Value) -> StepResult {
         return mismatch("a step mapping with one key", step);
     };
     if m.len() != 1 {
-        return judge(None, &Err::<(), _>(Error::invalid(format!("a step has exactly one key, got {}", m.len()))));
+        return judge(
+            None,
+            &Err::<(), _>(Error::invalid(format!(
+                "a step has exactly one key, got {}",
+                m.len()
+            ))),
+        );
     }
     let Some((key, mut body)) = m.into_iter().next() else {
         return mismatch("a step", "an empty mapping");
@@ -281,7 +295,12 @@ struct SimulateStep {
 }
 
 /// Compares a set against exact / includes / excludes expectations.
-fn compare_set(label: &str, got: &BTreeSet<String>, exp: &SetExpect, norm: impl Fn(&str) -> Result<String>) -> Result<StepResult> {
+fn compare_set(
+    label: &str,
+    got: &BTreeSet<String>,
+    exp: &SetExpect,
+    norm: impl Fn(&str) -> Result<String>,
+) -> Result<StepResult> {
     let normalise = |v: &Vec<String>| v.iter().map(|s| norm(s)).collect::<Result<BTreeSet<String>>>();
     if let Some(e) = &exp.exact {
         let e = normalise(e)?;
@@ -293,14 +312,20 @@ fn compare_set(label: &str, got: &BTreeSet<String>, exp: &SetExpect, norm: impl 
         let e = normalise(e)?;
         let missing: BTreeSet<String> = e.difference(got).cloned().collect();
         if !missing.is_empty() {
-            return Ok(mismatch(format!("{label} including {}", show(&e)), format!("{} (missing {})", show(got), show(&missing))));
+            return Ok(mismatch(
+                format!("{label} including {}", show(&e)),
+                format!("{} (missing {})", show(got), show(&missing)),
+            ));
         }
     }
     if let Some(e) = &exp.excludes {
         let e = normalise(e)?;
         let extra: BTreeSet<String> = e.intersection(got).cloned().collect();
         if !extra.is_empty() {
-            return Ok(mismatch(format!("{label} excluding {}", show(&e)), format!("{} (has {})", show(got), show(&extra))));
+            return Ok(mismatch(
+                format!("{label} excluding {}", show(&e)),
+                format!("{} (has {})", show(got), show(&extra)),
+            ));
         }
     }
     Ok(Ok(()))
@@ -316,7 +341,12 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
     let package_code = |p: &str| -> Result<String> {
         c.package_id(p)
             .map(|id| c.package(id).code.clone())
-            .ok_or_else(|| Error::new(ErrorCode::UnknownPackage, format!("no access package `{p}` in the catalogue")))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::UnknownPackage,
+                    format!("no access package `{p}` in the catalogue"),
+                )
+            })
     };
     match key {
         "check" => {
@@ -324,12 +354,16 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
             let (x, f) = (party(w, &s.subject)?, party(w, &s.party)?);
             match (&s.package, &s.role, &s.resource) {
                 (Some(p), None, None) if s.action.is_none() && s.instance.is_none() => {
-                    let p = c.package_id(p).ok_or_else(|| Error::new(ErrorCode::UnknownPackage, format!("no access package `{p}`")))?;
+                    let p = c.package_id(p).ok_or_else(|| {
+                        Error::new(ErrorCode::UnknownPackage, format!("no access package `{p}`"))
+                    })?;
                     let got = resolve::has_package(w, x, f, p);
                     Ok(compare_bool(&s.expect, got))
                 }
                 (None, Some(r), None) if s.action.is_none() && s.instance.is_none() => {
-                    let r = c.role_id(r).ok_or_else(|| Error::new(ErrorCode::UnknownRole, format!("no role `{r}`")))?;
+                    let r = c
+                        .role_id(r)
+                        .ok_or_else(|| Error::new(ErrorCode::UnknownRole, format!("no role `{r}`")))?;
                     let got = resolve::has_role(w, x, f, r);
                     Ok(compare_bool(&s.expect, got))
                 }
@@ -337,23 +371,43 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
                     let Some(action) = &s.action else {
                         return Err(Error::invalid("a resource check needs `action`"));
                     };
-                    let rn = w.graph.resource_node(res).ok_or_else(|| Error::unknown_resource(res))?;
+                    let rn = w
+                        .graph
+                        .resource_node(res)
+                        .ok_or_else(|| Error::unknown_resource(res))?;
                     let got = resolve::permits(w, x, f, rn, &action.to_lowercase(), s.instance.as_deref());
                     let want = match &s.expect {
                         Value::String(v) if v == "permit" => true,
                         Value::String(v) if v == "deny" => false,
-                        other => return Err(Error::invalid(format!("a resource check expects `permit` or `deny`, got {other}"))),
+                        other => {
+                            return Err(Error::invalid(format!(
+                                "a resource check expects `permit` or `deny`, got {other}"
+                            )));
+                        }
                     };
-                    Ok(if got == want { Ok(()) } else { mismatch(if want { "permit" } else { "deny" }, if got { "permit" } else { "deny" }) })
+                    Ok(if got == want {
+                        Ok(())
+                    } else {
+                        mismatch(
+                            if want { "permit" } else { "deny" },
+                            if got { "permit" } else { "deny" },
+                        )
+                    })
                 }
-                _ => Err(Error::invalid("`check` names exactly one of `package`, `role` or `resource` + `action`")),
+                _ => Err(Error::invalid(
+                    "`check` names exactly one of `package`, `role` or `resource` + `action`",
+                )),
             }
         }
         "authorized_parties" => {
             let s: AuthorizedPartiesStep = parse(key, body)?;
             let x = party(w, &s.subject)?;
             let got = ids(w, resolve::authorized_parties(w, x).into_iter().map(|a| a.party));
-            let exp = SetExpect { exact: s.expect, includes: s.includes, excludes: s.excludes };
+            let exp = SetExpect {
+                exact: s.expect,
+                includes: s.includes,
+                excludes: s.excludes,
+            };
             compare_set("parties", &got, &exp, |s| Ok(s.to_string()))
         }
         "rights" => {
@@ -361,8 +415,12 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
             let (x, f) = (party(w, &s.subject)?, party(w, &s.party)?);
             let r = resolve::rights(w, x, f);
             let pk: BTreeSet<String> = r.packages.iter().map(|p| c.package(p).code.clone()).collect();
-            let roles: BTreeSet<String> =
-                r.roles.iter().filter(|r| !c.is_unreported_role(**r)).map(|r| c.role(*r).code.clone()).collect();
+            let roles: BTreeSet<String> = r
+                .roles
+                .iter()
+                .filter(|r| !c.is_unreported_role(**r))
+                .map(|r| c.role(*r).code.clone())
+                .collect();
             if let Some(e) = &s.packages {
                 let res = compare_set("packages", &pk, e, package_code)?;
                 if res.is_err() {
@@ -379,23 +437,44 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
             let (u, p) = (party(w, &s.by)?, party(w, &s.party)?);
             let got = match (&s.package, &s.resource, &s.action) {
                 (Some(pk), None, None) => {
-                    let pk = c.package_id(pk).ok_or_else(|| Error::new(ErrorCode::UnknownPackage, format!("no access package `{pk}`")))?;
+                    let pk = c.package_id(pk).ok_or_else(|| {
+                        Error::new(ErrorCode::UnknownPackage, format!("no access package `{pk}`"))
+                    })?;
                     resolve::can_delegate_package(w, u, p, pk) == DelegationVerdict::Yes
                 }
                 (None, Some(r), Some(a)) => {
-                    let rn = w.graph.resource_node(r).ok_or_else(|| Error::unknown_resource(r))?;
+                    let rn = w
+                        .graph
+                        .resource_node(r)
+                        .ok_or_else(|| Error::unknown_resource(r))?;
                     resolve::can_delegate_resource(w, u, p, rn, &a.to_lowercase())
                 }
-                _ => return Err(Error::invalid("`can_delegate` names a `package`, or a `resource` and an `action`")),
+                _ => {
+                    return Err(Error::invalid(
+                        "`can_delegate` names a `package`, or a `resource` and an `action`",
+                    ));
+                }
             };
-            Ok(if got == s.expect { Ok(()) } else { mismatch(s.expect, got) })
+            Ok(if got == s.expect {
+                Ok(())
+            } else {
+                mismatch(s.expect, got)
+            })
         }
         "holders" => {
             let s: HoldersStep = parse(key, body)?;
             let f = party(w, &s.party)?;
-            let p = c.package_id(&s.package).ok_or_else(|| Error::new(ErrorCode::UnknownPackage, format!("no access package `{}`", s.package)))?;
+            let p = c.package_id(&s.package).ok_or_else(|| {
+                Error::new(
+                    ErrorCode::UnknownPackage,
+                    format!("no access package `{}`", s.package),
+                )
+            })?;
             let got = ids(w, resolve::holders(w, f, p));
-            let exp = SetExpect { exact: Some(s.expect), ..SetExpect::default() };
+            let exp = SetExpect {
+                exact: Some(s.expect),
+                ..SetExpect::default()
+            };
             compare_set("holders", &got, &exp, |s| Ok(s.to_string()))
         }
         "clients" => {
@@ -404,13 +483,22 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
                 (None, Some(f), Some(a)) => (party(w, f)?, party(w, a)?),
                 (Some(su), None, None) => {
                     let a = party(w, su)?;
-                    let owner = w.graph.party(a).and_then(|p| p.owner.clone()).ok_or_else(|| Error::invalid(format!("`{su}` is not a system user with an owner")))?;
+                    let owner = w.graph.party(a).and_then(|p| p.owner.clone()).ok_or_else(|| {
+                        Error::invalid(format!("`{su}` is not a system user with an owner"))
+                    })?;
                     (party(w, &owner)?, a)
                 }
-                _ => return Err(Error::invalid("`clients` names a `system_user`, or a `facilitator` and an `agent`")),
+                _ => {
+                    return Err(Error::invalid(
+                        "`clients` names a `system_user`, or a `facilitator` and an `agent`",
+                    ));
+                }
             };
             let got = ids(w, resolve::clients(w, f, a));
-            let exp = SetExpect { exact: Some(s.expect), ..SetExpect::default() };
+            let exp = SetExpect {
+                exact: Some(s.expect),
+                ..SetExpect::default()
+            };
             compare_set("clients", &got, &exp, |s| Ok(s.to_string()))
         }
         "simulate" => {
@@ -432,7 +520,11 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
                             resource: r.clone(),
                             action: a.to_lowercase(),
                         },
-                        _ => return Err(Error::invalid("a lost access names a `package`, or a `resource` and an `action`")),
+                        _ => {
+                            return Err(Error::invalid(
+                                "a lost access names a `package`, or a `resource` and an `action`",
+                            ));
+                        }
                     });
                 }
                 if exp != sim.lost {
@@ -441,7 +533,12 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
                     let extra: BTreeSet<Access> = sim.lost.difference(&exp).cloned().collect();
                     return Ok(mismatch(
                         format!("lost exactly {} access(es)", exp.len()),
-                        format!("{} (missing: {}; unexpected: {})", sim.lost.len(), fmt(&missing), fmt(&extra)),
+                        format!(
+                            "{} (missing: {}; unexpected: {})",
+                            sim.lost.len(),
+                            fmt(&missing),
+                            fmt(&extra)
+                        ),
                     ));
                 }
             }
@@ -449,12 +546,18 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
                 if let Some(n) = r.assignments
                     && n != sim.removed_assignments
                 {
-                    return Ok(mismatch(format!("{n} removed assignments"), sim.removed_assignments));
+                    return Ok(mismatch(
+                        format!("{n} removed assignments"),
+                        sim.removed_assignments,
+                    ));
                 }
                 if let Some(n) = r.delegations
                     && n != sim.removed_delegations
                 {
-                    return Ok(mismatch(format!("{n} removed delegations"), sim.removed_delegations));
+                    return Ok(mismatch(
+                        format!("{n} removed delegations"),
+                        sim.removed_delegations,
+                    ));
                 }
             }
             Ok(Ok(()))
@@ -465,8 +568,17 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
 
 fn show_access(a: &Access) -> String {
     match a {
-        Access::Package { subject, party, package } => format!("{subject} for {party}: {package}"),
-        Access::Resource { subject, party, resource, action } => format!("{subject} for {party}: {resource}/{action}"),
+        Access::Package {
+            subject,
+            party,
+            package,
+        } => format!("{subject} for {party}: {package}"),
+        Access::Resource {
+            subject,
+            party,
+            resource,
+            action,
+        } => format!("{subject} for {party}: {resource}/{action}"),
     }
 }
 

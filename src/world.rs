@@ -24,6 +24,11 @@ impl Default for World {
 
 impl World {
     pub fn new() -> World {
-        World { graph: Graph::new(), catalog: Catalog::builtin(), now: None, a2_retired: false }
+        World {
+            graph: Graph::new(),
+            catalog: Catalog::builtin(),
+            now: None,
+            a2_retired: false,
+        }
     }
 }
