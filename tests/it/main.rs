@@ -1,0 +1,4 @@
+//! The one integration-test binary (two cores: every extra test binary costs a link).
+//! Modules by topic.
+
+mod scenarios;
