@@ -522,6 +522,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn catalogue_has_every_row_of_the_reference() {
+        let c = Catalog::builtin();
+        assert_eq!(c.roles.len(), 148);
+        assert_eq!(c.packages.len(), 223);
+        assert_eq!(c.areas.len(), 49);
+        assert_eq!(c.role_packages.len(), 1285);
+        assert_eq!(c.role_map.len(), 304);
+        assert_eq!(c.roles.iter().filter(|r| r.is_key_role).count(), 8);
+    }
+
+    #[test]
     fn lookups_accept_code_legacy_code_and_urn() {
         let c = Catalog::builtin();
         let dagl = c.role_id("daglig-leder");
@@ -538,5 +549,140 @@ mod tests {
             c.package_id("vergemal-namsmannen-tvangsfullbyrdelse-forliksradet")
                 .is_some()
         );
+    }
+}
+
+/// Text reports for `delegraph catalog`.
+pub mod report {
+    use std::fmt::Write;
+
+    use super::{Catalog, Provider};
+    use crate::model::RoleId;
+
+    fn provider(p: Provider) -> &'static str {
+        match p {
+            Provider::Altinn3 => "Altinn 3",
+            Provider::Ccr => "Enhetsregisteret (ER)",
+            Provider::Cra => "guardianship register",
+            Provider::Altinn2 => "Altinn 2 (legacy)",
+        }
+    }
+
+    /// The counts of everything in the catalogue.
+    pub fn summary(c: &Catalog) -> String {
+        let mut s = String::new();
+        let count = |p: Provider| c.roles.iter().filter(|r| r.provider == p).count();
+        let _ = writeln!(s, "roles:        {}", c.roles.len());
+        for p in [Provider::Ccr, Provider::Cra, Provider::Altinn2, Provider::Altinn3] {
+            let _ = writeln!(s, "  {:<24}{}", provider(p), count(p));
+        }
+        let _ = writeln!(s, "packages:     {}", c.packages.len());
+        let org = c
+            .packages
+            .iter()
+            .filter(|p| p.entity_type == crate::model::EntityType::Organisation)
+            .count();
+        let _ = writeln!(s, "  given by organisations  {org}");
+        let _ = writeln!(s, "  given by persons        {}", c.packages.len() - org);
+        let _ = writeln!(s, "areas:        {}", c.areas.len());
+        let _ = writeln!(s, "RolePackage:  {} rows", c.role_packages.len());
+        let _ = writeln!(s, "RoleMap:      {} rows", c.role_map.len());
+        let keys: Vec<&str> = c
+            .roles
+            .iter()
+            .filter(|r| r.is_key_role)
+            .map(|r| r.code.as_str())
+            .collect();
+        let _ = writeln!(s, "key roles:    {}", keys.join(", "));
+        s
+    }
+
+    /// What a role is and what it gives.
+    pub fn role(c: &Catalog, id: RoleId) -> String {
+        let r = c.role(id);
+        let mut s = String::new();
+        let _ = writeln!(s, "role {} — {} ({})", r.code, r.name, r.name_nb);
+        let _ = writeln!(s, "  urn:          {}", r.urn);
+        if let Some(l) = &r.legacy_code {
+            let _ = writeln!(s, "  legacy code:  {l}");
+        }
+        let _ = writeln!(s, "  provider:     {}", provider(r.provider));
+        let _ = writeln!(s, "  key role:     {}", if r.is_key_role { "yes" } else { "no" });
+        let _ = writeln!(
+            s,
+            "  assignable:   {}",
+            if r.is_assignable {
+                "yes (through the API)"
+            } else {
+                "no"
+            }
+        );
+        let rows: Vec<_> = c.role_packages.iter().filter(|row| row.role == id).collect();
+        let _ = writeln!(s, "  gives {} package row(s):", rows.len());
+        for row in rows {
+            let p = c.package(row.package);
+            let mut flags = Vec::new();
+            if row.has_access {
+                flags.push("access");
+            }
+            if row.can_delegate {
+                flags.push("can delegate");
+            }
+            let cond = row
+                .unit_type
+                .as_deref()
+                .map(|u| format!(" (only at unit type {u})"))
+                .unwrap_or_default();
+            let _ = writeln!(s, "    {:<48} {}{cond}", p.code, flags.join(", "));
+        }
+        let maps = c.role_map_of(id);
+        if !maps.is_empty() {
+            let names: Vec<&str> = maps.iter().map(|g| c.role(*g).code.as_str()).collect();
+            let _ = writeln!(s, "  RoleMap also gives: {}", names.join(", "));
+        }
+        s
+    }
+
+    /// What a package is and which roles give it.
+    pub fn package(c: &Catalog, id: crate::model::PackageId) -> String {
+        let p = c.package(id);
+        let mut s = String::new();
+        let _ = writeln!(s, "package {} — {} ({})", p.code, p.name, p.name_nb);
+        let _ = writeln!(s, "  urn:          {}", p.urn);
+        let _ = writeln!(s, "  area:         {}", p.area);
+        let _ = writeln!(s, "  given by:     {:?}", p.entity_type);
+        let _ = writeln!(
+            s,
+            "  assignable:   {}",
+            if p.is_assignable { "yes" } else { "no" }
+        );
+        let _ = writeln!(
+            s,
+            "  delegable:    {}",
+            if p.is_delegable {
+                "yes (may be forwarded to agents)"
+            } else {
+                "no"
+            }
+        );
+        let rows: Vec<_> = c.roles_giving(id).collect();
+        let _ = writeln!(s, "  given by {} role row(s):", rows.len());
+        for row in rows {
+            let r = c.role(row.role);
+            let mut flags = Vec::new();
+            if row.has_access {
+                flags.push("access");
+            }
+            if row.can_delegate {
+                flags.push("can delegate");
+            }
+            let cond = row
+                .unit_type
+                .as_deref()
+                .map(|u| format!(" (only at unit type {u})"))
+                .unwrap_or_default();
+            let _ = writeln!(s, "    {:<40} {}{cond}", r.code, flags.join(", "));
+        }
+        s
     }
 }

@@ -27,6 +27,15 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show the built-in catalogue, or look up one role or package.
+    ///
+    /// Without a name: the counts of roles, packages, areas, RolePackage and RoleMap
+    /// rows. With a name: a role (by code, legacy code in any case, or URN) with the
+    /// packages it gives, or a package (by code or URN) with the roles that give it.
+    Catalog {
+        /// A role or package to look up, e.g. `DAGL`, `daglig-leder`, `skattegrunnlag`.
+        name: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +55,28 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+        Command::Catalog { name } => {
+            use delegraph::catalog::{Catalog, report};
+            let c = Catalog::builtin();
+            match name {
+                None => print!("{}", report::summary(c)),
+                Some(n) => {
+                    let role = c.role_id(&n);
+                    let package = c.package_id(&n);
+                    if role.is_none() && package.is_none() {
+                        eprintln!("error: no role or package named `{n}` in the catalogue");
+                        return ExitCode::FAILURE;
+                    }
+                    if let Some(r) = role {
+                        print!("{}", report::role(c, r));
+                    }
+                    if let Some(p) = package {
+                        print!("{}", report::package(c, p));
+                    }
+                }
+            }
+            ExitCode::SUCCESS
         }
     }
 }
