@@ -15,7 +15,7 @@ use petgraph::Direction;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
 use petgraph::visit::EdgeRef;
 
-use crate::catalog::PackageSet;
+use crate::catalog::{Catalog, PackageSet};
 use crate::model::{PackageId, PartyKind, RoleId, SystemUserKind};
 
 /// A node of the graph (a party or a resource). Opaque outside the engine.
@@ -183,6 +183,12 @@ pub struct Graph {
     /// Edge counts per node, to walk the smaller side when looking for an edge between
     /// two nodes (a hub such as an accounting firm may have tens of thousands).
     degree: HashMap<NodeId, (u32, u32)>,
+    /// Sub-unit → main unit, and main unit → sub-units (mirrors of the MainUnit edges).
+    main_of: HashMap<NodeId, NodeId>,
+    subs_of: HashMap<NodeId, Vec<NodeId>>,
+    /// Incoming assignments with a key role, per receiving node: the key-role path
+    /// starts from these, and a firm with 20 000 client edges has only a few of them.
+    key_in: HashMap<NodeId, Vec<EdgeId>>,
 }
 
 impl Graph {
@@ -314,9 +320,6 @@ impl Graph {
     pub fn edge(&self, e: EdgeId) -> Option<&Edge> {
         self.g.edge_weight(e.0)
     }
-    pub fn edge_mut(&mut self, e: EdgeId) -> Option<&mut Edge> {
-        self.g.edge_weight_mut(e.0)
-    }
     pub fn endpoints(&self, e: EdgeId) -> Option<(NodeId, NodeId)> {
         self.g.edge_endpoints(e.0).map(|(a, b)| (NodeId(a), NodeId(b)))
     }
@@ -350,13 +353,18 @@ impl Graph {
 
     /// The main unit of a sub-unit.
     pub fn main_unit(&self, sub: NodeId) -> Option<NodeId> {
-        self.outgoing(sub)
-            .find_map(|(_, t, w)| matches!(w, Edge::MainUnit(_)).then_some(t))
+        self.main_of.get(&sub).copied()
     }
     /// The sub-units of a main unit.
     pub fn sub_units(&self, main: NodeId) -> impl Iterator<Item = NodeId> + '_ {
-        self.incoming(main)
-            .filter_map(|(_, s, w)| matches!(w, Edge::MainUnit(_)).then_some(s))
+        self.subs_of.get(&main).into_iter().flatten().copied()
+    }
+    /// Incoming assignments of `n` whose role is a key role: (edge, source, assignment).
+    pub fn key_roles_held(&self, n: NodeId) -> impl Iterator<Item = (EdgeId, NodeId, &Assignment)> + '_ {
+        self.key_in.get(&n).into_iter().flatten().filter_map(move |e| {
+            let (s, _) = self.endpoints(*e)?;
+            Some((*e, s, self.assignment(*e)?))
+        })
     }
 
     pub fn key_of(&self, e: EdgeId) -> Option<EdgeKey> {
@@ -396,7 +404,17 @@ impl Graph {
     pub fn add_edge(&mut self, from: NodeId, to: NodeId, w: Edge) -> EdgeId {
         self.degree.entry(from).or_default().1 += 1;
         self.degree.entry(to).or_default().0 += 1;
-        EdgeId(self.g.add_edge(from.0, to.0, w))
+        let is_key = matches!(&w, Edge::Assignment(a) if Catalog::builtin().is_key_role(a.role));
+        let is_main = matches!(w, Edge::MainUnit(_));
+        let e = EdgeId(self.g.add_edge(from.0, to.0, w));
+        if is_key {
+            self.key_in.entry(to).or_default().push(e);
+        }
+        if is_main {
+            self.main_of.insert(from, to);
+            self.subs_of.entry(to).or_default().push(from);
+        }
+        e
     }
 
     pub fn remove_edge(&mut self, e: EdgeId) -> Option<Edge> {
@@ -406,6 +424,21 @@ impl Graph {
         }
         if let Some(d) = self.degree.get_mut(&b) {
             d.0 = d.0.saturating_sub(1);
+        }
+        if let Some(v) = self.key_in.get_mut(&b) {
+            v.retain(|x| *x != e);
+            if v.is_empty() {
+                self.key_in.remove(&b);
+            }
+        }
+        if matches!(self.edge(e), Some(Edge::MainUnit(_))) {
+            self.main_of.remove(&a);
+            if let Some(v) = self.subs_of.get_mut(&b) {
+                v.retain(|x| *x != a);
+                if v.is_empty() {
+                    self.subs_of.remove(&b);
+                }
+            }
         }
         self.g.remove_edge(e.0)
     }

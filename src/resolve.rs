@@ -167,11 +167,7 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
     }
 
     // Path 2: key roles, one hop.
-    for (_, holder, edge) in g.incoming(x) {
-        let Edge::Assignment(k) = edge else { continue };
-        if !c.is_key_role(k.role) {
-            continue;
-        }
+    for (_, holder, k) in g.key_roles_held(x) {
         // IKS exception (a): a DTPR holder of an IKS does not inherit through it.
         if k.role == c.known.deltaker_delt_ansvar && is_iks(w, holder) {
             continue;
