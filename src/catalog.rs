@@ -118,6 +118,30 @@ impl FromIterator<PackageId> for PackageSet {
     }
 }
 
+/// A set of roles as a bitset (the catalogue has 148; room for 256).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct RoleSet([u64; 4]);
+
+impl RoleSet {
+    pub const EMPTY: RoleSet = RoleSet([0; 4]);
+    pub fn insert(&mut self, r: RoleId) {
+        let i = usize::from(r.0);
+        if let Some(w) = self.0.get_mut(i / 64) {
+            *w |= 1 << (i % 64);
+        }
+    }
+    pub fn contains(&self, r: RoleId) -> bool {
+        let i = usize::from(r.0);
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = RoleId> + '_ {
+        (0..256u16).filter(|i| self.contains(RoleId(*i))).map(RoleId)
+    }
+}
+
 /// Precomputed RolePackage rows of one role.
 #[derive(Debug, Clone, Default)]
 struct RoleRows {
@@ -251,6 +275,9 @@ impl Catalog {
             .map_err(|e| CatalogError::Parse("role_packages.json", e))?;
         let maps: Vec<RawRoleMap> =
             serde_json::from_str(ROLE_MAP_JSON).map_err(|e| CatalogError::Parse("role_map.json", e))?;
+        if roles.len() > 256 {
+            return Err(CatalogError::TooMany("roles"));
+        }
         if packages.len() > 256 {
             return Err(CatalogError::TooMany("packages"));
         }

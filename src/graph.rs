@@ -189,6 +189,9 @@ pub struct Graph {
     /// Incoming assignments with a key role, per receiving node: the key-role path
     /// starts from these, and a firm with 20 000 client edges has only a few of them.
     key_in: HashMap<NodeId, Vec<EdgeId>>,
+    /// Resource nodes in definition order (a whole-graph scan for them would cost a
+    /// walk over millions of parties).
+    resource_order: Vec<NodeId>,
 }
 
 impl Graph {
@@ -257,6 +260,7 @@ impl Graph {
         let id = r.id.clone();
         let n = NodeId(self.g.add_node(Node::Resource(r)));
         self.resources.insert(id, n);
+        self.resource_order.push(n);
         n
     }
     /// Removes a node with no edges (used only to undo its creation).
@@ -268,6 +272,7 @@ impl Graph {
             }
             Some(Node::Resource(_)) => {
                 self.resources.remove(&id);
+                self.resource_order.retain(|x| *x != n);
             }
             None => {}
         }
@@ -280,11 +285,11 @@ impl Graph {
             _ => None,
         })
     }
+    /// Every resource, in the order they were defined.
     pub fn resources(&self) -> impl Iterator<Item = (NodeId, &Resource)> {
-        self.g.node_indices().filter_map(|i| match self.g.node_weight(i) {
-            Some(Node::Resource(r)) => Some((NodeId(i), r)),
-            _ => None,
-        })
+        self.resource_order
+            .iter()
+            .filter_map(|n| Some((*n, self.resource(*n)?)))
     }
 
     /// Edges ending at `n`: (edge, source, weight).

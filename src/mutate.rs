@@ -224,14 +224,27 @@ pub struct Simulation {
     pub outcome: Outcome,
 }
 
-/// Every access of `x` as external ids: (party, package) and (party, resource, action).
-pub fn accesses_of(w: &World, x: NodeId) -> BTreeSet<Access> {
+/// Every access of `x` as external ids: (party, package) and (party, resource, action);
+/// with `parties`, only the accesses for those parties.
+pub fn accesses_of(w: &World, x: NodeId, parties: Option<&BTreeSet<NodeId>>) -> BTreeSet<Access> {
+    let mut by_party: BTreeMap<NodeId, Vec<resolve::Record>> = BTreeMap::new();
+    match parties {
+        None => {
+            for r in resolve::records(w, x, None) {
+                by_party.entry(r.from).or_default().push(r);
+            }
+        }
+        Some(ps) => {
+            for f in ps {
+                let recs = resolve::records(w, x, Some(*f));
+                if !recs.is_empty() {
+                    by_party.insert(*f, recs);
+                }
+            }
+        }
+    }
     let c = w.catalog;
     let g = &w.graph;
-    let mut by_party: BTreeMap<NodeId, Vec<resolve::Record>> = BTreeMap::new();
-    for r in resolve::records(w, x, None) {
-        by_party.entry(r.from).or_default().push(r);
-    }
     let subject = g.ext_id(x).to_string();
     let mut out = BTreeSet::new();
     for (f, recs) in by_party {
@@ -259,13 +272,25 @@ pub fn accesses_of(w: &World, x: NodeId) -> BTreeSet<Access> {
     out
 }
 
-/// The subjects whose accesses a change around `touched` can alter: the touched nodes,
-/// the receivers of their assignments and delegations, and those receivers' key-role
-/// holders (every path of §4 ends within two such steps of a changed edge).
-fn affected_subjects(w: &World, touched: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+/// Where a change can alter accesses, found from the nodes it touched.
+///
+/// A record of X for F rests on edges whose giver is F, F's main unit or an ENK that F
+/// owns, and on the key-role edge of X when it inherits. So a change around the touched
+/// nodes T can alter only: subjects in T, the receivers of T's edges and those receivers'
+/// key-role holders; and, for each of them, only the parties in T, their sub-units and
+/// the owners of ENKs in T — except for a subject whose own key-role edge or attributes
+/// changed, which may lose any party.
+struct Reach {
+    subjects: BTreeSet<NodeId>,
+    parties: BTreeSet<NodeId>,
+    /// Subjects whose every party must be compared.
+    whole: BTreeSet<NodeId>,
+}
+
+fn reach(w: &World, touched: &BTreeSet<NodeId>, whole: &BTreeSet<NodeId>) -> Reach {
     let c = w.catalog;
     let g = &w.graph;
-    let mut out = touched.clone();
+    let mut subjects = touched.clone();
     let mut hop1 = BTreeSet::new();
     for t in touched {
         for (_, to, e) in g.outgoing(*t) {
@@ -279,86 +304,139 @@ fn affected_subjects(w: &World, touched: &BTreeSet<NodeId>) -> BTreeSet<NodeId> 
             if let Edge::Assignment(a) = e
                 && c.is_key_role(a.role)
             {
-                out.insert(to);
+                subjects.insert(to);
             }
         }
     }
-    out.extend(hop1);
+    subjects.extend(hop1);
+    let mut parties = touched.clone();
+    for t in touched {
+        parties.extend(g.sub_units(*t));
+        if g.party(*t).is_some_and(|p| p.is_unit_type("ENK")) {
+            for (_, o, e) in g.outgoing(*t) {
+                if let Edge::Assignment(a) = e
+                    && a.role == c.known.innehaver
+                {
+                    parties.insert(o);
+                }
+            }
+        }
+    }
+    let whole = whole.iter().filter(|n| g.party(**n).is_some()).copied().collect();
+    Reach {
+        subjects,
+        parties,
+        whole,
+    }
+}
+
+fn accesses_in(w: &World, r: &Reach) -> BTreeSet<Access> {
+    let parties: BTreeSet<NodeId> = r
+        .parties
+        .iter()
+        .filter(|n| w.graph.party(**n).is_some())
+        .copied()
+        .collect();
+    let mut out = BTreeSet::new();
+    for s in r.subjects.iter().filter(|n| w.graph.party(**n).is_some()) {
+        if r.whole.contains(s) {
+            out.extend(accesses_of(w, *s, None));
+        } else {
+            out.extend(accesses_of(w, *s, Some(&parties)));
+        }
+    }
     out
 }
 
-/// Predicts what `ev` would remove and which accesses would be lost, changing nothing.
-pub fn simulate(w: &mut World, ev: &Event) -> Result<Simulation> {
-    // Events that change policies or global state can touch anyone.
-    let global = matches!(ev, Event::Resource(_) | Event::RetireA2Roles(_) | Event::Clock(_));
+/// Applies `ev` in a transaction, runs `f` on the changed world, and rolls back.
+fn with_applied<T>(w: &mut World, ev: &Event, f: impl FnOnce(&Tx<'_>) -> T) -> Result<T> {
     let mut tx = Tx::new(w);
     if let Err(e) = apply_in(&mut tx, ev) {
         tx.rollback();
         return Err(e);
     }
-    let outcome = tx.outcome();
-    // Nodes the event touched, with the neighbours of parties whose attributes changed
-    // (a death ends the ENK owner rule for the ENKs the person owns).
-    let mut touched = BTreeSet::new();
-    for u in &tx.undo {
-        match u {
-            Undo::Edge(k, _) => match *k {
-                EdgeKey::Assignment { from, to, .. } => {
-                    touched.insert(from);
-                    touched.insert(to);
-                }
-                EdgeKey::Delegation {
-                    client,
-                    agent,
-                    facilitator,
-                    ..
-                } => {
-                    touched.extend([client, agent, facilitator]);
-                }
-                EdgeKey::MainUnit { sub, main } => {
-                    touched.extend([sub, main]);
-                }
-            },
-            Undo::Node(n, _) => {
-                touched.insert(*n);
-                for (_, s, _) in tx.w.graph.incoming(*n) {
-                    touched.insert(s);
-                }
-                for (_, t, _) in tx.w.graph.outgoing(*n) {
-                    touched.insert(t);
-                }
-            }
-            _ => {}
-        }
-    }
-    let subjects_after: BTreeSet<NodeId> = if global {
-        tx.w.graph.parties().map(|(n, _)| n).collect()
-    } else {
-        affected_subjects(tx.w, &touched)
-    };
-    let mut after = BTreeSet::new();
-    for s in &subjects_after {
-        after.extend(accesses_of(tx.w, *s));
-    }
+    let out = f(&tx);
     tx.rollback();
-    let subjects: BTreeSet<NodeId> = if global {
-        w.graph.parties().map(|(n, _)| n).collect()
-    } else {
-        // Nodes created by the event are gone again; keep those that still exist.
-        let t: BTreeSet<NodeId> = touched
-            .into_iter()
-            .filter(|n| w.graph.party(*n).is_some())
-            .collect();
-        affected_subjects(w, &t)
-    };
-    let mut lost = BTreeSet::new();
-    for s in subjects {
-        for a in accesses_of(w, s) {
-            if !after.contains(&a) {
-                lost.insert(a);
+    Ok(out)
+}
+
+/// Predicts what `ev` would remove and which accesses would be lost, changing nothing.
+///
+/// The event is applied twice inside transactions that are always rolled back: once to
+/// learn what it touches, once to read the world after it. Accesses are compared only
+/// where the change can reach (see [`Reach`]), over the same subjects and parties before
+/// and after.
+pub fn simulate(w: &mut World, ev: &Event) -> Result<Simulation> {
+    // Events that change policies or global state can touch anyone.
+    let global = matches!(ev, Event::Resource(_) | Event::RetireA2Roles(_) | Event::Clock(_));
+    let (outcome, touched, whole, attributes_changed, reach_after) = with_applied(w, ev, |tx| {
+        let c = tx.w.catalog;
+        let mut touched = BTreeSet::new();
+        let mut whole = BTreeSet::new();
+        let mut attributes_changed = false;
+        for u in &tx.undo {
+            match u {
+                Undo::Edge(k, _) => match *k {
+                    EdgeKey::Assignment { from, to, role } => {
+                        touched.insert(from);
+                        touched.insert(to);
+                        if c.is_key_role(role) {
+                            whole.insert(to);
+                        }
+                    }
+                    EdgeKey::Delegation {
+                        client,
+                        agent,
+                        facilitator,
+                        ..
+                    } => {
+                        touched.extend([client, agent, facilitator]);
+                    }
+                    EdgeKey::MainUnit { sub, main } => {
+                        touched.extend([sub, main]);
+                    }
+                },
+                Undo::Node(n, _) => {
+                    attributes_changed = true;
+                    touched.insert(*n);
+                    for (_, s, _) in tx.w.graph.incoming(*n) {
+                        touched.insert(s);
+                    }
+                    for (_, t, _) in tx.w.graph.outgoing(*n) {
+                        touched.insert(t);
+                    }
+                }
+                _ => {}
             }
         }
-    }
+        let r = reach(tx.w, &touched, &whole);
+        (tx.outcome(), touched, whole, attributes_changed, r)
+    })?;
+    let region = if global {
+        let all: BTreeSet<NodeId> = w.graph.parties().map(|(n, _)| n).collect();
+        Reach {
+            subjects: all.clone(),
+            parties: BTreeSet::new(),
+            whole: all,
+        }
+    } else {
+        let t: BTreeSet<NodeId> = touched
+            .iter()
+            .filter(|n| w.graph.party(**n).is_some())
+            .copied()
+            .collect();
+        let mut r = reach(w, &t, &whole);
+        r.subjects.extend(reach_after.subjects);
+        r.parties.extend(reach_after.parties);
+        r.whole.extend(reach_after.whole);
+        if attributes_changed {
+            r.whole = r.subjects.clone();
+        }
+        r
+    };
+    let before = accesses_in(w, &region);
+    let after = with_applied(w, ev, |tx| accesses_in(tx.w, &region))?;
+    let lost = before.into_iter().filter(|a| !after.contains(a)).collect();
     Ok(Simulation {
         lost,
         removed_assignments: outcome.removed_assignments.len(),

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::catalog::{Catalog, PackageSet};
+use crate::catalog::{Catalog, PackageSet, RoleSet};
 use crate::graph::{Actions, Edge, EdgeId, NodeId, Resource, Token};
 use crate::model::{EntityType, PackageId, PartyKind, RoleId};
 use crate::world::World;
@@ -322,10 +322,10 @@ fn grant_actions<'a>(w: &'a World, rec: &Record, res: NodeId, instance: Option<&
 }
 
 /// Whether a policy token is matched by these roles and packages.
-pub fn token_matches(w: &World, t: Token, roles: &BTreeSet<RoleId>, packages: &PackageSet) -> bool {
+pub fn token_matches(w: &World, t: Token, roles: &RoleSet, packages: &PackageSet) -> bool {
     match t {
         Token::Package(p) => packages.contains(p),
-        Token::Role(r) => roles.contains(&r) && !(w.a2_retired && w.catalog.is_altinn2_role(r)),
+        Token::Role(r) => roles.contains(r) && !(w.a2_retired && w.catalog.is_altinn2_role(r)),
     }
 }
 
@@ -334,7 +334,7 @@ pub fn policy_permits(
     w: &World,
     res: &Resource,
     action: &str,
-    roles: &BTreeSet<RoleId>,
+    roles: &RoleSet,
     packages: &PackageSet,
 ) -> bool {
     res.rules.iter().any(|rule| {
@@ -353,7 +353,7 @@ pub fn permits_with(
     let Some(res) = w.graph.resource(res_node) else {
         return false;
     };
-    let mut roles = BTreeSet::new();
+    let mut roles = RoleSet::EMPTY;
     let mut packages = PackageSet::EMPTY;
     for r in recs {
         roles.insert(r.role);
@@ -378,7 +378,7 @@ pub fn permits(w: &World, x: NodeId, f: NodeId, res: NodeId, action: &str, insta
 /// Every (resource, action) the records permit at resource level: policy rules and
 /// resource grants (instance grants are per instance and not listed).
 pub fn permitted_actions(w: &World, recs: &[Record]) -> BTreeSet<(NodeId, String)> {
-    let mut roles = BTreeSet::new();
+    let mut roles = RoleSet::EMPTY;
     let mut packages = PackageSet::EMPTY;
     for r in recs {
         roles.insert(r.role);
@@ -434,24 +434,32 @@ pub struct AuthorizedParty {
     pub party: NodeId,
     /// For a sub-unit: its main unit.
     pub main_unit: Option<NodeId>,
-    pub roles: BTreeSet<RoleId>,
+    pub roles: RoleSet,
     pub packages: PackageSet,
 }
 
-/// Every party `x` can act for.
+/// Every party `x` can act for, in the order first reached.
 pub fn authorized_parties(w: &World, x: NodeId) -> Vec<AuthorizedParty> {
-    let mut by_party: BTreeMap<NodeId, AuthorizedParty> = BTreeMap::new();
-    for r in records(w, x, None) {
-        let e = by_party.entry(r.from).or_insert_with(|| AuthorizedParty {
-            party: r.from,
-            main_unit: w.graph.main_unit(r.from),
-            roles: BTreeSet::new(),
-            packages: PackageSet::EMPTY,
+    let recs = records(w, x, None);
+    let mut index: std::collections::HashMap<NodeId, usize> =
+        std::collections::HashMap::with_capacity(recs.len());
+    let mut out: Vec<AuthorizedParty> = Vec::new();
+    for r in recs {
+        let i = *index.entry(r.from).or_insert_with(|| {
+            out.push(AuthorizedParty {
+                party: r.from,
+                main_unit: w.graph.main_unit(r.from),
+                roles: RoleSet::EMPTY,
+                packages: PackageSet::EMPTY,
+            });
+            out.len() - 1
         });
-        e.roles.insert(r.role);
-        e.packages.union_with(&r.packages);
+        if let Some(e) = out.get_mut(i) {
+            e.roles.insert(r.role);
+            e.packages.union_with(&r.packages);
+        }
     }
-    by_party.into_values().collect()
+    out
 }
 
 /// The subjects that may hold something for `f`: everyone whose records can start at `f`.
