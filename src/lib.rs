@@ -10,11 +10,15 @@
 //!   holders, the delegation check and explain.
 //! * [`event`] — the event vocabulary shared by scenarios, imports, the log and HTTP.
 //! * [`mutate`] — validation, apply with cascades, atomic batches and simulate.
+//! * [`a2impact`] — the Altinn 2 cut-off report: lost permits and what restores them.
+//! * [`load`] — a world from a JSON Lines event stream or a scenario file.
 //! * [`scenario`] — the `delegraph test` runner for scenario files.
 
+pub mod a2impact;
 pub mod catalog;
 pub mod event;
 pub mod graph;
+pub mod load;
 pub mod model;
 pub mod mutate;
 pub mod resolve;

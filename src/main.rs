@@ -36,6 +36,36 @@ enum Command {
         /// A role or package to look up, e.g. `DAGL`, `daglig-leder`, `skattegrunnlag`.
         name: Option<String>,
     },
+    /// Report who would lose which permit at the Altinn 2 cut-off, and what restores it.
+    ///
+    /// Simulates `retire_a2_roles` on a world and lists, per resource and service owner,
+    /// every (subject, party, action) permit that would be lost, the Altinn 2 role path it
+    /// rests on today, the packages in the same policy that would restore it, and who at
+    /// the party may grant one of them. Prints totals first, then a table; writes CSV,
+    /// JSON and an SVG chart on request.
+    #[command(name = "a2-impact")]
+    A2Impact {
+        /// The world: a JSON Lines event stream (.jsonl) or a scenario file (.yaml).
+        world: PathBuf,
+        /// Only resources of this service owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only this resource.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Write the lost permits as CSV to this file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Write the whole report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write a chart (per resource: kept, lost, restorable) as SVG to this file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Print only the totals and the per-resource table, not every lost permit.
+        #[arg(long)]
+        summary: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +86,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Command::A2Impact {
+            world,
+            owner,
+            resource,
+            csv,
+            json,
+            svg,
+            summary,
+        } => match a2_impact(&world, owner, resource, csv, json, svg, summary) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Catalog { name } => {
             use delegraph::catalog::{Catalog, report};
             let c = Catalog::builtin();
@@ -79,4 +124,60 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+fn a2_impact(
+    world: &std::path::Path,
+    owner: Option<String>,
+    resource: Option<String>,
+    csv: Option<PathBuf>,
+    json: Option<PathBuf>,
+    svg: Option<PathBuf>,
+    summary: bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use delegraph::a2impact;
+    let w = delegraph::load::load_world(world).with_context(|| format!("loading `{}`", world.display()))?;
+    let bar = progress_bar("examining subject/party pairs");
+    let filter = a2impact::Filter { owner, resource };
+    let report = a2impact::report(&w, &filter, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    let mut table = a2impact::to_table(&report);
+    if summary && let Some(i) = table.find("\nlost permits") {
+        table.truncate(i + 1);
+    }
+    print!("{table}");
+    if let Some(p) = csv {
+        std::fs::write(&p, a2impact::to_csv(&report))
+            .with_context(|| format!("writing `{}`", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    if let Some(p) = json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&p, text).with_context(|| format!("writing `{}`", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    if let Some(p) = svg {
+        std::fs::write(&p, a2impact::to_svg(&report))
+            .with_context(|| format!("writing `{}`", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal.
+fn progress_bar(message: &'static str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})") {
+        bar.set_style(style);
+    }
+    bar.set_message(message);
+    bar
 }
