@@ -10,6 +10,7 @@
 //!   holders, the delegation check and explain.
 //! * [`event`] — the event vocabulary shared by scenarios, imports, the log and HTTP.
 //! * [`mutate`] — validation, apply with cascades, atomic batches and simulate.
+//! * [`sysuser`] — systems, system users, vendor and access requests, clients.
 //! * [`scenario`] — the `delegraph test` runner for scenario files.
 
 pub mod catalog;
@@ -19,4 +20,5 @@ pub mod model;
 pub mod mutate;
 pub mod resolve;
 pub mod scenario;
+pub mod sysuser;
 pub mod world;
