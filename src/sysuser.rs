@@ -1039,7 +1039,8 @@ fn answer_change(tx: &mut Tx<'_>, mut req: Request, by: NodeId, approve: bool) -
         not_delegable_by(w, by, owner, &remove)
     };
     if !approve {
-        if !manager && !(missing_add.is_empty() && missing_remove.is_empty()) {
+        let could_approve = missing_add.is_empty() && missing_remove.is_empty();
+        if !(manager || could_approve) {
             return Err(Error::not_authorized(format!(
                 "`{}` may not answer change requests for system users of `{owner_id}`",
                 w.graph.ext_id(by)
@@ -1147,11 +1148,10 @@ fn confirm_or_withdraw(tx: &mut Tx<'_>, e: &RequestActionEvent, confirm: bool) -
             e.request
         )));
     }
-    let ok = match (confirm, req.state) {
-        (true, State::Draft) => true,
-        (false, State::Draft | State::Pending) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (confirm, req.state),
+        (true, State::Draft) | (false, State::Draft | State::Pending)
+    );
     if !ok {
         return Err(Error::new(
             ErrorCode::Conflict,
