@@ -1254,6 +1254,12 @@ pub fn agent_system_user(w: &World, id: &str) -> Result<(NodeId, NodeId, Package
     Ok((su, owner, packages))
 }
 
+/// The clients attached to agent system user `id`.
+pub fn clients_of(w: &World, id: &str) -> Result<BTreeSet<NodeId>> {
+    let (su, f, _) = agent_system_user(w, id)?;
+    Ok(resolve::clients(w, f, su))
+}
+
 /// The packages the facilitator holds from the client through one client assignment:
 /// its role's packages (unit-type rows checked against the client) or, for a
 /// rightholder assignment, the packages granted on it.
