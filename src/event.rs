@@ -174,6 +174,102 @@ pub struct ClockEvent {
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
+/// `system`: a vendor registers a system and the rights it may ask for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemEvent {
+    pub id: String,
+    pub vendor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<ResourceRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_urls: Option<Vec<String>>,
+}
+
+/// `system_user_request`: a vendor asks a party for a system user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemUserRequestEvent {
+    pub id: String,
+    pub system: String,
+    pub party: String,
+    pub kind: SystemUserKind,
+    pub system_user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<ResourceRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_ref: Option<String>,
+}
+
+/// Rights named by a change request's `add` or `remove`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RightsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<ResourceRef>>,
+}
+
+/// `change_request`: a vendor asks to change a standard system user's rights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRequestEvent {
+    pub id: String,
+    pub system_user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<RightsSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove: Option<RightsSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
+}
+
+/// `access_request`: `from` asks `to` for a package or one action on a resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRequestEvent {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<bool>,
+}
+
+/// `approve`, `reject`, `confirm`, `withdraw` and `escalate`: someone acts on a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestActionEvent {
+    pub request: String,
+    pub by: String,
+}
+
+/// `add_client` and `remove_client` of an agent system user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEvent {
+    pub system_user: String,
+    pub client: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
 /// A mutation of the world.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -194,6 +290,17 @@ pub enum Event {
     Died(DiedEvent),
     RetireA2Roles(Empty),
     Clock(ClockEvent),
+    System(SystemEvent),
+    SystemUserRequest(SystemUserRequestEvent),
+    ChangeRequest(ChangeRequestEvent),
+    AccessRequest(AccessRequestEvent),
+    Approve(RequestActionEvent),
+    Reject(RequestActionEvent),
+    Confirm(RequestActionEvent),
+    Withdraw(RequestActionEvent),
+    Escalate(RequestActionEvent),
+    AddClient(ClientEvent),
+    RemoveClient(ClientEvent),
 }
 
 /// The names of every event of the vocabulary, including those a later part of the
@@ -292,6 +399,17 @@ impl Event {
             Event::Died(_) => "died",
             Event::RetireA2Roles(_) => "retire_a2_roles",
             Event::Clock(_) => "clock",
+            Event::System(_) => "system",
+            Event::SystemUserRequest(_) => "system_user_request",
+            Event::ChangeRequest(_) => "change_request",
+            Event::AccessRequest(_) => "access_request",
+            Event::Approve(_) => "approve",
+            Event::Reject(_) => "reject",
+            Event::Confirm(_) => "confirm",
+            Event::Withdraw(_) => "withdraw",
+            Event::Escalate(_) => "escalate",
+            Event::AddClient(_) => "add_client",
+            Event::RemoveClient(_) => "remove_client",
         }
     }
 }

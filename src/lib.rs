@@ -12,6 +12,7 @@
 //! * [`mutate`] — validation, apply with cascades, atomic batches and simulate.
 //! * [`a2impact`] — the Altinn 2 cut-off report: lost permits and what restores them.
 //! * [`load`] — a world from a JSON Lines event stream or a scenario file.
+//! * [`sysuser`] — systems, system users, vendor and access requests, clients.
 //! * [`scenario`] — the `delegraph test` runner for scenario files.
 
 pub mod a2impact;
@@ -23,4 +24,5 @@ pub mod model;
 pub mod mutate;
 pub mod resolve;
 pub mod scenario;
+pub mod sysuser;
 pub mod world;

@@ -30,6 +30,8 @@ enum Undo {
     Resource(NodeId, Option<Resource>),
     Clock(Option<chrono::DateTime<chrono::FixedOffset>>),
     A2Retired(bool),
+    /// A change to the system register or the requests (see [`crate::sysuser`]).
+    Sys(crate::sysuser::SysUndo),
 }
 
 /// What an applied event changed.
@@ -53,13 +55,25 @@ impl<'w> Tx<'w> {
         Tx { w, undo: Vec::new() }
     }
 
-    fn set_edge(&mut self, key: EdgeKey, new: Option<Edge>) {
+    pub(crate) fn set_edge(&mut self, key: EdgeKey, new: Option<Edge>) {
         let old = self.w.graph.set_edge(key, new);
         self.undo.push(Undo::Edge(key, old));
     }
 
-    fn edge(&self, key: EdgeKey) -> Option<Edge> {
+    pub(crate) fn edge(&self, key: EdgeKey) -> Option<Edge> {
         self.w.graph.find(key).and_then(|e| self.w.graph.edge(e)).cloned()
+    }
+
+    /// Adds a new party node, undoably.
+    pub(crate) fn add_party(&mut self, p: Party) -> NodeId {
+        let n = self.w.graph.add_party(p);
+        self.undo.push(Undo::Node(n, None));
+        n
+    }
+
+    /// Records how to undo a change to the system-user state.
+    pub(crate) fn push_sys_undo(&mut self, u: crate::sysuser::SysUndo) {
+        self.undo.push(Undo::Sys(u));
     }
 
     /// Undo everything since the transaction began.
@@ -83,6 +97,7 @@ impl<'w> Tx<'w> {
                 Undo::Resource(n, None) => self.w.graph.remove_node(n),
                 Undo::Clock(c) => self.w.now = c,
                 Undo::A2Retired(b) => self.w.a2_retired = b,
+                Undo::Sys(u) => crate::sysuser::undo(self.w, u),
             }
         }
     }
@@ -524,7 +539,7 @@ fn require_client_admin(w: &World, by: Option<NodeId>, facilitator: NodeId) -> R
 // ----------------------------------------------------------------------------------
 // The events
 
-fn apply_in(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
+pub(crate) fn apply_in(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
     match ev {
         Event::Party(p) => party_event(tx, p),
         Event::RegisterRole(r) => register_role(tx, r, true),
@@ -548,6 +563,17 @@ fn apply_in(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
             tx.w.now = Some(t);
             Ok(())
         }
+        Event::System(_)
+        | Event::SystemUserRequest(_)
+        | Event::ChangeRequest(_)
+        | Event::AccessRequest(_)
+        | Event::Approve(_)
+        | Event::Reject(_)
+        | Event::Confirm(_)
+        | Event::Withdraw(_)
+        | Event::Escalate(_)
+        | Event::AddClient(_)
+        | Event::RemoveClient(_) => crate::sysuser::apply(tx, ev),
     }
 }
 

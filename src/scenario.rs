@@ -13,6 +13,7 @@ use crate::graph::NodeId;
 use crate::model::{Error, ErrorCode, Result};
 use crate::mutate::{self, Access};
 use crate::resolve::{self, DelegationVerdict};
+use crate::sysuser;
 use crate::world::World;
 
 /// One failed step.
@@ -271,6 +272,22 @@ struct ClientsStep {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RequestStatusStep {
+    request: String,
+    expect: String,
+    /// Optionally: whether the request was escalated to the party's access managers.
+    escalated: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddableClientsStep {
+    system_user: String,
+    expect: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LostSpec {
     subject: String,
     party: String,
@@ -500,6 +517,35 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
                 ..SetExpect::default()
             };
             compare_set("clients", &got, &exp, |s| Ok(s.to_string()))
+        }
+        "request_status" => {
+            let s: RequestStatusStep = parse(key, body)?;
+            let want = sysuser::Status::parse(&s.expect)
+                .ok_or_else(|| Error::invalid(format!("`expect` is not a request status: `{}`", s.expect)))?;
+            let got = sysuser::request_status(w, &s.request)?;
+            if got != want {
+                return Ok(mismatch(want.as_str(), got.as_str()));
+            }
+            if let Some(esc) = s.escalated {
+                let got = w
+                    .sys
+                    .requests
+                    .get(&s.request)
+                    .is_some_and(|r| r.escalated_by.is_some());
+                if got != esc {
+                    return Ok(mismatch(format!("escalated: {esc}"), format!("escalated: {got}")));
+                }
+            }
+            Ok(Ok(()))
+        }
+        "addable_clients" => {
+            let s: AddableClientsStep = parse(key, body)?;
+            let got = ids(w, sysuser::addable_clients(w, &s.system_user)?);
+            let exp = SetExpect {
+                exact: Some(s.expect),
+                ..SetExpect::default()
+            };
+            compare_set("addable clients", &got, &exp, |s| Ok(s.to_string()))
         }
         "simulate" => {
             let s: SimulateStep = parse(key, body)?;

@@ -14,6 +14,8 @@ pub struct World {
     pub now: Option<DateTime<FixedOffset>>,
     /// Set by `retire_a2_roles`: policy tokens naming Altinn 2 roles match nobody.
     pub a2_retired: bool,
+    /// The system register, system-user and access requests (domain.md §7).
+    pub sys: crate::sysuser::SysState,
 }
 
 impl Default for World {
@@ -29,6 +31,7 @@ impl World {
             catalog: Catalog::builtin(),
             now: None,
             a2_retired: false,
+            sys: crate::sysuser::SysState::default(),
         }
     }
 }

@@ -17,20 +17,7 @@ fn shared_scenarios() -> Option<Vec<PathBuf>> {
 }
 
 /// Scenario files that need parts of the engine not built yet, with the reason.
-const PENDING: &[(&str, &str)] = &[
-    (
-        "06-agent-system-user-clients.yaml",
-        "system users and requests (issue 6)",
-    ),
-    (
-        "11-standard-system-user-request.yaml",
-        "system users and requests (issue 6)",
-    ),
-    (
-        "14-agent-system-user-needs-every-package.yaml",
-        "system users and requests (issue 6)",
-    ),
-];
+const PENDING: &[(&str, &str)] = &[];
 
 #[test]
 fn shared_scenarios_pass() {
