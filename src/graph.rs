@@ -11,6 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use rustc_hash::FxHashMap;
+
 use petgraph::Direction;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
 use petgraph::visit::EdgeRef;
@@ -182,13 +184,13 @@ pub struct Graph {
     resources: HashMap<String, NodeId>,
     /// Edge counts per node, to walk the smaller side when looking for an edge between
     /// two nodes (a hub such as an accounting firm may have tens of thousands).
-    degree: HashMap<NodeId, (u32, u32)>,
+    degree: FxHashMap<NodeId, (u32, u32)>,
     /// Sub-unit → main unit, and main unit → sub-units (mirrors of the MainUnit edges).
-    main_of: HashMap<NodeId, NodeId>,
-    subs_of: HashMap<NodeId, Vec<NodeId>>,
+    main_of: FxHashMap<NodeId, NodeId>,
+    subs_of: FxHashMap<NodeId, Vec<NodeId>>,
     /// Incoming assignments with a key role, per receiving node: the key-role path
     /// starts from these, and a firm with 20 000 client edges has only a few of them.
-    key_in: HashMap<NodeId, Vec<EdgeId>>,
+    key_in: FxHashMap<NodeId, Vec<EdgeId>>,
     /// Resource nodes in definition order (a whole-graph scan for them would cost a
     /// walk over millions of parties).
     resource_order: Vec<NodeId>,

@@ -232,38 +232,48 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
         }
     }
 
-    // Paths 5 and 6: repetitions of the records above.
+    // Paths 5 and 6: repetitions of the records above. Many records share a giver (a
+    // role and its RoleMap roles), so the giver's sub-units and owners are looked up once.
     let mut out = Vec::new();
+    let mut repeat_targets: rustc_hash::FxHashMap<NodeId, (Vec<NodeId>, Vec<NodeId>)> = Default::default();
     for r in &base {
+        let (subs, owners) = repeat_targets.entry(r.from).or_insert_with(|| {
+            let subs: Vec<NodeId> = match target {
+                Some(t) => (g.main_unit(t) == Some(r.from))
+                    .then_some(t)
+                    .into_iter()
+                    .collect(),
+                None => g.sub_units(r.from).collect(),
+            };
+            let mut owners = Vec::new();
+            if g.party(r.from).is_some_and(|p| p.is_unit_type("ENK")) {
+                for (_, owner, edge) in g.outgoing(r.from) {
+                    if let Edge::Assignment(a) = edge
+                        && a.role == c.known.innehaver
+                        && g.party(owner).is_some_and(|p| p.is_living_person())
+                        && target.is_none_or(|t| t == owner)
+                    {
+                        owners.push(owner);
+                    }
+                }
+            }
+            (subs, owners)
+        });
         // Path 5: main unit → sub-units.
-        let subs: Vec<NodeId> = match target {
-            Some(t) => (g.main_unit(t) == Some(r.from))
-                .then_some(t)
-                .into_iter()
-                .collect(),
-            None => g.sub_units(r.from).collect(),
-        };
-        for s in subs {
+        for s in subs.iter() {
             let mut rep = r.clone();
-            rep.from = s;
+            rep.from = *s;
             rep.repeat = Some(Repeat::SubUnit { main: r.from });
             if !c.is_rightholder(r.role) && !matches!(r.origin, Origin::Delegation { .. }) {
-                rep.packages = c.role_packages(r.role, unit_type(w, s));
+                rep.packages = c.role_packages(r.role, unit_type(w, *s));
             }
             out.push(rep);
         }
         // Path 6: the owner of an ENK, for accountant and auditor records.
-        if c.is_owner_rule_role(r.role) && g.party(r.from).is_some_and(|p| p.is_unit_type("ENK")) {
-            for (_, owner, edge) in g.outgoing(r.from) {
-                let Edge::Assignment(a) = edge else { continue };
-                if a.role != c.known.innehaver
-                    || !g.party(owner).is_some_and(|p| p.is_living_person())
-                    || target.is_some_and(|t| t != owner)
-                {
-                    continue;
-                }
+        if !owners.is_empty() && c.is_owner_rule_role(r.role) {
+            for owner in owners.iter() {
                 let mut rep = r.clone();
-                rep.from = owner;
+                rep.from = *owner;
                 rep.repeat = Some(Repeat::Owner { enk: r.from });
                 out.push(rep);
             }
@@ -441,8 +451,7 @@ pub struct AuthorizedParty {
 /// Every party `x` can act for, in the order first reached.
 pub fn authorized_parties(w: &World, x: NodeId) -> Vec<AuthorizedParty> {
     let recs = records(w, x, None);
-    let mut index: std::collections::HashMap<NodeId, usize> =
-        std::collections::HashMap::with_capacity(recs.len());
+    let mut index: rustc_hash::FxHashMap<NodeId, usize> = Default::default();
     let mut out: Vec<AuthorizedParty> = Vec::new();
     for r in recs {
         let i = *index.entry(r.from).or_insert_with(|| {
