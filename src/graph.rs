@@ -309,6 +309,11 @@ impl Graph {
 
     /// Edges `a → b`, walking whichever side has fewer edges.
     pub fn between(&self, a: NodeId, b: NodeId) -> Vec<(EdgeId, &Edge)> {
+        // No event makes an edge from a node to itself, and both adjacency lists of a
+        // hub are long: answer without walking either.
+        if a == b {
+            return Vec::new();
+        }
         let out_a = self.degree.get(&a).map_or(0, |d| d.1);
         let in_b = self.degree.get(&b).map_or(0, |d| d.0);
         if out_a <= in_b {
