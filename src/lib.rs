@@ -10,10 +10,12 @@
 //!   holders, the delegation check and explain.
 //! * [`event`] — the event vocabulary shared by scenarios, imports, the log and HTTP.
 //! * [`mutate`] — validation, apply with cascades, atomic batches and simulate.
+//! * [`generate`] — the deterministic generator of realistic worlds (`delegraph generate`).
 //! * [`scenario`] — the `delegraph test` runner for scenario files.
 
 pub mod catalog;
 pub mod event;
+pub mod generate;
 pub mod graph;
 pub mod model;
 pub mod mutate;
