@@ -290,7 +290,9 @@ const COUNTED_TYPES: &[(&str, u64, u64, u64)] = &[
     ("IKS", 5_000, 1, 260),
 ];
 
-const COMMERCIAL: &[&str] = &["ENK", "AS", "ASA", "NUF", "ANS", "DA", "KS", "SA", "SF", "KF", "IKS"];
+const COMMERCIAL: &[&str] = &[
+    "ENK", "AS", "ASA", "NUF", "ANS", "DA", "KS", "SA", "SF", "KF", "IKS",
+];
 
 /// Packages rightholders are most often given by organisations.
 const POPULAR_ORG_PACKAGES: &[&str] = &[
@@ -341,8 +343,24 @@ const A2_PERSON_ROLES: &[&str] = &[
 const A2_FIRM_ROLES: &[&str] = &["a0237", "a0238", "a0239"];
 
 const SERVICE_OWNERS: &[&str] = &[
-    "skd", "nav", "brg", "ssb", "udir", "dibk", "mattilsynet", "sfv", "kartverket", "politiet", "lanekassen",
-    "arbeidstilsynet", "toll", "digdir", "helfo", "husbanken", "fiskdir", "miljodir",
+    "skd",
+    "nav",
+    "brg",
+    "ssb",
+    "udir",
+    "dibk",
+    "mattilsynet",
+    "sfv",
+    "kartverket",
+    "politiet",
+    "lanekassen",
+    "arbeidstilsynet",
+    "toll",
+    "digdir",
+    "helfo",
+    "husbanken",
+    "fiskdir",
+    "miljodir",
 ];
 const SERVICE_TOPICS: &[&str] = &[
     "mva-melding",
@@ -362,7 +380,15 @@ const SERVICE_TOPICS: &[&str] = &[
     "registrering",
     "endring",
 ];
-const ACTIONS: &[&str] = &["read", "write", "sign", "instantiate", "confirm", "delete", "access"];
+const ACTIONS: &[&str] = &[
+    "read",
+    "write",
+    "sign",
+    "instantiate",
+    "confirm",
+    "delete",
+    "access",
+];
 /// Role tokens policies name: role URNs and legacy role codes.
 const POLICY_ROLE_TOKENS: &[&str] = &[
     "urn:altinn:external-role:ccr:daglig-leder",
@@ -384,13 +410,56 @@ const FIRST_NAMES: &[&str] = &[
     "Arne", "Astrid", "Bjørn", "Eva", "Tor", "Nora", "Emil", "Sofie", "Jakob", "Ida", "Henrik",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Nordmann", "Hansen", "Johansen", "Olsen", "Larsen", "Andersen", "Pedersen", "Nilsen", "Kristiansen",
-    "Jensen", "Karlsen", "Johnsen", "Pettersen", "Eriksen", "Berg", "Haugen", "Hagen", "Dahl", "Lie", "Moen",
+    "Nordmann",
+    "Hansen",
+    "Johansen",
+    "Olsen",
+    "Larsen",
+    "Andersen",
+    "Pedersen",
+    "Nilsen",
+    "Kristiansen",
+    "Jensen",
+    "Karlsen",
+    "Johnsen",
+    "Pettersen",
+    "Eriksen",
+    "Berg",
+    "Haugen",
+    "Hagen",
+    "Dahl",
+    "Lie",
+    "Moen",
 ];
 const ORG_WORDS: &[&str] = &[
-    "Fjord", "Nord", "Vest", "Fjell", "Havn", "Skog", "Bygg", "Data", "Regnskap", "Transport", "Elektro",
-    "Maskin", "Eiendom", "Handel", "Consult", "Marin", "Agro", "Helse", "Kraft", "Design", "Bakeri", "Rør",
-    "Vekst", "Sol", "Nordlys", "Tind", "Bølge", "Fossen",
+    "Fjord",
+    "Nord",
+    "Vest",
+    "Fjell",
+    "Havn",
+    "Skog",
+    "Bygg",
+    "Data",
+    "Regnskap",
+    "Transport",
+    "Elektro",
+    "Maskin",
+    "Eiendom",
+    "Handel",
+    "Consult",
+    "Marin",
+    "Agro",
+    "Helse",
+    "Kraft",
+    "Design",
+    "Bakeri",
+    "Rør",
+    "Vekst",
+    "Sol",
+    "Nordlys",
+    "Tind",
+    "Bølge",
+    "Fossen",
 ];
 
 // ----------------------------------------------------------------------------------
@@ -745,8 +814,12 @@ where
         let mut mgr = self.choose_firms(self.p.managers, FLAG_MANAGER, 32);
         self.org_roles_phase()?;
         // Agents are sized by the clients each firm is expected to get.
-        let regn_share: f64 = (0..self.n_main()).map(|o| self.spec_of(o).map_or(0.0, |s| s.regn)).sum();
-        let revi_share: f64 = (0..self.n_main()).map(|o| self.spec_of(o).map_or(0.0, |s| s.revi)).sum();
+        let regn_share: f64 = (0..self.n_main())
+            .map(|o| self.spec_of(o).map_or(0.0, |s| s.regn))
+            .sum();
+        let revi_share: f64 = (0..self.n_main())
+            .map(|o| self.spec_of(o).map_or(0.0, |s| s.revi))
+            .sum();
         self.agents_phase("accounting agents", &mut acc, regn_share, 40)?;
         self.agents_phase("audit agents", &mut aud, revi_share, 41)?;
         self.clients_phase(&mut acc, &mut aud, &mut mgr)?;
@@ -925,10 +998,7 @@ where
             // Municipalities have many sub-units (schools, care homes); ENKs few.
             let m = loop {
                 let m = if !self.komm.is_empty() && rng.chance(0.08) {
-                    self.komm
-                        .get(rng.index(self.komm.len()))
-                        .copied()
-                        .unwrap_or(0)
+                    self.komm.get(rng.index(self.komm.len())).copied().unwrap_or(0)
                 } else {
                     rng.below(u64::from(main)) as u32
                 };
@@ -1035,7 +1105,11 @@ where
                     _ => self.some_person(rng),
                 };
                 self.register(id.clone(), person_id(chair), "styreleder")?;
-                let members: &[u32] = if big { &[0, 0, 10, 30, 30, 20, 10] } else { &[45, 25, 20, 10] };
+                let members: &[u32] = if big {
+                    &[0, 0, 10, 30, 30, 20, 10]
+                } else {
+                    &[45, 25, 20, 10]
+                };
                 self.board(rng, o, members)?;
                 if rng.chance(if big { 0.6 } else { 0.1 }) {
                     let p = self.some_person(rng);
@@ -1343,7 +1417,11 @@ where
             }
             if !self.resources.is_empty() && rng.chance(0.25) {
                 let to = self.some_person(&mut rng);
-                let (res, acts) = self.resources.get(rng.index(self.resources.len())).cloned().unwrap_or_default();
+                let (res, acts) = self
+                    .resources
+                    .get(rng.index(self.resources.len()))
+                    .cloned()
+                    .unwrap_or_default();
                 let actions = self.some_actions(&mut rng, &acts);
                 self.sum.resource_grants += 1;
                 self.emit(Event::Grant(GrantEvent {
@@ -1359,7 +1437,11 @@ where
             }
             if !self.resources.is_empty() && rng.chance(0.12) {
                 let to = self.some_person(&mut rng);
-                let (res, acts) = self.resources.get(rng.index(self.resources.len())).cloned().unwrap_or_default();
+                let (res, acts) = self
+                    .resources
+                    .get(rng.index(self.resources.len()))
+                    .cloned()
+                    .unwrap_or_default();
                 let actions = self.some_actions(&mut rng, &acts);
                 let instance = format!(
                     "{}/{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
@@ -1415,7 +1497,10 @@ where
                     to = (to + 1) % n;
                 }
                 for _ in 0..1 + rng.count(&[60, 30, 10]) {
-                    let pk = rng.pick(&self.citizen).copied().unwrap_or("innbygger-skatteforhold-privatpersoner");
+                    let pk = rng
+                        .pick(&self.citizen)
+                        .copied()
+                        .unwrap_or("innbygger-skatteforhold-privatpersoner");
                     self.sum.package_grants += 1;
                     self.emit(grant_package(person_id(i), person_id(to), pk))?;
                 }
@@ -1540,11 +1625,9 @@ impl GenerateArgs {
         let base = Params::for_scale(self.scale);
         let persons = self.persons.unwrap_or(base.persons);
         let scaled = self.persons.is_some() && self.orgs.is_none();
-        let orgs = self.orgs.unwrap_or(if scaled {
-            persons * 234 / 1000
-        } else {
-            base.orgs
-        });
+        let orgs = self
+            .orgs
+            .unwrap_or(if scaled { persons * 234 / 1000 } else { base.orgs });
         let sub_units = self.sub_units.unwrap_or(if scaled || self.orgs.is_some() {
             orgs * 23 / 100
         } else {
@@ -1608,7 +1691,8 @@ impl Bars {
 impl Progress for Bars {
     fn phase(&mut self, name: &str, total: u64) {
         self.close();
-        let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+        let bar =
+            indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
         let style = indicatif::ProgressStyle::with_template(
             "{msg:>15} [{bar:40.cyan/blue}] {human_pos}/{human_len} {per_sec} eta {eta}",
         )
@@ -1678,8 +1762,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<bool> {
         ));
         summary
     } else if args.dry_run {
-        generate(&p, &mut bars, |_| Ok::<(), std::convert::Infallible>(()))
-            .map_err(|e| match e {})?
+        generate(&p, &mut bars, |_| Ok::<(), std::convert::Infallible>(())).map_err(|e| match e {})?
     } else {
         let mut world = crate::world::World::new();
         let mut refused = 0u64;
@@ -1688,7 +1771,10 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<bool> {
             if let Err(e) = crate::mutate::apply(&mut world, &ev) {
                 refused += 1;
                 if first.len() < 10 {
-                    first.push(format!("{e:?}: {}", serde_json::to_string(&ev).unwrap_or_default()));
+                    first.push(format!(
+                        "{e:?}: {}",
+                        serde_json::to_string(&ev).unwrap_or_default()
+                    ));
                 }
             }
             Ok::<(), std::convert::Infallible>(())
@@ -1724,4 +1810,141 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<bool> {
         println!("peak memory (RSS): {}", gib(r));
     }
     Ok(ok)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::mutate;
+    use crate::world::World;
+
+    fn small(seed: u64) -> Params {
+        let mut p = Params::for_scale(Scale::Small);
+        p.seed = seed;
+        p
+    }
+
+    #[test]
+    fn same_seed_same_stream() {
+        let a = generate_vec(&small(7));
+        let b = generate_vec(&small(7));
+        assert!(!a.is_empty());
+        assert_eq!(a, b);
+        let c = generate_vec(&small(8));
+        assert_ne!(a, c, "another seed gives another world");
+    }
+
+    #[test]
+    fn small_worlds_apply_without_refusals() {
+        for seed in [1, 2, 3] {
+            let mut w = World::new();
+            let mut refused = Vec::new();
+            let summary = generate(&small(seed), &mut NoProgress, |ev| {
+                if let Err(e) = mutate::apply(&mut w, &ev) {
+                    refused.push(format!("{e:?} {ev:?}"));
+                }
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .unwrap();
+            assert!(
+                refused.is_empty(),
+                "seed {seed}: {} refused, first: {}",
+                refused.len(),
+                refused[0]
+            );
+            assert_eq!(w.graph.party_count() as u64, 1_000 + 250 + 60);
+            // Every kind the brief asks for is there.
+            for kind in [
+                "party",
+                "register_role",
+                "a2_role",
+                "resource",
+                "grant",
+                "add_agent",
+                "delegate",
+                "died",
+            ] {
+                assert!(
+                    summary.events.get(kind).copied().unwrap_or(0) > 0,
+                    "no `{kind}` events"
+                );
+            }
+            assert!(summary.client_delegations > 0 && summary.resource_grants > 0);
+            assert!(summary.instance_grants > 0 && summary.guardianships > 0);
+            assert!(summary.sub_units.get("BEDR").copied().unwrap_or(0) > 0);
+        }
+    }
+
+    #[test]
+    fn firm_sizes_are_heavy_tailed() {
+        let p = Params::sized(40_000, 10_000, 2_000, 50);
+        let s = generate(&p, &mut NoProgress, |_| Ok::<(), std::convert::Infallible>(())).unwrap();
+        let v = &s.accounting_clients;
+        assert_eq!(v.len() as u64, p.accounting_firms);
+        let max = v.iter().copied().max().unwrap();
+        let med = median(v);
+        assert!(max > 10 * med.max(1), "largest {max}, median {med}");
+        // Most clients of the largest firm are delegated to agents.
+        assert!(s.client_delegations > v.iter().sum::<u64>() / 2);
+    }
+
+    #[test]
+    fn tables_name_catalogue_entries() {
+        let c = Catalog::builtin();
+        let packages = POPULAR_ORG_PACKAGES
+            .iter()
+            .chain(CLIENT_GRANT_PACKAGES)
+            .chain(REGN_PACKAGE_SETS.iter().flat_map(|s| s.iter()))
+            .chain(REVI_PACKAGE_SETS.iter().flat_map(|s| s.iter()));
+        for p in packages {
+            assert!(c.package_id(p).is_some(), "unknown package {p}");
+        }
+        for r in A2_PERSON_ROLES.iter().chain(A2_FIRM_ROLES) {
+            let id = c.role_id(r).unwrap_or_else(|| panic!("unknown role {r}"));
+            assert!(c.is_altinn2_role(id), "{r} is not an Altinn 2 role");
+        }
+        for t in POLICY_ROLE_TOKENS {
+            assert!(mutate::parse_token(c, t).is_ok(), "bad token {t}");
+        }
+    }
+
+    #[test]
+    fn events_round_trip_as_json_lines() {
+        for ev in generate_vec(&small(1)) {
+            let line = serde_json::to_string(&ev).unwrap();
+            assert!(!line.contains('\n'));
+            let back = Event::from_json(serde_json::from_str(&line).unwrap()).unwrap();
+            assert_eq!(back, ev);
+        }
+    }
+
+    #[test]
+    fn presets_match_norway_scale() {
+        let p = Params::for_scale(Scale::Norway);
+        assert_eq!(p.persons, 5_562_363);
+        assert_eq!(p.orgs, 1_300_000);
+        assert_eq!(p.sub_units, 300_000);
+        assert_eq!(Params::for_scale(Scale::Medium).persons, 100_000);
+    }
+
+    #[test]
+    fn rng_is_in_range_and_stable() {
+        let mut r = Rng::new(42, 0);
+        for n in [1u64, 2, 7, 1000] {
+            for _ in 0..1000 {
+                assert!(r.below(n) < n);
+            }
+        }
+        let a: Vec<u64> = (0..4).map(|_| Rng::new(1, 2).next_u64()).collect();
+        assert!(a.windows(2).all(|w| w[0] == w[1]));
+        let mut z = Weighted::zipf(100, 1.0);
+        let mut counts = [0u32; 100];
+        for _ in 0..10_000 {
+            counts[z.sample(&mut r)] += 1;
+        }
+        assert!(counts[0] > counts[50] * 10);
+        z = Weighted::new([0.0, 1.0]);
+        assert_eq!(z.sample(&mut r), 1);
+    }
 }
