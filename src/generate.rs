@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -228,7 +228,7 @@ impl Params {
             clients_per_agent: 30,
             guardianship_rate: 0.008,
             death_rate: 0.002,
-            person_grant_rate: 0.02,
+            person_grant_rate: 0.05,
             with_actor: true,
             names: true,
         }
@@ -1115,6 +1115,17 @@ where
                     let p = self.some_person(rng);
                     self.register(id.clone(), person_id(p), "nestleder")?;
                 }
+                // Signature and procuration rights.
+                if rng.chance(if big { 0.5 } else { 0.12 }) {
+                    for _ in 0..1 + rng.count(&[60, 30, 10]) {
+                        let p = self.some_person(rng);
+                        self.register(id.clone(), person_id(p), "signerer")?;
+                    }
+                }
+                if rng.chance(if big { 0.3 } else { 0.04 }) {
+                    let p = self.some_person(rng);
+                    self.register(id.clone(), person_id(p), "prokurist")?;
+                }
             }
             "NUF" => {
                 let p = self.some_person(rng);
@@ -1320,7 +1331,7 @@ where
                 let n_agents = if agents.is_empty() {
                     0
                 } else {
-                    rng.count(&[10, 65, 20, 5])
+                    rng.count(&[5, 40, 35, 12, 8])
                 };
                 for _ in 0..n_agents {
                     let a = agents.get(rng.index(agents.len())).copied().unwrap_or(0);
@@ -1401,7 +1412,18 @@ where
                 self.sum.package_grants += 1;
                 self.emit(grant_package(org_id(o), person_id(p), "hovedadministrator"))?;
             }
-            for _ in 0..1 + rng.count(&[50, 25, 12, 8, 5]) {
+            // Large employers hand out packages to many employees.
+            let big = o < main
+                && matches!(
+                    self.type_of(o),
+                    "ASA" | "STAT" | "KOMM" | "FYLK" | "SF" | "KF" | "IKS" | "PK"
+                );
+            let recipients = if big {
+                10 + rng.below(150) as usize
+            } else {
+                1 + rng.count(&[40, 22, 13, 9, 6, 4, 3, 2, 1])
+            };
+            for _ in 0..recipients {
                 let to = self.some_person(&mut rng);
                 for _ in 0..1 + rng.count(&[45, 30, 15, 10]) {
                     let pk = if rng.chance(0.8) {
@@ -1656,9 +1678,9 @@ impl GenerateArgs {
 pub struct Bars {
     bar: Option<indicatif::ProgressBar>,
     pending: u64,
-    phase: Option<(String, Instant)>,
-    /// (phase, seconds) in order.
-    pub timings: Vec<(String, Duration)>,
+    phase: Option<(String, Instant, f64)>,
+    /// (phase, wall time, CPU seconds of this process) in order.
+    pub timings: Vec<(String, Duration, f64)>,
 }
 
 impl Default for Bars {
@@ -1682,8 +1704,14 @@ impl Bars {
             b.finish();
         }
         self.pending = 0;
-        if let Some((name, t)) = self.phase.take() {
-            self.timings.push((name, t.elapsed()));
+        if let Some((name, t, cpu0)) = self.phase.take() {
+            let d = t.elapsed();
+            let cpu = cpu_seconds().unwrap_or(0.0) - cpu0;
+            // Without bars (stderr is not a terminal), log each finished phase instead.
+            if !std::io::stderr().is_terminal() {
+                eprintln!("{name}: done in {:.2} s ({cpu:.2} s CPU)", d.as_secs_f64());
+            }
+            self.timings.push((name, d, cpu));
         }
     }
 }
@@ -1700,7 +1728,7 @@ impl Progress for Bars {
         bar.set_style(style.progress_chars("=> "));
         bar.set_message(name.to_string());
         self.bar = Some(bar);
-        self.phase = Some((name.to_string(), Instant::now()));
+        self.phase = Some((name.to_string(), Instant::now(), cpu_seconds().unwrap_or(0.0)));
     }
     fn inc(&mut self, n: u64) {
         self.pending += n;
@@ -1714,6 +1742,17 @@ impl Progress for Bars {
     fn finish(&mut self) {
         self.close();
     }
+}
+
+/// CPU time (user + system) this process has used, in seconds (Linux; None elsewhere).
+/// On a shared machine wall time overstates the work; CPU time does not.
+pub fn cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = s.get(s.rfind(')')? + 1..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command name: state is field 3, utime field 14, stime field 15 (ticks).
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// Peak resident memory of this process in bytes (Linux; None elsewhere).
@@ -1793,18 +1832,20 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<bool> {
         summary
     };
     let elapsed = started.elapsed();
+    let cpu = cpu_seconds().unwrap_or(0.0);
     println!("{summary}");
     for r in &report {
         println!("{r}");
     }
     let n = summary.total_events();
     println!(
-        "time: {:.2} s for {n} events ({})",
+        "time: {:.2} s wall, {cpu:.2} s CPU for {n} events ({} wall, {} CPU)",
         elapsed.as_secs_f64(),
-        rate(n, elapsed)
+        rate(n, elapsed),
+        rate(n, Duration::from_secs_f64(cpu))
     );
-    for (phase, d) in &bars.timings {
-        println!("  {phase:<16} {:>8.2} s", d.as_secs_f64());
+    for (phase, d, c) in &bars.timings {
+        println!("  {phase:<18} {:>8.2} s wall {c:>8.2} s CPU", d.as_secs_f64());
     }
     if let Some(r) = peak_rss() {
         println!("peak memory (RSS): {}", gib(r));
