@@ -13,11 +13,13 @@
 //! * [`a2impact`] — the Altinn 2 cut-off report: lost permits and what restores them.
 //! * [`load`] — a world from a JSON Lines event stream or a scenario file.
 //! * [`sysuser`] — systems, system users, vendor and access requests, clients.
+//! * [`generate`] — the deterministic generator of realistic worlds (`delegraph generate`).
 //! * [`scenario`] — the `delegraph test` runner for scenario files.
 
 pub mod a2impact;
 pub mod catalog;
 pub mod event;
+pub mod generate;
 pub mod graph;
 pub mod load;
 pub mod model;

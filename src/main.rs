@@ -66,11 +66,22 @@ enum Command {
         #[arg(long)]
         summary: bool,
     },
+    /// Generate a realistic world (deterministic, seeded): build it in memory and print
+    /// statistics, or write its events as JSON Lines with --jsonl.
+    Generate(delegraph::generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Generate(args) => match delegraph::generate::run(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Test { files } => {
             let mut report = delegraph::scenario::Report::default();
             for f in &files {
