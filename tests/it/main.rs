@@ -1,4 +1,8 @@
 //! The one integration-test binary (two cores: every extra test binary costs a link).
 //! Modules by topic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod prop;
+mod reference;
 mod scenarios;
