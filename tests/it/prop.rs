@@ -451,7 +451,7 @@ fn compare(w: &World, r: &RefWorld) -> Result<(), String> {
         }
         for f in &ap_r {
             let fn_ = node(w, f);
-            let rr: Vec<Record> = recs[x].iter().filter(|r| &r.from == f).cloned().collect();
+            let rr: Vec<&Record> = recs[x].iter().filter(|r| &r.from == f).collect();
             let er = resolve::rights(w, xn, fn_);
             let (pe, pr) = (
                 codes_of_packages(er.packages.iter()),
@@ -483,7 +483,7 @@ fn compare(w: &World, r: &RefWorld) -> Result<(), String> {
             }
             for p in PACKAGES.iter().filter_map(|p| c.package_id(p)) {
                 let e = resolve::can_delegate_package(w, xn, fn_, p) == DelegationVerdict::Yes;
-                let rf = r.can_delegate_package(x, f, p);
+                let rf = r.can_delegate_package_with(&rr, f, p);
                 if e != rf {
                     return Err(format!(
                         "can_delegate `{}` by `{x}` for `{f}`: engine {e}, reference {rf}",
@@ -502,7 +502,7 @@ fn compare(w: &World, r: &RefWorld) -> Result<(), String> {
                         ));
                     }
                     let e = resolve::can_delegate_resource(w, xn, fn_, rn, a);
-                    let rf = r.can_delegate_resource(x, f, res, a);
+                    let rf = r.can_delegate_resource_with(&rr, res, a);
                     if e != rf {
                         return Err(format!(
                             "can_delegate `{res}` `{a}` by `{x}` for `{f}`: engine {e}, reference {rf}"
@@ -542,7 +542,7 @@ fn reference_accesses(r: &RefWorld) -> BTreeSet<Access> {
         let recs = r.records(x);
         let parties: BTreeSet<&String> = recs.iter().map(|r| &r.from).collect();
         for f in parties {
-            let rr: Vec<Record> = recs.iter().filter(|r| &r.from == f).cloned().collect();
+            let rr: Vec<&Record> = recs.iter().filter(|r| &r.from == f).collect();
             for p in RefWorld::packages_of(&rr) {
                 out.insert(Access::Package {
                     subject: x.to_string(),

@@ -12,8 +12,9 @@
 //! choice; each such place says so in a comment starting `Spec choice:`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 
-use delegraph::catalog::{Catalog, Provider};
+use delegraph::catalog::{Catalog, Provider, RolePackageRow};
 use delegraph::event::{Event, GrantEvent, ResourceEvent};
 use delegraph::model::{EntityType, ErrorCode, PackageId, PartyKind, RoleId};
 
@@ -114,17 +115,38 @@ fn cat() -> &'static Catalog {
     Catalog::builtin()
 }
 
-fn role(code: &str) -> RoleId {
-    match cat().role_id(code) {
-        Some(r) => r,
-        None => panic!("reference: role `{code}` missing from the catalogue"),
+/// A catalogue role by name. The names the rules use are looked up once per thread
+/// (only to keep the test fast).
+fn role(code: &'static str) -> RoleId {
+    thread_local! {
+        static SEEN: std::cell::RefCell<BTreeMap<&'static str, RoleId>> = const { std::cell::RefCell::new(BTreeMap::new()) };
     }
+    SEEN.with(|m| {
+        *m.borrow_mut().entry(code).or_insert_with(|| match cat().role_id(code) {
+            Some(r) => r,
+            None => panic!("reference: role `{code}` missing from the catalogue"),
+        })
+    })
 }
 
-fn package(code: &str) -> PackageId {
+fn package(code: &'static str) -> PackageId {
     match cat().package_id(code) {
         Some(p) => p,
         None => panic!("reference: package `{code}` missing from the catalogue"),
+    }
+}
+
+fn lookup_token_role(name: &str) -> RoleId {
+    match cat().role_id(name) {
+        Some(r) => r,
+        None => panic!("reference: role `{name}` missing from the catalogue"),
+    }
+}
+
+fn lookup_token_package(name: &str) -> PackageId {
+    match cat().package_id(name) {
+        Some(p) => p,
+        None => panic!("reference: package `{name}` missing from the catalogue"),
     }
 }
 
@@ -144,11 +166,17 @@ fn is_rightholder(r: RoleId) -> bool {
 /// `has_access` (or, with `delegate`, rows with `can_delegate`); a row with a unit-type
 /// condition only when the unit type matches.
 fn rows(r: RoleId, unit_type: Option<&str>, delegate: bool) -> BTreeSet<PackageId> {
-    let mut out = BTreeSet::new();
-    for row in &cat().role_packages {
-        if row.role != r {
-            continue;
+    // The RolePackage rows grouped by role, once (only to keep the test fast).
+    static BY_ROLE: OnceLock<BTreeMap<RoleId, Vec<&'static RolePackageRow>>> = OnceLock::new();
+    let by_role = BY_ROLE.get_or_init(|| {
+        let mut m: BTreeMap<RoleId, Vec<&'static RolePackageRow>> = BTreeMap::new();
+        for row in &cat().role_packages {
+            m.entry(row.role).or_default().push(row);
         }
+        m
+    });
+    let mut out = BTreeSet::new();
+    for row in by_role.get(&r).into_iter().flatten() {
         let applies = match (&row.unit_type, unit_type) {
             (None, _) => true,
             (Some(cond), Some(u)) => cond.eq_ignore_ascii_case(u),
@@ -180,9 +208,9 @@ fn is_owner_rule_role(r: RoleId) -> bool {
 
 fn parse_token(t: &str) -> Token {
     if t.to_lowercase().starts_with("urn:altinn:accesspackage:") {
-        Token::Package(package(t))
+        Token::Package(lookup_token_package(t))
     } else {
-        Token::Role(role(t))
+        Token::Role(lookup_token_role(t))
     }
 }
 
@@ -405,14 +433,14 @@ impl RefWorld {
     }
 
     /// The roles a set of records holds. A client delegation gives no role (§4.4).
-    pub fn roles_of(recs: &[Record]) -> BTreeSet<RoleId> {
+    pub fn roles_of(recs: &[&Record]) -> BTreeSet<RoleId> {
         recs.iter()
             .filter(|r| r.how != How::ClientDelegation)
             .map(|r| r.role)
             .collect()
     }
 
-    pub fn packages_of(recs: &[Record]) -> BTreeSet<PackageId> {
+    pub fn packages_of(recs: &[&Record]) -> BTreeSet<PackageId> {
         recs.iter().flat_map(|r| r.packages.iter().copied()).collect()
     }
 
@@ -424,7 +452,7 @@ impl RefWorld {
     }
 
     /// The resource decision of §4 over records for one party.
-    pub fn permits_with(&self, recs: &[Record], res: &str, action: &str) -> bool {
+    pub fn permits_with(&self, recs: &[&Record], res: &str, action: &str) -> bool {
         let Some(resource) = self.resources.get(res) else {
             return false;
         };
@@ -471,9 +499,9 @@ impl RefWorld {
     /// Records that count for the delegation check: direct or key role (or those at
     /// the main unit, i.e. repeated for a sub-unit); never client delegations, RoleMap
     /// or the owner rule.
-    fn delegation_records(&self, u: &str, p: &str) -> Vec<Record> {
-        self.records_for(u, p)
-            .into_iter()
+    fn delegation_records<'a>(recs: &[&'a Record]) -> Vec<&'a Record> {
+        recs.iter()
+            .copied()
             .filter(|r| {
                 // Spec choice: the person's own privatperson counts like a direct
                 // assignment (a citizen may pass on their own citizen packages).
@@ -491,6 +519,12 @@ impl RefWorld {
     }
 
     pub fn can_delegate_package(&self, u: &str, p: &str, pkg: PackageId) -> bool {
+        let recs = self.records_for(u, p);
+        self.can_delegate_package_with(&recs.iter().collect::<Vec<_>>(), p, pkg)
+    }
+
+    /// The delegation check over `recs`, the records of the user for party `p`.
+    pub fn can_delegate_package_with(&self, recs: &[&Record], p: &str, pkg: PackageId) -> bool {
         let c = cat();
         let info = c.package(pkg);
         if !info.is_assignable || self.entity_type(p) != Some(info.entity_type) {
@@ -498,7 +532,7 @@ impl RefWorld {
         }
         let admin = package("urn:altinn:accesspackage:hovedadministrator");
         let ut = self.unit_type(p);
-        let recs = self.delegation_records(u, p);
+        let recs = Self::delegation_records(recs);
         for r in &recs {
             if is_rightholder(r.role) {
                 if pkg != admin && r.packages.contains(&pkg) {
@@ -513,10 +547,16 @@ impl RefWorld {
     }
 
     pub fn can_delegate_resource(&self, u: &str, p: &str, res: &str, action: &str) -> bool {
+        let recs = self.records_for(u, p);
+        self.can_delegate_resource_with(&recs.iter().collect::<Vec<_>>(), res, action)
+    }
+
+    /// The resource delegation check over `recs`, the records of the user for a party.
+    pub fn can_delegate_resource_with(&self, recs: &[&Record], res: &str, action: &str) -> bool {
         if !self.resources.get(res).is_some_and(|r| r.delegable) {
             return false;
         }
-        self.permits_with(&self.delegation_records(u, p), res, action)
+        self.permits_with(&Self::delegation_records(recs), res, action)
     }
 
     fn holds_package(&self, x: &str, f: &str, pkg: PackageId) -> bool {
