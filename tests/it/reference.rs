@@ -122,10 +122,12 @@ fn role(code: &'static str) -> RoleId {
         static SEEN: std::cell::RefCell<BTreeMap<&'static str, RoleId>> = const { std::cell::RefCell::new(BTreeMap::new()) };
     }
     SEEN.with(|m| {
-        *m.borrow_mut().entry(code).or_insert_with(|| match cat().role_id(code) {
-            Some(r) => r,
-            None => panic!("reference: role `{code}` missing from the catalogue"),
-        })
+        *m.borrow_mut()
+            .entry(code)
+            .or_insert_with(|| match cat().role_id(code) {
+                Some(r) => r,
+                None => panic!("reference: role `{code}` missing from the catalogue"),
+            })
     })
 }
 
@@ -182,7 +184,11 @@ fn rows(r: RoleId, unit_type: Option<&str>, delegate: bool) -> BTreeSet<PackageI
             (Some(cond), Some(u)) => cond.eq_ignore_ascii_case(u),
             (Some(_), None) => false,
         };
-        let flag = if delegate { row.can_delegate } else { row.has_access };
+        let flag = if delegate {
+            row.can_delegate
+        } else {
+            row.has_access
+        };
         if applies && flag {
             out.insert(row.package);
         }
@@ -201,9 +207,17 @@ fn role_map(r: RoleId) -> Vec<RoleId> {
 }
 
 fn is_owner_rule_role(r: RoleId) -> bool {
-    ["regnskapsforer", "revisor", "a0237", "a0238", "a0239", "a0240", "a0241"]
-        .iter()
-        .any(|c| role(c) == r)
+    [
+        "regnskapsforer",
+        "revisor",
+        "a0237",
+        "a0238",
+        "a0239",
+        "a0240",
+        "a0241",
+    ]
+    .iter()
+    .any(|c| role(c) == r)
 }
 
 fn parse_token(t: &str) -> Token {
@@ -459,17 +473,14 @@ impl RefWorld {
         let roles = Self::roles_of(recs);
         let pkgs = Self::packages_of(recs);
         for rule in &resource.rules {
-            if rule.actions.contains(action) && rule.any_of.iter().any(|t| self.token_matches(*t, &roles, &pkgs)) {
+            if rule.actions.contains(action)
+                && rule.any_of.iter().any(|t| self.token_matches(*t, &roles, &pkgs))
+            {
                 return true;
             }
         }
-        recs.iter().any(|r| {
-            !r.mapped
-                && r
-                    .resources
-                    .get(res)
-                    .is_some_and(|acts| acts.contains(action))
-        })
+        recs.iter()
+            .any(|r| !r.mapped && r.resources.get(res).is_some_and(|acts| acts.contains(action)))
     }
 
     /// Every action named for `res` by its policy or by any grant of it.
@@ -543,7 +554,9 @@ impl RefWorld {
             }
         }
         let holds_admin = recs.iter().any(|r| r.packages.contains(&admin));
-        holds_admin && pkg != admin && rows(role("urn:altinn:role:hovedadministrator"), ut, true).contains(&pkg)
+        holds_admin
+            && pkg != admin
+            && rows(role("urn:altinn:role:hovedadministrator"), ut, true).contains(&pkg)
     }
 
     pub fn can_delegate_resource(&self, u: &str, p: &str, res: &str, action: &str) -> bool {
@@ -605,7 +618,10 @@ impl RefWorld {
 
     fn remove_assignment(&mut self, from: &str, to: &str, r: RoleId) {
         let ds = std::mem::take(&mut self.delegations);
-        self.delegations = ds.into_iter().filter(|d| !self.built_on(d, from, to, r)).collect();
+        self.delegations = ds
+            .into_iter()
+            .filter(|d| !self.built_on(d, from, to, r))
+            .collect();
         self.assignments
             .retain(|a| !(a.from == from && a.to == to && a.role == r));
     }
@@ -636,12 +652,19 @@ impl RefWorld {
 
     fn require_client_admin(&self, by: Option<&String>, f: &str) -> Result<(), ErrorCode> {
         match by {
-            Some(b) if !self.holds_package(b, f, package("klientadministrator")) => Err(ErrorCode::NotAuthorized),
+            Some(b) if !self.holds_package(b, f, package("klientadministrator")) => {
+                Err(ErrorCode::NotAuthorized)
+            }
             _ => Ok(()),
         }
     }
 
-    fn keys(&self) -> (BTreeSet<(String, String, RoleId)>, BTreeSet<(String, String, String, RoleId)>) {
+    fn keys(
+        &self,
+    ) -> (
+        BTreeSet<(String, String, RoleId)>,
+        BTreeSet<(String, String, String, RoleId)>,
+    ) {
         (
             self.assignments
                 .iter()
@@ -720,7 +743,11 @@ impl RefWorld {
                 };
                 let a = self.assignments[i].clone();
                 let mut what: Vec<What> = a.packages.iter().map(|p| What::Package(*p)).collect();
-                what.extend(a.resources.iter().map(|(r, x)| What::Resource(r.clone(), x.clone())));
+                what.extend(
+                    a.resources
+                        .iter()
+                        .map(|(r, x)| What::Resource(r.clone(), x.clone())),
+                );
                 if let Some(b) = &ev.by
                     && !self.may_remove(b, &ev.from, &ev.to, &what)
                 {
@@ -834,8 +861,9 @@ impl RefWorld {
                 if !p.alive {
                     return Ok(());
                 }
-                let removable =
-                    |r: RoleId| r == role("rettighetshaver") || r == role("appstyrt-rettighetshaver") || is_a2(r);
+                let removable = |r: RoleId| {
+                    r == role("rettighetshaver") || r == role("appstyrt-rettighetshaver") || is_a2(r)
+                };
                 let doomed: Vec<(String, String, RoleId)> = self
                     .assignments
                     .iter()
