@@ -104,6 +104,11 @@ pub struct Record {
     pub for_owner: bool,
 }
 
+/// An assignment's identity: (from, to, role).
+type AssignmentKey = (String, String, RoleId);
+/// A client delegation's identity: (client, facilitator, agent, client assignment role).
+type DelegationKey = (String, String, String, RoleId);
+
 /// What a successful event removed (simulate's `removed` counts).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Removed {
@@ -659,12 +664,8 @@ impl RefWorld {
         }
     }
 
-    fn keys(
-        &self,
-    ) -> (
-        BTreeSet<(String, String, RoleId)>,
-        BTreeSet<(String, String, String, RoleId)>,
-    ) {
+    /// The identities of every assignment and client delegation (for removed counts).
+    fn keys(&self) -> (BTreeSet<AssignmentKey>, BTreeSet<DelegationKey>) {
         (
             self.assignments
                 .iter()
