@@ -4,4 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod a2impact;
+mod prop;
+mod reference;
 mod scenarios;
