@@ -10,13 +10,22 @@
 //!   holders, the delegation check and explain.
 //! * [`event`] — the event vocabulary shared by scenarios, imports, the log and HTTP.
 //! * [`mutate`] — validation, apply with cascades, atomic batches and simulate.
-//! * [`scenario`] — the `delegraph test` runner for scenario files.
+//! * [`query`] — queries as typed requests and answers, one evaluation for the scenario
+//!   runner, the HTTP API and `delegraph test --server`.
+//! * [`scenario`] — the `delegraph test` runner for scenario files, in-process or over HTTP.
+//! * [`partition`] — the shared world, the commit section and the partition actors that
+//!   own the write path; the journal seam ([`partition::journal::Journal`]).
+//! * [`api`] — the actix-web HTTP API: routes, JWT scopes, limits, problems, metrics,
+//!   OpenAPI, and the HTTP client behind `delegraph test --server`.
 
+pub mod api;
 pub mod catalog;
 pub mod event;
 pub mod graph;
 pub mod model;
 pub mod mutate;
+pub mod partition;
+pub mod query;
 pub mod resolve;
 pub mod scenario;
 pub mod world;
