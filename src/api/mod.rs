@@ -73,12 +73,12 @@ pub struct AppState {
 }
 
 /// Counts and times every request, and cuts it at the request time limit.
+// The request is not cloned here: routing needs the only reference to it.
 async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse, actix_web::Error> {
     let start = Instant::now();
-    let http = req.request().clone();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().to_string();
     let state = req.app_data::<web::Data<AppState>>().cloned();
@@ -86,25 +86,25 @@ async fn observe(
         .as_ref()
         .map_or(Limits::default().request_timeout, |s| s.limits.request_timeout);
     let res = match tokio::time::timeout(limit, next.call(req)).await {
-        Ok(Ok(r)) => r.map_into_boxed_body(),
-        Ok(Err(e)) => ServiceResponse::new(http, e.error_response()),
-        Err(_) => ServiceResponse::new(
-            http,
-            Problem::new(
-                ProblemCode::Timeout,
-                format!(
-                    "the request took longer than the limit of {} ms",
-                    limit.as_millis()
-                ),
-            )
-            .error_response(),
-        ),
+        Ok(Ok(r)) => Ok(r.map_into_boxed_body()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Problem::new(
+            ProblemCode::Timeout,
+            format!(
+                "the request took longer than the limit of {} ms",
+                limit.as_millis()
+            ),
+        )
+        .into()),
     };
     if let Some(s) = state {
-        s.metrics
-            .observe(&route, &method, res.status().as_u16(), start.elapsed());
+        let status = match &res {
+            Ok(r) => r.status().as_u16(),
+            Err(e) => e.as_response_error().status_code().as_u16(),
+        };
+        s.metrics.observe(&route, &method, status, start.elapsed());
     }
-    Ok(res)
+    res
 }
 
 async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
