@@ -142,17 +142,17 @@ fn queries(c: &mut Criterion) {
         let label = format!("{companies}co-{clients}cl");
         let mva = cat
             .package_id("merverdiavgift")
-            .map_or_else(|| std::process::exit(1), |p| p);
+            .unwrap_or_else(|| std::process::exit(1));
         let lonn = cat
             .package_id("regnskapsforer-lonn")
-            .map_or_else(|| std::process::exit(1), |p| p);
-        let utinn = cat.role_id("utinn").map_or_else(|| std::process::exit(1), |r| r);
+            .unwrap_or_else(|| std::process::exit(1));
+        let utinn = cat.role_id("utinn").unwrap_or_else(|| std::process::exit(1));
         let (ceo, company, emp) = (node(&w, "c7-ceo"), node(&w, "c7"), node(&w, "c7-e0"));
         let (firm, firm_ceo, agent) = (node(&w, "firm"), node(&w, "firm-ceo"), node(&w, "agent7"));
         let res = w
             .graph
             .resource_node("ske-mva")
-            .map_or_else(|| std::process::exit(1), |r| r);
+            .unwrap_or_else(|| std::process::exit(1));
 
         let mut g = c.benchmark_group("check");
         g.bench_function(BenchmarkId::new("package/rightholder", &label), |b| {

@@ -60,9 +60,9 @@ impl ProblemCode {
     }
 }
 
-/// A problem answer (`application/problem+json`).
+/// The wire form of a problem (`application/problem+json`, RFC 9457).
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Problem {
+pub struct ProblemDetails {
     /// `urn:delegraph:problem:<code>`.
     #[serde(rename = "type")]
     pub kind: String,
@@ -77,21 +77,19 @@ pub struct Problem {
     pub dependants: Vec<String>,
 }
 
+/// A problem: the code, what was wrong, and (for `has_dependants`) what blocked it.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub code: ProblemCode,
+    pub detail: String,
+    pub dependants: Vec<String>,
+}
+
 impl Problem {
     pub fn new(code: ProblemCode, detail: impl Into<String>) -> Problem {
-        let c = code.as_str();
-        let status = code.status();
-        let title = StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("Error")
-            .to_string();
         Problem {
-            kind: format!("urn:delegraph:problem:{c}"),
-            title,
-            status,
+            code,
             detail: detail.into(),
-            code: c.to_string(),
             dependants: Vec::new(),
         }
     }
@@ -103,11 +101,30 @@ impl Problem {
     pub fn limit(detail: impl Into<String>) -> Problem {
         Problem::new(ProblemCode::LimitExceeded, detail)
     }
+
+    /// The wire form.
+    pub fn details(&self) -> ProblemDetails {
+        let c = self.code.as_str();
+        let status = self.code.status();
+        let title = StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error")
+            .to_string();
+        ProblemDetails {
+            kind: format!("urn:delegraph:problem:{c}"),
+            title,
+            status,
+            detail: self.detail.clone(),
+            code: c.to_string(),
+            dependants: self.dependants.clone(),
+        }
+    }
 }
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.detail)
+        write!(f, "{}: {}", self.code.as_str(), self.detail)
     }
 }
 
@@ -139,16 +156,16 @@ impl From<StaleRead> for Problem {
 
 impl ResponseError for Problem {
     fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse {
-        let body = serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"));
+        let body = serde_json::to_string(&self.details()).unwrap_or_else(|_| String::from("{}"));
         let mut r = HttpResponse::build(self.status_code());
         r.insert_header(ContentType(
             "application/problem+json".parse().unwrap_or(mime_json()),
         ));
-        if self.status == 401 {
+        if self.code == ProblemCode::Unauthenticated {
             r.insert_header(("WWW-Authenticate", "Bearer"));
         }
         r.body(body)

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use super::AppState;
 use super::auth::Scope;
-use super::problem::{Problem, ProblemCode};
+use super::problem::{Problem, ProblemCode, ProblemDetails};
 use crate::event::Event;
 use crate::query::{self, *};
 
@@ -59,7 +59,7 @@ pub struct CheckResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<Problem>,
+    pub error: Option<ProblemDetails>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -185,8 +185,8 @@ async fn query_route(
     request_body(content = EventBatch, description = "a JSON list of at most 1000 events of the vocabulary"),
     responses(
         (status = 200, description = "committed: the token and everything the batch removed", body = EventsAnswer),
-        (status = "4XX", description = "refused: nothing changed", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "the journal failed: nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = "4XX", description = "refused: nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "the journal failed: nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["delegraph:write"]))
 )]
@@ -239,7 +239,7 @@ pub async fn post_events(
     tag = "admin",
     responses(
         (status = 200, description = "the world is empty", body = ResetAnswer),
-        (status = "4XX", description = "refused", body = Problem, content_type = "application/problem+json"),
+        (status = "4XX", description = "refused", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["delegraph:admin"]))
 )]
@@ -273,7 +273,7 @@ macro_rules! query_handler {
 /// May `subject` use a package, a role, or an action on a resource for `party`?
 #[utoipa::path(method(get, post), path = "/v1/check", operation_id = "check", tag = "queries", params(CheckQuery, MinToken),
     request_body(content = CheckQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
-    responses((status = 200, body = CheckAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = CheckAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
     security(("bearer" = ["delegraph:read"])))]
 #[allow(unused)]
 fn check_doc() {}
@@ -282,7 +282,7 @@ query_handler!(check, "check");
 /// Every party `subject` can act for, with roles and packages.
 #[utoipa::path(method(get, post), path = "/v1/authorized_parties", operation_id = "authorized_parties", tag = "queries", params(AuthorizedPartiesQuery, MinToken),
     request_body(content = AuthorizedPartiesQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
-    responses((status = 200, body = AuthorizedPartiesAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = AuthorizedPartiesAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
     security(("bearer" = ["delegraph:read"])))]
 #[allow(unused)]
 fn authorized_parties_doc() {}
@@ -291,7 +291,7 @@ query_handler!(authorized_parties, "authorized_parties");
 /// The effective packages and roles of `subject` for `party`.
 #[utoipa::path(method(get, post), path = "/v1/rights", operation_id = "rights", tag = "queries", params(RightsQuery, MinToken),
     request_body(content = RightsQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
-    responses((status = 200, body = RightsAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = RightsAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
     security(("bearer" = ["delegraph:read"])))]
 #[allow(unused)]
 fn rights_doc() {}
@@ -300,7 +300,7 @@ query_handler!(rights, "rights");
 /// Every subject that holds `package` for `party`.
 #[utoipa::path(method(get, post), path = "/v1/holders", operation_id = "holders", tag = "queries", params(HoldersQuery, MinToken),
     request_body(content = HoldersQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
-    responses((status = 200, body = HoldersAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = HoldersAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
     security(("bearer" = ["delegraph:read"])))]
 #[allow(unused)]
 fn holders_doc() {}
@@ -309,7 +309,7 @@ query_handler!(holders, "holders");
 /// The delegation check: may `by`, acting for `party`, pass on a package or an action?
 #[utoipa::path(method(get, post), path = "/v1/can_delegate", operation_id = "can_delegate", tag = "queries", params(CanDelegateQuery, MinToken),
     request_body(content = CanDelegateQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
-    responses((status = 200, body = CanDelegateAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = CanDelegateAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
     security(("bearer" = ["delegraph:read"])))]
 #[allow(unused)]
 fn can_delegate_doc() {}
@@ -318,7 +318,7 @@ query_handler!(can_delegate, "can_delegate");
 /// The derivation paths behind a yes (empty for a no).
 #[utoipa::path(method(get, post), path = "/v1/explain", operation_id = "explain", tag = "queries", params(ExplainQuery, MinToken),
     request_body(content = ExplainQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
-    responses((status = 200, body = ExplainAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = ExplainAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
     security(("bearer" = ["delegraph:read"])))]
 #[allow(unused)]
 fn explain_doc() {}
@@ -327,7 +327,7 @@ query_handler!(explain, "explain");
 /// The clients an agent acts for.
 #[utoipa::path(method(get, post), path = "/v1/clients", operation_id = "clients", tag = "queries", params(ClientsQuery, MinToken),
     request_body(content = ClientsQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
-    responses((status = 200, body = ClientsAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = ClientsAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
     security(("bearer" = ["delegraph:read"])))]
 #[allow(unused)]
 fn clients_doc() {}
@@ -336,7 +336,7 @@ query_handler!(clients, "clients");
 /// What one event would remove, computed without changing anything.
 #[utoipa::path(post, path = "/v1/simulate", operation_id = "simulate", tag = "queries", params(MinToken),
     request_body(content = SimulateQuery),
-    responses((status = 200, body = SimulateAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = SimulateAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
     security(("bearer" = ["delegraph:read"])))]
 #[allow(unused)]
 fn simulate_doc() {}
@@ -344,7 +344,7 @@ query_handler!(simulate, "simulate");
 
 /// Many decisions per request, all from the same state (at most 10 000).
 #[utoipa::path(post, path = "/v1/check/batch", tag = "queries", request_body(content = CheckBatch),
-    responses((status = 200, body = CheckBatchAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = CheckBatchAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
     security(("bearer" = ["delegraph:read"])))]
 pub async fn check_batch(
     req: HttpRequest,
@@ -378,7 +378,7 @@ pub async fn check_batch(
                 },
                 Err(e) => CheckResult {
                     allowed: None,
-                    error: Some(e.into()),
+                    error: Some(Problem::from(e).details()),
                 },
             })
             .collect::<Vec<_>>()
@@ -397,7 +397,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// Readiness: the world is loaded and the store takes writes.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = Health), (status = 503, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Health), (status = 503, body = ProblemDetails, content_type = "application/problem+json")))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     if state.partitions.store().is_healthy() {
         Ok(HttpResponse::Ok().json(Health { status: "ready" }))

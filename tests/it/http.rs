@@ -2,6 +2,8 @@
 //! 1, 2 and 8 partitions (answers identical to the in-process runner), authentication,
 //! limits and hostile input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
