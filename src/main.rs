@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod serve;
+
 #[derive(Parser)]
 #[command(
     name = "delegraph",
@@ -26,7 +28,17 @@ enum Command {
         /// Scenario files (YAML, see the scenario format).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Run the files against a running server (e.g. `http://127.0.0.1:8080`) instead
+        /// of in-process. The server must run with `--allow-reset` (each file starts from
+        /// an empty world).
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// Bearer token for `--server` (scope `delegraph:admin`); or set DELEGRAPH_TOKEN.
+        #[arg(long, env = "DELEGRAPH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
+    /// Serve the HTTP API (see the README's "Serving" section).
+    Serve(serve::ServeArgs),
     /// Show the built-in catalogue, or look up one role or package.
     ///
     /// Without a name: the counts of roles, packages, areas, RolePackage and RoleMap
@@ -82,10 +94,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Test { files } => {
+        Command::Serve(args) => match serve::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Test { files, server, token } => {
             let mut report = delegraph::scenario::Report::default();
+            let mut http = server.map(|url| delegraph::api::client::HttpBackend::new(&url, token));
             for f in &files {
-                report.merge(delegraph::scenario::run_file(f));
+                report.merge(match &mut http {
+                    Some(b) => delegraph::scenario::run_file_on(b, f),
+                    None => delegraph::scenario::run_file(f),
+                });
             }
             for f in &report.failures {
                 println!("{f}");

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod a2impact;
+mod http;
 mod prop;
 mod reference;
 mod scenarios;
