@@ -32,7 +32,11 @@ fn party(id: String, kind: PartyKind, unit_type: Option<&str>) -> Event {
 }
 
 fn role(from: &str, to: &str, role: &str) -> Event {
-    Event::RegisterRole(RoleEvent { from: from.into(), to: to.into(), role: role.into() })
+    Event::RegisterRole(RoleEvent {
+        from: from.into(),
+        to: to.into(),
+        role: role.into(),
+    })
 }
 
 fn apply(w: &mut World, e: Event) {
@@ -52,7 +56,15 @@ fn world(companies: usize, clients: usize, delegated: usize) -> World {
     apply(&mut w, role("firm", "firm-ceo", "daglig-leder"));
     for a in 0..10 {
         apply(&mut w, party(format!("agent{a}"), PartyKind::Person, None));
-        apply(&mut w, Event::AddAgent(AgentEvent { facilitator: "firm".into(), agent: format!("agent{a}"), cascade: None, by: None }));
+        apply(
+            &mut w,
+            Event::AddAgent(AgentEvent {
+                facilitator: "firm".into(),
+                agent: format!("agent{a}"),
+                cascade: None,
+                by: None,
+            }),
+        );
     }
     apply(
         &mut w,
@@ -62,7 +74,10 @@ fn world(companies: usize, clients: usize, delegated: usize) -> World {
             delegable: None,
             rules: vec![RuleSpec {
                 actions: vec!["read".into(), "write".into()],
-                any_of: vec!["urn:altinn:accesspackage:merverdiavgift".into(), "urn:altinn:rolecode:utinn".into()],
+                any_of: vec![
+                    "urn:altinn:accesspackage:merverdiavgift".into(),
+                    "urn:altinn:rolecode:utinn".into(),
+                ],
             }],
             access_lists: None,
             access_list_mode: None,
@@ -125,12 +140,19 @@ fn queries(c: &mut Criterion) {
         let mut w = world(companies, clients, delegated);
         let cat = w.catalog;
         let label = format!("{companies}co-{clients}cl");
-        let mva = cat.package_id("merverdiavgift").map_or_else(|| std::process::exit(1), |p| p);
-        let lonn = cat.package_id("regnskapsforer-lonn").map_or_else(|| std::process::exit(1), |p| p);
+        let mva = cat
+            .package_id("merverdiavgift")
+            .map_or_else(|| std::process::exit(1), |p| p);
+        let lonn = cat
+            .package_id("regnskapsforer-lonn")
+            .map_or_else(|| std::process::exit(1), |p| p);
         let utinn = cat.role_id("utinn").map_or_else(|| std::process::exit(1), |r| r);
         let (ceo, company, emp) = (node(&w, "c7-ceo"), node(&w, "c7"), node(&w, "c7-e0"));
         let (firm, firm_ceo, agent) = (node(&w, "firm"), node(&w, "firm-ceo"), node(&w, "agent7"));
-        let res = w.graph.resource_node("ske-mva").map_or_else(|| std::process::exit(1), |r| r);
+        let res = w
+            .graph
+            .resource_node("ske-mva")
+            .map_or_else(|| std::process::exit(1), |r| r);
 
         let mut g = c.benchmark_group("check");
         g.bench_function(BenchmarkId::new("package/rightholder", &label), |b| {
@@ -161,7 +183,9 @@ fn queries(c: &mut Criterion) {
         g.finish();
 
         let mut g = c.benchmark_group("other");
-        g.bench_function(BenchmarkId::new("holders", &label), |b| b.iter(|| resolve::holders(&w, company, lonn)));
+        g.bench_function(BenchmarkId::new("holders", &label), |b| {
+            b.iter(|| resolve::holders(&w, company, lonn))
+        });
         g.bench_function(BenchmarkId::new("can_delegate", &label), |b| {
             b.iter(|| resolve::can_delegate_package(&w, ceo, company, mva))
         });
@@ -170,7 +194,11 @@ fn queries(c: &mut Criterion) {
         // A REGN relationship ending for the firm's busiest agent's client, simulated and
         // applied (then rolled back by re-adding, so every iteration sees the same world).
         let _ = firm;
-        let ev = Event::UnregisterRole(RoleEvent { from: "c7".into(), to: "firm".into(), role: "regnskapsforer".into() });
+        let ev = Event::UnregisterRole(RoleEvent {
+            from: "c7".into(),
+            to: "firm".into(),
+            role: "regnskapsforer".into(),
+        });
         let mut g = c.benchmark_group("cascade");
         g.sample_size(20);
         g.bench_function(BenchmarkId::new("simulate-regn-removal", &label), |b| {

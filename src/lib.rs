@@ -10,6 +10,7 @@
 //!   holders, the delegation check and explain.
 //! * [`event`] — the event vocabulary shared by scenarios, imports, the log and HTTP.
 //! * [`mutate`] — validation, apply with cascades, atomic batches and simulate.
+//! * [`persist`] — snapshots, the write-ahead log, the durable store and the import.
 //! * [`scenario`] — the `delegraph test` runner for scenario files.
 
 pub mod catalog;
@@ -17,6 +18,7 @@ pub mod event;
 pub mod graph;
 pub mod model;
 pub mod mutate;
+pub mod persist;
 pub mod resolve;
 pub mod scenario;
 pub mod world;
