@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod persist_cli;
+
 #[derive(Parser)]
 #[command(
     name = "delegraph",
@@ -36,11 +38,22 @@ enum Command {
         /// A role or package to look up, e.g. `DAGL`, `daglig-leder`, `skattegrunnlag`.
         name: Option<String>,
     },
+    /// Save, load, verify or describe graph snapshots.
+    #[command(subcommand)]
+    Snapshot(persist_cli::SnapshotCommand),
+    /// Apply a JSON Lines event file in order and save the world as a snapshot.
+    Import(persist_cli::ImportArgs),
+    /// Crash-test child: applies random batches to a durable store until killed.
+    #[command(name = "__crash-child", hide = true)]
+    CrashChild(persist_cli::CrashChildArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Snapshot(cmd) => persist_cli::snapshot_command(cmd),
+        Command::Import(args) => persist_cli::import_command(args),
+        Command::CrashChild(args) => persist_cli::crash_child(args),
         Command::Test { files } => {
             let mut report = delegraph::scenario::Report::default();
             for f in &files {
