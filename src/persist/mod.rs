@@ -23,3 +23,6 @@ pub mod wal;
 
 pub use durable::{Durable, Options, Recovery};
 pub use error::{DurableError, ImportError, RecordError, SnapshotError, WalError};
+
+#[cfg(test)]
+mod tests;
