@@ -325,7 +325,7 @@ fn run_crash_child(args: CrashChildArgs) -> Result<()> {
                             let mut out = std::io::stdout().lock();
                             writeln!(out, "ack {seq} {marker}")?;
                             out.flush()?;
-                            if t == 0 && r.below(40) == 0 {
+                            if t == 0 && r.below(150) == 0 {
                                 store.checkpoint()?;
                             }
                         }
