@@ -81,8 +81,10 @@ fn import_file(file: &Path) -> Result<World> {
     let pb = bar(size, "import");
     let mut world = World::new();
     let t = Instant::now();
-    let stats = import::import(&mut world, BufReader::with_capacity(1 << 20, f), &mut |b| pb.set_position(b))
-        .with_context(|| format!("import of `{}` refused", file.display()))?;
+    let stats = import::import(&mut world, BufReader::with_capacity(1 << 20, f), &mut |b| {
+        pb.set_position(b)
+    })
+    .with_context(|| format!("import of `{}` refused", file.display()))?;
     pb.finish_and_clear();
     eprintln!(
         "imported {} events from {} lines in {:.2?}",
@@ -269,7 +271,10 @@ fn crash_batch(r: &mut Rng, attempt: &str) -> Vec<serde_json::Value> {
     let org = format!("org{}", r.below(CRASH_ORGS));
     let firm = format!("firm{}", r.below(2));
     let person = format!("p{}", r.below(CRASH_PERSONS));
-    let pkg = CRASH_PACKAGES.get(r.below(2) as usize).copied().unwrap_or("regnskapsforer-lonn");
+    let pkg = CRASH_PACKAGES
+        .get(r.below(2) as usize)
+        .copied()
+        .unwrap_or("regnskapsforer-lonn");
     let mut v = vec![json!({"party": {"id": attempt, "kind": "person", "name": "marker"}})];
     let ops = 1 + r.below(2);
     for _ in 0..ops {
@@ -314,7 +319,10 @@ fn run_crash_child(args: CrashChildArgs) -> Result<()> {
     std::thread::scope(|s| {
         for t in 0..args.threads.max(1) {
             s.spawn(move || -> Result<()> {
-                let mut r = Rng((args.seed ^ start.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (t as u64 + 1) * 7919) | 1);
+                let mut r = Rng((args.seed
+                    ^ start.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ ((t as u64 + 1) * 7919))
+                    | 1);
                 let mut k = 0u64;
                 loop {
                     k += 1;

@@ -154,15 +154,15 @@ impl Durable {
         for (i, (first, path)) in segments.iter().enumerate() {
             let newest = i + 1 == n;
             let scan = wal::scan_segment(path, *first)?;
-            if let Tail::Bad { offset, error } = &scan.tail {
-                if !newest {
-                    return Err(WalError::CorruptMiddle {
-                        path: path.clone(),
-                        offset: wal::SEGMENT_HEADER + offset,
-                        reason: error.to_string(),
-                    }
-                    .into());
+            if let Tail::Bad { offset, error } = &scan.tail
+                && !newest
+            {
+                return Err(WalError::CorruptMiddle {
+                    path: path.clone(),
+                    offset: wal::SEGMENT_HEADER + offset,
+                    reason: error.to_string(),
                 }
+                .into());
             }
             if newest && (scan.torn_header || scan.tail != Tail::Clean) {
                 let size = std::fs::metadata(path).map_err(WalError::from)?.len();

@@ -58,7 +58,11 @@ fn snapshot_truncated_anywhere_is_an_error() {
     let bytes = snapshot::encode(&fixture_world(), 0).unwrap();
     for cut in 0..bytes.len() {
         let r = snapshot::decode(&bytes[..cut]);
-        assert!(r.is_err(), "a snapshot cut at {cut} of {} bytes was accepted", bytes.len());
+        assert!(
+            r.is_err(),
+            "a snapshot cut at {cut} of {} bytes was accepted",
+            bytes.len()
+        );
     }
 }
 
@@ -85,7 +89,10 @@ fn snapshot_of_an_unknown_version_is_refused_clearly() {
     let mut bytes = snapshot::encode(&fixture_world(), 0).unwrap();
     bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
     let e = snapshot::decode(&bytes).unwrap_err();
-    assert!(matches!(e, SnapshotError::UnsupportedVersion { found: 99, .. }), "{e:?}");
+    assert!(
+        matches!(e, SnapshotError::UnsupportedVersion { found: 99, .. }),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("version `99` is not supported"), "{e}");
 }
 
@@ -108,7 +115,10 @@ fn snapshot_save_is_atomic_and_leaves_no_temp_file() {
     let path = dir.path().join("w.snap");
     std::fs::File::create(&path).unwrap().write_all(b"old").unwrap();
     snapshot::save(&fixture_world(), &path, 3, &mut |_| {}).unwrap();
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "{names:?}");
     let (_, loaded) = snapshot::load(&path, &mut |_| {}).unwrap();
     assert_eq!(loaded.header.last_seq, 3);
@@ -184,7 +194,10 @@ fn log_record_with_a_huge_length_is_refused_without_allocating() {
     let mut b = vec![0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0];
     b.extend([0u8; 16]);
     assert!(matches!(wal::decode_record(&b), Err(RecordError::TooLong(_))));
-    assert!(matches!(wal::decode_record(&[1, 2]), Err(RecordError::Incomplete { .. })));
+    assert!(matches!(
+        wal::decode_record(&[1, 2]),
+        Err(RecordError::Incomplete { .. })
+    ));
 }
 
 #[test]

@@ -243,10 +243,9 @@ pub fn scan_segment(path: &Path, name_seq: u64) -> Result<SegmentScan> {
     let (decoded, mut tail) = decode_with_ends(bytes.get(SEGMENT_HEADER as usize..).unwrap_or_default());
     // A record with a valid checksum but the wrong sequence number is corruption too:
     // keep only the run that follows on from the segment's first sequence number.
-    let mut expected = first_seq;
     let mut end = 0u64;
     let mut batches = Vec::with_capacity(decoded.len());
-    for (b, e) in decoded {
+    for (expected, (b, e)) in (first_seq..).zip(decoded) {
         if b.seq != expected {
             tail = Tail::Bad {
                 offset: end,
@@ -254,7 +253,6 @@ pub fn scan_segment(path: &Path, name_seq: u64) -> Result<SegmentScan> {
             };
             break;
         }
-        expected += 1;
         end = e;
         batches.push(b);
     }

@@ -4,6 +4,7 @@
 //! batch is there and that no cascade is visible half-applied.
 //!
 //! Cycles: `DELEGRAPH_CRASH_CYCLES` (default 20).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -68,7 +69,10 @@ fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
         if let Some(mut e) = child.stderr.take() {
             std::io::Read::read_to_string(&mut e, &mut err).unwrap();
         }
-        assert!(err.is_empty(), "cycle {cycle}: the child reported an error: {err}");
+        assert!(
+            err.is_empty(),
+            "cycle {cycle}: the child reported an error: {err}"
+        );
         assert!(!status.success());
         let lines = reader.join().unwrap();
         for l in &lines {
@@ -103,14 +107,18 @@ fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
             _ => 0,
         };
         // Recover in-process and check.
-        let store = Durable::open(dir.path()).unwrap_or_else(|e| panic!("cycle {cycle}: recovery failed: {e}"));
+        let store =
+            Durable::open(dir.path()).unwrap_or_else(|e| panic!("cycle {cycle}: recovery failed: {e}"));
         let r = store.recovery().clone();
         total_truncated += r.truncated_bytes;
         if r.snapshot_seq > 0 {
             checkpoints_seen += 1;
         }
         assert!(r.skipped_snapshots.is_empty(), "{:?}", r.skipped_snapshots);
-        assert_eq!(r.truncated_bytes, torn, "cycle {cycle}: the torn tail was not cut exactly");
+        assert_eq!(
+            r.truncated_bytes, torn,
+            "cycle {cycle}: the torn tail was not cut exactly"
+        );
         let last = store.last_seq().unwrap();
         let max_acked = acked.iter().map(|a| a.0).max().unwrap_or(0);
         assert!(

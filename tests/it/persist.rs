@@ -1,4 +1,5 @@
 //! Snapshots, the durable store and recovery, through the public API.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +17,9 @@ fn ev(json: &str) -> Event {
 }
 
 fn node(w: &World, id: &str) -> delegraph::graph::NodeId {
-    w.graph.party_node(id).unwrap_or_else(|| panic!("no party `{id}`"))
+    w.graph
+        .party_node(id)
+        .unwrap_or_else(|| panic!("no party `{id}`"))
 }
 
 fn has(w: &World, x: &str, f: &str, package: &str) -> bool {
@@ -56,8 +59,19 @@ fn fixture_v1_snapshot_still_loads_and_answers() {
     let fjord = node(&w, "fjord-as");
     assert!(resolve::permits(&w, ola, fjord, mva, "read", None));
     assert!(!resolve::permits(&w, ola, fjord, mva, "write", None));
-    assert!(resolve::permits(&w, ola, fjord, mva, "write", Some("2026-01/mva-1")));
-    assert!(!g.resource(g.resource_node("nav-sykmelding").unwrap()).unwrap().delegable);
+    assert!(resolve::permits(
+        &w,
+        ola,
+        fjord,
+        mva,
+        "write",
+        Some("2026-01/mva-1")
+    ));
+    assert!(
+        !g.resource(g.resource_node("nav-sykmelding").unwrap())
+            .unwrap()
+            .delegable
+    );
 }
 
 /// The fixture snapshot holds exactly the world its JSON Lines source builds.
@@ -111,7 +125,11 @@ fn acknowledged_batches_survive_reopen_and_refused_ones_leave_no_trace() {
         ]);
         assert!(matches!(refused, Err(DurableError::Refused(_))));
         assert_eq!(s.last_seq().unwrap(), 1);
-        assert_eq!(s.apply_batch(&[ev(r#"{"party": {"id": "y", "kind": "person"}}"#)]).unwrap(), 2);
+        assert_eq!(
+            s.apply_batch(&[ev(r#"{"party": {"id": "y", "kind": "person"}}"#)])
+                .unwrap(),
+            2
+        );
     }
     let s = Durable::open(dir.path()).unwrap();
     assert_eq!(s.recovery().replayed, 2);
@@ -140,8 +158,14 @@ fn checkpoint_writes_a_snapshot_and_retires_the_log() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(names.iter().any(|n| n == "snap-00000000000000000001.snap"), "{names:?}");
-    assert!(!names.iter().any(|n| n == "wal-00000000000000000001.log"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "snap-00000000000000000001.snap"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "wal-00000000000000000001.log"),
+        "{names:?}"
+    );
     let s = Durable::open(dir.path()).unwrap();
     assert_eq!(s.recovery().snapshot_seq, 1);
     assert_eq!(s.recovery().replayed, 1);
@@ -173,7 +197,9 @@ fn a_torn_log_tail_is_truncated_and_never_applied() {
     // fields but only half of the payload.
     let rec = delegraph::persist::wal::encode_record(
         2,
-        &[ev(r#"{"unregister_role": {"from": "org", "to": "firm", "role": "regnskapsforer"}}"#)],
+        &[ev(
+            r#"{"unregister_role": {"from": "org", "to": "firm", "role": "regnskapsforer"}}"#,
+        )],
     )
     .unwrap();
     let seg = newest_segment(dir.path());
@@ -185,9 +211,14 @@ fn a_torn_log_tail_is_truncated_and_never_applied() {
     assert_eq!(s.recovery().truncated_bytes, (rec.len() / 2) as u64);
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), before);
     assert_eq!(s.last_seq().unwrap(), 1);
-    s.read(|w| assert!(has(w, "kari", "org", "regnskapsforer-lonn"))).unwrap();
+    s.read(|w| assert!(has(w, "kari", "org", "regnskapsforer-lonn")))
+        .unwrap();
     // The store goes on from there: the next batch gets sequence 2.
-    assert_eq!(s.apply_batch(&[ev(r#"{"party": {"id": "z", "kind": "person"}}"#)]).unwrap(), 2);
+    assert_eq!(
+        s.apply_batch(&[ev(r#"{"party": {"id": "z", "kind": "person"}}"#)])
+            .unwrap(),
+        2
+    );
 }
 
 #[test]
@@ -197,7 +228,8 @@ fn corruption_before_the_newest_segment_is_refused() {
     {
         let s = Durable::open_with(dir.path(), opts.clone()).unwrap();
         s.apply_batch(&setup_events()).unwrap();
-        s.apply_batch(&[ev(r#"{"party": {"id": "y", "kind": "person"}}"#)]).unwrap();
+        s.apply_batch(&[ev(r#"{"party": {"id": "y", "kind": "person"}}"#)])
+            .unwrap();
     }
     let mut segs: Vec<PathBuf> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -229,7 +261,8 @@ fn concurrent_writers_share_syncs_and_lose_nothing() {
                     sc.spawn(move || {
                         (0..per)
                             .map(|i| {
-                                let e = ev(&format!(r#"{{"party": {{"id": "p{t}-{i}", "kind": "person"}}}}"#));
+                                let e =
+                                    ev(&format!(r#"{{"party": {{"id": "p{t}-{i}", "kind": "person"}}}}"#));
                                 s.apply_batch(&[e]).unwrap()
                             })
                             .collect::<Vec<_>>()
@@ -244,5 +277,6 @@ fn concurrent_writers_share_syncs_and_lose_nothing() {
     }
     let s = Durable::open(dir.path()).unwrap();
     assert_eq!(s.last_seq().unwrap(), (threads * per) as u64 + 1);
-    s.read(|w| assert_eq!(w.graph.party_count(), 3 + threads * per)).unwrap();
+    s.read(|w| assert_eq!(w.graph.party_count(), 3 + threads * per))
+        .unwrap();
 }
