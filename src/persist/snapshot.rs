@@ -599,6 +599,9 @@ pub struct Loader {
     world: World,
     index: u64,
     saw_world: bool,
+    /// The last party looked up as an edge's source: the writer emits edges grouped by
+    /// source, so this saves one id lookup per edge on load.
+    last_source: Option<(String, NodeId)>,
 }
 
 impl Default for Loader {
@@ -613,6 +616,7 @@ impl Loader {
             world: World::new(),
             index: 0,
             saw_world: false,
+            last_source: None,
         }
     }
 
@@ -621,6 +625,16 @@ impl Loader {
             .graph
             .party_node(id)
             .ok_or_else(|| bad(self.index, format!("names unknown party `{id}`")))
+    }
+    fn source(&mut self, id: &str) -> Result<NodeId> {
+        if let Some((s, n)) = &self.last_source
+            && s == id
+        {
+            return Ok(*n);
+        }
+        let n = self.party(id)?;
+        self.last_source = Some((id.to_string(), n));
+        Ok(n)
     }
     fn resource(&self, id: &str) -> Result<NodeId> {
         self.world
@@ -712,7 +726,7 @@ impl Loader {
                 });
             }
             Record::Assignment(a) => {
-                let from = self.party(&a.from)?;
+                let from = self.source(&a.from)?;
                 let to = self.party(&a.to)?;
                 let role = self.role(&a.role)?;
                 if self.world.graph.find_assignment(from, to, role).is_some() {
@@ -737,7 +751,7 @@ impl Loader {
                 self.world.graph.add_edge(from, to, Edge::Assignment(edge));
             }
             Record::Delegation(d) => {
-                let client = self.party(&d.client)?;
+                let client = self.source(&d.client)?;
                 let facilitator = self.party(&d.facilitator)?;
                 let agent = self.party(&d.agent)?;
                 let role = self.role(&d.role)?;
@@ -758,7 +772,7 @@ impl Loader {
                 self.world.graph.add_edge(client, agent, Edge::Delegation(edge));
             }
             Record::MainUnit(m) => {
-                let sub = self.party(&m.sub)?;
+                let sub = self.source(&m.sub)?;
                 let main = self.party(&m.main)?;
                 let role = self.role(&m.role)?;
                 if self.world.graph.main_unit(sub).is_some() {
