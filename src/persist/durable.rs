@@ -153,6 +153,16 @@ impl Durable {
         let n = segments.len();
         for (i, (first, path)) in segments.iter().enumerate() {
             let newest = i + 1 == n;
+            // A segment that starts after the next expected record means records are
+            // missing (e.g. the newest snapshot was unreadable and an older one was
+            // loaded): refuse rather than start from a world that lacks them.
+            if *first > last + 1 {
+                return Err(WalError::Gap {
+                    expected: last + 1,
+                    found: *first,
+                }
+                .into());
+            }
             let scan = wal::scan_segment(path, *first)?;
             if let Tail::Bad { offset, error } = &scan.tail
                 && !newest

@@ -352,3 +352,27 @@ fn loaded_sample_answers_exactly_as_the_imported_world() {
         }
     }
 }
+
+/// Regression: with the newest snapshot unreadable, an older one must not be loaded
+/// when the log that would bridge the two has been retired.
+#[test]
+fn an_unreadable_newest_snapshot_is_not_silently_replaced_by_an_older_one() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Durable::open(dir.path()).unwrap();
+        s.apply_batch(&setup_events()).unwrap();
+        s.checkpoint().unwrap();
+        s.apply_batch(&[ev(r#"{"party": {"id": "y", "kind": "person"}}"#)]).unwrap();
+        s.checkpoint().unwrap();
+    }
+    // Put an old snapshot back (as if it had survived) and break the newest one.
+    let old = snapshot::encode(&World::new(), 0).unwrap();
+    std::fs::write(dir.path().join("snap-00000000000000000000.snap"), old).unwrap();
+    let newest = dir.path().join("snap-00000000000000000002.snap");
+    let mut b = std::fs::read(&newest).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0xff;
+    std::fs::write(&newest, b).unwrap();
+    let e = Durable::open(dir.path()).err().unwrap();
+    assert!(e.to_string().contains("missing records"), "{e}");
+}
