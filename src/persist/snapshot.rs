@@ -925,11 +925,88 @@ pub fn save(w: &World, path: &Path, last_seq: u64, progress: &mut dyn FnMut(u64)
     inner().map_err(|e| e.at(path))
 }
 
-/// Loads a snapshot file (streamed through a buffered reader).
+/// Like [`read_world`], with reading, checking, decompressing and decoding on a second
+/// thread while this one builds the graph (the two halves cost about the same).
+pub fn read_world_pipelined<R: Read + Send>(
+    input: R,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(World, Loaded)> {
+    const CHUNK: usize = 4096;
+    let mut rd = SnapshotReader::new(input)?;
+    let header = rd.header.clone();
+    let version = rd.version;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Record>>>(8);
+    std::thread::scope(|s| {
+        let decoder = s.spawn(move || {
+            loop {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                let mut end = false;
+                while chunk.len() < CHUNK {
+                    match rd.next_record() {
+                        Ok(Some(r)) => chunk.push(r),
+                        Ok(None) => {
+                            end = true;
+                            break;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return rd.offset;
+                        }
+                    }
+                }
+                if tx.send(Ok(chunk)).is_err() || end {
+                    return rd.offset;
+                }
+            }
+        });
+        let mut loader = Loader::new();
+        let mut n = 0u64;
+        let mut result = Ok(());
+        for chunk in rx.iter() {
+            match chunk {
+                Ok(recs) => {
+                    for rec in recs {
+                        if let Err(e) = loader.add(rec) {
+                            result = Err(e);
+                            break;
+                        }
+                        n += 1;
+                        if n.is_multiple_of(65_536) {
+                            progress(n);
+                        }
+                    }
+                }
+                Err(e) => result = Err(e),
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        // Dropping the receiver stops the decoder at its next send.
+        drop(rx);
+        let bytes = decoder
+            .join()
+            .map_err(|_| SnapshotError::Corrupt("the decoder thread panicked".into()))?;
+        result?;
+        progress(n);
+        let world = loader.finish()?;
+        Ok((
+            world,
+            Loaded {
+                header,
+                version,
+                bytes,
+            },
+        ))
+    })
+}
+
+/// Loads a snapshot file (streamed through a buffered reader, decoded on a second
+/// thread).
 pub fn load(path: &Path, progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
     let mut inner = || {
         let f = File::open(path)?;
-        read_world(BufReader::with_capacity(1 << 20, f), progress)
+        read_world_pipelined(BufReader::with_capacity(1 << 20, f), progress)
     };
     inner().map_err(|e| e.at(path))
 }

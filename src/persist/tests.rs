@@ -226,3 +226,44 @@ fn import_reports_the_line_of_a_refused_event() {
     let e = super::import::import(&mut w, text.as_bytes(), &mut |_| {}).unwrap_err();
     assert!(e.to_string().starts_with("line 3: unknown_party"), "{e}");
 }
+
+#[test]
+fn pipelined_load_reports_decoder_and_loader_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // A checksum error found by the decoder thread.
+    let mut bytes = snapshot::encode(&fixture_world(), 0).unwrap();
+    let mid = bytes.len() - 10;
+    bytes[mid] ^= 0xff;
+    let path = dir.path().join("flipped.snap");
+    std::fs::write(&path, &bytes).unwrap();
+    let e = snapshot::load(&path, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("flipped.snap"), "{e}");
+    assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    // A reference the loader cannot resolve, in a file whose checksums are all valid.
+    let header = snapshot::Header {
+        created_at: "2026-01-01T00:00:00Z".into(),
+        last_seq: 0,
+        counts: snapshot::Counts {
+            assignments: 1,
+            ..Default::default()
+        },
+        compression: "lz4-block".into(),
+        engine: "test".into(),
+    };
+    let mut w = snapshot::SnapshotWriter::new(Vec::new(), &header).unwrap();
+    w.write(&Record::Assignment(snapshot::AssignmentRecord {
+        from: "ghost".into(),
+        to: "nobody".into(),
+        role: "daglig-leder".into(),
+        packages: vec![],
+        resources: vec![],
+        instances: vec![],
+    }))
+    .unwrap();
+    let (bytes, _) = w.finish().unwrap();
+    let path = dir.path().join("dangling.snap");
+    std::fs::write(&path, &bytes).unwrap();
+    let e = snapshot::load(&path, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("unknown party `ghost`"), "{e}");
+    assert!(snapshot::decode(&bytes).is_err());
+}

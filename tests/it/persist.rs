@@ -362,7 +362,8 @@ fn an_unreadable_newest_snapshot_is_not_silently_replaced_by_an_older_one() {
         let s = Durable::open(dir.path()).unwrap();
         s.apply_batch(&setup_events()).unwrap();
         s.checkpoint().unwrap();
-        s.apply_batch(&[ev(r#"{"party": {"id": "y", "kind": "person"}}"#)]).unwrap();
+        s.apply_batch(&[ev(r#"{"party": {"id": "y", "kind": "person"}}"#)])
+            .unwrap();
         s.checkpoint().unwrap();
     }
     // Put an old snapshot back (as if it had survived) and break the newest one.
