@@ -60,7 +60,7 @@ pub const MIN_SCHEMA_VERSION: u32 = 1;
 /// A block is flushed once its records reach this size.
 const BLOCK_TARGET: usize = 1 << 20;
 /// The largest decompressed block a reader accepts (a single record may exceed
-/// [`BLOCK_TARGET`], but nothing legitimate comes near this).
+/// the 1 MiB block target, but nothing legitimate comes near this).
 pub const MAX_BLOCK: u32 = 64 << 20;
 const MAX_HEADER: u32 = 64 << 10;
 
