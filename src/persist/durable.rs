@@ -107,9 +107,9 @@ impl Durable {
     }
 
     pub fn open_with(dir: &Path, opts: Options) -> Result<Durable> {
-        let io = |source| DurableError::Dir {
+        let io = |error| DurableError::Dir {
             path: dir.to_path_buf(),
-            source,
+            error,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         // Left-overs of a crash during a snapshot save are never trusted.
@@ -253,9 +253,9 @@ impl Durable {
         let path = snapshot_path(&self.dir, last);
         snapshot::save(&world, &path, last, &mut |_| {})?;
         self.wal.retire_before(last + 1)?;
-        let io = |source| DurableError::Dir {
+        let io = |error| DurableError::Dir {
             path: self.dir.clone(),
-            source,
+            error,
         };
         for (seq, p) in list_snapshots(&self.dir).map_err(io)? {
             if seq < last {

@@ -12,11 +12,12 @@ use crate::model;
 pub enum SnapshotError {
     #[error("snapshot i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("`{path}`: {source}")]
+    /// The error with the file it concerns. The inner error is part of the message
+    /// rather than a `source`, so that an error chain does not print it twice.
+    #[error("`{}`: {error}", path.display())]
     File {
         path: PathBuf,
-        #[source]
-        source: Box<SnapshotError>,
+        error: Box<SnapshotError>,
     },
     #[error("not a delegraph snapshot (bad magic bytes)")]
     BadMagic,
@@ -38,7 +39,7 @@ impl SnapshotError {
     pub(crate) fn at(self, path: &std::path::Path) -> SnapshotError {
         SnapshotError::File {
             path: path.to_path_buf(),
-            source: Box::new(self),
+            error: Box::new(self),
         }
     }
 }
@@ -96,12 +97,8 @@ pub enum DurableError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Wal(#[from] WalError),
-    #[error("data directory `{path}`: {source}")]
-    Dir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("data directory `{path}`: {error}")]
+    Dir { path: PathBuf, error: std::io::Error },
     #[error("no snapshot in `{0}` could be read, refusing to start from an empty world: {1}")]
     NoValidSnapshot(PathBuf, String),
     #[error("replaying log record {seq} was refused (the log does not match the engine): {error}")]
