@@ -21,6 +21,7 @@
 //!   own the write path; the journal seam ([`partition::journal::Journal`]).
 //! * [`api`] — the actix-web HTTP API: routes, JWT scopes, limits, problems, metrics,
 //!   OpenAPI, and the HTTP client behind `delegraph test --server`.
+//! * [`persist`] — snapshots, the write-ahead log, the durable store and the import.
 
 pub mod a2impact;
 pub mod api;
@@ -32,6 +33,7 @@ pub mod load;
 pub mod model;
 pub mod mutate;
 pub mod partition;
+pub mod persist;
 pub mod query;
 pub mod resolve;
 pub mod scenario;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod persist_cli;
 mod serve;
 
 #[derive(Parser)]
@@ -81,6 +82,14 @@ enum Command {
     /// Generate a realistic world (deterministic, seeded): build it in memory and print
     /// statistics, or write its events as JSON Lines with --jsonl.
     Generate(delegraph::generate::GenerateArgs),
+    /// Save, load, verify or describe graph snapshots.
+    #[command(subcommand)]
+    Snapshot(persist_cli::SnapshotCommand),
+    /// Apply a JSON Lines event file in order and save the world as a snapshot.
+    Import(persist_cli::ImportArgs),
+    /// Crash-test child: applies random batches to a durable store until killed.
+    #[command(name = "__crash-child", hide = true)]
+    CrashChild(persist_cli::CrashChildArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +110,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Snapshot(cmd) => persist_cli::snapshot_command(cmd),
+        Command::Import(args) => persist_cli::import_command(args),
+        Command::CrashChild(args) => persist_cli::crash_child(args),
         Command::Test { files, server, token } => {
             let mut report = delegraph::scenario::Report::default();
             let mut http = server.map(|url| delegraph::api::client::HttpBackend::new(&url, token));

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod a2impact;
+mod crash;
 mod http;
+mod persist;
 mod prop;
 mod reference;
 mod scenarios;
