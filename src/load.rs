@@ -1,4 +1,4 @@
-//! Loading a world from a file for the commands that work on one: an event stream as
+//! Loading a world from a file for the commands that work on one: a snapshot, an event stream as
 //! JSON Lines (the import format), or the events of a scenario file (its queries are
 //! skipped, and so are steps that expect an error).
 
@@ -11,8 +11,13 @@ use crate::model::{Error, Result};
 use crate::mutate;
 use crate::world::World;
 
-/// Loads `path` by its extension: `.jsonl` or `.yaml`/`.yml`.
+/// Loads `path` by its extension: a snapshot (`.snap`), `.jsonl` or `.yaml`/`.yml`.
 pub fn load_world(path: &Path) -> Result<World> {
+    if path.extension().is_some_and(|e| e == "snap") {
+        return crate::persist::snapshot::load(path, &mut |_| {})
+            .map(|(w, _)| w)
+            .map_err(|e| Error::invalid(format!("cannot load snapshot `{}`: {e}", path.display())));
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::invalid(format!("cannot read `{}`: {e}", path.display())))?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
@@ -53,7 +58,7 @@ pub fn load_world(path: &Path) -> Result<World> {
         }
         other => {
             return Err(Error::invalid(format!(
-                "`{}`: unknown kind of world file `.{other}` (expected .jsonl or .yaml)",
+                "`{}`: unknown kind of world file `.{other}` (expected .snap, .jsonl or .yaml)",
                 path.display()
             )));
         }

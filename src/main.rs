@@ -58,7 +58,7 @@ enum Command {
     /// JSON and an SVG chart on request.
     #[command(name = "a2-impact")]
     A2Impact {
-        /// The world: a JSON Lines event stream (.jsonl) or a scenario file (.yaml).
+        /// The world: a snapshot (.snap), a JSON Lines event stream (.jsonl) or a scenario file (.yaml).
         world: PathBuf,
         /// Only resources of this service owner.
         #[arg(long)]
