@@ -21,6 +21,7 @@
 //!   own the write path; the journal seam ([`partition::journal::Journal`]).
 //! * [`api`] — the actix-web HTTP API: routes, JWT scopes, limits, problems, metrics,
 //!   OpenAPI, and the HTTP client behind `delegraph test --server`.
+//! * [`loadtest`] — `delegraph loadtest`: bounded loopback load with HDR percentiles.
 //! * [`persist`] — snapshots, the write-ahead log, the durable store and the import.
 
 pub mod a2impact;
@@ -30,6 +31,7 @@ pub mod event;
 pub mod generate;
 pub mod graph;
 pub mod load;
+pub mod loadtest;
 pub mod model;
 pub mod mutate;
 pub mod partition;

@@ -82,6 +82,46 @@ enum Command {
     /// Generate a realistic world (deterministic, seeded): build it in memory and print
     /// statistics, or write its events as JSON Lines with --jsonl.
     Generate(delegraph::generate::GenerateArgs),
+    /// Drive a running delegraph server over loopback and report latency percentiles.
+    ///
+    /// Draws its requests from a snapshot of the world the server holds (checks of
+    /// packages held and not held, batched checks, authorized parties, and grant+revoke
+    /// write pairs that leave the world as it was), sends them from --concurrency
+    /// connections until --requests are sent or --duration has passed, and reports
+    /// throughput and p50/p90/p99/p99.9 per request kind as text (and JSON with --json).
+    /// Refuses any target that is not a loopback address.
+    Loadtest {
+        /// The server, e.g. http://127.0.0.1:8080 (loopback only).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// The snapshot of the world the server holds (to draw requests from).
+        #[arg(long)]
+        snapshot: PathBuf,
+        /// Bearer token (a JWT with `delegraph:read`, and `delegraph:write` for events).
+        #[arg(long, env = "DELEGRAPH_TOKEN")]
+        token: Option<String>,
+        /// Stop after this many requests.
+        #[arg(long, default_value_t = 100_000)]
+        requests: u64,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Weights of the request kinds.
+        #[arg(long, default_value = "check=60,batch=30,authorized_parties=9,events=1")]
+        mix: String,
+        /// Checks per batched request.
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+        /// Seed of the request choices.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Save, load, verify or describe graph snapshots.
     #[command(subcommand)]
     Snapshot(persist_cli::SnapshotCommand),
@@ -110,6 +150,37 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Loadtest {
+            server,
+            snapshot,
+            token,
+            requests,
+            duration,
+            concurrency,
+            mix,
+            batch_size,
+            seed,
+            json,
+        } => {
+            match loadtest(
+                server,
+                snapshot,
+                token,
+                requests,
+                duration,
+                concurrency,
+                mix,
+                batch_size,
+                seed,
+                json,
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Snapshot(cmd) => persist_cli::snapshot_command(cmd),
         Command::Import(args) => persist_cli::import_command(args),
         Command::CrashChild(args) => persist_cli::crash_child(args),
@@ -270,4 +341,46 @@ fn progress_bar(message: &'static str) -> indicatif::ProgressBar {
     }
     bar.set_message(message);
     bar
+}
+
+#[allow(clippy::too_many_arguments)]
+fn loadtest(
+    server: String,
+    snapshot: PathBuf,
+    token: Option<String>,
+    requests: u64,
+    duration: u64,
+    concurrency: usize,
+    mix: String,
+    batch_size: usize,
+    seed: u64,
+    json: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use delegraph::loadtest;
+    loadtest::require_loopback(&server)?;
+    let mix = loadtest::Mix::parse(&mix).map_err(|e| anyhow::anyhow!("--mix: {e}"))?;
+    let w = delegraph::load::load_world(&snapshot)
+        .with_context(|| format!("loading `{}`", snapshot.display()))?;
+    let plan = loadtest::Plan {
+        server,
+        token,
+        requests,
+        duration: std::time::Duration::from_secs(duration),
+        concurrency,
+        mix,
+        batch_size,
+        seed,
+    };
+    let bar = progress_bar("requests");
+    bar.set_length(requests);
+    let report = loadtest::run(&w, &plan, &|n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    print!("{}", loadtest::to_text(&report));
+    if let Some(p) = json {
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing `{}`", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
 }

@@ -1,0 +1,472 @@
+//! `delegraph loadtest`: drives a running delegraph server over loopback with a mix of
+//! checks, batched checks, authorized-parties queries and writes, bounded in requests
+//! and in time, and reports throughput and latency percentiles (HDR histograms).
+//!
+//! The requests are drawn from a snapshot of the world the server holds, so they name
+//! parties and packages that exist: each check asks about a (subject, party, package)
+//! that the snapshot says holds, or (one in four) a package the subject does not hold.
+//! Writes are `grant`/`revoke` pairs of one package between two existing parties, so the
+//! world is the same after the run. Only loopback targets are accepted: this is a tool
+//! for measuring one's own server, never for sending load elsewhere.
+
+use std::net::{IpAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::resolve;
+use crate::world::World;
+
+/// What to send, and how much of it.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Base URL, e.g. `http://127.0.0.1:8080`.
+    pub server: String,
+    pub token: Option<String>,
+    /// Stop after this many requests in all ...
+    pub requests: u64,
+    /// ... or after this long, whichever comes first.
+    pub duration: Duration,
+    /// Concurrent connections (one thread each).
+    pub concurrency: usize,
+    /// Weights of the request kinds.
+    pub mix: Mix,
+    /// Checks per batched request.
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+/// Relative weights of the request kinds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Mix {
+    pub check: u32,
+    pub batch: u32,
+    pub authorized_parties: u32,
+    pub events: u32,
+}
+
+impl Mix {
+    /// Parses `check=70,batch=20,authorized_parties=9,events=1`.
+    pub fn parse(s: &str) -> Result<Mix, String> {
+        let mut m = Mix {
+            check: 0,
+            batch: 0,
+            authorized_parties: 0,
+            events: 0,
+        };
+        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}` is not KIND=WEIGHT"))?;
+            let v: u32 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("weight `{v}` is not a whole number"))?;
+            match k.trim() {
+                "check" => m.check = v,
+                "batch" => m.batch = v,
+                "authorized_parties" => m.authorized_parties = v,
+                "events" => m.events = v,
+                other => {
+                    return Err(format!(
+                        "unknown request kind `{other}` (check, batch, authorized_parties, events)"
+                    ));
+                }
+            }
+        }
+        if m.check + m.batch + m.authorized_parties + m.events == 0 {
+            return Err("the mix has no weight at all".into());
+        }
+        Ok(m)
+    }
+}
+
+/// Latency percentiles of one request kind, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindReport {
+    pub kind: &'static str,
+    pub requests: u64,
+    pub errors: u64,
+    /// Decisions answered (a batch counts its checks).
+    pub decisions: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub server: String,
+    pub concurrency: usize,
+    pub mix: Mix,
+    pub batch_size: usize,
+    pub elapsed_s: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub requests_per_s: f64,
+    pub decisions_per_s: f64,
+    pub kinds: Vec<KindReport>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "refusing to send load to `{0}`: only loopback addresses (127.0.0.0/8, ::1, localhost) are allowed"
+    )]
+    NotLoopback(String),
+    #[error("server `{0}` is not a valid http URL")]
+    BadUrl(String),
+    #[error("the snapshot holds no subject with an authorized party to ask about")]
+    NothingToAsk,
+    #[error("server `{0}` does not answer /healthz: {1}")]
+    Unreachable(String, String),
+}
+
+/// Checks that `server` names a loopback address (after name resolution).
+pub fn require_loopback(server: &str) -> Result<(), LoadError> {
+    let rest = server
+        .strip_prefix("http://")
+        .ok_or_else(|| LoadError::BadUrl(server.to_string()))?;
+    let hostport = rest.split('/').next().unwrap_or_default();
+    let with_port = if hostport.starts_with('[') || hostport.matches(':').count() == 1 {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    let addrs: Vec<IpAddr> = with_port
+        .to_socket_addrs()
+        .map_err(|_| LoadError::BadUrl(server.to_string()))?
+        .map(|a| a.ip())
+        .collect();
+    if addrs.is_empty() || !addrs.iter().all(IpAddr::is_loopback) {
+        return Err(LoadError::NotLoopback(server.to_string()));
+    }
+    Ok(())
+}
+
+/// A small deterministic generator (xorshift*), so runs are repeatable.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+}
+
+/// The questions to ask, drawn from the world.
+struct Pool {
+    /// (subject, party, package, holds)
+    checks: Vec<(String, String, String, bool)>,
+    subjects: Vec<String>,
+    /// (from, to, package) for grant/revoke pairs.
+    writes: Vec<(String, String, String)>,
+}
+
+fn pool(w: &World, seed: u64) -> Result<Pool, LoadError> {
+    let c = w.catalog;
+    let mut rng = Rng(seed | 1);
+    let parties: Vec<_> = w.graph.parties().map(|(n, _)| n).collect();
+    let mut checks = Vec::new();
+    let mut subjects = Vec::new();
+    let mut writes = Vec::new();
+    let tries = parties.len().min(20_000);
+    for _ in 0..tries {
+        let x = parties[rng.below(parties.len())];
+        let aps = resolve::authorized_parties(w, x);
+        if aps.is_empty() {
+            continue;
+        }
+        let xid = w.graph.ext_id(x).to_string();
+        subjects.push(xid.clone());
+        let ap = &aps[rng.below(aps.len())];
+        let fid = w.graph.ext_id(ap.party).to_string();
+        let held: Vec<_> = ap.packages.iter().collect();
+        if let Some(p) = held.get(rng.below(held.len().max(1))) {
+            checks.push((xid.clone(), fid.clone(), c.package(*p).code.clone(), true));
+        }
+        let p = c
+            .packages
+            .get(rng.below(c.packages.len()))
+            .map(|p| p.code.clone())
+            .unwrap_or_default();
+        checks.push((xid.clone(), fid.clone(), p, false));
+        // A write: the organisation gives one of its own packages to this subject.
+        if let Some(from) = w.graph.party(ap.party)
+            && from.kind == crate::model::PartyKind::Organisation
+            && ap.party != x
+            && w.graph
+                .party(x)
+                .is_some_and(|p| p.kind == crate::model::PartyKind::Person)
+        {
+            writes.push((fid, xid, "ulykke".to_string()));
+        }
+    }
+    if checks.is_empty() {
+        return Err(LoadError::NothingToAsk);
+    }
+    Ok(Pool {
+        checks,
+        subjects,
+        writes,
+    })
+}
+
+const KINDS: [&str; 4] = ["check", "batch", "authorized_parties", "events"];
+
+/// Per request kind, per thread: (latencies, requests, errors, decisions).
+type KindStats = [(Option<Histogram<u64>>, u64, u64, u64); 4];
+
+/// Runs the plan against the server; `progress(done)` is called now and then.
+pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Report, LoadError> {
+    require_loopback(&plan.server)?;
+    let pool = Arc::new(pool(w, plan.seed)?);
+    let base = plan.server.trim_end_matches('/').to_string();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    agent
+        .get(&format!("{base}/healthz"))
+        .call()
+        .map_err(|e| LoadError::Unreachable(base.clone(), e.to_string()))?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let deadline = start + plan.duration;
+    let weights = [
+        plan.mix.check,
+        plan.mix.batch,
+        plan.mix.authorized_parties,
+        plan.mix.events,
+    ];
+    let total_weight: u32 = weights.iter().sum();
+    let results: Vec<KindStats> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..plan.concurrency.max(1))
+            .map(|t| {
+                let (pool, sent, stop, agent, base) = (
+                    pool.clone(),
+                    sent.clone(),
+                    stop.clone(),
+                    agent.clone(),
+                    base.clone(),
+                );
+                s.spawn(move || {
+                    let mut rng = Rng(plan.seed.wrapping_add(t as u64 * 7919) | 1);
+                    let mut stats: KindStats = std::array::from_fn(|_| (histogram(), 0, 0, 0));
+                    loop {
+                        if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                            break;
+                        }
+                        let n = sent.fetch_add(1, Ordering::Relaxed);
+                        if n >= plan.requests {
+                            break;
+                        }
+                        let mut pick = (rng.next() % u64::from(total_weight)) as u32;
+                        let mut kind = 0;
+                        for (i, wgt) in weights.iter().enumerate() {
+                            if pick < *wgt {
+                                kind = i;
+                                break;
+                            }
+                            pick -= wgt;
+                        }
+                        let (path, body, decisions) = request(&pool, kind, plan.batch_size, &mut rng);
+                        let t0 = Instant::now();
+                        let mut req = agent
+                            .post(&format!("{base}{path}"))
+                            .content_type("application/json");
+                        if let Some(tok) = &plan.token {
+                            req = req.header("Authorization", format!("Bearer {tok}"));
+                        }
+                        let ok = match req.send(body.to_string()) {
+                            Ok(mut res) => {
+                                let good = res.status().is_success();
+                                let _ = res.body_mut().read_to_vec();
+                                good
+                            }
+                            Err(_) => false,
+                        };
+                        let us = t0.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+                        if let Some(st) = stats.get_mut(kind) {
+                            if let Some(h) = st.0.as_mut() {
+                                let _ = h.record(us.max(1));
+                            }
+                            st.1 += 1;
+                            if ok {
+                                st.3 += decisions;
+                            } else {
+                                st.2 += 1;
+                            }
+                        }
+                        if n % 1000 == 0 {
+                            progress(n);
+                        }
+                    }
+                    stats
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64().max(1e-9);
+    let mut kinds = Vec::new();
+    let (mut requests, mut errors, mut decisions) = (0, 0, 0);
+    for (k, name) in KINDS.iter().enumerate() {
+        let Some(mut h) = histogram() else { continue };
+        let (mut n, mut e, mut d) = (0, 0, 0);
+        for r in &results {
+            if let Some(st) = r.get(k) {
+                if let Some(x) = &st.0 {
+                    let _ = h.add(x);
+                }
+                n += st.1;
+                e += st.2;
+                d += st.3;
+            }
+        }
+        if n == 0 {
+            continue;
+        }
+        requests += n;
+        errors += e;
+        decisions += d;
+        kinds.push(KindReport {
+            kind: name,
+            requests: n,
+            errors: e,
+            decisions: d,
+            p50_us: h.value_at_quantile(0.50),
+            p90_us: h.value_at_quantile(0.90),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        });
+    }
+    Ok(Report {
+        server: plan.server.clone(),
+        concurrency: plan.concurrency,
+        mix: plan.mix,
+        batch_size: plan.batch_size,
+        elapsed_s: elapsed,
+        requests,
+        errors,
+        requests_per_s: requests as f64 / elapsed,
+        decisions_per_s: decisions as f64 / elapsed,
+        kinds,
+    })
+}
+
+/// A latency histogram from 1 µs to 60 s with three significant digits (only an
+/// impossible bound could make it fail).
+fn histogram() -> Option<Histogram<u64>> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok()
+}
+
+/// One request of `kind`: (path, body, decisions it asks for).
+fn request(pool: &Pool, kind: usize, batch: usize, rng: &mut Rng) -> (&'static str, Value, u64) {
+    let check = |rng: &mut Rng| {
+        let (s, p, pk, _) = &pool.checks[rng.below(pool.checks.len())];
+        json!({"subject": s, "party": p, "package": pk})
+    };
+    match kind {
+        0 => ("/v1/check", check(rng), 1),
+        1 => {
+            let checks: Vec<Value> = (0..batch.max(1)).map(|_| check(rng)).collect();
+            (
+                "/v1/check/batch",
+                json!({ "checks": checks }),
+                batch.max(1) as u64,
+            )
+        }
+        2 => {
+            let s = &pool.subjects[rng.below(pool.subjects.len())];
+            ("/v1/authorized_parties", json!({ "subject": s }), 1)
+        }
+        _ => match pool.writes.get(rng.below(pool.writes.len())) {
+            // grant then revoke in one atomic batch: the world ends as it began.
+            Some((f, t, p)) => (
+                "/v1/events",
+                json!([
+                    {"grant": {"from": f, "to": t, "package": p}},
+                    {"revoke": {"from": f, "to": t, "package": p}}
+                ]),
+                1,
+            ),
+            None => ("/v1/check", check(rng), 1),
+        },
+    }
+}
+
+/// The report as text.
+pub fn to_text(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} requests in {:.1} s ({:.0} req/s, {:.0} decisions/s), {} errors, {} connections, batch {}",
+        r.requests, r.elapsed_s, r.requests_per_s, r.decisions_per_s, r.errors, r.concurrency, r.batch_size
+    );
+    let _ = writeln!(
+        s,
+        "{:<20} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "kind", "requests", "errors", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs"
+    );
+    for k in &r.kinds {
+        let _ = writeln!(
+            s,
+            "{:<20} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            k.kind, k.requests, k.errors, k.p50_us, k.p90_us, k.p99_us, k.p999_us, k.max_us
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_targets_are_accepted() {
+        assert!(require_loopback("http://127.0.0.1:8080").is_ok());
+        assert!(require_loopback("http://localhost:8080").is_ok());
+        assert!(require_loopback("http://[::1]:8080").is_ok());
+        assert!(matches!(
+            require_loopback("http://10.0.0.1:8080"),
+            Err(LoadError::NotLoopback(_))
+        ));
+        assert!(matches!(
+            require_loopback("http://192.168.1.2"),
+            Err(LoadError::NotLoopback(_))
+        ));
+        assert!(matches!(
+            require_loopback("https://127.0.0.1"),
+            Err(LoadError::BadUrl(_))
+        ));
+    }
+
+    #[test]
+    fn mix_parses_and_refuses_nonsense() {
+        let m = Mix::parse("check=70,batch=20,authorized_parties=9,events=1");
+        assert!(m.is_ok_and(|m| m.check == 70 && m.events == 1));
+        assert!(Mix::parse("check=x").is_err());
+        assert!(Mix::parse("teleport=1").is_err());
+        assert!(Mix::parse("check=0").is_err());
+    }
+}
