@@ -116,112 +116,111 @@ fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 /// Opens (creating if needed) the log in `dir` and recovers its world: the newest valid
 /// snapshot plus every log record after it (see the module doc).
 pub fn recover(dir: &Path, opts: &Options) -> Result<(World, Log, Recovery)> {
-        let io = |error| DurableError::Dir {
-            path: dir.to_path_buf(),
-            error,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        // Left-overs of a crash during a snapshot save are never trusted.
-        for e in std::fs::read_dir(dir).map_err(io)? {
-            let p = e.map_err(io)?.path();
-            if p.extension().is_some_and(|x| x == "tmp") {
-                std::fs::remove_file(&p).map_err(io)?;
-            }
+    let io = |error| DurableError::Dir {
+        path: dir.to_path_buf(),
+        error,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    // Left-overs of a crash during a snapshot save are never trusted.
+    for e in std::fs::read_dir(dir).map_err(io)? {
+        let p = e.map_err(io)?.path();
+        if p.extension().is_some_and(|x| x == "tmp") {
+            std::fs::remove_file(&p).map_err(io)?;
         }
-        let mut recovery = Recovery::default();
-        let snaps = list_snapshots(dir).map_err(io)?;
-        let mut loaded = None;
-        for (seq, path) in snaps.iter().rev() {
-            match snapshot::load(path, &mut |_| {}) {
-                Ok((w, l)) if l.header.last_seq == *seq => {
-                    loaded = Some((w, *seq));
-                    break;
-                }
-                Ok((_, l)) => recovery.skipped_snapshots.push(format!(
-                    "`{}` records sequence {} but is named {seq}",
-                    path.display(),
-                    l.header.last_seq
-                )),
-                Err(e) => recovery.skipped_snapshots.push(e.to_string()),
+    }
+    let mut recovery = Recovery::default();
+    let snaps = list_snapshots(dir).map_err(io)?;
+    let mut loaded = None;
+    for (seq, path) in snaps.iter().rev() {
+        match snapshot::load(path, &mut |_| {}) {
+            Ok((w, l)) if l.header.last_seq == *seq => {
+                loaded = Some((w, *seq));
+                break;
             }
+            Ok((_, l)) => recovery.skipped_snapshots.push(format!(
+                "`{}` records sequence {} but is named {seq}",
+                path.display(),
+                l.header.last_seq
+            )),
+            Err(e) => recovery.skipped_snapshots.push(e.to_string()),
         }
-        let (mut world, snap_seq) = match loaded {
-            Some(x) => x,
-            None if snaps.is_empty() => (World::new(), 0),
-            None => {
-                return Err(DurableError::NoValidSnapshot(
-                    dir.to_path_buf(),
-                    recovery.skipped_snapshots.join("; "),
-                ));
-            }
-        };
-        recovery.snapshot_seq = snap_seq;
+    }
+    let (mut world, snap_seq) = match loaded {
+        Some(x) => x,
+        None if snaps.is_empty() => (World::new(), 0),
+        None => {
+            return Err(DurableError::NoValidSnapshot(
+                dir.to_path_buf(),
+                recovery.skipped_snapshots.join("; "),
+            ));
+        }
+    };
+    recovery.snapshot_seq = snap_seq;
 
-        let segments = wal::list_segments(dir)?;
-        let mut last = snap_seq;
-        let n = segments.len();
-        let mut newest_end = last;
-        for (i, (first, path)) in segments.iter().enumerate() {
-            let newest = i + 1 == n;
-            // A segment that starts after the next expected record means records are
-            // missing (e.g. the newest snapshot was unreadable and an older one was
-            // loaded): refuse rather than start from a world that lacks them.
-            if *first > last + 1 {
+    let segments = wal::list_segments(dir)?;
+    let mut last = snap_seq;
+    let n = segments.len();
+    let mut newest_end = last;
+    for (i, (first, path)) in segments.iter().enumerate() {
+        let newest = i + 1 == n;
+        // A segment that starts after the next expected record means records are
+        // missing (e.g. the newest snapshot was unreadable and an older one was
+        // loaded): refuse rather than start from a world that lacks them.
+        if *first > last + 1 {
+            return Err(WalError::Gap {
+                expected: last + 1,
+                found: *first,
+            }
+            .into());
+        }
+        let scan = wal::scan_segment(path, *first)?;
+        if let Tail::Bad { offset, error } = &scan.tail
+            && !newest
+        {
+            return Err(WalError::CorruptMiddle {
+                path: path.clone(),
+                offset: wal::SEGMENT_HEADER + offset,
+                reason: error.to_string(),
+            }
+            .into());
+        }
+        if newest && (scan.torn_header || scan.tail != Tail::Clean) {
+            let size = std::fs::metadata(path).map_err(WalError::from)?.len();
+            recovery.truncated_bytes = size.saturating_sub(scan.valid_len);
+            wal::repair_tail(path, &scan)?;
+        }
+        if newest {
+            newest_end = (first + scan.batches.len() as u64).saturating_sub(1);
+        }
+        for b in scan.batches {
+            if b.seq <= last {
+                continue;
+            }
+            if b.seq != last + 1 {
                 return Err(WalError::Gap {
                     expected: last + 1,
-                    found: *first,
+                    found: b.seq,
                 }
                 .into());
             }
-            let scan = wal::scan_segment(path, *first)?;
-            if let Tail::Bad { offset, error } = &scan.tail
-                && !newest
-            {
-                return Err(WalError::CorruptMiddle {
-                    path: path.clone(),
-                    offset: wal::SEGMENT_HEADER + offset,
-                    reason: error.to_string(),
-                }
-                .into());
-            }
-            if newest && (scan.torn_header || scan.tail != Tail::Clean) {
-                let size = std::fs::metadata(path).map_err(WalError::from)?.len();
-                recovery.truncated_bytes = size.saturating_sub(scan.valid_len);
-                wal::repair_tail(path, &scan)?;
-            }
-            if newest {
-                newest_end = (first + scan.batches.len() as u64).saturating_sub(1);
-            }
-            for b in scan.batches {
-                if b.seq <= last {
-                    continue;
-                }
-                if b.seq != last + 1 {
-                    return Err(WalError::Gap {
-                        expected: last + 1,
-                        found: b.seq,
-                    }
-                    .into());
-                }
-                mutate::apply_batch(&mut world, &b.events)
-                    .map_err(|error| DurableError::Replay { seq: b.seq, error })?;
-                last = b.seq;
-                recovery.replayed += 1;
-            }
+            mutate::apply_batch(&mut world, &b.events)
+                .map_err(|error| DurableError::Replay { seq: b.seq, error })?;
+            last = b.seq;
+            recovery.replayed += 1;
         }
-        // The newest segment ends before the snapshot (a crash right after a reset's
-        // snapshot): start a new segment rather than leave a gap inside one.
-        let reuse = newest_end >= last;
-        recovery.fresh = snaps.is_empty() && last == 0;
-        let wal = Wal::open_at(dir, last, opts.segment_limit, reuse)?;
-        let log = Log {
-            dir: dir.to_path_buf(),
-            next_seq: Mutex::new(last + 1),
-            wal,
-        };
-        Ok((world, log, recovery))
+    }
+    // The newest segment ends before the snapshot (a crash right after a reset's
+    // snapshot): start a new segment rather than leave a gap inside one.
+    let reuse = newest_end >= last;
+    recovery.fresh = snaps.is_empty() && last == 0;
+    let wal = Wal::open_at(dir, last, opts.segment_limit, reuse)?;
+    let log = Log {
+        dir: dir.to_path_buf(),
+        next_seq: Mutex::new(last + 1),
+        wal,
+    };
+    Ok((world, log, recovery))
 }
-
 
 impl Durable {
     /// Opens (creating if needed) the store in `dir` and recovers its world.

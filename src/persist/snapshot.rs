@@ -508,8 +508,16 @@ pub fn records(w: &World) -> impl Iterator<Item = Record> + '_ {
             }),
         })
     });
-    let systems = w.sys.systems.values().map(move |s| Record::System(system_record(c, s)));
-    let requests = w.sys.requests.values().map(move |r| Record::Request(request_record(c, r)));
+    let systems = w
+        .sys
+        .systems
+        .values()
+        .map(move |s| Record::System(system_record(c, s)));
+    let requests = w
+        .sys
+        .requests
+        .values()
+        .map(move |r| Record::Request(request_record(c, r)));
     let agents = w.sys.agent_packages.iter().map(move |(id, p)| {
         Record::AgentSystemUser(AgentSystemUserRecord {
             system_user: id.clone(),
@@ -822,8 +830,16 @@ impl<R: Read> SnapshotReader<R> {
             self.ended = true;
             return Ok(None);
         }
-        if self.version < 2 && matches!(rec, Record::System(_) | Record::Request(_) | Record::AgentSystemUser(_)) {
-            return Err(bad(self.index - 1, "a system-user record in a version 1 file".into()));
+        if self.version < 2
+            && matches!(
+                rec,
+                Record::System(_) | Record::Request(_) | Record::AgentSystemUser(_)
+            )
+        {
+            return Err(bad(
+                self.index - 1,
+                "a system-user record in a version 1 file".into(),
+            ));
         }
         Ok(Some(rec))
     }

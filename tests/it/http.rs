@@ -630,7 +630,8 @@ fn metrics_count_requests_and_report_the_log_position() {
 // Durability: the write-ahead log behind `POST /v1/events`
 
 fn start_on(dir: &Path) -> (RunningServer, delegraph::persist::Recovery) {
-    let (world, log, rec) = delegraph::persist::recover(dir, &delegraph::persist::Options::default()).unwrap();
+    let (world, log, rec) =
+        delegraph::persist::recover(dir, &delegraph::persist::Options::default()).unwrap();
     let config = ServerConfig {
         partitions: 2,
         auth: Auth::Disabled,
@@ -648,7 +649,10 @@ fn durable_answers(server: &RunningServer) -> Vec<String> {
         ("/v1/rights", json!({"subject": "ola", "party": "bergen"})),
         ("/v1/authorized_parties", json!({"subject": "kari"})),
         ("/v1/authorized_parties", json!({"subject": "ola"})),
-        ("/v1/holders", json!({"party": "bergen", "package": "skattegrunnlag"})),
+        (
+            "/v1/holders",
+            json!({"party": "bergen", "package": "skattegrunnlag"}),
+        ),
     ];
     queries
         .iter()
@@ -688,7 +692,12 @@ fn writes_survive_a_restart_on_the_same_data_dir_and_the_token_continues() {
     assert_eq!(rec.replayed, 2);
     assert_eq!(server.store.visible(), 2);
     assert_eq!(durable_answers(&server), before);
-    let r = post_json(&server, "/v1/rights", &json!({"subject": "ola", "party": "bergen", "min_token": 2}), None);
+    let r = post_json(
+        &server,
+        "/v1/rights",
+        &json!({"subject": "ola", "party": "bergen", "min_token": 2}),
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.text);
     let r = post_json(
         &server,
