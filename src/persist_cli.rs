@@ -133,6 +133,9 @@ fn print_header(h: &snapshot::Header, version: u32) {
     println!("assignments     {}", h.counts.assignments);
     println!("delegations     {}", h.counts.delegations);
     println!("main units      {}", h.counts.main_units);
+    println!("systems         {}", h.counts.systems);
+    println!("requests        {}", h.counts.requests);
+    println!("agent sys users {}", h.counts.agent_system_users);
 }
 
 fn examples(world: &World, n: usize) {

@@ -1,9 +1,9 @@
 //! `delegraph serve`: configuration from flags and environment, then the HTTP API.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -12,7 +12,9 @@ use delegraph::api::auth::{Auth, JwtAuth};
 use delegraph::api::limits::Limits;
 use delegraph::api::{ServerConfig, serve};
 use delegraph::partition::Store;
-use delegraph::partition::journal::MemoryJournal;
+use delegraph::partition::journal::{Journal, MemoryJournal};
+use delegraph::persist::durable::recover;
+use delegraph::persist::{Options, snapshot};
 use delegraph::world::World;
 
 #[derive(Args)]
@@ -26,11 +28,11 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
-    /// Directory of the write-ahead log and checkpoints (accepted; the log is wired in
-    /// by the persistence layer, until then writes are kept in memory only).
+    /// Directory of the write-ahead log and checkpoints: recovered at start, every
+    /// write durable before it is answered. Without it writes live in memory only.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Snapshot to load at start (accepted; wired in by the persistence layer).
+    /// Snapshot to start from (with `--data-dir`: only when the directory is new).
     #[arg(long, value_name = "FILE")]
     snapshot: Option<PathBuf>,
     /// HS256: a file holding the shared secret (or set DELEGRAPH_JWT_HS256_SECRET).
@@ -112,20 +114,73 @@ fn auth(a: &ServeArgs) -> anyhow::Result<Auth> {
     }
 }
 
+fn load_snapshot(path: &Path) -> anyhow::Result<World> {
+    let t = Instant::now();
+    let (world, _) = snapshot::load(path, &mut |_| {})
+        .with_context(|| format!("cannot load the snapshot `{}`", path.display()))?;
+    eprintln!(
+        "loaded `{}`: {} parties, {} resources, {} edges in {:.2?}",
+        path.display(),
+        world.graph.party_count(),
+        world.graph.resource_count(),
+        world.graph.edge_count(),
+        t.elapsed()
+    );
+    Ok(world)
+}
+
+/// The world to start from and the journal to write to: recovery from `--data-dir`
+/// (seeded from `--snapshot` when the directory is new), or `--snapshot` (or an empty
+/// world) with the in-memory journal.
+fn open_state(a: &ServeArgs) -> anyhow::Result<(World, Arc<dyn Journal>)> {
+    let Some(dir) = &a.data_dir else {
+        let world = match &a.snapshot {
+            Some(p) => load_snapshot(p)?,
+            None => World::new(),
+        };
+        eprintln!(
+            "note: no --data-dir: writes are kept in memory only (the in-memory journal) and are lost when the server stops"
+        );
+        return Ok((world, Arc::new(MemoryJournal::new())));
+    };
+    let t = Instant::now();
+    let (mut world, log, rec) = recover(dir, &Options::default())
+        .with_context(|| format!("cannot recover the data directory `{}`", dir.display()))?;
+    for s in &rec.skipped_snapshots {
+        eprintln!("warning: passed over an unreadable snapshot: {s}");
+    }
+    if rec.truncated_bytes > 0 {
+        eprintln!("note: cut {} bytes of a torn log tail", rec.truncated_bytes);
+    }
+    match &a.snapshot {
+        Some(p) if rec.fresh => {
+            world = load_snapshot(p)?;
+            // The seed becomes the directory's first checkpoint (sequence 0), so a
+            // restart recovers it without `--snapshot`.
+            log.checkpoint(&world)
+                .with_context(|| format!("cannot write the first checkpoint in `{}`", dir.display()))?;
+        }
+        Some(p) => eprintln!(
+            "note: --snapshot `{}` ignored: `{}` already holds a store",
+            p.display(),
+            dir.display()
+        ),
+        None => {}
+    }
+    eprintln!(
+        "data directory `{}`: recovered to sequence {} (snapshot {}, {} log records replayed) in {:.2?}; writes are durable before they are answered",
+        dir.display(),
+        log.last_seq()?,
+        rec.snapshot_seq,
+        rec.replayed,
+        t.elapsed()
+    );
+    Ok((world, Arc::new(log)))
+}
+
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     let auth = auth(&a)?;
-    if let Some(d) = &a.data_dir {
-        eprintln!(
-            "note: --data-dir `{}` is accepted but the write-ahead log is not wired in yet: writes are kept in memory only",
-            d.display()
-        );
-    }
-    if let Some(s) = &a.snapshot {
-        eprintln!(
-            "note: --snapshot `{}` is accepted but snapshot loading is not wired in yet: starting from an empty world",
-            s.display()
-        );
-    }
+    let (world, journal) = open_state(&a)?;
     let limits = Limits {
         max_body_bytes: a.max_body_bytes,
         max_batch_events: a.max_batch_events,
@@ -145,7 +200,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         "delegraph listening on http://{addr} ({} partitions); API browser at http://{addr}/docs",
         config.partitions
     );
-    let store = Arc::new(Store::new(World::new(), Arc::new(MemoryJournal::new())));
+    let store = Arc::new(Store::new(world, journal));
     actix_web::rt::System::new()
         .block_on(serve(config, store, listener))
         .context("the server stopped with an error")?;

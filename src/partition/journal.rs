@@ -1,14 +1,15 @@
 //! The durability seam: the service writes every accepted batch to a [`Journal`] before
 //! any reader can see it, and the journal's sequence number is the consistency token.
 //!
-//! The write-ahead log of the `persist` layer plugs in here by implementing [`Journal`]
-//! (its `append` returns once the record is durable, group commit inside). Until then
-//! [`MemoryJournal`] only counts, which is what the tests and `serve` without a data
-//! directory use.
+//! The write-ahead log of the `persist` layer plugs in here: `persist::durable::Log`
+//! implements [`Journal`] (its `append` returns once the record is durable, group
+//! commit inside); `delegraph serve --data-dir` uses it. [`MemoryJournal`] only counts,
+//! which is what the tests and `serve` without a data directory use.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::event::Event;
+use crate::world::World;
 
 /// A journal that could not take a record.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,12 @@ pub trait Journal: Send + Sync {
     fn position(&self) -> u64;
     /// Makes everything appended so far durable (graceful shutdown).
     fn flush(&self) -> Result<(), JournalError>;
+    /// Writes `world`, which holds exactly the records up to [`Journal::position`], as
+    /// a checkpoint so that recovery need not replay them; returns its sequence number,
+    /// or None when the journal keeps no checkpoints.
+    fn checkpoint(&self, _world: &World) -> Result<Option<u64>, JournalError> {
+        Ok(None)
+    }
 }
 
 /// A journal that keeps nothing but the sequence counter: durability is "none", and

@@ -206,6 +206,24 @@ impl Store {
         Ok(token)
     }
 
+    /// Writes a checkpoint of the world through the journal (between commits, so the
+    /// world holds exactly the journal's records); None when the journal keeps none.
+    pub fn checkpoint(&self) -> Result<Option<u64>, JournalError> {
+        let _section = self.commit.lock();
+        let w = self.world.read();
+        self.journal.checkpoint(&w)
+    }
+
+    /// Graceful shutdown, after the partitions stopped: makes the journal durable and,
+    /// with `checkpoint`, writes a checkpoint so that the next start replays nothing.
+    pub fn close(&self, checkpoint: bool) -> Result<(), JournalError> {
+        self.journal.flush()?;
+        if checkpoint && self.is_healthy() {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
     /// Graph size for metrics: (parties, resources, edges).
     pub fn graph_size(&self) -> (usize, usize, usize) {
         self.read(|w| {

@@ -32,6 +32,7 @@ use std::sync::{Mutex, RwLock};
 
 use crate::event::Event;
 use crate::mutate;
+use crate::partition::journal::{Journal, JournalError};
 use crate::persist::error::{DurableError, WalError};
 use crate::persist::snapshot::{self, sync_dir};
 use crate::persist::wal::{self, Tail, Wal};
@@ -65,15 +66,27 @@ pub struct Recovery {
     pub truncated_bytes: u64,
     /// Snapshots that could not be read and were passed over (newest first).
     pub skipped_snapshots: Vec<String>,
+    /// The directory held no snapshot and no log record: a new store.
+    pub fresh: bool,
+}
+
+/// The log half of a durable store: sequence numbers, the write-ahead log writer and
+/// checkpoints. [`Durable`] pairs it with a world; the HTTP service's partition store
+/// uses it as its [`Journal`] (dry run → append → apply), so both write through the
+/// same encoding, queueing and checkpoint code.
+pub struct Log {
+    dir: PathBuf,
+    // INVARIANT: the next sequence number. Held while a record is encoded, its batch
+    // applied (by `Durable`) and the record queued, so sequence numbers follow queue
+    // order and, for `Durable`, apply order.
+    next_seq: Mutex<u64>,
+    wal: Wal,
 }
 
 /// A world whose every acknowledged change survives a crash.
 pub struct Durable {
-    dir: PathBuf,
-    // INVARIANT: `next_seq` is only changed while `world`'s write lock is held.
     world: RwLock<World>,
-    next_seq: Mutex<u64>,
-    wal: Wal,
+    log: Log,
     recovery: Recovery,
 }
 
@@ -100,6 +113,115 @@ fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
+/// Opens (creating if needed) the log in `dir` and recovers its world: the newest valid
+/// snapshot plus every log record after it (see the module doc).
+pub fn recover(dir: &Path, opts: &Options) -> Result<(World, Log, Recovery)> {
+    let io = |error| DurableError::Dir {
+        path: dir.to_path_buf(),
+        error,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    // Left-overs of a crash during a snapshot save are never trusted.
+    for e in std::fs::read_dir(dir).map_err(io)? {
+        let p = e.map_err(io)?.path();
+        if p.extension().is_some_and(|x| x == "tmp") {
+            std::fs::remove_file(&p).map_err(io)?;
+        }
+    }
+    let mut recovery = Recovery::default();
+    let snaps = list_snapshots(dir).map_err(io)?;
+    let mut loaded = None;
+    for (seq, path) in snaps.iter().rev() {
+        match snapshot::load(path, &mut |_| {}) {
+            Ok((w, l)) if l.header.last_seq == *seq => {
+                loaded = Some((w, *seq));
+                break;
+            }
+            Ok((_, l)) => recovery.skipped_snapshots.push(format!(
+                "`{}` records sequence {} but is named {seq}",
+                path.display(),
+                l.header.last_seq
+            )),
+            Err(e) => recovery.skipped_snapshots.push(e.to_string()),
+        }
+    }
+    let (mut world, snap_seq) = match loaded {
+        Some(x) => x,
+        None if snaps.is_empty() => (World::new(), 0),
+        None => {
+            return Err(DurableError::NoValidSnapshot(
+                dir.to_path_buf(),
+                recovery.skipped_snapshots.join("; "),
+            ));
+        }
+    };
+    recovery.snapshot_seq = snap_seq;
+
+    let segments = wal::list_segments(dir)?;
+    let mut last = snap_seq;
+    let n = segments.len();
+    let mut newest_end = last;
+    for (i, (first, path)) in segments.iter().enumerate() {
+        let newest = i + 1 == n;
+        // A segment that starts after the next expected record means records are
+        // missing (e.g. the newest snapshot was unreadable and an older one was
+        // loaded): refuse rather than start from a world that lacks them.
+        if *first > last + 1 {
+            return Err(WalError::Gap {
+                expected: last + 1,
+                found: *first,
+            }
+            .into());
+        }
+        let scan = wal::scan_segment(path, *first)?;
+        if let Tail::Bad { offset, error } = &scan.tail
+            && !newest
+        {
+            return Err(WalError::CorruptMiddle {
+                path: path.clone(),
+                offset: wal::SEGMENT_HEADER + offset,
+                reason: error.to_string(),
+            }
+            .into());
+        }
+        if newest && (scan.torn_header || scan.tail != Tail::Clean) {
+            let size = std::fs::metadata(path).map_err(WalError::from)?.len();
+            recovery.truncated_bytes = size.saturating_sub(scan.valid_len);
+            wal::repair_tail(path, &scan)?;
+        }
+        if newest {
+            newest_end = (first + scan.batches.len() as u64).saturating_sub(1);
+        }
+        for b in scan.batches {
+            if b.seq <= last {
+                continue;
+            }
+            if b.seq != last + 1 {
+                return Err(WalError::Gap {
+                    expected: last + 1,
+                    found: b.seq,
+                }
+                .into());
+            }
+            mutate::apply_batch(&mut world, &b.events)
+                .map_err(|error| DurableError::Replay { seq: b.seq, error })?;
+            last = b.seq;
+            recovery.replayed += 1;
+        }
+    }
+    // The newest segment ends before the snapshot (a crash right after a reset's
+    // snapshot): start a new segment rather than leave a gap inside one.
+    let reuse = newest_end >= last;
+    recovery.fresh = snaps.is_empty() && last == 0;
+    let wal = Wal::open_at(dir, last, opts.segment_limit, reuse)?;
+    let log = Log {
+        dir: dir.to_path_buf(),
+        next_seq: Mutex::new(last + 1),
+        wal,
+    };
+    Ok((world, log, recovery))
+}
+
 impl Durable {
     /// Opens (creating if needed) the store in `dir` and recovers its world.
     pub fn open(dir: &Path) -> Result<Durable> {
@@ -107,101 +229,10 @@ impl Durable {
     }
 
     pub fn open_with(dir: &Path, opts: Options) -> Result<Durable> {
-        let io = |error| DurableError::Dir {
-            path: dir.to_path_buf(),
-            error,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        // Left-overs of a crash during a snapshot save are never trusted.
-        for e in std::fs::read_dir(dir).map_err(io)? {
-            let p = e.map_err(io)?.path();
-            if p.extension().is_some_and(|x| x == "tmp") {
-                std::fs::remove_file(&p).map_err(io)?;
-            }
-        }
-        let mut recovery = Recovery::default();
-        let snaps = list_snapshots(dir).map_err(io)?;
-        let mut loaded = None;
-        for (seq, path) in snaps.iter().rev() {
-            match snapshot::load(path, &mut |_| {}) {
-                Ok((w, l)) if l.header.last_seq == *seq => {
-                    loaded = Some((w, *seq));
-                    break;
-                }
-                Ok((_, l)) => recovery.skipped_snapshots.push(format!(
-                    "`{}` records sequence {} but is named {seq}",
-                    path.display(),
-                    l.header.last_seq
-                )),
-                Err(e) => recovery.skipped_snapshots.push(e.to_string()),
-            }
-        }
-        let (mut world, snap_seq) = match loaded {
-            Some(x) => x,
-            None if snaps.is_empty() => (World::new(), 0),
-            None => {
-                return Err(DurableError::NoValidSnapshot(
-                    dir.to_path_buf(),
-                    recovery.skipped_snapshots.join("; "),
-                ));
-            }
-        };
-        recovery.snapshot_seq = snap_seq;
-
-        let segments = wal::list_segments(dir)?;
-        let mut last = snap_seq;
-        let n = segments.len();
-        for (i, (first, path)) in segments.iter().enumerate() {
-            let newest = i + 1 == n;
-            // A segment that starts after the next expected record means records are
-            // missing (e.g. the newest snapshot was unreadable and an older one was
-            // loaded): refuse rather than start from a world that lacks them.
-            if *first > last + 1 {
-                return Err(WalError::Gap {
-                    expected: last + 1,
-                    found: *first,
-                }
-                .into());
-            }
-            let scan = wal::scan_segment(path, *first)?;
-            if let Tail::Bad { offset, error } = &scan.tail
-                && !newest
-            {
-                return Err(WalError::CorruptMiddle {
-                    path: path.clone(),
-                    offset: wal::SEGMENT_HEADER + offset,
-                    reason: error.to_string(),
-                }
-                .into());
-            }
-            if newest && (scan.torn_header || scan.tail != Tail::Clean) {
-                let size = std::fs::metadata(path).map_err(WalError::from)?.len();
-                recovery.truncated_bytes = size.saturating_sub(scan.valid_len);
-                wal::repair_tail(path, &scan)?;
-            }
-            for b in scan.batches {
-                if b.seq <= last {
-                    continue;
-                }
-                if b.seq != last + 1 {
-                    return Err(WalError::Gap {
-                        expected: last + 1,
-                        found: b.seq,
-                    }
-                    .into());
-                }
-                mutate::apply_batch(&mut world, &b.events)
-                    .map_err(|error| DurableError::Replay { seq: b.seq, error })?;
-                last = b.seq;
-                recovery.replayed += 1;
-            }
-        }
-        let wal = Wal::open(dir, last, opts.segment_limit)?;
+        let (world, log, recovery) = recover(dir, &opts)?;
         Ok(Durable {
-            dir: dir.to_path_buf(),
             world: RwLock::new(world),
-            next_seq: Mutex::new(last + 1),
-            wal,
+            log,
             recovery,
         })
     }
@@ -216,16 +247,13 @@ impl Durable {
     pub fn apply_batch(&self, events: &[Event]) -> Result<u64> {
         let seq = {
             let mut world = self.world.write().map_err(|_| DurableError::Poisoned)?;
-            let mut next = self.next_seq.lock().map_err(|_| DurableError::Poisoned)?;
-            let seq = *next;
-            // Encode before applying: an event that cannot be logged is never applied.
-            let record = wal::encode_record(seq, events)?;
-            mutate::apply_batch(&mut world, events).map_err(DurableError::Refused)?;
-            self.wal.enqueue(seq, &record)?;
-            *next = seq + 1;
-            seq
+            self.log
+                .queue_with(events, || {
+                    mutate::apply_batch(&mut world, events).map_err(DurableError::Refused)
+                })?
+                .0
         };
-        self.wal.wait_durable(seq)?;
+        self.log.wait_durable(seq)?;
         Ok(seq)
     }
 
@@ -237,6 +265,47 @@ impl Durable {
 
     /// The sequence number of the last applied batch.
     pub fn last_seq(&self) -> Result<u64> {
+        self.log.last_seq()
+    }
+
+    /// Writes a snapshot of everything applied so far and retires the log before it.
+    /// Writers wait while the snapshot is written; readers do not.
+    pub fn checkpoint(&self) -> Result<u64> {
+        let world = self.world.read().map_err(|_| DurableError::Poisoned)?;
+        self.log.checkpoint(&world)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.log.dir
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+}
+
+impl Log {
+    /// Encodes `events` as the next record, runs `apply` (a refusal logs nothing and
+    /// uses no sequence number) and queues the record; returns its sequence number and
+    /// what `apply` returned. Does not wait for the record to be durable.
+    pub fn queue_with<R>(&self, events: &[Event], apply: impl FnOnce() -> Result<R>) -> Result<(u64, R)> {
+        let mut next = self.next_seq.lock().map_err(|_| DurableError::Poisoned)?;
+        let seq = *next;
+        // Encode before applying: an event that cannot be logged is never applied.
+        let record = wal::encode_record(seq, events)?;
+        let r = apply()?;
+        self.wal.enqueue(seq, &record)?;
+        *next = seq + 1;
+        Ok((seq, r))
+    }
+
+    /// Waits until record `seq` is durable.
+    pub fn wait_durable(&self, seq: u64) -> Result<()> {
+        Ok(self.wal.wait_durable(seq)?)
+    }
+
+    /// The sequence number of the last queued record.
+    pub fn last_seq(&self) -> Result<u64> {
         Ok(self
             .next_seq
             .lock()
@@ -244,29 +313,83 @@ impl Durable {
             .saturating_sub(1))
     }
 
-    /// Writes a snapshot of everything applied so far and retires the log before it.
-    /// Writers wait while the snapshot is written; readers do not.
-    pub fn checkpoint(&self) -> Result<u64> {
-        let world = self.world.read().map_err(|_| DurableError::Poisoned)?;
-        let last = self.last_seq()?;
+    /// Writes `world` as the snapshot of every record so far and retires the log before
+    /// it. The caller guarantees that `world` holds exactly records 1..=last (it holds
+    /// the world's lock so that no batch is applied meanwhile).
+    pub fn checkpoint(&self, world: &World) -> Result<u64> {
+        let next = self.next_seq.lock().map_err(|_| DurableError::Poisoned)?;
+        let last = next.saturating_sub(1);
         self.wal.wait_durable(last)?;
-        let path = snapshot_path(&self.dir, last);
-        snapshot::save(&world, &path, last, &mut |_| {})?;
+        snapshot::save(world, &snapshot_path(&self.dir, last), last, &mut |_| {})?;
         self.wal.retire_before(last + 1)?;
+        self.remove_snapshots_before(last)?;
+        Ok(last)
+    }
+
+    /// Records that the world was emptied: an empty snapshot at the next sequence
+    /// number, then the log before it retired. Returns that sequence number.
+    pub fn reset(&self) -> Result<u64> {
+        let mut next = self.next_seq.lock().map_err(|_| DurableError::Poisoned)?;
+        let seq = *next;
+        self.wal.wait_durable(seq.saturating_sub(1))?;
+        // Once this snapshot is durable, recovery starts from it (empty) and skips the
+        // older records; a crash before it leaves the reset unacknowledged.
+        snapshot::save(&World::new(), &snapshot_path(&self.dir, seq), seq, &mut |_| {})?;
+        self.wal.retire_before(seq + 1)?;
+        self.wal.advance_to(seq)?;
+        *next = seq + 1;
+        self.remove_snapshots_before(seq)?;
+        Ok(seq)
+    }
+
+    fn remove_snapshots_before(&self, seq: u64) -> Result<()> {
         let io = |error| DurableError::Dir {
             path: self.dir.clone(),
             error,
         };
-        for (seq, p) in list_snapshots(&self.dir).map_err(io)? {
-            if seq < last {
+        for (s, p) in list_snapshots(&self.dir).map_err(io)? {
+            if s < seq {
                 std::fs::remove_file(&p).map_err(io)?;
             }
         }
-        sync_dir(&self.dir).map_err(io)?;
-        Ok(last)
+        sync_dir(&self.dir).map_err(io)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+fn journal_error(e: DurableError) -> JournalError {
+    match e {
+        DurableError::Dir { error, .. } => JournalError::Io(error),
+        other => JournalError::Refused(other.to_string()),
+    }
+}
+
+/// The write-ahead log as the service's journal: `append` returns once the record is
+/// durable (group commit in the flusher thread), `reset` writes an empty snapshot.
+impl Journal for Log {
+    fn append(&self, events: &[Event]) -> std::result::Result<u64, JournalError> {
+        let (seq, ()) = self.queue_with(events, || Ok(())).map_err(journal_error)?;
+        self.wait_durable(seq).map_err(journal_error)?;
+        Ok(seq)
+    }
+
+    fn reset(&self) -> std::result::Result<u64, JournalError> {
+        Log::reset(self).map_err(journal_error)
+    }
+
+    fn position(&self) -> u64 {
+        self.last_seq().unwrap_or(0)
+    }
+
+    fn flush(&self) -> std::result::Result<(), JournalError> {
+        let last = self.last_seq().map_err(journal_error)?;
+        self.wait_durable(last).map_err(journal_error)
+    }
+
+    fn checkpoint(&self, world: &World) -> std::result::Result<Option<u64>, JournalError> {
+        Log::checkpoint(self, world).map(Some).map_err(journal_error)
     }
 }

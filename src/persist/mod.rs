@@ -21,7 +21,7 @@ pub mod invariants;
 pub mod snapshot;
 pub mod wal;
 
-pub use durable::{Durable, Options, Recovery};
+pub use durable::{Durable, Log, Options, Recovery, recover};
 pub use error::{DurableError, ImportError, RecordError, SnapshotError, WalError};
 
 #[cfg(test)]

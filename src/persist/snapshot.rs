@@ -1,10 +1,10 @@
 //! Graph snapshots: the project's own versioned schema, keyed by external ids.
 //!
-//! # Layout of a file (schema version 1)
+//! # Layout of a file (schema version 2)
 //!
 //! ```text
 //! magic        8 bytes  "DELEGSNP"
-//! version      u32 LE   schema version (1)
+//! version      u32 LE   schema version (2; 1 is still read)
 //! header_len   u32 LE   length of the header (at most 64 KiB)
 //! header       rmp      Header { created_at, last_seq, counts, compression, engine }
 //! header_crc   u32 LE   crc32 of version, header_len and header
@@ -17,7 +17,8 @@
 //!
 //! The records come in a fixed order: parties and resources first (so that every edge
 //! names nodes that exist), then assignments, client delegations and main-unit links,
-//! then one `World` record, and last one `End` record with the counts of what came
+//! then (version 2) the system-user state of [`World::sys`]: systems, requests and the
+//! packages of agent system users, then one `World` record, and last one `End` record with the counts of what came
 //! before. Nothing may follow the block that holds `End`.
 //!
 //! Why this shape: the file is written and read as a stream (one block of about
@@ -36,6 +37,11 @@
 //! `graph-snapshots/fixture-v1.snap` is loaded by a test on every run so that an
 //! accidental change of the format fails CI.
 //!
+//! Version 2 added the `System`, `Request` and `AgentSystemUser` records (appended
+//! after `End` in [`Record`], so the variant numbers of version 1 are unchanged) and
+//! their three counts (defaulted to 0 when a version 1 header is read). A version 1
+//! file holds no system-user state and loads with an empty [`World::sys`].
+//!
 //! INVARIANT: nothing of petgraph's layout (node or edge indices) is written; parties
 //! and resources are named by external id, roles and packages by catalogue code.
 
@@ -45,16 +51,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::{Catalog, PackageSet};
 use crate::graph::{Assignment, Delegation, Edge, NodeId, Party, Resource, Rule};
 use crate::model::{PartyKind, SystemUserKind};
 use crate::mutate::parse_token;
 use crate::persist::error::SnapshotError;
+use crate::sysuser::{AccessTarget, Request, RequestBody, RightSet, State, System};
 use crate::world::World;
 
 /// The magic bytes every snapshot starts with.
 pub const MAGIC: [u8; 8] = *b"DELEGSNP";
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 /// The oldest schema version this build reads.
 pub const MIN_SCHEMA_VERSION: u32 = 1;
 /// A block is flushed once its records reach this size.
@@ -74,11 +82,40 @@ pub struct Counts {
     pub assignments: u64,
     pub delegations: u64,
     pub main_units: u64,
+    /// Version 2 on; absent (0) in a version 1 header.
+    #[serde(default)]
+    pub systems: u64,
+    #[serde(default)]
+    pub requests: u64,
+    #[serde(default)]
+    pub agent_system_users: u64,
 }
 
 impl Counts {
     pub fn total(&self) -> u64 {
-        self.parties + self.resources + self.assignments + self.delegations + self.main_units
+        self.parties
+            + self.resources
+            + self.assignments
+            + self.delegations
+            + self.main_units
+            + self.systems
+            + self.requests
+            + self.agent_system_users
+    }
+
+    /// Counts one record (the `World` and `End` records are not counted).
+    fn add(&mut self, r: &Record) {
+        match r {
+            Record::Party(_) => self.parties += 1,
+            Record::Resource(_) => self.resources += 1,
+            Record::Assignment(_) => self.assignments += 1,
+            Record::Delegation(_) => self.delegations += 1,
+            Record::MainUnit(_) => self.main_units += 1,
+            Record::System(_) => self.systems += 1,
+            Record::Request(_) => self.requests += 1,
+            Record::AgentSystemUser(_) => self.agent_system_users += 1,
+            Record::World(_) | Record::End(_) => {}
+        }
     }
 }
 
@@ -181,7 +218,87 @@ pub struct WorldRecord {
     pub a2_retired: bool,
 }
 
-/// One record of the stream (schema version 1).
+/// Packages (catalogue codes) and resource grants of a system, request or change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RightsRecord {
+    pub packages: Vec<String>,
+    pub resources: Vec<ResourceGrant>,
+}
+
+/// A resource a system may ask for; `actions: None` is every action of its policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemResourceRecord {
+    pub resource: String,
+    pub actions: Option<Vec<String>>,
+}
+
+/// A system of the system register (version 2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemRecord {
+    pub id: String,
+    pub vendor: String,
+    pub name: Option<String>,
+    pub packages: Vec<String>,
+    pub resources: Vec<SystemResourceRecord>,
+    pub redirect_urls: Vec<String>,
+}
+
+/// What an access request asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AccessTargetRecord {
+    Package(String),
+    Resource { resource: String, action: String },
+}
+
+/// The body of a request, keyed by external ids and catalogue codes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RequestBodyRecord {
+    SystemUser {
+        system: String,
+        party: String,
+        kind: SystemUserKind,
+        system_user: String,
+        rights: RightsRecord,
+        redirect_url: Option<String>,
+        external_ref: Option<String>,
+    },
+    Change {
+        system_user: String,
+        add: RightsRecord,
+        remove: RightsRecord,
+        redirect_url: Option<String>,
+    },
+    Access {
+        from: String,
+        to: String,
+        target: AccessTargetRecord,
+        by: Option<String>,
+    },
+}
+
+/// A system-user, change or access request (version 2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub id: String,
+    /// `draft`, `pending`, `accepted`, `approved`, `rejected` or `withdrawn` (time-out is
+    /// derived from the clock, never stored).
+    pub state: String,
+    /// The engine clock when the request was made (RFC 3339).
+    pub created: Option<String>,
+    pub escalated_by: Option<String>,
+    pub answered_by: Option<String>,
+    pub body: RequestBodyRecord,
+}
+
+/// The packages of an agent system user created by an approved request (version 2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentSystemUserRecord {
+    pub system_user: String,
+    pub packages: Vec<String>,
+}
+
+/// One record of the stream. New kinds are appended at the end: records are encoded
+/// by variant number, so reordering would break old files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Record {
     Party(PartyRecord),
@@ -191,6 +308,123 @@ pub enum Record {
     MainUnit(MainUnitRecord),
     World(WorldRecord),
     End(Counts),
+    // Version 2.
+    System(SystemRecord),
+    Request(RequestRecord),
+    AgentSystemUser(AgentSystemUserRecord),
+}
+
+fn state_str(s: State) -> &'static str {
+    match s {
+        State::Draft => "draft",
+        State::Pending => "pending",
+        State::Accepted => "accepted",
+        State::Approved => "approved",
+        State::Rejected => "rejected",
+        State::Withdrawn => "withdrawn",
+    }
+}
+
+fn parse_state(s: &str) -> Option<State> {
+    [
+        State::Draft,
+        State::Pending,
+        State::Accepted,
+        State::Approved,
+        State::Rejected,
+        State::Withdrawn,
+    ]
+    .into_iter()
+    .find(|x| state_str(*x) == s)
+}
+
+fn package_codes(c: &Catalog, p: &PackageSet) -> Vec<String> {
+    p.iter().map(|id| c.package(id).code.clone()).collect()
+}
+
+fn rights_record(c: &Catalog, r: &RightSet) -> RightsRecord {
+    RightsRecord {
+        packages: package_codes(c, &r.packages),
+        resources: r
+            .resources
+            .iter()
+            .map(|(res, a)| ResourceGrant {
+                resource: res.clone(),
+                actions: a.iter().cloned().collect(),
+            })
+            .collect(),
+    }
+}
+
+fn system_record(c: &Catalog, s: &System) -> SystemRecord {
+    SystemRecord {
+        id: s.id.clone(),
+        vendor: s.vendor.clone(),
+        name: s.name.clone(),
+        packages: package_codes(c, &s.packages),
+        resources: s
+            .resources
+            .iter()
+            .map(|(r, a)| SystemResourceRecord {
+                resource: r.clone(),
+                actions: a.as_ref().map(|a| a.iter().cloned().collect()),
+            })
+            .collect(),
+        redirect_urls: s.redirect_urls.iter().cloned().collect(),
+    }
+}
+
+fn request_record(c: &Catalog, r: &Request) -> RequestRecord {
+    let body = match &r.body {
+        RequestBody::SystemUser {
+            system,
+            party,
+            kind,
+            system_user,
+            rights,
+            redirect_url,
+            external_ref,
+        } => RequestBodyRecord::SystemUser {
+            system: system.clone(),
+            party: party.clone(),
+            kind: *kind,
+            system_user: system_user.clone(),
+            rights: rights_record(c, rights),
+            redirect_url: redirect_url.clone(),
+            external_ref: external_ref.clone(),
+        },
+        RequestBody::Change {
+            system_user,
+            add,
+            remove,
+            redirect_url,
+        } => RequestBodyRecord::Change {
+            system_user: system_user.clone(),
+            add: rights_record(c, add),
+            remove: rights_record(c, remove),
+            redirect_url: redirect_url.clone(),
+        },
+        RequestBody::Access { from, to, target, by } => RequestBodyRecord::Access {
+            from: from.clone(),
+            to: to.clone(),
+            target: match target {
+                AccessTarget::Package(p) => AccessTargetRecord::Package(c.package(*p).code.clone()),
+                AccessTarget::Resource { resource, action } => AccessTargetRecord::Resource {
+                    resource: resource.clone(),
+                    action: action.clone(),
+                },
+            },
+            by: by.clone(),
+        },
+    };
+    RequestRecord {
+        id: r.id.clone(),
+        state: state_str(r.state).to_string(),
+        created: r.created.map(|t| t.to_rfc3339()),
+        escalated_by: r.escalated_by.clone(),
+        answered_by: r.answered_by.clone(),
+        body,
+    }
 }
 
 fn party_record(p: &Party) -> PartyRecord {
@@ -274,11 +508,33 @@ pub fn records(w: &World) -> impl Iterator<Item = Record> + '_ {
             }),
         })
     });
+    let systems = w
+        .sys
+        .systems
+        .values()
+        .map(move |s| Record::System(system_record(c, s)));
+    let requests = w
+        .sys
+        .requests
+        .values()
+        .map(move |r| Record::Request(request_record(c, r)));
+    let agents = w.sys.agent_packages.iter().map(move |(id, p)| {
+        Record::AgentSystemUser(AgentSystemUserRecord {
+            system_user: id.clone(),
+            packages: package_codes(c, p),
+        })
+    });
     let world = std::iter::once(Record::World(WorldRecord {
         now: w.now.map(|t| t.to_rfc3339()),
         a2_retired: w.a2_retired,
     }));
-    parties.chain(resources).chain(edges).chain(world)
+    parties
+        .chain(resources)
+        .chain(edges)
+        .chain(systems)
+        .chain(requests)
+        .chain(agents)
+        .chain(world)
 }
 
 /// Counts the records of a world (one pass over the edges).
@@ -287,6 +543,9 @@ pub fn count(w: &World) -> Counts {
     let mut k = Counts {
         parties: g.party_count() as u64,
         resources: g.resource_count() as u64,
+        systems: w.sys.systems.len() as u64,
+        requests: w.sys.requests.len() as u64,
+        agent_system_users: w.sys.agent_packages.len() as u64,
         ..Counts::default()
     };
     for (n, _) in g.parties() {
@@ -336,15 +595,10 @@ impl<W: Write> SnapshotWriter<W> {
 
     /// Appends one record (the `End` record is written by [`SnapshotWriter::finish`]).
     pub fn write(&mut self, r: &Record) -> Result<()> {
-        match r {
-            Record::Party(_) => self.counts.parties += 1,
-            Record::Resource(_) => self.counts.resources += 1,
-            Record::Assignment(_) => self.counts.assignments += 1,
-            Record::Delegation(_) => self.counts.delegations += 1,
-            Record::MainUnit(_) => self.counts.main_units += 1,
-            Record::World(_) => {}
-            Record::End(_) => return Err(SnapshotError::Encode("`End` is written by finish".into())),
+        if let Record::End(_) = r {
+            return Err(SnapshotError::Encode("`End` is written by finish".into()));
         }
+        self.counts.add(r);
         self.push(r)
     }
 
@@ -552,36 +806,40 @@ impl<R: Read> SnapshotReader<R> {
         })?;
         self.pos += before - rest.len();
         self.index += 1;
-        match &rec {
-            Record::Party(_) => self.seen.parties += 1,
-            Record::Resource(_) => self.seen.resources += 1,
-            Record::Assignment(_) => self.seen.assignments += 1,
-            Record::Delegation(_) => self.seen.delegations += 1,
-            Record::MainUnit(_) => self.seen.main_units += 1,
-            Record::World(_) => {}
-            Record::End(c) => {
-                if *c != self.seen {
-                    return Err(SnapshotError::Corrupt(format!(
-                        "end record counts {c:?} differ from the records read {:?}",
-                        self.seen
-                    )));
-                }
-                if *c != self.header.counts {
-                    return Err(SnapshotError::Corrupt(format!(
-                        "header counts {:?} differ from the records read {c:?}",
-                        self.header.counts
-                    )));
-                }
-                if self.pos != self.block.len() {
-                    return Err(SnapshotError::Corrupt("data after the end record".into()));
-                }
-                let mut extra = [0u8; 1];
-                if self.input.read(&mut extra)? != 0 {
-                    return Err(SnapshotError::Corrupt("data after the last block".into()));
-                }
-                self.ended = true;
-                return Ok(None);
+        self.seen.add(&rec);
+        if let Record::End(c) = &rec {
+            if *c != self.seen {
+                return Err(SnapshotError::Corrupt(format!(
+                    "end record counts {c:?} differ from the records read {:?}",
+                    self.seen
+                )));
             }
+            if *c != self.header.counts {
+                return Err(SnapshotError::Corrupt(format!(
+                    "header counts {:?} differ from the records read {c:?}",
+                    self.header.counts
+                )));
+            }
+            if self.pos != self.block.len() {
+                return Err(SnapshotError::Corrupt("data after the end record".into()));
+            }
+            let mut extra = [0u8; 1];
+            if self.input.read(&mut extra)? != 0 {
+                return Err(SnapshotError::Corrupt("data after the last block".into()));
+            }
+            self.ended = true;
+            return Ok(None);
+        }
+        if self.version < 2
+            && matches!(
+                rec,
+                Record::System(_) | Record::Request(_) | Record::AgentSystemUser(_)
+            )
+        {
+            return Err(bad(
+                self.index - 1,
+                "a system-user record in a version 1 file".into(),
+            ));
         }
         Ok(Some(rec))
     }
@@ -672,6 +930,83 @@ impl Loader {
             return Err(bad(self.index, format!("{what} after the edges")));
         }
         Ok(())
+    }
+
+    fn rights(&self, r: RightsRecord) -> Result<RightSet> {
+        Ok(RightSet {
+            packages: self.packages(&r.packages)?,
+            resources: r
+                .resources
+                .into_iter()
+                .map(|g| (g.resource, g.actions.into_iter().collect()))
+                .collect(),
+        })
+    }
+
+    fn request(&self, r: RequestRecord) -> Result<Request> {
+        let body = match r.body {
+            RequestBodyRecord::SystemUser {
+                system,
+                party,
+                kind,
+                system_user,
+                rights,
+                redirect_url,
+                external_ref,
+            } => RequestBody::SystemUser {
+                system,
+                party,
+                kind,
+                system_user,
+                rights: self.rights(rights)?,
+                redirect_url,
+                external_ref,
+            },
+            RequestBodyRecord::Change {
+                system_user,
+                add,
+                remove,
+                redirect_url,
+            } => RequestBody::Change {
+                system_user,
+                add: self.rights(add)?,
+                remove: self.rights(remove)?,
+                redirect_url,
+            },
+            RequestBodyRecord::Access { from, to, target, by } => RequestBody::Access {
+                from,
+                to,
+                target: match target {
+                    AccessTargetRecord::Package(p) => AccessTarget::Package(
+                        self.world
+                            .catalog
+                            .package_id(&p)
+                            .ok_or_else(|| bad(self.index, format!("names unknown package `{p}`")))?,
+                    ),
+                    AccessTargetRecord::Resource { resource, action } => {
+                        AccessTarget::Resource { resource, action }
+                    }
+                },
+                by,
+            },
+        };
+        let state = parse_state(&r.state)
+            .ok_or_else(|| bad(self.index, format!("unknown request state `{}`", r.state)))?;
+        let created = match r.created {
+            None => None,
+            Some(t) => Some(
+                chrono::DateTime::parse_from_rfc3339(&t)
+                    .map_err(|e| bad(self.index, format!("request time `{t}`: {e}")))?,
+            ),
+        };
+        Ok(Request {
+            id: r.id,
+            body,
+            state,
+            created,
+            escalated_by: r.escalated_by,
+            answered_by: r.answered_by,
+        })
     }
 
     /// Adds one record to the world being built.
@@ -790,6 +1125,41 @@ impl Loader {
                 };
                 self.world.a2_retired = w.a2_retired;
                 self.saw_world = true;
+            }
+            Record::System(s) => {
+                if self.world.sys.systems.contains_key(&s.id) {
+                    return Err(bad(self.index, format!("duplicate system `{}`", s.id)));
+                }
+                let mut resources = std::collections::BTreeMap::new();
+                for r in s.resources {
+                    resources.insert(r.resource, r.actions.map(|a| a.into_iter().collect()));
+                }
+                let system = System {
+                    id: s.id.clone(),
+                    vendor: s.vendor,
+                    name: s.name,
+                    packages: self.packages(&s.packages)?,
+                    resources,
+                    redirect_urls: s.redirect_urls.into_iter().collect(),
+                };
+                self.world.sys.systems.insert(s.id, system);
+            }
+            Record::Request(r) => {
+                if self.world.sys.requests.contains_key(&r.id) {
+                    return Err(bad(self.index, format!("duplicate request `{}`", r.id)));
+                }
+                let request = self.request(r)?;
+                self.world.sys.requests.insert(request.id.clone(), request);
+            }
+            Record::AgentSystemUser(a) => {
+                if self.world.sys.agent_packages.contains_key(&a.system_user) {
+                    return Err(bad(
+                        self.index,
+                        format!("duplicate agent system user `{}`", a.system_user),
+                    ));
+                }
+                let packages = self.packages(&a.packages)?;
+                self.world.sys.agent_packages.insert(a.system_user, packages);
             }
             Record::End(_) => return Err(bad(self.index, "unexpected end record".into())),
         }

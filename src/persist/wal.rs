@@ -344,8 +344,14 @@ impl Wal {
     /// present (0 if none). Appends to the newest segment if it exists (already
     /// repaired by recovery), else creates one.
     pub fn open(dir: &Path, last_seq: u64, segment_limit: u64) -> Result<Wal> {
+        Wal::open_at(dir, last_seq, segment_limit, true)
+    }
+
+    /// Like [`Wal::open`]; with `reuse_newest` false a new segment is always started
+    /// (the newest one ends before `last_seq`, which a snapshot covers).
+    pub fn open_at(dir: &Path, last_seq: u64, segment_limit: u64, reuse_newest: bool) -> Result<Wal> {
         let segment = match list_segments(dir)?.pop() {
-            Some((first, path)) if first <= last_seq + 1 => {
+            Some((first, path)) if reuse_newest && first <= last_seq + 1 => {
                 let mut file = OpenOptions::new().write(true).open(&path)?;
                 let len = file.seek(SeekFrom::End(0))?;
                 Segment {
@@ -421,6 +427,22 @@ impl Wal {
     /// The last durable sequence number.
     pub fn durable_seq(&self) -> Result<u64> {
         Ok(lock(&self.shared.queue)?.durable)
+    }
+
+    /// Moves the log's position to `seq` without a record (a reset, whose snapshot
+    /// covers `seq`). Everything queued must be durable, and the open segment must
+    /// start at `seq + 1` ([`Wal::retire_before`]).
+    pub fn advance_to(&self, seq: u64) -> Result<()> {
+        let mut q = lock(&self.shared.queue)?;
+        if !q.pending.is_empty() || q.durable != q.pending_last || seq < q.pending_last {
+            return Err(WalError::Failed(format!(
+                "cannot move the log to {seq}: records up to {} are not all durable",
+                q.pending_last
+            )));
+        }
+        q.pending_last = seq;
+        q.durable = seq;
+        Ok(())
     }
 
     /// Starts a new segment at `first_seq` (everything before it must be durable) and

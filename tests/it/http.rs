@@ -625,3 +625,108 @@ fn metrics_count_requests_and_report_the_log_position() {
     assert_eq!(send(&server, "GET", "/healthz", None, None).status, 200);
     assert_eq!(send(&server, "GET", "/readyz", None, None).status, 200);
 }
+
+// ----------------------------------------------------------------------------------
+// Durability: the write-ahead log behind `POST /v1/events`
+
+fn start_on(dir: &Path) -> (RunningServer, delegraph::persist::Recovery) {
+    let (world, log, rec) =
+        delegraph::persist::recover(dir, &delegraph::persist::Options::default()).unwrap();
+    let config = ServerConfig {
+        partitions: 2,
+        auth: Auth::Disabled,
+        allow_reset: true,
+        workers: Some(2),
+        ..ServerConfig::default()
+    };
+    let server = spawn(config, "127.0.0.1:0", world, Arc::new(log)).expect("server starts");
+    (server, rec)
+}
+
+fn durable_answers(server: &RunningServer) -> Vec<String> {
+    let queries = [
+        ("/v1/rights", json!({"subject": "kari", "party": "bergen"})),
+        ("/v1/rights", json!({"subject": "ola", "party": "bergen"})),
+        ("/v1/authorized_parties", json!({"subject": "kari"})),
+        ("/v1/authorized_parties", json!({"subject": "ola"})),
+        (
+            "/v1/holders",
+            json!({"party": "bergen", "package": "skattegrunnlag"}),
+        ),
+    ];
+    queries
+        .iter()
+        .map(|(path, q)| {
+            let r = post_json(server, path, q, None);
+            format!("{path} {q} -> {} {}", r.status, r.body)
+        })
+        .collect()
+}
+
+#[test]
+fn writes_survive_a_restart_on_the_same_data_dir_and_the_token_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, rec) = start_on(dir.path());
+    assert!(rec.fresh);
+    assert_eq!(server.store.visible(), 0);
+    let r = post_json(&server, "/v1/events", &kari_and_bergen(), None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["token"], json!(1));
+    let second = json!([
+        {"party": {"id": "ola", "kind": "person"}},
+        {"grant": {"from": "bergen", "to": "ola", "package": "skattegrunnlag"}}
+    ]);
+    let r = post_json(&server, "/v1/events", &second, None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["token"], json!(2));
+    // A refused batch takes no sequence number.
+    let bad = json!([{"grant": {"from": "bergen", "to": "nobody", "package": "skattegrunnlag"}}]);
+    assert_ne!(post_json(&server, "/v1/events", &bad, None).status, 200);
+    let before = durable_answers(&server);
+    assert!(before.iter().any(|a| a.contains("skattegrunnlag")), "{before:?}");
+    server.stop();
+
+    // Restart: the log is replayed.
+    let (server, rec) = start_on(dir.path());
+    assert!(!rec.fresh);
+    assert_eq!(rec.replayed, 2);
+    assert_eq!(server.store.visible(), 2);
+    assert_eq!(durable_answers(&server), before);
+    let r = post_json(
+        &server,
+        "/v1/rights",
+        &json!({"subject": "ola", "party": "bergen", "min_token": 2}),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"party": {"id": "per", "kind": "person"}}]),
+        None,
+    );
+    assert_eq!(r.body["token"], json!(3), "{}", r.text);
+    assert_eq!(server.store.checkpoint().unwrap(), Some(3));
+    server.stop();
+
+    // Restart from the checkpoint: nothing to replay, same answers.
+    let (server, rec) = start_on(dir.path());
+    assert_eq!((rec.snapshot_seq, rec.replayed), (3, 0));
+    assert_eq!(server.store.visible(), 3);
+    assert_eq!(durable_answers(&server), before);
+    // A reset is durable too, and the token still moves on.
+    let r = send(&server, "POST", "/v1/admin/reset", None, None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(server.store.visible(), 4);
+    server.stop();
+
+    let (server, _) = start_on(dir.path());
+    assert_eq!(server.store.visible(), 4);
+    assert_eq!(server.store.graph_size().0, 0, "the reset survived");
+    let r = post_json(&server, "/v1/events", &kari_and_bergen(), None);
+    assert_eq!(r.body["token"], json!(5), "{}", r.text);
+    server.stop();
+    let (server, rec) = start_on(dir.path());
+    assert_eq!((rec.snapshot_seq, rec.replayed), (4, 1));
+    assert_eq!(server.store.graph_size().0, 2);
+}

@@ -377,3 +377,90 @@ fn an_unreadable_newest_snapshot_is_not_silently_replaced_by_an_older_one() {
     let e = Durable::open(dir.path()).err().unwrap();
     assert!(e.to_string().contains("missing records"), "{e}");
 }
+
+/// Every query about system users, by external id: request statuses, clients and
+/// addable clients of every system user, clients per facilitator and agent.
+fn sys_answers(w: &World) -> Vec<String> {
+    use delegraph::query::{self, AddableClientsQuery, ClientsQuery, Query, RequestStatusQuery};
+    let mut qs: Vec<Query> = w
+        .sys
+        .requests
+        .keys()
+        .map(|id| Query::RequestStatus(RequestStatusQuery { request: id.clone() }))
+        .collect();
+    for (_, p) in w.graph.parties() {
+        if p.system_user_kind.is_some() {
+            qs.push(Query::Clients(ClientsQuery {
+                system_user: Some(p.id.clone()),
+                facilitator: None,
+                agent: None,
+            }));
+            qs.push(Query::AddableClients(AddableClientsQuery {
+                system_user: p.id.clone(),
+            }));
+        }
+    }
+    for su in w.sys.agent_packages.keys() {
+        for (_, f) in w.graph.parties() {
+            qs.push(Query::Clients(ClientsQuery {
+                system_user: None,
+                facilitator: Some(f.id.clone()),
+                agent: Some(su.clone()),
+            }));
+        }
+    }
+    qs.iter()
+        .map(|q| format!("{q:?} => {:?}", query::evaluate(w, q)))
+        .collect()
+}
+
+/// Schema version 2: the system-user state (systems, requests in every state, agent
+/// system users) survives save and load, and every query about it answers the same.
+#[test]
+fn system_user_state_survives_a_snapshot() {
+    let sources = [
+        repo("tests/scenarios/system-users-and-requests.yaml"),
+        repo("../shared/scenarios/06-agent-system-user-clients.yaml"),
+        repo("../shared/scenarios/11-standard-system-user-request.yaml"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut statuses = std::collections::BTreeSet::new();
+    let mut agents = 0;
+    let mut loaded_any = 0;
+    for src in sources.iter().filter(|p| p.exists()) {
+        let original = delegraph::load::load_world(src).unwrap();
+        assert!(!original.sys.systems.is_empty(), "{}", src.display());
+        let path = dir.path().join("sys.snap");
+        let counts = snapshot::save(&original, &path, 3, &mut |_| {}).unwrap();
+        assert_eq!(counts.systems, original.sys.systems.len() as u64);
+        assert_eq!(counts.requests, original.sys.requests.len() as u64);
+        assert_eq!(
+            counts.agent_system_users,
+            original.sys.agent_packages.len() as u64
+        );
+        let (loaded, l) = snapshot::load(&path, &mut |_| {}).unwrap();
+        assert_eq!(l.version, snapshot::SCHEMA_VERSION);
+        assert_eq!(l.version, 2);
+        let before = sys_answers(&original);
+        assert!(!before.is_empty());
+        assert_eq!(before, sys_answers(&loaded), "{}", src.display());
+        let recs = |w: &World| {
+            let mut v: Vec<String> = snapshot::records(w).map(|r| format!("{r:?}")).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(recs(&original), recs(&loaded), "{}", src.display());
+        for r in original.sys.requests.values() {
+            statuses.insert(delegraph::sysuser::status(&original, r).as_str());
+        }
+        agents += original.sys.agent_packages.len();
+        loaded_any += 1;
+    }
+    assert!(loaded_any >= 1);
+    // Pending requests of these scenarios end up timed out by their clock: the stored
+    // state is still `pending`, and the derived status must survive as well.
+    for s in ["accepted", "rejected", "timed_out"] {
+        assert!(statuses.contains(s), "no {s} request among {statuses:?}");
+    }
+    assert!(agents > 0, "no agent system user");
+}
