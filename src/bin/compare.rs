@@ -52,6 +52,13 @@ struct Args {
     /// Write the latency-distribution plot (SVG) here.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// PostgreSQL `plan_cache_mode` for the session: the queries are big unions whose
+    /// planning costs more than their execution, so generic plans are the default.
+    #[arg(long, default_value = "force_generic_plan")]
+    plan_cache_mode: String,
+    /// Print PostgreSQL's plans (EXPLAIN ANALYZE) for one subject of each kind and stop.
+    #[arg(long)]
+    explain: bool,
 }
 
 fn main() -> Result<()> {
@@ -100,6 +107,7 @@ fn main() -> Result<()> {
     let t = Instant::now();
     ex.load_pg(&mut pg)?;
     eprintln!("postgres: loaded and indexed in {:.1?}", t.elapsed());
+    pg.batch_execute(&format!("SET plan_cache_mode = {}", args.plan_cache_mode))?;
     let sql = Sql::prepare(&mut pg, &w)?;
 
     // Cedar: entities and policies.
@@ -111,6 +119,27 @@ fn main() -> Result<()> {
         ced.policy_count,
         t.elapsed()
     );
+
+    if args.explain {
+        for x in [sample.persons.first(), sample.agents.first(), sample.ceos.first()].into_iter().flatten() {
+            let f = sample.checks.iter().find(|c| c.0 == *x).map_or(*x, |c| c.1);
+            for (q, params) in [
+                (&sql.parties_text, vec![ex.id_of[x].to_string()]),
+                (&sql.check_text, vec![ex.id_of[x].to_string(), ex.id_of[&f].to_string(), "1".into()]),
+            ] {
+                let mut text = q.clone();
+                for (i, v) in params.iter().enumerate().rev() {
+                    text = text.replace(&format!("${}", i + 1), v);
+                }
+                println!("--- {} ---", w.graph.ext_id(*x));
+                for row in pg.query(&format!("EXPLAIN (ANALYZE, BUFFERS) {text}"), &[])? {
+                    let line: String = row.get(0);
+                    println!("{line}");
+                }
+            }
+        }
+        return Ok(());
+    }
 
     // Cross-check before any timing.
     cross_check(&w, &ex, &sample, &mut pg, &sql, &ced)?;
@@ -393,6 +422,8 @@ ANALYZE;
 struct Sql {
     check: postgres::Statement,
     parties: postgres::Statement,
+    check_text: String,
+    parties_text: String,
 }
 
 fn id_list(ids: impl IntoIterator<Item = RoleId>) -> String {
@@ -533,6 +564,8 @@ FROM expanded x LEFT JOIN LATERAL {} pk(package_id) ON true",
         Ok(Sql {
             check: pg.prepare(&check).context("preparing the check query")?,
             parties: pg.prepare(&parties).context("preparing the authorized-parties query")?,
+            check_text: check,
+            parties_text: parties,
         })
     }
 
