@@ -112,11 +112,22 @@ fn main() -> Result<()> {
 
     // Cedar: entities and policies.
     let t = Instant::now();
-    let ced = CedarPeer::build(&w)?;
+    let principals: Vec<NodeId> = sample.persons.iter().chain(&sample.agents).chain(&sample.ceos).copied().collect();
+    let resources: Vec<NodeId> = sample.checks.iter().map(|c| c.1).collect::<BTreeSet<_>>().into_iter().collect();
+    let ced = CedarPeer::build(&w, false, &principals, &resources)?;
     eprintln!(
-        "cedar: {} entities, {} policies in {:.1?}",
+        "cedar (RolePackage as policies): {} entities in the sample's slice (of {} for the whole world), {} policies in {:.1?}",
         ced.entity_count,
+        ced.total_entities,
         ced.policy_count,
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let ced_h = CedarPeer::build(&w, true, &principals, &resources)?;
+    eprintln!(
+        "cedar (RolePackage folded into the hierarchy): {} entities in the sample's slice, {} policies in {:.1?}",
+        ced_h.entity_count,
+        ced_h.policy_count,
         t.elapsed()
     );
 
@@ -142,7 +153,7 @@ fn main() -> Result<()> {
     }
 
     // Cross-check before any timing.
-    cross_check(&w, &ex, &sample, &mut pg, &sql, &ced)?;
+    cross_check(&w, &ex, &sample, &mut pg, &sql, &[&ced, &ced_h])?;
 
     // Timing.
     let mut results: Vec<KindResult> = Vec::new();
@@ -158,6 +169,10 @@ fn main() -> Result<()> {
         k.cedar = Some(time(args.iters, |i| {
             let (x, f, p) = checks[i % n];
             std::hint::black_box(ced.check(&w, x, f, p, c));
+        }));
+        k.cedar_h = Some(time(args.iters, |i| {
+            let (x, f, p) = checks[i % n];
+            std::hint::black_box(ced_h.check(&w, x, f, p, c));
         }));
         let mut err = None;
         k.postgres = Some(time(args.pg_iters, |i| {
@@ -625,7 +640,10 @@ struct CedarPeer {
     authorizer: cedar::Authorizer,
     party_uid: HashMap<NodeId, cedar::EntityUid>,
     action_uid: Vec<cedar::EntityUid>,
+    use_action: cedar::EntityUid,
+    fold: bool,
     entity_count: usize,
+    total_entities: usize,
     policy_count: usize,
 }
 
@@ -678,7 +696,10 @@ impl CedarBuild {
 }
 
 impl CedarPeer {
-    fn build(w: &World) -> Result<CedarPeer> {
+    /// With `fold`, RolePackage rows become hierarchy edges too (a role group is in
+    /// `PkgAt::"F|p"` for each package its role gives at F's unit type) and one policy
+    /// remains: `principal in resource`, asked with resource `PkgAt::"F|p"`.
+    fn build(w: &World, fold: bool, principals: &[NodeId], resources: &[NodeId]) -> Result<CedarPeer> {
         let c = w.catalog;
         let g = &w.graph;
         let k = &c.known;
@@ -808,6 +829,44 @@ impl CedarPeer {
             }
         }
 
+        // The slice of the store the sampled requests need: the principals with all their
+        // ancestors, and the resources. (The whole medium world as cedar-policy entities
+        // outgrows this machine's memory; Cedar's own guidance is to pass the entities a
+        // request needs, so this is how it would be deployed.)
+        let total_entities = b.nodes.len();
+        let mut keep: HashSet<String> = HashSet::new();
+        let mut stack: Vec<String> = principals
+            .iter()
+            .chain(resources)
+            .map(|n| key("Party", &ext(*n)))
+            .collect();
+        while let Some(k) = stack.pop() {
+            if let Some(node) = b.nodes.get(&k)
+                && keep.insert(k)
+            {
+                stack.extend(node.parents.iter().cloned());
+            }
+        }
+        if fold {
+            let groups: Vec<String> = keep
+                .iter()
+                .filter(|k| k.starts_with("RoleAt\u{0}") || k.starts_with("Mapped\u{0}"))
+                .cloned()
+                .collect();
+            for gk in groups {
+                let Some((_, id)) = gk.split_once('\u{0}') else { continue };
+                let Some((party, code)) = id.split_once('|') else { continue };
+                let (Some(n), Some(r)) = (g.party_node(party), c.role_id(code)) else {
+                    continue;
+                };
+                for p in c.role_packages(r, unit(n).as_deref()).iter() {
+                    let pk = b.pkg_at(party, &c.package(p).code);
+                    b.edge(&gk, &pk);
+                    keep.insert(pk);
+                }
+            }
+        }
+
         // Entities.
         let mut ents = Vec::with_capacity(b.nodes.len());
         let split = |k: &str| -> Result<cedar::EntityUid> {
@@ -820,6 +879,9 @@ impl CedarPeer {
         }
         let party_nodes: HashMap<String, NodeId> = g.parties().map(|(n, p)| (p.id.clone(), n)).collect();
         for (kk, node) in &b.nodes {
+            if !keep.contains(kk) {
+                continue;
+            }
             let u = split(kk)?;
             let parents: HashSet<cedar::EntityUid> =
                 node.parents.iter().map(|p| split(p)).collect::<Result<_>>()?;
@@ -866,6 +928,9 @@ impl CedarPeer {
         let mut action_uid = Vec::new();
         for (i, p) in c.packages.iter().enumerate() {
             action_uid.push(uid("Action", &p.code)?);
+            if fold {
+                continue;
+            }
             let pid = PackageId(u16::try_from(i)?);
             let mut terms = vec![format!(
                 "(resource.pkgs has \"{0}\" && principal in resource.pkgs[\"{0}\"])",
@@ -887,6 +952,10 @@ impl CedarPeer {
             )?;
             policy_count += 1;
         }
+        if fold {
+            text = "permit(principal, action == Action::\"use\", resource) when { principal in resource };\n".into();
+            policy_count = 1;
+        }
         let policies = cedar::PolicySet::from_str(&text).map_err(|e| anyhow!("cedar policies: {e}"))?;
         Ok(CedarPeer {
             entities,
@@ -894,12 +963,29 @@ impl CedarPeer {
             authorizer: cedar::Authorizer::new(),
             party_uid,
             action_uid,
+            use_action: uid("Action", "use")?,
+            fold,
             entity_count,
+            total_entities,
             policy_count,
         })
     }
 
-    fn check(&self, _w: &World, x: NodeId, f: NodeId, p: PackageId, _c: &Catalog) -> bool {
+    fn check(&self, w: &World, x: NodeId, f: NodeId, p: PackageId, c: &Catalog) -> bool {
+        if self.fold {
+            let Some(pu) = self.party_uid.get(&x) else {
+                return false;
+            };
+            let Ok(res) = uid("PkgAt", &format!("{}|{}", w.graph.ext_id(f), c.package(p).code)) else {
+                return false;
+            };
+            let Ok(req) = cedar::Request::new(pu.clone(), self.use_action.clone(), res, cedar::Context::empty(), None)
+            else {
+                return false;
+            };
+            return self.authorizer.is_authorized(&req, &self.policies, &self.entities).decision()
+                == cedar::Decision::Allow;
+        }
         let (Some(pu), Some(fu), Some(au)) = (
             self.party_uid.get(&x),
             self.party_uid.get(&f),
@@ -1020,7 +1106,7 @@ fn cross_check(
     s: &Sample,
     pg: &mut postgres::Client,
     sql: &Sql,
-    ced: &CedarPeer,
+    peers: &[&CedarPeer],
 ) -> Result<()> {
     let g = &w.graph;
     let c = w.catalog;
@@ -1028,10 +1114,10 @@ fn cross_check(
     for (x, f, p) in &s.checks {
         let d = resolve::has_package(w, *x, *f, *p);
         let q = sql.check(pg, ex, *x, *f, *p)?;
-        let cd = ced.check(w, *x, *f, *p, c);
-        if d != q || d != cd {
+        let cd: Vec<bool> = peers.iter().map(|ced| ced.check(w, *x, *f, *p, c)).collect();
+        if d != q || cd.iter().any(|v| *v != d) {
             bail!(
-                "MISMATCH check package {} for ({} acting for {}): delegraph {d}, postgres {q}, cedar {cd}\n  explain: {:?}",
+                "MISMATCH check package {} for ({} acting for {}): delegraph {d}, postgres {q}, cedar (policies, hierarchy) {cd:?}\n  explain: {:?}",
                 c.package(*p).code,
                 g.ext_id(*x),
                 g.ext_id(*f),
@@ -1101,6 +1187,7 @@ struct KindResult {
     delegraph: Option<Vec<u64>>,
     postgres: Option<Vec<u64>>,
     cedar: Option<Vec<u64>>,
+    cedar_h: Option<Vec<u64>>,
 }
 
 impl KindResult {
@@ -1111,6 +1198,7 @@ impl KindResult {
             delegraph: None,
             postgres: None,
             cedar: None,
+            cedar_h: None,
         }
     }
 }
@@ -1152,22 +1240,25 @@ fn render_table(args: &Args, w: &World, s: &Sample, rs: &[KindResult]) -> String
     );
     let _ = writeln!(
         t,
-        "| query | sample | delegraph p50 | delegraph p99 | PostgreSQL p50 | PostgreSQL p99 | Cedar p50 | Cedar p99 | PG ÷ delegraph (p50 / p99) | Cedar ÷ delegraph (p50 / p99) |"
+        "| query | sample | delegraph p50 | delegraph p99 | PostgreSQL p50 | PostgreSQL p99 | Cedar (policies) p50 | p99 | Cedar (hierarchy) p50 | p99 | PG ÷ delegraph (p50 / p99) | Cedar (policies) ÷ delegraph | Cedar (hierarchy) ÷ delegraph |"
     );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rs {
         let (d50, d99) = cell(&r.delegraph);
         let (p50, p99) = cell(&r.postgres);
         let (c50, c99) = cell(&r.cedar);
+        let (h50, h99) = cell(&r.cedar_h);
         let _ = writeln!(
             t,
-            "| {} | {} | {d50} | {d99} | {p50} | {p99} | {c50} | {c99} | {} / {} | {} / {} |",
+            "| {} | {} | {d50} | {d99} | {p50} | {p99} | {c50} | {c99} | {h50} | {h99} | {} / {} | {} / {} | {} / {} |",
             r.name,
             r.sample,
             ratio(&r.postgres, &r.delegraph, 0.5),
             ratio(&r.postgres, &r.delegraph, 0.99),
             ratio(&r.cedar, &r.delegraph, 0.5),
             ratio(&r.cedar, &r.delegraph, 0.99),
+            ratio(&r.cedar_h, &r.delegraph, 0.5),
+            ratio(&r.cedar_h, &r.delegraph, 0.99),
         );
     }
     let _ = writeln!(
@@ -1195,14 +1286,14 @@ fn render_svg(args: &Args, rs: &[KindResult]) -> String {
     let _ = writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
     let _ = writeln!(
         s,
-        "<text x=\"10\" y=\"20\" font-size=\"14\">Latency CDF, {:?} world, seed {} — delegraph (blue), PostgreSQL (red), Cedar (green); x log scale</text>",
+        "<text x=\"10\" y=\"20\" font-size=\"14\">Latency CDF, {:?} world, seed {} — delegraph (blue), PostgreSQL (red), Cedar policies (green), Cedar hierarchy (orange); x log scale</text>",
         args.scale, args.seed
     );
     for (i, r) in rs.iter().enumerate() {
         let ox = 10.0 + pw * (i % cols) as f64;
         let oy = 35.0 + ph * (i / cols) as f64;
         let (l, t, wdt, hgt) = (ox + 45.0, oy + 20.0, pw - 70.0, ph - 60.0);
-        let all: Vec<u64> = [&r.delegraph, &r.postgres, &r.cedar]
+        let all: Vec<u64> = [&r.delegraph, &r.postgres, &r.cedar, &r.cedar_h]
             .iter()
             .filter_map(|v| v.as_ref())
             .flat_map(|v| [v.first().copied().unwrap_or(1), v.last().copied().unwrap_or(1)])
@@ -1236,7 +1327,12 @@ fn render_svg(args: &Args, rs: &[KindResult]) -> String {
                 y + 4.0
             );
         }
-        for (v, color) in [(&r.delegraph, "#1f5fbf"), (&r.postgres, "#c0392b"), (&r.cedar, "#2e8b57")] {
+        for (v, color) in [
+            (&r.delegraph, "#1f5fbf"),
+            (&r.postgres, "#c0392b"),
+            (&r.cedar, "#2e8b57"),
+            (&r.cedar_h, "#e67e22"),
+        ] {
             let Some(v) = v else { continue };
             let n = v.len();
             let step = (n / 400).max(1);
