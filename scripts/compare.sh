@@ -7,13 +7,13 @@
 # 127.0.0.1 (scripts/pg-baseline.sh), builds the `compare` binary (feature `compare`),
 # generates the world with a fixed seed, loads it into PostgreSQL and Cedar, cross-checks
 # the answers (a mismatch fails the run), times each query kind, prints the ratio table
-# and writes it with a latency plot to bench-results/, then stops PostgreSQL.
+# and writes it with a latency plot to docs/bench/, then stops PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCALE=${1:-small}
 shift || true
-OUT=bench-results
+OUT=docs/bench
 mkdir -p "$OUT"
 
 cargo build --release --features compare --bin compare

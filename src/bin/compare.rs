@@ -35,7 +35,10 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// libpq connection string of an empty PostgreSQL database (loopback only).
-    #[arg(long, default_value = "host=127.0.0.1 port=54329 user=delegraph dbname=postgres")]
+    #[arg(
+        long,
+        default_value = "host=127.0.0.1 port=54329 user=delegraph dbname=postgres"
+    )]
     pg: String,
     /// Subjects per kind in the sample (ordinary persons, agents, CEOs of big firms).
     #[arg(long, default_value_t = 40)]
@@ -112,8 +115,20 @@ fn main() -> Result<()> {
 
     // Cedar: entities and policies.
     let t = Instant::now();
-    let principals: Vec<NodeId> = sample.persons.iter().chain(&sample.agents).chain(&sample.ceos).copied().collect();
-    let resources: Vec<NodeId> = sample.checks.iter().map(|c| c.1).collect::<BTreeSet<_>>().into_iter().collect();
+    let principals: Vec<NodeId> = sample
+        .persons
+        .iter()
+        .chain(&sample.agents)
+        .chain(&sample.ceos)
+        .copied()
+        .collect();
+    let resources: Vec<NodeId> = sample
+        .checks
+        .iter()
+        .map(|c| c.1)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let ced = CedarPeer::build(&w, false, &principals, &resources)?;
     eprintln!(
         "cedar (RolePackage as policies): {} entities in the sample's slice (of {} for the whole world), {} policies in {:.1?}",
@@ -132,11 +147,17 @@ fn main() -> Result<()> {
     );
 
     if args.explain {
-        for x in [sample.persons.first(), sample.agents.first(), sample.ceos.first()].into_iter().flatten() {
+        for x in [sample.persons.first(), sample.agents.first(), sample.ceos.first()]
+            .into_iter()
+            .flatten()
+        {
             let f = sample.checks.iter().find(|c| c.0 == *x).map_or(*x, |c| c.1);
             for (q, params) in [
                 (&sql.parties_text, vec![ex.id_of[x].to_string()]),
-                (&sql.check_text, vec![ex.id_of[x].to_string(), ex.id_of[&f].to_string(), "1".into()]),
+                (
+                    &sql.check_text,
+                    vec![ex.id_of[x].to_string(), ex.id_of[&f].to_string(), "1".into()],
+                ),
             ] {
                 let mut text = q.clone();
                 for (i, v) in params.iter().enumerate().rev() {
@@ -188,8 +209,16 @@ fn main() -> Result<()> {
     }
     for (name, subjects, scale_down) in [
         ("authorized parties, ordinary person", &sample.persons, 1),
-        ("authorized parties, agent of an accounting firm", &sample.agents, 1),
-        ("authorized parties, CEO of a big accounting firm", &sample.ceos, 20),
+        (
+            "authorized parties, agent of an accounting firm",
+            &sample.agents,
+            1,
+        ),
+        (
+            "authorized parties, CEO of a big accounting firm",
+            &sample.ceos,
+            20,
+        ),
     ] {
         if subjects.is_empty() {
             continue;
@@ -578,13 +607,22 @@ FROM expanded x LEFT JOIN LATERAL {} pk(package_id) ON true",
         );
         Ok(Sql {
             check: pg.prepare(&check).context("preparing the check query")?,
-            parties: pg.prepare(&parties).context("preparing the authorized-parties query")?,
+            parties: pg
+                .prepare(&parties)
+                .context("preparing the authorized-parties query")?,
             check_text: check,
             parties_text: parties,
         })
     }
 
-    fn check(&self, pg: &mut postgres::Client, ex: &Export, x: NodeId, f: NodeId, p: PackageId) -> Result<bool> {
+    fn check(
+        &self,
+        pg: &mut postgres::Client,
+        ex: &Export,
+        x: NodeId,
+        f: NodeId,
+        p: PackageId,
+    ) -> Result<bool> {
         let row = pg.query_one(&self.check, &[&ex.id_of[&x], &ex.id_of[&f], &i32::from(p.0)])?;
         Ok(row.get(0))
     }
@@ -676,11 +714,18 @@ fn key(ty: &str, id: &str) -> String {
 impl CedarBuild {
     fn edge(&mut self, child: &str, parent: &str) {
         self.nodes.entry(parent.to_string()).or_default();
-        self.nodes.entry(child.to_string()).or_default().parents.insert(parent.to_string());
+        self.nodes
+            .entry(child.to_string())
+            .or_default()
+            .parents
+            .insert(parent.to_string());
     }
     fn pkg_at(&mut self, party: &str, pkg: &str) -> String {
         let k = key("PkgAt", &format!("{party}|{pkg}"));
-        self.pkgs.entry(party.to_string()).or_default().insert(pkg.to_string(), k.clone());
+        self.pkgs
+            .entry(party.to_string())
+            .or_default()
+            .insert(pkg.to_string(), k.clone());
         k
     }
     fn group(&mut self, ty: &str, party: &str, role: &str) -> String {
@@ -854,8 +899,12 @@ impl CedarPeer {
                 .cloned()
                 .collect();
             for gk in groups {
-                let Some((_, id)) = gk.split_once('\u{0}') else { continue };
-                let Some((party, code)) = id.split_once('|') else { continue };
+                let Some((_, id)) = gk.split_once('\u{0}') else {
+                    continue;
+                };
+                let Some((party, code)) = id.split_once('|') else {
+                    continue;
+                };
                 let (Some(n), Some(r)) = (g.party_node(party), c.role_id(code)) else {
                     continue;
                 };
@@ -909,12 +958,21 @@ impl CedarPeer {
             let mut pk = Vec::new();
             if let Some(ps) = b.pkgs.get(id) {
                 for (code, pkk) in ps {
-                    pk.push((code.clone(), cedar::RestrictedExpression::new_entity_uid(split(pkk)?)));
+                    pk.push((
+                        code.clone(),
+                        cedar::RestrictedExpression::new_entity_uid(split(pkk)?),
+                    ));
                 }
             }
             let attrs = HashMap::from([
-                ("variant".to_string(), cedar::RestrictedExpression::new_string(variant)),
-                ("roles".to_string(), cedar::RestrictedExpression::new_record(roles)?),
+                (
+                    "variant".to_string(),
+                    cedar::RestrictedExpression::new_string(variant),
+                ),
+                (
+                    "roles".to_string(),
+                    cedar::RestrictedExpression::new_record(roles)?,
+                ),
                 ("pkgs".to_string(), cedar::RestrictedExpression::new_record(pk)?),
             ]);
             ents.push(cedar::Entity::new(u, attrs, parents)?);
@@ -936,12 +994,20 @@ impl CedarPeer {
                 "(resource.pkgs has \"{0}\" && principal in resource.pkgs[\"{0}\"])",
                 p.code
             )];
-            for row in c.role_packages.iter().filter(|r| r.package == pid && r.has_access) {
+            for row in c
+                .role_packages
+                .iter()
+                .filter(|r| r.package == pid && r.has_access)
+            {
                 let code = &c.role(row.role).code;
-                let cond = format!("resource.roles has \"{code}\" && principal in resource.roles[\"{code}\"]");
+                let cond =
+                    format!("resource.roles has \"{code}\" && principal in resource.roles[\"{code}\"]");
                 match &row.unit_type {
                     None => terms.push(format!("({cond})")),
-                    Some(v) => terms.push(format!("(resource.variant == \"{}\" && {cond})", v.to_lowercase())),
+                    Some(v) => terms.push(format!(
+                        "(resource.variant == \"{}\" && {cond})",
+                        v.to_lowercase()
+                    )),
                 }
             }
             writeln!(
@@ -953,7 +1019,8 @@ impl CedarPeer {
             policy_count += 1;
         }
         if fold {
-            text = "permit(principal, action == Action::\"use\", resource) when { principal in resource };\n".into();
+            text = "permit(principal, action == Action::\"use\", resource) when { principal in resource };\n"
+                .into();
             policy_count = 1;
         }
         let policies = cedar::PolicySet::from_str(&text).map_err(|e| anyhow!("cedar policies: {e}"))?;
@@ -979,11 +1046,19 @@ impl CedarPeer {
             let Ok(res) = uid("PkgAt", &format!("{}|{}", w.graph.ext_id(f), c.package(p).code)) else {
                 return false;
             };
-            let Ok(req) = cedar::Request::new(pu.clone(), self.use_action.clone(), res, cedar::Context::empty(), None)
-            else {
+            let Ok(req) = cedar::Request::new(
+                pu.clone(),
+                self.use_action.clone(),
+                res,
+                cedar::Context::empty(),
+                None,
+            ) else {
                 return false;
             };
-            return self.authorizer.is_authorized(&req, &self.policies, &self.entities).decision()
+            return self
+                .authorizer
+                .is_authorized(&req, &self.policies, &self.entities)
+                .decision()
                 == cedar::Decision::Allow;
         }
         let (Some(pu), Some(fu), Some(au)) = (
@@ -997,7 +1072,10 @@ impl CedarPeer {
         else {
             return false;
         };
-        self.authorizer.is_authorized(&req, &self.policies, &self.entities).decision() == cedar::Decision::Allow
+        self.authorizer
+            .is_authorized(&req, &self.policies, &self.entities)
+            .decision()
+            == cedar::Decision::Allow
     }
 }
 
@@ -1027,7 +1105,9 @@ impl Sample {
             let Some(p) = g.party(*n) else { continue };
             match p.kind {
                 PartyKind::Person if p.alive => {
-                    if g.incoming(*n).any(|(_, _, e)| matches!(e, Edge::Assignment(a) if a.role == k.agent)) {
+                    if g.incoming(*n)
+                        .any(|(_, _, e)| matches!(e, Edge::Assignment(a) if a.role == k.agent))
+                    {
                         agents_all.push(*n);
                     } else {
                         persons_all.push(*n);
@@ -1242,7 +1322,10 @@ fn render_table(args: &Args, w: &World, s: &Sample, rs: &[KindResult]) -> String
         t,
         "| query | sample | delegraph p50 | delegraph p99 | PostgreSQL p50 | PostgreSQL p99 | Cedar (policies) p50 | p99 | Cedar (hierarchy) p50 | p99 | PG ÷ delegraph (p50 / p99) | Cedar (policies) ÷ delegraph | Cedar (hierarchy) ÷ delegraph |"
     );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        t,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in rs {
         let (d50, d99) = cell(&r.delegraph);
         let (p50, p99) = cell(&r.postgres);
@@ -1298,10 +1381,19 @@ fn render_svg(args: &Args, rs: &[KindResult]) -> String {
             .filter_map(|v| v.as_ref())
             .flat_map(|v| [v.first().copied().unwrap_or(1), v.last().copied().unwrap_or(1)])
             .collect();
-        let lo = (all.iter().copied().min().unwrap_or(1).max(1) as f64).log10().floor();
-        let hi = (all.iter().copied().max().unwrap_or(10).max(10) as f64).log10().ceil();
+        let lo = (all.iter().copied().min().unwrap_or(1).max(1) as f64)
+            .log10()
+            .floor();
+        let hi = (all.iter().copied().max().unwrap_or(10).max(10) as f64)
+            .log10()
+            .ceil();
         let xs = |ns: u64| l + ((ns.max(1) as f64).log10() - lo) / (hi - lo).max(1.0) * wdt;
-        let _ = writeln!(s, "<text x=\"{l}\" y=\"{}\" font-size=\"12\">{}</text>", t - 6.0, r.name);
+        let _ = writeln!(
+            s,
+            "<text x=\"{l}\" y=\"{}\" font-size=\"12\">{}</text>",
+            t - 6.0,
+            r.name
+        );
         let _ = writeln!(
             s,
             "<rect x=\"{l}\" y=\"{t}\" width=\"{wdt}\" height=\"{hgt}\" fill=\"none\" stroke=\"#888\"/>"
@@ -1337,7 +1429,12 @@ fn render_svg(args: &Args, rs: &[KindResult]) -> String {
             let n = v.len();
             let step = (n / 400).max(1);
             let mut pts = String::new();
-            for (j, ns) in v.iter().enumerate().step_by(step).chain(std::iter::once((n - 1, &v[n - 1]))) {
+            for (j, ns) in v
+                .iter()
+                .enumerate()
+                .step_by(step)
+                .chain(std::iter::once((n - 1, &v[n - 1])))
+            {
                 let y = t + hgt - (j as f64 + 1.0) / n as f64 * hgt;
                 let _ = write!(pts, "{:.1},{:.1} ", xs(*ns), y);
             }
