@@ -831,16 +831,23 @@ fn run_case(ops: &[Op], sims: &[Op]) -> Result<(), String> {
     Ok(())
 }
 
-/// `PROPTEST_CASES` when set, else `default` cases.
+/// `PROPTEST_CASES` when set, else `default` cases. The random seed is fixed (so a CI
+/// run is repeatable) unless `PROPTEST_RNG_SEED` names another; a failure prints the
+/// event sequence, which replays it.
 fn config(default: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default);
+    let seed = std::env::var("PROPTEST_RNG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_124);
     ProptestConfig {
         cases,
         max_shrink_iters: 4000,
         failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
         ..ProptestConfig::default()
     }
 }
