@@ -14,6 +14,7 @@
 //! * [`load`] — a world from a JSON Lines event stream or a scenario file.
 //! * [`sysuser`] — systems, system users, vendor and access requests, clients.
 //! * [`generate`] — the deterministic generator of realistic worlds (`delegraph generate`).
+//! * [`pdp`] — the Altinn-compatible XACML decision point with the graph as PIP.
 //! * [`scenario`] — the `delegraph test` runner for scenario files.
 
 pub mod a2impact;
@@ -24,6 +25,7 @@ pub mod graph;
 pub mod load;
 pub mod model;
 pub mod mutate;
+pub mod pdp;
 pub mod resolve;
 pub mod scenario;
 pub mod sysuser;
