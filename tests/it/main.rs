@@ -5,3 +5,4 @@
 
 mod a2impact;
 mod scenarios;
+mod xacml;
