@@ -366,6 +366,7 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
             })
     };
     match key {
+        "decide" => crate::pdp::scenario_decide(w, body),
         "check" => {
             let s: CheckStep = parse(key, body)?;
             let (x, f) = (party(w, &s.subject)?, party(w, &s.party)?);

@@ -287,6 +287,83 @@ pub fn decide_json_api(w: &World, body: &serde_json::Value, api: Api) -> serde_j
 }
 
 // ----------------------------------------------------------------------------------
+// The `decide` query of scenario files
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideStep {
+    request: serde_json::Value,
+    #[serde(default)]
+    api: Option<String>,
+    expect: Vec<String>,
+    /// Optionally, per result, the exact set of obligation ids.
+    #[serde(default)]
+    obligations: Option<Vec<Vec<String>>>,
+}
+
+/// Runs a `decide` step: Ok(Ok(())) when the answer is as expected, Ok(Err((expected,
+/// got))) when not, Err for a malformed step.
+pub fn scenario_decide(
+    w: &World,
+    body: serde_json::Value,
+) -> Result<std::result::Result<(), (String, String)>> {
+    let s: DecideStep =
+        serde_json::from_value(body).map_err(|e| Error::invalid(format!("`decide`: {e}")))?;
+    let api = match s.api.as_deref() {
+        None | Some("internal") => Api::Internal,
+        Some("external") => Api::External,
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "`api` is `internal` or `external`, got `{other}`"
+            )));
+        }
+    };
+    let mut expect = Vec::with_capacity(s.expect.len());
+    for e in &s.expect {
+        expect.push(Decision::parse(e).ok_or_else(|| {
+            Error::invalid(format!(
+                "a decision is Permit, Deny, NotApplicable or Indeterminate, got `{e}`"
+            ))
+        })?);
+    }
+    let resp = match json::parse_request(&s.request) {
+        Ok(req) => pip::decide(w, &req, api),
+        Err(e) => e.to_response(),
+    };
+    let got: Vec<Decision> = resp.results.iter().map(|r| r.decision).collect();
+    let show = |v: &[Decision]| {
+        format!(
+            "[{}]",
+            v.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
+        )
+    };
+    if got != expect {
+        let detail: Vec<String> = resp
+            .results
+            .iter()
+            .filter_map(|r| r.status_message.clone())
+            .collect();
+        let mut g = show(&got);
+        if !detail.is_empty() {
+            g.push_str(&format!(" ({})", detail.join("; ")));
+        }
+        return Ok(Err((show(&expect), g)));
+    }
+    if let Some(obl) = &s.obligations {
+        let got: Vec<BTreeSet<String>> = resp
+            .results
+            .iter()
+            .map(|r| r.obligations.iter().map(|o| o.id.clone()).collect())
+            .collect();
+        let exp: Vec<BTreeSet<String>> = obl.iter().map(|v| v.iter().cloned().collect()).collect();
+        if got != exp {
+            return Ok(Err((format!("obligations {exp:?}"), format!("{got:?}"))));
+        }
+    }
+    Ok(Ok(()))
+}
+
+// ----------------------------------------------------------------------------------
 // Evaluation without a world (the conformance suite, tools)
 
 /// Evaluates a request against one policy (or a policy that failed to load) and a
