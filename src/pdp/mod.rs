@@ -307,8 +307,7 @@ pub fn scenario_decide(
     w: &World,
     body: serde_json::Value,
 ) -> Result<std::result::Result<(), (String, String)>> {
-    let s: DecideStep =
-        serde_json::from_value(body).map_err(|e| Error::invalid(format!("`decide`: {e}")))?;
+    let s: DecideStep = serde_json::from_value(body).map_err(|e| Error::invalid(format!("`decide`: {e}")))?;
     let api = match s.api.as_deref() {
         None | Some("internal") => Api::Internal,
         Some("external") => Api::External,

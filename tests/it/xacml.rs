@@ -73,7 +73,12 @@ fn add_pip(dir: &Path, req: &mut Request) {
         if let [cat, id, dt, value] = parts.as_slice() {
             for c in req.categories.iter_mut().filter(|c| c.category == *cat) {
                 if c.values(id).next().is_none() {
-                    c.add(id, None, false, vec![AttrValue::new(&expand_datatype(dt), *value)]);
+                    c.add(
+                        id,
+                        None,
+                        false,
+                        vec![AttrValue::new(&expand_datatype(dt), *value)],
+                    );
                 }
             }
         }
@@ -128,7 +133,10 @@ fn same_result(got: &ResultItem, exp: &ResultItem) -> Result<(), String> {
         ));
     }
     if got.status_code != exp.status_code {
-        return Err(format!("status {}, expected {}", got.status_code, exp.status_code));
+        return Err(format!(
+            "status {}, expected {}",
+            got.status_code, exp.status_code
+        ));
     }
     let obl = |r: &ResultItem| {
         let mut v: Vec<(String, Vec<(String, String)>)> = r
@@ -166,14 +174,22 @@ fn same_result(got: &ResultItem, exp: &ResultItem) -> Result<(), String> {
         v
     };
     if attrs(got) != attrs(exp) {
-        return Err(format!("echoed attributes {:?}, expected {:?}", attrs(got), attrs(exp)));
+        return Err(format!(
+            "echoed attributes {:?}, expected {:?}",
+            attrs(got),
+            attrs(exp)
+        ));
     }
     Ok(())
 }
 
 fn same(got: &Response, exp: &Response) -> Result<(), String> {
     if got.results.len() != exp.results.len() {
-        return Err(format!("{} results, expected {}", got.results.len(), exp.results.len()));
+        return Err(format!(
+            "{} results, expected {}",
+            got.results.len(),
+            exp.results.len()
+        ));
     }
     for (g, e) in got.results.iter().zip(&exp.results) {
         same_result(g, e)?;
