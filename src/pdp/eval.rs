@@ -51,7 +51,7 @@ pub struct Ctx<'a> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum D {
+enum Dec {
     Permit,
     Deny,
     Na,
@@ -62,7 +62,7 @@ enum D {
 
 #[derive(Debug, Clone)]
 struct Out {
-    d: D,
+    d: Dec,
     fault: Option<Fault>,
     obl: Vec<Obligation>,
     adv: Vec<Obligation>,
@@ -70,7 +70,7 @@ struct Out {
 }
 
 impl Out {
-    fn new(d: D) -> Out {
+    fn new(d: Dec) -> Out {
         Out {
             d,
             fault: None,
@@ -83,12 +83,12 @@ impl Out {
         Out {
             fault: Some(f),
             ..Out::new(match e {
-                Effect::Permit => D::IndP,
-                Effect::Deny => D::IndD,
+                Effect::Permit => Dec::IndP,
+                Effect::Deny => Dec::IndD,
             })
         }
     }
-    fn ind_d(d: D, f: Option<Fault>) -> Out {
+    fn ind_d(d: Dec, f: Option<Fault>) -> Out {
         Out {
             fault: f,
             ..Out::new(d)
@@ -120,9 +120,9 @@ pub fn evaluate(p: &CompiledPolicy, ctx: &Ctx<'_>) -> ResultItem {
 
 fn finish(out: Out) -> ResultItem {
     let decision = match out.d {
-        D::Permit => Decision::Permit,
-        D::Deny => Decision::Deny,
-        D::Na => Decision::NotApplicable,
+        Dec::Permit => Decision::Permit,
+        Dec::Deny => Decision::Deny,
+        Dec::Na => Decision::NotApplicable,
         _ => Decision::Indeterminate,
     };
     let mut r = ResultItem::new(decision);
@@ -559,20 +559,20 @@ impl<'a> Ctx<'a> {
 
     fn rule(&self, r: &Rule, p: &Policy) -> Out {
         match self.target(&r.target) {
-            M::No => return Out::new(D::Na),
+            M::No => return Out::new(Dec::Na),
             M::Ind(f) => return Out::ind(r.effect, f),
             M::Yes => {}
         }
         if let Some(c) = &r.condition {
             match self.eval(c, Some(p)).and_then(|v| as_bool(&v)) {
                 Ok(true) => {}
-                Ok(false) => return Out::new(D::Na),
+                Ok(false) => return Out::new(Dec::Na),
                 Err(f) => return Out::ind(r.effect, f),
             }
         }
         let mut out = Out::new(match r.effect {
-            Effect::Permit => D::Permit,
-            Effect::Deny => D::Deny,
+            Effect::Permit => Dec::Permit,
+            Effect::Deny => Dec::Deny,
         });
         if let Err(f) = self.obligations(&r.obligations, r.effect, Some(p), &mut out) {
             return Out::ind(r.effect, f);
@@ -592,7 +592,7 @@ impl<'a> Ctx<'a> {
     fn policy(&self, p: &Policy) -> Out {
         let t = self.target(&p.target);
         if matches!(t, M::No) {
-            return Out::new(D::Na);
+            return Out::new(Dec::Na);
         }
         let cands = p.index.candidates(&self.action_values());
         let rules: Vec<&Rule> = match &cands {
@@ -601,7 +601,7 @@ impl<'a> Ctx<'a> {
         };
         let mut out = combine(p.alg, false, rules.len(), |i| match rules.get(i) {
             Some(r) => self.rule(r, p),
-            None => Out::new(D::Na),
+            None => Out::new(Dec::Na),
         });
         if let M::Ind(f) = t {
             return target_indeterminate(out, f);
@@ -620,8 +620,8 @@ impl<'a> Ctx<'a> {
         version: &str,
     ) {
         let e = match out.d {
-            D::Permit => Effect::Permit,
-            D::Deny => Effect::Deny,
+            Dec::Permit => Effect::Permit,
+            Dec::Deny => Effect::Deny,
             _ => return,
         };
         if let Err(f) = self.obligations(obls, e, p, out) {
@@ -637,19 +637,19 @@ impl<'a> Ctx<'a> {
             Child::Set(s) => self.policy_set(s, depth + 1),
             Child::Ref { set, id } => {
                 if depth > 16 {
-                    return Out::ind_d(D::IndDp, Some(processing("policy references nest too deep")));
+                    return Out::ind_d(Dec::IndDp, Some(processing("policy references nest too deep")));
                 }
                 match self.repo.iter().find(|c| c.root.id() == id) {
                     Some(cp) => match (&cp.root, set) {
                         (Root::Policy(p), false) => self.policy(p),
                         (Root::Set(s), true) => self.policy_set(s, depth + 1),
                         _ => Out::ind_d(
-                            D::IndDp,
+                            Dec::IndDp,
                             Some(processing(format!("reference `{id}` names the wrong kind"))),
                         ),
                     },
                     None => Out::ind_d(
-                        D::IndDp,
+                        Dec::IndDp,
                         Some(processing(format!("unknown policy reference `{id}`"))),
                     ),
                 }
@@ -674,7 +674,7 @@ impl<'a> Ctx<'a> {
     fn policy_set(&self, s: &PolicySet, depth: usize) -> Out {
         let t = self.target(&s.target);
         if matches!(t, M::No) {
-            return Out::new(D::Na);
+            return Out::new(Dec::Na);
         }
         let mut out = if s.alg == Alg::OnlyOneApplicable {
             let mut chosen = None;
@@ -696,14 +696,14 @@ impl<'a> Ctx<'a> {
                 }
             }
             match (bad, chosen) {
-                (Some(f), _) => Out::ind_d(D::IndDp, Some(f)),
+                (Some(f), _) => Out::ind_d(Dec::IndDp, Some(f)),
                 (None, Some(c)) => self.child(c, depth),
-                (None, None) => Out::new(D::Na),
+                (None, None) => Out::new(Dec::Na),
             }
         } else {
             combine(s.alg, true, s.children.len(), |i| match s.children.get(i) {
                 Some(c) => self.child(c, depth),
-                None => Out::new(D::Na),
+                None => Out::new(Dec::Na),
             })
         };
         if let M::Ind(f) = t {
@@ -1205,9 +1205,9 @@ impl<'a> Ctx<'a> {
 /// A policy whose own target was Indeterminate (XACML 3.0 §7.12).
 fn target_indeterminate(out: Out, f: Fault) -> Out {
     match out.d {
-        D::Na => Out::new(D::Na),
-        D::Permit => Out::ind_d(D::IndP, Some(f)),
-        D::Deny => Out::ind_d(D::IndD, Some(f)),
+        Dec::Na => Out::new(Dec::Na),
+        Dec::Permit => Out::ind_d(Dec::IndP, Some(f)),
+        Dec::Deny => Out::ind_d(Dec::IndD, Some(f)),
         d => Out::ind_d(d, out.fault.or(Some(f))),
     }
 }
@@ -1215,24 +1215,27 @@ fn target_indeterminate(out: Out, f: Fault) -> Out {
 /// Combines `n` children, evaluated lazily in order by `eval`.
 fn combine(alg: Alg, policy_level: bool, n: usize, eval: impl Fn(usize) -> Out) -> Out {
     match alg {
-        Alg::DenyOverrides | Alg::LegacyDenyOverrides => {
-            overrides(D::Deny, alg == Alg::LegacyDenyOverrides && policy_level, n, eval)
-        }
-        Alg::PermitOverrides | Alg::LegacyPermitOverrides => overrides(D::Permit, false, n, eval),
+        Alg::DenyOverrides | Alg::LegacyDenyOverrides => overrides(
+            Dec::Deny,
+            alg == Alg::LegacyDenyOverrides && policy_level,
+            n,
+            eval,
+        ),
+        Alg::PermitOverrides | Alg::LegacyPermitOverrides => overrides(Dec::Permit, false, n, eval),
         Alg::FirstApplicable | Alg::OnlyOneApplicable => {
             for i in 0..n {
                 let o = eval(i);
-                if o.d != D::Na {
+                if o.d != Dec::Na {
                     return o;
                 }
             }
-            Out::new(D::Na)
+            Out::new(Dec::Na)
         }
         Alg::DenyUnlessPermit | Alg::PermitUnlessDeny => {
             let (win, other) = if alg == Alg::DenyUnlessPermit {
-                (D::Permit, D::Deny)
+                (Dec::Permit, Dec::Deny)
             } else {
-                (D::Deny, D::Permit)
+                (Dec::Deny, Dec::Permit)
             };
             let mut rest = Out::new(other);
             for i in 0..n {
@@ -1254,11 +1257,11 @@ fn combine(alg: Alg, policy_level: bool, n: usize, eval: impl Fn(usize) -> Out) 
 /// deny-overrides (`win` = Deny) and permit-overrides (`win` = Permit), XACML 3.0.
 /// `legacy_deny`: the XACML 1.x/2.0 policy-level variant, where an Indeterminate
 /// child counts as Deny.
-fn overrides(win: D, legacy_deny: bool, n: usize, eval: impl Fn(usize) -> Out) -> Out {
-    let (ind_win, ind_lose, lose) = if win == D::Deny {
-        (D::IndD, D::IndP, D::Permit)
+fn overrides(win: Dec, legacy_deny: bool, n: usize, eval: impl Fn(usize) -> Out) -> Out {
+    let (ind_win, ind_lose, lose) = if win == Dec::Deny {
+        (Dec::IndD, Dec::IndP, Dec::Permit)
     } else {
-        (D::IndP, D::IndD, D::Deny)
+        (Dec::IndP, Dec::IndD, Dec::Deny)
     };
     let mut any_lose = false;
     let (mut iw, mut il, mut idp) = (false, false, false);
@@ -1280,16 +1283,16 @@ fn overrides(win: D, legacy_deny: bool, n: usize, eval: impl Fn(usize) -> Out) -
         } else if o.d == ind_lose {
             il = true;
             fault = fault.or(o.fault);
-        } else if o.d == D::IndDp {
+        } else if o.d == Dec::IndDp {
             idp = true;
             fault = fault.or(o.fault);
         }
     }
     if legacy_deny && (iw || il || idp) {
-        return Out::new(D::Deny);
+        return Out::new(Dec::Deny);
     }
     if idp || (iw && (il || any_lose)) {
-        return Out::ind_d(D::IndDp, fault);
+        return Out::ind_d(Dec::IndDp, fault);
     }
     if iw {
         return Out::ind_d(ind_win, fault);
@@ -1300,5 +1303,5 @@ fn overrides(win: D, legacy_deny: bool, n: usize, eval: impl Fn(usize) -> Out) -
     if il {
         return Out::ind_d(ind_lose, fault);
     }
-    Out::new(D::Na)
+    Out::new(Dec::Na)
 }
