@@ -253,7 +253,8 @@ fn typed(ty: &str, v: &str) -> R<T> {
     let s = v.trim();
     Ok(match ty {
         "string" | "anyURI" | "ipAddress" | "dnsName" => T::S(v.to_string()),
-        "x500Name" | "hexBinary" => T::S(s.to_lowercase()),
+        "x500Name" => T::S(x500_rdns(s).join(",")),
+        "hexBinary" => T::S(s.to_lowercase()),
         "base64Binary" => T::S(s.chars().filter(|c| !c.is_whitespace()).collect()),
         "rfc822Name" => match s.split_once('@') {
             Some((l, d)) => T::S(format!("{l}@{}", d.to_lowercase())),
@@ -289,7 +290,8 @@ fn typed(ty: &str, v: &str) -> R<T> {
                     + i128::from(u.timestamp_subsec_nanos()),
             )
         }
-        "dayTimeDuration" | "yearMonthDuration" => T::Dur(parse_duration(s).ok_or_else(bad)?),
+        "dayTimeDuration" => T::Dur(parse_duration(s).ok_or_else(bad)?),
+        "yearMonthDuration" => T::Dur(i128::from(parse_months(s).ok_or_else(bad)?)),
         _ => T::S(v.to_string()),
     })
 }
@@ -333,7 +335,79 @@ fn as_bool(v: &Val) -> R<bool> {
 }
 
 fn eq_typed(ty: &str, a: &AttrValue, b: &AttrValue) -> R<bool> {
-    Ok(typed(ty, &a.v)? == typed(ty, &b.v)?)
+    Ok(match (typed(ty, &a.v)?, typed(ty, &b.v)?) {
+        // Value identity (XML Schema), not IEEE comparison: NaN equals NaN.
+        (T::F(x), T::F(y)) if x.is_nan() && y.is_nan() => true,
+        (x, y) => x == y,
+    })
+}
+
+/// The relative distinguished names of an X.500 name, normalised (trimmed, lower case).
+fn x500_rdns(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|rdn| match rdn.split_once('=') {
+            Some((k, v)) => format!("{}={}", k.trim().to_lowercase(), v.trim().to_lowercase()),
+            None => rdn.trim().to_lowercase(),
+        })
+        .collect()
+}
+
+/// A yearMonthDuration in months.
+fn parse_months(s: &str) -> Option<i64> {
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let mut rest = s.strip_prefix('P')?;
+    let mut months = 0i64;
+    if let Some(i) = rest.find('Y') {
+        months += rest[..i].parse::<i64>().ok()? * 12;
+        rest = &rest[i + 1..];
+    }
+    if let Some(i) = rest.find('M') {
+        months += rest[..i].parse::<i64>().ok()?;
+        rest = &rest[i + 1..];
+    }
+    if !rest.is_empty() {
+        return None;
+    }
+    Some(if neg { -months } else { months })
+}
+
+/// Adds a duration to a date or dateTime (lexical forms), keeping its time zone.
+fn add_duration(ty: &str, v: &str, dur_ty: &str, dur: &str, sign: i64) -> R<String> {
+    let bad = || processing(format!("cannot add `{dur}` to `{v}`"));
+    let (base, off) = parse_tz(v.trim());
+    let tz = &v.trim()[base.len()..];
+    let (date_fmt, out_fmt) = if ty == "date" {
+        ("%Y-%m-%d", "%Y-%m-%d")
+    } else {
+        ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f")
+    };
+    let _ = off;
+    let t = if ty == "date" {
+        NaiveDate::parse_from_str(&base, date_fmt)
+            .map_err(|_| bad())?
+            .and_hms_opt(0, 0, 0)
+            .ok_or_else(bad)?
+    } else {
+        NaiveDateTime::parse_from_str(&base, date_fmt).map_err(|_| bad())?
+    };
+    let out = if dur_ty == "yearMonthDuration" {
+        let m = parse_months(dur.trim()).ok_or_else(bad)? * sign;
+        let months = chrono::Months::new(m.unsigned_abs() as u32);
+        if m >= 0 {
+            t.checked_add_months(months)
+        } else {
+            t.checked_sub_months(months)
+        }
+        .ok_or_else(bad)?
+    } else {
+        let ms = parse_duration(dur.trim()).ok_or_else(bad)? as i64 * sign;
+        t.checked_add_signed(chrono::TimeDelta::milliseconds(ms))
+            .ok_or_else(bad)?
+    };
+    Ok(format!("{}{tz}", out.format(out_fmt)))
 }
 
 fn bool_val(b: bool) -> Val {
@@ -930,6 +1004,45 @@ impl<'a> Ctx<'a> {
         let (ty, op) = split_type(f).ok_or_else(|| processing(format!("unsupported function `{f}`")))?;
         let dt = dt_uri(ty);
         match op {
+            "match" if ty == "rfc822Name" => {
+                arity(2)?;
+                let (pat, v) = (one(&args[0])?, one(&args[1])?);
+                check_type("string", pat)?;
+                check_type(ty, v)?;
+                let pat = pat.v.trim();
+                let (local, domain) = v.v.trim().split_once('@').unwrap_or(("", v.v.trim()));
+                let domain = domain.to_lowercase();
+                let r = if let Some((pl, pd)) = pat.split_once('@') {
+                    pl == local && pd.to_lowercase() == domain
+                } else if pat.starts_with('.') {
+                    domain.ends_with(&pat.to_lowercase())
+                } else {
+                    domain == pat.to_lowercase()
+                };
+                Ok(bool_val(r))
+            }
+            "match" if ty == "x500Name" => {
+                arity(2)?;
+                let (a, b) = (one(&args[0])?, one(&args[1])?);
+                check_type(ty, a)?;
+                check_type(ty, b)?;
+                let (a, b) = (x500_rdns(&a.v), x500_rdns(&b.v));
+                Ok(bool_val(b.len() >= a.len() && b[b.len() - a.len()..] == a[..]))
+            }
+            _ if (op.starts_with("add-") || op.starts_with("subtract-"))
+                && (ty == "date" || ty == "dateTime") =>
+            {
+                arity(2)?;
+                let (d, dur) = (one(&args[0])?, one(&args[1])?);
+                check_type(ty, d)?;
+                let dur_ty = op.split_once('-').map(|x| x.1).unwrap_or_default();
+                check_type(dur_ty, dur)?;
+                let sign = if op.starts_with("add-") { 1 } else { -1 };
+                Ok(Val::One(AttrValue::new(
+                    &dt,
+                    add_duration(ty, &d.v, dur_ty, &dur.v, sign)?,
+                )))
+            }
             "equal" | "equal-ignore-case" => {
                 arity(2)?;
                 let (a, b) = (one(&args[0])?, one(&args[1])?);

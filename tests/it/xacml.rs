@@ -31,16 +31,20 @@ fn skip_reason(id: &str, dir: &Path) -> Option<String> {
             "XPath-based functions and AttributeSelector (optional) are not supported",
         ),
         (
-            "IIC003",
-            "static type error: the spec allows rejecting the policy at load time instead",
+            "IIIE301",
+            "multiple decisions over XPath-selected content nodes (optional) are not supported",
         ),
         (
-            "IIC012",
-            "static type error: the spec allows rejecting the policy at load time instead",
+            "IIIE302",
+            "multiple decisions over XPath-selected content nodes (optional) are not supported",
         ),
         (
-            "IIC014",
-            "static type error: the spec allows rejecting the policy at load time instead",
+            "IIF30",
+            "xpath-node-count over request content (optional XPath) is not supported",
+        ),
+        (
+            "IIF310",
+            "xpath-node-count over request content (optional XPath) is not supported",
         ),
     ];
     for (prefix, why) in special {
