@@ -60,13 +60,15 @@ pub struct ResourceSummary {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Report {
     pub pairs_examined: usize,
+    /// How many permits would be lost (also when `lost` is not kept).
+    pub lost_count: usize,
     pub resources: Vec<ResourceSummary>,
     pub lost: Vec<LostPermit>,
 }
 
 impl Report {
     pub fn total_lost(&self) -> usize {
-        self.lost.len()
+        self.lost_count
     }
     pub fn total_kept(&self) -> usize {
         self.resources.iter().map(|r| r.kept).sum()
@@ -131,7 +133,24 @@ fn candidate_pairs(w: &World) -> BTreeSet<(NodeId, NodeId)> {
 }
 
 /// Builds the report; `progress(done, total)` is called as pairs are examined.
-pub fn report(w: &World, filter: &Filter, mut progress: impl FnMut(usize, usize)) -> Report {
+pub fn report(w: &World, filter: &Filter, progress: impl FnMut(usize, usize)) -> Report {
+    let mut lost = Vec::new();
+    let mut r = report_streaming(w, filter, progress, |l| lost.push(l));
+    lost.sort();
+    r.lost = lost;
+    r
+}
+
+/// Builds the report, handing each lost permit to `sink` as it is found instead of
+/// keeping it (a Norway-scale cut-off loses far more permits than are worth holding in
+/// memory); the returned report has the totals and per-resource counts, and an empty
+/// `lost` list.
+pub fn report_streaming(
+    w: &World,
+    filter: &Filter,
+    mut progress: impl FnMut(usize, usize),
+    mut sink: impl FnMut(LostPermit),
+) -> Report {
     let c = w.catalog;
     let g = &w.graph;
     // Resources whose policy names an Altinn 2 role, with the filter applied.
@@ -239,7 +258,8 @@ pub fn report(w: &World, filter: &Filter, mut progress: impl FnMut(usize, usize)
                 if !restoring.is_empty() && !grantors.is_empty() {
                     s.restorable_by_one_grant += 1;
                 }
-                out.lost.push(LostPermit {
+                out.lost_count += 1;
+                sink(LostPermit {
                     owner: owner.clone(),
                     resource: rid.clone(),
                     subject: g.ext_id(x).to_string(),
@@ -253,7 +273,6 @@ pub fn report(w: &World, filter: &Filter, mut progress: impl FnMut(usize, usize)
         }
     }
     progress(total, total);
-    out.lost.sort();
     out.resources = summaries.into_values().collect();
     out
 }
@@ -323,10 +342,22 @@ fn csv_field(v: &str) -> String {
     }
 }
 
+/// The header of the CSV of lost permits.
+pub const CSV_HEADER: &str = "owner,resource,subject,party,action,rests_on,restoring_packages,grantors";
+
 /// The lost permits as CSV, one row each.
 pub fn to_csv(r: &Report) -> String {
-    let mut s = String::from("owner,resource,subject,party,action,rests_on,restoring_packages,grantors\n");
+    let mut s = format!("{CSV_HEADER}\n");
     for l in &r.lost {
+        s.push_str(&csv_row(l));
+    }
+    s
+}
+
+/// One lost permit as a CSV line (with its newline).
+pub fn csv_row(l: &LostPermit) -> String {
+    let mut s = String::new();
+    {
         let row = [
             l.owner.clone(),
             l.resource.clone(),

@@ -142,6 +142,14 @@ impl RoleSet {
     }
 }
 
+impl Extend<RoleId> for RoleSet {
+    fn extend<T: IntoIterator<Item = RoleId>>(&mut self, iter: T) {
+        for r in iter {
+            self.insert(r);
+        }
+    }
+}
+
 /// Precomputed RolePackage rows of one role.
 #[derive(Debug, Clone, Default)]
 struct RoleRows {

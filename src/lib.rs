@@ -15,9 +15,17 @@
 //! * [`sysuser`] — systems, system users, vendor and access requests, clients.
 //! * [`generate`] — the deterministic generator of realistic worlds (`delegraph generate`).
 //! * [`pdp`] — the Altinn-compatible XACML decision point with the graph as PIP.
-//! * [`scenario`] — the `delegraph test` runner for scenario files.
+//! * [`query`] — queries as typed requests and answers, one evaluation for the scenario
+//!   runner, the HTTP API and `delegraph test --server`.
+//! * [`scenario`] — the `delegraph test` runner for scenario files, in-process or over HTTP.
+//! * [`partition`] — the shared world, the commit section and the partition actors that
+//!   own the write path; the journal seam ([`partition::journal::Journal`]).
+//! * [`api`] — the actix-web HTTP API: routes, JWT scopes, limits, problems, metrics,
+//!   OpenAPI, and the HTTP client behind `delegraph test --server`.
+//! * [`persist`] — snapshots, the write-ahead log, the durable store and the import.
 
 pub mod a2impact;
+pub mod api;
 pub mod catalog;
 pub mod event;
 pub mod generate;
@@ -25,7 +33,10 @@ pub mod graph;
 pub mod load;
 pub mod model;
 pub mod mutate;
+pub mod partition;
 pub mod pdp;
+pub mod persist;
+pub mod query;
 pub mod resolve;
 pub mod scenario;
 pub mod sysuser;

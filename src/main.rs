@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod persist_cli;
+mod serve;
+
 #[derive(Parser)]
 #[command(
     name = "delegraph",
@@ -26,7 +29,17 @@ enum Command {
         /// Scenario files (YAML, see the scenario format).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Run the files against a running server (e.g. `http://127.0.0.1:8080`) instead
+        /// of in-process. The server must run with `--allow-reset` (each file starts from
+        /// an empty world).
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// Bearer token for `--server` (scope `delegraph:admin`); or set DELEGRAPH_TOKEN.
+        #[arg(long, env = "DELEGRAPH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
+    /// Serve the HTTP API (see the README's "Serving" section).
+    Serve(serve::ServeArgs),
     /// Show the built-in catalogue, or look up one role or package.
     ///
     /// Without a name: the counts of roles, packages, areas, RolePackage and RoleMap
@@ -56,7 +69,7 @@ enum Command {
         /// Write the lost permits as CSV to this file.
         #[arg(long)]
         csv: Option<PathBuf>,
-        /// Write the whole report as JSON to this file.
+        /// Write the lost permits as JSON Lines (one object per permit) to this file.
         #[arg(long)]
         json: Option<PathBuf>,
         /// Write a chart (per resource: kept, lost, restorable) as SVG to this file.
@@ -69,6 +82,14 @@ enum Command {
     /// Generate a realistic world (deterministic, seeded): build it in memory and print
     /// statistics, or write its events as JSON Lines with --jsonl.
     Generate(delegraph::generate::GenerateArgs),
+    /// Save, load, verify or describe graph snapshots.
+    #[command(subcommand)]
+    Snapshot(persist_cli::SnapshotCommand),
+    /// Apply a JSON Lines event file in order and save the world as a snapshot.
+    Import(persist_cli::ImportArgs),
+    /// Crash-test child: applies random batches to a durable store until killed.
+    #[command(name = "__crash-child", hide = true)]
+    CrashChild(persist_cli::CrashChildArgs),
     /// XACML resource policies for the decision point.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -152,10 +173,24 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Test { files } => {
+        Command::Serve(args) => match serve::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Snapshot(cmd) => persist_cli::snapshot_command(cmd),
+        Command::Import(args) => persist_cli::import_command(args),
+        Command::CrashChild(args) => persist_cli::crash_child(args),
+        Command::Test { files, server, token } => {
             let mut report = delegraph::scenario::Report::default();
+            let mut http = server.map(|url| delegraph::api::client::HttpBackend::new(&url, token));
             for f in &files {
-                report.merge(delegraph::scenario::run_file(f));
+                report.merge(match &mut http {
+                    Some(b) => delegraph::scenario::run_file_on(b, f),
+                    None => delegraph::scenario::run_file(f),
+                });
             }
             for f in &report.failures {
                 println!("{f}");
@@ -218,28 +253,72 @@ fn a2_impact(
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     use delegraph::a2impact;
+    use std::io::Write;
     let w = delegraph::load::load_world(world).with_context(|| format!("loading `{}`", world.display()))?;
     let bar = progress_bar("examining subject/party pairs");
     let filter = a2impact::Filter { owner, resource };
-    let report = a2impact::report(&w, &filter, |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    });
+    // Lost permits stream to the CSV and JSON Lines files as they are found; the table
+    // shows the first ones.
+    let open = |p: &Option<PathBuf>| -> anyhow::Result<Option<std::io::BufWriter<std::fs::File>>> {
+        p.as_ref()
+            .map(|p| {
+                std::fs::File::create(p)
+                    .map(std::io::BufWriter::new)
+                    .with_context(|| format!("creating `{}`", p.display()))
+            })
+            .transpose()
+    };
+    let mut csv_out = open(&csv)?;
+    let mut json_out = open(&json)?;
+    if let Some(f) = csv_out.as_mut() {
+        writeln!(f, "{}", a2impact::CSV_HEADER)?;
+    }
+    const SHOWN: usize = 50;
+    let mut shown = Vec::new();
+    let mut write_error: Option<std::io::Error> = None;
+    let mut report = a2impact::report_streaming(
+        &w,
+        &filter,
+        |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+        |l| {
+            if let Some(f) = csv_out.as_mut()
+                && let Err(e) = f.write_all(a2impact::csv_row(&l).as_bytes())
+            {
+                write_error.get_or_insert(e);
+            }
+            if let Some(f) = json_out.as_mut() {
+                let line = serde_json::to_string(&l).unwrap_or_default();
+                if let Err(e) = writeln!(f, "{line}") {
+                    write_error.get_or_insert(e);
+                }
+            }
+            if shown.len() < SHOWN {
+                shown.push(l);
+            }
+        },
+    );
     bar.finish_and_clear();
+    if let Some(e) = write_error {
+        return Err(e).context("writing the report");
+    }
+    shown.sort();
+    let more = report.lost_count.saturating_sub(shown.len());
+    report.lost = shown;
     let mut table = a2impact::to_table(&report);
     if summary && let Some(i) = table.find("\nlost permits") {
         table.truncate(i + 1);
+    } else if more > 0 {
+        table.push_str(&format!("  … and {more} more (see the CSV or JSON output)\n"));
     }
     print!("{table}");
-    if let Some(p) = csv {
-        std::fs::write(&p, a2impact::to_csv(&report))
-            .with_context(|| format!("writing `{}`", p.display()))?;
-        eprintln!("wrote {}", p.display());
-    }
-    if let Some(p) = json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(&p, text).with_context(|| format!("writing `{}`", p.display()))?;
-        eprintln!("wrote {}", p.display());
+    for (p, f) in [(&csv, csv_out), (&json, json_out)] {
+        if let (Some(p), Some(mut f)) = (p, f) {
+            f.flush().with_context(|| format!("writing `{}`", p.display()))?;
+            eprintln!("wrote {}", p.display());
+        }
     }
     if let Some(p) = svg {
         std::fs::write(&p, a2impact::to_svg(&report))

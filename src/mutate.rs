@@ -242,6 +242,21 @@ pub fn apply_batch(w: &mut World, evs: &[Event]) -> Result<Outcome> {
     Ok(tx.outcome())
 }
 
+/// Validates events as [`apply_batch`] would and reports what they would change, then
+/// undoes them: the world is left as it was (the service's dry run before the journal).
+pub fn dry_run_batch(w: &mut World, evs: &[Event]) -> Result<Outcome> {
+    let mut tx = Tx::new(w);
+    for ev in evs {
+        if let Err(e) = apply_in(&mut tx, ev) {
+            tx.rollback();
+            return Err(e);
+        }
+    }
+    let out = tx.outcome();
+    tx.rollback();
+    Ok(out)
+}
+
 /// One access that a simulated event would take away.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Access {

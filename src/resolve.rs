@@ -53,6 +53,14 @@ pub struct Record {
 }
 
 impl Record {
+    /// The role the subject holds through this record, if any. A client-delegation
+    /// record keeps the client assignment's role (the owner rule of path 6 needs it),
+    /// but the agent does not hold that role (§4.4: "X does not hold role r through
+    /// it"), so it gives no role to rights, role checks or policy matching.
+    pub fn held_role(&self) -> Option<RoleId> {
+        (!matches!(self.origin, Origin::Delegation { .. })).then_some(self.role)
+    }
+
     /// Whether the delegation check (§5) counts this record: direct or key role, or
     /// either of those at the party's main unit; never client delegations, RoleMap or
     /// the owner rule.
@@ -291,7 +299,7 @@ pub fn rights(w: &World, x: NodeId, f: NodeId) -> Rights {
     let recs = records(w, x, Some(f));
     let mut r = Rights::default();
     for rec in &recs {
-        r.roles.insert(rec.role);
+        r.roles.extend(rec.held_role());
         r.packages.union_with(&rec.packages);
     }
     r.records = recs;
@@ -366,7 +374,7 @@ pub fn permits_with(
     let mut roles = RoleSet::EMPTY;
     let mut packages = PackageSet::EMPTY;
     for r in recs {
-        roles.insert(r.role);
+        roles.extend(r.held_role());
         packages.union_with(&r.packages);
     }
     if policy_permits(w, res, action, &roles, &packages) {
@@ -391,7 +399,7 @@ pub fn permitted_actions(w: &World, recs: &[Record]) -> BTreeSet<(NodeId, String
     let mut roles = RoleSet::EMPTY;
     let mut packages = PackageSet::EMPTY;
     for r in recs {
-        roles.insert(r.role);
+        roles.extend(r.held_role());
         packages.union_with(&r.packages);
     }
     let mut out = BTreeSet::new();
@@ -464,7 +472,7 @@ pub fn authorized_parties(w: &World, x: NodeId) -> Vec<AuthorizedParty> {
             out.len() - 1
         });
         if let Some(e) = out.get_mut(i) {
-            e.roles.insert(r.role);
+            e.roles.extend(r.held_role());
             e.packages.union_with(&r.packages);
         }
     }
@@ -585,7 +593,7 @@ pub fn has_package(w: &World, x: NodeId, f: NodeId, p: PackageId) -> bool {
 
 /// Does `x` hold role `role` for `f` (key-role and RoleMap paths included)?
 pub fn has_role(w: &World, x: NodeId, f: NodeId, role: RoleId) -> bool {
-    records(w, x, Some(f)).iter().any(|r| r.role == role)
+    records(w, x, Some(f)).iter().any(|r| r.held_role() == Some(role))
 }
 
 /// A human-readable derivation of one record: the chain of edges it rests on.
@@ -659,7 +667,7 @@ pub fn explain_package(w: &World, x: NodeId, f: NodeId, p: PackageId) -> Vec<Str
 pub fn explain_role(w: &World, x: NodeId, f: NodeId, role: RoleId) -> Vec<String> {
     records(w, x, Some(f))
         .iter()
-        .filter(|r| r.role == role)
+        .filter(|r| r.held_role() == Some(role))
         .map(|r| describe(w, x, r))
         .collect()
 }

@@ -8,13 +8,50 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::catalog::Catalog;
 use crate::event::{EVENT_NAMES, Event};
-use crate::graph::NodeId;
 use crate::model::{Error, ErrorCode, Result};
-use crate::mutate::{self, Access};
-use crate::resolve::{self, DelegationVerdict};
+use crate::mutate;
+use crate::query::{self, Answer, LostAccess, Query};
 use crate::sysuser;
 use crate::world::World;
+
+// ----------------------------------------------------------------------------------
+// Backends: where the steps run. The runner parses steps and judges answers; a backend
+// applies events and evaluates queries (`query::evaluate_mut` in-process, the HTTP API
+// for `delegraph test --server`), so both paths share one parser and one judge.
+
+/// Where a scenario runs: an in-process [`World`], or a server over HTTP.
+pub trait Backend {
+    /// Starts from an empty world (each scenario file builds its own).
+    fn reset(&mut self) -> Result<()>;
+    /// Applies events atomically: all of them, or none with the refusal.
+    fn apply(&mut self, events: &[Event]) -> Result<()>;
+    /// Evaluates one query.
+    fn query(&mut self, q: &Query) -> Result<Answer>;
+    /// Asks the decision point (domain.md §8) a JSON-profile request; the answer is the
+    /// JSON-profile response.
+    fn decide(&mut self, api: crate::pdp::Api, request: &Value) -> Result<Value> {
+        let _ = (api, request);
+        Err(Error::invalid("this backend cannot run `decide` steps"))
+    }
+}
+
+impl Backend for World {
+    fn reset(&mut self) -> Result<()> {
+        *self = World::new();
+        Ok(())
+    }
+    fn apply(&mut self, events: &[Event]) -> Result<()> {
+        mutate::apply_batch(self, events).map(|_| ())
+    }
+    fn query(&mut self, q: &Query) -> Result<Answer> {
+        query::evaluate_mut(self, q)
+    }
+    fn decide(&mut self, api: crate::pdp::Api, request: &Value) -> Result<Value> {
+        Ok(crate::pdp::decide_json_api(self, request, api))
+    }
+}
 
 /// One failed step.
 #[derive(Debug, Clone)]
@@ -64,9 +101,14 @@ struct File {
 
 /// Runs a scenario file from disk.
 pub fn run_file(path: &Path) -> Report {
+    run_file_on(&mut World::new(), path)
+}
+
+/// Runs a scenario file from disk on `backend`.
+pub fn run_file_on(backend: &mut dyn Backend, path: &Path) -> Report {
     let name = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => run_str(&name, &text),
+        Ok(text) => run_str_on(backend, &name, &text),
         Err(e) => file_failure(&name, format!("cannot read the file: {e}")),
     }
 }
@@ -87,15 +129,22 @@ fn file_failure(name: &str, got: String) -> Report {
 
 /// Runs scenario text; `name` labels the failures.
 pub fn run_str(name: &str, text: &str) -> Report {
+    run_str_on(&mut World::new(), name, text)
+}
+
+/// Runs scenario text on `backend`, from an empty world; `name` labels the failures.
+pub fn run_str_on(backend: &mut dyn Backend, name: &str, text: &str) -> Report {
     let file: File = match serde_yaml::from_str(text) {
         Ok(f) => f,
         Err(e) => return file_failure(name, format!("not a valid scenario file: {e}")),
     };
-    let mut w = World::new();
+    if let Err(e) = backend.reset() {
+        return file_failure(name, format!("cannot start from an empty world: {e}"));
+    }
     let mut report = Report::default();
     for (i, step) in file.steps.into_iter().enumerate() {
         let what = step_name(&step);
-        match run_step(&mut w, step) {
+        match run_step(backend, step) {
             Ok(()) => report.passed += 1,
             Err((expected, got)) => {
                 report.failed += 1;
@@ -155,7 +204,7 @@ fn judge<T>(expected: Option<ErrorCode>, got: &Result<T>) -> StepResult {
     }
 }
 
-fn run_step(w: &mut World, step: Value) -> StepResult {
+fn run_step(w: &mut dyn Backend, step: Value) -> StepResult {
     let Value::Object(m) = step else {
         return mismatch("a step mapping with one key", step);
     };
@@ -175,7 +224,7 @@ fn run_step(w: &mut World, step: Value) -> StepResult {
     if EVENT_NAMES.contains(&key.as_str()) {
         let mut wrapped = serde_json::Map::new();
         wrapped.insert(key, body);
-        let res = Event::from_json(Value::Object(wrapped)).and_then(|ev| mutate::apply(w, &ev));
+        let res = Event::from_json(Value::Object(wrapped)).and_then(|ev| w.apply(std::slice::from_ref(&ev)));
         return judge(expect_error, &res);
     }
     let res = run_query(w, &key, body);
@@ -187,42 +236,32 @@ fn run_step(w: &mut World, step: Value) -> StepResult {
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(key: &str, body: Value) -> Result<T> {
-    serde_json::from_value(body).map_err(|e| Error::invalid(format!("`{key}`: {e}")))
-}
-
-fn party(w: &World, id: &str) -> Result<NodeId> {
-    w.graph.party_node(id).ok_or_else(|| Error::unknown_party(id))
-}
-
-fn ids(w: &World, set: impl IntoIterator<Item = NodeId>) -> BTreeSet<String> {
-    set.into_iter().map(|n| w.graph.ext_id(n).to_string()).collect()
-}
-
 fn show(set: &BTreeSet<String>) -> String {
     format!("[{}]", set.iter().cloned().collect::<Vec<_>>().join(", "))
 }
 
+// ----------------------------------------------------------------------------------
+// Query steps: a step body is the query's fields (parsed by `query::Query`) plus the
+// expectation fields below, which only the runner reads.
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CheckStep {
-    subject: String,
-    party: String,
-    package: Option<String>,
-    role: Option<String>,
-    resource: Option<String>,
-    action: Option<String>,
-    instance: Option<String>,
+struct ExpectValue {
     expect: Value,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AuthorizedPartiesStep {
-    subject: String,
-    expect: Option<Vec<String>>,
-    includes: Option<Vec<String>>,
-    excludes: Option<Vec<String>>,
+struct ExpectIds {
+    expect: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestStatusExpect {
+    expect: String,
+    /// Optionally: whether the request was escalated to the party's access managers.
+    escalated: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -235,55 +274,17 @@ struct SetExpect {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RightsStep {
-    subject: String,
-    party: String,
+struct AuthorizedPartiesExpect {
+    expect: Option<Vec<String>>,
+    includes: Option<Vec<String>>,
+    excludes: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RightsExpect {
     packages: Option<SetExpect>,
     roles: Option<SetExpect>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CanDelegateStep {
-    by: String,
-    party: String,
-    package: Option<String>,
-    resource: Option<String>,
-    action: Option<String>,
-    expect: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HoldersStep {
-    party: String,
-    package: String,
-    expect: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClientsStep {
-    system_user: Option<String>,
-    facilitator: Option<String>,
-    agent: Option<String>,
-    expect: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RequestStatusStep {
-    request: String,
-    expect: String,
-    /// Optionally: whether the request was escalated to the party's access managers.
-    escalated: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddableClientsStep {
-    system_user: String,
-    expect: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -305,10 +306,44 @@ struct RemovedSpec {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SimulateStep {
-    event: Value,
+struct SimulateExpect {
     expect_lost: Option<Vec<LostSpec>>,
     expect_removed: Option<RemovedSpec>,
+}
+
+/// The expectation fields of each query step.
+fn expectation_keys(key: &str) -> &'static [&'static str] {
+    match key {
+        "authorized_parties" => &["expect", "includes", "excludes"],
+        "rights" => &["packages", "roles"],
+        "simulate" => &["expect_lost", "expect_removed"],
+        "request_status" => &["expect", "escalated"],
+        _ => &["expect"],
+    }
+}
+
+/// Splits a query step into the query and its expectations.
+fn split_step<E: for<'de> Deserialize<'de>>(key: &str, body: Value) -> Result<(Query, E)> {
+    let mut fields = match body {
+        Value::Object(m) => m,
+        Value::Null => serde_json::Map::new(),
+        other => return Err(Error::invalid(format!("`{key}` takes a mapping, got `{other}`"))),
+    };
+    let mut expect = serde_json::Map::new();
+    for k in expectation_keys(key) {
+        if let Some(v) = fields.remove(*k) {
+            expect.insert((*k).to_string(), v);
+        }
+    }
+    let q = Query::parse(key, Value::Object(fields))
+        .ok_or_else(|| Error::invalid(format!("unknown step `{key}`")))??;
+    let e =
+        serde_json::from_value(Value::Object(expect)).map_err(|e| Error::invalid(format!("`{key}`: {e}")))?;
+    Ok((q, e))
+}
+
+fn wrong_answer(q: &Query) -> Error {
+    Error::invalid(format!("the answer to `{}` is of another query", q.name()))
 }
 
 /// Compares a set against exact / includes / excludes expectations.
@@ -348,8 +383,17 @@ fn compare_set(
     Ok(Ok(()))
 }
 
-fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
-    let c = w.catalog;
+fn exact_ids(label: &str, got: &[String], expect: Vec<String>) -> Result<StepResult> {
+    let got: BTreeSet<String> = got.iter().cloned().collect();
+    let exp = SetExpect {
+        exact: Some(expect),
+        ..SetExpect::default()
+    };
+    compare_set(label, &got, &exp, |s| Ok(s.to_string()))
+}
+
+fn run_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<StepResult> {
+    let c = Catalog::builtin();
     let role_code = |r: &str| -> Result<String> {
         c.role_id(r)
             .map(|id| c.role(id).code.clone())
@@ -366,206 +410,140 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
             })
     };
     match key {
-        "decide" => crate::pdp::scenario_decide(w, body),
+        "decide" => crate::pdp::scenario_decide(body, |api, req| b.decide(api, req)),
         "check" => {
-            let s: CheckStep = parse(key, body)?;
-            let (x, f) = (party(w, &s.subject)?, party(w, &s.party)?);
-            match (&s.package, &s.role, &s.resource) {
-                (Some(p), None, None) if s.action.is_none() && s.instance.is_none() => {
-                    let p = c.package_id(p).ok_or_else(|| {
-                        Error::new(ErrorCode::UnknownPackage, format!("no access package `{p}`"))
-                    })?;
-                    let got = resolve::has_package(w, x, f, p);
-                    Ok(compare_bool(&s.expect, got))
-                }
-                (None, Some(r), None) if s.action.is_none() && s.instance.is_none() => {
-                    let r = c
-                        .role_id(r)
-                        .ok_or_else(|| Error::new(ErrorCode::UnknownRole, format!("no role `{r}`")))?;
-                    let got = resolve::has_role(w, x, f, r);
-                    Ok(compare_bool(&s.expect, got))
-                }
-                (None, None, Some(res)) => {
-                    let Some(action) = &s.action else {
-                        return Err(Error::invalid("a resource check needs `action`"));
-                    };
-                    let rn = w
-                        .graph
-                        .resource_node(res)
-                        .ok_or_else(|| Error::unknown_resource(res))?;
-                    let got = resolve::permits(w, x, f, rn, &action.to_lowercase(), s.instance.as_deref());
-                    let want = match &s.expect {
-                        Value::String(v) if v == "permit" => true,
-                        Value::String(v) if v == "deny" => false,
-                        other => {
-                            return Err(Error::invalid(format!(
-                                "a resource check expects `permit` or `deny`, got {other}"
-                            )));
-                        }
-                    };
-                    Ok(if got == want {
-                        Ok(())
-                    } else {
-                        mismatch(
-                            if want { "permit" } else { "deny" },
-                            if got { "permit" } else { "deny" },
-                        )
-                    })
-                }
-                _ => Err(Error::invalid(
-                    "`check` names exactly one of `package`, `role` or `resource` + `action`",
-                )),
+            let (q, e): (Query, ExpectValue) = split_step(key, body)?;
+            let is_resource = matches!(&q, Query::Check(cq) if cq.resource.is_some());
+            let Answer::Check(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
+            };
+            if !is_resource {
+                return Ok(compare_bool(&e.expect, a.allowed));
             }
+            let want = match &e.expect {
+                Value::String(v) if v == "permit" => true,
+                Value::String(v) if v == "deny" => false,
+                other => {
+                    return Err(Error::invalid(format!(
+                        "a resource check expects `permit` or `deny`, got {other}"
+                    )));
+                }
+            };
+            let word = |b: bool| if b { "permit" } else { "deny" };
+            Ok(if a.allowed == want {
+                Ok(())
+            } else {
+                mismatch(word(want), word(a.allowed))
+            })
         }
         "authorized_parties" => {
-            let s: AuthorizedPartiesStep = parse(key, body)?;
-            let x = party(w, &s.subject)?;
-            let got = ids(w, resolve::authorized_parties(w, x).into_iter().map(|a| a.party));
+            let (q, e): (Query, AuthorizedPartiesExpect) = split_step(key, body)?;
+            let Answer::AuthorizedParties(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
+            };
+            let got: BTreeSet<String> = a.parties.into_iter().map(|p| p.party).collect();
             let exp = SetExpect {
-                exact: s.expect,
-                includes: s.includes,
-                excludes: s.excludes,
+                exact: e.expect,
+                includes: e.includes,
+                excludes: e.excludes,
             };
             compare_set("parties", &got, &exp, |s| Ok(s.to_string()))
         }
         "rights" => {
-            let s: RightsStep = parse(key, body)?;
-            let (x, f) = (party(w, &s.subject)?, party(w, &s.party)?);
-            let r = resolve::rights(w, x, f);
-            let pk: BTreeSet<String> = r.packages.iter().map(|p| c.package(p).code.clone()).collect();
-            let roles: BTreeSet<String> = r
-                .roles
-                .iter()
-                .filter(|r| !c.is_unreported_role(**r))
-                .map(|r| c.role(*r).code.clone())
-                .collect();
-            if let Some(e) = &s.packages {
+            let (q, e): (Query, RightsExpect) = split_step(key, body)?;
+            let Answer::Rights(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
+            };
+            let pk: BTreeSet<String> = a.packages.into_iter().collect();
+            let roles: BTreeSet<String> = a.roles.into_iter().collect();
+            if let Some(e) = &e.packages {
                 let res = compare_set("packages", &pk, e, package_code)?;
                 if res.is_err() {
                     return Ok(res);
                 }
             }
-            if let Some(e) = &s.roles {
+            if let Some(e) = &e.roles {
                 return compare_set("roles", &roles, e, role_code);
             }
             Ok(Ok(()))
         }
         "can_delegate" => {
-            let s: CanDelegateStep = parse(key, body)?;
-            let (u, p) = (party(w, &s.by)?, party(w, &s.party)?);
-            let got = match (&s.package, &s.resource, &s.action) {
-                (Some(pk), None, None) => {
-                    let pk = c.package_id(pk).ok_or_else(|| {
-                        Error::new(ErrorCode::UnknownPackage, format!("no access package `{pk}`"))
-                    })?;
-                    resolve::can_delegate_package(w, u, p, pk) == DelegationVerdict::Yes
-                }
-                (None, Some(r), Some(a)) => {
-                    let rn = w
-                        .graph
-                        .resource_node(r)
-                        .ok_or_else(|| Error::unknown_resource(r))?;
-                    resolve::can_delegate_resource(w, u, p, rn, &a.to_lowercase())
-                }
-                _ => {
-                    return Err(Error::invalid(
-                        "`can_delegate` names a `package`, or a `resource` and an `action`",
-                    ));
-                }
+            let (q, e): (Query, ExpectValue) = split_step(key, body)?;
+            let Answer::CanDelegate(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
             };
-            Ok(if got == s.expect {
-                Ok(())
-            } else {
-                mismatch(s.expect, got)
-            })
+            Ok(compare_bool(&e.expect, a.allowed))
+        }
+        "explain" => {
+            let (q, e): (Query, ExpectValue) = split_step(key, body)?;
+            let Answer::Explain(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
+            };
+            Ok(compare_bool(&e.expect, a.allowed))
         }
         "holders" => {
-            let s: HoldersStep = parse(key, body)?;
-            let f = party(w, &s.party)?;
-            let p = c.package_id(&s.package).ok_or_else(|| {
-                Error::new(
-                    ErrorCode::UnknownPackage,
-                    format!("no access package `{}`", s.package),
-                )
-            })?;
-            let got = ids(w, resolve::holders(w, f, p));
-            let exp = SetExpect {
-                exact: Some(s.expect),
-                ..SetExpect::default()
+            let (q, e): (Query, ExpectIds) = split_step(key, body)?;
+            let Answer::Holders(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
             };
-            compare_set("holders", &got, &exp, |s| Ok(s.to_string()))
+            exact_ids("holders", &a.holders, e.expect)
         }
         "clients" => {
-            let s: ClientsStep = parse(key, body)?;
-            let (f, a) = match (&s.system_user, &s.facilitator, &s.agent) {
-                (None, Some(f), Some(a)) => (party(w, f)?, party(w, a)?),
-                (Some(su), None, None) => {
-                    let a = party(w, su)?;
-                    let owner = w.graph.party(a).and_then(|p| p.owner.clone()).ok_or_else(|| {
-                        Error::invalid(format!("`{su}` is not a system user with an owner"))
-                    })?;
-                    (party(w, &owner)?, a)
-                }
-                _ => {
-                    return Err(Error::invalid(
-                        "`clients` names a `system_user`, or a `facilitator` and an `agent`",
-                    ));
-                }
+            let (q, e): (Query, ExpectIds) = split_step(key, body)?;
+            let Answer::Clients(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
             };
-            let got = ids(w, resolve::clients(w, f, a));
-            let exp = SetExpect {
-                exact: Some(s.expect),
-                ..SetExpect::default()
-            };
-            compare_set("clients", &got, &exp, |s| Ok(s.to_string()))
+            exact_ids("clients", &a.clients, e.expect)
         }
         "request_status" => {
-            let s: RequestStatusStep = parse(key, body)?;
-            let want = sysuser::Status::parse(&s.expect)
-                .ok_or_else(|| Error::invalid(format!("`expect` is not a request status: `{}`", s.expect)))?;
-            let got = sysuser::request_status(w, &s.request)?;
-            if got != want {
-                return Ok(mismatch(want.as_str(), got.as_str()));
+            let (q, e): (Query, RequestStatusExpect) = split_step(key, body)?;
+            let Answer::RequestStatus(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
+            };
+            let want = sysuser::Status::parse(&e.expect)
+                .ok_or_else(|| Error::invalid(format!("`expect` is not a request status: `{}`", e.expect)))?;
+            if a.status != want.as_str() {
+                return Ok(mismatch(want.as_str(), &a.status));
             }
-            if let Some(esc) = s.escalated {
-                let got = w
-                    .sys
-                    .requests
-                    .get(&s.request)
-                    .is_some_and(|r| r.escalated_by.is_some());
-                if got != esc {
-                    return Ok(mismatch(format!("escalated: {esc}"), format!("escalated: {got}")));
-                }
+            if let Some(esc) = e.escalated
+                && esc != a.escalated
+            {
+                return Ok(mismatch(
+                    format!("escalated: {esc}"),
+                    format!("escalated: {}", a.escalated),
+                ));
             }
             Ok(Ok(()))
         }
         "addable_clients" => {
-            let s: AddableClientsStep = parse(key, body)?;
-            let got = ids(w, sysuser::addable_clients(w, &s.system_user)?);
-            let exp = SetExpect {
-                exact: Some(s.expect),
-                ..SetExpect::default()
+            let (q, e): (Query, ExpectIds) = split_step(key, body)?;
+            let Answer::AddableClients(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
             };
-            compare_set("addable clients", &got, &exp, |s| Ok(s.to_string()))
+            exact_ids("addable clients", &a.clients, e.expect)
         }
         "simulate" => {
-            let s: SimulateStep = parse(key, body)?;
-            let ev = Event::from_json(s.event)?;
-            let sim = mutate::simulate(w, &ev)?;
-            if let Some(lost) = &s.expect_lost {
+            let (q, e): (Query, SimulateExpect) = split_step(key, body)?;
+            let Answer::Simulate(sim) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
+            };
+            if let Some(lost) = &e.expect_lost {
                 let mut exp = BTreeSet::new();
                 for l in lost {
                     exp.insert(match (&l.package, &l.resource, &l.action) {
-                        (Some(p), None, None) => Access::Package {
+                        (Some(p), None, None) => LostAccess {
                             subject: l.subject.clone(),
                             party: l.party.clone(),
-                            package: package_code(p)?,
+                            package: Some(package_code(p)?),
+                            resource: None,
+                            action: None,
                         },
-                        (None, Some(r), Some(a)) => Access::Resource {
+                        (None, Some(r), Some(a)) => LostAccess {
                             subject: l.subject.clone(),
                             party: l.party.clone(),
-                            resource: r.clone(),
-                            action: a.to_lowercase(),
+                            package: None,
+                            resource: Some(r.clone()),
+                            action: Some(a.to_lowercase()),
                         },
                         _ => {
                             return Err(Error::invalid(
@@ -574,36 +552,38 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
                         }
                     });
                 }
-                if exp != sim.lost {
-                    let fmt = |s: &BTreeSet<Access>| s.iter().map(show_access).collect::<Vec<_>>().join("; ");
-                    let missing: BTreeSet<Access> = exp.difference(&sim.lost).cloned().collect();
-                    let extra: BTreeSet<Access> = sim.lost.difference(&exp).cloned().collect();
+                let got: BTreeSet<LostAccess> = sim.lost.iter().cloned().collect();
+                if exp != got {
+                    let fmt =
+                        |s: &BTreeSet<LostAccess>| s.iter().map(show_access).collect::<Vec<_>>().join("; ");
+                    let missing: BTreeSet<LostAccess> = exp.difference(&got).cloned().collect();
+                    let extra: BTreeSet<LostAccess> = got.difference(&exp).cloned().collect();
                     return Ok(mismatch(
                         format!("lost exactly {} access(es)", exp.len()),
                         format!(
                             "{} (missing: {}; unexpected: {})",
-                            sim.lost.len(),
+                            got.len(),
                             fmt(&missing),
                             fmt(&extra)
                         ),
                     ));
                 }
             }
-            if let Some(r) = &s.expect_removed {
+            if let Some(r) = &e.expect_removed {
                 if let Some(n) = r.assignments
-                    && n != sim.removed_assignments
+                    && n != sim.removed_assignments.len()
                 {
                     return Ok(mismatch(
                         format!("{n} removed assignments"),
-                        sim.removed_assignments,
+                        sim.removed_assignments.len(),
                     ));
                 }
                 if let Some(n) = r.delegations
-                    && n != sim.removed_delegations
+                    && n != sim.removed_delegations.len()
                 {
                     return Ok(mismatch(
                         format!("{n} removed delegations"),
-                        sim.removed_delegations,
+                        sim.removed_delegations.len(),
                     ));
                 }
             }
@@ -613,19 +593,11 @@ fn run_query(w: &mut World, key: &str, body: Value) -> Result<StepResult> {
     }
 }
 
-fn show_access(a: &Access) -> String {
-    match a {
-        Access::Package {
-            subject,
-            party,
-            package,
-        } => format!("{subject} for {party}: {package}"),
-        Access::Resource {
-            subject,
-            party,
-            resource,
-            action,
-        } => format!("{subject} for {party}: {resource}/{action}"),
+fn show_access(a: &LostAccess) -> String {
+    match (&a.package, &a.resource, &a.action) {
+        (Some(p), _, _) => format!("{} for {}: {p}", a.subject, a.party),
+        (None, Some(r), Some(act)) => format!("{} for {}: {r}/{act}", a.subject, a.party),
+        _ => format!("{} for {}: ?", a.subject, a.party),
     }
 }
 

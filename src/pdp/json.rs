@@ -258,3 +258,44 @@ pub fn decisions(v: &Value) -> Vec<Option<Decision>> {
         })
         .collect()
 }
+
+fn results(v: &Value) -> Vec<&Value> {
+    v.as_object()
+        .and_then(|m| get(m, "Response"))
+        .map(as_list)
+        .unwrap_or_default()
+}
+
+/// The status messages of a JSON-profile response (for failure reports).
+pub fn status_messages(v: &Value) -> Vec<String> {
+    results(v)
+        .into_iter()
+        .filter_map(|r| {
+            let s = r.as_object().and_then(|m| get(m, "Status"))?.as_object()?;
+            get(s, "StatusMessage")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// Per result, the ids of its obligations.
+pub fn obligation_ids(v: &Value) -> Vec<std::collections::BTreeSet<String>> {
+    results(v)
+        .into_iter()
+        .map(|r| {
+            r.as_object()
+                .and_then(|m| get(m, "Obligations"))
+                .map(as_list)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|o| {
+                    o.as_object()
+                        .and_then(|m| get(m, "Id").or_else(|| get(m, "ObligationId")))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .collect()
+}

@@ -301,11 +301,12 @@ struct DecideStep {
     obligations: Option<Vec<Vec<String>>>,
 }
 
-/// Runs a `decide` step: Ok(Ok(())) when the answer is as expected, Ok(Err((expected,
-/// got))) when not, Err for a malformed step.
+/// Runs a `decide` step, asking `decide` (in-process or over HTTP) for the JSON
+/// response: Ok(Ok(())) when the answer is as expected, Ok(Err((expected, got))) when
+/// not, Err for a malformed step.
 pub fn scenario_decide(
-    w: &World,
     body: serde_json::Value,
+    decide: impl FnOnce(Api, &serde_json::Value) -> Result<serde_json::Value>,
 ) -> Result<std::result::Result<(), (String, String)>> {
     let s: DecideStep = serde_json::from_value(body).map_err(|e| Error::invalid(format!("`decide`: {e}")))?;
     let api = match s.api.as_deref() {
@@ -325,23 +326,20 @@ pub fn scenario_decide(
             ))
         })?);
     }
-    let resp = match json::parse_request(&s.request) {
-        Ok(req) => pip::decide(w, &req, api),
-        Err(e) => e.to_response(),
-    };
-    let got: Vec<Decision> = resp.results.iter().map(|r| r.decision).collect();
-    let show = |v: &[Decision]| {
+    let resp = decide(api, &s.request)?;
+    let got: Vec<Option<Decision>> = json::decisions(&resp);
+    let show = |v: &[Option<Decision>]| {
         format!(
             "[{}]",
-            v.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
+            v.iter()
+                .map(|d| d.map_or("?", Decision::as_str))
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     };
+    let expect: Vec<Option<Decision>> = expect.into_iter().map(Some).collect();
     if got != expect {
-        let detail: Vec<String> = resp
-            .results
-            .iter()
-            .filter_map(|r| r.status_message.clone())
-            .collect();
+        let detail = json::status_messages(&resp);
         let mut g = show(&got);
         if !detail.is_empty() {
             g.push_str(&format!(" ({})", detail.join("; ")));
@@ -349,11 +347,7 @@ pub fn scenario_decide(
         return Ok(Err((show(&expect), g)));
     }
     if let Some(obl) = &s.obligations {
-        let got: Vec<BTreeSet<String>> = resp
-            .results
-            .iter()
-            .map(|r| r.obligations.iter().map(|o| o.id.clone()).collect())
-            .collect();
+        let got = json::obligation_ids(&resp);
         let exp: Vec<BTreeSet<String>> = obl.iter().map(|v| v.iter().cloned().collect()).collect();
         if got != exp {
             return Ok(Err((format!("obligations {exp:?}"), format!("{got:?}"))));

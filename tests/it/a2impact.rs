@@ -14,7 +14,10 @@ fn world_before_cutoff() -> delegraph::world::World {
     let cut = text.find("  - retire_a2_roles: {}").unwrap();
     let dir = std::env::temp_dir().join(format!("delegraph-a2-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("world.yaml");
+    // Tests run in parallel threads of one process: one file each.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = dir.join(format!("world-{n}.yaml"));
     std::fs::write(&file, &text[..cut]).unwrap();
     delegraph::load::load_world(&file).unwrap()
 }

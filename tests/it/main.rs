@@ -4,5 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod a2impact;
+mod crash;
+mod http;
+mod persist;
+mod prop;
+mod reference;
 mod scenarios;
 mod xacml;

@@ -1,0 +1,127 @@
+//! The limits every request is held to, and the guarded JSON parsing they apply.
+//!
+//! Hostile input must give a clean problem and change nothing: the body is read up to
+//! `max_body_bytes` (the `Content-Length` is checked first), its nesting depth is
+//! counted before any parsing, invalid UTF-8 is refused by the JSON parser, and a batch
+//! over `max_batch_events` is refused before a single event is looked at.
+
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use actix_web::web::{Bytes, Payload};
+use serde_json::Value;
+
+use super::problem::Problem;
+
+/// The limits of one server. Each is documented in the README's "Limits" section.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body accepted (bytes); larger gives 413 `limit_exceeded`.
+    pub max_body_bytes: usize,
+    /// Most events in one `POST /v1/events` batch; more gives 413 `limit_exceeded`.
+    pub max_batch_events: usize,
+    /// Most decisions in one `POST /v1/check/batch`; more gives 413 `limit_exceeded`.
+    pub max_batch_checks: usize,
+    /// Deepest JSON nesting (arrays and objects) accepted; deeper gives 400
+    /// `invalid_input` before the body is parsed.
+    pub max_json_depth: usize,
+    /// Longest a request may take, waits included; longer gives 503 `timeout`. A read
+    /// that is computing is not interrupted (resolution is bounded); the limit cuts
+    /// waits for freshness, for partitions and for the journal.
+    pub request_timeout: Duration,
+    /// Longest a read waits for the state its `min_token` names; longer gives 503
+    /// `token_not_reached`.
+    pub max_token_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_batch_events: 1000,
+            max_batch_checks: 10_000,
+            max_json_depth: 32,
+            request_timeout: Duration::from_secs(10),
+            max_token_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Limits {
+    /// Reads the whole body, refusing one over the size limit.
+    pub async fn read_body(&self, req: &HttpRequest, payload: Payload) -> Result<Bytes, Problem> {
+        let too_large = || {
+            Problem::limit(format!(
+                "the request body is larger than the limit of {} bytes",
+                self.max_body_bytes
+            ))
+        };
+        if let Some(len) = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            && len > self.max_body_bytes as u64
+        {
+            return Err(too_large());
+        }
+        match payload.to_bytes_limited(self.max_body_bytes).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => Err(Problem::invalid(format!("cannot read the request body: {e}"))),
+            Err(_) => Err(too_large()),
+        }
+    }
+
+    /// Parses a JSON body after checking its nesting depth.
+    pub fn parse_json(&self, body: &[u8]) -> Result<Value, Problem> {
+        let depth = json_depth(body);
+        if depth > self.max_json_depth {
+            return Err(Problem::invalid(format!(
+                "the JSON body nests {depth} levels deep, more than the limit of {}",
+                self.max_json_depth
+            )));
+        }
+        serde_json::from_slice(body).map_err(|e| Problem::invalid(format!("the body is not valid JSON: {e}")))
+    }
+}
+
+/// The deepest nesting of arrays and objects in a JSON text, counted without parsing
+/// (brackets inside strings do not count). Invalid JSON is left for the parser to
+/// refuse; this only bounds the parser's recursion.
+pub fn json_depth(body: &[u8]) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_depth;
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(json_depth(br#"{"a": "[[[[", "b": [1, {"c": "\"]"}]}"#), 3);
+        assert_eq!(json_depth(b"1"), 0);
+    }
+}

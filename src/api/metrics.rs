@@ -1,0 +1,120 @@
+//! Request counts and latency histograms per route, in Prometheus text format.
+//!
+//! Hand-rolled with atomics: the series are few (one per route, method and status) and
+//! a registry crate would add more than it saves.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5,
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le
+                && let Some(b) = self.buckets.get(i)
+            {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+/// The server's request metrics.
+#[derive(Default)]
+pub struct Metrics {
+    /// (route, method, status) → requests.
+    counts: RwLock<BTreeMap<(String, String, u16), Arc<AtomicU64>>>,
+    /// route → latency.
+    latency: RwLock<BTreeMap<String, Arc<Histogram>>>,
+}
+
+impl Metrics {
+    /// Records one request.
+    pub fn observe(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let key = (route.to_string(), method.to_string(), status);
+        let counter = self.counts.read().get(&key).cloned();
+        let counter = match counter {
+            Some(c) => c,
+            None => self.counts.write().entry(key).or_default().clone(),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let hist = self.latency.read().get(route).cloned();
+        let hist = match hist {
+            Some(h) => h,
+            None => self.latency.write().entry(route.to_string()).or_default().clone(),
+        };
+        hist.observe(took);
+    }
+
+    /// The Prometheus text of the request metrics followed by `gauges`.
+    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP delegraph_http_requests_total HTTP requests by route, method and status.\n");
+        out.push_str("# TYPE delegraph_http_requests_total counter\n");
+        for ((route, method, status), c) in self.counts.read().iter() {
+            let _ = writeln!(
+                out,
+                "delegraph_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {}",
+                escape(route),
+                escape(method),
+                c.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP delegraph_http_request_duration_seconds HTTP request latency by route.\n");
+        out.push_str("# TYPE delegraph_http_request_duration_seconds histogram\n");
+        for (route, h) in self.latency.read().iter() {
+            let r = escape(route);
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let n = h.buckets.get(i).map_or(0, |b| b.load(Ordering::Relaxed));
+                let _ = writeln!(
+                    out,
+                    "delegraph_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{le}\"}} {n}"
+                );
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "delegraph_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {count}"
+            );
+            let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(
+                out,
+                "delegraph_http_request_duration_seconds_sum{{route=\"{r}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "delegraph_http_request_duration_seconds_count{{route=\"{r}\"}} {count}"
+            );
+        }
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {v}");
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,305 @@
+//! The HTTP API (actix-web): routes over the partition layer, JWT scopes, limits,
+//! RFC 9457 problems, Prometheus metrics and an OpenAPI document with an offline UI.
+//!
+//! # Layout
+//!
+//! * [`routes`] — the handlers and the OpenAPI document generated from them.
+//! * [`auth`] — bearer JWT validation and scopes.
+//! * [`limits`] — body size, batch sizes, JSON depth, request time; guarded parsing.
+//! * [`problem`] — problem+json answers, one status per code.
+//! * [`metrics`] — request counts and latency histograms.
+//! * [`client`] — a blocking HTTP client that runs scenario files against a server.
+//!
+//! A request passes the metrics-and-timeout middleware, then its handler checks the
+//! token's scope before reading the body, parses the body within the limits, and goes
+//! to the store: reads directly on the worker thread, writes through the partitions.
+
+pub mod auth;
+pub mod client;
+pub mod limits;
+pub mod metrics;
+pub mod problem;
+pub mod routes;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpResponse, HttpServer, ResponseError, web};
+
+use crate::partition::journal::Journal;
+use crate::partition::{Partitions, Store};
+use crate::world::World;
+use auth::Auth;
+use limits::Limits;
+use metrics::Metrics;
+use problem::{Problem, ProblemCode};
+
+/// What a server is started with.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Number of partition actors owning the write path (at least 1).
+    pub partitions: usize,
+    pub limits: Limits,
+    pub auth: Auth,
+    /// Whether `POST /v1/admin/reset` may empty the world (for `delegraph test --server`).
+    pub allow_reset: bool,
+    /// HTTP worker threads (default: one per core).
+    pub workers: Option<usize>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            partitions: 1,
+            limits: Limits::default(),
+            auth: Auth::Disabled,
+            allow_reset: false,
+            workers: None,
+        }
+    }
+}
+
+/// Shared by every worker.
+pub struct AppState {
+    pub partitions: Arc<Partitions>,
+    pub limits: Limits,
+    pub auth: Auth,
+    pub metrics: Metrics,
+    pub allow_reset: bool,
+}
+
+/// Counts and times every request, and cuts it at the request time limit.
+// The request is not cloned here: routing needs the only reference to it.
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse, actix_web::Error> {
+    let start = Instant::now();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().to_string();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let limit = state
+        .as_ref()
+        .map_or(Limits::default().request_timeout, |s| s.limits.request_timeout);
+    let res = match tokio::time::timeout(limit, next.call(req)).await {
+        Ok(Ok(r)) => Ok(r.map_into_boxed_body()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Problem::new(
+            ProblemCode::Timeout,
+            format!(
+                "the request took longer than the limit of {} ms",
+                limit.as_millis()
+            ),
+        )
+        .into()),
+    };
+    if let Some(s) = state {
+        let status = match &res {
+            Ok(r) => r.status().as_u16(),
+            Err(e) => e.as_response_error().status_code().as_u16(),
+        };
+        s.metrics.observe(&route, &method, status, start.elapsed());
+    }
+    res
+}
+
+async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
+    Problem::new(
+        ProblemCode::Spec(crate::model::ErrorCode::NotFound),
+        format!("no route `{} {}`", req.method(), req.path()),
+    )
+    .error_response()
+}
+
+/// Registers every route on an app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use routes::*;
+    cfg.route("/v1/events", web::post().to(post_events))
+        .route("/v1/check/batch", web::post().to(check_batch))
+        .service(web::resource("/v1/check").get(check).post(check))
+        .service(
+            web::resource("/v1/authorized_parties")
+                .get(authorized_parties)
+                .post(authorized_parties),
+        )
+        .service(web::resource("/v1/rights").get(rights).post(rights))
+        .service(web::resource("/v1/holders").get(holders).post(holders))
+        .service(
+            web::resource("/v1/can_delegate")
+                .get(can_delegate)
+                .post(can_delegate),
+        )
+        .service(web::resource("/v1/explain").get(explain).post(explain))
+        .service(web::resource("/v1/clients").get(clients).post(clients))
+        .service(
+            web::resource("/v1/request_status")
+                .get(request_status)
+                .post(request_status),
+        )
+        .service(
+            web::resource("/v1/addable_clients")
+                .get(addable_clients)
+                .post(addable_clients),
+        )
+        .route("/v1/simulate", web::post().to(simulate))
+        .route("/v1/admin/reset", web::post().to(post_reset))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/openapi.json", web::get().to(openapi_json))
+        .route("/docs", web::get().to(docs));
+}
+
+/// Builds the HTTP server over `state` on `listener`; starts serving when awaited.
+fn http_server(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+    workers: Option<usize>,
+) -> std::io::Result<actix_web::dev::Server> {
+    let limits = state.limits.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(observe))
+            .configure(configure)
+            .default_service(web::to(no_route))
+    })
+    // Slow clients: the headers must arrive within this, and a closing connection gets
+    // this long to finish.
+    .client_request_timeout(limits.request_timeout)
+    .client_disconnect_timeout(std::time::Duration::from_secs(1))
+    .shutdown_timeout(10)
+    .listen(listener)?;
+    if let Some(n) = workers {
+        server = server.workers(n.max(1));
+    }
+    Ok(server.run())
+}
+
+/// Serves until a shutdown signal (SIGINT/SIGTERM: in-flight requests finish, then the
+/// partitions stop and the journal is flushed). Must run inside an actix system.
+pub async fn serve(config: ServerConfig, store: Arc<Store>, listener: TcpListener) -> std::io::Result<()> {
+    let partitions = Arc::new(Partitions::start(config.partitions, store.clone()));
+    let state = web::Data::new(AppState {
+        partitions: partitions.clone(),
+        limits: config.limits.clone(),
+        auth: config.auth.clone(),
+        metrics: Metrics::default(),
+        allow_reset: config.allow_reset,
+    });
+    let res = http_server(state, listener, config.workers)?.await;
+    partitions.stop();
+    if let Err(e) = store.journal().flush() {
+        tracing::error!("flushing the journal at shutdown failed: {e}");
+        return Err(std::io::Error::other(e.to_string()));
+    }
+    res
+}
+
+/// A server running on its own thread (tests, benchmarks): stop it with [`Self::stop`].
+pub struct RunningServer {
+    pub addr: std::net::SocketAddr,
+    pub store: Arc<Store>,
+    handle: ServerHandle,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningServer {
+    /// The base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops gracefully and waits for the server thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let h = self.handle.clone();
+        actix_web::rt::System::new().block_on(h.stop(true));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.shutdown();
+        }
+    }
+}
+
+/// An error starting a server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on `{addr}`: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("the server thread did not start: {0}")]
+    Thread(String),
+}
+
+/// Starts a server on `bind` (e.g. `127.0.0.1:0`) on a new thread with its own actix
+/// system, over `world` and `journal`.
+pub fn spawn(
+    config: ServerConfig,
+    bind: &str,
+    world: World,
+    journal: Arc<dyn Journal>,
+) -> Result<RunningServer, StartError> {
+    let listener = TcpListener::bind(bind).map_err(|source| StartError::Bind {
+        addr: bind.to_string(),
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: bind.to_string(),
+        source,
+    })?;
+    let store = Arc::new(Store::new(world, journal));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = store.clone();
+    let thread = std::thread::Builder::new()
+        .name("delegraph-http".into())
+        .spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let partitions = Arc::new(Partitions::start(config.partitions, s.clone()));
+                let state = web::Data::new(AppState {
+                    partitions: partitions.clone(),
+                    limits: config.limits.clone(),
+                    auth: config.auth.clone(),
+                    metrics: Metrics::default(),
+                    allow_reset: config.allow_reset,
+                });
+                let server = match http_server(state, listener, config.workers) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return Err(e);
+                    }
+                };
+                let _ = tx.send(Ok(server.handle()));
+                let res = server.await;
+                partitions.stop();
+                let _ = s.journal().flush();
+                res
+            })
+        })
+        .map_err(|e| StartError::Thread(e.to_string()))?;
+    let handle = match rx.recv() {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return Err(StartError::Thread(e)),
+        Err(e) => return Err(StartError::Thread(e.to_string())),
+    };
+    Ok(RunningServer {
+        addr,
+        store,
+        handle,
+        thread: Some(thread),
+    })
+}

@@ -1,0 +1,529 @@
+//! The HTTP routes: handlers, their OpenAPI description, and the shared read and write
+//! paths they all go through.
+
+use actix_web::http::Method;
+use actix_web::web::{self, Payload};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+use super::AppState;
+use super::auth::Scope;
+use super::problem::{Problem, ProblemCode, ProblemDetails};
+use crate::event::Event;
+use crate::query::{self, *};
+
+/// The header every read and write answers with: the token of the state it saw or made.
+pub const TOKEN_HEADER: &str = "Delegraph-Token";
+
+/// `min_token`: answer from a state at least as fresh as this consistency token.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MinToken {
+    /// A token returned by an earlier write; the read waits briefly for it.
+    pub min_token: Option<u64>,
+}
+
+/// A batch of events of the vocabulary, applied atomically, e.g.
+/// `[{"party": {"id": "kari", "kind": "person"}}, {"register_role": {...}}]`.
+#[derive(ToSchema)]
+#[schema(value_type = Vec<Object>)]
+pub struct EventBatch(pub Vec<Value>);
+
+/// What a committed batch changed, and its consistency token.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventsAnswer {
+    /// The log position of the batch: pass it as `min_token` to read your write.
+    pub token: u64,
+    pub changed: bool,
+    /// Every assignment the batch deleted, cascades included.
+    pub removed_assignments: Vec<RemovedAssignment>,
+    /// Every client delegation the batch deleted, cascades included.
+    pub removed_delegations: Vec<RemovedDelegation>,
+}
+
+/// Many decisions in one request, all answered from the same state.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckBatch {
+    pub checks: Vec<CheckQuery>,
+    #[serde(default)]
+    pub min_token: Option<u64>,
+}
+
+/// One decision of a batch: `allowed`, or the problem with that check.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProblemDetails>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckBatchAnswer {
+    /// The token of the state every decision was taken from.
+    pub token: u64,
+    /// One result per check, in order.
+    pub results: Vec<CheckResult>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ResetAnswer {
+    pub token: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+// ----------------------------------------------------------------------------------
+// The shared paths
+
+fn json_ok(token: u64, body: &impl Serialize) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((TOKEN_HEADER, token.to_string()))
+        .json(body)
+}
+
+fn token_value(v: Value, from: &str) -> Result<u64, Problem> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| Problem::invalid(format!("`min_token` in the {from} is not a non-negative integer")))
+}
+
+/// A query's fields and `min_token`, from the query string (GET) or the JSON body (POST).
+async fn query_input(
+    req: &HttpRequest,
+    payload: Payload,
+    state: &AppState,
+) -> Result<(Value, Option<u64>), Problem> {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map_err(|e| Problem::invalid(format!("the query string is not valid: {e}")))?
+        .into_inner();
+    let mut fields = Map::new();
+    let mut min_token = None;
+    for (k, v) in pairs {
+        if k == "min_token" {
+            min_token = Some(token_value(Value::String(v), "query string")?);
+        } else if req.method() == Method::GET {
+            if fields.insert(k.clone(), Value::String(v)).is_some() {
+                return Err(Problem::invalid(format!("query parameter `{k}` is given twice")));
+            }
+        } else {
+            return Err(Problem::invalid(format!(
+                "query parameter `{k}`: a POST takes its fields in the JSON body"
+            )));
+        }
+    }
+    if req.method() == Method::POST {
+        let body = state.limits.read_body(req, payload).await?;
+        match state.limits.parse_json(&body)? {
+            Value::Object(m) => fields = m,
+            other => {
+                return Err(Problem::invalid(format!(
+                    "the body is a JSON object of the query's fields, got `{}`",
+                    kind_of(&other)
+                )));
+            }
+        }
+        if let Some(t) = fields.remove("min_token") {
+            min_token = Some(token_value(t, "body")?);
+        }
+    }
+    Ok((Value::Object(fields), min_token))
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The read path of every query route.
+async fn query_route(
+    name: &str,
+    req: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    state.auth.require(&req, Scope::Read)?;
+    let (fields, min_token) = query_input(&req, payload, &state).await?;
+    let q =
+        Query::parse(name, fields).ok_or_else(|| Problem::invalid(format!("unknown query `{name}`")))??;
+    let store = state.partitions.store();
+    if let Some(t) = min_token {
+        store.wait_visible(t, state.limits.max_token_wait).await?;
+    }
+    let (answer, token) = if q.needs_exclusive() {
+        store.exclusive(|w| query::evaluate_mut(w, &q))
+    } else {
+        store.read(|w| query::evaluate(w, &q))
+    };
+    Ok(json_ok(token, &answer?.body()?))
+}
+
+// ----------------------------------------------------------------------------------
+// Writes
+
+/// Apply a batch of events atomically; durable before the answer.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(content = EventBatch, description = "a JSON list of at most 1000 events of the vocabulary"),
+    responses(
+        (status = 200, description = "committed: the token and everything the batch removed", body = EventsAnswer),
+        (status = "4XX", description = "refused: nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "the journal failed: nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["delegraph:write"]))
+)]
+pub async fn post_events(
+    req: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    state.auth.require(&req, Scope::Write)?;
+    let body = state.limits.read_body(&req, payload).await?;
+    let Value::Array(items) = state.limits.parse_json(&body)? else {
+        return Err(Problem::invalid(
+            "the body of `POST /v1/events` is a JSON list of events",
+        ));
+    };
+    if items.is_empty() {
+        return Err(Problem::invalid("the batch holds no event"));
+    }
+    if items.len() > state.limits.max_batch_events {
+        return Err(Problem::limit(format!(
+            "the batch holds {} events, more than the limit of {}",
+            items.len(),
+            state.limits.max_batch_events
+        )));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    for (i, v) in items.into_iter().enumerate() {
+        let ev = Event::from_json(v).map_err(|e| {
+            let mut p = Problem::from(e);
+            p.detail = format!("event {i}: {}", p.detail);
+            p
+        })?;
+        events.push(ev);
+    }
+    let committed = state.partitions.submit(events).await?;
+    let changes = Changes::from(&committed.outcome);
+    let answer = EventsAnswer {
+        token: committed.token,
+        changed: changes.changed,
+        removed_assignments: changes.removed_assignments,
+        removed_delegations: changes.removed_delegations,
+    };
+    Ok(json_ok(committed.token, &answer))
+}
+
+/// Empty the world (for `delegraph test --server`); needs `--allow-reset`.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/reset",
+    tag = "admin",
+    responses(
+        (status = 200, description = "the world is empty", body = ResetAnswer),
+        (status = "4XX", description = "refused", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["delegraph:admin"]))
+)]
+pub async fn post_reset(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+    state.auth.require(&req, Scope::Admin)?;
+    if !state.allow_reset {
+        return Err(Problem::new(
+            ProblemCode::Spec(crate::model::ErrorCode::NotAuthorized),
+            "resetting the world is switched off; start the server with `--allow-reset`",
+        ));
+    }
+    let token = state.partitions.store().reset()?;
+    Ok(json_ok(token, &ResetAnswer { token }))
+}
+
+// ----------------------------------------------------------------------------------
+// Queries: GET with the fields as query parameters, or POST with a JSON body.
+
+macro_rules! query_handler {
+    ($fn:ident, $name:literal) => {
+        pub async fn $fn(
+            req: HttpRequest,
+            payload: Payload,
+            state: web::Data<AppState>,
+        ) -> Result<HttpResponse, Problem> {
+            query_route($name, req, payload, state).await
+        }
+    };
+}
+
+/// May `subject` use a package, a role, or an action on a resource for `party`?
+#[utoipa::path(method(get, post), path = "/v1/check", operation_id = "check", tag = "queries", params(CheckQuery, MinToken),
+    request_body(content = CheckQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = CheckAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn check_doc() {}
+query_handler!(check, "check");
+
+/// Every party `subject` can act for, with roles and packages.
+#[utoipa::path(method(get, post), path = "/v1/authorized_parties", operation_id = "authorized_parties", tag = "queries", params(AuthorizedPartiesQuery, MinToken),
+    request_body(content = AuthorizedPartiesQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = AuthorizedPartiesAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn authorized_parties_doc() {}
+query_handler!(authorized_parties, "authorized_parties");
+
+/// The effective packages and roles of `subject` for `party`.
+#[utoipa::path(method(get, post), path = "/v1/rights", operation_id = "rights", tag = "queries", params(RightsQuery, MinToken),
+    request_body(content = RightsQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = RightsAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn rights_doc() {}
+query_handler!(rights, "rights");
+
+/// Every subject that holds `package` for `party`.
+#[utoipa::path(method(get, post), path = "/v1/holders", operation_id = "holders", tag = "queries", params(HoldersQuery, MinToken),
+    request_body(content = HoldersQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = HoldersAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn holders_doc() {}
+query_handler!(holders, "holders");
+
+/// The delegation check: may `by`, acting for `party`, pass on a package or an action?
+#[utoipa::path(method(get, post), path = "/v1/can_delegate", operation_id = "can_delegate", tag = "queries", params(CanDelegateQuery, MinToken),
+    request_body(content = CanDelegateQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = CanDelegateAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn can_delegate_doc() {}
+query_handler!(can_delegate, "can_delegate");
+
+/// The derivation paths behind a yes (empty for a no).
+#[utoipa::path(method(get, post), path = "/v1/explain", operation_id = "explain", tag = "queries", params(ExplainQuery, MinToken),
+    request_body(content = ExplainQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = ExplainAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn explain_doc() {}
+query_handler!(explain, "explain");
+
+/// The clients an agent acts for.
+#[utoipa::path(method(get, post), path = "/v1/clients", operation_id = "clients", tag = "queries", params(ClientsQuery, MinToken),
+    request_body(content = ClientsQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = ClientsAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn clients_doc() {}
+query_handler!(clients, "clients");
+
+/// The state of a system-user, change or access request.
+#[utoipa::path(method(get, post), path = "/v1/request_status", operation_id = "request_status", tag = "queries", params(RequestStatusQuery, MinToken),
+    request_body(content = RequestStatusQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = RequestStatusAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn request_status_doc() {}
+query_handler!(request_status, "request_status");
+
+/// The clients `add_client` would accept for an agent system user.
+#[utoipa::path(method(get, post), path = "/v1/addable_clients", operation_id = "addable_clients", tag = "queries", params(AddableClientsQuery, MinToken),
+    request_body(content = AddableClientsQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = ClientsAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn addable_clients_doc() {}
+query_handler!(addable_clients, "addable_clients");
+
+/// What one event would remove, computed without changing anything.
+#[utoipa::path(post, path = "/v1/simulate", operation_id = "simulate", tag = "queries", params(MinToken),
+    request_body(content = SimulateQuery),
+    responses((status = 200, body = SimulateAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn simulate_doc() {}
+query_handler!(simulate, "simulate");
+
+/// Many decisions per request, all from the same state (at most 10 000).
+#[utoipa::path(post, path = "/v1/check/batch", tag = "queries", request_body(content = CheckBatch),
+    responses((status = 200, body = CheckBatchAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+pub async fn check_batch(
+    req: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    state.auth.require(&req, Scope::Read)?;
+    let body = state.limits.read_body(&req, payload).await?;
+    let v = state.limits.parse_json(&body)?;
+    let n = v.get("checks").and_then(Value::as_array).map_or(0, Vec::len);
+    if n > state.limits.max_batch_checks {
+        return Err(Problem::limit(format!(
+            "the batch holds {n} checks, more than the limit of {}",
+            state.limits.max_batch_checks
+        )));
+    }
+    let batch: CheckBatch =
+        serde_json::from_value(v).map_err(|e| Problem::invalid(format!("`check/batch`: {e}")))?;
+    let store = state.partitions.store();
+    if let Some(t) = batch.min_token {
+        store.wait_visible(t, state.limits.max_token_wait).await?;
+    }
+    let (results, token) = store.read(|w| {
+        batch
+            .checks
+            .iter()
+            .map(|c| match query::check(w, c) {
+                Ok(a) => CheckResult {
+                    allowed: Some(a.allowed),
+                    error: None,
+                },
+                Err(e) => CheckResult {
+                    allowed: None,
+                    error: Some(Problem::from(e).details()),
+                },
+            })
+            .collect::<Vec<_>>()
+    });
+    Ok(json_ok(token, &CheckBatchAnswer { token, results }))
+}
+
+// ----------------------------------------------------------------------------------
+// Operations
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+/// Readiness: the world is loaded and the store takes writes.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = ProblemDetails, content_type = "application/problem+json")))]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+    if state.partitions.store().is_healthy() {
+        Ok(HttpResponse::Ok().json(Health { status: "ready" }))
+    } else {
+        Err(Problem::new(
+            ProblemCode::Unavailable,
+            "the store stopped taking writes after the engine diverged from a dry run",
+        ))
+    }
+}
+
+/// Prometheus text: requests and latency per route, graph size, log position.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let store = state.partitions.store();
+    let (parties, resources, edges) = store.graph_size();
+    let position = store.journal().position();
+    let visible = store.visible();
+    let text = state.metrics.render(&[
+        ("delegraph_graph_parties", "Parties in the graph.", parties as u64),
+        (
+            "delegraph_graph_resources",
+            "Resources in the graph.",
+            resources as u64,
+        ),
+        (
+            "delegraph_graph_edges",
+            "Edges (assignments, delegations, main-unit links).",
+            edges as u64,
+        ),
+        (
+            "delegraph_log_position",
+            "Sequence number of the last durable journal record.",
+            position,
+        ),
+        (
+            "delegraph_visible_token",
+            "Token of the newest state readers see.",
+            visible,
+        ),
+        (
+            "delegraph_log_lag",
+            "Durable records not yet visible to readers.",
+            position.saturating_sub(visible),
+        ),
+        (
+            "delegraph_partitions",
+            "Partition actors owning the write path.",
+            state.partitions.count() as u64,
+        ),
+    ]);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text)
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "the OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+/// A browsable page that renders `/openapi.json`; self-contained (no CDN).
+#[utoipa::path(get, path = "/docs", tag = "operations",
+    responses((status = 200, description = "HTML", content_type = "text/html")))]
+pub async fn docs() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("ui.html"))
+}
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document, generated from the handlers above.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "delegraph",
+        description = "An in-memory rights resolver for Altinn-style authorization. Field names are those of the scenario format; errors are RFC 9457 problem+json with the error code in `code`. Every read accepts `min_token` and answers with the `Delegraph-Token` header."
+    ),
+    paths(
+        post_events, check_doc, check_batch, authorized_parties_doc, rights_doc, holders_doc,
+        can_delegate_doc, explain_doc, clients_doc, request_status_doc, addable_clients_doc, simulate_doc, post_reset, healthz, readyz,
+        metrics, openapi_json, docs
+    ),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "events", description = "mutations"),
+        (name = "queries", description = "reads"),
+        (name = "admin", description = "administration"),
+        (name = "operations", description = "health, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;

@@ -1,0 +1,1022 @@
+//! Graph snapshots: the project's own versioned schema, keyed by external ids.
+//!
+//! # Layout of a file (schema version 1)
+//!
+//! ```text
+//! magic        8 bytes  "DELEGSNP"
+//! version      u32 LE   schema version (1)
+//! header_len   u32 LE   length of the header (at most 64 KiB)
+//! header       rmp      Header { created_at, last_seq, counts, compression, engine }
+//! header_crc   u32 LE   crc32 of version, header_len and header
+//! block*                one or more blocks of records, each:
+//!   raw_len    u32 LE   length of the decompressed block (at most MAX_BLOCK)
+//!   comp_len   u32 LE   length of the compressed bytes
+//!   crc        u32 LE   crc32 of raw_len, comp_len and the compressed bytes
+//!   bytes               lz4 block-compressed concatenation of rmp records
+//! ```
+//!
+//! The records come in a fixed order: parties and resources first (so that every edge
+//! names nodes that exist), then assignments, client delegations and main-unit links,
+//! then one `World` record, and last one `End` record with the counts of what came
+//! before. Nothing may follow the block that holds `End`.
+//!
+//! Why this shape: the file is written and read as a stream (one block of about
+//! 1 MiB in memory at a time, never the whole file); each block is checked before it
+//! is decompressed, so a flipped bit is reported as a checksum error with its offset
+//! rather than as a confusing decode error; and a record never spans two blocks, so a
+//! reader can decode a block alone.
+//!
+//! # Versioning
+//!
+//! Records are rmp-serde in its compact (array) form, so their shape is fixed by the
+//! schema version. A new kind of record (system users, requests) or a new field is a
+//! new version: add a variant to [`Record`], bump [`SCHEMA_VERSION`], keep reading
+//! the old versions. A file whose version this build does not know is refused with
+//! [`SnapshotError::UnsupportedVersion`]. The committed fixture
+//! `graph-snapshots/fixture-v1.snap` is loaded by a test on every run so that an
+//! accidental change of the format fails CI.
+//!
+//! INVARIANT: nothing of petgraph's layout (node or edge indices) is written; parties
+//! and resources are named by external id, roles and packages by catalogue code.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Assignment, Delegation, Edge, NodeId, Party, Resource, Rule};
+use crate::model::{PartyKind, SystemUserKind};
+use crate::mutate::parse_token;
+use crate::persist::error::SnapshotError;
+use crate::world::World;
+
+/// The magic bytes every snapshot starts with.
+pub const MAGIC: [u8; 8] = *b"DELEGSNP";
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+/// The oldest schema version this build reads.
+pub const MIN_SCHEMA_VERSION: u32 = 1;
+/// A block is flushed once its records reach this size.
+const BLOCK_TARGET: usize = 1 << 20;
+/// The largest decompressed block a reader accepts (a single record may exceed
+/// the 1 MiB block target, but nothing legitimate comes near this).
+pub const MAX_BLOCK: u32 = 64 << 20;
+const MAX_HEADER: u32 = 64 << 10;
+
+type Result<T, E = SnapshotError> = std::result::Result<T, E>;
+
+/// How many records of each kind a snapshot holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub parties: u64,
+    pub resources: u64,
+    pub assignments: u64,
+    pub delegations: u64,
+    pub main_units: u64,
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.parties + self.resources + self.assignments + self.delegations + self.main_units
+    }
+}
+
+/// The snapshot header, readable without decompressing anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// When the snapshot was written (RFC 3339, UTC).
+    pub created_at: String,
+    /// The last write-ahead log sequence number whose effect the snapshot holds
+    /// (0 for a snapshot not made by a durable store).
+    pub last_seq: u64,
+    pub counts: Counts,
+    /// The block compression (`lz4-block`).
+    pub compression: String,
+    /// The delegraph version that wrote the file.
+    pub engine: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartyRecord {
+    pub id: String,
+    pub kind: PartyKind,
+    pub name: Option<String>,
+    pub unit_type: Option<String>,
+    pub org_no: Option<String>,
+    pub ssn: Option<String>,
+    pub alive: bool,
+    pub system_user_kind: Option<SystemUserKind>,
+    pub owner: Option<String>,
+    pub system: Option<String>,
+    pub uuid: Option<String>,
+    pub party_id: Option<i64>,
+    pub user_id: Option<i64>,
+}
+
+/// A rule of a resource policy: actions and the tokens as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleRecord {
+    pub actions: Vec<String>,
+    pub any_of: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceRecord {
+    pub id: String,
+    pub owner: Option<String>,
+    pub delegable: bool,
+    pub rules: Vec<RuleRecord>,
+}
+
+/// A resource grant: resource id and actions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceGrant {
+    pub resource: String,
+    pub actions: Vec<String>,
+}
+
+/// An instance grant: resource id, instance id and actions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceGrant {
+    pub resource: String,
+    pub instance: String,
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentRecord {
+    pub from: String,
+    pub to: String,
+    /// Role code of the catalogue.
+    pub role: String,
+    /// Package codes of the catalogue.
+    pub packages: Vec<String>,
+    pub resources: Vec<ResourceGrant>,
+    pub instances: Vec<InstanceGrant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DelegationRecord {
+    pub client: String,
+    pub facilitator: String,
+    pub agent: String,
+    /// Role code of the client assignment.
+    pub role: String,
+    pub packages: Vec<String>,
+    pub resources: Vec<ResourceGrant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MainUnitRecord {
+    pub sub: String,
+    pub main: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorldRecord {
+    /// The engine clock (RFC 3339), if set.
+    pub now: Option<String>,
+    pub a2_retired: bool,
+}
+
+/// One record of the stream (schema version 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    Party(PartyRecord),
+    Resource(ResourceRecord),
+    Assignment(AssignmentRecord),
+    Delegation(DelegationRecord),
+    MainUnit(MainUnitRecord),
+    World(WorldRecord),
+    End(Counts),
+}
+
+fn party_record(p: &Party) -> PartyRecord {
+    PartyRecord {
+        id: p.id.clone(),
+        kind: p.kind,
+        name: p.name.clone(),
+        unit_type: p.unit_type.clone(),
+        org_no: p.org_no.clone(),
+        ssn: p.ssn.clone(),
+        alive: p.alive,
+        system_user_kind: p.system_user_kind,
+        owner: p.owner.clone(),
+        system: p.system.clone(),
+        uuid: p.uuid.clone(),
+        party_id: p.party_id,
+        user_id: p.user_id,
+    }
+}
+
+fn resource_record(r: &Resource) -> ResourceRecord {
+    ResourceRecord {
+        id: r.id.clone(),
+        owner: r.owner.clone(),
+        delegable: r.delegable,
+        rules: r
+            .rules
+            .iter()
+            .map(|rule| RuleRecord {
+                actions: rule.actions.iter().cloned().collect(),
+                any_of: rule.written.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Every record of a world, in file order, produced lazily (nothing is collected).
+pub fn records(w: &World) -> impl Iterator<Item = Record> + '_ {
+    let g = &w.graph;
+    let c = w.catalog;
+    let parties = g.parties().map(|(_, p)| Record::Party(party_record(p)));
+    let resources = g.resources().map(|(_, r)| Record::Resource(resource_record(r)));
+    let grants = move |m: &std::collections::BTreeMap<NodeId, crate::graph::Actions>| {
+        m.iter()
+            .map(|(n, a)| ResourceGrant {
+                resource: g.ext_id(*n).to_string(),
+                actions: a.iter().cloned().collect(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let edges = g.parties().flat_map(move |(n, _)| {
+        g.outgoing(n).map(move |(_, t, e)| match e {
+            Edge::Assignment(a) => Record::Assignment(AssignmentRecord {
+                from: g.ext_id(n).to_string(),
+                to: g.ext_id(t).to_string(),
+                role: c.role(a.role).code.clone(),
+                packages: a.packages.iter().map(|p| c.package(p).code.clone()).collect(),
+                resources: grants(&a.resources),
+                instances: a
+                    .instances
+                    .iter()
+                    .map(|((r, i), acts)| InstanceGrant {
+                        resource: g.ext_id(*r).to_string(),
+                        instance: i.clone(),
+                        actions: acts.iter().cloned().collect(),
+                    })
+                    .collect(),
+            }),
+            Edge::Delegation(d) => Record::Delegation(DelegationRecord {
+                client: g.ext_id(n).to_string(),
+                facilitator: g.ext_id(d.facilitator).to_string(),
+                agent: g.ext_id(t).to_string(),
+                role: c.role(d.role).code.clone(),
+                packages: d.packages.iter().map(|p| c.package(p).code.clone()).collect(),
+                resources: grants(&d.resources),
+            }),
+            Edge::MainUnit(role) => Record::MainUnit(MainUnitRecord {
+                sub: g.ext_id(n).to_string(),
+                main: g.ext_id(t).to_string(),
+                role: c.role(*role).code.clone(),
+            }),
+        })
+    });
+    let world = std::iter::once(Record::World(WorldRecord {
+        now: w.now.map(|t| t.to_rfc3339()),
+        a2_retired: w.a2_retired,
+    }));
+    parties.chain(resources).chain(edges).chain(world)
+}
+
+/// Counts the records of a world (one pass over the edges).
+pub fn count(w: &World) -> Counts {
+    let g = &w.graph;
+    let mut k = Counts {
+        parties: g.party_count() as u64,
+        resources: g.resource_count() as u64,
+        ..Counts::default()
+    };
+    for (n, _) in g.parties() {
+        for (_, _, e) in g.outgoing(n) {
+            match e {
+                Edge::Assignment(_) => k.assignments += 1,
+                Edge::Delegation(_) => k.delegations += 1,
+                Edge::MainUnit(_) => k.main_units += 1,
+            }
+        }
+    }
+    k
+}
+
+/// Writes records as a stream of checksummed, compressed blocks.
+pub struct SnapshotWriter<W: Write> {
+    out: W,
+    block: Vec<u8>,
+    counts: Counts,
+    done: bool,
+}
+
+impl<W: Write> SnapshotWriter<W> {
+    /// Writes the file header; records follow with [`SnapshotWriter::write`].
+    pub fn new(mut out: W, header: &Header) -> Result<Self> {
+        let h = rmp_serde::to_vec(header).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+        let len = u32::try_from(h.len())
+            .ok()
+            .filter(|l| *l <= MAX_HEADER)
+            .ok_or_else(|| SnapshotError::Encode("header too large".into()))?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&SCHEMA_VERSION.to_le_bytes());
+        crc.update(&len.to_le_bytes());
+        crc.update(&h);
+        out.write_all(&MAGIC)?;
+        out.write_all(&SCHEMA_VERSION.to_le_bytes())?;
+        out.write_all(&len.to_le_bytes())?;
+        out.write_all(&h)?;
+        out.write_all(&crc.finalize().to_le_bytes())?;
+        Ok(SnapshotWriter {
+            out,
+            block: Vec::with_capacity(BLOCK_TARGET + 4096),
+            counts: Counts::default(),
+            done: false,
+        })
+    }
+
+    /// Appends one record (the `End` record is written by [`SnapshotWriter::finish`]).
+    pub fn write(&mut self, r: &Record) -> Result<()> {
+        match r {
+            Record::Party(_) => self.counts.parties += 1,
+            Record::Resource(_) => self.counts.resources += 1,
+            Record::Assignment(_) => self.counts.assignments += 1,
+            Record::Delegation(_) => self.counts.delegations += 1,
+            Record::MainUnit(_) => self.counts.main_units += 1,
+            Record::World(_) => {}
+            Record::End(_) => return Err(SnapshotError::Encode("`End` is written by finish".into())),
+        }
+        self.push(r)
+    }
+
+    fn push(&mut self, r: &Record) -> Result<()> {
+        let before = self.block.len();
+        rmp_serde::encode::write(&mut self.block, r).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+        if self.block.len() - before > MAX_BLOCK as usize / 2 {
+            return Err(SnapshotError::Encode("a record is larger than 32 MiB".into()));
+        }
+        if self.block.len() >= BLOCK_TARGET {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+
+    fn flush_block(&mut self) -> Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let comp = lz4_flex::block::compress(&self.block);
+        let raw_len = u32::try_from(self.block.len()).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+        let comp_len = u32::try_from(comp.len()).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&raw_len.to_le_bytes());
+        crc.update(&comp_len.to_le_bytes());
+        crc.update(&comp);
+        self.out.write_all(&raw_len.to_le_bytes())?;
+        self.out.write_all(&comp_len.to_le_bytes())?;
+        self.out.write_all(&crc.finalize().to_le_bytes())?;
+        self.out.write_all(&comp)?;
+        self.block.clear();
+        Ok(())
+    }
+
+    /// Writes the `End` record, flushes the last block and returns the output.
+    pub fn finish(mut self) -> Result<(W, Counts)> {
+        let counts = self.counts;
+        self.push(&Record::End(counts))?;
+        self.flush_block()?;
+        self.done = true;
+        self.out.flush()?;
+        Ok((self.out, counts))
+    }
+}
+
+/// Reads a snapshot as a stream of records, checking every block's checksum before it
+/// is decompressed and the final counts against the `End` record.
+pub struct SnapshotReader<R: Read> {
+    input: R,
+    header: Header,
+    version: u32,
+    offset: u64,
+    block: Vec<u8>,
+    comp: Vec<u8>,
+    pos: usize,
+    seen: Counts,
+    index: u64,
+    ended: bool,
+}
+
+fn read_exact_or<R: Read>(r: &mut R, buf: &mut [u8], what: &'static str) -> Result<()> {
+    r.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => SnapshotError::Truncated(what),
+        _ => SnapshotError::Io(e),
+    })
+}
+
+fn u32_at(b: &[u8], i: usize) -> u32 {
+    let mut a = [0u8; 4];
+    if let Some(s) = b.get(i..i + 4) {
+        a.copy_from_slice(s);
+    }
+    u32::from_le_bytes(a)
+}
+
+impl<R: Read> SnapshotReader<R> {
+    /// Reads and checks the magic bytes, the version and the header.
+    pub fn new(mut input: R) -> Result<Self> {
+        let mut fixed = [0u8; 16];
+        read_exact_or(&mut input, &mut fixed, "no complete header")?;
+        if fixed.get(..8) != Some(&MAGIC[..]) {
+            return Err(SnapshotError::BadMagic);
+        }
+        let version = u32_at(&fixed, 8);
+        if !(MIN_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&version) {
+            return Err(SnapshotError::UnsupportedVersion {
+                found: version,
+                min: MIN_SCHEMA_VERSION,
+                max: SCHEMA_VERSION,
+            });
+        }
+        let len = u32_at(&fixed, 12);
+        if len > MAX_HEADER {
+            return Err(SnapshotError::Corrupt(format!(
+                "header length {len} exceeds the limit"
+            )));
+        }
+        let mut h = vec![0u8; len as usize];
+        read_exact_or(&mut input, &mut h, "header")?;
+        let mut c = [0u8; 4];
+        read_exact_or(&mut input, &mut c, "header checksum")?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&version.to_le_bytes());
+        crc.update(&len.to_le_bytes());
+        crc.update(&h);
+        if crc.finalize() != u32::from_le_bytes(c) {
+            return Err(SnapshotError::Checksum {
+                what: "header",
+                offset: 16,
+            });
+        }
+        let header: Header =
+            rmp_serde::from_slice(&h).map_err(|e| SnapshotError::Corrupt(format!("header: {e}")))?;
+        Ok(SnapshotReader {
+            input,
+            header,
+            version,
+            offset: 16 + u64::from(len) + 4,
+            block: Vec::new(),
+            comp: Vec::new(),
+            pos: 0,
+            seen: Counts::default(),
+            index: 0,
+            ended: false,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Loads the next block; false at a clean end of input.
+    fn next_block(&mut self) -> Result<bool> {
+        let mut fixed = [0u8; 12];
+        let mut got = 0;
+        while got < fixed.len() {
+            let slot = fixed.get_mut(got..).unwrap_or_default();
+            match self.input.read(slot) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if got == 0 {
+            return Ok(false);
+        }
+        if got < fixed.len() {
+            return Err(SnapshotError::Truncated("block header"));
+        }
+        let raw_len = u32_at(&fixed, 0);
+        let comp_len = u32_at(&fixed, 4);
+        let want = u32_at(&fixed, 8);
+        if raw_len > MAX_BLOCK || comp_len > MAX_BLOCK {
+            return Err(SnapshotError::Corrupt(format!(
+                "block at byte {} claims {raw_len} bytes ({comp_len} compressed), over the limit",
+                self.offset
+            )));
+        }
+        self.comp.resize(comp_len as usize, 0);
+        read_exact_or(&mut self.input, &mut self.comp, "block")?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&raw_len.to_le_bytes());
+        crc.update(&comp_len.to_le_bytes());
+        crc.update(&self.comp);
+        if crc.finalize() != want {
+            return Err(SnapshotError::Checksum {
+                what: "block",
+                offset: self.offset,
+            });
+        }
+        self.block.resize(raw_len as usize, 0);
+        let n = lz4_flex::block::decompress_into(&self.comp, &mut self.block).map_err(|e| {
+            SnapshotError::Corrupt(format!("block at byte {} does not decompress: {e}", self.offset))
+        })?;
+        if n != raw_len as usize {
+            return Err(SnapshotError::Corrupt(format!(
+                "block at byte {} decompresses to {n} bytes, header says {raw_len}",
+                self.offset
+            )));
+        }
+        self.offset += 12 + u64::from(comp_len);
+        self.pos = 0;
+        Ok(true)
+    }
+
+    /// The next record, or None after the `End` record (whose counts are checked).
+    pub fn next_record(&mut self) -> Result<Option<Record>> {
+        if self.ended {
+            return Ok(None);
+        }
+        while self.pos >= self.block.len() {
+            if !self.next_block()? {
+                return Err(SnapshotError::Truncated("no end record"));
+            }
+        }
+        let mut rest = self.block.get(self.pos..).unwrap_or_default();
+        let before = rest.len();
+        let rec: Record = rmp_serde::from_read(&mut rest).map_err(|e| SnapshotError::BadRecord {
+            index: self.index,
+            message: e.to_string(),
+        })?;
+        self.pos += before - rest.len();
+        self.index += 1;
+        match &rec {
+            Record::Party(_) => self.seen.parties += 1,
+            Record::Resource(_) => self.seen.resources += 1,
+            Record::Assignment(_) => self.seen.assignments += 1,
+            Record::Delegation(_) => self.seen.delegations += 1,
+            Record::MainUnit(_) => self.seen.main_units += 1,
+            Record::World(_) => {}
+            Record::End(c) => {
+                if *c != self.seen {
+                    return Err(SnapshotError::Corrupt(format!(
+                        "end record counts {c:?} differ from the records read {:?}",
+                        self.seen
+                    )));
+                }
+                if *c != self.header.counts {
+                    return Err(SnapshotError::Corrupt(format!(
+                        "header counts {:?} differ from the records read {c:?}",
+                        self.header.counts
+                    )));
+                }
+                if self.pos != self.block.len() {
+                    return Err(SnapshotError::Corrupt("data after the end record".into()));
+                }
+                let mut extra = [0u8; 1];
+                if self.input.read(&mut extra)? != 0 {
+                    return Err(SnapshotError::Corrupt("data after the last block".into()));
+                }
+                self.ended = true;
+                return Ok(None);
+            }
+        }
+        Ok(Some(rec))
+    }
+}
+
+fn bad(index: u64, message: String) -> SnapshotError {
+    SnapshotError::BadRecord { index, message }
+}
+
+/// Rebuilds a world from a stream of records through the graph facade.
+///
+/// Every reference is resolved by external id or catalogue code; a record naming
+/// something unknown, a duplicate id or an edge before its nodes is an error.
+pub struct Loader {
+    world: World,
+    index: u64,
+    saw_world: bool,
+    /// The last party looked up as an edge's source: the writer emits edges grouped by
+    /// source, so this saves one id lookup per edge on load.
+    last_source: Option<(String, NodeId)>,
+}
+
+impl Default for Loader {
+    fn default() -> Self {
+        Loader::new()
+    }
+}
+
+impl Loader {
+    pub fn new() -> Loader {
+        Loader {
+            world: World::new(),
+            index: 0,
+            saw_world: false,
+            last_source: None,
+        }
+    }
+
+    fn party(&self, id: &str) -> Result<NodeId> {
+        self.world
+            .graph
+            .party_node(id)
+            .ok_or_else(|| bad(self.index, format!("names unknown party `{id}`")))
+    }
+    fn source(&mut self, id: &str) -> Result<NodeId> {
+        if let Some((s, n)) = &self.last_source
+            && s == id
+        {
+            return Ok(*n);
+        }
+        let n = self.party(id)?;
+        self.last_source = Some((id.to_string(), n));
+        Ok(n)
+    }
+    fn resource(&self, id: &str) -> Result<NodeId> {
+        self.world
+            .graph
+            .resource_node(id)
+            .ok_or_else(|| bad(self.index, format!("names unknown resource `{id}`")))
+    }
+    fn role(&self, code: &str) -> Result<crate::model::RoleId> {
+        self.world
+            .catalog
+            .role_id(code)
+            .ok_or_else(|| bad(self.index, format!("names unknown role `{code}`")))
+    }
+    fn packages(&self, codes: &[String]) -> Result<crate::catalog::PackageSet> {
+        codes
+            .iter()
+            .map(|p| {
+                self.world
+                    .catalog
+                    .package_id(p)
+                    .ok_or_else(|| bad(self.index, format!("names unknown package `{p}`")))
+            })
+            .collect()
+    }
+    fn grants(
+        &self,
+        gs: &[ResourceGrant],
+    ) -> Result<std::collections::BTreeMap<NodeId, crate::graph::Actions>> {
+        gs.iter()
+            .map(|g| Ok((self.resource(&g.resource)?, g.actions.iter().cloned().collect())))
+            .collect()
+    }
+    fn no_edges_yet(&self, what: &str) -> Result<()> {
+        if self.world.graph.edge_count() > 0 || self.saw_world {
+            return Err(bad(self.index, format!("{what} after the edges")));
+        }
+        Ok(())
+    }
+
+    /// Adds one record to the world being built.
+    pub fn add(&mut self, rec: Record) -> Result<()> {
+        if self.saw_world {
+            return Err(bad(self.index, "record after the world record".into()));
+        }
+        match rec {
+            Record::Party(p) => {
+                self.no_edges_yet("party")?;
+                if self.world.graph.party_node(&p.id).is_some() {
+                    return Err(bad(self.index, format!("duplicate party `{}`", p.id)));
+                }
+                let mut party = Party::new(&p.id, p.kind);
+                party.name = p.name;
+                party.unit_type = p.unit_type;
+                party.org_no = p.org_no;
+                party.ssn = p.ssn;
+                party.alive = p.alive;
+                party.system_user_kind = p.system_user_kind;
+                party.owner = p.owner;
+                party.system = p.system;
+                party.uuid = p.uuid;
+                party.party_id = p.party_id;
+                party.user_id = p.user_id;
+                self.world.graph.add_party(party);
+            }
+            Record::Resource(r) => {
+                self.no_edges_yet("resource")?;
+                if self.world.graph.resource_node(&r.id).is_some() {
+                    return Err(bad(self.index, format!("duplicate resource `{}`", r.id)));
+                }
+                let mut rules = Vec::with_capacity(r.rules.len());
+                for rule in r.rules {
+                    let any_of = rule
+                        .any_of
+                        .iter()
+                        .map(|t| parse_token(self.world.catalog, t))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(|e| bad(self.index, e.to_string()))?;
+                    rules.push(Rule {
+                        actions: rule.actions.into_iter().collect(),
+                        any_of,
+                        written: rule.any_of,
+                    });
+                }
+                self.world.graph.add_resource(Resource {
+                    id: r.id,
+                    owner: r.owner,
+                    delegable: r.delegable,
+                    rules,
+                });
+            }
+            Record::Assignment(a) => {
+                let from = self.source(&a.from)?;
+                let to = self.party(&a.to)?;
+                let role = self.role(&a.role)?;
+                if self.world.graph.find_assignment(from, to, role).is_some() {
+                    return Err(bad(
+                        self.index,
+                        format!("duplicate assignment `{}` → `{}` ({})", a.from, a.to, a.role),
+                    ));
+                }
+                let mut instances = std::collections::BTreeMap::new();
+                for i in &a.instances {
+                    instances.insert(
+                        (self.resource(&i.resource)?, i.instance.clone()),
+                        i.actions.iter().cloned().collect(),
+                    );
+                }
+                let edge = Assignment {
+                    role,
+                    packages: self.packages(&a.packages)?,
+                    resources: self.grants(&a.resources)?,
+                    instances,
+                };
+                self.world.graph.add_edge(from, to, Edge::Assignment(edge));
+            }
+            Record::Delegation(d) => {
+                let client = self.source(&d.client)?;
+                let facilitator = self.party(&d.facilitator)?;
+                let agent = self.party(&d.agent)?;
+                let role = self.role(&d.role)?;
+                if self
+                    .world
+                    .graph
+                    .find_delegation(client, agent, facilitator, role)
+                    .is_some()
+                {
+                    return Err(bad(self.index, "duplicate delegation".into()));
+                }
+                let edge = Delegation {
+                    facilitator,
+                    role,
+                    packages: self.packages(&d.packages)?,
+                    resources: self.grants(&d.resources)?,
+                };
+                self.world.graph.add_edge(client, agent, Edge::Delegation(edge));
+            }
+            Record::MainUnit(m) => {
+                let sub = self.source(&m.sub)?;
+                let main = self.party(&m.main)?;
+                let role = self.role(&m.role)?;
+                if self.world.graph.main_unit(sub).is_some() {
+                    return Err(bad(self.index, format!("`{}` has two main units", m.sub)));
+                }
+                self.world.graph.add_edge(sub, main, Edge::MainUnit(role));
+            }
+            Record::World(w) => {
+                self.world.now = match w.now {
+                    None => None,
+                    Some(t) => Some(
+                        chrono::DateTime::parse_from_rfc3339(&t)
+                            .map_err(|e| bad(self.index, format!("clock `{t}`: {e}")))?,
+                    ),
+                };
+                self.world.a2_retired = w.a2_retired;
+                self.saw_world = true;
+            }
+            Record::End(_) => return Err(bad(self.index, "unexpected end record".into())),
+        }
+        self.index += 1;
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<World> {
+        if !self.saw_world {
+            return Err(SnapshotError::Corrupt("no world record".into()));
+        }
+        Ok(self.world)
+    }
+}
+
+/// What loading a snapshot gives back besides the world.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub header: Header,
+    pub version: u32,
+    pub bytes: u64,
+}
+
+/// Reads a whole snapshot from a stream and rebuilds the world. `progress` is called
+/// with the number of records read so far (every 65 536 records and at the end).
+pub fn read_world<R: Read>(input: R, progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
+    let mut rd = SnapshotReader::new(input)?;
+    let mut loader = Loader::new();
+    let mut n = 0u64;
+    while let Some(rec) = rd.next_record()? {
+        loader.add(rec)?;
+        n += 1;
+        if n.is_multiple_of(65_536) {
+            progress(n);
+        }
+    }
+    progress(n);
+    let world = loader.finish()?;
+    Ok((
+        world,
+        Loaded {
+            header: rd.header.clone(),
+            version: rd.version,
+            bytes: rd.offset,
+        },
+    ))
+}
+
+/// Decodes a snapshot held in memory (used by tests and the fuzz target).
+pub fn decode(bytes: &[u8]) -> Result<World> {
+    read_world(bytes, &mut |_| {}).map(|(w, _)| w)
+}
+
+/// Writes a world to a stream; returns the counts written.
+pub fn write_world<W: Write>(
+    w: &World,
+    out: W,
+    last_seq: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(W, Counts)> {
+    let header = Header {
+        created_at: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        last_seq,
+        counts: count(w),
+        compression: "lz4-block".to_string(),
+        engine: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let mut wr = SnapshotWriter::new(out, &header)?;
+    let mut n = 0u64;
+    for rec in records(w) {
+        wr.write(&rec)?;
+        n += 1;
+        if n.is_multiple_of(65_536) {
+            progress(n);
+        }
+    }
+    progress(n);
+    let (out, counts) = wr.finish()?;
+    if counts != header.counts {
+        return Err(SnapshotError::Encode(format!(
+            "counted {:?} before writing but wrote {counts:?}",
+            header.counts
+        )));
+    }
+    Ok((out, counts))
+}
+
+/// Encodes a world into memory (tests and tools; files should use [`save`]).
+pub fn encode(w: &World, last_seq: u64) -> Result<Vec<u8>> {
+    write_world(w, Vec::new(), last_seq, &mut |_| {}).map(|(v, _)| v)
+}
+
+/// Fsyncs a directory so that a rename or an unlink in it is durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Saves a world atomically: written to a temporary file beside `path`, fsynced,
+/// renamed over `path`, and the directory fsynced. A crash at any point leaves either
+/// the old file or the new one, never a mix; a left-over `*.tmp` is garbage.
+pub fn save(w: &World, path: &Path, last_seq: u64, progress: &mut dyn FnMut(u64)) -> Result<Counts> {
+    let mut inner = || -> Result<Counts> {
+        let dir = parent_of(path);
+        let name = path
+            .file_name()
+            .ok_or_else(|| SnapshotError::Encode("the path names no file".into()))?;
+        let mut tmp_name = name.to_os_string();
+        tmp_name.push(format!(".{}.tmp", std::process::id()));
+        let tmp = dir.join(tmp_name);
+        let file = File::create(&tmp)?;
+        let result = (|| {
+            let (buf, counts) = write_world(w, BufWriter::with_capacity(1 << 20, file), last_seq, progress)?;
+            let file = buf.into_inner().map_err(|e| SnapshotError::Io(e.into_error()))?;
+            file.sync_all()?;
+            drop(file);
+            std::fs::rename(&tmp, path)?;
+            sync_dir(&dir)?;
+            Ok(counts)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    };
+    inner().map_err(|e| e.at(path))
+}
+
+/// Like [`read_world`], with reading, checking, decompressing and decoding on a second
+/// thread while this one builds the graph (the two halves cost about the same).
+pub fn read_world_pipelined<R: Read + Send>(
+    input: R,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(World, Loaded)> {
+    const CHUNK: usize = 4096;
+    let mut rd = SnapshotReader::new(input)?;
+    let header = rd.header.clone();
+    let version = rd.version;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Record>>>(8);
+    std::thread::scope(|s| {
+        let decoder = s.spawn(move || {
+            loop {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                let mut end = false;
+                while chunk.len() < CHUNK {
+                    match rd.next_record() {
+                        Ok(Some(r)) => chunk.push(r),
+                        Ok(None) => {
+                            end = true;
+                            break;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return rd.offset;
+                        }
+                    }
+                }
+                if tx.send(Ok(chunk)).is_err() || end {
+                    return rd.offset;
+                }
+            }
+        });
+        let mut loader = Loader::new();
+        let mut n = 0u64;
+        let mut result = Ok(());
+        for chunk in rx.iter() {
+            match chunk {
+                Ok(recs) => {
+                    for rec in recs {
+                        if let Err(e) = loader.add(rec) {
+                            result = Err(e);
+                            break;
+                        }
+                        n += 1;
+                        if n.is_multiple_of(65_536) {
+                            progress(n);
+                        }
+                    }
+                }
+                Err(e) => result = Err(e),
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        // Dropping the receiver stops the decoder at its next send.
+        drop(rx);
+        let bytes = decoder
+            .join()
+            .map_err(|_| SnapshotError::Corrupt("the decoder thread panicked".into()))?;
+        result?;
+        progress(n);
+        let world = loader.finish()?;
+        Ok((
+            world,
+            Loaded {
+                header,
+                version,
+                bytes,
+            },
+        ))
+    })
+}
+
+/// Loads a snapshot file (streamed through a buffered reader, decoded on a second
+/// thread).
+pub fn load(path: &Path, progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
+    let mut inner = || {
+        let f = File::open(path)?;
+        read_world_pipelined(BufReader::with_capacity(1 << 20, f), progress)
+    };
+    inner().map_err(|e| e.at(path))
+}
+
+/// Reads only the header of a snapshot file.
+pub fn read_header(path: &Path) -> Result<(Header, u32)> {
+    let inner = || {
+        let f = File::open(path)?;
+        let rd = SnapshotReader::new(BufReader::new(f))?;
+        Ok((rd.header.clone(), rd.version))
+    };
+    inner().map_err(|e: SnapshotError| e.at(path))
+}

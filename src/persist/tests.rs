@@ -1,0 +1,269 @@
+//! Unit tests of the decoders: round trips, and truncated or corrupted bytes give
+//! errors, never panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+
+use super::error::{RecordError, SnapshotError};
+use super::import::parse_line;
+use super::snapshot::{self, Record};
+use super::wal::{self, Tail};
+use crate::event::Event;
+use crate::world::World;
+
+const FIXTURE: &str = include_str!("../../graph-snapshots/fixture-v1.jsonl");
+
+fn fixture_events() -> Vec<Event> {
+    FIXTURE.lines().filter_map(|l| parse_line(l).unwrap()).collect()
+}
+
+fn fixture_world() -> World {
+    let mut w = World::new();
+    for e in fixture_events() {
+        crate::mutate::apply(&mut w, &e).unwrap();
+    }
+    w
+}
+
+/// Every record of a world, sorted, as a canonical form to compare worlds by.
+fn canonical(w: &World) -> Vec<String> {
+    let mut v: Vec<String> = snapshot::records(w)
+        .map(|r| {
+            let r = match r {
+                Record::Assignment(mut a) => {
+                    a.packages.sort();
+                    Record::Assignment(a)
+                }
+                other => other,
+            };
+            format!("{r:?}")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn snapshot_round_trips_the_world() {
+    let w = fixture_world();
+    let bytes = snapshot::encode(&w, 7).unwrap();
+    let back = snapshot::decode(&bytes).unwrap();
+    assert_eq!(canonical(&w), canonical(&back));
+    assert_eq!(back.now, w.now);
+    assert_eq!(back.a2_retired, w.a2_retired);
+}
+
+#[test]
+fn snapshot_truncated_anywhere_is_an_error() {
+    let bytes = snapshot::encode(&fixture_world(), 0).unwrap();
+    for cut in 0..bytes.len() {
+        let r = snapshot::decode(&bytes[..cut]);
+        assert!(
+            r.is_err(),
+            "a snapshot cut at {cut} of {} bytes was accepted",
+            bytes.len()
+        );
+    }
+}
+
+#[test]
+fn snapshot_with_any_flipped_byte_is_an_error() {
+    let bytes = snapshot::encode(&fixture_world(), 0).unwrap();
+    for i in 0..bytes.len() {
+        let mut b = bytes.clone();
+        b[i] ^= 0x5a;
+        assert!(snapshot::decode(&b).is_err(), "byte {i} flipped was accepted");
+    }
+}
+
+#[test]
+fn snapshot_with_trailing_bytes_is_an_error() {
+    let mut bytes = snapshot::encode(&fixture_world(), 0).unwrap();
+    bytes.push(0);
+    let e = snapshot::decode(&bytes).unwrap_err();
+    assert!(e.to_string().contains("after the last block"), "{e}");
+}
+
+#[test]
+fn snapshot_of_an_unknown_version_is_refused_clearly() {
+    let mut bytes = snapshot::encode(&fixture_world(), 0).unwrap();
+    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let e = snapshot::decode(&bytes).unwrap_err();
+    assert!(
+        matches!(e, SnapshotError::UnsupportedVersion { found: 99, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("version `99` is not supported"), "{e}");
+}
+
+#[test]
+fn not_a_snapshot_is_refused() {
+    let e = snapshot::decode(b"{\"party\": {}}\n and more text here").unwrap_err();
+    assert!(matches!(e, SnapshotError::BadMagic), "{e:?}");
+}
+
+#[test]
+fn empty_world_round_trips() {
+    let w = World::new();
+    let back = snapshot::decode(&snapshot::encode(&w, 0).unwrap()).unwrap();
+    assert_eq!(back.graph.party_count(), 0);
+}
+
+#[test]
+fn snapshot_save_is_atomic_and_leaves_no_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.snap");
+    std::fs::File::create(&path).unwrap().write_all(b"old").unwrap();
+    snapshot::save(&fixture_world(), &path, 3, &mut |_| {}).unwrap();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let (_, loaded) = snapshot::load(&path, &mut |_| {}).unwrap();
+    assert_eq!(loaded.header.last_seq, 3);
+}
+
+/// Every event of the fixture and of the shared scenarios survives the log encoding.
+#[test]
+fn log_records_round_trip_every_event() {
+    let mut events = fixture_events();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scenarios");
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for f in rd.flatten() {
+            let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+            let Ok(doc) = serde_yaml::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            for step in doc["steps"].as_array().into_iter().flatten() {
+                let mut step = step.clone();
+                if let Some(m) = step.as_object_mut()
+                    && let Some(body) = m.values_mut().next().and_then(|b| b.as_object_mut())
+                {
+                    body.remove("expect_error");
+                }
+                if let Ok(e) = Event::from_json(step) {
+                    events.push(e);
+                }
+            }
+        }
+    }
+    assert!(events.len() > 20);
+    for (i, e) in events.iter().enumerate() {
+        let rec = wal::encode_record(i as u64 + 1, std::slice::from_ref(e)).unwrap();
+        let (b, used) = wal::decode_record(&rec).unwrap();
+        assert_eq!(used, rec.len());
+        assert_eq!(b.seq, i as u64 + 1);
+        assert_eq!(&b.events[0], e, "event {i} changed in the log");
+    }
+}
+
+#[test]
+fn log_torn_and_corrupt_tails_are_detected() {
+    let evs = fixture_events();
+    let mut body = Vec::new();
+    for (i, e) in evs.iter().enumerate() {
+        body.extend(wal::encode_record(i as u64 + 1, std::slice::from_ref(e)).unwrap());
+    }
+    let (all, tail) = wal::decode_records(&body);
+    assert_eq!(all.len(), evs.len());
+    assert_eq!(tail, Tail::Clean);
+    for cut in 0..body.len() {
+        let (got, tail) = wal::decode_records(&body[..cut]);
+        assert!(got.len() <= evs.len());
+        if tail == Tail::Clean {
+            // Only a cut exactly between records is clean.
+            let whole: usize = got
+                .iter()
+                .map(|b| wal::encode_record(b.seq, &b.events).unwrap().len())
+                .sum();
+            assert_eq!(whole, cut);
+        }
+    }
+    for i in 0..body.len() {
+        let mut b = body.clone();
+        b[i] ^= 0x01;
+        let (got, tail) = wal::decode_records(&b);
+        assert!(got.len() < evs.len(), "flipped byte {i} went unnoticed");
+        assert!(matches!(tail, Tail::Bad { .. }));
+    }
+}
+
+#[test]
+fn log_record_with_a_huge_length_is_refused_without_allocating() {
+    let mut b = vec![0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0];
+    b.extend([0u8; 16]);
+    assert!(matches!(wal::decode_record(&b), Err(RecordError::TooLong(_))));
+    assert!(matches!(
+        wal::decode_record(&[1, 2]),
+        Err(RecordError::Incomplete { .. })
+    ));
+}
+
+#[test]
+fn import_lines_refuse_bad_input_with_a_clear_error() {
+    assert_eq!(parse_line("   ").unwrap(), None);
+    assert_eq!(parse_line("# comment").unwrap(), None);
+    for bad in [
+        "{",
+        "[]",
+        "{}",
+        "{\"no_such_event\": {}}",
+        "{\"party\": {\"id\": \"x\"}}",
+        "{\"party\": {\"id\": \"x\", \"kind\": \"person\", \"colour\": \"red\"}}",
+        "{\"a\": 1, \"b\": 2}",
+        "\"party\"",
+    ] {
+        let e = parse_line(bad).unwrap_err();
+        assert_eq!(e.code, crate::model::ErrorCode::InvalidInput, "{bad}: {e}");
+    }
+}
+
+#[test]
+fn import_reports_the_line_of_a_refused_event() {
+    let text = "{\"party\": {\"id\": \"a\", \"kind\": \"person\"}}\n\n{\"register_role\": {\"from\": \"a\", \"to\": \"nobody\", \"role\": \"daglig-leder\"}}\n";
+    let mut w = World::new();
+    let e = super::import::import(&mut w, text.as_bytes(), &mut |_| {}).unwrap_err();
+    assert!(e.to_string().starts_with("line 3: unknown_party"), "{e}");
+}
+
+#[test]
+fn pipelined_load_reports_decoder_and_loader_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // A checksum error found by the decoder thread.
+    let mut bytes = snapshot::encode(&fixture_world(), 0).unwrap();
+    let mid = bytes.len() - 10;
+    bytes[mid] ^= 0xff;
+    let path = dir.path().join("flipped.snap");
+    std::fs::write(&path, &bytes).unwrap();
+    let e = snapshot::load(&path, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("flipped.snap"), "{e}");
+    assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    // A reference the loader cannot resolve, in a file whose checksums are all valid.
+    let header = snapshot::Header {
+        created_at: "2026-01-01T00:00:00Z".into(),
+        last_seq: 0,
+        counts: snapshot::Counts {
+            assignments: 1,
+            ..Default::default()
+        },
+        compression: "lz4-block".into(),
+        engine: "test".into(),
+    };
+    let mut w = snapshot::SnapshotWriter::new(Vec::new(), &header).unwrap();
+    w.write(&Record::Assignment(snapshot::AssignmentRecord {
+        from: "ghost".into(),
+        to: "nobody".into(),
+        role: "daglig-leder".into(),
+        packages: vec![],
+        resources: vec![],
+        instances: vec![],
+    }))
+    .unwrap();
+    let (bytes, _) = w.finish().unwrap();
+    let path = dir.path().join("dangling.snap");
+    std::fs::write(&path, &bytes).unwrap();
+    let e = snapshot::load(&path, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("unknown party `ghost`"), "{e}");
+    assert!(snapshot::decode(&bytes).is_err());
+}

@@ -1,0 +1,653 @@
+//! Queries as typed requests and answers, with one evaluation shared by the scenario
+//! runner (in-process), the HTTP API and `delegraph test --server`.
+//!
+//! Request field names are those of `spec/scenario-format.md`, without the expectation
+//! fields (`expect`, `includes`, ...), which belong to the scenario runner. Answers carry
+//! external ids only and every list is sorted, so that an answer does not depend on
+//! internal indices: the same world reached by different routes (1 or N partitions, a
+//! rolled-back dry run, a replayed log) gives byte-identical answers.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::event::Event;
+use crate::graph::NodeId;
+use crate::model::{Error, ErrorCode, PackageId, Result, RoleId};
+use crate::mutate::{self, Access, Outcome};
+use crate::resolve::{self, DelegationVerdict};
+use crate::world::World;
+
+/// `check`: may `subject` use a package, a role, or an action on a resource (or one of
+/// its instances) for `party`? Exactly one of `package`, `role`, `resource` + `action`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CheckQuery {
+    pub subject: String,
+    pub party: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+/// The decision: for a resource check `allowed` is permit (true) or deny (false).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CheckAnswer {
+    pub allowed: bool,
+}
+
+/// `authorized_parties`: every party `subject` can act for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizedPartiesQuery {
+    pub subject: String,
+}
+
+/// One party the subject can act for, with what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuthorizedPartyEntry {
+    pub party: String,
+    /// For a sub-unit: its main unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_unit: Option<String>,
+    /// Role codes, sorted.
+    pub roles: Vec<String>,
+    /// Package codes, sorted.
+    pub packages: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuthorizedPartiesAnswer {
+    /// Sorted by party id.
+    pub parties: Vec<AuthorizedPartyEntry>,
+}
+
+/// `rights`: the effective packages and roles of `subject` for `party`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RightsQuery {
+    pub subject: String,
+    pub party: String,
+}
+
+/// Package and role codes, sorted; roles exclude `rettighetshaver` and `agent`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RightsAnswer {
+    pub packages: Vec<String>,
+    pub roles: Vec<String>,
+}
+
+/// `can_delegate`: may `by`, acting for `party`, pass on a package, or an action on a
+/// resource?
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CanDelegateQuery {
+    pub by: String,
+    pub party: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CanDelegateAnswer {
+    pub allowed: bool,
+    /// Why not, for a package: `not_assignable`, `wrong_entity_type` or `not_held`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `holders`: every subject that holds `package` for `party`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HoldersQuery {
+    pub party: String,
+    pub package: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HoldersAnswer {
+    /// Sorted subject ids.
+    pub holders: Vec<String>,
+}
+
+/// `clients`: the clients an agent acts for, named by `system_user`, or by
+/// `facilitator` and `agent`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ClientsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facilitator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClientsAnswer {
+    /// Sorted client ids.
+    pub clients: Vec<String>,
+}
+
+/// `request_status`: the state of a system-user, change or access request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RequestStatusQuery {
+    pub request: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RequestStatusAnswer {
+    /// `draft`, `pending`, `accepted`, `approved`, `rejected`, `withdrawn` or `timed_out`.
+    pub status: String,
+    /// Whether the request was escalated to the party's access managers.
+    pub escalated: bool,
+}
+
+/// `addable_clients`: the clients `add_client` would accept for an agent system user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AddableClientsQuery {
+    pub system_user: String,
+}
+
+/// `explain`: the derivation paths behind "subject holds a package / role for party".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainQuery {
+    pub subject: String,
+    pub party: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExplainAnswer {
+    pub allowed: bool,
+    /// One human-readable derivation per path, sorted; empty for a no.
+    pub paths: Vec<String>,
+}
+
+/// `simulate`: what one event would remove, computed without changing anything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateQuery {
+    /// One event of the vocabulary, e.g. `{"unregister_role": {"from": .., "to": .., "role": ..}}`.
+    #[schema(value_type = Object)]
+    pub event: Value,
+}
+
+/// An access that would be lost: a package, or an action on a resource.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+pub struct LostAccess {
+    pub subject: String,
+    pub party: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+/// An assignment an event deleted (`role` is the role code).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+pub struct RemovedAssignment {
+    pub from: String,
+    pub to: String,
+    pub role: String,
+}
+
+/// A client delegation an event deleted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+pub struct RemovedDelegation {
+    pub client: String,
+    pub facilitator: String,
+    pub agent: String,
+}
+
+/// What an event (or batch) changed, or would change: sorted lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Changes {
+    pub changed: bool,
+    pub removed_assignments: Vec<RemovedAssignment>,
+    pub removed_delegations: Vec<RemovedDelegation>,
+}
+
+impl From<&Outcome> for Changes {
+    fn from(o: &Outcome) -> Changes {
+        let mut removed_assignments: Vec<RemovedAssignment> = o
+            .removed_assignments
+            .iter()
+            .map(|(from, to, role)| RemovedAssignment {
+                from: from.clone(),
+                to: to.clone(),
+                role: role.clone(),
+            })
+            .collect();
+        let mut removed_delegations: Vec<RemovedDelegation> = o
+            .removed_delegations
+            .iter()
+            .map(|(client, facilitator, agent)| RemovedDelegation {
+                client: client.clone(),
+                facilitator: facilitator.clone(),
+                agent: agent.clone(),
+            })
+            .collect();
+        removed_assignments.sort();
+        removed_delegations.sort();
+        Changes {
+            changed: o.changed,
+            removed_assignments,
+            removed_delegations,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SimulateAnswer {
+    /// Sorted.
+    pub lost: Vec<LostAccess>,
+    pub removed_assignments: Vec<RemovedAssignment>,
+    pub removed_delegations: Vec<RemovedDelegation>,
+}
+
+/// One query of the vocabulary; its JSON form is the scenario step without expectations,
+/// e.g. `{"check": {"subject": "kari", "party": "bergen", "package": "skattegrunnlag"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Query {
+    Check(CheckQuery),
+    AuthorizedParties(AuthorizedPartiesQuery),
+    Rights(RightsQuery),
+    CanDelegate(CanDelegateQuery),
+    Holders(HoldersQuery),
+    Clients(ClientsQuery),
+    RequestStatus(RequestStatusQuery),
+    AddableClients(AddableClientsQuery),
+    Explain(ExplainQuery),
+    Simulate(SimulateQuery),
+}
+
+/// The answer to a [`Query`], of the same variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    Check(CheckAnswer),
+    AuthorizedParties(AuthorizedPartiesAnswer),
+    Rights(RightsAnswer),
+    CanDelegate(CanDelegateAnswer),
+    Holders(HoldersAnswer),
+    Clients(ClientsAnswer),
+    RequestStatus(RequestStatusAnswer),
+    AddableClients(ClientsAnswer),
+    Explain(ExplainAnswer),
+    Simulate(SimulateAnswer),
+}
+
+impl Query {
+    /// The query's name in the vocabulary, also the last segment of its HTTP route.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Query::Check(_) => "check",
+            Query::AuthorizedParties(_) => "authorized_parties",
+            Query::Rights(_) => "rights",
+            Query::CanDelegate(_) => "can_delegate",
+            Query::Holders(_) => "holders",
+            Query::Clients(_) => "clients",
+            Query::RequestStatus(_) => "request_status",
+            Query::AddableClients(_) => "addable_clients",
+            Query::Explain(_) => "explain",
+            Query::Simulate(_) => "simulate",
+        }
+    }
+
+    /// Whether evaluating needs exclusive access to the world (simulate applies the event
+    /// and rolls it back).
+    pub fn needs_exclusive(&self) -> bool {
+        matches!(self, Query::Simulate(_))
+    }
+
+    /// Parses the query named `name` from its fields; `None` when `name` is no query of
+    /// this module.
+    pub fn parse(name: &str, body: Value) -> Option<Result<Query>> {
+        fn p<T: for<'de> Deserialize<'de>>(name: &str, body: Value) -> Result<T> {
+            serde_json::from_value(body).map_err(|e| Error::invalid(format!("`{name}`: {e}")))
+        }
+        Some(match name {
+            "check" => p(name, body).map(Query::Check),
+            "authorized_parties" => p(name, body).map(Query::AuthorizedParties),
+            "rights" => p(name, body).map(Query::Rights),
+            "can_delegate" => p(name, body).map(Query::CanDelegate),
+            "holders" => p(name, body).map(Query::Holders),
+            "clients" => p(name, body).map(Query::Clients),
+            "request_status" => p(name, body).map(Query::RequestStatus),
+            "addable_clients" => p(name, body).map(Query::AddableClients),
+            "explain" => p(name, body).map(Query::Explain),
+            "simulate" => p(name, body).map(Query::Simulate),
+            _ => return None,
+        })
+    }
+
+    /// The query's fields as JSON (the body of its HTTP route).
+    pub fn body(&self) -> Result<Value> {
+        let v = match self {
+            Query::Check(q) => serde_json::to_value(q),
+            Query::AuthorizedParties(q) => serde_json::to_value(q),
+            Query::Rights(q) => serde_json::to_value(q),
+            Query::CanDelegate(q) => serde_json::to_value(q),
+            Query::Holders(q) => serde_json::to_value(q),
+            Query::Clients(q) => serde_json::to_value(q),
+            Query::RequestStatus(q) => serde_json::to_value(q),
+            Query::AddableClients(q) => serde_json::to_value(q),
+            Query::Explain(q) => serde_json::to_value(q),
+            Query::Simulate(q) => serde_json::to_value(q),
+        };
+        v.map_err(|e| Error::invalid(format!("cannot encode the query: {e}")))
+    }
+}
+
+impl Answer {
+    /// Parses the answer to `q` from its JSON form (an HTTP response body).
+    pub fn from_json(q: &Query, v: Value) -> Result<Answer> {
+        fn p<T: for<'de> Deserialize<'de>>(name: &str, v: Value) -> Result<T> {
+            serde_json::from_value(v).map_err(|e| Error::invalid(format!("answer to `{name}`: {e}")))
+        }
+        let n = q.name();
+        Ok(match q {
+            Query::Check(_) => Answer::Check(p(n, v)?),
+            Query::AuthorizedParties(_) => Answer::AuthorizedParties(p(n, v)?),
+            Query::Rights(_) => Answer::Rights(p(n, v)?),
+            Query::CanDelegate(_) => Answer::CanDelegate(p(n, v)?),
+            Query::Holders(_) => Answer::Holders(p(n, v)?),
+            Query::Clients(_) => Answer::Clients(p(n, v)?),
+            Query::RequestStatus(_) => Answer::RequestStatus(p(n, v)?),
+            Query::AddableClients(_) => Answer::AddableClients(p(n, v)?),
+            Query::Explain(_) => Answer::Explain(p(n, v)?),
+            Query::Simulate(_) => Answer::Simulate(p(n, v)?),
+        })
+    }
+
+    /// The answer's fields as JSON (an HTTP response body).
+    pub fn body(&self) -> Result<Value> {
+        let v = match self {
+            Answer::Check(a) => serde_json::to_value(a),
+            Answer::AuthorizedParties(a) => serde_json::to_value(a),
+            Answer::Rights(a) => serde_json::to_value(a),
+            Answer::CanDelegate(a) => serde_json::to_value(a),
+            Answer::Holders(a) => serde_json::to_value(a),
+            Answer::Clients(a) => serde_json::to_value(a),
+            Answer::RequestStatus(a) => serde_json::to_value(a),
+            Answer::AddableClients(a) => serde_json::to_value(a),
+            Answer::Explain(a) => serde_json::to_value(a),
+            Answer::Simulate(a) => serde_json::to_value(a),
+        };
+        v.map_err(|e| Error::invalid(format!("cannot encode the answer: {e}")))
+    }
+}
+
+/// Evaluates a read-only query. `simulate` needs [`evaluate_mut`]; here it is refused.
+pub fn evaluate(w: &World, q: &Query) -> Result<Answer> {
+    Ok(match q {
+        Query::Check(q) => Answer::Check(check(w, q)?),
+        Query::AuthorizedParties(q) => Answer::AuthorizedParties(authorized_parties(w, q)?),
+        Query::Rights(q) => Answer::Rights(rights(w, q)?),
+        Query::CanDelegate(q) => Answer::CanDelegate(can_delegate(w, q)?),
+        Query::Holders(q) => Answer::Holders(holders(w, q)?),
+        Query::Clients(q) => Answer::Clients(clients(w, q)?),
+        Query::RequestStatus(q) => Answer::RequestStatus(RequestStatusAnswer {
+            status: crate::sysuser::request_status(w, &q.request)?
+                .as_str()
+                .to_string(),
+            escalated: w
+                .sys
+                .requests
+                .get(&q.request)
+                .is_some_and(|r| r.escalated_by.is_some()),
+        }),
+        Query::AddableClients(q) => Answer::AddableClients(ClientsAnswer {
+            clients: sorted_ids(w, crate::sysuser::addable_clients(w, &q.system_user)?),
+        }),
+        Query::Explain(q) => Answer::Explain(explain(w, q)?),
+        Query::Simulate(_) => {
+            return Err(Error::invalid("`simulate` needs exclusive access to the world"));
+        }
+    })
+}
+
+/// Evaluates any query, `simulate` included (which changes the world and rolls back).
+pub fn evaluate_mut(w: &mut World, q: &Query) -> Result<Answer> {
+    match q {
+        Query::Simulate(q) => simulate(w, q).map(Answer::Simulate),
+        other => evaluate(w, other),
+    }
+}
+
+fn party(w: &World, id: &str) -> Result<NodeId> {
+    w.graph.party_node(id).ok_or_else(|| Error::unknown_party(id))
+}
+
+fn package_id(w: &World, p: &str) -> Result<PackageId> {
+    w.catalog.package_id(p).ok_or_else(|| {
+        Error::new(
+            ErrorCode::UnknownPackage,
+            format!("no access package `{p}` in the catalogue"),
+        )
+    })
+}
+
+fn role_id(w: &World, r: &str) -> Result<RoleId> {
+    w.catalog
+        .role_id(r)
+        .ok_or_else(|| Error::new(ErrorCode::UnknownRole, format!("no role `{r}` in the catalogue")))
+}
+
+fn resource_node(w: &World, r: &str) -> Result<NodeId> {
+    w.graph.resource_node(r).ok_or_else(|| Error::unknown_resource(r))
+}
+
+fn sorted_ids(w: &World, set: impl IntoIterator<Item = NodeId>) -> Vec<String> {
+    let s: BTreeSet<String> = set.into_iter().map(|n| w.graph.ext_id(n).to_string()).collect();
+    s.into_iter().collect()
+}
+
+pub fn check(w: &World, q: &CheckQuery) -> Result<CheckAnswer> {
+    let (x, f) = (party(w, &q.subject)?, party(w, &q.party)?);
+    let plain = q.action.is_none() && q.instance.is_none();
+    let allowed = match (&q.package, &q.role, &q.resource) {
+        (Some(p), None, None) if plain => resolve::has_package(w, x, f, package_id(w, p)?),
+        (None, Some(r), None) if plain => resolve::has_role(w, x, f, role_id(w, r)?),
+        (None, None, Some(res)) => {
+            let Some(action) = &q.action else {
+                return Err(Error::invalid("a resource check needs `action`"));
+            };
+            let rn = resource_node(w, res)?;
+            resolve::permits(w, x, f, rn, &action.to_lowercase(), q.instance.as_deref())
+        }
+        _ => {
+            return Err(Error::invalid(
+                "`check` names exactly one of `package`, `role` or `resource` + `action`",
+            ));
+        }
+    };
+    Ok(CheckAnswer { allowed })
+}
+
+pub fn authorized_parties(w: &World, q: &AuthorizedPartiesQuery) -> Result<AuthorizedPartiesAnswer> {
+    let c = w.catalog;
+    let x = party(w, &q.subject)?;
+    let mut parties: Vec<AuthorizedPartyEntry> = resolve::authorized_parties(w, x)
+        .into_iter()
+        .map(|a| {
+            let roles: BTreeSet<String> = a.roles.iter().map(|r| c.role(r).code.clone()).collect();
+            let packages: BTreeSet<String> = a.packages.iter().map(|p| c.package(p).code.clone()).collect();
+            AuthorizedPartyEntry {
+                party: w.graph.ext_id(a.party).to_string(),
+                main_unit: a.main_unit.map(|m| w.graph.ext_id(m).to_string()),
+                roles: roles.into_iter().collect(),
+                packages: packages.into_iter().collect(),
+            }
+        })
+        .collect();
+    parties.sort_by(|a, b| a.party.cmp(&b.party));
+    Ok(AuthorizedPartiesAnswer { parties })
+}
+
+pub fn rights(w: &World, q: &RightsQuery) -> Result<RightsAnswer> {
+    let c = w.catalog;
+    let (x, f) = (party(w, &q.subject)?, party(w, &q.party)?);
+    let r = resolve::rights(w, x, f);
+    let packages: BTreeSet<String> = r.packages.iter().map(|p| c.package(p).code.clone()).collect();
+    let roles: BTreeSet<String> = r
+        .roles
+        .iter()
+        .filter(|r| !c.is_unreported_role(**r))
+        .map(|r| c.role(*r).code.clone())
+        .collect();
+    Ok(RightsAnswer {
+        packages: packages.into_iter().collect(),
+        roles: roles.into_iter().collect(),
+    })
+}
+
+pub fn can_delegate(w: &World, q: &CanDelegateQuery) -> Result<CanDelegateAnswer> {
+    let (u, p) = (party(w, &q.by)?, party(w, &q.party)?);
+    match (&q.package, &q.resource, &q.action) {
+        (Some(pk), None, None) => {
+            let reason = match resolve::can_delegate_package(w, u, p, package_id(w, pk)?) {
+                DelegationVerdict::Yes => None,
+                DelegationVerdict::NotAssignable => Some("not_assignable"),
+                DelegationVerdict::WrongEntityType => Some("wrong_entity_type"),
+                DelegationVerdict::NotHeld => Some("not_held"),
+            };
+            Ok(CanDelegateAnswer {
+                allowed: reason.is_none(),
+                reason: reason.map(str::to_string),
+            })
+        }
+        (None, Some(r), Some(a)) => {
+            let rn = resource_node(w, r)?;
+            Ok(CanDelegateAnswer {
+                allowed: resolve::can_delegate_resource(w, u, p, rn, &a.to_lowercase()),
+                reason: None,
+            })
+        }
+        _ => Err(Error::invalid(
+            "`can_delegate` names a `package`, or a `resource` and an `action`",
+        )),
+    }
+}
+
+pub fn holders(w: &World, q: &HoldersQuery) -> Result<HoldersAnswer> {
+    let f = party(w, &q.party)?;
+    let p = package_id(w, &q.package)?;
+    Ok(HoldersAnswer {
+        holders: sorted_ids(w, resolve::holders(w, f, p)),
+    })
+}
+
+pub fn clients(w: &World, q: &ClientsQuery) -> Result<ClientsAnswer> {
+    let (f, a) = match (&q.system_user, &q.facilitator, &q.agent) {
+        (None, Some(f), Some(a)) => (party(w, f)?, party(w, a)?),
+        (Some(su), None, None) => {
+            let a = party(w, su)?;
+            let owner = w
+                .graph
+                .party(a)
+                .and_then(|p| p.owner.clone())
+                .ok_or_else(|| Error::invalid(format!("`{su}` is not a system user with an owner")))?;
+            (party(w, &owner)?, a)
+        }
+        _ => {
+            return Err(Error::invalid(
+                "`clients` names a `system_user`, or a `facilitator` and an `agent`",
+            ));
+        }
+    };
+    Ok(ClientsAnswer {
+        clients: sorted_ids(w, resolve::clients(w, f, a)),
+    })
+}
+
+pub fn explain(w: &World, q: &ExplainQuery) -> Result<ExplainAnswer> {
+    let (x, f) = (party(w, &q.subject)?, party(w, &q.party)?);
+    let mut paths = match (&q.package, &q.role) {
+        (Some(p), None) => resolve::explain_package(w, x, f, package_id(w, p)?),
+        (None, Some(r)) => resolve::explain_role(w, x, f, role_id(w, r)?),
+        _ => {
+            return Err(Error::invalid(
+                "`explain` names exactly one of `package` or `role`",
+            ));
+        }
+    };
+    paths.sort();
+    paths.dedup();
+    Ok(ExplainAnswer {
+        allowed: !paths.is_empty(),
+        paths,
+    })
+}
+
+pub fn simulate(w: &mut World, q: &SimulateQuery) -> Result<SimulateAnswer> {
+    let ev = Event::from_json(q.event.clone())?;
+    let sim = mutate::simulate(w, &ev)?;
+    let lost = sim
+        .lost
+        .iter()
+        .map(|a| match a {
+            Access::Package {
+                subject,
+                party,
+                package,
+            } => LostAccess {
+                subject: subject.clone(),
+                party: party.clone(),
+                package: Some(package.clone()),
+                resource: None,
+                action: None,
+            },
+            Access::Resource {
+                subject,
+                party,
+                resource,
+                action,
+            } => LostAccess {
+                subject: subject.clone(),
+                party: party.clone(),
+                package: None,
+                resource: Some(resource.clone()),
+                action: Some(action.clone()),
+            },
+        })
+        .collect();
+    let changes = Changes::from(&sim.outcome);
+    Ok(SimulateAnswer {
+        lost,
+        removed_assignments: changes.removed_assignments,
+        removed_delegations: changes.removed_delegations,
+    })
+}

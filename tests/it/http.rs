@@ -1,0 +1,627 @@
+//! The HTTP API, started in-process on 127.0.0.1:0: the shared scenarios over HTTP under
+//! 1, 2 and 8 partitions (answers identical to the in-process runner), authentication,
+//! limits and hostile input.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use delegraph::api::auth::{Auth, JwtAuth};
+use delegraph::api::client::HttpBackend;
+use delegraph::api::{RunningServer, ServerConfig, spawn};
+use delegraph::event::Event;
+use delegraph::model::Result as EngineResult;
+use delegraph::partition::journal::MemoryJournal;
+use delegraph::query::{Answer, Query};
+use delegraph::scenario::{self, Backend};
+use delegraph::world::World;
+use serde_json::{Value, json};
+
+const SECRET: &[u8] = b"a test secret that is long enough";
+
+fn start(partitions: usize, auth: Auth) -> (RunningServer, Arc<MemoryJournal>) {
+    let journal = Arc::new(MemoryJournal::new());
+    let config = ServerConfig {
+        partitions,
+        auth,
+        allow_reset: true,
+        workers: Some(2),
+        ..ServerConfig::default()
+    };
+    let server = spawn(config, "127.0.0.1:0", World::new(), journal.clone()).expect("server starts");
+    (server, journal)
+}
+
+fn jwt_auth() -> Auth {
+    Auth::Jwt(Box::new(JwtAuth::hs256(SECRET).expect("key")))
+}
+
+fn token_with(scope: &str, secret: &[u8], exp_offset: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let exp = now + exp_offset;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "tester", "scope": scope, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("token")
+}
+
+fn token(scope: &str) -> String {
+    token_with(scope, SECRET, 3600)
+}
+
+struct Reply {
+    status: u16,
+    content_type: String,
+    body: Value,
+    text: String,
+}
+
+fn send(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    bearer: Option<&str>,
+) -> Reply {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}{}", server.url(), path);
+    let res = match (method, body) {
+        ("GET", _) => {
+            let mut r = agent.get(&url);
+            if let Some(t) = bearer {
+                r = r.header("Authorization", format!("Bearer {t}"));
+            }
+            r.call()
+        }
+        (_, body) => {
+            let mut r = agent.post(&url).content_type("application/json");
+            if let Some(t) = bearer {
+                r = r.header("Authorization", format!("Bearer {t}"));
+            }
+            r.send(body.unwrap_or_default())
+        }
+    };
+    let mut res = res.expect("request completes");
+    let status = res.status().as_u16();
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let text = res.body_mut().read_to_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply {
+        status,
+        content_type,
+        body,
+        text,
+    }
+}
+
+fn post_json(server: &RunningServer, path: &str, body: &Value, bearer: Option<&str>) -> Reply {
+    send(server, "POST", path, Some(body.to_string().into_bytes()), bearer)
+}
+
+fn assert_problem(r: &Reply, status: u16, code: &str) {
+    assert_eq!(r.status, status, "status of {}", r.text);
+    assert_eq!(r.body["code"], code, "code of {}", r.text);
+    assert!(
+        r.content_type.starts_with("application/problem+json"),
+        "content type {}",
+        r.content_type
+    );
+    assert!(
+        r.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "a detail in {}",
+        r.text
+    );
+}
+
+// ----------------------------------------------------------------------------------
+// Shared scenarios over HTTP
+
+/// Scenario files that cannot run over HTTP yet, with the reason (none today).
+const PENDING: &[(&str, &str)] = &[];
+
+fn shared_scenarios() -> Option<Vec<PathBuf>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            match PENDING.iter().find(|(f, _)| *f == name) {
+                Some((_, why)) => {
+                    eprintln!("skipped {name}: needs {why}");
+                    false
+                }
+                None => true,
+            }
+        })
+        .collect();
+    files.sort();
+    Some(files)
+}
+
+/// Wraps a backend and records every result: answers in full, refusals by code (the
+/// HTTP detail names the event's index in its batch).
+struct Recorder<'a> {
+    inner: &'a mut dyn Backend,
+    log: Vec<String>,
+}
+
+impl Backend for Recorder<'_> {
+    fn reset(&mut self) -> EngineResult<()> {
+        self.inner.reset()
+    }
+    fn apply(&mut self, events: &[Event]) -> EngineResult<()> {
+        let r = self.inner.apply(events);
+        self.log.push(match &r {
+            Ok(()) => "applied".to_string(),
+            Err(e) => format!("refused {}", e.code),
+        });
+        r
+    }
+    fn query(&mut self, q: &Query) -> EngineResult<Answer> {
+        let r = self.inner.query(q);
+        self.log.push(match &r {
+            Ok(a) => format!("{a:?}"),
+            Err(e) => format!("error {}", e.code),
+        });
+        r
+    }
+}
+
+fn run_all(backend: &mut dyn Backend, files: &[PathBuf]) -> (scenario::Report, Vec<String>) {
+    let mut rec = Recorder {
+        inner: backend,
+        log: Vec::new(),
+    };
+    let mut report = scenario::Report::default();
+    for f in files {
+        report.merge(scenario::run_file_on(&mut rec, f));
+    }
+    (report, rec.log)
+}
+
+#[test]
+fn shared_scenarios_over_http_match_in_process_under_1_2_and_8_partitions() {
+    let Some(files) = shared_scenarios() else {
+        eprintln!("SKIPPED: ../shared/scenarios is not beside the repository");
+        return;
+    };
+    let (local, local_log) = run_all(&mut World::new(), &files);
+    assert_eq!(local.failed, 0, "in-process failures: {:?}", local.failures);
+    assert!(local.passed > 100, "too few steps ran: {}", local.passed);
+    for n in [1, 2, 8] {
+        let (server, _) = start(n, Auth::Disabled);
+        let mut http = HttpBackend::new(&server.url(), None);
+        let (remote, remote_log) = run_all(&mut http, &files);
+        let lines: Vec<String> = remote.failures.iter().map(|f| f.to_string()).collect();
+        assert_eq!(
+            remote.failed,
+            0,
+            "{n} partitions: failed steps:\n{}",
+            lines.join("\n")
+        );
+        assert_eq!(remote.passed, local.passed, "{n} partitions: steps passed");
+        assert_eq!(remote_log.len(), local_log.len());
+        for (i, (a, b)) in local_log.iter().zip(&remote_log).enumerate() {
+            assert_eq!(a, b, "{n} partitions: result {i} differs from in-process");
+        }
+        server.stop();
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// Authentication
+
+fn kari_and_bergen() -> Value {
+    json!([
+        {"party": {"id": "bergen", "kind": "organisation", "unit_type": "AS"}},
+        {"party": {"id": "kari", "kind": "person"}},
+        {"register_role": {"from": "bergen", "to": "kari", "role": "daglig-leder"}}
+    ])
+}
+
+#[test]
+fn no_token_gets_401() {
+    let (server, _) = start(1, jwt_auth());
+    let r = send(
+        &server,
+        "GET",
+        "/v1/check?subject=kari&party=bergen&package=skattegrunnlag",
+        None,
+        None,
+    );
+    assert_problem(&r, 401, "unauthenticated");
+    let r = post_json(&server, "/v1/events", &kari_and_bergen(), None);
+    assert_problem(&r, 401, "unauthenticated");
+}
+
+#[test]
+fn bad_token_gets_401() {
+    let (server, journal) = start(1, jwt_auth());
+    for bad in [
+        "not-a-jwt".to_string(),
+        token_with("delegraph:admin", b"another secret entirely", 3600),
+        token_with("delegraph:admin", SECRET, -3600),
+    ] {
+        let r = post_json(&server, "/v1/events", &kari_and_bergen(), Some(&bad));
+        assert_problem(&r, 401, "unauthenticated");
+    }
+    assert_eq!(journal.appended_events(), 0);
+}
+
+#[test]
+fn read_only_token_cannot_write_and_write_token_can() {
+    let (server, journal) = start(1, jwt_auth());
+    let read = token("delegraph:read");
+    let r = post_json(&server, "/v1/events", &kari_and_bergen(), Some(&read));
+    assert_problem(&r, 403, "insufficient_scope");
+    assert_eq!(journal.appended_events(), 0);
+
+    let write = token("delegraph:write");
+    let r = post_json(&server, "/v1/events", &kari_and_bergen(), Some(&write));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let t = r.body["token"].as_u64().expect("a token");
+
+    let r = send(
+        &server,
+        "GET",
+        &format!("/v1/check?subject=kari&party=bergen&package=skattegrunnlag&min_token={t}"),
+        None,
+        Some(&read),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["allowed"], true);
+
+    // Admin needs admin.
+    let r = post_json(&server, "/v1/admin/reset", &Value::Null, Some(&write));
+    assert_problem(&r, 403, "insufficient_scope");
+    let r = post_json(
+        &server,
+        "/v1/admin/reset",
+        &Value::Null,
+        Some(&token("delegraph:admin")),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+// ----------------------------------------------------------------------------------
+// Consistency tokens
+
+#[test]
+fn reads_wait_for_their_token_and_refuse_one_from_the_future() {
+    let (server, _) = start(2, Auth::Disabled);
+    let r = post_json(&server, "/v1/events", &kari_and_bergen(), None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let t = r.body["token"].as_u64().expect("token");
+    let q = json!({"subject": "kari", "party": "bergen", "min_token": t});
+    let r = post_json(&server, "/v1/rights", &q, None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.body["roles"]
+            .as_array()
+            .is_some_and(|a| a.contains(&json!("daglig-leder")))
+    );
+
+    let q = json!({"subject": "kari", "party": "bergen", "min_token": t + 1000});
+    let r = post_json(&server, "/v1/rights", &q, None);
+    assert_problem(&r, 409, "conflict");
+}
+
+#[test]
+fn a_batch_spanning_partitions_is_seen_whole_or_not_at_all() {
+    // Parties chosen so that the batch touches several of the 8 partitions.
+    let (server, _) = start(8, Auth::Disabled);
+    let mut setup = vec![json!({"party": {"id": "org", "kind": "organisation", "unit_type": "AS"}})];
+    let people: Vec<String> = (0..6).map(|i| format!("person-{i}")).collect();
+    for p in &people {
+        setup.push(json!({"party": {"id": p, "kind": "person"}}));
+    }
+    assert_eq!(
+        post_json(&server, "/v1/events", &Value::Array(setup), None).status,
+        200
+    );
+    let checks: Vec<Value> = people
+        .iter()
+        .map(|p| json!({"subject": p, "party": "org", "role": "daglig-leder"}))
+        .collect();
+    let url = server.url();
+    let reader = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..150 {
+            let mut res = agent
+                .post(&format!("{url}/v1/check/batch"))
+                .content_type("application/json")
+                .send(json!({"checks": checks}).to_string())
+                .expect("check batch");
+            let v: Value = serde_json::from_str(&res.body_mut().read_to_string().unwrap_or_default())
+                .unwrap_or_default();
+            let answers: Vec<bool> = v["results"]
+                .as_array()
+                .map(|a| a.iter().map(|r| r["allowed"] == true).collect())
+                .unwrap_or_default();
+            assert!(
+                answers.iter().all(|a| *a) || answers.iter().all(|a| !*a),
+                "a reader saw half a batch: {answers:?}"
+            );
+            seen.insert(answers.first().copied().unwrap_or(false));
+        }
+        seen
+    });
+    for i in 0..60 {
+        let name = if i % 2 == 0 {
+            "register_role"
+        } else {
+            "unregister_role"
+        };
+        let batch: Vec<Value> = people
+            .iter()
+            .map(|p| json!({name: {"from": "org", "to": p, "role": "daglig-leder"}}))
+            .collect();
+        let r = post_json(&server, "/v1/events", &Value::Array(batch), None);
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let seen = reader.join().expect("reader");
+    assert!(!seen.is_empty());
+}
+
+// ----------------------------------------------------------------------------------
+// Limits and hostile input: a clean problem, and nothing changes.
+
+fn assert_unchanged(server: &RunningServer, journal: &MemoryJournal, token_before: u64) {
+    assert_eq!(journal.appended_events(), 3, "the journal got nothing more");
+    assert_eq!(server.store.visible(), token_before, "no new state");
+    let (parties, _, _) = server.store.graph_size();
+    assert_eq!(parties, 2, "the graph is as it was");
+}
+
+fn seeded() -> (RunningServer, Arc<MemoryJournal>, u64) {
+    let (server, journal) = start(2, Auth::Disabled);
+    let r = post_json(&server, "/v1/events", &kari_and_bergen(), None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let t = server.store.visible();
+    (server, journal, t)
+}
+
+#[test]
+fn a_huge_body_is_refused_with_413() {
+    let (server, journal, t) = seeded();
+    let big = vec![b' '; 5 * 1024 * 1024];
+    let r = send(&server, "POST", "/v1/events", Some(big), None);
+    assert_problem(&r, 413, "limit_exceeded");
+    assert_unchanged(&server, &journal, t);
+}
+
+#[test]
+fn deeply_nested_json_is_refused_before_parsing() {
+    let (server, journal, t) = seeded();
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let r = send(&server, "POST", "/v1/events", Some(deep.into_bytes()), None);
+    assert_problem(&r, 400, "invalid_input");
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("levels deep")
+    );
+    let r = send(
+        &server,
+        "POST",
+        "/v1/check",
+        Some("{\"a\":".repeat(1000).into_bytes()),
+        None,
+    );
+    assert_problem(&r, 400, "invalid_input");
+    assert_unchanged(&server, &journal, t);
+}
+
+#[test]
+fn invalid_utf8_is_refused() {
+    let (server, journal, t) = seeded();
+    let mut body = br#"[{"party": {"id": "ol"#.to_vec();
+    body.extend_from_slice(&[0xff, 0xfe, 0xc3]);
+    body.extend_from_slice(br#"", "kind": "person"}}]"#);
+    let r = send(&server, "POST", "/v1/events", Some(body), None);
+    assert_problem(&r, 400, "invalid_input");
+    assert_unchanged(&server, &journal, t);
+}
+
+#[test]
+fn unknown_ids_are_refused_with_their_code() {
+    let (server, journal, t) = seeded();
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"grant": {"from": "bergen", "to": "nobody", "package": "skattegrunnlag"}}]),
+        None,
+    );
+    assert_problem(&r, 422, "unknown_party");
+    let r = post_json(
+        &server,
+        "/v1/check",
+        &json!({"subject": "kari", "party": "bergen", "package": "no-such-package"}),
+        None,
+    );
+    assert_problem(&r, 422, "unknown_package");
+    let r = send(
+        &server,
+        "GET",
+        "/v1/rights?subject=ghost&party=bergen",
+        None,
+        None,
+    );
+    assert_problem(&r, 422, "unknown_party");
+    let r = post_json(&server, "/v1/events", &json!([{"no_such_event": {}}]), None);
+    assert_problem(&r, 400, "invalid_input");
+    let r = post_json(
+        &server,
+        "/v1/check",
+        &json!({"subject": "kari", "party": "bergen", "bogus": 1}),
+        None,
+    );
+    assert_problem(&r, 400, "invalid_input");
+    assert_unchanged(&server, &journal, t);
+}
+
+#[test]
+fn ten_thousand_events_in_one_batch_are_refused() {
+    let (server, journal, t) = seeded();
+    let batch: Vec<Value> = (0..10_000)
+        .map(|i| json!({"party": {"id": format!("p{i}"), "kind": "person"}}))
+        .collect();
+    let r = post_json(&server, "/v1/events", &Value::Array(batch), None);
+    assert_problem(&r, 413, "limit_exceeded");
+    assert_unchanged(&server, &journal, t);
+}
+
+#[test]
+fn a_batch_with_one_bad_event_changes_nothing() {
+    let (server, journal, t) = seeded();
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([
+            {"party": {"id": "ola", "kind": "person"}},
+            {"register_role": {"from": "bergen", "to": "ola", "role": "no-such-role"}}
+        ]),
+        None,
+    );
+    assert_problem(&r, 422, "unknown_role");
+    assert_unchanged(&server, &journal, t);
+}
+
+#[test]
+fn too_many_checks_in_one_batch_are_refused() {
+    let (server, journal, t) = seeded();
+    let checks: Vec<Value> = (0..10_001)
+        .map(|_| json!({"subject": "kari", "party": "bergen", "package": "skattegrunnlag"}))
+        .collect();
+    let r = post_json(&server, "/v1/check/batch", &json!({ "checks": checks }), None);
+    assert_problem(&r, 413, "limit_exceeded");
+    assert_unchanged(&server, &journal, t);
+}
+
+#[test]
+fn a_failing_journal_changes_nothing() {
+    let (server, journal, t) = seeded();
+    journal.set_failing(true);
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"party": {"id": "ola", "kind": "person"}}]),
+        None,
+    );
+    assert_problem(&r, 503, "unavailable");
+    assert_unchanged(&server, &journal, t);
+}
+
+#[test]
+fn batched_checks_answer_in_order_with_per_check_errors() {
+    let (server, _, _) = seeded();
+    let r = post_json(
+        &server,
+        "/v1/check/batch",
+        &json!({"checks": [
+            {"subject": "kari", "party": "bergen", "package": "skattegrunnlag"},
+            {"subject": "kari", "party": "bergen", "role": "styreleder"},
+            {"subject": "ghost", "party": "bergen", "role": "styreleder"}
+        ]}),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let res = r.body["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(res.len(), 3);
+    assert_eq!(res[0]["allowed"], true);
+    assert_eq!(res[1]["allowed"], false);
+    assert_eq!(res[2]["error"]["code"], "unknown_party");
+}
+
+#[test]
+fn unknown_route_is_a_problem() {
+    let (server, _) = start(1, Auth::Disabled);
+    let r = send(&server, "GET", "/v1/nothing-here", None, None);
+    assert_problem(&r, 404, "not_found");
+}
+
+// ----------------------------------------------------------------------------------
+// Operations
+
+#[test]
+fn openapi_describes_every_route_and_the_ui_is_offline() {
+    let (server, _) = start(1, Auth::Disabled);
+    let r = send(&server, "GET", "/openapi.json", None, None);
+    assert_eq!(r.status, 200);
+    let paths = r.body["paths"].as_object().cloned().unwrap_or_default();
+    for (path, methods) in [
+        ("/v1/events", &["post"][..]),
+        ("/v1/check", &["get", "post"]),
+        ("/v1/check/batch", &["post"]),
+        ("/v1/authorized_parties", &["get", "post"]),
+        ("/v1/rights", &["get", "post"]),
+        ("/v1/holders", &["get", "post"]),
+        ("/v1/can_delegate", &["get", "post"]),
+        ("/v1/explain", &["get", "post"]),
+        ("/v1/clients", &["get", "post"]),
+        ("/v1/simulate", &["post"]),
+        ("/v1/admin/reset", &["post"]),
+        ("/healthz", &["get"]),
+        ("/readyz", &["get"]),
+        ("/metrics", &["get"]),
+        ("/openapi.json", &["get"]),
+        ("/docs", &["get"]),
+    ] {
+        for m in methods {
+            assert!(
+                paths.get(path).and_then(|p| p.get(*m)).is_some(),
+                "{m} {path} in the document"
+            );
+        }
+    }
+    let ui = send(&server, "GET", "/docs", None, None);
+    assert_eq!(ui.status, 200);
+    assert!(ui.text.contains("/openapi.json"));
+    assert!(
+        !ui.text.contains("src=\"http"),
+        "the UI loads nothing from elsewhere"
+    );
+    assert!(
+        !ui.text.contains("href=\"http"),
+        "the UI loads nothing from elsewhere"
+    );
+}
+
+#[test]
+fn metrics_count_requests_and_report_the_log_position() {
+    let (server, _, _) = seeded();
+    let _ = send(&server, "GET", "/v1/rights?subject=kari&party=bergen", None, None);
+    let r = send(&server, "GET", "/metrics", None, None);
+    assert_eq!(r.status, 200);
+    for needle in [
+        "delegraph_http_requests_total{route=\"/v1/rights\",method=\"GET\",status=\"200\"} 1",
+        "delegraph_http_request_duration_seconds_bucket{route=\"/v1/events\",le=\"+Inf\"} 1",
+        "delegraph_log_position 1",
+        "delegraph_graph_parties 2",
+    ] {
+        assert!(r.text.contains(needle), "`{needle}` in\n{}", r.text);
+    }
+    assert_eq!(send(&server, "GET", "/healthz", None, None).status, 200);
+    assert_eq!(send(&server, "GET", "/readyz", None, None).status, 200);
+}

@@ -1,0 +1,1125 @@
+//! A deliberately naive reference model of the rules of domain.md: resolution (§4), the
+//! delegation check (§5), and enough of the mutations (§3, §6) to follow random event
+//! sequences.
+//!
+//! It is written from the spec text, not from the engine, so that the two can disagree:
+//! plain vectors of assignments and delegations, every query a loop over all of them,
+//! no indexes, no graph library. It takes only catalogue *data* from the engine
+//! (`Catalog::builtin()`: roles, packages, RolePackage and RoleMap rows, lookups by
+//! name) and never calls `delegraph::resolve` or `delegraph::mutate`.
+//!
+//! Where the spec leaves a choice open, the model follows the engine's documented
+//! choice; each such place says so in a comment starting `Spec choice:`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+use delegraph::catalog::{Catalog, Provider, RolePackageRow};
+use delegraph::event::{Event, GrantEvent, ResourceEvent};
+use delegraph::model::{EntityType, ErrorCode, PackageId, PartyKind, RoleId};
+
+/// Actions on one resource.
+pub type Acts = BTreeSet<String>;
+
+#[derive(Debug, Clone)]
+pub struct Party {
+    pub kind: PartyKind,
+    pub unit_type: Option<String>,
+    pub main_unit: Option<String>,
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub from: String,
+    pub to: String,
+    pub role: RoleId,
+    /// Package grants (only on rightholder assignments).
+    pub packages: BTreeSet<PackageId>,
+    /// Resource grants: resource id → actions (only on rightholder assignments).
+    pub resources: BTreeMap<String, Acts>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delegation {
+    pub client: String,
+    pub facilitator: String,
+    pub agent: String,
+    /// The role of the client assignment client → facilitator.
+    pub role: RoleId,
+    pub packages: BTreeSet<PackageId>,
+    pub resources: BTreeMap<String, Acts>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Token {
+    Package(PackageId),
+    Role(RoleId),
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub actions: Acts,
+    pub any_of: Vec<Token>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub delegable: bool,
+    pub rules: Vec<Rule>,
+}
+
+/// The whole reference world.
+#[derive(Debug, Clone)]
+pub struct RefWorld {
+    pub parties: BTreeMap<String, Party>,
+    pub assignments: Vec<Assignment>,
+    pub delegations: Vec<Delegation>,
+    pub resources: BTreeMap<String, Resource>,
+    pub a2_retired: bool,
+}
+
+/// How a record was found (§4 paths 1, 2, 4, and the implicit `privatperson`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    SelfPerson,
+    Direct,
+    KeyRole,
+    ClientDelegation,
+}
+
+/// One way by which a subject acts for `from`.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub from: String,
+    pub role: RoleId,
+    pub packages: BTreeSet<PackageId>,
+    pub resources: BTreeMap<String, Acts>,
+    pub how: How,
+    /// Made by RoleMap (path 3).
+    pub mapped: bool,
+    /// Repeated from a main unit to a sub-unit (path 5).
+    pub for_sub_unit: bool,
+    /// Repeated from an ENK to its owner (path 6).
+    pub for_owner: bool,
+}
+
+/// An assignment's identity: (from, to, role).
+type AssignmentKey = (String, String, RoleId);
+/// A client delegation's identity: (client, facilitator, agent, client assignment role).
+type DelegationKey = (String, String, String, RoleId);
+
+/// What a successful event removed (simulate's `removed` counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub assignments: usize,
+    pub delegations: usize,
+}
+
+fn cat() -> &'static Catalog {
+    Catalog::builtin()
+}
+
+/// A catalogue role by name. The names the rules use are looked up once per thread
+/// (only to keep the test fast).
+fn role(code: &'static str) -> RoleId {
+    thread_local! {
+        static SEEN: std::cell::RefCell<BTreeMap<&'static str, RoleId>> = const { std::cell::RefCell::new(BTreeMap::new()) };
+    }
+    SEEN.with(|m| {
+        *m.borrow_mut()
+            .entry(code)
+            .or_insert_with(|| match cat().role_id(code) {
+                Some(r) => r,
+                None => panic!("reference: role `{code}` missing from the catalogue"),
+            })
+    })
+}
+
+fn package(code: &'static str) -> PackageId {
+    match cat().package_id(code) {
+        Some(p) => p,
+        None => panic!("reference: package `{code}` missing from the catalogue"),
+    }
+}
+
+fn lookup_token_role(name: &str) -> RoleId {
+    match cat().role_id(name) {
+        Some(r) => r,
+        None => panic!("reference: role `{name}` missing from the catalogue"),
+    }
+}
+
+fn lookup_token_package(name: &str) -> PackageId {
+    match cat().package_id(name) {
+        Some(p) => p,
+        None => panic!("reference: package `{name}` missing from the catalogue"),
+    }
+}
+
+fn provider(r: RoleId) -> Provider {
+    cat().role(r).provider
+}
+
+fn is_a2(r: RoleId) -> bool {
+    provider(r) == Provider::Altinn2
+}
+
+fn is_rightholder(r: RoleId) -> bool {
+    r == role("rettighetshaver") || r == role("appstyrt-rettighetshaver")
+}
+
+/// The packages the RolePackage rows of `r` give at a party of `unit_type`: rows with
+/// `has_access` (or, with `delegate`, rows with `can_delegate`); a row with a unit-type
+/// condition only when the unit type matches.
+fn rows(r: RoleId, unit_type: Option<&str>, delegate: bool) -> BTreeSet<PackageId> {
+    // The RolePackage rows grouped by role, once (only to keep the test fast).
+    static BY_ROLE: OnceLock<BTreeMap<RoleId, Vec<&'static RolePackageRow>>> = OnceLock::new();
+    let by_role = BY_ROLE.get_or_init(|| {
+        let mut m: BTreeMap<RoleId, Vec<&'static RolePackageRow>> = BTreeMap::new();
+        for row in &cat().role_packages {
+            m.entry(row.role).or_default().push(row);
+        }
+        m
+    });
+    let mut out = BTreeSet::new();
+    for row in by_role.get(&r).into_iter().flatten() {
+        let applies = match (&row.unit_type, unit_type) {
+            (None, _) => true,
+            (Some(cond), Some(u)) => cond.eq_ignore_ascii_case(u),
+            (Some(_), None) => false,
+        };
+        let flag = if delegate {
+            row.can_delegate
+        } else {
+            row.has_access
+        };
+        if applies && flag {
+            out.insert(row.package);
+        }
+    }
+    out
+}
+
+/// RoleMap, one step.
+fn role_map(r: RoleId) -> Vec<RoleId> {
+    cat()
+        .role_map
+        .iter()
+        .filter(|(has, _)| *has == r)
+        .map(|(_, gets)| *gets)
+        .collect()
+}
+
+fn is_owner_rule_role(r: RoleId) -> bool {
+    [
+        "regnskapsforer",
+        "revisor",
+        "a0237",
+        "a0238",
+        "a0239",
+        "a0240",
+        "a0241",
+    ]
+    .iter()
+    .any(|c| role(c) == r)
+}
+
+fn parse_token(t: &str) -> Token {
+    if t.to_lowercase().starts_with("urn:altinn:accesspackage:") {
+        Token::Package(lookup_token_package(t))
+    } else {
+        Token::Role(lookup_token_role(t))
+    }
+}
+
+impl RefWorld {
+    pub fn new() -> RefWorld {
+        RefWorld {
+            parties: BTreeMap::new(),
+            assignments: Vec::new(),
+            delegations: Vec::new(),
+            resources: BTreeMap::new(),
+            a2_retired: false,
+        }
+    }
+
+    pub fn add_person(&mut self, id: &str) {
+        self.parties.insert(
+            id.to_string(),
+            Party {
+                kind: PartyKind::Person,
+                unit_type: None,
+                main_unit: None,
+                alive: true,
+            },
+        );
+    }
+
+    pub fn add_org(&mut self, id: &str, unit_type: &str, main_unit: Option<&str>) {
+        self.parties.insert(
+            id.to_string(),
+            Party {
+                kind: PartyKind::Organisation,
+                unit_type: Some(unit_type.to_string()),
+                main_unit: main_unit.map(str::to_string),
+                alive: true,
+            },
+        );
+    }
+
+    pub fn add_resource(&mut self, ev: &ResourceEvent) {
+        let rules = ev
+            .rules
+            .iter()
+            .map(|r| Rule {
+                actions: r.actions.iter().map(|a| a.to_lowercase()).collect(),
+                any_of: r.any_of.iter().map(|t| parse_token(t)).collect(),
+            })
+            .collect();
+        self.resources.insert(
+            ev.id.clone(),
+            Resource {
+                delegable: ev.delegable.unwrap_or(true),
+                rules,
+            },
+        );
+    }
+
+    fn unit_type(&self, id: &str) -> Option<&str> {
+        self.parties.get(id).and_then(|p| p.unit_type.as_deref())
+    }
+
+    fn is_unit_type(&self, id: &str, t: &str) -> bool {
+        self.unit_type(id).is_some_and(|u| u.eq_ignore_ascii_case(t))
+    }
+
+    fn is_living_person(&self, id: &str) -> bool {
+        self.parties
+            .get(id)
+            .is_some_and(|p| p.kind == PartyKind::Person && p.alive)
+    }
+
+    fn sub_units_of(&self, id: &str) -> Vec<String> {
+        self.parties
+            .iter()
+            .filter(|(_, p)| p.main_unit.as_deref() == Some(id))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    // ------------------------------------------------------------------------------
+    // §4 Resolution
+
+    /// The packages an assignment gives at its giver (§4.1).
+    fn assignment_packages(&self, a: &Assignment) -> BTreeSet<PackageId> {
+        if is_rightholder(a.role) {
+            a.packages.clone()
+        } else {
+            rows(a.role, self.unit_type(&a.from), false)
+        }
+    }
+
+    fn record_of(&self, a: &Assignment, how: How) -> Record {
+        Record {
+            from: a.from.clone(),
+            role: a.role,
+            packages: self.assignment_packages(a),
+            resources: if is_rightholder(a.role) {
+                a.resources.clone()
+            } else {
+                BTreeMap::new()
+            },
+            how,
+            mapped: false,
+            for_sub_unit: false,
+            for_owner: false,
+        }
+    }
+
+    /// Every record by which `x` acts for anyone.
+    pub fn records(&self, x: &str) -> Vec<Record> {
+        let dtpr = role("deltaker-delt-ansvar");
+        let mut base = Vec::new();
+
+        // A living person holds privatperson for themself (§1).
+        if self.is_living_person(x) {
+            let pp = role("privatperson");
+            base.push(Record {
+                from: x.to_string(),
+                role: pp,
+                packages: rows(pp, None, false),
+                resources: BTreeMap::new(),
+                how: How::SelfPerson,
+                mapped: false,
+                for_sub_unit: false,
+                for_owner: false,
+            });
+        }
+        // 1. Direct.
+        for a in &self.assignments {
+            if a.to == x {
+                base.push(self.record_of(a, How::Direct));
+            }
+        }
+        // 2. Key role, one hop: F → O with r, O → X with a key role.
+        for k in &self.assignments {
+            if k.to != x || !cat().role(k.role).is_key_role {
+                continue;
+            }
+            let o = &k.from;
+            // Spec choice: the IKS exception blocks both a DTPR holder of an IKS
+            // inheriting what the IKS received, and a key-role holder of a participant
+            // inheriting the participant's DTPR role on an IKS.
+            if k.role == dtpr && self.is_unit_type(o, "IKS") {
+                continue;
+            }
+            for a in &self.assignments {
+                if &a.to != o {
+                    continue;
+                }
+                if a.role == dtpr && self.is_unit_type(&a.from, "IKS") {
+                    continue;
+                }
+                base.push(self.record_of(a, How::KeyRole));
+            }
+        }
+        // 3. RoleMap, once, on what we have so far (never on client delegations).
+        let mut mapped = Vec::new();
+        for r in &base {
+            for g in role_map(r.role) {
+                // Spec choice: after the Altinn 2 cut-off, RoleMap no longer yields
+                // Altinn 2 roles (the engine drops them from records).
+                if self.a2_retired && is_a2(g) {
+                    continue;
+                }
+                mapped.push(Record {
+                    from: r.from.clone(),
+                    role: g,
+                    packages: rows(g, self.unit_type(&r.from), false),
+                    resources: BTreeMap::new(),
+                    how: r.how,
+                    mapped: true,
+                    for_sub_unit: false,
+                    for_owner: false,
+                });
+            }
+        }
+        base.extend(mapped);
+        // 4. Client delegations.
+        for d in &self.delegations {
+            if d.agent == x {
+                base.push(Record {
+                    from: d.client.clone(),
+                    role: d.role,
+                    packages: d.packages.clone(),
+                    resources: d.resources.clone(),
+                    how: How::ClientDelegation,
+                    mapped: false,
+                    for_sub_unit: false,
+                    for_owner: false,
+                });
+            }
+        }
+        // 5 and 6: repetitions of records 1–4.
+        let mut out = base.clone();
+        for r in &base {
+            for s in self.sub_units_of(&r.from) {
+                let mut rep = r.clone();
+                rep.from = s.clone();
+                rep.for_sub_unit = true;
+                if r.how != How::ClientDelegation && !is_rightholder(r.role) {
+                    rep.packages = rows(r.role, self.unit_type(&s), false);
+                }
+                out.push(rep);
+            }
+            if is_owner_rule_role(r.role) && self.is_unit_type(&r.from, "ENK") {
+                for a in &self.assignments {
+                    if a.from == r.from && a.role == role("innehaver") && self.is_living_person(&a.to) {
+                        let mut rep = r.clone();
+                        rep.from = a.to.clone();
+                        rep.for_owner = true;
+                        out.push(rep);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn records_for(&self, x: &str, f: &str) -> Vec<Record> {
+        self.records(x).into_iter().filter(|r| r.from == f).collect()
+    }
+
+    /// The roles a set of records holds. A client delegation gives no role (§4.4).
+    pub fn roles_of(recs: &[&Record]) -> BTreeSet<RoleId> {
+        recs.iter()
+            .filter(|r| r.how != How::ClientDelegation)
+            .map(|r| r.role)
+            .collect()
+    }
+
+    pub fn packages_of(recs: &[&Record]) -> BTreeSet<PackageId> {
+        recs.iter().flat_map(|r| r.packages.iter().copied()).collect()
+    }
+
+    fn token_matches(&self, t: Token, roles: &BTreeSet<RoleId>, pkgs: &BTreeSet<PackageId>) -> bool {
+        match t {
+            Token::Package(p) => pkgs.contains(&p),
+            Token::Role(r) => roles.contains(&r) && !(self.a2_retired && is_a2(r)),
+        }
+    }
+
+    /// The resource decision of §4 over records for one party.
+    pub fn permits_with(&self, recs: &[&Record], res: &str, action: &str) -> bool {
+        let Some(resource) = self.resources.get(res) else {
+            return false;
+        };
+        let roles = Self::roles_of(recs);
+        let pkgs = Self::packages_of(recs);
+        for rule in &resource.rules {
+            if rule.actions.contains(action)
+                && rule.any_of.iter().any(|t| self.token_matches(*t, &roles, &pkgs))
+            {
+                return true;
+            }
+        }
+        recs.iter()
+            .any(|r| !r.mapped && r.resources.get(res).is_some_and(|acts| acts.contains(action)))
+    }
+
+    /// Every action named for `res` by its policy or by any grant of it.
+    pub fn actions_named(&self, res: &str) -> Acts {
+        let mut out = Acts::new();
+        if let Some(r) = self.resources.get(res) {
+            for rule in &r.rules {
+                out.extend(rule.actions.iter().cloned());
+            }
+        }
+        for a in &self.assignments {
+            if let Some(x) = a.resources.get(res) {
+                out.extend(x.iter().cloned());
+            }
+        }
+        for d in &self.delegations {
+            if let Some(x) = d.resources.get(res) {
+                out.extend(x.iter().cloned());
+            }
+        }
+        out
+    }
+
+    // ------------------------------------------------------------------------------
+    // §5 The delegation check
+
+    /// Records that count for the delegation check: direct or key role (or those at
+    /// the main unit, i.e. repeated for a sub-unit); never client delegations, RoleMap
+    /// or the owner rule.
+    fn delegation_records<'a>(recs: &[&'a Record]) -> Vec<&'a Record> {
+        recs.iter()
+            .copied()
+            .filter(|r| {
+                // Spec choice: the person's own privatperson counts like a direct
+                // assignment (a citizen may pass on their own citizen packages).
+                matches!(r.how, How::Direct | How::KeyRole | How::SelfPerson) && !r.mapped && !r.for_owner
+            })
+            .collect()
+    }
+
+    fn entity_type(&self, id: &str) -> Option<EntityType> {
+        match self.parties.get(id)?.kind {
+            PartyKind::Person => Some(EntityType::Person),
+            PartyKind::Organisation => Some(EntityType::Organisation),
+            PartyKind::SystemUser => None,
+        }
+    }
+
+    pub fn can_delegate_package(&self, u: &str, p: &str, pkg: PackageId) -> bool {
+        let recs = self.records_for(u, p);
+        self.can_delegate_package_with(&recs.iter().collect::<Vec<_>>(), p, pkg)
+    }
+
+    /// The delegation check over `recs`, the records of the user for party `p`.
+    pub fn can_delegate_package_with(&self, recs: &[&Record], p: &str, pkg: PackageId) -> bool {
+        let c = cat();
+        let info = c.package(pkg);
+        if !info.is_assignable || self.entity_type(p) != Some(info.entity_type) {
+            return false;
+        }
+        let admin = package("urn:altinn:accesspackage:hovedadministrator");
+        let ut = self.unit_type(p);
+        let recs = Self::delegation_records(recs);
+        for r in &recs {
+            if is_rightholder(r.role) {
+                if pkg != admin && r.packages.contains(&pkg) {
+                    return true;
+                }
+            } else if rows(r.role, ut, true).contains(&pkg) {
+                return true;
+            }
+        }
+        let holds_admin = recs.iter().any(|r| r.packages.contains(&admin));
+        holds_admin
+            && pkg != admin
+            && rows(role("urn:altinn:role:hovedadministrator"), ut, true).contains(&pkg)
+    }
+
+    pub fn can_delegate_resource(&self, u: &str, p: &str, res: &str, action: &str) -> bool {
+        let recs = self.records_for(u, p);
+        self.can_delegate_resource_with(&recs.iter().collect::<Vec<_>>(), res, action)
+    }
+
+    /// The resource delegation check over `recs`, the records of the user for a party.
+    pub fn can_delegate_resource_with(&self, recs: &[&Record], res: &str, action: &str) -> bool {
+        if !self.resources.get(res).is_some_and(|r| r.delegable) {
+            return false;
+        }
+        self.permits_with(&Self::delegation_records(recs), res, action)
+    }
+
+    fn holds_package(&self, x: &str, f: &str, pkg: PackageId) -> bool {
+        self.records_for(x, f).iter().any(|r| r.packages.contains(&pkg))
+    }
+
+    // ------------------------------------------------------------------------------
+    // §3, §6 Mutations
+
+    fn party_exists(&self, id: &str) -> Result<(), ErrorCode> {
+        if self.parties.contains_key(id) {
+            Ok(())
+        } else {
+            Err(ErrorCode::UnknownParty)
+        }
+    }
+
+    fn lookup_role(name: &str) -> Result<RoleId, ErrorCode> {
+        cat().role_id(name).ok_or(ErrorCode::UnknownRole)
+    }
+
+    fn lookup_package(name: &str) -> Result<PackageId, ErrorCode> {
+        cat().package_id(name).ok_or(ErrorCode::UnknownPackage)
+    }
+
+    fn lookup_resource(&self, id: &str) -> Result<(), ErrorCode> {
+        if self.resources.contains_key(id) {
+            Ok(())
+        } else {
+            Err(ErrorCode::UnknownResource)
+        }
+    }
+
+    fn find_assignment(&self, from: &str, to: &str, r: RoleId) -> Option<usize> {
+        self.assignments
+            .iter()
+            .position(|a| a.from == from && a.to == to && a.role == r)
+    }
+
+    /// Delegations built on the assignment from → to with role r: as client assignment,
+    /// or (for an agent assignment) as agent assignment.
+    fn built_on(&self, d: &Delegation, from: &str, to: &str, r: RoleId) -> bool {
+        (d.client == from && d.facilitator == to && d.role == r)
+            || (r == role("agent") && d.facilitator == from && d.agent == to)
+    }
+
+    fn remove_assignment(&mut self, from: &str, to: &str, r: RoleId) {
+        let ds = std::mem::take(&mut self.delegations);
+        self.delegations = ds
+            .into_iter()
+            .filter(|d| !self.built_on(d, from, to, r))
+            .collect();
+        self.assignments
+            .retain(|a| !(a.from == from && a.to == to && a.role == r));
+    }
+
+    fn add_assignment(&mut self, from: &str, to: &str, r: RoleId) {
+        if self.find_assignment(from, to, r).is_none() {
+            self.assignments.push(Assignment {
+                from: from.to_string(),
+                to: to.to_string(),
+                role: r,
+                packages: BTreeSet::new(),
+                resources: BTreeMap::new(),
+            });
+        }
+    }
+
+    /// May `by` remove these grants of from → to (§5 "who may do what")?
+    fn may_remove(&self, by: &str, from: &str, to: &str, what: &[What]) -> bool {
+        if by == to || self.holds_package(by, from, package("tilgangsstyrer")) {
+            return true;
+        }
+        !what.is_empty()
+            && what.iter().all(|w| match w {
+                What::Package(p) => self.can_delegate_package(by, from, *p),
+                What::Resource(r, acts) => acts.iter().all(|a| self.can_delegate_resource(by, from, r, a)),
+            })
+    }
+
+    fn require_client_admin(&self, by: Option<&String>, f: &str) -> Result<(), ErrorCode> {
+        match by {
+            Some(b) if !self.holds_package(b, f, package("klientadministrator")) => {
+                Err(ErrorCode::NotAuthorized)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The identities of every assignment and client delegation (for removed counts).
+    fn keys(&self) -> (BTreeSet<AssignmentKey>, BTreeSet<DelegationKey>) {
+        (
+            self.assignments
+                .iter()
+                .map(|a| (a.from.clone(), a.to.clone(), a.role))
+                .collect(),
+            self.delegations
+                .iter()
+                .map(|d| (d.client.clone(), d.facilitator.clone(), d.agent.clone(), d.role))
+                .collect(),
+        )
+    }
+
+    /// Applies an event; a refused event changes nothing.
+    pub fn apply(&mut self, ev: &Event) -> Result<Removed, ErrorCode> {
+        let mut next = self.clone();
+        next.apply_in(ev)?;
+        let (a0, d0) = self.keys();
+        let (a1, d1) = next.keys();
+        *self = next;
+        Ok(Removed {
+            assignments: a0.difference(&a1).count(),
+            delegations: d0.difference(&d1).count(),
+        })
+    }
+
+    fn apply_in(&mut self, ev: &Event) -> Result<(), ErrorCode> {
+        match ev {
+            Event::RegisterRole(r) | Event::UnregisterRole(r) => {
+                let add = matches!(ev, Event::RegisterRole(_));
+                if r.from == r.to {
+                    return Err(ErrorCode::InvalidInput);
+                }
+                self.party_exists(&r.from)?;
+                self.party_exists(&r.to)?;
+                let ro = Self::lookup_role(&r.role)?;
+                if !matches!(provider(ro), Provider::Ccr | Provider::Cra) {
+                    return Err(ErrorCode::NotAssignable);
+                }
+                if add {
+                    self.add_assignment(&r.from, &r.to, ro);
+                } else {
+                    // The register removing a role always cascades.
+                    self.remove_assignment(&r.from, &r.to, ro);
+                }
+                Ok(())
+            }
+            Event::A2Role(r) | Event::RemoveA2Role(r) => {
+                let add = matches!(ev, Event::A2Role(_));
+                if r.from == r.to {
+                    return Err(ErrorCode::InvalidInput);
+                }
+                self.party_exists(&r.from)?;
+                self.party_exists(&r.to)?;
+                let ro = Self::lookup_role(&r.role)?;
+                if !is_a2(ro) || (add && self.a2_retired) {
+                    return Err(ErrorCode::NotAssignable);
+                }
+                if add {
+                    self.add_assignment(&r.from, &r.to, ro);
+                } else {
+                    self.remove_assignment(&r.from, &r.to, ro);
+                }
+                Ok(())
+            }
+            Event::Grant(g) => self.grant(g),
+            Event::Revoke(g) => self.revoke(g),
+            Event::RemoveConnection(ev) => {
+                self.party_exists(&ev.from)?;
+                self.party_exists(&ev.to)?;
+                if let Some(b) = &ev.by {
+                    self.party_exists(b)?;
+                }
+                let rh = role("rettighetshaver");
+                let Some(i) = self.find_assignment(&ev.from, &ev.to, rh) else {
+                    return Ok(());
+                };
+                let a = self.assignments[i].clone();
+                let mut what: Vec<What> = a.packages.iter().map(|p| What::Package(*p)).collect();
+                what.extend(
+                    a.resources
+                        .iter()
+                        .map(|(r, x)| What::Resource(r.clone(), x.clone())),
+                );
+                if let Some(b) = &ev.by
+                    && !self.may_remove(b, &ev.from, &ev.to, &what)
+                {
+                    return Err(ErrorCode::NotAuthorized);
+                }
+                let deps = self
+                    .delegations
+                    .iter()
+                    .any(|d| self.built_on(d, &ev.from, &ev.to, rh));
+                if (!what.is_empty() || deps) && ev.cascade != Some(true) {
+                    return Err(ErrorCode::HasDependants);
+                }
+                self.remove_assignment(&ev.from, &ev.to, rh);
+                Ok(())
+            }
+            Event::AddAgent(a) => {
+                self.party_exists(&a.facilitator)?;
+                self.party_exists(&a.agent)?;
+                if let Some(b) = &a.by {
+                    self.party_exists(b)?;
+                }
+                self.check_agent(&a.facilitator, &a.agent)?;
+                self.require_client_admin(a.by.as_ref(), &a.facilitator)?;
+                self.add_assignment(&a.facilitator, &a.agent, role("agent"));
+                Ok(())
+            }
+            Event::RemoveAgent(a) => {
+                self.party_exists(&a.facilitator)?;
+                self.party_exists(&a.agent)?;
+                if let Some(b) = &a.by {
+                    self.party_exists(b)?;
+                }
+                self.require_client_admin(a.by.as_ref(), &a.facilitator)?;
+                let ag = role("agent");
+                if self.find_assignment(&a.facilitator, &a.agent, ag).is_none() {
+                    return Ok(());
+                }
+                let deps = self
+                    .delegations
+                    .iter()
+                    .any(|d| d.facilitator == a.facilitator && d.agent == a.agent);
+                if deps && a.cascade == Some(false) {
+                    return Err(ErrorCode::HasDependants);
+                }
+                self.remove_assignment(&a.facilitator, &a.agent, ag);
+                Ok(())
+            }
+            Event::Delegate(d) => self.delegate(d),
+            Event::Undelegate(d) => {
+                self.party_exists(&d.client)?;
+                self.party_exists(&d.facilitator)?;
+                self.party_exists(&d.agent)?;
+                if let Some(b) = &d.by {
+                    self.party_exists(b)?;
+                }
+                let ro = d.role.as_deref().map(Self::lookup_role).transpose()?;
+                let pkgs = d
+                    .packages
+                    .iter()
+                    .flatten()
+                    .map(|p| Self::lookup_package(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for r in d.resources.iter().flatten() {
+                    self.lookup_resource(r.id())?;
+                }
+                self.require_client_admin(d.by.as_ref(), &d.facilitator)?;
+                let all = d.packages.is_none() && d.resources.is_none();
+                for x in &mut self.delegations {
+                    if x.client != d.client
+                        || x.facilitator != d.facilitator
+                        || x.agent != d.agent
+                        || ro.is_some_and(|r| r != x.role)
+                    {
+                        continue;
+                    }
+                    if all {
+                        x.packages.clear();
+                        x.resources.clear();
+                        continue;
+                    }
+                    for p in &pkgs {
+                        x.packages.remove(p);
+                    }
+                    for r in d.resources.iter().flatten() {
+                        match r.actions() {
+                            None => {
+                                x.resources.remove(r.id());
+                            }
+                            Some(acts) => {
+                                if let Some(held) = x.resources.get_mut(r.id()) {
+                                    held.retain(|h| !acts.iter().any(|a| a.to_lowercase() == *h));
+                                    if held.is_empty() {
+                                        x.resources.remove(r.id());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                // An emptied client delegation is removed (§3).
+                self.delegations
+                    .retain(|x| !x.packages.is_empty() || !x.resources.is_empty());
+                Ok(())
+            }
+            Event::Died(d) => {
+                self.party_exists(&d.person)?;
+                let p = &self.parties[&d.person];
+                if p.kind != PartyKind::Person {
+                    return Err(ErrorCode::InvalidInput);
+                }
+                if !p.alive {
+                    return Ok(());
+                }
+                let removable = |r: RoleId| {
+                    r == role("rettighetshaver") || r == role("appstyrt-rettighetshaver") || is_a2(r)
+                };
+                let doomed: Vec<(String, String, RoleId)> = self
+                    .assignments
+                    .iter()
+                    .filter(|a| {
+                        (a.from == d.person && removable(a.role))
+                            || (a.to == d.person && (removable(a.role) || a.role == role("agent")))
+                    })
+                    .map(|a| (a.from.clone(), a.to.clone(), a.role))
+                    .collect();
+                for (f, t, r) in doomed {
+                    self.remove_assignment(&f, &t, r);
+                }
+                if let Some(p) = self.parties.get_mut(&d.person) {
+                    p.alive = false;
+                }
+                Ok(())
+            }
+            Event::RetireA2Roles(_) => {
+                let doomed: Vec<(String, String, RoleId)> = self
+                    .assignments
+                    .iter()
+                    .filter(|a| is_a2(a.role))
+                    .map(|a| (a.from.clone(), a.to.clone(), a.role))
+                    .collect();
+                for (f, t, r) in doomed {
+                    self.remove_assignment(&f, &t, r);
+                }
+                self.a2_retired = true;
+                Ok(())
+            }
+            Event::Resource(r) => {
+                self.add_resource(r);
+                Ok(())
+            }
+            other => panic!("reference does not model `{}` events", other.name()),
+        }
+    }
+
+    fn check_agent(&self, f: &str, agent: &str) -> Result<(), ErrorCode> {
+        if self.parties[f].kind != PartyKind::Organisation {
+            return Err(ErrorCode::InvalidInput);
+        }
+        if !self.is_living_person(agent) || agent == f {
+            return Err(ErrorCode::InvalidAgent);
+        }
+        Ok(())
+    }
+
+    /// Shape and references of a grant or revoke.
+    fn grant_what(&self, g: &GrantEvent) -> Result<What, ErrorCode> {
+        if g.from == g.to {
+            return Err(ErrorCode::InvalidInput);
+        }
+        self.party_exists(&g.from)?;
+        self.party_exists(&g.to)?;
+        if let Some(b) = &g.by {
+            self.party_exists(b)?;
+        }
+        match (&g.package, &g.resource) {
+            (Some(p), None) => Ok(What::Package(Self::lookup_package(p)?)),
+            (None, Some(r)) => {
+                self.lookup_resource(r)?;
+                let acts = g.actions.iter().flatten().map(|a| a.to_lowercase()).collect();
+                Ok(What::Resource(r.clone(), acts))
+            }
+            _ => Err(ErrorCode::InvalidInput),
+        }
+    }
+
+    fn grant(&mut self, g: &GrantEvent) -> Result<(), ErrorCode> {
+        let what = self.grant_what(g)?;
+        match &what {
+            What::Package(p) => {
+                let info = cat().package(*p);
+                if !info.is_assignable || self.entity_type(&g.from) != Some(info.entity_type) {
+                    return Err(ErrorCode::NotAssignable);
+                }
+                // Spec choice (engine rule): the main administrator and company
+                // representative packages go to people, never to an organisation.
+                let to_org = self.parties[&g.to].kind == PartyKind::Organisation;
+                let person_only = *p == package("urn:altinn:accesspackage:hovedadministrator")
+                    || *p == package("virksomhetens-representant-skjemaoppgaver");
+                if to_org && person_only {
+                    return Err(ErrorCode::NotAssignable);
+                }
+            }
+            What::Resource(r, _) => {
+                if g.by.is_some() && !self.resources[r].delegable {
+                    return Err(ErrorCode::NotDelegable);
+                }
+            }
+        }
+        if let Some(b) = &g.by {
+            let ok = match &what {
+                What::Package(p) => self.can_delegate_package(b, &g.from, *p),
+                What::Resource(r, acts) => acts.iter().all(|a| self.can_delegate_resource(b, &g.from, r, a)),
+            };
+            if !ok {
+                return Err(ErrorCode::NotAuthorized);
+            }
+        }
+        let rh = role("rettighetshaver");
+        self.add_assignment(&g.from, &g.to, rh);
+        let Some(i) = self.find_assignment(&g.from, &g.to, rh) else {
+            return Err(ErrorCode::InvalidInput);
+        };
+        let a = &mut self.assignments[i];
+        match what {
+            What::Package(p) => {
+                a.packages.insert(p);
+            }
+            What::Resource(r, acts) => a.resources.entry(r).or_default().extend(acts),
+        }
+        Ok(())
+    }
+
+    fn revoke(&mut self, g: &GrantEvent) -> Result<(), ErrorCode> {
+        let what = self.grant_what(g)?;
+        if let Some(b) = &g.by
+            && !self.may_remove(b, &g.from, &g.to, std::slice::from_ref(&what))
+        {
+            return Err(ErrorCode::NotAuthorized);
+        }
+        let rh = role("rettighetshaver");
+        let Some(i) = self.find_assignment(&g.from, &g.to, rh) else {
+            return Ok(());
+        };
+        let carries = |pk: &BTreeSet<PackageId>, rs: &BTreeMap<String, Acts>| match &what {
+            What::Package(p) => pk.contains(p),
+            What::Resource(r, acts) => rs.get(r).is_some_and(|x| x.iter().any(|a| acts.contains(a))),
+        };
+        let a = &self.assignments[i];
+        if !carries(&a.packages, &a.resources) {
+            return Ok(());
+        }
+        let copies = self
+            .delegations
+            .iter()
+            .any(|d| self.built_on(d, &g.from, &g.to, rh) && carries(&d.packages, &d.resources));
+        if copies && g.cascade == Some(false) {
+            return Err(ErrorCode::HasDependants);
+        }
+        let strip = |pk: &mut BTreeSet<PackageId>, rs: &mut BTreeMap<String, Acts>| match &what {
+            What::Package(p) => {
+                pk.remove(p);
+            }
+            What::Resource(r, acts) => {
+                if let Some(x) = rs.get_mut(r) {
+                    x.retain(|a| !acts.contains(a));
+                    if x.is_empty() {
+                        rs.remove(r);
+                    }
+                }
+            }
+        };
+        let (from, to) = (g.from.clone(), g.to.clone());
+        let mut ds = std::mem::take(&mut self.delegations);
+        for d in &mut ds {
+            if d.client == from && d.facilitator == to && d.role == rh {
+                strip(&mut d.packages, &mut d.resources);
+            }
+        }
+        ds.retain(|d| !d.packages.is_empty() || !d.resources.is_empty());
+        self.delegations = ds;
+        let a = &mut self.assignments[i];
+        strip(&mut a.packages, &mut a.resources);
+        // An emptied rightholder assignment stays (§3).
+        Ok(())
+    }
+
+    fn delegate(&mut self, d: &delegraph::event::DelegateEvent) -> Result<(), ErrorCode> {
+        let Some(role_name) = &d.role else {
+            return Err(ErrorCode::InvalidInput);
+        };
+        let named_pkgs = d.packages.clone().unwrap_or_default();
+        let named_res = d.resources.clone().unwrap_or_default();
+        if named_pkgs.is_empty() && named_res.is_empty() {
+            return Err(ErrorCode::InvalidInput);
+        }
+        self.party_exists(&d.client)?;
+        self.party_exists(&d.facilitator)?;
+        self.party_exists(&d.agent)?;
+        if let Some(b) = &d.by {
+            self.party_exists(b)?;
+        }
+        let ro = Self::lookup_role(role_name)?;
+        let pkgs = named_pkgs
+            .iter()
+            .map(|p| Self::lookup_package(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in &named_res {
+            self.lookup_resource(r.id())?;
+        }
+        self.check_agent(&d.facilitator, &d.agent)?;
+        if self
+            .find_assignment(&d.facilitator, &d.agent, role("agent"))
+            .is_none()
+        {
+            return Err(ErrorCode::InvalidAgent);
+        }
+        // What the facilitator holds from the client through that very assignment.
+        let client_assignment = self
+            .find_assignment(&d.client, &d.facilitator, ro)
+            .map(|i| self.assignments[i].clone());
+        let held: BTreeSet<PackageId> = client_assignment
+            .as_ref()
+            .map(|a| self.assignment_packages(a))
+            .unwrap_or_default();
+        for p in &pkgs {
+            if !cat().package(*p).is_delegable || !held.contains(p) {
+                return Err(ErrorCode::NotDelegable);
+            }
+        }
+        let mut fwd_res: BTreeMap<String, Acts> = BTreeMap::new();
+        for r in &named_res {
+            let granted = client_assignment.as_ref().and_then(|a| a.resources.get(r.id()));
+            let wanted: Option<Acts> = r.actions().map(|a| a.iter().map(|x| x.to_lowercase()).collect());
+            let ok = self.resources[r.id()].delegable
+                && granted.is_some_and(|g| wanted.as_ref().is_none_or(|w| w.is_subset(g)));
+            if !ok {
+                return Err(ErrorCode::NotDelegable);
+            }
+            let acts = wanted.or_else(|| granted.cloned()).unwrap_or_default();
+            fwd_res.entry(r.id().to_string()).or_default().extend(acts);
+        }
+        self.require_client_admin(d.by.as_ref(), &d.facilitator)?;
+        let pos = self.delegations.iter().position(|x| {
+            x.client == d.client && x.facilitator == d.facilitator && x.agent == d.agent && x.role == ro
+        });
+        let i = match pos {
+            Some(i) => i,
+            None => {
+                self.delegations.push(Delegation {
+                    client: d.client.clone(),
+                    facilitator: d.facilitator.clone(),
+                    agent: d.agent.clone(),
+                    role: ro,
+                    packages: BTreeSet::new(),
+                    resources: BTreeMap::new(),
+                });
+                self.delegations.len() - 1
+            }
+        };
+        let x = &mut self.delegations[i];
+        x.packages.extend(pkgs);
+        for (r, a) in fwd_res {
+            x.resources.entry(r).or_default().extend(a);
+        }
+        Ok(())
+    }
+}
+
+/// What a grant, revoke or connection removal names.
+#[derive(Debug, Clone)]
+enum What {
+    Package(PackageId),
+    Resource(String, Acts),
+}
