@@ -6,6 +6,7 @@
 mod a2impact;
 mod crash;
 mod http;
+mod pdp;
 mod persist;
 mod prop;
 mod reference;
