@@ -90,7 +90,18 @@ fn ids(w: &mut World, id: &str, kind: PartyKind, party_id: i64, user_id: Option<
     );
 }
 
-fn world() -> (World, serde_json::Value) {
+fn request(user_id: i64, party_id: i64) -> serde_json::Value {
+    serde_json::json!({"Request": {
+        "AccessSubject": [{"Attribute": [{"AttributeId": "urn:altinn:userid", "Value": user_id.to_string()}]}],
+        "Action": [{"Attribute": [{"AttributeId": "urn:oasis:names:tc:xacml:1.0:action:action-id", "Value": "read"}]}],
+        "Resource": [{"Attribute": [
+            {"AttributeId": "urn:altinn:resource", "Value": "bench_resource"},
+            {"AttributeId": "urn:altinn:partyid", "Value": party_id.to_string()}]}]
+    }})
+}
+
+/// The world, the hub's request first, then one request per sampled (person, party).
+fn world() -> (World, Vec<serde_json::Value>) {
     let scale = match std::env::var("DELEGRAPH_PDP_SCALE").as_deref() {
         Ok("norway") => Scale::Norway,
         Ok("small") => Scale::Small,
@@ -109,7 +120,6 @@ fn world() -> (World, serde_json::Value) {
             xml: POLICY.into(),
         }),
     );
-    // The person among the first ones who acts for the most parties.
     let persons: Vec<_> = w
         .graph
         .parties()
@@ -117,51 +127,105 @@ fn world() -> (World, serde_json::Value) {
         .map(|(n, _)| n)
         .take(5_000)
         .collect();
-    let (subject, parties) = persons
+    let mut pairs: Vec<(_, _, usize)> = persons
         .into_iter()
-        .map(|n| (n, resolve::authorized_parties(&w, n)))
-        .max_by_key(|(_, a)| a.len())
-        .unwrap_or_else(|| std::process::exit(1));
-    let party = parties
-        .last()
-        .map(|a| a.party)
-        .unwrap_or_else(|| std::process::exit(1));
-    let (sid, pid) = (
-        w.graph.ext_id(subject).to_string(),
-        w.graph.ext_id(party).to_string(),
-    );
-    let kind = w.graph.party(party).map_or(PartyKind::Organisation, |p| p.kind);
-    ids(&mut w, &sid, PartyKind::Person, 90_000_001, Some(7_000_001));
-    ids(&mut w, &pid, kind, 90_000_002, None);
+        .filter_map(|n| {
+            let a = resolve::authorized_parties(&w, n);
+            let far = a.iter().rev().find(|x| x.party != n)?.party;
+            Some((n, far, a.len()))
+        })
+        .collect();
+    // The person who acts for the most parties first (an accounting firm's managing
+    // director, reaching a client through the key role).
+    pairs.sort_by_key(|(_, _, k)| std::cmp::Reverse(*k));
+    pairs.truncate(1_000);
+    let mut reqs = Vec::new();
+    let mut next_party = 90_000_000i64;
+    // Every party named gets a party id (and a person a user id) once.
+    let mut named: std::collections::HashMap<String, (i64, i64)> = std::collections::HashMap::new();
+    let mut next_user = 7_000_000i64;
+    for (x, f, _) in &pairs {
+        let mut pair = [0i64; 2];
+        for (slot, n) in [*x, *f].into_iter().enumerate() {
+            let id = w.graph.ext_id(n).to_string();
+            let (pid, uid) = match named.get(&id) {
+                Some(v) => *v,
+                None => {
+                    let kind = w.graph.party(n).map_or(PartyKind::Organisation, |p| p.kind);
+                    let v = (next_party, next_user);
+                    let uid = (kind == PartyKind::Person).then_some(next_user);
+                    ids(&mut w, &id, kind, next_party, uid);
+                    next_party += 1;
+                    next_user += 1;
+                    named.insert(id, v);
+                    v
+                }
+            };
+            pair[slot] = if slot == 0 { uid } else { pid };
+        }
+        reqs.push(request(pair[0], pair[1]));
+    }
     eprintln!(
-        "pdp bench: {} parties; subject {sid} acts for {} parties; party {pid}",
+        "pdp bench: {} parties; {} (subject, party) pairs; the hub acts for {} parties",
         w.graph.party_count(),
-        parties.len()
+        reqs.len(),
+        pairs.first().map_or(0, |p| p.2)
     );
-    let req = serde_json::json!({"Request": {
-        "AccessSubject": [{"Attribute": [{"AttributeId": "urn:altinn:userid", "Value": "7000001"}]}],
-        "Action": [{"Attribute": [{"AttributeId": "urn:oasis:names:tc:xacml:1.0:action:action-id", "Value": "read"}]}],
-        "Resource": [{"Attribute": [
-            {"AttributeId": "urn:altinn:resource", "Value": "bench_resource"},
-            {"AttributeId": "urn:altinn:partyid", "Value": "90000002"}]}]
-    }});
-    (w, req)
+    (w, reqs)
+}
+
+/// Latency percentiles over every sampled pair, one decision at a time.
+fn percentiles(w: &World, reqs: &[pdp::request::Request]) {
+    let mut times = Vec::with_capacity(50_000);
+    let mut permits = 0usize;
+    for i in 0..50_000 {
+        let r = &reqs[i % reqs.len()];
+        let t = std::time::Instant::now();
+        let out = pdp::pip::decide(w, r, Api::Internal);
+        times.push(t.elapsed());
+        if i < reqs.len() && out.results.first().map(|r| r.decision) == Some(pdp::Decision::Permit) {
+            permits += 1;
+        }
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    eprintln!(
+        "pdp bench: {} decisions over {} pairs ({} permit): p50 {:?}, p99 {:?}, p99.9 {:?}, max {:?}",
+        times.len(),
+        reqs.len(),
+        permits,
+        at(0.50),
+        at(0.99),
+        at(0.999),
+        times[times.len() - 1]
+    );
 }
 
 fn decisions(c: &mut Criterion) {
-    let (w, req) = world();
-    let parsed = pdp::json::parse_request(&req).unwrap_or_default();
-    let first = pdp::pip::decide(&w, &parsed, Api::Internal);
-    eprintln!(
-        "pdp bench: decision {:?}",
-        first.results.first().map(|r| r.decision)
-    );
+    let (w, reqs) = world();
+    let parsed: Vec<_> = reqs
+        .iter()
+        .map(|r| pdp::json::parse_request(r).unwrap_or_default())
+        .collect();
+    if parsed.is_empty() {
+        eprintln!("pdp bench: no person acts for anyone in this world");
+        return;
+    }
+    percentiles(&w, &parsed);
+    let hub = &parsed[0];
     let mut g = c.benchmark_group("pdp");
-    g.bench_function("decide_with_pip", |b| {
-        b.iter(|| pdp::pip::decide(&w, &parsed, Api::Internal))
+    g.bench_function("decide_with_pip_hub", |b| {
+        b.iter(|| pdp::pip::decide(&w, hub, Api::Internal))
     });
-    g.bench_function("decide_json_end_to_end", |b| {
-        b.iter(|| pdp::decide_json(&w, &req))
+    let mut i = 0usize;
+    g.bench_function("decide_with_pip_sampled_pairs", |b| {
+        b.iter(|| {
+            i = (i + 1) % parsed.len();
+            pdp::pip::decide(&w, &parsed[i], Api::Internal)
+        })
+    });
+    g.bench_function("decide_json_end_to_end_hub", |b| {
+        b.iter(|| pdp::decide_json(&w, &reqs[0]))
     });
     g.finish();
 }

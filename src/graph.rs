@@ -195,8 +195,12 @@ pub struct Graph {
     /// walk over millions of parties).
     resource_order: Vec<NodeId>,
     /// Legacy identifiers (uuid, party id, user id, org number, national id) → party,
-    /// for decision requests. Entries are checked on read, so a stale one is harmless.
+    /// for decision requests. A party's old identifiers are dropped when it changes;
+    /// entries are also checked on read. When two parties share an identifier, the last
+    /// one written holds it.
     idents: FxHashMap<(IdentKind, String), NodeId>,
+    /// The identifier keys indexed for each party, to drop them when they change.
+    ident_keys: FxHashMap<NodeId, Vec<(IdentKind, String)>>,
 }
 
 /// The kinds of legacy identifier a decision request may name a party by.
@@ -294,13 +298,25 @@ impl Graph {
 
     /// Records the legacy identifiers of party `n` (after it was created or changed).
     pub fn reindex_party(&mut self, n: NodeId) {
+        self.unindex_party(n);
         let Some(p) = self.party(n) else { return };
         let keys: Vec<(IdentKind, String)> = IdentKind::ALL
             .iter()
             .filter_map(|k| Some((*k, k.of(p)?)))
             .collect();
-        for k in keys {
-            self.idents.insert(k, n);
+        for k in &keys {
+            self.idents.insert(k.clone(), n);
+        }
+        if !keys.is_empty() {
+            self.ident_keys.insert(n, keys);
+        }
+    }
+
+    fn unindex_party(&mut self, n: NodeId) {
+        for k in self.ident_keys.remove(&n).unwrap_or_default() {
+            if self.idents.get(&k) == Some(&n) {
+                self.idents.remove(&k);
+            }
         }
     }
 
@@ -310,13 +326,12 @@ impl Graph {
             IdentKind::Uuid => value.trim().to_ascii_lowercase(),
             _ => value.trim().to_string(),
         };
-        let hit = |n: NodeId| self.party(n).and_then(|p| kind.of(p)).is_some_and(|x| x == v);
-        match self.idents.get(&(kind, v.clone())) {
-            None => None,
-            Some(n) if hit(*n) => Some(*n),
-            // Stale (the party changed or a change was undone): look for the holder.
-            Some(_) => self.parties().find(|(n, _)| hit(*n)).map(|(n, _)| n),
-        }
+        let n = *self.idents.get(&(kind, v.clone()))?;
+        // Checked on read: never answer with a party that no longer has the identifier.
+        self.party(n)
+            .and_then(|p| kind.of(p))
+            .is_some_and(|x| x == v)
+            .then_some(n)
     }
     pub fn add_resource(&mut self, r: Resource) -> NodeId {
         let id = r.id.clone();
@@ -339,6 +354,7 @@ impl Graph {
             None => {}
         }
         self.degree.remove(&n);
+        self.unindex_party(n);
     }
 
     pub fn parties(&self) -> impl Iterator<Item = (NodeId, &Party)> {
