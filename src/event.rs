@@ -270,6 +270,46 @@ pub struct ClientEvent {
     pub by: Option<String>,
 }
 
+/// `policy`: set a resource's policy from an XACML 3.0 document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyEvent {
+    pub resource: String,
+    pub xml: String,
+}
+
+/// `instance`: an instance of an app or resource, owned by a party.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceEvent {
+    pub id: String,
+    pub resource: String,
+    pub party: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_event: Option<String>,
+}
+
+/// A member of an access list: an organisation, optionally limited to some actions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessListMember {
+    pub org: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<String>>,
+}
+
+/// `access_list`: a service owner's list of organisations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessListEvent {
+    pub owner: String,
+    pub id: String,
+    #[serde(default)]
+    pub members: Vec<AccessListMember>,
+}
+
 /// A mutation of the world.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -301,6 +341,9 @@ pub enum Event {
     Escalate(RequestActionEvent),
     AddClient(ClientEvent),
     RemoveClient(ClientEvent),
+    Policy(PolicyEvent),
+    Instance(InstanceEvent),
+    AccessList(AccessListEvent),
 }
 
 /// The names of every event of the vocabulary, including those a later part of the
@@ -410,6 +453,9 @@ impl Event {
             Event::Escalate(_) => "escalate",
             Event::AddClient(_) => "add_client",
             Event::RemoveClient(_) => "remove_client",
+            Event::Policy(_) => "policy",
+            Event::Instance(_) => "instance",
+            Event::AccessList(_) => "access_list",
         }
     }
 }

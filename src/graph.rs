@@ -194,6 +194,42 @@ pub struct Graph {
     /// Resource nodes in definition order (a whole-graph scan for them would cost a
     /// walk over millions of parties).
     resource_order: Vec<NodeId>,
+    /// Legacy identifiers (uuid, party id, user id, org number, national id) → party,
+    /// for decision requests. A party's old identifiers are dropped when it changes;
+    /// entries are also checked on read. When two parties share an identifier, the last
+    /// one written holds it.
+    idents: FxHashMap<(IdentKind, String), NodeId>,
+    /// The identifier keys indexed for each party, to drop them when they change.
+    ident_keys: FxHashMap<NodeId, Vec<(IdentKind, String)>>,
+}
+
+/// The kinds of legacy identifier a decision request may name a party by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdentKind {
+    Uuid,
+    PartyId,
+    UserId,
+    OrgNo,
+    Ssn,
+}
+
+impl IdentKind {
+    fn of(self, p: &Party) -> Option<String> {
+        match self {
+            IdentKind::Uuid => p.uuid.as_ref().map(|s| s.to_ascii_lowercase()),
+            IdentKind::PartyId => p.party_id.map(|v| v.to_string()),
+            IdentKind::UserId => p.user_id.map(|v| v.to_string()),
+            IdentKind::OrgNo => p.org_no.clone(),
+            IdentKind::Ssn => p.ssn.clone(),
+        }
+    }
+    const ALL: [IdentKind; 5] = [
+        IdentKind::Uuid,
+        IdentKind::PartyId,
+        IdentKind::UserId,
+        IdentKind::OrgNo,
+        IdentKind::Ssn,
+    ];
 }
 
 impl Graph {
@@ -256,7 +292,46 @@ impl Graph {
         let id = p.id.clone();
         let n = NodeId(self.g.add_node(Node::Party(p)));
         self.parties.insert(id, n);
+        self.reindex_party(n);
         n
+    }
+
+    /// Records the legacy identifiers of party `n` (after it was created or changed).
+    pub fn reindex_party(&mut self, n: NodeId) {
+        self.unindex_party(n);
+        let Some(p) = self.party(n) else { return };
+        let keys: Vec<(IdentKind, String)> = IdentKind::ALL
+            .iter()
+            .filter_map(|k| Some((*k, k.of(p)?)))
+            .collect();
+        for k in &keys {
+            self.idents.insert(k.clone(), n);
+        }
+        if !keys.is_empty() {
+            self.ident_keys.insert(n, keys);
+        }
+    }
+
+    fn unindex_party(&mut self, n: NodeId) {
+        for k in self.ident_keys.remove(&n).unwrap_or_default() {
+            if self.idents.get(&k) == Some(&n) {
+                self.idents.remove(&k);
+            }
+        }
+    }
+
+    /// The party with this legacy identifier (uuids compare case-insensitively).
+    pub fn party_by_ident(&self, kind: IdentKind, value: &str) -> Option<NodeId> {
+        let v = match kind {
+            IdentKind::Uuid => value.trim().to_ascii_lowercase(),
+            _ => value.trim().to_string(),
+        };
+        let n = *self.idents.get(&(kind, v.clone()))?;
+        // Checked on read: never answer with a party that no longer has the identifier.
+        self.party(n)
+            .and_then(|p| kind.of(p))
+            .is_some_and(|x| x == v)
+            .then_some(n)
     }
     pub fn add_resource(&mut self, r: Resource) -> NodeId {
         let id = r.id.clone();
@@ -279,6 +354,7 @@ impl Graph {
             None => {}
         }
         self.degree.remove(&n);
+        self.unindex_party(n);
     }
 
     pub fn parties(&self) -> impl Iterator<Item = (NodeId, &Party)> {

@@ -14,6 +14,7 @@
 //! * [`load`] — a world from a JSON Lines event stream or a scenario file.
 //! * [`sysuser`] — systems, system users, vendor and access requests, clients.
 //! * [`generate`] — the deterministic generator of realistic worlds (`delegraph generate`).
+//! * [`pdp`] — the Altinn-compatible XACML decision point with the graph as PIP.
 //! * [`query`] — queries as typed requests and answers, one evaluation for the scenario
 //!   runner, the HTTP API and `delegraph test --server`.
 //! * [`scenario`] — the `delegraph test` runner for scenario files, in-process or over HTTP.
@@ -35,6 +36,7 @@ pub mod loadtest;
 pub mod model;
 pub mod mutate;
 pub mod partition;
+pub mod pdp;
 pub mod persist;
 pub mod query;
 pub mod resolve;

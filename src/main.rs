@@ -130,6 +130,66 @@ enum Command {
     /// Crash-test child: applies random batches to a durable store until killed.
     #[command(name = "__crash-child", hide = true)]
     CrashChild(persist_cli::CrashChildArgs),
+    /// XACML resource policies for the decision point.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Import `DIR/<resource-id>/policy.xml` and `DIR/<org>/<app>/policy.xml` (the app
+    /// resource `app_{org}_{app}`): every policy is compiled and applied as a `policy`
+    /// event (to the world given with --world, or an empty one). Prints one line per
+    /// policy; with --jsonl, writes the events as JSON Lines. Exits 1 if any policy is
+    /// refused.
+    Import {
+        dir: PathBuf,
+        /// A world to apply the policies to: JSON Lines (.jsonl) or a scenario (.yaml).
+        #[arg(long)]
+        world: Option<PathBuf>,
+        /// Write the accepted `policy` events as JSON Lines to this file.
+        #[arg(long)]
+        jsonl: Option<PathBuf>,
+    },
+}
+
+fn policy_import(
+    dir: &std::path::Path,
+    world: Option<PathBuf>,
+    jsonl: Option<PathBuf>,
+) -> anyhow::Result<bool> {
+    use std::io::Write as _;
+    let mut w = match world {
+        Some(p) => delegraph::load::load_world(&p)?,
+        None => delegraph::world::World::new(),
+    };
+    let events = delegraph::pdp::import_dir(dir)?;
+    let mut ok = true;
+    let mut out = Vec::new();
+    for ev in &events {
+        let id = match ev {
+            delegraph::event::Event::Policy(p) => p.resource.clone(),
+            _ => String::new(),
+        };
+        match delegraph::mutate::apply(&mut w, ev) {
+            Ok(_) => {
+                println!("imported {id}");
+                out.push(serde_json::to_string(ev)?);
+            }
+            Err(e) => {
+                ok = false;
+                println!("refused {id}: {} ({})", e.code, e.message);
+            }
+        }
+    }
+    println!("{} imported, {} refused", out.len(), events.len() - out.len());
+    if let Some(p) = jsonl {
+        let mut f = std::fs::File::create(&p)?;
+        for line in &out {
+            writeln!(f, "{line}")?;
+        }
+    }
+    Ok(ok)
 }
 
 fn main() -> ExitCode {
@@ -143,6 +203,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Policy(PolicyCommand::Import { dir, world, jsonl }) => {
+            match policy_import(&dir, world, jsonl) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve(args) => match serve::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

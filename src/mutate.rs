@@ -32,6 +32,8 @@ enum Undo {
     A2Retired(bool),
     /// A change to the system register or the requests (see [`crate::sysuser`]).
     Sys(crate::sysuser::SysUndo),
+    /// A change to the decision point's state (see [`crate::pdp`]).
+    Pdp(crate::pdp::PdpUndo),
 }
 
 /// What an applied event changed.
@@ -76,6 +78,30 @@ impl<'w> Tx<'w> {
         self.undo.push(Undo::Sys(u));
     }
 
+    /// Records how to undo a change to the decision point's state.
+    pub(crate) fn push_pdp_undo(&mut self, u: crate::pdp::PdpUndo) {
+        self.undo.push(Undo::Pdp(u));
+    }
+
+    /// Creates or replaces a resource node, undoably.
+    pub(crate) fn put_resource(&mut self, res: Resource) -> NodeId {
+        match self.w.graph.resource_node(&res.id) {
+            Some(n) => {
+                let old = self.w.graph.resource(n).cloned();
+                if let Some(cur) = self.w.graph.resource_mut(n) {
+                    *cur = res;
+                }
+                self.undo.push(Undo::Resource(n, old));
+                n
+            }
+            None => {
+                let n = self.w.graph.add_resource(res);
+                self.undo.push(Undo::Resource(n, None));
+                n
+            }
+        }
+    }
+
     /// Undo everything since the transaction began.
     pub fn rollback(mut self) {
         while let Some(u) = self.undo.pop() {
@@ -87,6 +113,7 @@ impl<'w> Tx<'w> {
                     if let Some(cur) = self.w.graph.party_mut(n) {
                         *cur = p;
                     }
+                    self.w.graph.reindex_party(n);
                 }
                 Undo::Node(n, None) => self.w.graph.remove_node(n),
                 Undo::Resource(n, Some(r)) => {
@@ -98,6 +125,7 @@ impl<'w> Tx<'w> {
                 Undo::Clock(c) => self.w.now = c,
                 Undo::A2Retired(b) => self.w.a2_retired = b,
                 Undo::Sys(u) => crate::sysuser::undo(self.w, u),
+                Undo::Pdp(u) => crate::pdp::undo(self.w, u),
             }
         }
     }
@@ -398,7 +426,10 @@ fn with_applied<T>(w: &mut World, ev: &Event, f: impl FnOnce(&Tx<'_>) -> T) -> R
 /// and after.
 pub fn simulate(w: &mut World, ev: &Event) -> Result<Simulation> {
     // Events that change policies or global state can touch anyone.
-    let global = matches!(ev, Event::Resource(_) | Event::RetireA2Roles(_) | Event::Clock(_));
+    let global = matches!(
+        ev,
+        Event::Resource(_) | Event::RetireA2Roles(_) | Event::Clock(_) | Event::Policy(_)
+    );
     let (outcome, touched, whole, attributes_changed, reach_after) = with_applied(w, ev, |tx| {
         let c = tx.w.catalog;
         let mut touched = BTreeSet::new();
@@ -589,6 +620,7 @@ pub(crate) fn apply_in(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
         | Event::Escalate(_)
         | Event::AddClient(_)
         | Event::RemoveClient(_) => crate::sysuser::apply(tx, ev),
+        Event::Policy(_) | Event::Instance(_) | Event::AccessList(_) => crate::pdp::apply(tx, ev),
     }
 }
 
@@ -686,6 +718,7 @@ fn party_event(tx: &mut Tx<'_>, p: &PartyEvent) -> Result<()> {
             if let Some(cur) = tx.w.graph.party_mut(n) {
                 *cur = party;
             }
+            tx.w.graph.reindex_party(n);
             tx.undo.push(Undo::Node(n, old));
             n
         }
@@ -876,7 +909,7 @@ fn resource_event(tx: &mut Tx<'_>, r: &ResourceEvent) -> Result<()> {
             tx.undo.push(Undo::Resource(n, None));
         }
     }
-    Ok(())
+    crate::pdp::on_resource_event(tx, r)
 }
 
 /// What a grant or revoke names.

@@ -29,6 +29,12 @@ pub trait Backend {
     fn apply(&mut self, events: &[Event]) -> Result<()>;
     /// Evaluates one query.
     fn query(&mut self, q: &Query) -> Result<Answer>;
+    /// Asks the decision point (domain.md §8) a JSON-profile request; the answer is the
+    /// JSON-profile response.
+    fn decide(&mut self, api: crate::pdp::Api, request: &Value) -> Result<Value> {
+        let _ = (api, request);
+        Err(Error::invalid("this backend cannot run `decide` steps"))
+    }
 }
 
 impl Backend for World {
@@ -41,6 +47,9 @@ impl Backend for World {
     }
     fn query(&mut self, q: &Query) -> Result<Answer> {
         query::evaluate_mut(self, q)
+    }
+    fn decide(&mut self, api: crate::pdp::Api, request: &Value) -> Result<Value> {
+        Ok(crate::pdp::decide_json_api(self, request, api))
     }
 }
 
@@ -401,6 +410,7 @@ fn run_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<StepResult> 
             })
     };
     match key {
+        "decide" => crate::pdp::scenario_decide(body, |api, req| b.decide(api, req)),
         "check" => {
             let (q, e): (Query, ExpectValue) = split_step(key, body)?;
             let is_resource = matches!(&q, Query::Check(cq) if cq.resource.is_some());

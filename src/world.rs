@@ -16,6 +16,8 @@ pub struct World {
     pub a2_retired: bool,
     /// The system register, system-user and access requests (domain.md §7).
     pub sys: crate::sysuser::SysState,
+    /// XACML policies, instances and access lists of the decision point (domain.md §8).
+    pub pdp: crate::pdp::PdpState,
 }
 
 impl Default for World {
@@ -32,6 +34,7 @@ impl World {
             now: None,
             a2_retired: false,
             sys: crate::sysuser::SysState::default(),
+            pdp: crate::pdp::PdpState::default(),
         }
     }
 }

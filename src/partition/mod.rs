@@ -270,6 +270,9 @@ fn named_parties(ev: &Event) -> Option<Vec<&str>> {
         Event::Died(d) => vec![d.person.as_str()],
         // Policies and global state can change any party's answers.
         Event::Resource(_) | Event::RetireA2Roles(_) | Event::Clock(_) => return None,
+        // Decision-point state (policies, instances, access lists) is read by every
+        // partition's decisions.
+        Event::Policy(_) | Event::Instance(_) | Event::AccessList(_) => return None,
         // System-user and request events name requests and systems, and approving one
         // creates parties and grants elsewhere: coordinate them with every partition.
         Event::System(_)

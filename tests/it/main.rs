@@ -6,7 +6,9 @@
 mod a2impact;
 mod crash;
 mod http;
+mod pdp;
 mod persist;
 mod prop;
 mod reference;
 mod scenarios;
+mod xacml;

@@ -1,0 +1,384 @@
+//! The context handler and the graph as policy information point (domain.md §8):
+//! normalise the resource (instance, app, resource registry id), find the subject and
+//! the party by any legacy identifier, add what the policy's subject matches ask about
+//! from the resolver, evaluate, then fall back to grants and apply access lists.
+
+use chrono::{DateTime, FixedOffset, Utc};
+
+use super::eval::{self, Ctx, TargetMode};
+use super::policy::{ACTION_ID, AttrValue, CAT_ACTION, CAT_RESOURCE, CAT_SUBJECT, DT_STRING};
+use super::request::{Category, Individual, Request};
+use super::response::{Decision, Response, ResultItem};
+use crate::graph::{IdentKind, NodeId};
+use crate::model::PartyKind;
+use crate::resolve::{self, Origin, Record};
+use crate::world::World;
+
+/// Which endpoint asks: the internal decision endpoint or the external authorize one
+/// (which also accepts a national id as the subject).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Api {
+    #[default]
+    Internal,
+    External,
+}
+
+pub const A_RESOURCE: &str = "urn:altinn:resource";
+pub const A_ORG: &str = "urn:altinn:org";
+pub const A_APP: &str = "urn:altinn:app";
+pub const A_INSTANCE: &str = "urn:altinn:instance-id";
+pub const A_TASK: &str = "urn:altinn:task";
+pub const A_END_EVENT: &str = "urn:altinn:end-event";
+pub const A_PARTYID: &str = "urn:altinn:partyid";
+pub const A_USERID: &str = "urn:altinn:userid";
+pub const A_ROLECODE: &str = "urn:altinn:rolecode";
+pub const A_PACKAGE: &str = "urn:altinn:accesspackage";
+pub const A_PARTYTYPE: &str = "urn:altinn:partytype";
+pub const A_ACCESS_LIST: &str = "urn:altinn:access-list";
+pub const A_SYSTEMUSER: &str = "urn:altinn:systemuser:uuid";
+pub const A_ORGNO: &str = "urn:altinn:organization:identifier-no";
+pub const A_SSN: &str = "urn:altinn:person:identifier-no";
+
+const UUID_IDS: &[&str] = &[
+    "urn:altinn:party:uuid",
+    "urn:altinn:person:uuid",
+    "urn:altinn:organization:uuid",
+    A_SYSTEMUSER,
+];
+
+fn cat<'a>(ind: &'a Individual, name: &str) -> Option<&'a Category> {
+    ind.iter().find(|c| c.category == name)
+}
+
+fn cat_mut<'a>(ind: &'a mut Individual, name: &str) -> &'a mut Category {
+    let pos = match ind.iter().position(|c| c.category == name) {
+        Some(p) => p,
+        None => {
+            ind.push(Category::new(name));
+            ind.len() - 1
+        }
+    };
+    &mut ind[pos]
+}
+
+fn add_missing(c: &mut Category, id: &str, v: &str) {
+    if c.values(id).next().is_none() {
+        c.add(id, None, false, vec![AttrValue::string(v)]);
+    }
+}
+
+/// A party named by a legacy identifier attribute.
+fn party_by(w: &World, id: &str, v: &str, api: Api) -> Option<NodeId> {
+    let g = &w.graph;
+    match id {
+        A_PARTYID => g.party_by_ident(IdentKind::PartyId, v),
+        A_USERID => g.party_by_ident(IdentKind::UserId, v),
+        A_ORGNO | "urn:altinn:organizationnumber" => g.party_by_ident(IdentKind::OrgNo, v),
+        A_SSN if api == Api::External => g.party_by_ident(IdentKind::Ssn, v),
+        A_SYSTEMUSER => g.party_by_ident(IdentKind::Uuid, v).or_else(|| {
+            g.party_node(v)
+                .filter(|n| g.party(*n).is_some_and(|p| p.kind == PartyKind::SystemUser))
+        }),
+        _ if UUID_IDS.contains(&id) => g.party_by_ident(IdentKind::Uuid, v),
+        _ => None,
+    }
+}
+
+fn subject_of(w: &World, ind: &Individual, api: Api) -> Option<NodeId> {
+    let c = cat(ind, CAT_SUBJECT)?;
+    let ids = [
+        A_USERID,
+        A_SYSTEMUSER,
+        "urn:altinn:person:uuid",
+        "urn:altinn:party:uuid",
+        "urn:altinn:organization:uuid",
+        A_PARTYID,
+        A_ORGNO,
+        "urn:altinn:organizationnumber",
+        A_SSN,
+    ];
+    ids.iter()
+        .find_map(|id| c.values(id).find_map(|v| party_by(w, id, v.v.trim(), api)))
+}
+
+/// The resource id, the resource party and the instance, after normalising the
+/// resource category in place (instance → party, task, app; app ↔ org+app).
+fn normalise_resource(w: &World, ind: &mut Individual) -> (Option<String>, Option<NodeId>, Option<String>) {
+    let res_cat = cat_mut(ind, CAT_RESOURCE);
+    let mut instance = None;
+    let mut party = None;
+    let mut resource: Option<String> = None;
+    let iid = res_cat.values(A_INSTANCE).next().map(|v| v.v.trim().to_string());
+    if let Some(iid) = iid
+        && let Some(inst) = w.pdp.instances.get(&iid)
+    {
+        resource = Some(inst.resource.clone());
+        party = w.graph.party_node(&inst.party);
+        if let Some(t) = &inst.task {
+            add_missing(res_cat, A_TASK, t);
+        }
+        if let Some(e) = &inst.end_event {
+            add_missing(res_cat, A_END_EVENT, e);
+        }
+        if let Some(pid) = party.and_then(|n| w.graph.party(n)).and_then(|p| p.party_id) {
+            add_missing(res_cat, A_PARTYID, &pid.to_string());
+        }
+        instance = Some(iid);
+    }
+    if resource.is_none() {
+        resource = res_cat.values(A_RESOURCE).next().map(|v| v.v.trim().to_string());
+    }
+    if resource.is_none()
+        && let (Some(o), Some(a)) = (
+            res_cat.values(A_ORG).next().map(|v| v.v.trim().to_string()),
+            res_cat.values(A_APP).next().map(|v| v.v.trim().to_string()),
+        )
+    {
+        resource = Some(format!("app_{o}_{a}"));
+    }
+    if let Some(r) = &resource {
+        if let Some(rest) = r.strip_prefix("app_")
+            && let Some((o, a)) = rest.split_once('_')
+        {
+            add_missing(res_cat, A_ORG, o);
+            add_missing(res_cat, A_APP, a);
+        }
+        add_missing(res_cat, A_RESOURCE, r);
+    }
+    if party.is_none() {
+        let ids = [
+            A_PARTYID,
+            "urn:altinn:party:uuid",
+            A_ORGNO,
+            "urn:altinn:organizationnumber",
+            A_SSN,
+        ];
+        party = ids.iter().find_map(|id| {
+            res_cat
+                .values(id)
+                .find_map(|v| party_by(w, id, v.v.trim(), Api::External))
+        });
+    }
+    (resource, party, instance)
+}
+
+/// The attributes of an individual request marked IncludeInResult.
+pub fn echoed(ind: &Individual) -> Vec<Category> {
+    ind.iter()
+        .filter_map(|c| {
+            let attrs: Vec<_> = c.attrs.iter().filter(|a| a.include).cloned().collect();
+            (!attrs.is_empty()).then(|| Category {
+                category: c.category.clone(),
+                xml_id: None,
+                attrs,
+            })
+        })
+        .collect()
+}
+
+/// Adds the subject's roles and packages for the party, for exactly the attribute ids
+/// the policy reads.
+fn add_rights(w: &World, policy: &super::CompiledPolicy, recs: &[Record], subj: &mut Category) {
+    let c = w.catalog;
+    let k = &c.known;
+    let mut roles: Vec<(String, String)> = Vec::new();
+    let mut packages = crate::catalog::PackageSet::EMPTY;
+    for r in recs {
+        packages.union_with(&r.packages);
+        // A client delegation forwards packages, never the client's role itself.
+        if matches!(r.origin, Origin::Delegation { .. }) {
+            continue;
+        }
+        if [k.rettighetshaver, k.appstyrt_rettighetshaver, k.agent].contains(&r.role) {
+            continue;
+        }
+        if w.a2_retired && c.is_altinn2_role(r.role) {
+            continue;
+        }
+        let role = c.role(r.role);
+        if let Some(l) = &role.legacy_code {
+            roles.push((A_ROLECODE.to_string(), l.to_lowercase()));
+        }
+        if let Some((prefix, code)) = role.urn.rsplit_once(':') {
+            let code = if prefix == A_ROLECODE {
+                code.to_lowercase()
+            } else {
+                code.to_string()
+            };
+            roles.push((prefix.to_string(), code));
+        }
+    }
+    roles.sort();
+    roles.dedup();
+    for (id, v) in roles {
+        if policy.reads_subject(&id) {
+            subj.add(&id, None, false, vec![AttrValue::string(v)]);
+        }
+    }
+    if policy.reads_subject(A_PACKAGE) {
+        let vals: Vec<AttrValue> = packages
+            .iter()
+            .map(|p| AttrValue::string(c.package(p).code.clone()))
+            .collect();
+        if !vals.is_empty() {
+            subj.add(A_PACKAGE, None, false, vals);
+        }
+    }
+}
+
+/// The organisation a subject acts as (itself, or a system user's owner).
+fn subject_org(w: &World, x: NodeId) -> Option<NodeId> {
+    let p = w.graph.party(x)?;
+    match p.kind {
+        PartyKind::Organisation => Some(x),
+        PartyKind::SystemUser => p.owner.as_deref().and_then(|o| w.graph.party_node(o)),
+        PartyKind::Person => None,
+    }
+}
+
+/// Whether organisation `org` is on one of the resource's lists for every action.
+fn on_list(w: &World, resource: &str, org: NodeId, actions: &[String]) -> bool {
+    let Some(cfg) = w.pdp.resource_lists.get(resource) else {
+        return true;
+    };
+    let owner = w
+        .graph
+        .resource_node(resource)
+        .and_then(|n| w.graph.resource(n))
+        .and_then(|r| r.owner.clone())
+        .or_else(|| super::app_owner(resource).map(str::to_string))
+        .unwrap_or_default();
+    let org_id = w.graph.ext_id(org);
+    cfg.lists.iter().any(|l| {
+        w.pdp
+            .access_lists
+            .get(&(owner.clone(), l.clone()))
+            .is_some_and(|members| {
+                members.iter().any(|m| {
+                    m.org == org_id
+                        && m.actions
+                            .as_ref()
+                            .is_none_or(|a| actions.iter().all(|x| a.contains(x)))
+                })
+            })
+    })
+}
+
+fn now_of(w: &World) -> DateTime<FixedOffset> {
+    w.now.unwrap_or_else(|| {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        DateTime::<Utc>::from_timestamp(d.as_secs() as i64, d.subsec_nanos())
+            .unwrap_or_default()
+            .fixed_offset()
+    })
+}
+
+/// Decides one individual request against the world.
+pub fn decide_one(w: &World, original: &Individual, api: Api) -> ResultItem {
+    let mut ind = original.clone();
+    let (resource, party, instance) = normalise_resource(w, &mut ind);
+    let subject = subject_of(w, &ind, api);
+    let actions: Vec<String> = cat(&ind, CAT_ACTION)
+        .map(|c| c.values(ACTION_ID).map(|v| v.v.clone()).collect())
+        .unwrap_or_default();
+    let policy = resource.as_ref().and_then(|r| w.pdp.policies.get(r)).cloned();
+    let mut recs: Option<Vec<Record>> = None;
+    if let (Some(x), Some(f)) = (subject, party) {
+        recs = Some(resolve::records(w, x, Some(f)));
+    }
+    if let Some(p) = &policy {
+        let subj = cat_mut(&mut ind, CAT_SUBJECT);
+        if let Some(r) = &recs {
+            add_rights(w, p, r, subj);
+        }
+        if party.is_none()
+            && resource.is_some()
+            && let Some(x) = subject
+        {
+            if p.reads_subject(A_PARTYTYPE) {
+                let t = match w.graph.party(x).map(|p| p.kind) {
+                    Some(PartyKind::Person) => Some("person"),
+                    Some(PartyKind::Organisation) => Some("organization"),
+                    _ => None,
+                };
+                if let Some(t) = t {
+                    subj.add(A_PARTYTYPE, None, false, vec![AttrValue::new(DT_STRING, t)]);
+                }
+            }
+            if p.reads_subject(A_ACCESS_LIST)
+                && let Some(org) = subject_org(w, x)
+            {
+                let id = w.graph.ext_id(org);
+                let mut vals: Vec<String> = w
+                    .pdp
+                    .access_lists
+                    .iter()
+                    .filter(|(_, m)| m.iter().any(|m| m.org == id))
+                    .map(|((o, l), _)| format!("{o}:{l}"))
+                    .collect();
+                vals.sort();
+                subj.add(
+                    A_ACCESS_LIST,
+                    None,
+                    false,
+                    vals.into_iter().map(AttrValue::string).collect(),
+                );
+            }
+        }
+    }
+    let mut result = match &policy {
+        Some(p) => eval::evaluate(
+            p,
+            &Ctx {
+                cats: &ind,
+                now: now_of(w),
+                mode: TargetMode::Altinn,
+                repo: &[],
+            },
+        ),
+        None => ResultItem::new(Decision::NotApplicable),
+    };
+    result.policy_ids.clear();
+    // Grants as fallback (resource and instance grants; and `rules` of a resource
+    // without an XACML policy).
+    if result.decision == Decision::NotApplicable
+        && !actions.is_empty()
+        && let (Some(recs), Some(rn)) = (&recs, resource.as_ref().and_then(|r| w.graph.resource_node(r)))
+        && actions
+            .iter()
+            .all(|a| resolve::permits_with(w, recs, rn, a, instance.as_deref()))
+    {
+        result = ResultItem::new(Decision::Permit);
+    }
+    // Access lists.
+    if result.decision == Decision::Permit
+        && let Some(r) = &resource
+        && w.pdp.resource_lists.get(r).is_some_and(|c| c.enabled)
+    {
+        let org = match party {
+            Some(f) => w
+                .graph
+                .party(f)
+                .filter(|p| p.kind == PartyKind::Organisation)
+                .map(|_| f),
+            None => subject.and_then(|x| subject_org(w, x)),
+        };
+        if !org.is_some_and(|o| on_list(w, r, o, &actions)) {
+            result = ResultItem::new(Decision::Deny);
+        }
+    }
+    result.attributes = echoed(original);
+    result
+}
+
+/// Decides a request (every individual request of a multi-request, in order).
+pub fn decide(w: &World, req: &Request, api: Api) -> Response {
+    match req.individual() {
+        Ok(list) => Response {
+            results: list.iter().map(|ind| decide_one(w, ind, api)).collect(),
+        },
+        Err(e) => e.to_response(),
+    }
+}
