@@ -10,5 +10,6 @@ mod pdp;
 mod persist;
 mod prop;
 mod reference;
+mod roundtrip;
 mod scenarios;
 mod xacml;
