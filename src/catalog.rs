@@ -656,19 +656,7 @@ pub mod report {
         let _ = writeln!(s, "  gives {} package row(s):", rows.len());
         for row in rows {
             let p = c.package(row.package);
-            let mut flags = Vec::new();
-            if row.has_access {
-                flags.push("access");
-            }
-            if row.can_delegate {
-                flags.push("can delegate");
-            }
-            let cond = row
-                .unit_type
-                .as_deref()
-                .map(|u| format!(" (only at unit type {u})"))
-                .unwrap_or_default();
-            let _ = writeln!(s, "    {:<48} {}{cond}", p.code, flags.join(", "));
+            let _ = writeln!(s, "    {:<48} {}", p.code, row_flags(row));
         }
         let maps = c.role_map_of(id);
         if !maps.is_empty() {
@@ -676,6 +664,23 @@ pub mod report {
             let _ = writeln!(s, "  RoleMap also gives: {}", names.join(", "));
         }
         s
+    }
+
+    /// A RolePackage row's flags and condition, e.g. `access, can delegate (only at unit type NUF)`.
+    fn row_flags(row: &super::RolePackageRow) -> String {
+        let mut flags = Vec::new();
+        if row.has_access {
+            flags.push("access");
+        }
+        if row.can_delegate {
+            flags.push("can delegate");
+        }
+        let cond = row
+            .unit_type
+            .as_deref()
+            .map(|u| format!(" (only at unit type {u})"))
+            .unwrap_or_default();
+        format!("{}{cond}", flags.join(", "))
     }
 
     /// What a package is and which roles give it.
@@ -704,19 +709,7 @@ pub mod report {
         let _ = writeln!(s, "  given by {} role row(s):", rows.len());
         for row in rows {
             let r = c.role(row.role);
-            let mut flags = Vec::new();
-            if row.has_access {
-                flags.push("access");
-            }
-            if row.can_delegate {
-                flags.push("can delegate");
-            }
-            let cond = row
-                .unit_type
-                .as_deref()
-                .map(|u| format!(" (only at unit type {u})"))
-                .unwrap_or_default();
-            let _ = writeln!(s, "    {:<40} {}{cond}", r.code, flags.join(", "));
+            let _ = writeln!(s, "    {:<40} {}", r.code, row_flags(row));
         }
         s
     }
