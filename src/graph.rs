@@ -198,7 +198,8 @@ pub struct Graph {
     /// for decision requests. A party's old identifiers are dropped when it changes;
     /// entries are also checked on read. When two parties share an identifier, the last
     /// one written holds it.
-    idents: FxHashMap<(IdentKind, String), NodeId>,
+    /// Per identifier kind (`IdentKind as usize`), the party holding each value.
+    idents: [FxHashMap<String, NodeId>; 5],
     /// The identifier keys indexed for each party, to drop them when they change.
     ident_keys: FxHashMap<NodeId, Vec<(IdentKind, String)>>,
 }
@@ -221,6 +222,16 @@ impl IdentKind {
             IdentKind::UserId => p.user_id.map(|v| v.to_string()),
             IdentKind::OrgNo => p.org_no.clone(),
             IdentKind::Ssn => p.ssn.clone(),
+        }
+    }
+    /// Whether party `p` has identifier `v` (in its canonical form) of this kind.
+    fn is(self, p: &Party, v: &str) -> bool {
+        match self {
+            IdentKind::Uuid => p.uuid.as_ref().is_some_and(|u| u.eq_ignore_ascii_case(v)),
+            IdentKind::PartyId => p.party_id.is_some_and(|x| v.parse::<i64>() == Ok(x)),
+            IdentKind::UserId => p.user_id.is_some_and(|x| v.parse::<i64>() == Ok(x)),
+            IdentKind::OrgNo => p.org_no.as_deref() == Some(v),
+            IdentKind::Ssn => p.ssn.as_deref() == Some(v),
         }
     }
     const ALL: [IdentKind; 5] = [
@@ -304,8 +315,8 @@ impl Graph {
             .iter()
             .filter_map(|k| Some((*k, k.of(p)?)))
             .collect();
-        for k in &keys {
-            self.idents.insert(k.clone(), n);
+        for (kind, v) in &keys {
+            self.idents[*kind as usize].insert(v.clone(), n);
         }
         if !keys.is_empty() {
             self.ident_keys.insert(n, keys);
@@ -313,25 +324,26 @@ impl Graph {
     }
 
     fn unindex_party(&mut self, n: NodeId) {
-        for k in self.ident_keys.remove(&n).unwrap_or_default() {
-            if self.idents.get(&k) == Some(&n) {
-                self.idents.remove(&k);
+        for (kind, v) in self.ident_keys.remove(&n).unwrap_or_default() {
+            let map = &mut self.idents[kind as usize];
+            if map.get(&v) == Some(&n) {
+                map.remove(&v);
             }
         }
     }
 
     /// The party with this legacy identifier (uuids compare case-insensitively).
     pub fn party_by_ident(&self, kind: IdentKind, value: &str) -> Option<NodeId> {
-        let v = match kind {
-            IdentKind::Uuid => value.trim().to_ascii_lowercase(),
-            _ => value.trim().to_string(),
-        };
-        let n = *self.idents.get(&(kind, v.clone()))?;
+        let v = value.trim();
+        let v: std::borrow::Cow<'_, str> =
+            if kind == IdentKind::Uuid && v.bytes().any(|b| b.is_ascii_uppercase()) {
+                v.to_ascii_lowercase().into()
+            } else {
+                v.into()
+            };
+        let n = *self.idents[kind as usize].get(v.as_ref())?;
         // Checked on read: never answer with a party that no longer has the identifier.
-        self.party(n)
-            .and_then(|p| kind.of(p))
-            .is_some_and(|x| x == v)
-            .then_some(n)
+        self.party(n).is_some_and(|p| kind.is(p, &v)).then_some(n)
     }
     pub fn add_resource(&mut self, r: Resource) -> NodeId {
         let id = r.id.clone();

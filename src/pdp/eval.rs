@@ -486,7 +486,63 @@ impl<'a> Ctx<'a> {
     // ------------------------------------------------------------------------------
     // Targets
 
+    /// `string-equal` and `string-equal-ignore-case` of string values (the matches of
+    /// every Altinn policy), compared in place: the same answer as the general path
+    /// below without building a bag or calling through [`Ctx::call`]. None when the
+    /// match is not of that kind, or when a missing attribute must be reported.
+    fn match_string(&self, m: &Match) -> Option<M> {
+        let Expr::Designator(d) = &m.attr else {
+            return None;
+        };
+        let ignore_case = match m.func.as_str() {
+            "string-equal" => false,
+            "string-equal-ignore-case" => true,
+            _ => return None,
+        };
+        if &*m.value.dt != DT_STRING || d.dt != DT_STRING {
+            return None;
+        }
+        let altinn = self.mode == TargetMode::Altinn;
+        let role_code = altinn && d.id == "urn:altinn:rolecode";
+        let want = m.value.v.as_str();
+        let mut seen = false;
+        for c in self.cats.iter().filter(|c| c.category == d.category) {
+            for a in &c.attrs {
+                if a.id != d.id || (d.issuer.is_some() && a.issuer != d.issuer) {
+                    continue;
+                }
+                for v in &a.values {
+                    if *v.dt != *d.dt && !altinn {
+                        continue;
+                    }
+                    seen = true;
+                    let hit = if role_code {
+                        want.trim().eq_ignore_ascii_case(v.v.trim())
+                    } else if ignore_case {
+                        if want.is_ascii() && v.v.is_ascii() {
+                            want.eq_ignore_ascii_case(&v.v)
+                        } else {
+                            want.to_lowercase() == v.v.to_lowercase()
+                        }
+                    } else {
+                        want == v.v
+                    };
+                    if hit {
+                        return Some(M::Yes);
+                    }
+                }
+            }
+        }
+        if !seen && d.must_be_present {
+            return None;
+        }
+        Some(M::No)
+    }
+
     fn match_(&self, m: &Match) -> M {
+        if let Some(r) = self.match_string(m) {
+            return r;
+        }
         let values = match &m.attr {
             Expr::Designator(d) => self.designator(d),
             Expr::Selector { must_be_present, .. } => {

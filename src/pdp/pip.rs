@@ -181,8 +181,9 @@ pub fn echoed(ind: &Individual) -> Vec<Category> {
 fn add_rights(w: &World, policy: &super::CompiledPolicy, recs: &[Record], subj: &mut Category) {
     let c = w.catalog;
     let k = &c.known;
-    let mut roles: Vec<(String, String)> = Vec::new();
+    let mut roles: Vec<(&str, String)> = Vec::new();
     let mut packages = crate::catalog::PackageSet::EMPTY;
+    let codes = policy.reads_subject(A_ROLECODE);
     for r in recs {
         packages.union_with(&r.packages);
         // A client delegation forwards packages, never the client's role itself.
@@ -196,30 +197,52 @@ fn add_rights(w: &World, policy: &super::CompiledPolicy, recs: &[Record], subj: 
             continue;
         }
         let role = c.role(r.role);
-        if let Some(l) = &role.legacy_code {
-            roles.push((A_ROLECODE.to_string(), l.to_lowercase()));
+        if codes && let Some(l) = &role.legacy_code {
+            roles.push((A_ROLECODE, l.to_lowercase()));
         }
-        if let Some((prefix, code)) = role.urn.rsplit_once(':') {
+        if let Some((prefix, code)) = role.urn.rsplit_once(':')
+            && policy.reads_subject(prefix)
+        {
             let code = if prefix == A_ROLECODE {
                 code.to_lowercase()
             } else {
                 code.to_string()
             };
-            roles.push((prefix.to_string(), code));
+            roles.push((prefix, code));
         }
     }
     roles.sort();
     roles.dedup();
     for (id, v) in roles {
-        if policy.reads_subject(&id) {
-            subj.add(&id, None, false, vec![AttrValue::string(v)]);
-        }
+        subj.add(id, None, false, vec![AttrValue::string(v)]);
     }
     if policy.reads_subject(A_PACKAGE) {
-        let vals: Vec<AttrValue> = packages
-            .iter()
-            .map(|p| AttrValue::string(c.package(p).code.clone()))
-            .collect();
+        // Only the packages the policy can match (when it reads packages through string
+        // matches alone): a manager holding a hundred packages adds the few named. One
+        // other held package keeps the bag non-empty, as MustBePresent sees it.
+        let named = policy.subject_values(A_PACKAGE);
+        let mut vals: Vec<AttrValue> = Vec::new();
+        let mut first_other = None;
+        for p in packages.iter() {
+            let code = &c.package(p).code;
+            let wanted = named.is_none_or(|n| {
+                if code.chars().any(char::is_uppercase) {
+                    n.contains(&code.to_lowercase())
+                } else {
+                    n.contains(code.as_str())
+                }
+            });
+            if wanted {
+                vals.push(AttrValue::string(code.clone()));
+            } else if first_other.is_none() {
+                first_other = Some(code);
+            }
+        }
+        if vals.is_empty()
+            && let Some(code) = first_other
+        {
+            vals.push(AttrValue::string(code.clone()));
+        }
         if !vals.is_empty() {
             subj.add(A_PACKAGE, None, false, vals);
         }
@@ -277,7 +300,12 @@ fn now_of(w: &World) -> DateTime<FixedOffset> {
 
 /// Decides one individual request against the world.
 pub fn decide_one(w: &World, original: &Individual, api: Api) -> ResultItem {
-    let mut ind = original.clone();
+    decide_owned(w, original.clone(), api)
+}
+
+/// Decides one individual request, enriching it in place.
+fn decide_owned(w: &World, mut ind: Individual, api: Api) -> ResultItem {
+    let echo = echoed(&ind);
     let (resource, party, instance) = normalise_resource(w, &mut ind);
     let subject = subject_of(w, &ind, api);
     let actions: Vec<String> = cat(&ind, CAT_ACTION)
@@ -369,7 +397,7 @@ pub fn decide_one(w: &World, original: &Individual, api: Api) -> ResultItem {
             result = ResultItem::new(Decision::Deny);
         }
     }
-    result.attributes = echoed(original);
+    result.attributes = echo;
     result
 }
 
@@ -377,7 +405,7 @@ pub fn decide_one(w: &World, original: &Individual, api: Api) -> ResultItem {
 pub fn decide(w: &World, req: &Request, api: Api) -> Response {
     match req.individual() {
         Ok(list) => Response {
-            results: list.iter().map(|ind| decide_one(w, ind, api)).collect(),
+            results: list.into_iter().map(|ind| decide_owned(w, ind, api)).collect(),
         },
         Err(e) => e.to_response(),
     }

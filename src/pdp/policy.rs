@@ -52,17 +52,85 @@ pub fn short_datatype(dt: &str) -> &str {
     }
 }
 
+/// The standard data types, shared without allocating.
+const STANDARD_TYPES: &[&str] = &[
+    DT_STRING,
+    DT_BOOLEAN,
+    DT_INTEGER,
+    DT_DOUBLE,
+    DT_TIME,
+    DT_DATE,
+    DT_DATETIME,
+    "http://www.w3.org/2001/XMLSchema#anyURI",
+    "http://www.w3.org/2001/XMLSchema#hexBinary",
+    "http://www.w3.org/2001/XMLSchema#base64Binary",
+    "urn:oasis:names:tc:xacml:3.0:data-type:dayTimeDuration",
+    "urn:oasis:names:tc:xacml:3.0:data-type:yearMonthDuration",
+    "urn:oasis:names:tc:xacml:1.0:data-type:rfc822Name",
+    "urn:oasis:names:tc:xacml:1.0:data-type:x500Name",
+    "urn:oasis:names:tc:xacml:2.0:data-type:ipAddress",
+    "urn:oasis:names:tc:xacml:2.0:data-type:dnsName",
+];
+
+/// A data type URI: one of the standard ones (no allocation, so a decision that adds
+/// hundreds of string values allocates only the values), or any other, shared.
+#[derive(Clone)]
+pub struct Dt(DtRepr);
+
+#[derive(Clone)]
+enum DtRepr {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Dt {
+    pub fn new(dt: &str) -> Dt {
+        match STANDARD_TYPES.iter().find(|t| **t == dt) {
+            Some(t) => Dt(DtRepr::Static(t)),
+            None => Dt(DtRepr::Shared(Arc::from(dt))),
+        }
+    }
+}
+
+impl std::ops::Deref for Dt {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match &self.0 {
+            DtRepr::Static(s) => s,
+            DtRepr::Shared(s) => s,
+        }
+    }
+}
+
+impl PartialEq for Dt {
+    fn eq(&self, other: &Dt) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for Dt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for Dt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
 /// An attribute value: its data type (a URI) and its lexical form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttrValue {
-    pub dt: Arc<str>,
+    pub dt: Dt,
     pub v: String,
 }
 
 impl AttrValue {
     pub fn new(dt: &str, v: impl Into<String>) -> AttrValue {
         AttrValue {
-            dt: Arc::from(dt),
+            dt: Dt::new(dt),
             v: v.into(),
         }
     }
@@ -262,6 +330,7 @@ impl Root {
 pub struct CompiledPolicy {
     pub root: Root,
     pub subject_attrs: BTreeSet<String>,
+    subject_values: HashMap<String, Option<BTreeSet<String>>>,
 }
 
 /// The rules of a policy by the action values their targets require: a rule whose
@@ -352,60 +421,151 @@ impl ActionIndex {
     }
 }
 
-fn collect_expr(e: &Expr, out: &mut BTreeSet<String>) {
-    match e {
-        Expr::Designator(d) if d.category.contains("subject-category") => {
-            out.insert(d.id.clone());
-        }
-        Expr::Apply { args, .. } => args.iter().for_each(|a| collect_expr(a, out)),
-        _ => {}
-    }
+/// What a policy reads of the subject: the attribute ids, and per id the values it can
+/// ever match (None when some function other than a string match in a target sees it).
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Reads {
+    attrs: BTreeSet<String>,
+    values: HashMap<String, Option<BTreeSet<String>>>,
 }
 
-fn collect_target(t: &Target, out: &mut BTreeSet<String>) {
-    for any in &t.0 {
-        for all in &any.0 {
-            for m in &all.0 {
-                collect_expr(&m.attr, out);
+impl Reads {
+    fn expr(&mut self, e: &Expr) {
+        match e {
+            Expr::Designator(d) if d.category.contains("subject-category") => {
+                self.attrs.insert(d.id.clone());
+                self.values.insert(d.id.clone(), None);
+            }
+            Expr::Apply { args, .. } => args.iter().for_each(|a| self.expr(a)),
+            _ => {}
+        }
+    }
+
+    fn target(&mut self, t: &Target) {
+        for any in &t.0 {
+            for all in &any.0 {
+                for m in &all.0 {
+                    match &m.attr {
+                        Expr::Designator(d)
+                            if d.category.contains("subject-category")
+                                && matches!(m.func.as_str(), "string-equal" | "string-equal-ignore-case")
+                                && *m.value.dt == *DT_STRING =>
+                        {
+                            self.attrs.insert(d.id.clone());
+                            if let Some(vals) = self
+                                .values
+                                .entry(d.id.clone())
+                                .or_insert_with(|| Some(BTreeSet::new()))
+                            {
+                                vals.insert(m.value.v.to_lowercase());
+                            }
+                        }
+                        other => self.expr(other),
+                    }
+                }
             }
         }
     }
-}
 
-fn collect_policy(p: &Policy, out: &mut BTreeSet<String>) {
-    collect_target(&p.target, out);
-    for r in &p.rules {
-        collect_target(&r.target, out);
-        if let Some(c) = &r.condition {
-            collect_expr(c, out);
+    fn policy(&mut self, p: &Policy) {
+        self.target(&p.target);
+        for r in &p.rules {
+            self.target(&r.target);
+            if let Some(c) = &r.condition {
+                self.expr(c);
+            }
         }
+        p.vars.values().for_each(|e| self.expr(e));
     }
-    p.vars.values().for_each(|e| collect_expr(e, out));
-}
 
-fn collect_set(s: &PolicySet, out: &mut BTreeSet<String>) {
-    collect_target(&s.target, out);
-    for c in &s.children {
-        match c {
-            Child::Policy(p) => collect_policy(p, out),
-            Child::Set(s) => collect_set(s, out),
-            Child::Ref { .. } => {}
+    fn set(&mut self, s: &PolicySet) {
+        self.target(&s.target);
+        for c in &s.children {
+            match c {
+                Child::Policy(p) => self.policy(p),
+                Child::Set(s) => self.set(s),
+                Child::Ref { .. } => {}
+            }
         }
     }
 }
 
 impl CompiledPolicy {
     pub fn new(root: Root) -> CompiledPolicy {
-        let mut subject_attrs = BTreeSet::new();
+        let mut reads = Reads::default();
         match &root {
-            Root::Policy(p) => collect_policy(p, &mut subject_attrs),
-            Root::Set(s) => collect_set(s, &mut subject_attrs),
+            Root::Policy(p) => reads.policy(p),
+            Root::Set(s) => reads.set(s),
         }
-        CompiledPolicy { root, subject_attrs }
+        CompiledPolicy {
+            root,
+            subject_attrs: reads.attrs,
+            subject_values: reads.values,
+        }
+    }
+
+    /// The values of a subject attribute that this policy can ever match, lower-cased:
+    /// Some when the attribute is read only by `string-equal(-ignore-case)` matches in
+    /// targets, so a value outside the set cannot change a decision. None when it is
+    /// not read or read in some other way.
+    pub fn subject_values(&self, id: &str) -> Option<&BTreeSet<String>> {
+        self.subject_values.get(id).and_then(Option::as_ref)
     }
 
     /// Whether the policy's subject matches read this attribute id.
     pub fn reads_subject(&self, id: &str) -> bool {
         self.subject_attrs.contains(id)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    const HEAD: &str = r#"<Policy xmlns="urn:oasis:names:tc:xacml:3.0:core:schema:wd-17" PolicyId="p" Version="1.0" RuleCombiningAlgId="urn:oasis:names:tc:xacml:3.0:rule-combining-algorithm:deny-overrides"><Target/>"#;
+    const PKG: &str = "urn:altinn:accesspackage";
+
+    fn subject_match(func: &str, value: &str) -> String {
+        format!(
+            r#"<Match MatchId="urn:oasis:names:tc:xacml:1.0:function:{func}"><AttributeValue DataType="http://www.w3.org/2001/XMLSchema#string">{value}</AttributeValue><AttributeDesignator AttributeId="{PKG}" Category="urn:oasis:names:tc:xacml:1.0:subject-category:access-subject" DataType="http://www.w3.org/2001/XMLSchema#string" MustBePresent="false"/></Match>"#
+        )
+    }
+
+    fn rule(target: &str, condition: &str) -> String {
+        format!(
+            r#"<Rule RuleId="r" Effect="Permit"><Target><AnyOf><AllOf>{target}</AllOf></AnyOf></Target>{condition}</Rule>"#
+        )
+    }
+
+    fn compile(rules: &[String]) -> super::CompiledPolicy {
+        let xml = format!("{HEAD}{}</Policy>", rules.concat());
+        super::super::xml::parse_policy(xml.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn values_read_only_by_string_matches_are_known() {
+        let p = compile(&[
+            rule(&subject_match("string-equal", "Regnskapsforer-Lonn"), ""),
+            rule(&subject_match("string-equal-ignore-case", "skatt"), ""),
+        ]);
+        let v: Vec<&str> = p
+            .subject_values(PKG)
+            .unwrap()
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(v, ["regnskapsforer-lonn", "skatt"]);
+        assert!(p.subject_values("urn:altinn:rolecode").is_none());
+    }
+
+    #[test]
+    fn values_seen_by_a_condition_or_another_function_are_not() {
+        let bag_size = format!(
+            r#"<Condition><Apply FunctionId="urn:oasis:names:tc:xacml:1.0:function:integer-greater-than"><Apply FunctionId="urn:oasis:names:tc:xacml:1.0:function:string-bag-size"><AttributeDesignator AttributeId="{PKG}" Category="urn:oasis:names:tc:xacml:1.0:subject-category:access-subject" DataType="http://www.w3.org/2001/XMLSchema#string" MustBePresent="false"/></Apply><AttributeValue DataType="http://www.w3.org/2001/XMLSchema#integer">3</AttributeValue></Apply></Condition>"#
+        );
+        let p = compile(&[rule(&subject_match("string-equal", "skatt"), &bag_size)]);
+        assert!(p.reads_subject(PKG));
+        assert!(p.subject_values(PKG).is_none());
+        let p = compile(&[rule(&subject_match("string-starts-with", "skatt"), "")]);
+        assert!(p.subject_values(PKG).is_none());
     }
 }
