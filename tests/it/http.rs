@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 const SECRET: &[u8] = b"a test secret that is long enough";
 
-fn start(partitions: usize, auth: Auth) -> (RunningServer, Arc<MemoryJournal>) {
+pub(crate) fn start(partitions: usize, auth: Auth) -> (RunningServer, Arc<MemoryJournal>) {
     let journal = Arc::new(MemoryJournal::new());
     let config = ServerConfig {
         partitions,
@@ -33,7 +33,7 @@ fn start(partitions: usize, auth: Auth) -> (RunningServer, Arc<MemoryJournal>) {
     (server, journal)
 }
 
-fn jwt_auth() -> Auth {
+pub(crate) fn jwt_auth() -> Auth {
     Auth::Jwt(Box::new(JwtAuth::hs256(SECRET).expect("key")))
 }
 
@@ -51,15 +51,17 @@ fn token_with(scope: &str, secret: &[u8], exp_offset: i64) -> String {
     .expect("token")
 }
 
-fn token(scope: &str) -> String {
+pub(crate) fn token(scope: &str) -> String {
     token_with(scope, SECRET, 3600)
 }
 
-struct Reply {
-    status: u16,
-    content_type: String,
-    body: Value,
-    text: String,
+pub(crate) struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Value,
+    pub text: String,
+    /// The `Delegraph-Token` header.
+    pub token: Option<u64>,
 }
 
 fn send(
@@ -69,21 +71,46 @@ fn send(
     body: Option<Vec<u8>>,
     bearer: Option<&str>,
 ) -> Reply {
+    match method {
+        "GET" => request(server, "GET", path, None, None, bearer),
+        _ => request(
+            server,
+            "POST",
+            path,
+            Some("application/json"),
+            Some(body.unwrap_or_default()),
+            bearer,
+        ),
+    }
+}
+
+/// One request with any content type (None: no `Content-Type` header).
+pub(crate) fn request(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Option<Vec<u8>>,
+    bearer: Option<&str>,
+) -> Reply {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
     let url = format!("{}{}", server.url(), path);
-    let res = match (method, body) {
-        ("GET", _) => {
+    let res = match method {
+        "GET" => {
             let mut r = agent.get(&url);
             if let Some(t) = bearer {
                 r = r.header("Authorization", format!("Bearer {t}"));
             }
             r.call()
         }
-        (_, body) => {
-            let mut r = agent.post(&url).content_type("application/json");
+        _ => {
+            let mut r = agent.post(&url);
+            if let Some(c) = content_type {
+                r = r.content_type(c);
+            }
             if let Some(t) = bearer {
                 r = r.header("Authorization", format!("Bearer {t}"));
             }
@@ -98,6 +125,11 @@ fn send(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    let token = res
+        .headers()
+        .get("delegraph-token")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let text = res.body_mut().read_to_string().unwrap_or_default();
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     Reply {
@@ -105,14 +137,15 @@ fn send(
         content_type,
         body,
         text,
+        token,
     }
 }
 
-fn post_json(server: &RunningServer, path: &str, body: &Value, bearer: Option<&str>) -> Reply {
+pub(crate) fn post_json(server: &RunningServer, path: &str, body: &Value, bearer: Option<&str>) -> Reply {
     send(server, "POST", path, Some(body.to_string().into_bytes()), bearer)
 }
 
-fn assert_problem(r: &Reply, status: u16, code: &str) {
+pub(crate) fn assert_problem(r: &Reply, status: u16, code: &str) {
     assert_eq!(r.status, status, "status of {}", r.text);
     assert_eq!(r.body["code"], code, "code of {}", r.text);
     assert!(
@@ -582,6 +615,8 @@ fn openapi_describes_every_route_and_the_ui_is_offline() {
         ("/v1/clients", &["get", "post"]),
         ("/v1/simulate", &["post"]),
         ("/v1/admin/reset", &["post"]),
+        ("/authorization/api/v1/decision", &["post"]),
+        ("/authorization/api/v1/authorize", &["post"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
         ("/metrics", &["get"]),
