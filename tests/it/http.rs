@@ -1,6 +1,7 @@
-//! The HTTP API, started in-process on 127.0.0.1:0: the shared scenarios over HTTP under
-//! 1, 2 and 8 partitions (answers identical to the in-process runner), authentication,
-//! limits and hostile input.
+//! The HTTP API, started in-process on 127.0.0.1:0: the shared scenarios and the
+//! project's own over HTTP under 1, 2 and 8 partitions (answers identical to the
+//! in-process runner), authentication, limits and hostile input, and the decision point
+//! on Altinn's paths.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,6 +14,7 @@ use delegraph::api::{RunningServer, ServerConfig, spawn};
 use delegraph::event::Event;
 use delegraph::model::Result as EngineResult;
 use delegraph::partition::journal::MemoryJournal;
+use delegraph::pdp::Api;
 use delegraph::query::{Answer, Query};
 use delegraph::scenario::{self, Backend};
 use delegraph::world::World;
@@ -166,9 +168,18 @@ pub(crate) fn assert_problem(r: &Reply, status: u16, code: &str) {
 /// Scenario files that cannot run over HTTP yet, with the reason (none today).
 const PENDING: &[(&str, &str)] = &[];
 
+/// The project's own scenario files (`tests/scenarios`): the only ones with `decide`
+/// steps so far.
+fn own_scenarios() -> Vec<PathBuf> {
+    scenarios_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios")).unwrap_or_default()
+}
+
 fn shared_scenarios() -> Option<Vec<PathBuf>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    scenarios_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scenarios"))
+}
+
+fn scenarios_in(dir: &Path) -> Option<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
@@ -214,6 +225,14 @@ impl Backend for Recorder<'_> {
         });
         r
     }
+    fn decide(&mut self, api: Api, request: &Value) -> EngineResult<Value> {
+        let r = self.inner.decide(api, request);
+        self.log.push(match &r {
+            Ok(v) => format!("{v}"),
+            Err(e) => format!("error {}", e.code),
+        });
+        r
+    }
 }
 
 fn run_all(backend: &mut dyn Backend, files: &[PathBuf]) -> (scenario::Report, Vec<String>) {
@@ -229,14 +248,22 @@ fn run_all(backend: &mut dyn Backend, files: &[PathBuf]) -> (scenario::Report, V
 }
 
 #[test]
-fn shared_scenarios_over_http_match_in_process_under_1_2_and_8_partitions() {
-    let Some(files) = shared_scenarios() else {
-        eprintln!("SKIPPED: ../shared/scenarios is not beside the repository");
-        return;
-    };
+fn scenarios_over_http_match_in_process_under_1_2_and_8_partitions() {
+    let mut files = own_scenarios();
+    let own = files.len();
+    match shared_scenarios() {
+        Some(shared) => files.extend(shared),
+        None => eprintln!("SKIPPED the shared ones: ../shared/scenarios is not beside the repository"),
+    }
+    assert!(own > 0, "no scenario in tests/scenarios");
     let (local, local_log) = run_all(&mut World::new(), &files);
     assert_eq!(local.failed, 0, "in-process failures: {:?}", local.failures);
     assert!(local.passed > 100, "too few steps ran: {}", local.passed);
+    let decisions = local_log
+        .iter()
+        .filter(|l| l.starts_with("{\"Response\""))
+        .count();
+    assert!(decisions >= 10, "too few `decide` steps ran: {decisions}");
     for n in [1, 2, 8] {
         let (server, _) = start(n, Auth::Disabled);
         let mut http = HttpBackend::new(&server.url(), None);
