@@ -262,6 +262,10 @@ impl Root {
 pub struct CompiledPolicy {
     pub root: Root,
     pub subject_attrs: BTreeSet<String>,
+    /// The document it was compiled from, when it is a world's policy: snapshots write
+    /// the document and compile it again on load, so the compiled tree never needs a
+    /// stable encoding of its own. None for policies compiled for one evaluation.
+    pub source: Option<std::sync::Arc<str>>,
 }
 
 /// The rules of a policy by the action values their targets require: a rule whose
@@ -401,7 +405,11 @@ impl CompiledPolicy {
             Root::Policy(p) => collect_policy(p, &mut subject_attrs),
             Root::Set(s) => collect_set(s, &mut subject_attrs),
         }
-        CompiledPolicy { root, subject_attrs }
+        CompiledPolicy {
+            root,
+            subject_attrs,
+            source: None,
+        }
     }
 
     /// Whether the policy's subject matches read this attribute id.
