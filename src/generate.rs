@@ -15,7 +15,7 @@
 //! Norway-scale stream never sits in memory; the generator itself keeps only a few bytes
 //! per organisation. [`generate`] is the entry point; [`run`] is the command line.
 //!
-//! System users (standard and agent) are not generated yet: see [`Gen::system_users`].
+//! System users (standard and agent) are not generated yet: see `Gen::system_users`.
 
 use std::collections::BTreeMap;
 use std::fmt;

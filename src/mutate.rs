@@ -422,7 +422,7 @@ fn with_applied<T>(w: &mut World, ev: &Event, f: impl FnOnce(&Tx<'_>) -> T) -> R
 ///
 /// The event is applied twice inside transactions that are always rolled back: once to
 /// learn what it touches, once to read the world after it. Accesses are compared only
-/// where the change can reach (see [`Reach`]), over the same subjects and parties before
+/// where the change can reach (see `Reach`), over the same subjects and parties before
 /// and after.
 pub fn simulate(w: &mut World, ev: &Event) -> Result<Simulation> {
     // Events that change policies or global state can touch anyone.

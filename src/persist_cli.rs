@@ -136,6 +136,10 @@ fn print_header(h: &snapshot::Header, version: u32) {
     println!("systems         {}", h.counts.systems);
     println!("requests        {}", h.counts.requests);
     println!("agent sys users {}", h.counts.agent_system_users);
+    println!("policies        {}", h.counts.policies);
+    println!("instances       {}", h.counts.instances);
+    println!("access lists    {}", h.counts.access_lists);
+    println!("resource lists  {}", h.counts.resource_lists);
 }
 
 fn examples(world: &World, n: usize) {

@@ -31,10 +31,7 @@ pub trait Backend {
     fn query(&mut self, q: &Query) -> Result<Answer>;
     /// Asks the decision point (domain.md §8) a JSON-profile request; the answer is the
     /// JSON-profile response.
-    fn decide(&mut self, api: crate::pdp::Api, request: &Value) -> Result<Value> {
-        let _ = (api, request);
-        Err(Error::invalid("this backend cannot run `decide` steps"))
-    }
+    fn decide(&mut self, api: crate::pdp::Api, request: &Value) -> Result<Value>;
 }
 
 impl Backend for World {

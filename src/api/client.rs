@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::event::Event;
 use crate::model::{Error, ErrorCode, Result};
+use crate::pdp::Api;
 use crate::query::{Answer, Query};
 use crate::scenario::Backend;
 
@@ -94,5 +95,15 @@ impl Backend for HttpBackend {
         }
         let v = self.post(&format!("/v1/{}", q.name()), &body)?;
         Answer::from_json(q, v)
+    }
+
+    /// A `decide` step: the JSON request to Altinn's decision (`internal`) or authorize
+    /// (`external`) endpoint, at least as fresh as the last write.
+    fn decide(&mut self, api: Api, request: &Value) -> Result<Value> {
+        let path = match api {
+            Api::Internal => super::decision::DECISION_PATH,
+            Api::External => super::decision::AUTHORIZE_PATH,
+        };
+        self.post(&format!("{path}?min_token={}", self.last_write), request)
     }
 }

@@ -72,8 +72,8 @@ impl Limits {
         }
     }
 
-    /// Parses a JSON body after checking its nesting depth.
-    pub fn parse_json(&self, body: &[u8]) -> Result<Value, Problem> {
+    /// Refuses a JSON body nested deeper than the limit, before it is parsed.
+    pub fn check_json_depth(&self, body: &[u8]) -> Result<(), Problem> {
         let depth = json_depth(body);
         if depth > self.max_json_depth {
             return Err(Problem::invalid(format!(
@@ -81,6 +81,12 @@ impl Limits {
                 self.max_json_depth
             )));
         }
+        Ok(())
+    }
+
+    /// Parses a JSON body after checking its nesting depth.
+    pub fn parse_json(&self, body: &[u8]) -> Result<Value, Problem> {
+        self.check_json_depth(body)?;
         serde_json::from_slice(body).map_err(|e| Problem::invalid(format!("the body is not valid JSON: {e}")))
     }
 }

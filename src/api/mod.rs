@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! * [`routes`] — the handlers and the OpenAPI document generated from them.
+//! * [`decision`] — the decision point on Altinn's paths (XACML in XML or JSON).
 //! * [`auth`] — bearer JWT validation and scopes.
 //! * [`limits`] — body size, batch sizes, JSON depth, request time; guarded parsing.
 //! * [`problem`] — problem+json answers, one status per code.
@@ -16,6 +17,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod decision;
 pub mod limits;
 pub mod metrics;
 pub mod problem;
@@ -146,6 +148,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .post(addable_clients),
         )
         .route("/v1/simulate", web::post().to(simulate))
+        .route(decision::DECISION_PATH, web::post().to(decision::decision))
+        .route(decision::AUTHORIZE_PATH, web::post().to(decision::authorize))
         .route("/v1/admin/reset", web::post().to(post_reset))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))

@@ -29,7 +29,7 @@ pub enum ProblemCode {
     Timeout,
     /// The journal failed or the store stopped taking writes (503).
     Unavailable,
-    /// The body is not `application/json` (415).
+    /// The body's media type is not one the route reads (415).
     UnsupportedMediaType,
 }
 

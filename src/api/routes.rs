@@ -89,7 +89,7 @@ fn json_ok(token: u64, body: &impl Serialize) -> HttpResponse {
         .json(body)
 }
 
-fn token_value(v: Value, from: &str) -> Result<u64, Problem> {
+pub(super) fn token_value(v: Value, from: &str) -> Result<u64, Problem> {
     match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.parse().ok(),
@@ -516,13 +516,14 @@ impl Modify for BearerScheme {
     paths(
         post_events, check_doc, check_batch, authorized_parties_doc, rights_doc, holders_doc,
         can_delegate_doc, explain_doc, clients_doc, request_status_doc, addable_clients_doc, simulate_doc, post_reset, healthz, readyz,
-        metrics, openapi_json, docs
+        metrics, openapi_json, docs, super::decision::decision, super::decision::authorize
     ),
     modifiers(&BearerScheme),
     tags(
         (name = "events", description = "mutations"),
         (name = "queries", description = "reads"),
         (name = "admin", description = "administration"),
+        (name = "decision point", description = "Altinn-compatible XACML 3.0 decisions (domain.md §8)"),
         (name = "operations", description = "health, metrics and this document"),
     )
 )]

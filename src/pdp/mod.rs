@@ -89,9 +89,11 @@ pub struct ResourceLists {
 }
 
 /// The decision point's state.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PdpState {
     /// Compiled XACML policy per resource id.
+    // INVARIANT: every policy here has its `source` (it came from a `policy` event or a
+    // snapshot record), so a snapshot can write it back.
     pub policies: HashMap<String, Arc<CompiledPolicy>>,
     pub instances: HashMap<String, Instance>,
     /// (service owner, list id) → members.
@@ -136,6 +138,14 @@ pub fn app_owner(resource: &str) -> Option<&str> {
     rest.split_once('_').map(|(org, _)| org)
 }
 
+/// Compiles a world's policy document, keeping the document beside the tree (for
+/// snapshots). The one compilation of the `policy` event and of snapshot loading.
+pub fn compile_policy(xml: &str) -> std::result::Result<CompiledPolicy, PdpError> {
+    let mut p = xml::parse_policy(xml.as_bytes())?;
+    p.source = Some(Arc::from(xml));
+    Ok(p)
+}
+
 fn set_policy(tx: &mut Tx<'_>, resource: &str, p: Option<Arc<CompiledPolicy>>) {
     let old = match &p {
         Some(p) => tx.w.pdp.policies.insert(resource.to_string(), p.clone()),
@@ -151,7 +161,7 @@ pub(crate) fn apply(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
             if p.resource.trim().is_empty() {
                 return Err(Error::invalid("`resource` must not be empty"));
             }
-            let compiled = xml::parse_policy(p.xml.as_bytes())
+            let compiled = compile_policy(&p.xml)
                 .map_err(|e| Error::invalid(format!("policy for `{}`: {e}", p.resource)))?;
             let res = match tx
                 .w

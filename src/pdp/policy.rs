@@ -331,6 +331,10 @@ pub struct CompiledPolicy {
     pub root: Root,
     pub subject_attrs: BTreeSet<String>,
     subject_values: HashMap<String, Option<BTreeSet<String>>>,
+    /// The document it was compiled from, when it is a world's policy: snapshots write
+    /// the document and compile it again on load, so the compiled tree never needs a
+    /// stable encoding of its own. None for policies compiled for one evaluation.
+    pub source: Option<std::sync::Arc<str>>,
 }
 
 /// The rules of a policy by the action values their targets require: a rule whose
@@ -501,6 +505,7 @@ impl CompiledPolicy {
             root,
             subject_attrs: reads.attrs,
             subject_values: reads.values,
+            source: None,
         }
     }
 

@@ -1,10 +1,10 @@
 //! Graph snapshots: the project's own versioned schema, keyed by external ids.
 //!
-//! # Layout of a file (schema version 2)
+//! # Layout of a file (schema version 3)
 //!
 //! ```text
 //! magic        8 bytes  "DELEGSNP"
-//! version      u32 LE   schema version (2; 1 is still read)
+//! version      u32 LE   schema version (3; 1 and 2 are still read)
 //! header_len   u32 LE   length of the header (at most 64 KiB)
 //! header       rmp      Header { created_at, last_seq, counts, compression, engine }
 //! header_crc   u32 LE   crc32 of version, header_len and header
@@ -18,7 +18,9 @@
 //! The records come in a fixed order: parties and resources first (so that every edge
 //! names nodes that exist), then assignments, client delegations and main-unit links,
 //! then (version 2) the system-user state of [`World::sys`]: systems, requests and the
-//! packages of agent system users, then one `World` record, and last one `End` record with the counts of what came
+//! packages of agent system users, then (version 3) the decision point's state of
+//! [`World::pdp`]: policies, instances, access lists and resources' access-list settings,
+//! then one `World` record, and last one `End` record with the counts of what came
 //! before. Nothing may follow the block that holds `End`.
 //!
 //! Why this shape: the file is written and read as a stream (one block of about
@@ -42,12 +44,20 @@
 //! their three counts (defaulted to 0 when a version 1 header is read). A version 1
 //! file holds no system-user state and loads with an empty [`World::sys`].
 //!
+//! Version 3 added the `Policy`, `Instance`, `AccessList` and `ResourceLists` records
+//! and their four counts, the same way. A policy is stored as the XACML document it was
+//! compiled from and compiled again on load: the compiled tree has no encoding to keep
+//! stable, and the document is what the `policy` event carried. A version 1 or 2 file
+//! loads with an empty [`World::pdp`] (those versions did not save it).
+//!
 //! INVARIANT: nothing of petgraph's layout (node or edge indices) is written; parties
 //! and resources are named by external id, roles and packages by catalogue code.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +65,7 @@ use crate::catalog::{Catalog, PackageSet};
 use crate::graph::{Assignment, Delegation, Edge, NodeId, Party, Resource, Rule};
 use crate::model::{PartyKind, SystemUserKind};
 use crate::mutate::parse_token;
+use crate::pdp::{Instance, ListMember, PdpState, ResourceLists};
 use crate::persist::error::SnapshotError;
 use crate::sysuser::{AccessTarget, Request, RequestBody, RightSet, State, System};
 use crate::world::World;
@@ -62,7 +73,7 @@ use crate::world::World;
 /// The magic bytes every snapshot starts with.
 pub const MAGIC: [u8; 8] = *b"DELEGSNP";
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 /// The oldest schema version this build reads.
 pub const MIN_SCHEMA_VERSION: u32 = 1;
 /// A block is flushed once its records reach this size.
@@ -89,6 +100,15 @@ pub struct Counts {
     pub requests: u64,
     #[serde(default)]
     pub agent_system_users: u64,
+    /// Version 3 on; absent (0) in a version 1 or 2 header.
+    #[serde(default)]
+    pub policies: u64,
+    #[serde(default)]
+    pub instances: u64,
+    #[serde(default)]
+    pub access_lists: u64,
+    #[serde(default)]
+    pub resource_lists: u64,
 }
 
 impl Counts {
@@ -101,6 +121,10 @@ impl Counts {
             + self.systems
             + self.requests
             + self.agent_system_users
+            + self.policies
+            + self.instances
+            + self.access_lists
+            + self.resource_lists
     }
 
     /// Counts one record (the `World` and `End` records are not counted).
@@ -114,6 +138,10 @@ impl Counts {
             Record::System(_) => self.systems += 1,
             Record::Request(_) => self.requests += 1,
             Record::AgentSystemUser(_) => self.agent_system_users += 1,
+            Record::Policy(_) => self.policies += 1,
+            Record::Instance(_) => self.instances += 1,
+            Record::AccessList(_) => self.access_lists += 1,
+            Record::ResourceLists(_) => self.resource_lists += 1,
             Record::World(_) | Record::End(_) => {}
         }
     }
@@ -297,6 +325,49 @@ pub struct AgentSystemUserRecord {
     pub packages: Vec<String>,
 }
 
+/// A resource's XACML policy: the document it was compiled from (version 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub resource: String,
+    pub xml: String,
+}
+
+/// An instance of an app or resource (version 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// `{party_id}/{guid}`.
+    pub id: String,
+    pub resource: String,
+    /// External id of the owning party.
+    pub party: String,
+    pub task: Option<String>,
+    pub end_event: Option<String>,
+}
+
+/// A member of an access list; `actions: None` is every action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListMemberRecord {
+    pub org: String,
+    pub actions: Option<Vec<String>>,
+}
+
+/// A service owner's access list (version 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessListRecord {
+    /// The service owner's code.
+    pub owner: String,
+    pub id: String,
+    pub members: Vec<ListMemberRecord>,
+}
+
+/// A resource's access-list settings (version 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceListsRecord {
+    pub resource: String,
+    pub lists: Vec<String>,
+    pub enabled: bool,
+}
+
 /// One record of the stream. New kinds are appended at the end: records are encoded
 /// by variant number, so reordering would break old files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -312,6 +383,11 @@ pub enum Record {
     System(SystemRecord),
     Request(RequestRecord),
     AgentSystemUser(AgentSystemUserRecord),
+    // Version 3.
+    Policy(PolicyRecord),
+    Instance(InstanceRecord),
+    AccessList(AccessListRecord),
+    ResourceLists(ResourceListsRecord),
 }
 
 fn state_str(s: State) -> &'static str {
@@ -534,7 +610,57 @@ pub fn records(w: &World) -> impl Iterator<Item = Record> + '_ {
         .chain(systems)
         .chain(requests)
         .chain(agents)
+        .chain(pdp_records(&w.pdp))
         .chain(world)
+}
+
+/// The decision point's records, in key order (the state's maps are unordered; sorted,
+/// two saves of one world give the same records). A policy without its document cannot
+/// be written and is left out, which [`write_world`] reports as a count mismatch rather
+/// than saving a world that has lost it.
+fn pdp_records(s: &PdpState) -> impl Iterator<Item = Record> + '_ {
+    fn sorted<K: Ord, V>(m: &HashMap<K, V>) -> Vec<(&K, &V)> {
+        let mut v: Vec<_> = m.iter().collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+    let policies = sorted(&s.policies).into_iter().filter_map(|(r, p)| {
+        let xml = p.source.as_deref()?;
+        Some(Record::Policy(PolicyRecord {
+            resource: r.clone(),
+            xml: xml.to_string(),
+        }))
+    });
+    let instances = sorted(&s.instances).into_iter().map(|(_, i)| {
+        Record::Instance(InstanceRecord {
+            id: i.id.clone(),
+            resource: i.resource.clone(),
+            party: i.party.clone(),
+            task: i.task.clone(),
+            end_event: i.end_event.clone(),
+        })
+    });
+    let lists = sorted(&s.access_lists).into_iter().map(|((owner, id), members)| {
+        Record::AccessList(AccessListRecord {
+            owner: owner.clone(),
+            id: id.clone(),
+            members: members
+                .iter()
+                .map(|m| ListMemberRecord {
+                    org: m.org.clone(),
+                    actions: m.actions.as_ref().map(|a| a.iter().cloned().collect()),
+                })
+                .collect(),
+        })
+    });
+    let settings = sorted(&s.resource_lists).into_iter().map(|(r, l)| {
+        Record::ResourceLists(ResourceListsRecord {
+            resource: r.clone(),
+            lists: l.lists.clone(),
+            enabled: l.enabled,
+        })
+    });
+    policies.chain(instances).chain(lists).chain(settings)
 }
 
 /// Counts the records of a world (one pass over the edges).
@@ -546,6 +672,10 @@ pub fn count(w: &World) -> Counts {
         systems: w.sys.systems.len() as u64,
         requests: w.sys.requests.len() as u64,
         agent_system_users: w.sys.agent_packages.len() as u64,
+        policies: w.pdp.policies.len() as u64,
+        instances: w.pdp.instances.len() as u64,
+        access_lists: w.pdp.access_lists.len() as u64,
+        resource_lists: w.pdp.resource_lists.len() as u64,
         ..Counts::default()
     };
     for (n, _) in g.parties() {
@@ -839,6 +969,17 @@ impl<R: Read> SnapshotReader<R> {
             return Err(bad(
                 self.index - 1,
                 "a system-user record in a version 1 file".into(),
+            ));
+        }
+        if self.version < 3
+            && matches!(
+                rec,
+                Record::Policy(_) | Record::Instance(_) | Record::AccessList(_) | Record::ResourceLists(_)
+            )
+        {
+            return Err(bad(
+                self.index - 1,
+                format!("a decision-point record in a version {} file", self.version),
             ));
         }
         Ok(Some(rec))
@@ -1160,6 +1301,66 @@ impl Loader {
                 }
                 let packages = self.packages(&a.packages)?;
                 self.world.sys.agent_packages.insert(a.system_user, packages);
+            }
+            Record::Policy(p) => {
+                self.resource(&p.resource)?;
+                if self.world.pdp.policies.contains_key(&p.resource) {
+                    return Err(bad(self.index, format!("duplicate policy of `{}`", p.resource)));
+                }
+                let compiled = crate::pdp::compile_policy(&p.xml)
+                    .map_err(|e| bad(self.index, format!("policy of `{}`: {e}", p.resource)))?;
+                self.world.pdp.policies.insert(p.resource, Arc::new(compiled));
+            }
+            Record::Instance(i) => {
+                self.party(&i.party)?;
+                self.resource(&i.resource)?;
+                if self.world.pdp.instances.contains_key(&i.id) {
+                    return Err(bad(self.index, format!("duplicate instance `{}`", i.id)));
+                }
+                self.world.pdp.instances.insert(
+                    i.id.clone(),
+                    Instance {
+                        id: i.id,
+                        resource: i.resource,
+                        party: i.party,
+                        task: i.task,
+                        end_event: i.end_event,
+                    },
+                );
+            }
+            Record::AccessList(l) => {
+                let key = (l.owner, l.id);
+                if self.world.pdp.access_lists.contains_key(&key) {
+                    return Err(bad(
+                        self.index,
+                        format!("duplicate access list `{}:{}`", key.0, key.1),
+                    ));
+                }
+                let mut members = Vec::with_capacity(l.members.len());
+                for m in l.members {
+                    self.party(&m.org)?;
+                    members.push(ListMember {
+                        org: m.org,
+                        actions: m.actions.map(|a| a.into_iter().collect()),
+                    });
+                }
+                self.world.pdp.access_lists.insert(key, members);
+            }
+            Record::ResourceLists(r) => {
+                self.resource(&r.resource)?;
+                if self.world.pdp.resource_lists.contains_key(&r.resource) {
+                    return Err(bad(
+                        self.index,
+                        format!("duplicate access-list settings of `{}`", r.resource),
+                    ));
+                }
+                self.world.pdp.resource_lists.insert(
+                    r.resource,
+                    ResourceLists {
+                        lists: r.lists,
+                        enabled: r.enabled,
+                    },
+                );
             }
             Record::End(_) => return Err(bad(self.index, "unexpected end record".into())),
         }

@@ -1,6 +1,7 @@
-//! The HTTP API, started in-process on 127.0.0.1:0: the shared scenarios over HTTP under
-//! 1, 2 and 8 partitions (answers identical to the in-process runner), authentication,
-//! limits and hostile input.
+//! The HTTP API, started in-process on 127.0.0.1:0: the shared scenarios and the
+//! project's own over HTTP under 1, 2 and 8 partitions (answers identical to the
+//! in-process runner), authentication, limits and hostile input, and the decision point
+//! on Altinn's paths.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,6 +14,7 @@ use delegraph::api::{RunningServer, ServerConfig, spawn};
 use delegraph::event::Event;
 use delegraph::model::Result as EngineResult;
 use delegraph::partition::journal::MemoryJournal;
+use delegraph::pdp::Api;
 use delegraph::query::{Answer, Query};
 use delegraph::scenario::{self, Backend};
 use delegraph::world::World;
@@ -20,7 +22,7 @@ use serde_json::{Value, json};
 
 const SECRET: &[u8] = b"a test secret that is long enough";
 
-fn start(partitions: usize, auth: Auth) -> (RunningServer, Arc<MemoryJournal>) {
+pub(crate) fn start(partitions: usize, auth: Auth) -> (RunningServer, Arc<MemoryJournal>) {
     let journal = Arc::new(MemoryJournal::new());
     let config = ServerConfig {
         partitions,
@@ -33,7 +35,7 @@ fn start(partitions: usize, auth: Auth) -> (RunningServer, Arc<MemoryJournal>) {
     (server, journal)
 }
 
-fn jwt_auth() -> Auth {
+pub(crate) fn jwt_auth() -> Auth {
     Auth::Jwt(Box::new(JwtAuth::hs256(SECRET).expect("key")))
 }
 
@@ -51,15 +53,17 @@ fn token_with(scope: &str, secret: &[u8], exp_offset: i64) -> String {
     .expect("token")
 }
 
-fn token(scope: &str) -> String {
+pub(crate) fn token(scope: &str) -> String {
     token_with(scope, SECRET, 3600)
 }
 
-struct Reply {
-    status: u16,
-    content_type: String,
-    body: Value,
-    text: String,
+pub(crate) struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Value,
+    pub text: String,
+    /// The `Delegraph-Token` header.
+    pub token: Option<u64>,
 }
 
 fn send(
@@ -69,21 +73,46 @@ fn send(
     body: Option<Vec<u8>>,
     bearer: Option<&str>,
 ) -> Reply {
+    match method {
+        "GET" => request(server, "GET", path, None, None, bearer),
+        _ => request(
+            server,
+            "POST",
+            path,
+            Some("application/json"),
+            Some(body.unwrap_or_default()),
+            bearer,
+        ),
+    }
+}
+
+/// One request with any content type (None: no `Content-Type` header).
+pub(crate) fn request(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Option<Vec<u8>>,
+    bearer: Option<&str>,
+) -> Reply {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
     let url = format!("{}{}", server.url(), path);
-    let res = match (method, body) {
-        ("GET", _) => {
+    let res = match method {
+        "GET" => {
             let mut r = agent.get(&url);
             if let Some(t) = bearer {
                 r = r.header("Authorization", format!("Bearer {t}"));
             }
             r.call()
         }
-        (_, body) => {
-            let mut r = agent.post(&url).content_type("application/json");
+        _ => {
+            let mut r = agent.post(&url);
+            if let Some(c) = content_type {
+                r = r.content_type(c);
+            }
             if let Some(t) = bearer {
                 r = r.header("Authorization", format!("Bearer {t}"));
             }
@@ -98,6 +127,11 @@ fn send(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    let token = res
+        .headers()
+        .get("delegraph-token")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let text = res.body_mut().read_to_string().unwrap_or_default();
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     Reply {
@@ -105,14 +139,15 @@ fn send(
         content_type,
         body,
         text,
+        token,
     }
 }
 
-fn post_json(server: &RunningServer, path: &str, body: &Value, bearer: Option<&str>) -> Reply {
+pub(crate) fn post_json(server: &RunningServer, path: &str, body: &Value, bearer: Option<&str>) -> Reply {
     send(server, "POST", path, Some(body.to_string().into_bytes()), bearer)
 }
 
-fn assert_problem(r: &Reply, status: u16, code: &str) {
+pub(crate) fn assert_problem(r: &Reply, status: u16, code: &str) {
     assert_eq!(r.status, status, "status of {}", r.text);
     assert_eq!(r.body["code"], code, "code of {}", r.text);
     assert!(
@@ -133,9 +168,18 @@ fn assert_problem(r: &Reply, status: u16, code: &str) {
 /// Scenario files that cannot run over HTTP yet, with the reason (none today).
 const PENDING: &[(&str, &str)] = &[];
 
+/// The project's own scenario files (`tests/scenarios`): the only ones with `decide`
+/// steps so far.
+fn own_scenarios() -> Vec<PathBuf> {
+    scenarios_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios")).unwrap_or_default()
+}
+
 fn shared_scenarios() -> Option<Vec<PathBuf>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    scenarios_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scenarios"))
+}
+
+fn scenarios_in(dir: &Path) -> Option<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
@@ -181,6 +225,14 @@ impl Backend for Recorder<'_> {
         });
         r
     }
+    fn decide(&mut self, api: Api, request: &Value) -> EngineResult<Value> {
+        let r = self.inner.decide(api, request);
+        self.log.push(match &r {
+            Ok(v) => format!("{v}"),
+            Err(e) => format!("error {}", e.code),
+        });
+        r
+    }
 }
 
 fn run_all(backend: &mut dyn Backend, files: &[PathBuf]) -> (scenario::Report, Vec<String>) {
@@ -196,14 +248,22 @@ fn run_all(backend: &mut dyn Backend, files: &[PathBuf]) -> (scenario::Report, V
 }
 
 #[test]
-fn shared_scenarios_over_http_match_in_process_under_1_2_and_8_partitions() {
-    let Some(files) = shared_scenarios() else {
-        eprintln!("SKIPPED: ../shared/scenarios is not beside the repository");
-        return;
-    };
+fn scenarios_over_http_match_in_process_under_1_2_and_8_partitions() {
+    let mut files = own_scenarios();
+    let own = files.len();
+    match shared_scenarios() {
+        Some(shared) => files.extend(shared),
+        None => eprintln!("SKIPPED the shared ones: ../shared/scenarios is not beside the repository"),
+    }
+    assert!(own > 0, "no scenario in tests/scenarios");
     let (local, local_log) = run_all(&mut World::new(), &files);
     assert_eq!(local.failed, 0, "in-process failures: {:?}", local.failures);
     assert!(local.passed > 100, "too few steps ran: {}", local.passed);
+    let decisions = local_log
+        .iter()
+        .filter(|l| l.starts_with("{\"Response\""))
+        .count();
+    assert!(decisions >= 10, "too few `decide` steps ran: {decisions}");
     for n in [1, 2, 8] {
         let (server, _) = start(n, Auth::Disabled);
         let mut http = HttpBackend::new(&server.url(), None);
@@ -582,6 +642,8 @@ fn openapi_describes_every_route_and_the_ui_is_offline() {
         ("/v1/clients", &["get", "post"]),
         ("/v1/simulate", &["post"]),
         ("/v1/admin/reset", &["post"]),
+        ("/authorization/api/v1/decision", &["post"]),
+        ("/authorization/api/v1/authorize", &["post"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
         ("/metrics", &["get"]),

@@ -7,6 +7,7 @@ mod a2impact;
 mod crash;
 mod http;
 mod pdp;
+mod pdp_http;
 mod persist;
 mod prop;
 mod reference;

@@ -440,7 +440,7 @@ fn system_user_state_survives_a_snapshot() {
         );
         let (loaded, l) = snapshot::load(&path, &mut |_| {}).unwrap();
         assert_eq!(l.version, snapshot::SCHEMA_VERSION);
-        assert_eq!(l.version, 2);
+        assert_eq!(l.version, 3);
         let before = sys_answers(&original);
         assert!(!before.is_empty());
         assert_eq!(before, sys_answers(&loaded), "{}", src.display());
@@ -463,4 +463,148 @@ fn system_user_state_survives_a_snapshot() {
         assert!(statuses.contains(s), "no {s} request among {statuses:?}");
     }
     assert!(agents > 0, "no agent system user");
+}
+
+// ----------------------------------------------------------------------------------
+// Schema version 3: the decision point's state
+
+/// Every `decide` request of a scenario file, with its endpoint.
+fn decide_requests(path: &Path) -> Vec<(delegraph::pdp::Api, serde_json::Value)> {
+    let doc: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.get("decide"))
+        .map(|d| {
+            let api = match d.get("api").and_then(serde_json::Value::as_str) {
+                Some("external") => delegraph::pdp::Api::External,
+                _ => delegraph::pdp::Api::Internal,
+            };
+            (api, d["request"].clone())
+        })
+        .collect()
+}
+
+fn decisions_of(w: &World, requests: &[(delegraph::pdp::Api, serde_json::Value)]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|(api, r)| delegraph::pdp::decide_json_api(w, r, *api).to_string())
+        .collect()
+}
+
+/// Policies, instances, access lists and resources' list settings survive save and
+/// load: the state is equal, and every request of the decision-point scenario gets the
+/// same answer (before version 3 the policies were lost, and the Permits with them).
+#[test]
+fn decision_point_state_survives_a_snapshot() {
+    let src = repo("tests/scenarios/pdp-decisions.yaml");
+    let original = delegraph::load::load_world(&src).unwrap();
+    let pdp = &original.pdp;
+    assert_eq!(
+        (
+            pdp.policies.len(),
+            pdp.instances.len(),
+            pdp.access_lists.len(),
+            pdp.resource_lists.len()
+        ),
+        (2, 2, 1, 1),
+        "the scenario's decision-point state"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pdp.snap");
+    let counts = snapshot::save(&original, &path, 0, &mut |_| {}).unwrap();
+    assert_eq!(
+        (
+            counts.policies,
+            counts.instances,
+            counts.access_lists,
+            counts.resource_lists
+        ),
+        (2, 2, 1, 1)
+    );
+    let (loaded, l) = snapshot::load(&path, &mut |_| {}).unwrap();
+    assert_eq!(l.version, 3);
+    assert_eq!(l.header.counts, counts);
+    assert_eq!(loaded.pdp, original.pdp);
+    let requests = decide_requests(&src);
+    assert!(requests.len() >= 10);
+    let before = decisions_of(&original, &requests);
+    assert!(
+        before.iter().filter(|a| a.contains("\"Permit\"")).count() >= 5,
+        "{before:?}"
+    );
+    assert_eq!(before, decisions_of(&loaded, &requests));
+    let recs = |w: &World| {
+        let mut v: Vec<String> = snapshot::records(w).map(|r| format!("{r:?}")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(recs(&original), recs(&loaded));
+}
+
+/// A version 2 file cannot smuggle in decision-point records: they are refused with
+/// their record index, not half-loaded.
+#[test]
+fn a_decision_point_record_in_a_version_2_file_is_refused() {
+    let original = delegraph::load::load_world(&repo("tests/scenarios/pdp-decisions.yaml")).unwrap();
+    let mut bytes = snapshot::encode(&original, 0).unwrap();
+    // Rewrite the version to 2 and the header checksum with it.
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&bytes[8..16 + len]);
+    bytes[16 + len..20 + len].copy_from_slice(&crc.finalize().to_le_bytes());
+    let Err(e) = snapshot::decode(&bytes) else {
+        panic!("a version 2 file with a policy record loaded")
+    };
+    assert!(
+        e.to_string()
+            .contains("decision-point record in a version 2 file"),
+        "{e}"
+    );
+}
+
+/// A policy written through the durable log survives recovery by replay, and then by
+/// a checkpoint's snapshot; so do an instance and an access list.
+#[test]
+fn a_policy_written_through_the_log_survives_replay_and_checkpoint() {
+    let events: Vec<Event> = super::pdp_http::world()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| Event::from_json(v.clone()).unwrap())
+        .collect();
+    let per_reads = super::pdp_http::json_request("1003", "read");
+    let decision = |s: &Durable| {
+        s.read(|w| delegraph::pdp::json::decisions(&delegraph::pdp::decide_json(w, &per_reads)))
+            .unwrap()
+    };
+    let permit = vec![Some(delegraph::pdp::Decision::Permit)];
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Durable::open(dir.path()).unwrap();
+        s.apply_batch(&events).unwrap();
+        assert_eq!(decision(&s), permit);
+    }
+    let state = {
+        let s = Durable::open(dir.path()).unwrap();
+        assert_eq!(s.recovery().replayed, 1);
+        assert_eq!(decision(&s), permit, "after replay");
+        assert_eq!(s.checkpoint().unwrap(), 1);
+        s.apply_batch(&[
+            ev(r#"{"instance": {"id": "50003/7a1c6a4e-0000-4000-8000-000000000001", "resource": "app_ttd_regnskap", "party": "bergen", "task": "Task_1"}}"#),
+            ev(r#"{"access_list": {"owner": "ttd", "id": "godkjente", "members": [{"org": "bergen", "actions": ["read"]}]}}"#),
+            ev(r#"{"resource": {"id": "app_ttd_regnskap", "owner": "ttd", "access_lists": ["godkjente"], "access_list_mode": "enabled"}}"#),
+        ])
+        .unwrap();
+        s.checkpoint().unwrap();
+        s.read(|w| w.pdp.clone()).unwrap()
+    };
+    let s = Durable::open(dir.path()).unwrap();
+    assert_eq!((s.recovery().snapshot_seq, s.recovery().replayed), (2, 0));
+    assert_eq!(decision(&s), permit, "after loading the checkpoint");
+    assert_eq!(s.read(|w| w.pdp.clone()).unwrap(), state);
+    assert_eq!(state.instances.len(), 1);
+    assert!(state.resource_lists["app_ttd_regnskap"].enabled);
 }
