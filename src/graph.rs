@@ -185,6 +185,8 @@ pub struct Graph {
     /// Edge counts per node, to walk the smaller side when looking for an edge between
     /// two nodes (a hub such as an accounting firm may have tens of thousands).
     degree: FxHashMap<NodeId, (u32, u32)>,
+    /// Edges from a node to itself (a client delegation whose agent is the client).
+    loops: FxHashMap<NodeId, u32>,
     /// Sub-unit → main unit, and main unit → sub-units (mirrors of the MainUnit edges).
     main_of: FxHashMap<NodeId, NodeId>,
     subs_of: FxHashMap<NodeId, Vec<NodeId>>,
@@ -397,9 +399,9 @@ impl Graph {
 
     /// Edges `a → b`, walking whichever side has fewer edges.
     pub fn between(&self, a: NodeId, b: NodeId) -> Vec<(EdgeId, &Edge)> {
-        // No event makes an edge from a node to itself, and both adjacency lists of a
-        // hub are long: answer without walking either.
-        if a == b {
+        // Both adjacency lists of a hub are long, and edges from a node to itself are
+        // rare (a client delegation whose agent is the client): counted, not searched.
+        if a == b && !self.loops.contains_key(&a) {
             return Vec::new();
         }
         let out_a = self.degree.get(&a).map_or(0, |d| d.1);
@@ -504,6 +506,9 @@ impl Graph {
     pub fn add_edge(&mut self, from: NodeId, to: NodeId, w: Edge) -> EdgeId {
         self.degree.entry(from).or_default().1 += 1;
         self.degree.entry(to).or_default().0 += 1;
+        if from == to {
+            *self.loops.entry(from).or_default() += 1;
+        }
         let is_key = matches!(&w, Edge::Assignment(a) if Catalog::builtin().is_key_role(a.role));
         let is_main = matches!(w, Edge::MainUnit(_));
         let e = EdgeId(self.g.add_edge(from.0, to.0, w));
@@ -524,6 +529,14 @@ impl Graph {
         }
         if let Some(d) = self.degree.get_mut(&b) {
             d.0 = d.0.saturating_sub(1);
+        }
+        if a == b
+            && let Some(k) = self.loops.get_mut(&a)
+        {
+            *k -= 1;
+            if *k == 0 {
+                self.loops.remove(&a);
+            }
         }
         if let Some(v) = self.key_in.get_mut(&b) {
             v.retain(|x| *x != e);
