@@ -83,10 +83,7 @@ fn a2_impact_over_http_gives_totals_then_lost_permits() {
 
     // The read scope is needed, as for every other read.
     assert_eq!(send(&server, "/v1/a2-impact", None, None).0, 401);
-    assert_eq!(
-        send(&server, "/v1/a2-impact", None, Some("openid")).0,
-        403
-    );
+    assert_eq!(send(&server, "/v1/a2-impact", None, Some("openid")).0, 403);
 
     let (status, ct, text) = send(&server, "/v1/a2-impact", None, read);
     assert_eq!(status, 200, "{text}");
