@@ -9,16 +9,40 @@
 //! nobody. So instead of simulating over the whole world, the report visits only the
 //! (subject, party) pairs where some Altinn 2 role is held, and compares the permits of
 //! their records with and without those records. `tests/it` checks it against
-//! `simulate` of `retire_a2_roles`.
+//! `simulate` of `retire_a2_roles`, on a scenario and on generated worlds.
+//!
+//! # Why it is fast
+//!
+//! On a Norway-scale world most pairs are a person acting for themself: `privatperson`
+//! maps (RoleMap) to a dozen Altinn 2 roles, so every living person is a pair, and they
+//! all hold the same roles and packages. The policy part of a decision depends only on
+//! the roles and packages held (for an XACML policy: the attributes the information
+//! point adds, which are a function of those two sets), so the report keys *classes* by
+//! (roles, packages) — projected onto those the relevant policies name — and evaluates
+//! each (resource, action) slot once per class, as a bitset. A pair is then two class
+//! lookups and one count; only pairs with resource grants, resources in access-list
+//! mode, or lost permits to list in full are evaluated slot by slot. Whether a lost
+//! permit is restorable depends on the party (who there may grant a package the policy
+//! names), so the set of restoring packages someone at the party may grant is computed
+//! once per party, and only when the pair lost a permit that a package could restore at
+//! a party of that kind. The pairs are split into chunks that the cores take in turn.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+use crate::catalog::{PackageSet, RoleSet};
 use crate::graph::{Edge, NodeId, Token};
-use crate::model::PackageId;
-use crate::resolve::{self, DelegationVerdict, Record};
+use crate::model::{EntityType, PartyKind};
+use crate::pdp::CompiledPolicy;
+use crate::pdp::records as pdp_records;
+use crate::pdp::response::Decision;
+use crate::resolve::{self, Record};
 use crate::world::World;
 
 /// Which resources to report on.
@@ -28,6 +52,16 @@ pub struct Filter {
     pub owner: Option<String>,
     /// Only this resource.
     pub resource: Option<String>,
+}
+
+/// How many lost permits to hand out in full (each costs its explanations and its
+/// grantors; the counts are always complete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Every lost permit, in no particular order.
+    All,
+    /// The first N lost permits in (subject, party) order.
+    First(usize),
 }
 
 /// One permit that the cut-off would take away.
@@ -78,13 +112,35 @@ impl Report {
     }
 }
 
+// ----------------------------------------------------------------------------------
+// What to examine: pairs, resources, slots
+
+/// The pairs to examine, and what Altinn 2 records can carry besides their roles.
+struct Candidates {
+    /// (subject, party), sorted, without duplicates.
+    pairs: Vec<(NodeId, NodeId)>,
+    /// Packages an Altinn 2 record may carry (RolePackage rows of Altinn 2 roles,
+    /// packages forwarded by client delegations built on Altinn 2 assignments).
+    packages: PackageSet,
+    /// Resources granted on Altinn 2 assignments or their client delegations.
+    granted: BTreeSet<NodeId>,
+}
+
 /// The (subject, party) pairs where some Altinn 2 role may be held.
-fn candidate_pairs(w: &World) -> BTreeSet<(NodeId, NodeId)> {
+fn candidates(w: &World) -> Candidates {
     let c = w.catalog;
     let g = &w.graph;
     let gives_a2 = |r| c.is_altinn2_role(r) || c.role_map_of(r).iter().any(|m| c.is_altinn2_role(*m));
-    let mut pairs = BTreeSet::new();
-    let mut add = |subjects: &[NodeId], from: NodeId, owner_rule: bool| {
+    let mut packages = PackageSet::EMPTY;
+    for (i, _) in c.roles.iter().enumerate() {
+        let r = crate::model::RoleId(i as u16);
+        if c.is_altinn2_role(r) {
+            packages.union_with(&c.role_packages_any_unit_type(r));
+        }
+    }
+    let mut granted = BTreeSet::new();
+    let mut pairs = Vec::new();
+    let add = |pairs: &mut Vec<(NodeId, NodeId)>, subjects: &[NodeId], from: NodeId, owner_rule: bool| {
         let mut parties = vec![from];
         parties.extend(g.sub_units(from));
         if owner_rule && g.party(from).is_some_and(|p| p.is_unit_type("ENK")) {
@@ -98,14 +154,15 @@ fn candidate_pairs(w: &World) -> BTreeSet<(NodeId, NodeId)> {
         }
         for s in subjects {
             for p in &parties {
-                pairs.insert((*s, *p));
+                pairs.push((*s, *p));
             }
         }
     };
+    let privatperson_a2 = gives_a2(c.known.privatperson);
     for (n, p) in g.parties() {
         // Persons hold privatperson for themselves, which RoleMap maps to Altinn 2 roles.
-        if p.is_living_person() && gives_a2(c.known.privatperson) {
-            add(&[n], n, false);
+        if p.is_living_person() && privatperson_a2 {
+            add(&mut pairs, &[n], n, false);
         }
         for (_, to, e) in g.outgoing(n) {
             let (role, is_delegation) = match e {
@@ -115,6 +172,16 @@ fn candidate_pairs(w: &World) -> BTreeSet<(NodeId, NodeId)> {
             };
             if !gives_a2(role) {
                 continue;
+            }
+            if c.is_altinn2_role(role) {
+                match e {
+                    Edge::Assignment(a) => granted.extend(a.resources.keys().copied()),
+                    Edge::Delegation(d) => {
+                        packages.union_with(&d.packages);
+                        granted.extend(d.resources.keys().copied());
+                    }
+                    Edge::MainUnit(_) => {}
+                }
             }
             let mut subjects = vec![to];
             if !is_delegation {
@@ -126,154 +193,681 @@ fn candidate_pairs(w: &World) -> BTreeSet<(NodeId, NodeId)> {
                     }
                 }
             }
-            add(&subjects, n, c.is_owner_rule_role(role));
+            add(&mut pairs, &subjects, n, c.is_owner_rule_role(role));
         }
     }
-    pairs
+    pairs.sort_unstable();
+    pairs.dedup();
+    Candidates {
+        pairs,
+        packages,
+        granted,
+    }
 }
 
-/// Builds the report; `progress(done, total)` is called as pairs are examined.
+/// A resource the report covers.
+struct Res {
+    id: String,
+    owner: String,
+}
+
+/// One (resource, action) whose permits the report counts.
+struct Slot {
+    res: usize,
+    action: String,
+    /// Roles the rules (the Permit rules, for an XACML policy) for this action name.
+    roles: RoleSet,
+    /// Packages they name: holding one gives (for an XACML policy: may give) the permit.
+    restoring: PackageSet,
+    /// The resource's XACML policy: then the decision point decides, not `roles` and
+    /// `restoring`.
+    policy: Option<Arc<CompiledPolicy>>,
+}
+
+/// Everything fixed before the pairs are visited.
+struct Plan {
+    resources: Vec<Res>,
+    slots: Vec<Slot>,
+    /// u64 words of a bitset over the slots.
+    words: usize,
+    /// Roles and packages that can change a decision: class keys are projected on them.
+    role_mask: RoleSet,
+    package_mask: PackageSet,
+    /// Slots whose resource is in access-list mode.
+    list_slots: Vec<usize>,
+    /// Slots by resource node, for the grant fallback.
+    slots_of: FxHashMap<NodeId, Vec<usize>>,
+    /// Assignable packages an organisation / a person can give (§5: entity type).
+    org_assignable: PackageSet,
+    person_assignable: PackageSet,
+    /// Every package some slot names.
+    all_restoring: PackageSet,
+}
+
+fn plan(w: &World, filter: &Filter, cand: &Candidates) -> Plan {
+    let c = w.catalog;
+    let g = &w.graph;
+    let mut a2_roles = RoleSet::EMPTY;
+    for (i, _) in c.roles.iter().enumerate() {
+        let r = crate::model::RoleId(i as u16);
+        if c.is_altinn2_role(r) {
+            a2_roles.insert(r);
+        }
+    }
+    let mut p = Plan {
+        resources: Vec::new(),
+        slots: Vec::new(),
+        words: 0,
+        role_mask: RoleSet::EMPTY,
+        package_mask: PackageSet::EMPTY,
+        list_slots: Vec::new(),
+        slots_of: FxHashMap::default(),
+        org_assignable: PackageSet::EMPTY,
+        person_assignable: PackageSet::EMPTY,
+        all_restoring: PackageSet::EMPTY,
+    };
+    let mut any_policy = false;
+    for (n, r) in g.resources() {
+        if filter.resource.as_ref().is_some_and(|f| *f != r.id)
+            || filter.owner.as_ref().is_some_and(|o| r.owner.as_ref() != Some(o))
+        {
+            continue;
+        }
+        let policy = w.pdp.policies.get(&r.id).cloned();
+        // Whether an Altinn 2 record can change a decision on this resource: its policy
+        // names an Altinn 2 role or a package such a record carries, or such a record
+        // carries a grant of it.
+        let (named_roles, named_packages) = match &policy {
+            Some(pol) => pdp_records::mentioned_tokens(c, pol),
+            None => {
+                let (mut roles, mut packages) = (RoleSet::EMPTY, PackageSet::EMPTY);
+                for t in r.rules.iter().flat_map(|rule| rule.any_of.iter()) {
+                    match t {
+                        Token::Role(x) => roles.insert(*x),
+                        Token::Package(x) => packages.insert(*x),
+                    }
+                }
+                (roles, packages)
+            }
+        };
+        if !(named_roles.intersects(&a2_roles)
+            || named_packages.intersects(&cand.packages)
+            || cand.granted.contains(&n))
+        {
+            continue;
+        }
+        let ri = p.resources.len();
+        p.resources.push(Res {
+            id: r.id.clone(),
+            owner: r.owner.clone().unwrap_or_default(),
+        });
+        let actions: BTreeSet<String> = match &policy {
+            Some(pol) => pdp_records::policy_actions(pol),
+            None => r
+                .rules
+                .iter()
+                .flat_map(|rule| rule.actions.iter().cloned())
+                .collect(),
+        };
+        // An XACML resource in access-list mode: a permit depends on the party too.
+        let lists = policy.is_some() && w.pdp.resource_lists.get(&r.id).is_some_and(|l| l.enabled);
+        for action in actions {
+            let (roles, restoring) = match &policy {
+                Some(pol) => pdp_records::permit_rule_tokens(c, pol, &action),
+                None => {
+                    let (mut roles, mut packages) = (RoleSet::EMPTY, PackageSet::EMPTY);
+                    for t in r
+                        .rules
+                        .iter()
+                        .filter(|rule| rule.actions.contains(&action))
+                        .flat_map(|rule| rule.any_of.iter())
+                    {
+                        match t {
+                            Token::Role(x) => roles.insert(*x),
+                            Token::Package(x) => packages.insert(*x),
+                        }
+                    }
+                    (roles, packages)
+                }
+            };
+            let si = p.slots.len();
+            if lists {
+                p.list_slots.push(si);
+            }
+            p.slots_of.entry(n).or_default().push(si);
+            p.role_mask = union_roles(&p.role_mask, &roles);
+            p.package_mask.union_with(&restoring);
+            p.all_restoring.union_with(&restoring);
+            any_policy |= policy.is_some();
+            p.slots.push(Slot {
+                res: ri,
+                action,
+                roles,
+                restoring,
+                policy: policy.clone(),
+            });
+        }
+    }
+    if any_policy {
+        // An XACML policy may read any role or package (conditions, Deny rules): no
+        // projection.
+        p.role_mask = RoleSet::EMPTY;
+        p.package_mask = PackageSet::EMPTY;
+        for (i, _) in c.roles.iter().enumerate() {
+            p.role_mask.insert(crate::model::RoleId(i as u16));
+        }
+        for (i, _) in c.packages.iter().enumerate() {
+            p.package_mask.insert(crate::model::PackageId(i as u16));
+        }
+    }
+    for (i, pkg) in c.packages.iter().enumerate() {
+        let id = crate::model::PackageId(i as u16);
+        if pkg.is_assignable {
+            match pkg.entity_type {
+                EntityType::Organisation => p.org_assignable.insert(id),
+                EntityType::Person => p.person_assignable.insert(id),
+            }
+        }
+    }
+    p.words = p.slots.len().div_ceil(64);
+    p
+}
+
+fn union_roles(a: &RoleSet, b: &RoleSet) -> RoleSet {
+    let mut out = *a;
+    out.extend(b.iter());
+    out
+}
+
+// ----------------------------------------------------------------------------------
+// Visiting the pairs
+
+type Bits = Vec<u64>;
+
+fn bit(b: &[u64], i: usize) -> bool {
+    b.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+fn set_bit(b: &mut [u64], i: usize, on: bool) {
+    if let Some(w) = b.get_mut(i / 64) {
+        if on {
+            *w |= 1 << (i % 64);
+        } else {
+            *w &= !(1 << (i % 64));
+        }
+    }
+}
+
+/// The policy part of the decisions of one (roles, packages) class over every slot.
+struct Class {
+    /// The policy permits.
+    permit: Bits,
+    /// The policy leaves it to the grants (NotApplicable; for `rules`: not permitted).
+    open: Bits,
+}
+
+/// Per-resource counts.
+#[derive(Default, Clone)]
+struct Tally {
+    kept: usize,
+    lost: usize,
+    restorable: usize,
+}
+
+/// What one thread accumulates.
+struct Worker<'a> {
+    w: &'a World,
+    plan: &'a Plan,
+    class_ix: FxHashMap<(RoleSet, PackageSet), u32>,
+    classes: Vec<Class>,
+    /// (class with, class without) → packages that would restore one of its lost permits.
+    lost_restoring: FxHashMap<(u32, u32), PackageSet>,
+    /// Distinct grantable sets, interned.
+    grantable_ix: FxHashMap<PackageSet, u32>,
+    grantable_sets: Vec<PackageSet>,
+    /// (class with, class without, grantable set) → pairs.
+    counts: FxHashMap<(u32, u32, u32), usize>,
+    /// Counts of the pairs evaluated slot by slot.
+    tally: Vec<Tally>,
+    lost_count: usize,
+    /// Lost permits in full: sent (listing all) or kept with their chunk (the first N).
+    sender: Option<mpsc::SyncSender<LostPermit>>,
+    first: Option<usize>,
+    listed: Vec<(usize, LostPermit)>,
+    /// Per party, for listing: candidates and the restoring packages each may grant.
+    grantors: FxHashMap<NodeId, Vec<(NodeId, PackageSet)>>,
+}
+
+impl<'a> Worker<'a> {
+    fn new(
+        w: &'a World,
+        plan: &'a Plan,
+        sender: Option<mpsc::SyncSender<LostPermit>>,
+        first: Option<usize>,
+    ) -> Self {
+        let mut grantable_ix = FxHashMap::default();
+        grantable_ix.insert(PackageSet::EMPTY, 0);
+        Worker {
+            w,
+            plan,
+            class_ix: FxHashMap::default(),
+            classes: Vec::new(),
+            lost_restoring: FxHashMap::default(),
+            grantable_ix,
+            grantable_sets: vec![PackageSet::EMPTY],
+            counts: FxHashMap::default(),
+            tally: vec![Tally::default(); plan.resources.len()],
+            lost_count: 0,
+            sender,
+            first,
+            listed: Vec::new(),
+            grantors: FxHashMap::default(),
+        }
+    }
+
+    fn listing(&self) -> bool {
+        self.sender.is_some() || self.first.is_some_and(|n| self.listed.len() < n)
+    }
+
+    /// The class of these roles and packages; `recs` (records holding exactly them)
+    /// are consulted only when the class is new.
+    fn class(&mut self, roles: RoleSet, packages: PackageSet, recs: impl FnOnce() -> Vec<Record>) -> u32 {
+        let key = (
+            roles.intersection(&self.plan.role_mask),
+            packages.intersection(&self.plan.package_mask),
+        );
+        if let Some(i) = self.class_ix.get(&key) {
+            return *i;
+        }
+        let recs = recs();
+        let mut cl = Class {
+            permit: vec![0; self.plan.words],
+            open: vec![0; self.plan.words],
+        };
+        for (i, s) in self.plan.slots.iter().enumerate() {
+            let (permit, open) = match &s.policy {
+                None => {
+                    let p = roles.intersects(&s.roles) || packages.intersects(&s.restoring);
+                    (p, !p)
+                }
+                Some(pol) => {
+                    let id = &self.plan.resources[s.res].id;
+                    match pdp_records::policy_decision(self.w, id, pol, &recs, &s.action) {
+                        Decision::Permit => (true, false),
+                        Decision::NotApplicable => (false, true),
+                        Decision::Deny | Decision::Indeterminate => (false, false),
+                    }
+                }
+            };
+            set_bit(&mut cl.permit, i, permit);
+            set_bit(&mut cl.open, i, open);
+        }
+        let i = self.classes.len() as u32;
+        self.classes.push(cl);
+        self.class_ix.insert(key, i);
+        i
+    }
+
+    /// Packages someone at `f` may grant among those any slot names (§5, with the
+    /// package's entity type and `is_assignable`).
+    fn assignable_at(&self, f: NodeId) -> PackageSet {
+        match self.w.graph.party(f).map(|p| p.kind) {
+            Some(PartyKind::Organisation) => self.plan.org_assignable,
+            Some(PartyKind::Person) => self.plan.person_assignable,
+            _ => PackageSet::EMPTY,
+        }
+        .intersection(&self.plan.all_restoring)
+    }
+
+    /// The restoring packages someone at `f` may grant.
+    fn grantable_at(&self, f: NodeId) -> PackageSet {
+        resolve::delegable_at(self.w, f).intersection(&self.assignable_at(f))
+    }
+
+    fn grantable_id(&mut self, set: PackageSet) -> u32 {
+        let next = self.grantable_sets.len() as u32;
+        let id = *self.grantable_ix.entry(set).or_insert(next);
+        if id == next {
+            self.grantable_sets.push(set);
+        }
+        id
+    }
+
+    /// The packages that would restore some permit lost between these two classes.
+    fn restoring_of(&mut self, a: u32, b: u32) -> PackageSet {
+        if let Some(p) = self.lost_restoring.get(&(a, b)) {
+            return *p;
+        }
+        let mut out = PackageSet::EMPTY;
+        if let (Some(ca), Some(cb)) = (self.classes.get(a as usize), self.classes.get(b as usize)) {
+            for (i, s) in self.plan.slots.iter().enumerate() {
+                if bit(&ca.permit, i) && !bit(&cb.permit, i) {
+                    out.union_with(&s.restoring);
+                }
+            }
+        }
+        self.lost_restoring.insert((a, b), out);
+        out
+    }
+
+    fn visit(&mut self, chunk: usize, x: NodeId, f: NodeId) {
+        let w = self.w;
+        let c = w.catalog;
+        let recs = resolve::records(w, x, Some(f));
+        if !recs.iter().any(|r| c.is_altinn2_role(r.role)) {
+            return;
+        }
+        let (mut roles_all, mut pk_all, mut roles_after, mut pk_after) = (
+            RoleSet::EMPTY,
+            PackageSet::EMPTY,
+            RoleSet::EMPTY,
+            PackageSet::EMPTY,
+        );
+        let mut has_grants = false;
+        for r in &recs {
+            let a2 = c.is_altinn2_role(r.role);
+            if let Some(role) = r.held_role() {
+                roles_all.insert(role);
+                if !a2 {
+                    roles_after.insert(role);
+                }
+            }
+            pk_all.union_with(&r.packages);
+            if !a2 {
+                pk_after.union_with(&r.packages);
+            }
+            has_grants |= resolve::resource_grants(w, r)
+                .is_some_and(|m| m.keys().any(|k| self.plan.slots_of.contains_key(k)));
+        }
+        let a = self.class(roles_all, pk_all, || recs.clone());
+        let b = self.class(roles_after, pk_after, || {
+            recs.iter()
+                .filter(|r| !c.is_altinn2_role(r.role))
+                .cloned()
+                .collect()
+        });
+        if !has_grants && self.plan.list_slots.is_empty() && !self.listing() {
+            let eligible = self.restoring_of(a, b).intersection(&self.assignable_at(f));
+            let g = if eligible.is_empty() {
+                0
+            } else {
+                let set = self.grantable_at(f).intersection(&eligible);
+                self.grantable_id(set)
+            };
+            *self.counts.entry((a, b, g)).or_default() += 1;
+            return;
+        }
+        self.visit_slots(chunk, x, f, &recs, a, b);
+    }
+
+    /// A pair evaluated slot by slot: grants, access lists, lost permits in full.
+    fn visit_slots(&mut self, chunk: usize, x: NodeId, f: NodeId, recs: &[Record], a: u32, b: u32) {
+        let w = self.w;
+        let c = w.catalog;
+        let plan = self.plan;
+        let (Some(ca), Some(cb)) = (self.classes.get(a as usize), self.classes.get(b as usize)) else {
+            return;
+        };
+        let mut all = ca.permit.clone();
+        let mut after = cb.permit.clone();
+        for r in recs {
+            let a2 = c.is_altinn2_role(r.role);
+            for (res, acts) in resolve::resource_grants(w, r).into_iter().flatten() {
+                for s in plan.slots_of.get(res).into_iter().flatten() {
+                    let Some(slot) = plan.slots.get(*s) else { continue };
+                    if acts.contains(&slot.action) {
+                        if bit(&ca.open, *s) {
+                            set_bit(&mut all, *s, true);
+                        }
+                        if !a2 && bit(&cb.open, *s) {
+                            set_bit(&mut after, *s, true);
+                        }
+                    }
+                }
+            }
+        }
+        for s in &plan.list_slots {
+            if let Some(slot) = plan.slots.get(*s)
+                && !pdp_records::lists_allow(w, &plan.resources[slot.res].id, f, &slot.action)
+            {
+                set_bit(&mut all, *s, false);
+                set_bit(&mut after, *s, false);
+            }
+        }
+        let mut grantable = None;
+        for (i, slot) in plan.slots.iter().enumerate() {
+            if !bit(&all, i) {
+                continue;
+            }
+            let Some(t) = self.tally.get_mut(slot.res) else {
+                continue;
+            };
+            if bit(&after, i) {
+                t.kept += 1;
+                continue;
+            }
+            t.lost += 1;
+            self.lost_count += 1;
+            let eligible = slot.restoring.intersection(&self.assignable_at(f));
+            if !eligible.is_empty() {
+                let g = *grantable.get_or_insert_with(|| self.grantable_at(f));
+                if g.intersects(&eligible)
+                    && let Some(t) = self.tally.get_mut(slot.res)
+                {
+                    t.restorable += 1;
+                }
+            }
+            if self.listing() {
+                let l = self.lost_permit(x, f, recs, slot);
+                match &self.sender {
+                    Some(tx) => {
+                        let _ = tx.send(l);
+                    }
+                    None => self.listed.push((chunk, l)),
+                }
+            }
+        }
+    }
+
+    fn lost_permit(&mut self, x: NodeId, f: NodeId, recs: &[Record], slot: &Slot) -> LostPermit {
+        let w = self.w;
+        let c = w.catalog;
+        let g = &w.graph;
+        let rests_on = recs
+            .iter()
+            .filter(|r| c.is_altinn2_role(r.role) && slot.roles.contains(r.role))
+            .map(|r| resolve::describe(w, x, r))
+            .collect();
+        let wanted = self.assignable_at(f);
+        let candidates = self.grantors.entry(f).or_insert_with(|| {
+            resolve::candidate_subjects(w, f)
+                .into_iter()
+                .map(|u| (u, resolve::held_delegable_packages(w, u, f).intersection(&wanted)))
+                .filter(|(_, p)| !p.is_empty())
+                .collect()
+        });
+        let grantors: BTreeSet<String> = candidates
+            .iter()
+            .filter(|(_, p)| p.intersects(&slot.restoring))
+            .map(|(u, _)| g.ext_id(*u).to_string())
+            .collect();
+        let res = &self.plan.resources[slot.res];
+        LostPermit {
+            owner: res.owner.clone(),
+            resource: res.id.clone(),
+            subject: g.ext_id(x).to_string(),
+            party: g.ext_id(f).to_string(),
+            action: slot.action.clone(),
+            rests_on,
+            restoring_packages: slot.restoring.iter().map(|p| c.package(p).code.clone()).collect(),
+            grantors: grantors.into_iter().collect(),
+        }
+    }
+
+    /// Adds this worker's counts to the per-resource summaries.
+    fn finish(self, summaries: &mut [ResourceSummary]) -> (usize, Vec<(usize, LostPermit)>) {
+        let plan = self.plan;
+        let mut lost_count = self.lost_count;
+        for (s, t) in summaries.iter_mut().zip(&self.tally) {
+            s.kept += t.kept;
+            s.lost += t.lost;
+            s.restorable_by_one_grant += t.restorable;
+        }
+        for ((a, b, g), m) in &self.counts {
+            let (Some(ca), Some(cb), Some(gs)) = (
+                self.classes.get(*a as usize),
+                self.classes.get(*b as usize),
+                self.grantable_sets.get(*g as usize),
+            ) else {
+                continue;
+            };
+            for (wi, (pa, pb)) in ca.permit.iter().zip(&cb.permit).enumerate() {
+                let mut word = *pa;
+                while word != 0 {
+                    let i = wi * 64 + word.trailing_zeros() as usize;
+                    word &= word - 1;
+                    let Some(slot) = plan.slots.get(i) else { continue };
+                    let Some(s) = summaries.get_mut(slot.res) else {
+                        continue;
+                    };
+                    if pb & (1 << (i % 64)) != 0 {
+                        s.kept += m;
+                    } else {
+                        s.lost += m;
+                        lost_count += m;
+                        if gs.intersects(&slot.restoring) {
+                            s.restorable_by_one_grant += m;
+                        }
+                    }
+                }
+            }
+        }
+        (lost_count, self.listed)
+    }
+}
+
+/// Builds the report with every lost permit, sorted; `progress(done, total)` is called
+/// as pairs are examined.
 pub fn report(w: &World, filter: &Filter, progress: impl FnMut(usize, usize)) -> Report {
     let mut lost = Vec::new();
-    let mut r = report_streaming(w, filter, progress, |l| lost.push(l));
+    let mut r = report_streaming(w, filter, Listing::All, progress, |l| lost.push(l));
     lost.sort();
     r.lost = lost;
     r
 }
 
-/// Builds the report, handing each lost permit to `sink` as it is found instead of
-/// keeping it (a Norway-scale cut-off loses far more permits than are worth holding in
-/// memory); the returned report has the totals and per-resource counts, and an empty
-/// `lost` list.
+/// Pairs per unit of work handed to a thread.
+const CHUNK: usize = 4096;
+
+/// Builds the report, handing lost permits to `sink` as they are found instead of
+/// keeping them (a Norway-scale cut-off loses far more permits than are worth holding in
+/// memory): every one of them with [`Listing::All`], or the first N in (subject, party)
+/// order. The returned report has the totals and per-resource counts, and an empty
+/// `lost` list. `progress` and `sink` run on the calling thread; the pairs are examined
+/// on every core.
 pub fn report_streaming(
     w: &World,
     filter: &Filter,
+    listing: Listing,
     mut progress: impl FnMut(usize, usize),
     mut sink: impl FnMut(LostPermit),
 ) -> Report {
-    let c = w.catalog;
-    let g = &w.graph;
-    // Resources whose policy names an Altinn 2 role, with the filter applied.
-    let resources: Vec<(NodeId, String, String)> = g
-        .resources()
-        .filter(|(_, r)| filter.resource.as_ref().is_none_or(|f| *f == r.id))
-        .filter(|(_, r)| filter.owner.as_ref().is_none_or(|o| r.owner.as_ref() == Some(o)))
-        .filter(|(_, r)| {
-            r.rules.iter().any(|rule| {
-                rule.any_of
-                    .iter()
-                    .any(|t| matches!(t, Token::Role(x) if c.is_altinn2_role(*x)))
-            })
+    let cand = candidates(w);
+    let plan = plan(w, filter, &cand);
+    let mut summaries: Vec<ResourceSummary> = plan
+        .resources
+        .iter()
+        .map(|r| ResourceSummary {
+            owner: r.owner.clone(),
+            resource: r.id.clone(),
+            ..Default::default()
         })
-        .map(|(n, r)| (n, r.id.clone(), r.owner.clone().unwrap_or_default()))
         .collect();
     let mut out = Report::default();
-    let mut summaries: BTreeMap<NodeId, ResourceSummary> = resources
-        .iter()
-        .map(|(n, id, owner)| {
-            (
-                *n,
-                ResourceSummary {
-                    owner: owner.clone(),
-                    resource: id.clone(),
-                    ..Default::default()
-                },
-            )
-        })
-        .collect();
-    if resources.is_empty() || w.a2_retired {
-        out.resources = summaries.into_values().collect();
+    if plan.slots.is_empty() || w.a2_retired {
+        out.resources = summaries;
         return out;
     }
-    let pairs = candidate_pairs(w);
-    out.pairs_examined = pairs.len();
-    let mut grantors_cache: HashMap<(NodeId, PackageId), Vec<String>> = HashMap::new();
+    let pairs = &cand.pairs;
     let total = pairs.len();
-    for (i, (x, f)) in pairs.into_iter().enumerate() {
-        if i % 1024 == 0 {
-            progress(i, total);
-        }
-        let recs = resolve::records(w, x, Some(f));
-        let (after, a2recs): (Vec<Record>, Vec<Record>) =
-            recs.into_iter().partition(|r| !c.is_altinn2_role(r.role));
-        if a2recs.is_empty() {
-            continue;
-        }
-        let mut all = after.clone();
-        all.extend(a2recs.iter().cloned());
-        for (rn, rid, owner) in &resources {
-            let Some(res) = g.resource(*rn) else { continue };
-            let actions: BTreeSet<&String> = res.rules.iter().flat_map(|r| r.actions.iter()).collect();
-            for action in actions {
-                if !resolve::permits_with(w, &all, *rn, action, None) {
-                    continue;
+    out.pairs_examined = total;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(total.div_ceil(CHUNK).max(1));
+    let next_chunk = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::sync_channel::<LostPermit>(4096);
+    let first = match listing {
+        Listing::All => None,
+        Listing::First(n) => Some(n),
+    };
+    let mut listed = Vec::new();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let sender = (listing == Listing::All).then(|| tx.clone());
+                let (plan, next_chunk, done) = (&plan, &next_chunk, &done);
+                scope.spawn(move || {
+                    let mut worker = Worker::new(w, plan, sender, first);
+                    loop {
+                        let k = next_chunk.fetch_add(1, Ordering::Relaxed);
+                        let Some(chunk) = pairs.chunks(CHUNK).nth(k) else {
+                            break;
+                        };
+                        for (x, f) in chunk {
+                            worker.visit(k, *x, *f);
+                        }
+                        done.fetch_add(chunk.len(), Ordering::Relaxed);
+                    }
+                    // Drops the sender: the receiver below ends when every worker has.
+                    worker.sender = None;
+                    worker
+                })
+            })
+            .collect();
+        drop(tx);
+        let tick = std::time::Duration::from_millis(100);
+        let mut last = std::time::Instant::now();
+        progress(0, total);
+        loop {
+            match rx.recv_timeout(tick) {
+                Ok(l) => sink(l),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    if handles.iter().all(|h| h.is_finished()) {
+                        break;
+                    }
+                    std::thread::sleep(tick);
                 }
-                // Without the Altinn 2 records no Altinn 2 token can match.
-                let kept = resolve::permits_with(w, &after, *rn, action, None);
-                let s = summaries.entry(*rn).or_default();
-                if kept {
-                    s.kept += 1;
-                    continue;
-                }
-                s.lost += 1;
-                // What it rests on: the Altinn 2 records whose role a rule for it names.
-                let named: BTreeSet<crate::model::RoleId> = res
-                    .rules
-                    .iter()
-                    .filter(|r| r.actions.contains(action))
-                    .flat_map(|r| r.any_of.iter())
-                    .filter_map(|t| match t {
-                        Token::Role(r) => Some(*r),
-                        Token::Package(_) => None,
-                    })
-                    .collect();
-                let rests_on: Vec<String> = a2recs
-                    .iter()
-                    .filter(|r| named.contains(&r.role))
-                    .map(|r| resolve::describe(w, x, r))
-                    .collect();
-                let restoring: Vec<PackageId> = res
-                    .rules
-                    .iter()
-                    .filter(|r| r.actions.contains(action))
-                    .flat_map(|r| r.any_of.iter())
-                    .filter_map(|t| match t {
-                        Token::Package(p) => Some(*p),
-                        Token::Role(_) => None,
-                    })
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect();
-                let mut grantors = BTreeSet::new();
-                for p in &restoring {
-                    let list = grantors_cache.entry((f, *p)).or_insert_with(|| {
-                        resolve::candidate_subjects(w, f)
-                            .into_iter()
-                            .filter(|u| resolve::can_delegate_package(w, *u, f, *p) == DelegationVerdict::Yes)
-                            .map(|u| g.ext_id(u).to_string())
-                            .collect()
-                    });
-                    grantors.extend(list.iter().cloned());
-                }
-                if !restoring.is_empty() && !grantors.is_empty() {
-                    s.restorable_by_one_grant += 1;
-                }
-                out.lost_count += 1;
-                sink(LostPermit {
-                    owner: owner.clone(),
-                    resource: rid.clone(),
-                    subject: g.ext_id(x).to_string(),
-                    party: g.ext_id(f).to_string(),
-                    action: action.clone(),
-                    rests_on,
-                    restoring_packages: restoring.iter().map(|p| c.package(*p).code.clone()).collect(),
-                    grantors: grantors.into_iter().collect(),
-                });
+            }
+            if last.elapsed() >= tick {
+                progress(done.load(Ordering::Relaxed), total);
+                last = std::time::Instant::now();
             }
         }
-    }
+        for h in handles {
+            // A worker that panicked leaves its pairs uncounted; the panic is resumed.
+            match h.join() {
+                Ok(worker) => {
+                    let (n, l) = worker.finish(&mut summaries);
+                    out.lost_count += n;
+                    listed.extend(l);
+                }
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+    });
     progress(total, total);
-    out.resources = summaries.into_values().collect();
+    if let Some(n) = first {
+        // Each worker listed its first N in the order of its chunks, so the first N of
+        // all are among them.
+        listed.sort_by_key(|(chunk, _)| *chunk);
+        for (_, l) in listed.into_iter().take(n) {
+            sink(l);
+        }
+    }
+    out.resources = summaries;
     out
 }
 

@@ -101,6 +101,17 @@ impl PackageSet {
     pub fn len(&self) -> usize {
         self.0.iter().map(|w| w.count_ones() as usize).sum()
     }
+    /// The packages in both sets.
+    pub fn intersection(&self, other: &PackageSet) -> PackageSet {
+        let mut out = *self;
+        for (a, b) in out.0.iter_mut().zip(other.0.iter()) {
+            *a &= *b;
+        }
+        out
+    }
+    pub fn intersects(&self, other: &PackageSet) -> bool {
+        self.0.iter().zip(other.0.iter()).any(|(a, b)| a & b != 0)
+    }
     pub fn iter(&self) -> impl Iterator<Item = PackageId> + '_ {
         (0..256u16)
             .filter(|i| self.contains(PackageId(*i)))
@@ -136,6 +147,17 @@ impl RoleSet {
     }
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(|w| *w == 0)
+    }
+    /// The roles in both sets.
+    pub fn intersection(&self, other: &RoleSet) -> RoleSet {
+        let mut out = *self;
+        for (a, b) in out.0.iter_mut().zip(other.0.iter()) {
+            *a &= *b;
+        }
+        out
+    }
+    pub fn intersects(&self, other: &RoleSet) -> bool {
+        self.0.iter().zip(other.0.iter()).any(|(a, b)| a & b != 0)
     }
     pub fn iter(&self) -> impl Iterator<Item = RoleId> + '_ {
         (0..256u16).filter(|i| self.contains(RoleId(*i))).map(RoleId)
@@ -485,6 +507,21 @@ impl Catalog {
     /// Packages a holder of `role` may pass on at a party of `unit_type` (can_delegate).
     pub fn role_delegable_packages(&self, role: RoleId, unit_type: Option<&str>) -> PackageSet {
         self.rows_of(role, unit_type, false)
+    }
+
+    /// Packages a holder of `role` may use at a party of some unit type: every row with
+    /// has_access, whatever its unit-type condition.
+    pub fn role_packages_any_unit_type(&self, role: RoleId) -> PackageSet {
+        let Some(rr) = self.role_rows.get(usize::from(role.0)) else {
+            return PackageSet::EMPTY;
+        };
+        let mut set = rr.access;
+        for (_, p, has_access, _) in &rr.conditional {
+            if *has_access {
+                set.insert(*p);
+            }
+        }
+        set
     }
 
     fn rows_of(&self, role: RoleId, unit_type: Option<&str>, access: bool) -> PackageSet {

@@ -318,7 +318,16 @@ pub fn accesses_of(w: &World, x: NodeId, parties: Option<&BTreeSet<NodeId>>) -> 
                 package: c.package(p).code.clone(),
             });
         }
-        for (res, action) in resolve::permitted_actions(w, &recs) {
+        let mut permitted = resolve::permitted_actions(w, &recs);
+        if !w.pdp.policies.is_empty() {
+            // A resource with an XACML policy answers through the decision point.
+            permitted.retain(|(res, _)| {
+                !g.resource(*res)
+                    .is_some_and(|r| w.pdp.policies.contains_key(&r.id))
+            });
+            permitted.extend(crate::pdp::records::permitted_policy_actions(w, f, &recs));
+        }
+        for (res, action) in permitted {
             out.insert(Access::Resource {
                 subject: subject.clone(),
                 party: party.clone(),

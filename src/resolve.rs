@@ -306,35 +306,41 @@ pub fn rights(w: &World, x: NodeId, f: NodeId) -> Rights {
     r
 }
 
-/// Resource grant actions a record carries for resource `res` (and, with `instance`,
-/// instance grant actions for that instance).
-fn grant_actions<'a>(w: &'a World, rec: &Record, res: NodeId, instance: Option<&str>) -> Vec<&'a Actions> {
-    let mut out = Vec::new();
+/// The resource grants a record carries (resource → actions): those of a direct or
+/// key-role assignment, or of a client delegation; RoleMap records carry none.
+pub fn resource_grants<'a>(w: &'a World, rec: &Record) -> Option<&'a BTreeMap<NodeId, Actions>> {
     if rec.mapped_from.is_some() {
-        return out;
+        return None;
     }
     match rec.origin {
         Origin::Direct { edge } | Origin::KeyRole { edge, .. } => {
-            if let Some(a) = w.graph.assignment(edge) {
-                if let Some(acts) = a.resources.get(&res) {
-                    out.push(acts);
-                }
-                if let Some(i) = instance
-                    && !matches!(rec.repeat, Some(Repeat::SubUnit { .. }))
-                    && let Some(acts) = a.instances.get(&(res, i.to_string()))
-                {
-                    out.push(acts);
-                }
-            }
+            w.graph.assignment(edge).map(|a| &a.resources)
         }
-        Origin::Delegation { edge, .. } => {
-            if let Some(Edge::Delegation(d)) = w.graph.edge(edge)
-                && let Some(acts) = d.resources.get(&res)
-            {
-                out.push(acts);
-            }
-        }
-        Origin::SelfPerson => {}
+        Origin::Delegation { edge, .. } => match w.graph.edge(edge) {
+            Some(Edge::Delegation(d)) => Some(&d.resources),
+            _ => None,
+        },
+        Origin::SelfPerson => None,
+    }
+}
+
+/// Resource grant actions a record carries for resource `res` (and, with `instance`,
+/// instance grant actions for that instance).
+fn grant_actions<'a>(w: &'a World, rec: &Record, res: NodeId, instance: Option<&str>) -> Vec<&'a Actions> {
+    let mut out: Vec<&Actions> = resource_grants(w, rec)
+        .and_then(|m| m.get(&res))
+        .into_iter()
+        .collect();
+    if let Some(i) = instance
+        && rec.mapped_from.is_none()
+        && !matches!(rec.repeat, Some(Repeat::SubUnit { .. }))
+        && let Origin::Direct { edge } | Origin::KeyRole { edge, .. } = rec.origin
+        && let Some(acts) = w
+            .graph
+            .assignment(edge)
+            .and_then(|a| a.instances.get(&(res, i.to_string())))
+    {
+        out.push(acts);
     }
     out
 }
@@ -419,27 +425,9 @@ pub fn permitted_actions(w: &World, recs: &[Record]) -> BTreeSet<(NodeId, String
         }
     }
     for r in recs {
-        if r.mapped_from.is_some() {
-            continue;
-        }
-        let maps: Vec<&BTreeMap<NodeId, Actions>> = match r.origin {
-            Origin::Direct { edge } | Origin::KeyRole { edge, .. } => w
-                .graph
-                .assignment(edge)
-                .map(|a| &a.resources)
-                .into_iter()
-                .collect(),
-            Origin::Delegation { edge, .. } => match w.graph.edge(edge) {
-                Some(Edge::Delegation(d)) => vec![&d.resources],
-                _ => vec![],
-            },
-            Origin::SelfPerson => vec![],
-        };
-        for m in maps {
-            for (res, acts) in m {
-                for a in acts {
-                    out.insert((*res, a.clone()));
-                }
+        for (res, acts) in resource_grants(w, r).into_iter().flatten() {
+            for a in acts {
+                out.insert((*res, a.clone()));
             }
         }
     }
@@ -545,9 +533,24 @@ pub fn can_delegate_package(w: &World, u: NodeId, party: NodeId, p: PackageId) -
     if entity_type_of(w, party) != Some(pkg.entity_type) {
         return DelegationVerdict::WrongEntityType;
     }
+    if held_delegable_packages(w, u, party).contains(p) {
+        DelegationVerdict::Yes
+    } else {
+        DelegationVerdict::NotHeld
+    }
+}
+
+/// The packages `u` holds for `party` in a way that lets them pass each on (§5), before
+/// the package's own conditions (`is_assignable`, entity type): a package grant (except
+/// the main administrator package), a role's `can_delegate` rows, and for a holder of
+/// `hovedadministrator` its template. [`can_delegate_package`] is this plus those
+/// conditions; the cut-off report asks it once per candidate instead of once per package.
+pub fn held_delegable_packages(w: &World, u: NodeId, party: NodeId) -> PackageSet {
+    let c = w.catalog;
     let admin_pkg = c.known.hovedadministrator;
     let ut = unit_type(w, party);
     let mut main_admin = false;
+    let mut out = PackageSet::EMPTY;
     for r in records(w, u, Some(party)) {
         if !r.counts_for_delegation() {
             continue;
@@ -558,17 +561,68 @@ pub fn can_delegate_package(w: &World, u: NodeId, party: NodeId, p: PackageId) -
         if c.is_rightholder(r.role) {
             // A package grant always counts as can_delegate, except the main
             // administrator package, which passes on only when held through a role.
-            if p != admin_pkg && r.packages.contains(p) {
-                return DelegationVerdict::Yes;
-            }
-        } else if c.role_delegable_packages(r.role, ut).contains(p) {
-            return DelegationVerdict::Yes;
+            let mut granted = r.packages;
+            granted.remove(admin_pkg);
+            out.union_with(&granted);
+        } else {
+            out.union_with(&c.role_delegable_packages(r.role, ut));
         }
     }
-    if main_admin && p != admin_pkg && c.main_admin_template(ut).contains(p) {
-        return DelegationVerdict::Yes;
+    if main_admin {
+        let mut template = c.main_admin_template(ut);
+        template.remove(admin_pkg);
+        out.union_with(&template);
     }
-    DelegationVerdict::NotHeld
+    out
+}
+
+/// The packages someone at `party` may pass on (§5): the union of
+/// [`held_delegable_packages`] over every subject, read straight from the assignments
+/// out of the party and its main unit (and a living person's own `privatperson`). The
+/// records the delegation check counts are direct and key-role records of those
+/// assignments (repeated to the sub-unit); a key-role holder inherits exactly the record
+/// of the assignment's receiver, so the receivers alone make up the union. The cut-off
+/// report asks this once per party instead of resolving every candidate.
+pub fn delegable_at(w: &World, party: NodeId) -> PackageSet {
+    let c = w.catalog;
+    let g = &w.graph;
+    let admin_pkg = c.known.hovedadministrator;
+    let ut = unit_type(w, party);
+    let mut main_admin = false;
+    let mut out = PackageSet::EMPTY;
+    // (role, packages of its record) of every record that counts.
+    let mut counted: Vec<(RoleId, PackageSet)> = Vec::new();
+    if g.party(party).is_some_and(|p| p.is_living_person()) {
+        let role = c.known.privatperson;
+        counted.push((role, c.role_packages(role, None)));
+    }
+    for s in std::iter::once(party).chain(g.main_unit(party)) {
+        for (_, _, edge) in g.outgoing(s) {
+            if let Edge::Assignment(a) = edge
+                && yields_records(c, a.role)
+            {
+                counted.push((a.role, packages_of(w, c, a.role, Some(edge), party)));
+            }
+        }
+    }
+    for (role, packages) in counted {
+        if packages.contains(admin_pkg) {
+            main_admin = true;
+        }
+        if c.is_rightholder(role) {
+            let mut granted = packages;
+            granted.remove(admin_pkg);
+            out.union_with(&granted);
+        } else {
+            out.union_with(&c.role_delegable_packages(role, ut));
+        }
+    }
+    if main_admin {
+        let mut template = c.main_admin_template(ut);
+        template.remove(admin_pkg);
+        out.union_with(&template);
+    }
+    out
 }
 
 /// May `u`, acting for `party`, pass on `action` on resource `res`?

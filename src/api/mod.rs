@@ -5,6 +5,7 @@
 //!
 //! * [`routes`] — the handlers and the OpenAPI document generated from them.
 //! * [`decision`] — the decision point on Altinn's paths (XACML in XML or JSON).
+//! * [`a2`] — the Altinn 2 cut-off report (`/v1/a2-impact`).
 //! * [`auth`] — bearer JWT validation and scopes.
 //! * [`limits`] — body size, batch sizes, JSON depth, request time; guarded parsing.
 //! * [`problem`] — problem+json answers, one status per code.
@@ -15,6 +16,7 @@
 //! token's scope before reading the body, parses the body within the limits, and goes
 //! to the store: reads directly on the worker thread, writes through the partitions.
 
+pub mod a2;
 pub mod auth;
 pub mod client;
 pub mod decision;
@@ -146,6 +148,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/v1/addable_clients")
                 .get(addable_clients)
                 .post(addable_clients),
+        )
+        .service(
+            web::resource("/v1/a2-impact")
+                .get(a2::a2_impact)
+                .post(a2::a2_impact),
         )
         .route("/v1/simulate", web::post().to(simulate))
         .route(decision::DECISION_PATH, web::post().to(decision::decision))

@@ -99,7 +99,7 @@ pub(super) fn token_value(v: Value, from: &str) -> Result<u64, Problem> {
 }
 
 /// A query's fields and `min_token`, from the query string (GET) or the JSON body (POST).
-async fn query_input(
+pub(super) async fn query_input(
     req: &HttpRequest,
     payload: Payload,
     state: &AppState,
@@ -516,7 +516,8 @@ impl Modify for BearerScheme {
     paths(
         post_events, check_doc, check_batch, authorized_parties_doc, rights_doc, holders_doc,
         can_delegate_doc, explain_doc, clients_doc, request_status_doc, addable_clients_doc, simulate_doc, post_reset, healthz, readyz,
-        metrics, openapi_json, docs, super::decision::decision, super::decision::authorize
+        metrics, openapi_json, docs, super::decision::decision, super::decision::authorize,
+        super::a2::a2_impact
     ),
     modifiers(&BearerScheme),
     tags(

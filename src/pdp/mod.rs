@@ -6,6 +6,8 @@
 //! * [`xml`] / [`json`] — documents in and out.
 //! * [`request`] / [`response`] — the request context and the results.
 //! * [`eval`] — targets, conditions, functions and combining algorithms.
+//! * [`records`] — decisions over given records, and a policy's rule view (for the
+//!   cut-off report and `simulate`).
 //! * [`pip`] — the context handler: normalise the resource, find the parties, add
 //!   roles, packages, party type and access lists from the graph, then grants and
 //!   access lists after the policy.
@@ -18,6 +20,7 @@ pub mod eval;
 pub mod json;
 pub mod pip;
 pub mod policy;
+pub mod records;
 pub mod request;
 pub mod response;
 pub mod xml;

@@ -103,7 +103,10 @@ fn subject_of(w: &World, ind: &Individual, api: Api) -> Option<NodeId> {
 
 /// The resource id, the resource party and the instance, after normalising the
 /// resource category in place (instance → party, task, app; app ↔ org+app).
-fn normalise_resource(w: &World, ind: &mut Individual) -> (Option<String>, Option<NodeId>, Option<String>) {
+pub(crate) fn normalise_resource(
+    w: &World,
+    ind: &mut Individual,
+) -> (Option<String>, Option<NodeId>, Option<String>) {
     let res_cat = cat_mut(ind, CAT_RESOURCE);
     let mut instance = None;
     let mut party = None;
@@ -178,7 +181,7 @@ pub fn echoed(ind: &Individual) -> Vec<Category> {
 
 /// Adds the subject's roles and packages for the party, for exactly the attribute ids
 /// the policy reads.
-fn add_rights(w: &World, policy: &super::CompiledPolicy, recs: &[Record], subj: &mut Category) {
+pub(crate) fn add_rights(w: &World, policy: &super::CompiledPolicy, recs: &[Record], subj: &mut Category) {
     let c = w.catalog;
     let k = &c.known;
     let mut roles: Vec<(&str, String)> = Vec::new();
@@ -260,7 +263,7 @@ fn subject_org(w: &World, x: NodeId) -> Option<NodeId> {
 }
 
 /// Whether organisation `org` is on one of the resource's lists for every action.
-fn on_list(w: &World, resource: &str, org: NodeId, actions: &[String]) -> bool {
+pub(crate) fn on_list(w: &World, resource: &str, org: NodeId, actions: &[String]) -> bool {
     let Some(cfg) = w.pdp.resource_lists.get(resource) else {
         return true;
     };
@@ -287,7 +290,7 @@ fn on_list(w: &World, resource: &str, org: NodeId, actions: &[String]) -> bool {
     })
 }
 
-fn now_of(w: &World) -> DateTime<FixedOffset> {
+pub(crate) fn now_of(w: &World) -> DateTime<FixedOffset> {
     w.now.unwrap_or_else(|| {
         let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

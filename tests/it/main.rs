@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod a2http;
 mod a2impact;
 mod crash;
 mod http;
