@@ -197,7 +197,8 @@ fn world() -> (World, Vec<serde_json::Value>, Vec<usize>) {
 }
 
 /// Latency percentiles over every sampled pair, one decision at a time.
-fn percentiles(w: &World, reqs: &[pdp::request::Request], sizes: &[usize]) {
+/// Returns the index of the slowest pair.
+fn percentiles(w: &World, reqs: &[pdp::request::Request], sizes: &[usize]) -> usize {
     let mut times = Vec::with_capacity(50_000);
     let mut permits = 0usize;
     for i in 0..50_000 {
@@ -237,6 +238,7 @@ fn percentiles(w: &World, reqs: &[pdp::request::Request], sizes: &[usize]) {
         at(0.999),
         times[times.len() - 1]
     );
+    order[0]
 }
 
 fn decisions(c: &mut Criterion) {
@@ -249,7 +251,7 @@ fn decisions(c: &mut Criterion) {
         eprintln!("pdp bench: no person acts for anyone in this world");
         return;
     }
-    percentiles(&w, &parsed, &sizes);
+    let slowest = percentiles(&w, &parsed, &sizes);
     let hub = &parsed[0];
     let mut g = c.benchmark_group("pdp");
     g.bench_function("decide_with_pip_hub", |b| {
@@ -261,6 +263,9 @@ fn decisions(c: &mut Criterion) {
             i = (i + 1) % parsed.len();
             pdp::pip::decide(&w, &parsed[i], Api::Internal)
         })
+    });
+    g.bench_function("decide_with_pip_slowest_pair", |b| {
+        b.iter(|| pdp::pip::decide(&w, &parsed[slowest], Api::Internal))
     });
     g.bench_function("decide_json_end_to_end_hub", |b| {
         b.iter(|| pdp::decide_json(&w, &reqs[0]))

@@ -184,9 +184,8 @@ pub fn echoed(ind: &Individual) -> Vec<Category> {
 pub(crate) fn add_rights(w: &World, policy: &super::CompiledPolicy, recs: &[Record], subj: &mut Category) {
     let c = w.catalog;
     let k = &c.known;
-    let mut roles: Vec<(&str, String)> = Vec::new();
+    let mut held = crate::catalog::RoleSet::EMPTY;
     let mut packages = crate::catalog::PackageSet::EMPTY;
-    let codes = policy.reads_subject(A_ROLECODE);
     for r in recs {
         packages.union_with(&r.packages);
         // A client delegation forwards packages, never the client's role itself.
@@ -199,33 +198,21 @@ pub(crate) fn add_rights(w: &World, policy: &super::CompiledPolicy, recs: &[Reco
         if w.a2_retired && c.is_altinn2_role(r.role) {
             continue;
         }
-        let role = c.role(r.role);
-        if codes && let Some(l) = &role.legacy_code {
-            roles.push((A_ROLECODE, l.to_lowercase()));
-        }
-        if let Some((prefix, code)) = role.urn.rsplit_once(':')
-            && policy.reads_subject(prefix)
-        {
-            let code = if prefix == A_ROLECODE {
-                code.to_lowercase()
-            } else {
-                code.to_string()
-            };
-            roles.push((prefix, code));
-        }
+        held.insert(r.role);
     }
-    roles.sort();
-    roles.dedup();
-    for (id, v) in roles {
-        subj.add(id, None, false, vec![AttrValue::string(v)]);
+    let mut last: Option<(&str, &str)> = None;
+    for (role, id, v) in policy.role_values() {
+        if held.contains(*role) && last != Some((id, v)) {
+            subj.add(id, None, false, vec![AttrValue::string(v.clone())]);
+            last = Some((id, v));
+        }
     }
     if policy.reads_subject(A_PACKAGE) {
         // Only the packages the policy can match (when it reads packages through string
-        // matches alone): a manager holding a hundred packages adds the few named. One
-        // other held package keeps the bag non-empty, as MustBePresent sees it.
+        // matches alone, none of them MustBePresent): a manager holding a hundred
+        // packages adds the few named.
         let named = policy.subject_values(A_PACKAGE);
         let mut vals: Vec<AttrValue> = Vec::new();
-        let mut first_other = None;
         for p in packages.iter() {
             let code = &c.package(p).code;
             let wanted = named.is_none_or(|n| {
@@ -237,19 +224,50 @@ pub(crate) fn add_rights(w: &World, policy: &super::CompiledPolicy, recs: &[Reco
             });
             if wanted {
                 vals.push(AttrValue::string(code.clone()));
-            } else if first_other.is_none() {
-                first_other = Some(code);
             }
-        }
-        if vals.is_empty()
-            && let Some(code) = first_other
-        {
-            vals.push(AttrValue::string(code.clone()));
         }
         if !vals.is_empty() {
             subj.add(A_PACKAGE, None, false, vals);
         }
     }
+}
+
+/// For a policy being compiled: every (role, attribute id, value) of the catalogue's
+/// roles — the legacy code under `urn:altinn:rolecode` (lower case) and the role URN
+/// split into attribute id and value — that the policy reads and can match. `reads`
+/// has an entry per attribute id the policy reads: None when any value may matter,
+/// Some(set) when only values in the (lower-cased) set can.
+pub(crate) fn role_values(
+    reads: &std::collections::HashMap<String, Option<std::collections::BTreeSet<String>>>,
+) -> Vec<(crate::model::RoleId, &'static str, String)> {
+    let c = crate::catalog::Catalog::builtin();
+    let wanted = |id: &str, v: &str| match reads.get(id) {
+        None => false,
+        Some(None) => true,
+        Some(Some(set)) => set.contains(&v.to_lowercase()),
+    };
+    let mut out = Vec::new();
+    for (i, role) in c.roles.iter().enumerate() {
+        let id = crate::model::RoleId(i as u16);
+        if let Some(l) = &role.legacy_code {
+            let v = l.to_lowercase();
+            if wanted(A_ROLECODE, &v) {
+                out.push((id, A_ROLECODE, v));
+            }
+        }
+        if let Some((prefix, code)) = role.urn.rsplit_once(':') {
+            let v = if prefix == A_ROLECODE {
+                code.to_lowercase()
+            } else {
+                code.to_string()
+            };
+            if wanted(prefix, &v) {
+                out.push((id, prefix, v));
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+    out
 }
 
 /// The organisation a subject acts as (itself, or a system user's owner).

@@ -331,6 +331,7 @@ pub struct CompiledPolicy {
     pub root: Root,
     pub subject_attrs: BTreeSet<String>,
     subject_values: HashMap<String, Option<BTreeSet<String>>>,
+    roles: Vec<(crate::model::RoleId, &'static str, String)>,
     /// The document it was compiled from, when it is a world's policy: snapshots write
     /// the document and compile it again on load, so the compiled tree never needs a
     /// stable encoding of its own. None for policies compiled for one evaluation.
@@ -450,10 +451,12 @@ impl Reads {
             for all in &any.0 {
                 for m in &all.0 {
                     match &m.attr {
+                        // MustBePresent sees the whole bag, so it keeps every value.
                         Expr::Designator(d)
                             if d.category.contains("subject-category")
                                 && matches!(m.func.as_str(), "string-equal" | "string-equal-ignore-case")
-                                && *m.value.dt == *DT_STRING =>
+                                && *m.value.dt == *DT_STRING
+                                && !d.must_be_present =>
                         {
                             self.attrs.insert(d.id.clone());
                             if let Some(vals) = self
@@ -461,7 +464,7 @@ impl Reads {
                                 .entry(d.id.clone())
                                 .or_insert_with(|| Some(BTreeSet::new()))
                             {
-                                vals.insert(m.value.v.to_lowercase());
+                                vals.insert(m.value.v.trim().to_lowercase());
                             }
                         }
                         other => self.expr(other),
@@ -501,12 +504,20 @@ impl CompiledPolicy {
             Root::Policy(p) => reads.policy(p),
             Root::Set(s) => reads.set(s),
         }
+        let roles = super::pip::role_values(&reads.values);
         CompiledPolicy {
             root,
             subject_attrs: reads.attrs,
             subject_values: reads.values,
+            roles,
             source: None,
         }
+    }
+
+    /// Every (role, attribute id, value) by which a holder of the role can meet this
+    /// policy's subject matches, ordered by attribute id and value.
+    pub fn role_values(&self) -> &[(crate::model::RoleId, &'static str, String)] {
+        &self.roles
     }
 
     /// The values of a subject attribute that this policy can ever match, lower-cased:
@@ -560,6 +571,26 @@ mod tests {
             .collect();
         assert_eq!(v, ["regnskapsforer-lonn", "skatt"]);
         assert!(p.subject_values("urn:altinn:rolecode").is_none());
+    }
+
+    #[test]
+    fn role_values_are_those_a_policy_names() {
+        let code = |v: &str| subject_match("string-equal-ignore-case", v).replace(PKG, "urn:altinn:rolecode");
+        let p = compile(&[rule(&code(" REGN "), "")]);
+        let c = crate::catalog::Catalog::builtin();
+        let got: Vec<(&str, &str, &str)> = p
+            .role_values()
+            .iter()
+            .map(|(r, id, v)| (c.role(*r).code.as_str(), *id, v.as_str()))
+            .collect();
+        assert_eq!(got, [("regnskapsforer", "urn:altinn:rolecode", "regn")]);
+        // MustBePresent sees the whole bag: every role's code is offered.
+        let p = compile(&[rule(
+            &code("REGN").replace(r#"MustBePresent="false""#, r#"MustBePresent="true""#),
+            "",
+        )]);
+        assert!(p.subject_values("urn:altinn:rolecode").is_none());
+        assert!(p.role_values().len() > 40);
     }
 
     #[test]
