@@ -211,21 +211,13 @@ pub(crate) fn add_rights(w: &World, policy: &super::CompiledPolicy, recs: &[Reco
         // Only the packages the policy can match (when it reads packages through string
         // matches alone, none of them MustBePresent): a manager holding a hundred
         // packages adds the few named.
-        let named = policy.subject_values(A_PACKAGE);
-        let mut vals: Vec<AttrValue> = Vec::new();
-        for p in packages.iter() {
-            let code = &c.package(p).code;
-            let wanted = named.is_none_or(|n| {
-                if code.chars().any(char::is_uppercase) {
-                    n.contains(&code.to_lowercase())
-                } else {
-                    n.contains(code.as_str())
-                }
-            });
-            if wanted {
-                vals.push(AttrValue::string(code.clone()));
-            }
+        if let Some(f) = policy.package_filter() {
+            packages = packages.intersection(f);
         }
+        let vals: Vec<AttrValue> = packages
+            .iter()
+            .map(|p| AttrValue::string(c.package(p).code.clone()))
+            .collect();
         if !vals.is_empty() {
             subj.add(A_PACKAGE, None, false, vals);
         }
@@ -268,6 +260,24 @@ pub(crate) fn role_values(
     }
     out.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
     out
+}
+
+/// For a policy being compiled: the catalogue's packages whose code the policy can
+/// match, when it reads `urn:altinn:accesspackage` only through string matches.
+pub(crate) fn package_filter(
+    reads: &std::collections::HashMap<String, Option<std::collections::BTreeSet<String>>>,
+) -> Option<crate::catalog::PackageSet> {
+    let Some(Some(named)) = reads.get(A_PACKAGE) else {
+        return None;
+    };
+    let c = crate::catalog::Catalog::builtin();
+    let mut set = crate::catalog::PackageSet::EMPTY;
+    for (i, p) in c.packages.iter().enumerate() {
+        if named.contains(&p.code.to_lowercase()) {
+            set.insert(crate::model::PackageId(i as u16));
+        }
+    }
+    Some(set)
 }
 
 /// The organisation a subject acts as (itself, or a system user's owner).

@@ -332,6 +332,9 @@ pub struct CompiledPolicy {
     pub subject_attrs: BTreeSet<String>,
     subject_values: HashMap<String, Option<BTreeSet<String>>>,
     roles: Vec<(crate::model::RoleId, &'static str, String)>,
+    /// The packages the policy can match, when it reads packages only through string
+    /// matches; None when every held package must be offered.
+    packages: Option<crate::catalog::PackageSet>,
     /// The document it was compiled from, when it is a world's policy: snapshots write
     /// the document and compile it again on load, so the compiled tree never needs a
     /// stable encoding of its own. None for policies compiled for one evaluation.
@@ -505,13 +508,20 @@ impl CompiledPolicy {
             Root::Set(s) => reads.set(s),
         }
         let roles = super::pip::role_values(&reads.values);
+        let packages = super::pip::package_filter(&reads.values);
         CompiledPolicy {
             root,
             subject_attrs: reads.attrs,
             subject_values: reads.values,
             roles,
+            packages,
             source: None,
         }
+    }
+
+    /// The packages worth offering to this policy (None: all).
+    pub fn package_filter(&self) -> Option<&crate::catalog::PackageSet> {
+        self.packages.as_ref()
     }
 
     /// Every (role, attribute id, value) by which a holder of the role can meet this
