@@ -399,24 +399,35 @@ impl Graph {
 
     /// Edges `a → b`, walking whichever side has fewer edges.
     pub fn between(&self, a: NodeId, b: NodeId) -> Vec<(EdgeId, &Edge)> {
+        self.between_iter(a, b).collect()
+    }
+
+    /// [`Graph::between`] without collecting.
+    pub fn between_iter(&self, a: NodeId, b: NodeId) -> impl Iterator<Item = (EdgeId, &Edge)> + '_ {
         // Both adjacency lists of a hub are long, and edges from a node to itself are
         // rare (a client delegation whose agent is the client): counted, not searched.
-        if a == b && !self.loops.contains_key(&a) {
-            return Vec::new();
-        }
+        let none = a == b && !self.loops.contains_key(&a);
         let out_a = self.degree.get(&a).map_or(0, |d| d.1);
         let in_b = self.degree.get(&b).map_or(0, |d| d.0);
-        if out_a <= in_b {
-            self.outgoing(a)
-                .filter(|(_, t, _)| *t == b)
-                .map(|(e, _, w)| (e, w))
-                .collect()
-        } else {
-            self.incoming(b)
-                .filter(|(_, s, _)| *s == a)
-                .map(|(e, _, w)| (e, w))
-                .collect()
-        }
+        let walk_out = !none && out_a <= in_b;
+        let walk_in = !none && !walk_out;
+        let from_out = walk_out
+            .then(|| {
+                self.outgoing(a)
+                    .filter(move |(_, t, _)| *t == b)
+                    .map(|(e, _, w)| (e, w))
+            })
+            .into_iter()
+            .flatten();
+        let from_in = walk_in
+            .then(|| {
+                self.incoming(b)
+                    .filter(move |(_, s, _)| *s == a)
+                    .map(|(e, _, w)| (e, w))
+            })
+            .into_iter()
+            .flatten();
+        from_out.chain(from_in)
     }
 
     pub fn edge(&self, e: EdgeId) -> Option<&Edge> {

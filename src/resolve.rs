@@ -137,14 +137,17 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
     let mut base: Vec<Record> = Vec::new();
 
     // Edges from `s` to `to`, or every edge into `to` when there is no target.
-    let edges_into = |to: NodeId| -> Vec<(EdgeId, NodeId, &Edge)> {
-        match &sources {
-            Some(ss) => ss
-                .iter()
-                .flat_map(|s| g.between(*s, to).into_iter().map(move |(e, w)| (e, *s, w)))
-                .collect(),
-            None => g.incoming(to).collect(),
-        }
+    let edges_into = |to: NodeId| {
+        let from_sources = sources
+            .as_ref()
+            .map(|ss| {
+                ss.iter()
+                    .flat_map(move |s| g.between_iter(*s, to).map(move |(e, w)| (e, *s, w)))
+            })
+            .into_iter()
+            .flatten();
+        let all = sources.is_none().then(|| g.incoming(to)).into_iter().flatten();
+        from_sources.chain(all)
     };
 
     // Path 1: direct assignments, and the implicit privatperson of a living person.
