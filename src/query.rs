@@ -486,7 +486,24 @@ pub fn check(w: &World, q: &CheckQuery) -> Result<CheckAnswer> {
                 return Err(Error::invalid("a resource check needs `action`"));
             };
             let rn = resource_node(w, res)?;
-            resolve::permits(w, x, f, rn, &action.to_lowercase(), q.instance.as_deref())
+            let action = action.to_lowercase();
+            match w.pdp.policies.get(res.as_str()) {
+                // A resource with an XACML policy decides as the decision point does
+                // (and as `simulate` counts it): the policy, grants on NotApplicable,
+                // then the access lists.
+                Some(policy) => {
+                    let recs = resolve::records(w, x, Some(f));
+                    let permit = match crate::pdp::records::policy_decision(w, res, policy, &recs, &action) {
+                        crate::pdp::Decision::Permit => true,
+                        crate::pdp::Decision::NotApplicable => {
+                            resolve::permits_with(w, &recs, rn, &action, q.instance.as_deref())
+                        }
+                        _ => false,
+                    };
+                    permit && crate::pdp::records::lists_allow(w, res, f, &action)
+                }
+                None => resolve::permits(w, x, f, rn, &action, q.instance.as_deref()),
+            }
         }
         _ => {
             return Err(Error::invalid(
