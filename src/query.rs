@@ -493,14 +493,7 @@ pub fn check(w: &World, q: &CheckQuery) -> Result<CheckAnswer> {
                 // then the access lists.
                 Some(policy) => {
                     let recs = resolve::records(w, x, Some(f));
-                    let permit = match crate::pdp::records::policy_decision(w, res, policy, &recs, &action) {
-                        crate::pdp::Decision::Permit => true,
-                        crate::pdp::Decision::NotApplicable => {
-                            resolve::permits_with(w, &recs, rn, &action, q.instance.as_deref())
-                        }
-                        _ => false,
-                    };
-                    permit && crate::pdp::records::lists_allow(w, res, f, &action)
+                    crate::pdp::records::permits(w, res, policy, f, &recs, &action, q.instance.as_deref())
                 }
                 None => resolve::permits(w, x, f, rn, &action, q.instance.as_deref()),
             }

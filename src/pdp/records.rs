@@ -68,8 +68,8 @@ pub fn lists_allow(w: &World, resource: &str, party: NodeId, action: &str) -> bo
 }
 
 /// The whole decision for a resource with an XACML policy, from the records of one
-/// subject for `party`: the policy, then (on NotApplicable) the resource grants, then
-/// the access lists.
+/// subject for `party`: the policy, then (on NotApplicable) the resource grants (and,
+/// with `instance`, that instance's grants), then the access lists.
 pub fn permits(
     w: &World,
     resource: &str,
@@ -77,13 +77,14 @@ pub fn permits(
     party: NodeId,
     recs: &[Record],
     action: &str,
+    instance: Option<&str>,
 ) -> bool {
     let permit = match policy_decision(w, resource, policy, recs, action) {
         Decision::Permit => true,
         Decision::NotApplicable => w
             .graph
             .resource_node(resource)
-            .is_some_and(|rn| resolve::permits_with(w, recs, rn, action, None)),
+            .is_some_and(|rn| resolve::permits_with(w, recs, rn, action, instance)),
         Decision::Deny | Decision::Indeterminate => false,
     };
     permit && lists_allow(w, resource, party, action)
@@ -106,7 +107,7 @@ pub fn permitted_policy_actions(w: &World, party: NodeId, recs: &[Record]) -> BT
             }
         }
         for a in actions {
-            if permits(w, id, policy, party, recs, &a) {
+            if permits(w, id, policy, party, recs, &a, None) {
                 out.insert((rn, a));
             }
         }

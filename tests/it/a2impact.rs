@@ -246,7 +246,7 @@ fn naive_counts(w: &World, resources: &[String]) -> BTreeMap<String, (usize, usi
                 };
                 for a in actions {
                     let permits = |rs: &[delegraph::resolve::Record]| match policy {
-                        Some(p) => pdp_records::permits(w, id, p, f, rs, &a),
+                        Some(p) => pdp_records::permits(w, id, p, f, rs, &a, None),
                         None => resolve::permits_with(w, rs, rn, &a, None),
                     };
                     if !permits(&recs) {
