@@ -13,15 +13,17 @@ use super::policy::{
 use super::request::{Category, Request};
 use super::response::{Decision, Response};
 
+/// A property by name, case-insensitively; `null` counts as absent (domain.md §8.9).
 fn get<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     m.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .find(|(k, v)| k.eq_ignore_ascii_case(key) && !v.is_null())
         .map(|(_, v)| v)
 }
 
+/// A value or an array of values, `null`s left out.
 fn as_list(v: &Value) -> Vec<&Value> {
     match v {
-        Value::Array(a) => a.iter().collect(),
+        Value::Array(a) => a.iter().filter(|x| !x.is_null()).collect(),
         Value::Null => Vec::new(),
         other => vec![other],
     }
@@ -118,7 +120,7 @@ pub fn parse_request(v: &Value) -> Result<Request, PdpError> {
             .unwrap_or(false),
         ..Request::default()
     };
-    for (k, v) in r {
+    for (k, v) in r.iter().filter(|(_, v)| !v.is_null()) {
         if let Some((_, cat)) = SHORTHANDS.iter().find(|(s, _)| s.eq_ignore_ascii_case(k)) {
             for c in as_list(v) {
                 req.categories.push(category(c, Some(cat))?);
@@ -147,6 +149,11 @@ pub fn parse_request(v: &Value) -> Result<Request, PdpError> {
                 req.multi.push(refs);
             }
         }
+    }
+    // Altinn reads `MultiRequests` with fewer than two references as one request over
+    // all categories (domain.md §8.9).
+    if req.multi.len() < 2 {
+        req.multi.clear();
     }
     Ok(req)
 }

@@ -55,7 +55,7 @@ impl PdpError {
             PdpError::Processing(_) => response::STATUS_PROCESSING,
         }
     }
-    fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             PdpError::Syntax(m) | PdpError::Processing(m) => m.clone(),
         }

@@ -27,6 +27,9 @@ pub const A_RESOURCE: &str = "urn:altinn:resource";
 pub const A_ORG: &str = "urn:altinn:org";
 pub const A_APP: &str = "urn:altinn:app";
 pub const A_INSTANCE: &str = "urn:altinn:instance-id";
+/// An instance named as a resource attribute: `{party_id}/{guid}`, or a bare `{guid}`
+/// of the resource party (domain.md §8.8).
+pub const A_RESOURCE_INSTANCE: &str = "urn:altinn:resource:instance-id";
 pub const A_TASK: &str = "urn:altinn:task";
 pub const A_END_EVENT: &str = "urn:altinn:end-event";
 pub const A_PARTYID: &str = "urn:altinn:partyid";
@@ -108,10 +111,20 @@ pub(crate) fn normalise_resource(
     ind: &mut Individual,
 ) -> (Option<String>, Option<NodeId>, Option<String>) {
     let res_cat = cat_mut(ind, CAT_RESOURCE);
-    let mut instance = None;
     let mut party = None;
     let mut resource: Option<String> = None;
-    let iid = res_cat.values(A_INSTANCE).next().map(|v| v.v.trim().to_string());
+    let res_iid = res_cat
+        .values(A_RESOURCE_INSTANCE)
+        .next()
+        .map(|v| v.v.trim().to_string());
+    let iid = res_cat
+        .values(A_INSTANCE)
+        .next()
+        .map(|v| v.v.trim().to_string())
+        .or_else(|| res_iid.clone().filter(|v| v.contains('/')));
+    // A named instance counts for the instance-grant fallback whether or not an
+    // `instance` event registered it; a registered one also gives resource and party.
+    let mut instance = iid.clone();
     if let Some(iid) = iid
         && let Some(inst) = w.pdp.instances.get(&iid)
     {
@@ -126,7 +139,6 @@ pub(crate) fn normalise_resource(
         if let Some(pid) = party.and_then(|n| w.graph.party(n)).and_then(|p| p.party_id) {
             add_missing(res_cat, A_PARTYID, &pid.to_string());
         }
-        instance = Some(iid);
     }
     if resource.is_none() {
         resource = res_cat.values(A_RESOURCE).next().map(|v| v.v.trim().to_string());
@@ -161,6 +173,12 @@ pub(crate) fn normalise_resource(
                 .values(id)
                 .find_map(|v| party_by(w, id, v.v.trim(), Api::External))
         });
+    }
+    if instance.is_none()
+        && let Some(guid) = res_iid
+        && let Some(pid) = party.and_then(|n| w.graph.party(n)).and_then(|p| p.party_id)
+    {
+        instance = Some(format!("{pid}/{guid}"));
     }
     (resource, party, instance)
 }
@@ -331,6 +349,9 @@ pub(crate) fn now_of(w: &World) -> DateTime<FixedOffset> {
 
 /// Decides one individual request against the world.
 pub fn decide_one(w: &World, original: &Individual, api: Api) -> ResultItem {
+    if let Err(e) = super::request::check_altinn(original, api) {
+        return ResultItem::error(e.status(), e.message());
+    }
     decide_owned(w, original.clone(), api)
 }
 
@@ -343,6 +364,21 @@ fn decide_owned(w: &World, mut ind: Individual, api: Api) -> ResultItem {
         .map(|c| c.values(ACTION_ID).map(|v| v.v.clone()).collect())
         .unwrap_or_default();
     let policy = resource.as_ref().and_then(|r| w.pdp.policies.get(r)).cloned();
+    // Altinn finds no policy: Indeterminate, not NotApplicable (domain.md §8 item 7).
+    if policy.is_none()
+        && !resource
+            .as_ref()
+            .and_then(|r| w.graph.resource_node(r))
+            .and_then(|n| w.graph.resource(n))
+            .is_some_and(|r| !r.rules.is_empty())
+    {
+        let mut r = ResultItem::error(
+            super::response::STATUS_PROCESSING,
+            format!("no policy for resource `{}`", resource.as_deref().unwrap_or_default()),
+        );
+        r.attributes = echo;
+        return r;
+    }
     let mut recs: Option<Vec<Record>> = None;
     if let (Some(x), Some(f)) = (subject, party) {
         recs = Some(resolve::records(w, x, Some(f)));
@@ -434,10 +470,18 @@ fn decide_owned(w: &World, mut ind: Individual, api: Api) -> ResultItem {
 
 /// Decides a request (every individual request of a multi-request, in order).
 pub fn decide(w: &World, req: &Request, api: Api) -> Response {
-    match req.individual() {
-        Ok(list) => Response {
-            results: list.into_iter().map(|ind| decide_owned(w, ind, api)).collect(),
-        },
-        Err(e) => e.to_response(),
+    let list = match req.individual() {
+        Ok(list) => list,
+        Err(e) => return e.to_response(),
+    };
+    // One malformed individual request makes the whole answer one Indeterminate.
+    if let Some(e) = list
+        .iter()
+        .find_map(|ind| super::request::check_altinn(ind, api).err())
+    {
+        return e.to_response();
+    }
+    Response {
+        results: list.into_iter().map(|ind| decide_owned(w, ind, api)).collect(),
     }
 }

@@ -252,16 +252,20 @@ pub enum Alg {
     /// Indeterminate child counts as Deny.
     LegacyDenyOverrides,
     LegacyPermitOverrides,
+    /// An identifier the decision point does not know: the policy is kept, and every
+    /// evaluation of it is Indeterminate (domain.md §8.4, as Altinn's combiner).
+    Unknown,
 }
 
 impl Alg {
-    pub fn parse(id: &str) -> Option<Alg> {
+    /// The algorithm an identifier names; [`Alg::Unknown`] for any other identifier.
+    pub fn parse(id: &str) -> Alg {
         let id = id.trim();
         if !(id.contains("rule-combining-algorithm") || id.contains("policy-combining-algorithm")) {
-            return None;
+            return Alg::Unknown;
         }
         let legacy = id.contains(":1.0:") || id.contains(":1.1:");
-        Some(match local_name(id) {
+        match local_name(id) {
             "deny-overrides" | "ordered-deny-overrides" if legacy => Alg::LegacyDenyOverrides,
             "permit-overrides" | "ordered-permit-overrides" if legacy => Alg::LegacyPermitOverrides,
             "deny-overrides" | "ordered-deny-overrides" => Alg::DenyOverrides,
@@ -270,8 +274,8 @@ impl Alg {
             "only-one-applicable" => Alg::OnlyOneApplicable,
             "deny-unless-permit" => Alg::DenyUnlessPermit,
             "permit-unless-deny" => Alg::PermitUnlessDeny,
-            _ => return None,
-        })
+            _ => Alg::Unknown,
+        }
     }
 }
 
@@ -285,6 +289,10 @@ pub struct Policy {
     pub vars: HashMap<String, Expr>,
     pub obligations: Vec<ObligationExpr>,
     pub index: ActionIndex,
+    /// The resource attributes that a match of the policy's or a rule's target reads
+    /// with `MustBePresent="true"`: in Altinn's target mode a request lacking one makes
+    /// the whole policy Indeterminate (domain.md §8.2). Empty for almost every policy.
+    pub required_resource: Vec<Designator>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -393,6 +401,23 @@ pub fn pinned_actions(t: &Target) -> Option<BTreeSet<String>> {
         t.0.iter()
             .any(|any| !any.0.is_empty() && any.0.iter().all(|all| all.0.iter().any(is_action_match)));
     if standard_pins { Some(values) } else { None }
+}
+
+/// The resource-category designators read with `MustBePresent="true"` by the matches of
+/// a policy's target and its rules' targets (see [`Policy::required_resource`]).
+pub fn required_resource(target: &Target, rules: &[Rule]) -> Vec<Designator> {
+    let mut out: Vec<Designator> = Vec::new();
+    let targets = std::iter::once(target).chain(rules.iter().map(|r| &r.target));
+    for m in targets.flat_map(|t| t.0.iter().flat_map(|any| any.0.iter().flat_map(|all| all.0.iter()))) {
+        if let Expr::Designator(d) = &m.attr
+            && d.must_be_present
+            && d.category == CAT_RESOURCE
+            && !out.contains(d)
+        {
+            out.push(d.clone());
+        }
+    }
+    out
 }
 
 impl ActionIndex {

@@ -116,3 +116,68 @@ impl Request {
         Ok(out)
     }
 }
+
+/// Whether a value is a uuid in its usual form (8-4-4-4-12 hexadecimal digits).
+fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A request Altinn's context handler refuses before any policy is read (domain.md §8
+/// item 7): a subject or resource category that is missing or has no attribute value;
+/// a system user id beside any other subject attribute, or one that is not a uuid;
+/// conflicting subject ids (a user id with a national id; on the external endpoint an
+/// organisation number with either); a national id on the internal endpoint. The
+/// internal endpoint reports these as syntax errors, the external as processing errors.
+/// A subject that is well-formed but unknown is not an error.
+pub fn check_altinn(ind: &Individual, api: super::Api) -> Result<(), PdpError> {
+    use super::pip::{A_ORGNO, A_SSN, A_SYSTEMUSER, A_USERID};
+    use super::policy::{CAT_RESOURCE, CAT_SUBJECT};
+    let external = api == super::Api::External;
+    let fail = |msg: String| {
+        Err(if external {
+            PdpError::Processing(msg)
+        } else {
+            PdpError::Syntax(msg)
+        })
+    };
+    let with_values = |cat: &str| {
+        ind.iter()
+            .find(|c| c.category == cat)
+            .filter(|c| c.attrs.iter().any(|a| !a.values.is_empty()))
+    };
+    let Some(subject) = with_values(CAT_SUBJECT) else {
+        return fail("the request has no subject attributes".into());
+    };
+    let Some(resource) = with_values(CAT_RESOURCE) else {
+        return fail("the request has no resource attributes".into());
+    };
+    let has = |c: &Category, id: &str| c.values(id).next().is_some();
+    if has(subject, A_SYSTEMUSER) {
+        if subject.attrs.iter().any(|a| a.id != A_SYSTEMUSER && !a.values.is_empty()) {
+            return fail(format!("`{A_SYSTEMUSER}` goes alone in the subject"));
+        }
+        let mut values = subject.values(A_SYSTEMUSER);
+        let ok = values.next().is_some_and(|v| is_uuid(v.v.trim())) && values.next().is_none();
+        if !ok {
+            return fail(format!("`{A_SYSTEMUSER}` is one uuid"));
+        }
+    }
+    if !external {
+        for c in [subject, resource] {
+            if has(c, A_SSN) {
+                return fail(format!("the decision endpoint does not take `{A_SSN}`"));
+            }
+        }
+    }
+    let orgno = has(subject, A_ORGNO) || has(subject, "urn:altinn:organizationnumber");
+    let (user, ssn) = (has(subject, A_USERID), has(subject, A_SSN));
+    if (user && ssn) || (external && orgno && (user || ssn)) {
+        return fail("the subject names conflicting ids".into());
+    }
+    Ok(())
+}

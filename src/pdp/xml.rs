@@ -105,9 +105,8 @@ pub fn parse_policy(bytes: &[u8]) -> Result<CompiledPolicy, PdpError> {
 }
 
 fn alg_of(n: &Node<'_, '_>, attr: &str) -> Result<super::policy::Alg, PdpError> {
-    let id = req_attr(n, attr)?;
-    super::policy::Alg::parse(&id)
-        .ok_or_else(|| PdpError::Syntax(format!("unknown combining algorithm `{id}`")))
+    // An unknown identifier is kept: evaluation answers Indeterminate (domain.md §8.4).
+    Ok(super::policy::Alg::parse(&req_attr(n, attr)?))
 }
 
 fn policy(n: Node<'_, '_>) -> Result<Policy, PdpError> {
@@ -122,6 +121,7 @@ fn policy(n: Node<'_, '_>) -> Result<Policy, PdpError> {
         vars: HashMap::new(),
         obligations: Vec::new(),
         index: Default::default(),
+        required_resource: Vec::new(),
     };
     let mut seen_target = false;
     for c in children(n) {
@@ -151,6 +151,7 @@ fn policy(n: Node<'_, '_>) -> Result<Policy, PdpError> {
         return Err(PdpError::Syntax("<Policy> lacks its <Target>".into()));
     }
     p.index = super::policy::ActionIndex::build(&p.rules);
+    p.required_resource = super::policy::required_resource(&p.target, &p.rules);
     Ok(p)
 }
 
