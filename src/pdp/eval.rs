@@ -652,7 +652,10 @@ impl<'a> Ctx<'a> {
     fn target_altinn(&self, t: &Target) -> M {
         // A match that must find a value and finds none makes the rule Indeterminate,
         // whatever the other categories say (Altinn's RequiredAttributeMissing).
-        for m in t.0.iter().flat_map(|any| any.0.iter().flat_map(|all| all.0.iter())) {
+        for m in
+            t.0.iter()
+                .flat_map(|any| any.0.iter().flat_map(|all| all.0.iter()))
+        {
             if let Some(f) = self.required_missing(&m.attr) {
                 return M::Ind(f);
             }
@@ -1427,7 +1430,9 @@ fn altinn_equality(func: &str, policy_value: &str, request_value: &str) -> Optio
                 let (local, _) = parse_tz(t);
                 chrono::NaiveTime::parse_from_str(&local, "%H:%M:%S%.f").ok()
             };
-            Some(matches!((time_of_day(policy_value), time_of_day(request_value)), (Some(a), Some(b)) if a == b))
+            Some(
+                matches!((time_of_day(policy_value), time_of_day(request_value)), (Some(a), Some(b)) if a == b),
+            )
         }
         _ => None,
     }
@@ -1465,7 +1470,9 @@ fn combine(alg: Alg, policy_level: bool, n: usize, eval: impl Fn(usize) -> Out) 
         // Indeterminate (domain.md §8.2).
         Alg::OnlyOneApplicable if !policy_level => Out::ind_d(
             Dec::IndDp,
-            Some(processing("only-one-applicable is not a rule-combining algorithm")),
+            Some(processing(
+                "only-one-applicable is not a rule-combining algorithm",
+            )),
         ),
         Alg::Unknown => Out::ind_d(Dec::IndDp, Some(processing("unknown combining algorithm"))),
         Alg::FirstApplicable | Alg::OnlyOneApplicable => {
@@ -1900,10 +1907,30 @@ mod appendix_c {
             (Alg::PermitUnlessDeny, true, permit_unless_deny, true),
             (Alg::FirstApplicable, false, first_applicable, true),
             (Alg::FirstApplicable, true, first_applicable, true),
-            (Alg::LegacyDenyOverrides, false, legacy_deny_overrides_rules, false),
-            (Alg::LegacyDenyOverrides, true, legacy_deny_overrides_policies, false),
-            (Alg::LegacyPermitOverrides, false, legacy_permit_overrides_rules, false),
-            (Alg::LegacyPermitOverrides, true, legacy_permit_overrides_policies, false),
+            (
+                Alg::LegacyDenyOverrides,
+                false,
+                legacy_deny_overrides_rules,
+                false,
+            ),
+            (
+                Alg::LegacyDenyOverrides,
+                true,
+                legacy_deny_overrides_policies,
+                false,
+            ),
+            (
+                Alg::LegacyPermitOverrides,
+                false,
+                legacy_permit_overrides_rules,
+                false,
+            ),
+            (
+                Alg::LegacyPermitOverrides,
+                true,
+                legacy_permit_overrides_policies,
+                false,
+            ),
             // Not a rule-combining algorithm (domain.md §8.2), and an unknown one.
             (Alg::OnlyOneApplicable, false, |_| D::Ind, false),
             (Alg::Unknown, true, |_| D::Ind, false),
@@ -1914,7 +1941,8 @@ mod appendix_c {
             for s in sequences() {
                 // A rule is never Indeterminate{DP}: the legacy rule algorithms read an
                 // Indeterminate rule's effect, which {DP} does not have.
-                let legacy_rules = !policy_level && matches!(alg, Alg::LegacyDenyOverrides | Alg::LegacyPermitOverrides);
+                let legacy_rules =
+                    !policy_level && matches!(alg, Alg::LegacyDenyOverrides | Alg::LegacyPermitOverrides);
                 if legacy_rules && s.contains(&D::IndDP) {
                     continue;
                 }
@@ -1922,7 +1950,11 @@ mod appendix_c {
                 if extended {
                     assert_eq!(got, want, "{alg:?} (policy level {policy_level}) over {s:?}");
                 } else {
-                    assert_eq!(collapse(got), collapse(want), "{alg:?} (policy level {policy_level}) over {s:?}");
+                    assert_eq!(
+                        collapse(got),
+                        collapse(want),
+                        "{alg:?} (policy level {policy_level}) over {s:?}"
+                    );
                 }
                 checked += 1;
             }

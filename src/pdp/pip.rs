@@ -374,7 +374,10 @@ fn decide_owned(w: &World, mut ind: Individual, api: Api) -> ResultItem {
     {
         let mut r = ResultItem::error(
             super::response::STATUS_PROCESSING,
-            format!("no policy for resource `{}`", resource.as_deref().unwrap_or_default()),
+            format!(
+                "no policy for resource `{}`",
+                resource.as_deref().unwrap_or_default()
+            ),
         );
         r.attributes = echo;
         return r;

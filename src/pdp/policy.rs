@@ -408,7 +408,10 @@ pub fn pinned_actions(t: &Target) -> Option<BTreeSet<String>> {
 pub fn required_resource(target: &Target, rules: &[Rule]) -> Vec<Designator> {
     let mut out: Vec<Designator> = Vec::new();
     let targets = std::iter::once(target).chain(rules.iter().map(|r| &r.target));
-    for m in targets.flat_map(|t| t.0.iter().flat_map(|any| any.0.iter().flat_map(|all| all.0.iter()))) {
+    for m in targets.flat_map(|t| {
+        t.0.iter()
+            .flat_map(|any| any.0.iter().flat_map(|all| all.0.iter()))
+    }) {
         if let Expr::Designator(d) = &m.attr
             && d.must_be_present
             && d.category == CAT_RESOURCE

@@ -158,7 +158,11 @@ pub fn check_altinn(ind: &Individual, api: super::Api) -> Result<(), PdpError> {
     };
     let has = |c: &Category, id: &str| c.values(id).next().is_some();
     if has(subject, A_SYSTEMUSER) {
-        if subject.attrs.iter().any(|a| a.id != A_SYSTEMUSER && !a.values.is_empty()) {
+        if subject
+            .attrs
+            .iter()
+            .any(|a| a.id != A_SYSTEMUSER && !a.values.is_empty())
+        {
             return fail(format!("`{A_SYSTEMUSER}` goes alone in the subject"));
         }
         let mut values = subject.values(A_SYSTEMUSER);

@@ -13,6 +13,7 @@ const DECISION: &str = "/authorization/api/v1/decision";
 const AUTHORIZE: &str = "/authorization/api/v1/authorize";
 const OBLIGATION: &str = "urn:altinn:obligation:authenticationLevel1";
 const SYNTAX_ERROR: &str = "urn:oasis:names:tc:xacml:1.0:status:syntax-error";
+const PROCESSING_ERROR: &str = "urn:oasis:names:tc:xacml:1.0:status:processing-error";
 
 /// Permit `read` to a DAGL of the party (with an authentication-level obligation on
 /// Permit); Deny `delete` to everyone. Anything else is NotApplicable.
@@ -302,8 +303,15 @@ fn the_external_endpoint_takes_a_national_id_and_json_only() {
     let r = decide_json(&server, AUTHORIZE, &by_ssn);
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(decisions(&r), ["Permit"]);
+    // The internal endpoint does not: a malformed request there (domain.md §8 item 7).
     let r = decide_json(&server, DECISION, &by_ssn);
-    assert_eq!(decisions(&r), ["NotApplicable"], "the internal endpoint does not");
+    assert_eq!(decisions(&r), ["Indeterminate"], "the internal endpoint does not");
+    assert_eq!(
+        r.body["Response"][0]["Status"]["StatusCode"]["Value"],
+        json!(SYNTAX_ERROR),
+        "{}",
+        r.text
+    );
     let r = post_as(
         &server,
         AUTHORIZE,
@@ -342,6 +350,71 @@ fn a_request_that_is_not_xacml_is_answered_indeterminate_with_a_syntax_error() {
     assert_eq!(resp.results.len(), 1);
     assert_eq!(resp.results[0].decision, Decision::Indeterminate);
     assert_eq!(resp.results[0].status_code, SYNTAX_ERROR);
+}
+
+/// Requests Altinn's context handler refuses are answered (HTTP 200) with one
+/// Indeterminate: a syntax error on the decision endpoint, a processing error on the
+/// authorize endpoint; a resource without a policy is Indeterminate too.
+#[test]
+fn a_malformed_request_over_http_is_one_indeterminate_with_the_endpoints_status() {
+    let server = seeded(Auth::Disabled, None);
+    let mut no_subject = json_request("1003", "read");
+    no_subject["Request"]["AccessSubject"] = json!(null);
+    let mut system_user_and_user = json_request("1003", "read");
+    system_user_and_user["Request"]["AccessSubject"][0]["Attribute"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"AttributeId": "urn:altinn:systemuser:uuid", "Value": "5a0e2b6e-0000-4000-8000-00000000005a"}));
+    for body in [no_subject, system_user_and_user] {
+        for (path, status) in [(DECISION, SYNTAX_ERROR), (AUTHORIZE, PROCESSING_ERROR)] {
+            let r = decide_json(&server, path, &body);
+            assert_eq!(r.status, 200, "{}", r.text);
+            assert_eq!(decisions(&r), ["Indeterminate"], "{path} {body}");
+            assert_eq!(
+                r.body["Response"][0]["Status"]["StatusCode"]["Value"],
+                json!(status),
+                "{path}: {}",
+                r.text
+            );
+        }
+    }
+    let mut no_policy = json_request("1003", "read");
+    no_policy["Request"]["Resource"][0]["Attribute"][0]["Value"] = json!("app_ttd_unknown");
+    let r = decide_json(&server, DECISION, &no_policy);
+    assert_eq!(decisions(&r), ["Indeterminate"], "{}", r.text);
+}
+
+/// `urn:altinn:resource:instance-id` names an instance, bare or as `{party}/{guid}`, and
+/// an instance grant on it permits where the policy alone does not.
+#[test]
+fn an_instance_named_by_resource_attribute_reaches_the_instance_grant_over_http() {
+    let server = seeded(Auth::Disabled, None);
+    let guid = "7a1c6a4e-0000-4000-8000-00000000000a";
+    let grant = json!([{"grant": {"from": "bergen", "to": "kari", "resource": "app_ttd_regnskap",
+        "instance": format!("50003/{guid}"), "actions": ["read"]}}]);
+    let r = post_json(&server, "/v1/events", &grant, None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let with_instance = |v: &str| {
+        let mut body = json_request("1001", "read");
+        body["Request"]["Resource"][0]["Attribute"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"AttributeId": "urn:altinn:resource:instance-id", "Value": v}));
+        body
+    };
+    for (value, expect) in [
+        (guid.to_string(), "Permit"),
+        (format!("50003/{guid}"), "Permit"),
+        (
+            "7a1c6a4e-0000-4000-8000-00000000000b".to_string(),
+            "NotApplicable",
+        ),
+    ] {
+        let r = decide_json(&server, DECISION, &with_instance(&value));
+        assert_eq!(decisions(&r), [expect], "{value}: {}", r.text);
+    }
+    let r = decide_json(&server, DECISION, &json_request("1001", "read"));
+    assert_eq!(decisions(&r), ["NotApplicable"], "no instance, no instance grant");
 }
 
 #[test]
