@@ -1575,6 +1575,7 @@ mod appendix_c {
     use super::{Alg, Dec, Out, combine};
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[allow(clippy::enum_variant_names)]
     enum D {
         Permit,
         Deny,

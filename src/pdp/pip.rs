@@ -366,11 +366,11 @@ fn decide_owned(w: &World, mut ind: Individual, api: Api) -> ResultItem {
     let policy = resource.as_ref().and_then(|r| w.pdp.policies.get(r)).cloned();
     // Altinn finds no policy: Indeterminate, not NotApplicable (domain.md §8 item 7).
     if policy.is_none()
-        && !resource
+        && resource
             .as_ref()
             .and_then(|r| w.graph.resource_node(r))
             .and_then(|n| w.graph.resource(n))
-            .is_some_and(|r| !r.rules.is_empty())
+            .is_none_or(|r| r.rules.is_empty())
     {
         let mut r = ResultItem::error(
             super::response::STATUS_PROCESSING,
