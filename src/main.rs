@@ -62,7 +62,7 @@ enum Command {
     /// with the spec's field names as flags. Human output by default (tables, derivation
     /// paths drawn as chains), --json for one JSON document.
     #[command(after_help = QUERY_EXAMPLES)]
-    Query(cli::query::QueryArgs),
+    Query(Box<cli::query::QueryArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
     ///
     /// e.g. `delegraph completions bash > ~/.local/share/bash-completion/completions/delegraph`,
@@ -270,7 +270,7 @@ fn main() -> ExitCode {
         return cli::demo::run();
     };
     match command {
-        Command::Query(args) => cli::query::run(args),
+        Command::Query(args) => cli::query::run(*args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "delegraph", &mut std::io::stdout());

@@ -129,8 +129,7 @@ pub fn answer(q: &Query, a: &Answer) -> (String, bool) {
             }
             if !a.lost.is_empty() {
                 // One row per (subject, party): the packages, then each resource's actions.
-                let mut groups: std::collections::BTreeMap<(&str, &str), (Vec<&str>, Vec<(&str, &str)>)> =
-                    Default::default();
+                let mut groups: std::collections::BTreeMap<(&str, &str), Lost<'_>> = Default::default();
                 for l in &a.lost {
                     let g = groups.entry((&l.subject, &l.party)).or_default();
                     match (&l.package, &l.resource, &l.action) {
@@ -166,6 +165,9 @@ pub fn answer(q: &Query, a: &Answer) -> (String, bool) {
     };
     (s, yes)
 }
+
+/// What one (subject, party) loses: packages, and (resource, action) pairs.
+type Lost<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>);
 
 fn resource_phrase(r: &str, action: Option<&str>, instance: Option<&str>) -> String {
     let mut s = format!("`{}` on `{r}`", action.unwrap_or("?"));
