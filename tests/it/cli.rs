@@ -646,3 +646,32 @@ fn explain_over_http_answers_resources_with_structured_paths() {
     let params = doc.text.contains("\"/v1/explain\"");
     assert!(params);
 }
+
+#[test]
+fn a2_impact_over_http_refuses_unknown_ids_too() {
+    let (world, _) = delegraph::persist::snapshot::load(&repo().join(SAMPLE), &mut |_| {}).unwrap();
+    let server = spawn(
+        ServerConfig {
+            auth: Auth::Disabled,
+            workers: Some(1),
+            ..ServerConfig::default()
+        },
+        "127.0.0.1:0",
+        world,
+        std::sync::Arc::new(MemoryJournal::new()),
+    )
+    .unwrap();
+    let r = crate::http::post_json(
+        &server,
+        "/v1/a2-impact",
+        &json!({"resource": "nosuch-resource"}),
+        None,
+    );
+    crate::http::assert_problem(&r, 422, "unknown_resource");
+    assert!(r.text.contains("nosuch-resource"), "{}", r.text);
+    let r = crate::http::post_json(&server, "/v1/a2-impact", &json!({"owner": "nosuch-owner"}), None);
+    crate::http::assert_problem(&r, 400, "invalid_input");
+    let r = crate::http::post_json(&server, "/v1/a2-impact", &json!({"owner": "ssb"}), None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.body["lost"].as_u64().unwrap() > 0, "{}", r.text);
+}
