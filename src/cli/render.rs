@@ -33,7 +33,7 @@ pub fn answer(q: &Query, a: &Answer) -> (String, bool) {
             !(a.packages.is_empty() && a.roles.is_empty())
         }
         (Query::AuthorizedParties(q), Answer::AuthorizedParties(a)) => {
-            let _ = writeln!(s, "`{}` can act for {} part(y/ies):", q.subject, a.parties.len());
+            let _ = writeln!(s, "`{}` can act for {} parties:", q.subject, a.parties.len());
             let rows: Vec<[String; 4]> = a
                 .parties
                 .iter()
@@ -41,16 +41,16 @@ pub fn answer(q: &Query, a: &Answer) -> (String, bool) {
                     [
                         p.party.clone(),
                         p.main_unit.clone().unwrap_or_else(|| "-".into()),
+                        p.packages.len().to_string(),
                         if p.roles.is_empty() {
                             "-".into()
                         } else {
                             p.roles.join(", ")
                         },
-                        p.packages.len().to_string(),
                     ]
                 })
                 .collect();
-            table(&mut s, ["party", "main unit", "roles", "packages"], &rows);
+            table(&mut s, ["party", "main unit", "packages", "roles"], &rows);
             !a.parties.is_empty()
         }
         (Query::Holders(q), Answer::Holders(a)) => {

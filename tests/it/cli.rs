@@ -535,6 +535,12 @@ fn a2_impact_refuses_unknown_ids_and_has_a_report_on_the_sample() {
     }
     let o = run(&["a2-impact", SAMPLE, "--summary"]);
     assert!(o.status.success());
+    // Piped: the timings, and no progress bar.
+    let err = stderr(&o);
+    assert!(
+        err.contains("loaded in") && !err.contains('\r') && !err.contains('\u{1b}'),
+        "{err:?}"
+    );
     let text = stdout(&o);
     let lost: usize = text
         .split("cut-off: ")
