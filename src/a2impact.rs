@@ -54,6 +54,32 @@ pub struct Filter {
     pub resource: Option<String>,
 }
 
+impl Filter {
+    /// Refuses a filter naming a resource or service owner the world does not have, so
+    /// that a typo does not read as "nothing lost".
+    pub fn validate(&self, w: &World) -> crate::model::Result<()> {
+        if let Some(r) = &self.resource
+            && w.graph.resource_node(r).is_none()
+        {
+            return Err(crate::model::Error::unknown_resource(r));
+        }
+        if let Some(o) = &self.owner {
+            let owners: std::collections::BTreeSet<&str> = w
+                .graph
+                .resources()
+                .filter_map(|(_, r)| r.owner.as_deref())
+                .collect();
+            if !owners.contains(o.as_str()) {
+                let hint = crate::model::hint(o, owners.iter().copied());
+                return Err(crate::model::Error::invalid(format!(
+                    "no resource has service owner `{o}`{hint}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How many lost permits to hand out in full (each costs its explanations and its
 /// grantors; the counts are always complete).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

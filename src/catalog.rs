@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
-use crate::model::{EntityType, PackageId, RoleId};
+use crate::model::{EntityType, Error, ErrorCode, PackageId, RoleId};
 
 /// Where a role comes from; decides who may create or remove assignments of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -487,6 +487,24 @@ impl Catalog {
     /// A package by code or URN.
     pub fn package_id(&self, name: &str) -> Option<PackageId> {
         self.package_index.get(&name.trim().to_lowercase()).copied()
+    }
+
+    /// `unknown_role` for `name`, with a "did you mean" among the role codes.
+    pub fn unknown_role(&self, name: &str) -> Error {
+        let hint = crate::model::hint(name, self.roles.iter().map(|r| r.code.as_str()));
+        Error::new(
+            ErrorCode::UnknownRole,
+            format!("no role `{name}` in the catalogue{hint}"),
+        )
+    }
+
+    /// `unknown_package` for `name`, with a "did you mean" among the package codes.
+    pub fn unknown_package(&self, name: &str) -> Error {
+        let hint = crate::model::hint(name, self.packages.iter().map(|p| p.code.as_str()));
+        Error::new(
+            ErrorCode::UnknownPackage,
+            format!("no access package `{name}` in the catalogue{hint}"),
+        )
     }
 
     pub fn role(&self, id: RoleId) -> &Role {

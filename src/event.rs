@@ -412,13 +412,27 @@ impl Event {
             .and_then(|m| m.keys().next().cloned())
             .unwrap_or_default();
         if !EVENT_NAMES.contains(&name.as_str()) {
-            return Err(Error::invalid(format!("unknown event `{name}`")));
+            let hint = crate::model::hint(&name, EVENT_NAMES.iter().copied());
+            return Err(Error::invalid(format!("unknown event `{name}`{hint}")));
         }
+        let body = v.get(&name).cloned().unwrap_or_default();
         serde_json::from_value(v).map_err(|e| {
-            if EVENT_NAMES.contains(&name.as_str()) && e.to_string().starts_with("unknown variant") {
-                Error::invalid(format!("event `{name}` is not supported by this engine yet"))
-            } else {
-                Error::invalid(format!("event `{name}`: {e}"))
+            let msg = e.to_string();
+            match msg.strip_prefix("unknown variant `") {
+                // An enum value inside the body (a party's `kind`, ...): name the field.
+                Some(rest) => {
+                    let value = rest.split('`').next().unwrap_or_default();
+                    let expected = rest.split_once(", expected ").map(|(_, x)| x).unwrap_or("");
+                    match field_with_value(&body, value) {
+                        Some(field) => Error::invalid(format!(
+                            "event `{name}`: field `{field}` has value `{value}`; expected {expected}"
+                        )),
+                        None => Error::invalid(format!(
+                            "event `{name}`: unknown value `{value}`; expected {expected}"
+                        )),
+                    }
+                }
+                None => Error::invalid(format!("event `{name}`: {msg}")),
             }
         })
     }
@@ -457,5 +471,18 @@ impl Event {
             Event::Instance(_) => "instance",
             Event::AccessList(_) => "access_list",
         }
+    }
+}
+
+/// The (possibly nested, dotted) name of a field of `body` whose value is the string
+/// `value`, for error messages that name the wrong field.
+fn field_with_value(body: &serde_json::Value, value: &str) -> Option<String> {
+    match body {
+        serde_json::Value::Object(m) => m.iter().find_map(|(k, v)| match v {
+            serde_json::Value::String(s) if s == value => Some(k.clone()),
+            other => field_with_value(other, value).map(|f| format!("{k}.{f}")),
+        }),
+        serde_json::Value::Array(a) => a.iter().find_map(|v| field_with_value(v, value)),
+        _ => None,
     }
 }

@@ -5,22 +5,73 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli;
 mod persist_cli;
 mod serve;
+
+/// One example per command, shown by `delegraph --help`.
+const EXAMPLES: &str = "\
+Without a command, delegraph shows what it does on the bundled world (graph-snapshots/sample.snap).
+
+Examples, one per command:
+  delegraph query explain --subject ola --party fjord --package regnskapsforer-lonn
+  delegraph test ../shared/scenarios/*.yaml
+  delegraph serve --dev-no-auth --snapshot graph-snapshots/sample.snap
+  delegraph catalog --packages --area skatt
+  delegraph a2-impact graph-snapshots/sample.snap --summary
+  delegraph generate --scale small --jsonl world.jsonl
+  delegraph loadtest --server http://127.0.0.1:8080 --snapshot graph-snapshots/sample.snap
+  delegraph snapshot load graph-snapshots/sample.snap
+  delegraph import graph-snapshots/sample.jsonl --out sample.snap
+  delegraph policy import policies/ --world graph-snapshots/sample.jsonl
+  delegraph completions bash > /etc/bash_completion.d/delegraph";
+
+const QUERY_EXAMPLES: &str = "\
+Exit status: 0 for a yes (allowed, or a non-empty answer), 1 for a no (denied, or empty), 2 for an error.
+
+Examples (on the bundled sample world):
+  delegraph query check --subject kari --party fjord --package regnskapsforer-med-signeringsrettighet
+  delegraph query check --subject ola --party fjord --resource ske-mva-melding --action read
+  delegraph query rights --subject ola --party fjord
+  delegraph query authorized-parties --subject per
+  delegraph query holders --party fjord --package skattegrunnlag
+  delegraph query can-delegate --by per --party fjord --package skattegrunnlag
+  delegraph query explain --subject per --party fjord-bergen --package skattegrunnlag
+  delegraph query simulate unregister_role --from fjord --to tind-regnskap --role regnskapsforer
+  delegraph query simulate --event '{\"remove_agent\": {\"facilitator\": \"tind-regnskap\", \"agent\": \"ola\", \"cascade\": true}}'
+  delegraph query check --server http://127.0.0.1:8080 --subject kari --party fjord --role daglig-leder --json";
 
 #[derive(Parser)]
 #[command(
     name = "delegraph",
     version,
-    about = "An in-memory rights resolver for Altinn-style authorization"
+    about = "An in-memory rights resolver for Altinn-style authorization",
+    after_help = EXAMPLES
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Ask the engine one question: check, rights, authorized-parties, holders,
+    /// can-delegate, explain or simulate.
+    ///
+    /// Against a snapshot (default: the bundled sample) or a running server (--server),
+    /// with the spec's field names as flags. Human output by default (tables, derivation
+    /// paths drawn as chains), --json for one JSON document.
+    #[command(after_help = QUERY_EXAMPLES)]
+    Query(Box<cli::query::QueryArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    ///
+    /// e.g. `delegraph completions bash > ~/.local/share/bash-completion/completions/delegraph`,
+    /// `delegraph completions zsh > ~/.zfunc/_delegraph`,
+    /// `delegraph completions fish > ~/.config/fish/completions/delegraph.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Run scenario files and report every failed step.
     ///
     /// Prints one line per failed step (file, step, expected, got) and a closing line
@@ -37,17 +88,38 @@ enum Command {
         /// Bearer token for `--server` (scope `delegraph:admin`); or set DELEGRAPH_TOKEN.
         #[arg(long, env = "DELEGRAPH_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Also list every step that passed.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Stop at the first failed step.
+        #[arg(long)]
+        fail_fast: bool,
+        /// Write a JUnit XML report (one test suite per file, one test case per step).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Serve the HTTP API (see the README's "Serving" section).
     Serve(serve::ServeArgs),
-    /// Show the built-in catalogue, or look up one role or package.
+    /// Show the built-in catalogue, list its packages or roles, or look up one.
     ///
     /// Without a name: the counts of roles, packages, areas, RolePackage and RoleMap
     /// rows. With a name: a role (by code, legacy code in any case, or URN) with the
     /// packages it gives, or a package (by code or URN) with the roles that give it.
+    /// `--packages` / `--roles` list them (with a name: those whose code or name
+    /// contains it); `--area` keeps the packages of matching areas.
     Catalog {
-        /// A role or package to look up, e.g. `DAGL`, `daglig-leder`, `skattegrunnlag`.
+        /// A role or package to look up, e.g. `DAGL`, `daglig-leder`, `skattegrunnlag`;
+        /// with --packages or --roles, a filter on code and name.
         name: Option<String>,
+        /// List the access packages (code, area, name).
+        #[arg(long)]
+        packages: bool,
+        /// List the roles (code, legacy code, provider, name).
+        #[arg(long)]
+        roles: bool,
+        /// Only packages whose area URN or name contains this (implies --packages).
+        #[arg(long, value_name = "AREA")]
+        area: Option<String>,
     },
     /// Report who would lose which permit at the Altinn 2 cut-off, and what restores it.
     ///
@@ -160,7 +232,7 @@ fn policy_import(
 ) -> anyhow::Result<bool> {
     use std::io::Write as _;
     let mut w = match world {
-        Some(p) => delegraph::load::load_world(&p)?,
+        Some(p) => cli::load_world(&p)?,
         None => delegraph::world::World::new(),
     };
     let events = delegraph::pdp::import_dir(dir)?;
@@ -194,7 +266,16 @@ fn policy_import(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let Some(command) = cli.command else {
+        return cli::demo::run();
+    };
+    match command {
+        Command::Query(args) => cli::query::run(*args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "delegraph", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Generate(args) => match delegraph::generate::run(&args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
@@ -254,19 +335,43 @@ fn main() -> ExitCode {
         Command::Snapshot(cmd) => persist_cli::snapshot_command(cmd),
         Command::Import(args) => persist_cli::import_command(args),
         Command::CrashChild(args) => persist_cli::crash_child(args),
-        Command::Test { files, server, token } => {
+        Command::Test {
+            files,
+            server,
+            token,
+            verbose,
+            fail_fast,
+            junit,
+        } => {
             let mut report = delegraph::scenario::Report::default();
             let mut http = server.map(|url| delegraph::api::client::HttpBackend::new(&url, token));
+            let options = delegraph::scenario::Options { fail_fast };
             for f in &files {
                 report.merge(match &mut http {
-                    Some(b) => delegraph::scenario::run_file_on(b, f),
-                    None => delegraph::scenario::run_file(f),
+                    Some(b) => delegraph::scenario::run_file_with(b, f, options),
+                    None => {
+                        delegraph::scenario::run_file_with(&mut delegraph::world::World::new(), f, options)
+                    }
                 });
+                if fail_fast && report.failed > 0 {
+                    break;
+                }
+            }
+            if verbose {
+                for p in &report.passes {
+                    println!("{}: step {} ({}): ok", p.file, p.step, p.what);
+                }
             }
             for f in &report.failures {
                 println!("{f}");
             }
             println!("{} passed, {} failed", report.passed, report.failed);
+            if let Some(path) = junit
+                && let Err(e) = std::fs::write(&path, report.to_junit())
+            {
+                eprintln!("error: writing `{}`: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
             if report.failed == 0 {
                 ExitCode::SUCCESS
             } else {
@@ -288,16 +393,41 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Catalog { name } => {
+        Command::Catalog {
+            name,
+            packages,
+            roles,
+            area,
+        } => {
             use delegraph::catalog::{Catalog, report};
             let c = Catalog::builtin();
+            if packages || roles || area.is_some() {
+                print!(
+                    "{}",
+                    catalog_list(
+                        c,
+                        name.as_deref(),
+                        packages || area.is_some(),
+                        roles,
+                        area.as_deref()
+                    )
+                );
+                return ExitCode::SUCCESS;
+            }
             match name {
                 None => print!("{}", report::summary(c)),
                 Some(n) => {
                     let role = c.role_id(&n);
                     let package = c.package_id(&n);
                     if role.is_none() && package.is_none() {
-                        eprintln!("error: no role or package named `{n}` in the catalogue");
+                        let hint = delegraph::model::hint(
+                            &n,
+                            c.roles
+                                .iter()
+                                .map(|r| r.code.as_str())
+                                .chain(c.packages.iter().map(|p| p.code.as_str())),
+                        );
+                        eprintln!("error: no role or package named `{n}` in the catalogue{hint}");
                         return ExitCode::FAILURE;
                     }
                     if let Some(r) = role {
@@ -311,6 +441,76 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `catalog --packages` / `--roles`: tables of the catalogue, filtered by a text in the
+/// code or name and, for packages, by area.
+fn catalog_list(
+    c: &delegraph::catalog::Catalog,
+    filter: Option<&str>,
+    packages: bool,
+    roles: bool,
+    area: Option<&str>,
+) -> String {
+    let has = |hay: &[&str], needle: Option<&str>| {
+        needle.is_none_or(|n| {
+            let n = n.to_lowercase();
+            hay.iter().any(|h| h.to_lowercase().contains(&n))
+        })
+    };
+    let mut s = String::new();
+    if packages {
+        let area_name = |urn: &str| {
+            c.areas
+                .iter()
+                .find(|a| a.urn == urn || a.urn.ends_with(urn) || urn.ends_with(&a.urn))
+                .map(|a| a.name.clone())
+                .unwrap_or_default()
+        };
+        let rows: Vec<[String; 3]> = c
+            .packages
+            .iter()
+            .filter(|p| has(&[&p.code, &p.name, &p.name_nb], filter))
+            .filter(|p| has(&[&p.area, &area_name(&p.area)], area))
+            .map(|p| {
+                let a = p.area.rsplit(':').next().unwrap_or(&p.area).to_string();
+                [p.code.clone(), a, p.name.clone()]
+            })
+            .collect();
+        s.push_str(&format!("{} package(s)\n", rows.len()));
+        cli::render::table(&mut s, ["package", "area", "name"], &rows);
+    }
+    if roles {
+        let rows: Vec<[String; 4]> = c
+            .roles
+            .iter()
+            .filter(|r| {
+                has(
+                    &[
+                        &r.code,
+                        &r.name,
+                        &r.name_nb,
+                        r.legacy_code.as_deref().unwrap_or(""),
+                    ],
+                    filter,
+                )
+            })
+            .map(|r| {
+                [
+                    r.code.clone(),
+                    r.legacy_code.clone().unwrap_or_else(|| "-".into()),
+                    format!("{:?}", r.provider),
+                    r.name.clone(),
+                ]
+            })
+            .collect();
+        if packages {
+            s.push('\n');
+        }
+        s.push_str(&format!("{} role(s)\n", rows.len()));
+        cli::render::table(&mut s, ["role", "legacy", "provider", "name"], &rows);
+    }
+    s
 }
 
 fn a2_impact(
@@ -327,10 +527,13 @@ fn a2_impact(
     use delegraph::generate::cpu_seconds;
     use std::io::Write;
     let (t0, cpu0) = (std::time::Instant::now(), cpu_seconds().unwrap_or(0.0));
-    let w = delegraph::load::load_world(world).with_context(|| format!("loading `{}`", world.display()))?;
+    let w = cli::load_world(world).with_context(|| format!("loading `{}`", world.display()))?;
     let (t1, cpu1) = (std::time::Instant::now(), cpu_seconds().unwrap_or(0.0));
-    let bar = progress_bar("examining subject/party pairs");
     let filter = a2impact::Filter { owner, resource };
+    filter
+        .validate(&w)
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+    let bar = progress_bar("examining subject/party pairs");
     // Lost permits stream to the CSV and JSON Lines files as they are found; the table
     // shows the first ones.
     let open = |p: &Option<PathBuf>| -> anyhow::Result<Option<std::io::BufWriter<std::fs::File>>> {
@@ -425,19 +628,7 @@ fn a2_impact(
     Ok(())
 }
 
-/// A progress bar on stderr, hidden when stderr is not a terminal.
-fn progress_bar(message: &'static str) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})") {
-        bar.set_style(style);
-    }
-    bar.set_message(message);
-    bar
-}
+use cli::progress_bar;
 
 #[allow(clippy::too_many_arguments)]
 fn loadtest(
@@ -456,8 +647,7 @@ fn loadtest(
     use delegraph::loadtest;
     loadtest::require_loopback(&server)?;
     let mix = loadtest::Mix::parse(&mix).map_err(|e| anyhow::anyhow!("--mix: {e}"))?;
-    let w = delegraph::load::load_world(&snapshot)
-        .with_context(|| format!("loading `{}`", snapshot.display()))?;
+    let w = cli::load_world(&snapshot).with_context(|| format!("loading `{}`", snapshot.display()))?;
     let plan = loadtest::Plan {
         server,
         token,

@@ -527,21 +527,11 @@ fn opt_party(w: &World, id: Option<&String>) -> Result<Option<NodeId>> {
 }
 
 fn role(c: &Catalog, name: &str) -> Result<RoleId> {
-    c.role_id(name).ok_or_else(|| {
-        Error::new(
-            ErrorCode::UnknownRole,
-            format!("no role `{name}` in the catalogue"),
-        )
-    })
+    c.role_id(name).ok_or_else(|| c.unknown_role(name))
 }
 
 fn package(c: &Catalog, name: &str) -> Result<PackageId> {
-    c.package_id(name).ok_or_else(|| {
-        Error::new(
-            ErrorCode::UnknownPackage,
-            format!("no access package `{name}` in the catalogue"),
-        )
-    })
+    c.package_id(name).ok_or_else(|| c.unknown_package(name))
 }
 
 fn resource(w: &World, id: &str) -> Result<NodeId> {

@@ -18,9 +18,13 @@ use delegraph::world::World;
 pub enum SnapshotCommand {
     /// Build a world from a JSON Lines event file and save it as a snapshot.
     ///
-    /// Same as `delegraph import FILE --out OUT`.
+    /// Same as `delegraph import FILE --out OUT`. One bare event per line, as in the
+    /// scenario format: `{"grant": {...}}`, e.g.
+    /// `{"party": {"id": "kari", "kind": "person"}}`; `#` comments and blank lines are
+    /// skipped.
     Save {
-        /// The JSON Lines file of events to apply (one `{"event": {...}}` per line).
+        /// The JSON Lines file of events to apply (one bare event per line, e.g.
+        /// `{"grant": {...}}`).
         #[arg(long = "from", value_name = "FILE.jsonl")]
         from: PathBuf,
         /// The snapshot file to write (atomically: temp file, fsync, rename).
@@ -42,9 +46,10 @@ pub enum SnapshotCommand {
 
 #[derive(Args)]
 pub struct ImportArgs {
-    /// The JSON Lines file of events (one `{"event": {...}}` per line, `#` comments
-    /// and blank lines skipped). Events are applied in order; the first refused line
-    /// is reported with its number and nothing is written.
+    /// The JSON Lines file of events: one bare event per line, as in the scenario
+    /// format, e.g. `{"grant": {...}}` or `{"party": {"id": "kari", "kind": "person"}}`
+    /// (`#` comments and blank lines skipped). Events are applied in order; the first
+    /// refused line is reported with its number and nothing is written.
     file: PathBuf,
     /// Where to write the resulting snapshot.
     #[arg(long, value_name = "SNAPSHOT")]

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::event::Event;
 use crate::graph::NodeId;
-use crate::model::{Error, ErrorCode, PackageId, Result, RoleId};
+use crate::model::{Error, PackageId, Result, RoleId};
 use crate::mutate::{self, Access, Outcome};
 use crate::resolve::{self, DelegationVerdict};
 use crate::world::World;
@@ -172,7 +172,8 @@ pub struct AddableClientsQuery {
     pub system_user: String,
 }
 
-/// `explain`: the derivation paths behind "subject holds a package / role for party".
+/// `explain`: the derivation paths behind "subject holds a package / role for party",
+/// or "subject may do action on resource (or one instance) for party".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -183,6 +184,19 @@ pub struct ExplainQuery {
     pub package: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+/// One derivation path: its description and the edges it follows.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+pub struct Chain {
+    pub text: String,
+    pub edges: Vec<resolve::Link>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -190,6 +204,12 @@ pub struct ExplainAnswer {
     pub allowed: bool,
     /// One human-readable derivation per path, sorted; empty for a no.
     pub paths: Vec<String>,
+    /// The same paths as lists of edges, in the order of `paths`.
+    #[serde(default)]
+    pub chains: Vec<Chain>,
+    /// For a no: the link that is missing, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
 }
 
 /// `simulate`: what one event would remove, computed without changing anything.
@@ -452,18 +472,13 @@ fn party(w: &World, id: &str) -> Result<NodeId> {
 }
 
 fn package_id(w: &World, p: &str) -> Result<PackageId> {
-    w.catalog.package_id(p).ok_or_else(|| {
-        Error::new(
-            ErrorCode::UnknownPackage,
-            format!("no access package `{p}` in the catalogue"),
-        )
-    })
+    w.catalog
+        .package_id(p)
+        .ok_or_else(|| w.catalog.unknown_package(p))
 }
 
 fn role_id(w: &World, r: &str) -> Result<RoleId> {
-    w.catalog
-        .role_id(r)
-        .ok_or_else(|| Error::new(ErrorCode::UnknownRole, format!("no role `{r}` in the catalogue")))
+    w.catalog.role_id(r).ok_or_else(|| w.catalog.unknown_role(r))
 }
 
 fn resource_node(w: &World, r: &str) -> Result<NodeId> {
@@ -604,21 +619,117 @@ pub fn clients(w: &World, q: &ClientsQuery) -> Result<ClientsAnswer> {
 }
 
 pub fn explain(w: &World, q: &ExplainQuery) -> Result<ExplainAnswer> {
+    let c = w.catalog;
     let (x, f) = (party(w, &q.subject)?, party(w, &q.party)?);
-    let mut paths = match (&q.package, &q.role) {
-        (Some(p), None) => resolve::explain_package(w, x, f, package_id(w, p)?),
-        (None, Some(r)) => resolve::explain_role(w, x, f, role_id(w, r)?),
+    let recs = resolve::records(w, x, Some(f));
+    let plain = q.action.is_none() && q.instance.is_none();
+    let (allowed, chosen): (bool, Vec<&resolve::Record>) = match (&q.package, &q.role, &q.resource) {
+        (Some(p), None, None) if plain => {
+            let p = package_id(w, p)?;
+            let chosen: Vec<_> = recs.iter().filter(|r| r.packages.contains(p)).collect();
+            (!chosen.is_empty(), chosen)
+        }
+        (None, Some(r), None) if plain => {
+            let r = role_id(w, r)?;
+            let chosen: Vec<_> = recs.iter().filter(|rec| rec.held_role() == Some(r)).collect();
+            (!chosen.is_empty(), chosen)
+        }
+        (None, None, Some(res)) => {
+            // The decision is the check's; the paths are the records that permit alone.
+            let allowed = check(
+                w,
+                &CheckQuery {
+                    subject: q.subject.clone(),
+                    party: q.party.clone(),
+                    package: None,
+                    role: None,
+                    resource: Some(res.clone()),
+                    action: q.action.clone(),
+                    instance: q.instance.clone(),
+                },
+            )?
+            .allowed;
+            let rn = resource_node(w, res)?;
+            let action = q.action.as_deref().unwrap_or_default().to_lowercase();
+            let inst = q.instance.as_deref();
+            let chosen = recs
+                .iter()
+                .filter(|r| {
+                    let one = std::slice::from_ref(*r);
+                    match w.pdp.policies.get(res.as_str()) {
+                        Some(policy) => crate::pdp::records::permits(w, res, policy, f, one, &action, inst),
+                        None => resolve::permits_with(w, one, rn, &action, inst),
+                    }
+                })
+                .collect();
+            (allowed, if allowed { chosen } else { Vec::new() })
+        }
         _ => {
             return Err(Error::invalid(
-                "`explain` names exactly one of `package` or `role`",
+                "`explain` names exactly one of `package`, `role` or `resource` + `action`",
             ));
         }
     };
-    paths.sort();
-    paths.dedup();
+    let mut chains: Vec<Chain> = chosen
+        .iter()
+        .map(|r| Chain {
+            text: resolve::describe(w, x, r),
+            edges: resolve::derivation(w, x, r),
+        })
+        .collect();
+    chains.sort();
+    chains.dedup();
+    let missing = (!allowed).then(|| {
+        let (sx, sf) = (&q.subject, &q.party);
+        if recs.is_empty() {
+            return format!(
+                "no edge leads from `{sf}` to `{sx}`: no role, grant, key role or client delegation \
+                 (nor one for its main unit)"
+            );
+        }
+        let mut held: BTreeSet<String> = BTreeSet::new();
+        for r in &recs {
+            match r.held_role() {
+                Some(role) if !c.is_unreported_role(role) => held.insert(c.role(role).code.clone()),
+                _ => held.insert(format!("{} (client delegation)", c.role(r.role).code)),
+            };
+        }
+        let held = held.into_iter().collect::<Vec<_>>().join(", ");
+        let wanted = match (&q.package, &q.role, &q.resource) {
+            (Some(p), _, _) => {
+                let unit = w.graph.party(f).and_then(|p| p.unit_type.clone());
+                let pid = c.package_id(p);
+                let givers: Vec<String> = c
+                    .roles
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, role)| {
+                        let id = crate::model::RoleId(u16::try_from(i).ok()?);
+                        let gives = pid.is_some_and(|pid| c.role_packages(id, unit.as_deref()).contains(pid));
+                        (gives && !c.is_rightholder(id)).then(|| role.code.clone())
+                    })
+                    .collect();
+                let from = match givers.len() {
+                    0 => "a grant".to_string(),
+                    1..=3 => format!("role {} or a grant", givers.join(", ")),
+                    n => format!("role {}, {} other roles or a grant", givers[..3].join(", "), n - 3),
+                };
+                format!("none of them gives package `{p}` (it comes with {from} from `{sf}`)")
+            }
+            (_, Some(r), _) => format!("none of them is role `{r}`"),
+            (_, _, Some(res)) => format!(
+                "none of them satisfies the policy of `{res}` for action `{}`, and no grant of it reaches `{sx}`",
+                q.action.as_deref().unwrap_or_default()
+            ),
+            _ => String::new(),
+        };
+        format!("`{sx}` acts for `{sf}` as {held}, but {wanted}")
+    });
     Ok(ExplainAnswer {
-        allowed: !paths.is_empty(),
-        paths,
+        allowed,
+        paths: chains.iter().map(|c| c.text.clone()).collect(),
+        chains,
+        missing,
     })
 }
 

@@ -711,6 +711,76 @@ pub fn describe(w: &World, x: NodeId, r: &Record) -> String {
     s
 }
 
+/// One edge of a derivation path, by external ids and catalogue codes.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+pub struct Link {
+    pub from: String,
+    pub to: String,
+    /// The role code of the edge.
+    pub role: String,
+    /// The facilitator of a client delegation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// `assignment`, `self`, `key_role`, `client_delegation`, `role_map`, `main_unit`
+    /// (sub-unit → main unit, the record repeated for the sub-unit) or `enk_owner`
+    /// (ENK → its living owner).
+    pub reason: String,
+}
+
+/// The edges one record rests on, in the order they are followed from the party that
+/// gives to the subject (for a repeat: the main-unit or owner link last).
+pub fn derivation(w: &World, x: NodeId, r: &Record) -> Vec<Link> {
+    let c = w.catalog;
+    let id = |n: NodeId| w.graph.ext_id(n).to_string();
+    let role = |r: RoleId| c.role(r).code.clone();
+    let link = |from: NodeId, to: NodeId, r: String, via: Option<NodeId>, reason: &str| Link {
+        from: id(from),
+        to: id(to),
+        role: r,
+        via: via.map(id),
+        reason: reason.to_string(),
+    };
+    let origin_from = match r.repeat {
+        Some(Repeat::SubUnit { main }) => main,
+        Some(Repeat::Owner { enk }) => enk,
+        None => r.from,
+    };
+    let base_role = r.mapped_from.unwrap_or(r.role);
+    let mut out = match r.origin {
+        Origin::Direct { .. } => vec![link(origin_from, x, role(base_role), None, "assignment")],
+        Origin::SelfPerson => vec![link(x, x, role(base_role), None, "self")],
+        Origin::KeyRole { holder, key_role, .. } => vec![
+            link(origin_from, holder, role(base_role), None, "assignment"),
+            link(holder, x, role(key_role), None, "key_role"),
+        ],
+        Origin::Delegation { facilitator, .. } => vec![
+            link(origin_from, facilitator, role(base_role), None, "assignment"),
+            link(
+                origin_from,
+                x,
+                role(base_role),
+                Some(facilitator),
+                "client_delegation",
+            ),
+        ],
+    };
+    if r.mapped_from.is_some() {
+        out.push(link(origin_from, x, role(r.role), None, "role_map"));
+    }
+    match r.repeat {
+        Some(Repeat::SubUnit { main }) => {
+            out.push(link(r.from, main, role(c.known.hovedenhet), None, "main_unit"))
+        }
+        Some(Repeat::Owner { enk }) => {
+            out.push(link(enk, r.from, role(c.known.innehaver), None, "enk_owner"))
+        }
+        None => {}
+    }
+    out
+}
+
 /// The derivation paths behind "x holds package p for f" (empty when it does not).
 pub fn explain_package(w: &World, x: NodeId, f: NodeId, p: PackageId) -> Vec<String> {
     records(w, x, Some(f))

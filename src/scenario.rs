@@ -71,11 +71,20 @@ impl fmt::Display for Failure {
     }
 }
 
+/// One step that passed (for `--verbose` and JUnit reports).
+#[derive(Debug, Clone)]
+pub struct Pass {
+    pub file: String,
+    pub step: usize,
+    pub what: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub passed: usize,
     pub failed: usize,
     pub failures: Vec<Failure>,
+    pub passes: Vec<Pass>,
 }
 
 impl Report {
@@ -83,7 +92,68 @@ impl Report {
         self.passed += other.passed;
         self.failed += other.failed;
         self.failures.extend(other.failures);
+        self.passes.extend(other.passes);
     }
+
+    /// The report as JUnit XML: one test suite per file, one test case per step.
+    pub fn to_junit(&self) -> String {
+        use std::collections::BTreeMap;
+        fn esc(s: &str) -> String {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        }
+        // file -> step -> (what, failure message)
+        let mut files: BTreeMap<&str, BTreeMap<usize, (&str, Option<String>)>> = BTreeMap::new();
+        for p in &self.passes {
+            files.entry(&p.file).or_default().insert(p.step, (&p.what, None));
+        }
+        for f in &self.failures {
+            files.entry(&f.file).or_default().insert(
+                f.step,
+                (&f.what, Some(format!("expected {}, got {}", f.expected, f.got))),
+            );
+        }
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        out.push_str(&format!(
+            "<testsuites tests=\"{}\" failures=\"{}\">\n",
+            self.passed + self.failed,
+            self.failed
+        ));
+        for (file, steps) in &files {
+            let failures = steps.values().filter(|(_, f)| f.is_some()).count();
+            out.push_str(&format!(
+                "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\">\n",
+                esc(file),
+                steps.len()
+            ));
+            for (step, (what, failure)) in steps {
+                let name = esc(&format!("step {step} ({what})"));
+                match failure {
+                    None => out.push_str(&format!(
+                        "    <testcase classname=\"{}\" name=\"{name}\"/>\n",
+                        esc(file)
+                    )),
+                    Some(m) => out.push_str(&format!(
+                        "    <testcase classname=\"{}\" name=\"{name}\">\n      <failure message=\"{}\"/>\n    </testcase>\n",
+                        esc(file),
+                        esc(m)
+                    )),
+                }
+            }
+            out.push_str("  </testsuite>\n");
+        }
+        out.push_str("</testsuites>\n");
+        out
+    }
+}
+
+/// How to run scenario files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Stop at the first failed step.
+    pub fail_fast: bool,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +191,7 @@ fn file_failure(name: &str, got: String) -> Report {
             expected: "a scenario file".into(),
             got,
         }],
+        passes: Vec::new(),
     }
 }
 
@@ -131,6 +202,20 @@ pub fn run_str(name: &str, text: &str) -> Report {
 
 /// Runs scenario text on `backend`, from an empty world; `name` labels the failures.
 pub fn run_str_on(backend: &mut dyn Backend, name: &str, text: &str) -> Report {
+    run_str_with(backend, name, text, Options::default())
+}
+
+/// Runs a scenario file from disk on `backend` with `options`.
+pub fn run_file_with(backend: &mut dyn Backend, path: &Path, options: Options) -> Report {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => run_str_with(backend, &name, &text, options),
+        Err(e) => file_failure(&name, format!("cannot read the file: {e}")),
+    }
+}
+
+/// Runs scenario text on `backend` with `options`.
+pub fn run_str_with(backend: &mut dyn Backend, name: &str, text: &str, options: Options) -> Report {
     let file: File = match serde_yaml::from_str(text) {
         Ok(f) => f,
         Err(e) => return file_failure(name, format!("not a valid scenario file: {e}")),
@@ -142,7 +227,14 @@ pub fn run_str_on(backend: &mut dyn Backend, name: &str, text: &str) -> Report {
     for (i, step) in file.steps.into_iter().enumerate() {
         let what = step_name(&step);
         match run_step(backend, step) {
-            Ok(()) => report.passed += 1,
+            Ok(()) => {
+                report.passed += 1;
+                report.passes.push(Pass {
+                    file: name.to_string(),
+                    step: i + 1,
+                    what,
+                });
+            }
             Err((expected, got)) => {
                 report.failed += 1;
                 report.failures.push(Failure {
@@ -152,6 +244,9 @@ pub fn run_str_on(backend: &mut dyn Backend, name: &str, text: &str) -> Report {
                     expected,
                     got,
                 });
+                if options.fail_fast {
+                    break;
+                }
             }
         }
     }
@@ -223,6 +318,35 @@ fn run_step(w: &mut dyn Backend, step: Value) -> StepResult {
         wrapped.insert(key, body);
         let res = Event::from_json(Value::Object(wrapped)).and_then(|ev| w.apply(std::slice::from_ref(&ev)));
         return judge(expect_error, &res);
+    }
+    // A query step must say what it expects: without it, it fails and shows the answer
+    // (so that writing a scenario can start from the engine's answer).
+    let has_expectation = body
+        .as_object()
+        .is_some_and(|m| expectation_keys(&key).iter().any(|k| m.contains_key(*k)));
+    if expect_error.is_none() && !has_expectation && key != "decide" {
+        let wanted = expectation_keys(&key)
+            .iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let fields = match body {
+            Value::Null => Value::Object(Default::default()),
+            other => other,
+        };
+        let got = Query::parse(&key, fields)
+            .ok_or_else(|| Error::invalid(format!("unknown step `{key}`")))
+            .and_then(|q| {
+                let q = q?;
+                w.query(&q)?.body()
+            });
+        return match got {
+            Ok(answer) => mismatch(
+                format!("an expectation ({wanted})"),
+                format!("the answer {answer}"),
+            ),
+            Err(e) => mismatch(format!("an expectation ({wanted})"), err_text(&e)),
+        };
     }
     let res = run_query(w, &key, body);
     match (expect_error, res) {
@@ -394,17 +518,12 @@ fn run_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<StepResult> 
     let role_code = |r: &str| -> Result<String> {
         c.role_id(r)
             .map(|id| c.role(id).code.clone())
-            .ok_or_else(|| Error::new(ErrorCode::UnknownRole, format!("no role `{r}` in the catalogue")))
+            .ok_or_else(|| c.unknown_role(r))
     };
     let package_code = |p: &str| -> Result<String> {
         c.package_id(p)
             .map(|id| c.package(id).code.clone())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorCode::UnknownPackage,
-                    format!("no access package `{p}` in the catalogue"),
-                )
-            })
+            .ok_or_else(|| c.unknown_package(p))
     };
     match key {
         "decide" => crate::pdp::scenario_decide(body, |api, req| b.decide(api, req)),

@@ -223,12 +223,7 @@ fn party(w: &World, id: &str) -> Result<NodeId> {
 }
 
 fn package(c: &Catalog, name: &str) -> Result<PackageId> {
-    c.package_id(name).ok_or_else(|| {
-        Error::new(
-            ErrorCode::UnknownPackage,
-            format!("no access package `{name}` in the catalogue"),
-        )
-    })
+    c.package_id(name).ok_or_else(|| c.unknown_package(name))
 }
 
 fn non_empty(field: &str, v: &str) -> Result<()> {

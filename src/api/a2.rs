@@ -114,12 +114,14 @@ pub async fn a2_impact(
     }
     let (report, token) = web::block(move || {
         store.read(|w| {
+            // An owner or resource the world does not have is an error, not "nothing lost".
+            filter.validate(w)?;
             let mut listed = Vec::new();
             let mut r =
                 a2impact::report_streaming(w, &filter, Listing::First(limit), |_, _| {}, |l| listed.push(l));
             listed.sort();
             r.lost = listed;
-            r
+            Ok::<_, crate::model::Error>(r)
         })
     })
     .await
@@ -129,6 +131,7 @@ pub async fn a2_impact(
             format!("the report did not finish: {e}"),
         )
     })?;
+    let report = report?;
     let answer = A2ImpactAnswer {
         lost: report.total_lost(),
         kept: report.total_kept(),

@@ -315,7 +315,9 @@ query_handler!(holders, "holders");
 fn can_delegate_doc() {}
 query_handler!(can_delegate, "can_delegate");
 
-/// The derivation paths behind a yes (empty for a no).
+/// The derivation paths behind a package, role or resource + action (with `instance`)
+/// answer: `paths` in words, `chains` as lists of edges (`from`, `to`, `role`, `via`,
+/// `reason`), and for a no the `missing` link.
 #[utoipa::path(method(get, post), path = "/v1/explain", operation_id = "explain", tag = "queries", params(ExplainQuery, MinToken),
     request_body(content = ExplainQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
     responses((status = 200, body = ExplainAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
