@@ -7,7 +7,7 @@ use delegraph::api::auth::Auth;
 use delegraph::pdp::{Decision, xml};
 use serde_json::{Value, json};
 
-use super::http::{Reply, assert_problem, jwt_auth, post_json, request, start, token};
+use super::http::{Reply, assert_problem, jwt_auth, post_json, request, request_declaring, start, token};
 
 const DECISION: &str = "/authorization/api/v1/decision";
 const AUTHORIZE: &str = "/authorization/api/v1/authorize";
@@ -445,8 +445,7 @@ fn a_body_the_server_will_not_read_is_refused_with_a_problem() {
     );
     assert_problem(&r, 400, "invalid_input");
     // Over the size limit, and nested past the depth limit.
-    let big = vec![b' '; 5 * 1024 * 1024];
-    let r = post_as(&server, DECISION, "application/xml", &big, None);
+    let r = request_declaring(&server, DECISION, "application/xml", 5 * 1024 * 1024);
     assert_problem(&r, 413, "limit_exceeded");
     let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
     let r = post_as(&server, AUTHORIZE, "application/json", deep.as_bytes(), None);
