@@ -12,7 +12,6 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use super::AppState;
 use super::auth::Scope;
 use super::problem::{Problem, ProblemCode, ProblemDetails};
-use crate::event::Event;
 use crate::query::{self, *};
 
 /// The header every read and write answers with: the token of the state it saw or made.
@@ -114,15 +113,20 @@ pub(super) async fn query_input(
             min_token = Some(token_value(Value::String(v), "query string")?);
         } else if req.method() == Method::GET {
             if fields.insert(k.clone(), Value::String(v)).is_some() {
-                return Err(Problem::invalid(format!("query parameter `{k}` is given twice")));
+                return Err(Problem::invalid(format!(
+                    "query parameter `{}` is given twice",
+                    crate::model::quote(&k)
+                )));
             }
         } else {
             return Err(Problem::invalid(format!(
-                "query parameter `{k}`: a POST takes its fields in the JSON body"
+                "query parameter `{}`: a POST takes its fields in the JSON body",
+                crate::model::quote(&k)
             )));
         }
     }
     if req.method() == Method::POST {
+        super::guard::json_body(req)?;
         let body = state.limits.read_body(req, payload).await?;
         match state.limits.parse_json(&body)? {
             Value::Object(m) => fields = m,
@@ -195,7 +199,18 @@ pub async fn post_events(
     payload: Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
-    state.auth.require(&req, Scope::Write)?;
+    let caller = state.auth.caller(&req)?;
+    if ![Scope::Act, Scope::Write, Scope::Import]
+        .iter()
+        .any(|s| caller.has(*s))
+    {
+        return Err(Problem::new(
+            ProblemCode::InsufficientScope,
+            "sending events needs scope `delegraph:act`, `delegraph:write` or `delegraph:import`",
+        ));
+    }
+    super::guard::same_origin(&req)?;
+    super::guard::json_body(&req)?;
     let body = state.limits.read_body(&req, payload).await?;
     let Value::Array(items) = state.limits.parse_json(&body)? else {
         return Err(Problem::invalid(
@@ -212,15 +227,7 @@ pub async fn post_events(
             state.limits.max_batch_events
         )));
     }
-    let mut events = Vec::with_capacity(items.len());
-    for (i, v) in items.into_iter().enumerate() {
-        let ev = Event::from_json(v).map_err(|e| {
-            let mut p = Problem::from(e);
-            p.detail = format!("event {i}: {}", p.detail);
-            p
-        })?;
-        events.push(ev);
-    }
+    let events = super::actor::decode_batch(&caller, items)?;
     let committed = state.partitions.submit(events).await?;
     let changes = Changes::from(&committed.outcome);
     let answer = EventsAnswer {
@@ -245,6 +252,7 @@ pub async fn post_events(
 )]
 pub async fn post_reset(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     state.auth.require(&req, Scope::Admin)?;
+    super::guard::same_origin(&req)?;
     if !state.allow_reset {
         return Err(Problem::new(
             ProblemCode::Spec(crate::model::ErrorCode::NotAuthorized),
@@ -370,6 +378,7 @@ pub async fn check_batch(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     state.auth.require(&req, Scope::Read)?;
+    super::guard::json_body(&req)?;
     let body = state.limits.read_body(&req, payload).await?;
     let v = state.limits.parse_json(&body)?;
     let n = v.get("checks").and_then(Value::as_array).map_or(0, Vec::len);
@@ -379,6 +388,7 @@ pub async fn check_batch(
             state.limits.max_batch_checks
         )));
     }
+    crate::model::check_strings(&v, &[])?;
     let batch: CheckBatch =
         serde_json::from_value(v).map_err(|e| Problem::invalid(format!("`check/batch`: {e}")))?;
     let store = state.partitions.store();
