@@ -20,7 +20,7 @@ use delegraph::scenario::{self, Backend};
 use delegraph::world::World;
 use serde_json::{Value, json};
 
-const SECRET: &[u8] = b"a test secret that is long enough";
+pub(crate) const SECRET: &[u8] = b"a test secret that is long enough";
 
 pub(crate) fn start(partitions: usize, auth: Auth) -> (RunningServer, Arc<MemoryJournal>) {
     let journal = Arc::new(MemoryJournal::new());
