@@ -182,6 +182,21 @@ async fn query_route(
 // Writes
 
 /// Apply a batch of events atomically; durable before the answer.
+///
+/// Who acts in each event decides the scope it needs (one refused event refuses the
+/// batch):
+///
+/// | acts | events | scope |
+/// |---|---|---|
+/// | an end user, named by `by` | `grant`, `revoke`, `remove_connection`, `add_agent`, `remove_agent`, `delegate`, `undelegate`, `access_request`, `add_client`, `remove_client`; `by` required: `approve`, `reject`, `confirm`, `withdraw`, `escalate` | `delegraph:act` as that `by` (the token's `sub`), or `delegraph:write`; without `by` (an import) `delegraph:import` |
+/// | a vendor or consumer organisation | `system`, `system_user_request`, `change_request` | `delegraph:write` |
+/// | a register or the administration | `party`, `register_role`, `unregister_role`, `a2_role`, `remove_a2_role`, `died`, `retire_a2_roles`, `clock`, `resource`, `policy`, `instance`, `access_list` | `delegraph:import` |
+///
+/// An end-user token (`delegraph:act`) acts only as its `sub`: `by` is filled from it
+/// when absent and refused (403 `not_authorized`) when it differs. `delegraph:admin`
+/// includes every scope; `delegraph:write` includes `delegraph:act` for any party. The
+/// body is `application/json` (else 415), with no key twice in an object; a browser's
+/// cross-site request is refused (403).
 #[utoipa::path(
     post,
     path = "/v1/events",
@@ -192,7 +207,7 @@ async fn query_route(
         (status = "4XX", description = "refused: nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 503, description = "the journal failed: nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = ["delegraph:write"]))
+    security(("bearer" = ["delegraph:act"]), ("bearer" = ["delegraph:write"]), ("bearer" = ["delegraph:import"]))
 )]
 pub async fn post_events(
     req: HttpRequest,
@@ -521,7 +536,7 @@ impl Modify for BearerScheme {
 #[openapi(
     info(
         title = "delegraph",
-        description = "An in-memory rights resolver for Altinn-style authorization. Field names are those of the scenario format; errors are RFC 9457 problem+json with the error code in `code`. Every read accepts `min_token` and answers with the `Delegraph-Token` header."
+        description = "An in-memory rights resolver for Altinn-style authorization. Field names are those of the scenario format; errors are RFC 9457 problem+json with the error code in `code`. Every read accepts `min_token` and answers with the `Delegraph-Token` header. Scopes: `delegraph:read` (queries), `delegraph:act` (an end user acting as the token's `sub`), `delegraph:write` (a backend: any `by`, vendor events; includes act and read), `delegraph:import` (registers and administration: events with nobody acting), `delegraph:admin` (all). Bodies are `application/json` with no duplicate keys; ids are at most 256 bytes without control or bidirectional-override characters."
     ),
     paths(
         post_events, check_doc, check_batch, authorized_parties_doc, rights_doc, holders_doc,

@@ -585,6 +585,35 @@ fn wrong_methods_unknown_routes_long_queries_and_timeouts_are_problems() {
     let (status, ct, v) = call("GET", &long);
     assert_eq!((status, v["code"].as_str()), (413, Some("limit_exceeded")));
     assert!(ct.starts_with("application/problem+json"));
+    // Past what the HTTP layer reads (a URI over 64 KiB) actix-web answers by itself,
+    // before any code of ours (README, "API in brief"); the server keeps serving.
+    // (Sent by hand: HTTP client libraries refuse to build such a request.)
+    let status = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(server.addr).unwrap();
+        let line = format!(
+            "GET /v1/check?subject={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "a".repeat(100 * 1024)
+        );
+        let _ = c.write_all(line.as_bytes());
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        answer.get(9..12).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0)
+    };
+    assert!((400..500).contains(&status), "{status}");
+    let (status, _, _) = call("GET", "/healthz");
+    assert_eq!(status, 200);
+    // The OpenAPI document names the scopes of the events route.
+    let (_, _, doc) = call("GET", "/openapi.json");
+    let events = doc["paths"]["/v1/events"]["post"].to_string();
+    for scope in [
+        "delegraph:act",
+        "delegraph:write",
+        "delegraph:import",
+        "not_authorized",
+    ] {
+        assert!(events.contains(scope), "{scope} in {events}");
+    }
     // A request that waits past the request time limit: 503 `timeout`.
     let journal = Arc::new(MemoryJournal::new());
     let config = ServerConfig {
