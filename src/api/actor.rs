@@ -118,6 +118,8 @@ pub fn bind(caller: &Caller, ev: &mut Event) -> Result<(), Problem> {
             None => match as_sub {
                 // An end user's event without `by` acts as the token's party.
                 Some(s) if !any_by => {
+                    // The id rule holds for what the token brings as for the body.
+                    crate::model::check_id("the token's `sub`", s)?;
                     *by = Some(s.to_string());
                     Ok(())
                 }
