@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs every fuzz target briefly on stable Rust (`-s none`: no sanitizer). Installs
 # cargo-fuzz when it is missing. Each corpus starts from the committed snapshots, JSON
-# Lines worlds and seeds.
+# Lines worlds and seeds; the HTTP body target (strict JSON, actor binding, query
+# decoding) from fuzz/seeds/http_body.
 #
 # Usage: scripts/fuzz-smoke.sh [RUNS_PER_TARGET]
 #
 # By default (CI) the smoke does a fixed amount of work: a fixed number of inputs per
 # target from a fixed seed (FUZZ_SEED, default 1), on a fresh copy of the committed
 # corpus. The counts (FUZZ_RUNS sets one for all) take some 10 s per target on two busy
-# cores: 300 000 for the snapshot and log-record decoders, 20 000 for the slower JSON
+# cores: 300 000 for the snapshot and log-record decoders and the HTTP body path, 20 000 for the slower JSON
 # Lines import. A busy machine takes longer but fuzzes as much (a time limit fuzzed
 # less there); the runs are near-identical, not bit-identical (hash maps seeded per
 # process steer the coverage feedback). A crash leaves its input in fuzz/artifacts/T/,
@@ -23,12 +24,13 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
-targets=(snapshot_decode wal_record jsonl_import)
+targets=(snapshot_decode wal_record jsonl_import http_body)
 seed_corpus() { # DIR: fills DIR/<target> from the committed inputs
-  mkdir -p "$1/snapshot_decode" "$1/jsonl_import" "$1/wal_record"
+  mkdir -p "$1/snapshot_decode" "$1/jsonl_import" "$1/wal_record" "$1/http_body"
   cp graph-snapshots/*.snap "$1/snapshot_decode/"
   cp graph-snapshots/*.jsonl "$1/jsonl_import/"
   cp fuzz/seeds/wal_record/* "$1/wal_record/" 2>/dev/null || true
+  cp fuzz/seeds/http_body/* "$1/http_body/"
 }
 limits=(-max_len=65536 -rss_limit_mb=2048)
 
@@ -41,7 +43,7 @@ if [ -n "${FUZZ_SECONDS:-}" ]; then
     cargo fuzz run -s none "$t" "fuzz/corpus/$t" -- -max_total_time="$FUZZ_SECONDS" "${limits[@]}"
   done
 else
-  declare -A runs=([snapshot_decode]=300000 [wal_record]=300000 [jsonl_import]=20000)
+  declare -A runs=([snapshot_decode]=300000 [wal_record]=300000 [jsonl_import]=20000 [http_body]=300000)
   seed="${FUZZ_SEED:-1}"
   corpus="$(mktemp -d)"
   trap 'rm -rf "$corpus"' EXIT

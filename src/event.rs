@@ -384,7 +384,12 @@ pub const EVENT_NAMES: &[&str] = &[
 impl Event {
     /// Parses one event from its JSON form `{"name": {fields}}`. A field-less event may
     /// be written with a null body (`retire_a2_roles:`).
+    ///
+    /// Every key and string obeys the id rule ([`crate::model::check_id`]: length and
+    /// characters) except a policy's `xml` document; this is the one entry every event
+    /// passes (HTTP, imports, scenario files, `simulate`).
     pub fn from_json(v: serde_json::Value) -> Result<Event> {
+        crate::model::check_strings(&v, &["xml"])?;
         let v = match v {
             serde_json::Value::Object(mut m) if m.len() == 1 => {
                 if let Some((k, body)) = m.iter_mut().next()
@@ -403,7 +408,8 @@ impl Event {
             }
             other => {
                 return Err(Error::invalid(format!(
-                    "an event is a mapping with one key, got `{other}`"
+                    "an event is a mapping with one key, got `{}`",
+                    crate::model::quote(&other.to_string())
                 )));
             }
         };

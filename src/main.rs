@@ -169,7 +169,8 @@ enum Command {
         /// The snapshot of the world the server holds (to draw requests from).
         #[arg(long)]
         snapshot: PathBuf,
-        /// Bearer token (a JWT with `delegraph:read`, and `delegraph:write` for events).
+        /// Bearer token: `delegraph:admin`, or `delegraph:read` plus `delegraph:import` for
+        /// the events (grant+revoke without `by`).
         #[arg(long, env = "DELEGRAPH_TOKEN")]
         token: Option<String>,
         /// Stop after this many requests.

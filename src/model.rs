@@ -214,3 +214,93 @@ mod hint_tests {
         assert_eq!(did_you_mean("grant", names), None);
     }
 }
+
+/// The longest id (and any other string of an event or query) accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// How many characters of a refused input an error message quotes.
+pub const QUOTE_CHARS: usize = 40;
+
+/// Whether `c` may appear in an id: not a control character (C0, DEL, C1), not a line or
+/// paragraph separator, not a bidirectional embedding, override or isolate (which
+/// reorder what a terminal or a page shows).
+pub fn id_char_allowed(c: char) -> bool {
+    !(c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+}
+
+/// The rule every id obeys at every entry (HTTP, import, scenario files, snapshots): at
+/// most [`MAX_ID_BYTES`] bytes, and only characters [`id_char_allowed`] lets through.
+/// `what` names the field in the error.
+pub fn check_id(what: &str, id: &str) -> Result<()> {
+    if id.len() > MAX_ID_BYTES {
+        return Err(Error::invalid(format!(
+            "{what} is {} bytes long, more than the limit of {MAX_ID_BYTES}: `{}`",
+            id.len(),
+            quote(id)
+        )));
+    }
+    if let Some(c) = id.chars().find(|c| !id_char_allowed(*c)) {
+        return Err(Error::invalid(format!(
+            "{what} holds the character U+{:04X}, which ids may not hold (control and bidirectional-override characters): `{}`",
+            c as u32,
+            quote(id)
+        )));
+    }
+    Ok(())
+}
+
+/// Checks every key and every string of a JSON event or query body with [`check_id`],
+/// except the values of the keys in `free` (e.g. a policy's XML document), which are
+/// documents rather than ids. Nesting is bounded by the callers' depth limits.
+pub fn check_strings(v: &serde_json::Value, free: &[&str]) -> Result<()> {
+    match v {
+        serde_json::Value::String(s) => check_id("a value", s),
+        serde_json::Value::Array(a) => a.iter().try_for_each(|x| check_strings(x, free)),
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                check_id("a key", k)?;
+                if free.contains(&k.as_str()) {
+                    continue;
+                }
+                check_strings(x, free)
+                    .map_err(|e| Error::invalid(format!("`{}`: {}", quote(k), e.message)))?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A short, printable form of any input for an error message: at most [`QUOTE_CHARS`]
+/// characters (then `…`), every character an id may not hold escaped as `\u{..}`.
+pub fn quote(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == QUOTE_CHARS {
+            out.push('…');
+            break;
+        }
+        push_escaped(&mut out, c);
+    }
+    out
+}
+
+/// `s` with every character an id may not hold escaped as `\u{..}` (whole, not cut):
+/// what the command line prints of anything read from a file or a server.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        push_escaped(&mut out, c);
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    if id_char_allowed(c) {
+        out.push(c);
+    } else {
+        use std::fmt::Write;
+        let _ = write!(out, "\\u{{{:x}}}", c as u32);
+    }
+}

@@ -356,6 +356,8 @@ impl Query {
     /// this module.
     pub fn parse(name: &str, body: Value) -> Option<Result<Query>> {
         fn p<T: for<'de> Deserialize<'de>>(name: &str, body: Value) -> Result<T> {
+            // The id rule holds for queries as for events (a `simulate` may carry a policy).
+            crate::model::check_strings(&body, &["xml"])?;
             serde_json::from_value(body).map_err(|e| Error::invalid(format!("`{name}`: {e}")))
         }
         Some(match name {

@@ -63,10 +63,17 @@ pub struct Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Everything here may come from a file or a server: escaped, so that no control
+        // or bidirectional character reaches the terminal.
+        use crate::model::escape;
         write!(
             f,
             "{}: step {} ({}): expected {}, got {}",
-            self.file, self.step, self.what, self.expected, self.got
+            escape(&self.file),
+            self.step,
+            escape(&self.what),
+            escape(&self.expected),
+            escape(&self.got)
         )
     }
 }

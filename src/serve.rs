@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// Required `aud` claim.
     #[arg(long, env = "DELEGRAPH_JWT_AUDIENCE")]
     jwt_audience: Option<String>,
+    /// Clock skew tolerated on a token's `exp`, `nbf` and `iat`, in seconds.
+    #[arg(long, env = "DELEGRAPH_JWT_LEEWAY_SECS", default_value_t = delegraph::api::auth::DEFAULT_LEEWAY_SECS)]
+    jwt_leeway_secs: u64,
     /// Development mode: no authentication at all. Never use it outside a laptop.
     #[arg(long)]
     dev_no_auth: bool,
@@ -92,6 +95,7 @@ fn auth(a: &ServeArgs) -> anyhow::Result<Auth> {
     match (jwt, a.dev_no_auth) {
         (Some(_), true) => bail!("`--dev-no-auth` and a JWT key exclude each other"),
         (Some(mut j), false) => {
+            j = j.leeway(a.jwt_leeway_secs);
             if let Some(i) = &a.jwt_issuer {
                 j = j.issuer(i);
             }

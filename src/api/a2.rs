@@ -92,6 +92,7 @@ pub async fn a2_impact(
 ) -> Result<HttpResponse, Problem> {
     state.auth.require(&req, Scope::Read)?;
     let (fields, min_token) = query_input(&req, payload, &state).await?;
+    crate::model::check_strings(&fields, &[])?;
     let q: A2ImpactQuery =
         serde_json::from_value(fields).map_err(|e| Problem::invalid(format!("`a2-impact`: {e}")))?;
     let csv = match q.format.as_deref() {

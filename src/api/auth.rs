@@ -1,42 +1,108 @@
 //! Bearer-token authentication: JWTs signed with HS256 (a shared secret) or RS256 (the
-//! issuer's public key), and three scopes.
+//! issuer's public key), five scopes, and who the caller is.
 //!
-//! Scopes are hierarchical: `delegraph:admin` includes `delegraph:write`, which includes
-//! `delegraph:read`. They are read from the `scope` claim (space-separated, RFC 8693)
-//! or the `scp` claim (a string or a list). `exp` is required; `iss` and `aud` are
-//! checked when configured. Without a key the server does not start unless the
-//! development mode (`--dev-no-auth`) is switched on explicitly.
+//! The scopes (README "Authentication"; which event needs which: [`super::actor`]):
+//!
+//! * `delegraph:read` — queries and decisions;
+//! * `delegraph:act` — an end user's token: its `sub` claim is a party id, and its
+//!   events act as that party only (`by` taken from `sub`, refused when it differs);
+//! * `delegraph:write` — a backend acting for its users: events naming any `by`, and
+//!   the vendor and consumer events; includes `delegraph:act` (for any party) and
+//!   `delegraph:read`;
+//! * `delegraph:import` — registers and administration: the events with no acting
+//!   person (imports without `by` included); includes nothing else;
+//! * `delegraph:admin` — every scope, and `POST /v1/admin/reset`.
+//!
+//! Scopes are read from the `scope` claim (space-separated, RFC 8693) or the `scp`
+//! claim (a string or a list). `exp` is required; `nbf` is honoured and an `iat` in the
+//! future refused, each with the configured leeway (default
+//! [`DEFAULT_LEEWAY_SECS`]); `iss` and `aud` are checked when configured. A refused
+//! token gets a 401 that says what is wrong in our words. Without a key the server does
+//! not start unless the development mode (`--dev-no-auth`) is switched on explicitly.
 
 use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::problem::{Problem, ProblemCode};
 
-/// What a route needs.
+/// The clock skew tolerated on `exp`, `nbf` and `iat` unless configured otherwise.
+pub const DEFAULT_LEEWAY_SECS: u64 = 5;
+
+/// A scope a token may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
     Read,
+    Act,
     Write,
+    Import,
     Admin,
 }
 
 impl Scope {
+    pub const ALL: [Scope; 5] = [Scope::Read, Scope::Act, Scope::Write, Scope::Import, Scope::Admin];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Read => "delegraph:read",
+            Scope::Act => "delegraph:act",
             Scope::Write => "delegraph:write",
+            Scope::Import => "delegraph:import",
             Scope::Admin => "delegraph:admin",
         }
     }
 
     fn parse(s: &str) -> Option<Scope> {
-        match s {
-            "delegraph:read" => Some(Scope::Read),
-            "delegraph:write" => Some(Scope::Write),
-            "delegraph:admin" => Some(Scope::Admin),
-            _ => None,
+        Scope::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Whether a token carrying `self` has `other` too: the one place the nesting is
+    /// decided (admin ⊇ everything; write ⊇ act and read; import, act and read are
+    /// alone).
+    pub fn includes(self, other: Scope) -> bool {
+        match self {
+            Scope::Admin => true,
+            Scope::Write => matches!(other, Scope::Write | Scope::Act | Scope::Read),
+            Scope::Import => other == Scope::Import,
+            Scope::Act => other == Scope::Act,
+            Scope::Read => other == Scope::Read,
+        }
+    }
+}
+
+/// Who sent a request: the scopes of the token and its `sub` claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub scopes: Vec<Scope>,
+    /// The `sub` claim: for a `delegraph:act` token, the party id the caller acts as.
+    pub sub: Option<String>,
+}
+
+impl Caller {
+    /// A caller with every scope (development mode, and the in-process tools).
+    pub fn admin() -> Caller {
+        Caller {
+            scopes: vec![Scope::Admin],
+            sub: None,
+        }
+    }
+
+    /// Whether any scope of the token includes `need`.
+    pub fn has(&self, need: Scope) -> bool {
+        self.scopes.iter().any(|s| s.includes(need))
+    }
+
+    /// Lets the request through when the token grants `need`; 403 otherwise.
+    pub fn require(&self, need: Scope) -> Result<(), Problem> {
+        if self.has(need) {
+            Ok(())
+        } else {
+            Err(Problem::new(
+                ProblemCode::InsufficientScope,
+                format!("this needs scope `{}`", need.as_str()),
+            ))
         }
     }
 }
@@ -83,7 +149,15 @@ impl JwtAuth {
     fn with(key: DecodingKey, alg: Algorithm) -> JwtAuth {
         let mut validation = Validation::new(alg);
         validation.validate_aud = false;
+        validation.validate_nbf = true;
+        validation.leeway = DEFAULT_LEEWAY_SECS;
         JwtAuth { key, validation }
+    }
+
+    /// The clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+    pub fn leeway(mut self, secs: u64) -> JwtAuth {
+        self.validation.leeway = secs;
+        self
     }
 
     /// Also require `iss` to be `issuer`.
@@ -99,14 +173,20 @@ impl JwtAuth {
         self
     }
 
-    fn scopes(&self, token: &str) -> Result<Vec<Scope>, Problem> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-            Problem::new(
-                ProblemCode::Unauthenticated,
-                format!("the bearer token is not valid: {e}"),
-            )
-        })?;
+    /// Validates `token` and reads who it is; a refusal says why in our own words.
+    fn caller(&self, token: &str) -> Result<Caller, Problem> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| Problem::new(ProblemCode::Unauthenticated, refusal(e.kind())))?;
         let c = data.claims;
+        if let Some(iat) = c.iat {
+            let now = jsonwebtoken::get_current_timestamp();
+            if iat > now.saturating_add(self.validation.leeway) {
+                return Err(Problem::new(
+                    ProblemCode::Unauthenticated,
+                    "the bearer token says it was issued in the future (`iat`)",
+                ));
+            }
+        }
         let mut words: Vec<String> = Vec::new();
         if let Some(s) = c.scope {
             words.extend(s.split_whitespace().map(str::to_string));
@@ -116,12 +196,43 @@ impl JwtAuth {
             Some(ScpClaim::Many(v)) => words.extend(v),
             None => {}
         }
-        Ok(words.iter().filter_map(|w| Scope::parse(w)).collect())
+        Ok(Caller {
+            scopes: words.iter().filter_map(|w| Scope::parse(w)).collect(),
+            sub: c.sub,
+        })
     }
+}
+
+/// Why a token was refused, without the JWT library's wording.
+fn refusal(kind: &ErrorKind) -> String {
+    let why = match kind {
+        ErrorKind::ExpiredSignature => "has expired (`exp`)",
+        ErrorKind::ImmatureSignature => "is not valid yet (`nbf`)",
+        ErrorKind::InvalidSignature => "has a signature that does not verify",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
+            "is not signed with the algorithm this server expects"
+        }
+        ErrorKind::InvalidIssuer => "comes from another issuer (`iss`)",
+        ErrorKind::InvalidAudience => "is meant for another audience (`aud`)",
+        ErrorKind::MissingRequiredClaim(c) => match c.as_str() {
+            "exp" => "has no expiry (`exp`)",
+            "iss" => "has no issuer (`iss`)",
+            "aud" => "has no audience (`aud`)",
+            "nbf" => "has no `nbf`",
+            _ => "lacks a claim this server requires",
+        },
+        ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) => "has claims of the wrong shape",
+        _ => "is not a well-formed JWT",
+    };
+    format!("the bearer token {why}")
 }
 
 #[derive(Deserialize)]
 struct Claims {
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    iat: Option<u64>,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -136,11 +247,11 @@ enum ScpClaim {
 }
 
 impl Auth {
-    /// Lets the request through when its token grants `need`: 401 without a valid
-    /// token, 403 with too little scope.
-    pub fn require(&self, req: &HttpRequest, need: Scope) -> Result<(), Problem> {
+    /// Who sent the request: every scope in development mode; otherwise the valid
+    /// bearer token's scopes and `sub`, or 401.
+    pub fn caller(&self, req: &HttpRequest) -> Result<Caller, Problem> {
         let jwt = match self {
-            Auth::Disabled => return Ok(()),
+            Auth::Disabled => return Ok(Caller::admin()),
             Auth::Jwt(j) => j,
         };
         let header = req
@@ -164,14 +275,14 @@ impl Auth {
                     "the `Authorization` header is not `Bearer <token>`",
                 )
             })?;
-        let scopes = jwt.scopes(token)?;
-        if scopes.iter().any(|s| *s >= need) {
-            Ok(())
-        } else {
-            Err(Problem::new(
-                ProblemCode::InsufficientScope,
-                format!("this route needs scope `{}`", need.as_str()),
-            ))
-        }
+        jwt.caller(token)
+    }
+
+    /// Lets the request through when its token grants `need`: 401 without a valid
+    /// token, 403 with too little scope.
+    pub fn require(&self, req: &HttpRequest, need: Scope) -> Result<Caller, Problem> {
+        let caller = self.caller(req)?;
+        caller.require(need)?;
+        Ok(caller)
     }
 }

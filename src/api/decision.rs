@@ -106,7 +106,8 @@ fn min_token(req: &HttpRequest) -> Result<Option<u64>, Problem> {
     for (k, v) in pairs {
         if k != "min_token" {
             return Err(Problem::invalid(format!(
-                "query parameter `{k}`: the decision endpoints take only `min_token`"
+                "query parameter `{}`: the decision endpoints take only `min_token`",
+                crate::model::quote(&k)
             )));
         }
         min = Some(token_value(Value::String(v), "query string")?);
@@ -134,9 +135,10 @@ impl Input {
                 let text = std::str::from_utf8(body)
                     .map_err(|e| Problem::invalid(format!("the JSON body is not UTF-8 text: {e}")))?;
                 state.limits.check_json_depth(body)?;
-                Ok(match serde_json::from_str(text) {
-                    Ok(v) => Input::Json(v),
+                Ok(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
                     Err(e) => Input::NotJson(format!("the body is not valid JSON: {e}")),
+                    // Valid JSON that holds a key twice is refused, as on every JSON route.
+                    Ok(_) => Input::Json(super::strict::parse(body, state.limits.max_json_depth)?),
                 })
             }
         }

@@ -22,6 +22,10 @@ pub struct Limits {
     pub max_batch_events: usize,
     /// Most decisions in one `POST /v1/check/batch`; more gives 413 `limit_exceeded`.
     pub max_batch_checks: usize,
+    /// Longest query string accepted (bytes); longer gives 413 `limit_exceeded`. (A
+    /// request line over 64 KiB, or a header block over 128 KiB, is refused by the HTTP
+    /// layer before any of this: see the README.)
+    pub max_query_bytes: usize,
     /// Deepest JSON nesting (arrays and objects) accepted; deeper gives 400
     /// `invalid_input` before the body is parsed.
     pub max_json_depth: usize,
@@ -40,6 +44,7 @@ impl Default for Limits {
             max_body_bytes: 4 * 1024 * 1024,
             max_batch_events: 1000,
             max_batch_checks: 10_000,
+            max_query_bytes: 16 * 1024,
             max_json_depth: 32,
             request_timeout: Duration::from_secs(10),
             max_token_wait: Duration::from_secs(2),
@@ -84,10 +89,10 @@ impl Limits {
         Ok(())
     }
 
-    /// Parses a JSON body after checking its nesting depth.
+    /// Parses a JSON body strictly ([`super::strict`]): nesting depth checked first, no
+    /// duplicate keys, UTF-8 only.
     pub fn parse_json(&self, body: &[u8]) -> Result<Value, Problem> {
-        self.check_json_depth(body)?;
-        serde_json::from_slice(body).map_err(|e| Problem::invalid(format!("the body is not valid JSON: {e}")))
+        super::strict::parse(body, self.max_json_depth)
     }
 }
 

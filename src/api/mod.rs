@@ -17,13 +17,16 @@
 //! to the store: reads directly on the worker thread, writes through the partitions.
 
 pub mod a2;
+pub mod actor;
 pub mod auth;
 pub mod client;
 pub mod decision;
+pub mod guard;
 pub mod limits;
 pub mod metrics;
 pub mod problem;
 pub mod routes;
+pub mod strict;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -76,7 +79,8 @@ pub struct AppState {
     pub allow_reset: bool,
 }
 
-/// Counts and times every request, and cuts it at the request time limit.
+/// Counts and times every request, refuses an oversized query string, cuts a request
+/// at the request time limit, and makes sure every error is problem+json.
 // The request is not cloned here: routing needs the only reference to it.
 async fn observe(
     req: ServiceRequest,
@@ -86,20 +90,27 @@ async fn observe(
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().to_string();
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let limit = state
-        .as_ref()
-        .map_or(Limits::default().request_timeout, |s| s.limits.request_timeout);
-    let res = match tokio::time::timeout(limit, next.call(req)).await {
-        Ok(Ok(r)) => Ok(r.map_into_boxed_body()),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(Problem::new(
-            ProblemCode::Timeout,
-            format!(
-                "the request took longer than the limit of {} ms",
-                limit.as_millis()
-            ),
-        )
-        .into()),
+    let limits = state.as_ref().map_or_else(Limits::default, |s| s.limits.clone());
+    let query_len = req.query_string().len();
+    let res = if query_len > limits.max_query_bytes {
+        let p = Problem::limit(format!(
+            "the query string is {query_len} bytes long, more than the limit of {}",
+            limits.max_query_bytes
+        ));
+        Ok(req.into_response(p.error_response()))
+    } else {
+        match tokio::time::timeout(limits.request_timeout, next.call(req)).await {
+            Ok(Ok(r)) => Ok(as_problem(r.map_into_boxed_body())),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Problem::new(
+                ProblemCode::Timeout,
+                format!(
+                    "the request took longer than the limit of {} ms",
+                    limits.request_timeout.as_millis()
+                ),
+            )
+            .into()),
+        }
     };
     if let Some(s) = state {
         let status = match &res {
@@ -111,58 +122,131 @@ async fn observe(
     res
 }
 
+/// An error answer that is not problem+json (one actix-web made inside the app) turned
+/// into the problem of its status.
+fn as_problem(res: ServiceResponse) -> ServiceResponse {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_problem = res
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if is_problem {
+        return res;
+    }
+    use crate::model::ErrorCode;
+    let code = match status.as_u16() {
+        404 => ProblemCode::Spec(ErrorCode::NotFound),
+        405 => ProblemCode::MethodNotAllowed,
+        413 => ProblemCode::LimitExceeded,
+        415 => ProblemCode::UnsupportedMediaType,
+        503 => ProblemCode::Unavailable,
+        _ => ProblemCode::Spec(ErrorCode::InvalidInput),
+    };
+    let detail = format!(
+        "the request was refused ({})",
+        status.canonical_reason().unwrap_or("error")
+    );
+    let (req, _) = res.into_parts();
+    ServiceResponse::new(req, Problem::new(code, detail).error_response())
+}
+
 async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
     Problem::new(
         ProblemCode::Spec(crate::model::ErrorCode::NotFound),
-        format!("no route `{} {}`", req.method(), req.path()),
+        format!("no route `{} {}`", req.method(), crate::model::quote(req.path())),
     )
     .error_response()
+}
+
+async fn wrong_method(req: actix_web::HttpRequest) -> HttpResponse {
+    Problem::new(
+        ProblemCode::MethodNotAllowed,
+        format!(
+            "`{}` does not take `{}`",
+            crate::model::quote(req.path()),
+            crate::model::quote(req.method().as_str())
+        ),
+    )
+    .error_response()
+}
+
+/// A route whose other methods are answered 405 with a problem.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(wrong_method))
 }
 
 /// Registers every route on an app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use routes::*;
-    cfg.route("/v1/events", web::post().to(post_events))
-        .route("/v1/check/batch", web::post().to(check_batch))
-        .service(web::resource("/v1/check").get(check).post(check))
+    cfg.service(resource("/v1/events").post(post_events))
+        .service(resource("/v1/check/batch").post(check_batch))
+        .service(resource("/v1/check").get(check).post(check))
         .service(
-            web::resource("/v1/authorized_parties")
+            resource("/v1/authorized_parties")
                 .get(authorized_parties)
                 .post(authorized_parties),
         )
-        .service(web::resource("/v1/rights").get(rights).post(rights))
-        .service(web::resource("/v1/holders").get(holders).post(holders))
+        .service(resource("/v1/rights").get(rights).post(rights))
+        .service(resource("/v1/holders").get(holders).post(holders))
+        .service(resource("/v1/can_delegate").get(can_delegate).post(can_delegate))
+        .service(resource("/v1/explain").get(explain).post(explain))
+        .service(resource("/v1/clients").get(clients).post(clients))
         .service(
-            web::resource("/v1/can_delegate")
-                .get(can_delegate)
-                .post(can_delegate),
-        )
-        .service(web::resource("/v1/explain").get(explain).post(explain))
-        .service(web::resource("/v1/clients").get(clients).post(clients))
-        .service(
-            web::resource("/v1/request_status")
+            resource("/v1/request_status")
                 .get(request_status)
                 .post(request_status),
         )
         .service(
-            web::resource("/v1/addable_clients")
+            resource("/v1/addable_clients")
                 .get(addable_clients)
                 .post(addable_clients),
         )
-        .service(
-            web::resource("/v1/a2-impact")
-                .get(a2::a2_impact)
-                .post(a2::a2_impact),
-        )
-        .route("/v1/simulate", web::post().to(simulate))
-        .route(decision::DECISION_PATH, web::post().to(decision::decision))
-        .route(decision::AUTHORIZE_PATH, web::post().to(decision::authorize))
-        .route("/v1/admin/reset", web::post().to(post_reset))
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/openapi.json", web::get().to(openapi_json))
-        .route("/docs", web::get().to(docs));
+        .service(resource("/v1/a2-impact").get(a2::a2_impact).post(a2::a2_impact))
+        .service(resource("/v1/simulate").post(simulate))
+        .service(resource(decision::DECISION_PATH).post(decision::decision))
+        .service(resource(decision::AUTHORIZE_PATH).post(decision::authorize))
+        .service(resource("/v1/admin/reset").post(post_reset))
+        .service(resource("/healthz").get(healthz))
+        .service(resource("/readyz").get(readyz))
+        .service(resource("/metrics").get(metrics))
+        .service(resource("/openapi.json").get(openapi_json))
+        .service(resource("/docs").get(docs));
+}
+
+/// The application over `state`: every route, the middleware, and the 404 problem; what
+/// the HTTP server runs, and what tests can call in process
+/// (`actix_web::test::init_service`).
+pub fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .wrap(from_fn(observe))
+        .configure(configure)
+        .default_service(web::to(no_route))
+}
+
+/// The state shared by the workers of one server.
+pub fn app_state(config: &ServerConfig, partitions: Arc<Partitions>) -> web::Data<AppState> {
+    web::Data::new(AppState {
+        partitions,
+        limits: config.limits.clone(),
+        auth: config.auth.clone(),
+        metrics: Metrics::default(),
+        allow_reset: config.allow_reset,
+    })
 }
 
 /// Builds the HTTP server over `state` on `listener`; starts serving when awaited.
@@ -172,19 +256,13 @@ fn http_server(
     workers: Option<usize>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let limits = state.limits.clone();
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .wrap(from_fn(observe))
-            .configure(configure)
-            .default_service(web::to(no_route))
-    })
-    // Slow clients: the headers must arrive within this, and a closing connection gets
-    // this long to finish.
-    .client_request_timeout(limits.request_timeout)
-    .client_disconnect_timeout(std::time::Duration::from_secs(1))
-    .shutdown_timeout(10)
-    .listen(listener)?;
+    let mut server = HttpServer::new(move || app(state.clone()))
+        // Slow clients: the headers must arrive within this, and a closing connection gets
+        // this long to finish.
+        .client_request_timeout(limits.request_timeout)
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
+        .shutdown_timeout(10)
+        .listen(listener)?;
     if let Some(n) = workers {
         server = server.workers(n.max(1));
     }
@@ -196,13 +274,7 @@ fn http_server(
 /// inside an actix system.
 pub async fn serve(config: ServerConfig, store: Arc<Store>, listener: TcpListener) -> std::io::Result<()> {
     let partitions = Arc::new(Partitions::start(config.partitions, store.clone()));
-    let state = web::Data::new(AppState {
-        partitions: partitions.clone(),
-        limits: config.limits.clone(),
-        auth: config.auth.clone(),
-        metrics: Metrics::default(),
-        allow_reset: config.allow_reset,
-    });
+    let state = app_state(&config, partitions.clone());
     let res = http_server(state, listener, config.workers)?.await;
     partitions.stop();
     if let Err(e) = store.close(true) {
@@ -281,13 +353,7 @@ pub fn spawn(
         .spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 let partitions = Arc::new(Partitions::start(config.partitions, s.clone()));
-                let state = web::Data::new(AppState {
-                    partitions: partitions.clone(),
-                    limits: config.limits.clone(),
-                    auth: config.auth.clone(),
-                    metrics: Metrics::default(),
-                    allow_reset: config.allow_reset,
-                });
+                let state = app_state(&config, partitions.clone());
                 let server = match http_server(state, listener, config.workers) {
                     Ok(s) => s,
                     Err(e) => {

@@ -31,6 +31,8 @@ pub enum ProblemCode {
     Unavailable,
     /// The body's media type is not one the route reads (415).
     UnsupportedMediaType,
+    /// The route exists, but not with this method (405).
+    MethodNotAllowed,
 }
 
 impl ProblemCode {
@@ -44,6 +46,7 @@ impl ProblemCode {
             ProblemCode::Timeout => "timeout",
             ProblemCode::Unavailable => "unavailable",
             ProblemCode::UnsupportedMediaType => "unsupported_media_type",
+            ProblemCode::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -55,6 +58,7 @@ impl ProblemCode {
             ProblemCode::InsufficientScope => 403,
             ProblemCode::LimitExceeded => 413,
             ProblemCode::UnsupportedMediaType => 415,
+            ProblemCode::MethodNotAllowed => 405,
             ProblemCode::TokenNotReached | ProblemCode::Timeout | ProblemCode::Unavailable => 503,
         }
     }
@@ -75,6 +79,16 @@ pub struct ProblemDetails {
     /// For `has_dependants`: what blocked the removal.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependants: Vec<String>,
+}
+
+/// The longest `detail` an answer carries, in characters.
+pub const MAX_DETAIL_CHARS: usize = 1000;
+
+fn cut(s: &str) -> String {
+    match s.char_indices().nth(MAX_DETAIL_CHARS) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// A problem: the code, what was wrong, and (for `has_dependants`) what blocked it.
@@ -102,7 +116,8 @@ impl Problem {
         Problem::new(ProblemCode::LimitExceeded, detail)
     }
 
-    /// The wire form.
+    /// The wire form. The detail is cut at [`MAX_DETAIL_CHARS`]: whatever a message
+    /// quotes, an error body stays small.
     pub fn details(&self) -> ProblemDetails {
         let c = self.code.as_str();
         let status = self.code.status();
@@ -115,7 +130,7 @@ impl Problem {
             kind: format!("urn:delegraph:problem:{c}"),
             title,
             status,
-            detail: self.detail.clone(),
+            detail: cut(&self.detail),
             code: c.to_string(),
             dependants: self.dependants.clone(),
         }

@@ -12,7 +12,6 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use super::AppState;
 use super::auth::Scope;
 use super::problem::{Problem, ProblemCode, ProblemDetails};
-use crate::event::Event;
 use crate::query::{self, *};
 
 /// The header every read and write answers with: the token of the state it saw or made.
@@ -114,15 +113,20 @@ pub(super) async fn query_input(
             min_token = Some(token_value(Value::String(v), "query string")?);
         } else if req.method() == Method::GET {
             if fields.insert(k.clone(), Value::String(v)).is_some() {
-                return Err(Problem::invalid(format!("query parameter `{k}` is given twice")));
+                return Err(Problem::invalid(format!(
+                    "query parameter `{}` is given twice",
+                    crate::model::quote(&k)
+                )));
             }
         } else {
             return Err(Problem::invalid(format!(
-                "query parameter `{k}`: a POST takes its fields in the JSON body"
+                "query parameter `{}`: a POST takes its fields in the JSON body",
+                crate::model::quote(&k)
             )));
         }
     }
     if req.method() == Method::POST {
+        super::guard::json_body(req)?;
         let body = state.limits.read_body(req, payload).await?;
         match state.limits.parse_json(&body)? {
             Value::Object(m) => fields = m,
@@ -178,6 +182,21 @@ async fn query_route(
 // Writes
 
 /// Apply a batch of events atomically; durable before the answer.
+///
+/// Who acts in each event decides the scope it needs (one refused event refuses the
+/// batch):
+///
+/// | acts | events | scope |
+/// |---|---|---|
+/// | an end user, named by `by` | `grant`, `revoke`, `remove_connection`, `add_agent`, `remove_agent`, `delegate`, `undelegate`, `access_request`, `add_client`, `remove_client`; `by` required: `approve`, `reject`, `confirm`, `withdraw`, `escalate` | `delegraph:act` as that `by` (the token's `sub`), or `delegraph:write`; without `by` (an import) `delegraph:import` |
+/// | a vendor or consumer organisation | `system`, `system_user_request`, `change_request` | `delegraph:write` |
+/// | a register or the administration | `party`, `register_role`, `unregister_role`, `a2_role`, `remove_a2_role`, `died`, `retire_a2_roles`, `clock`, `resource`, `policy`, `instance`, `access_list` | `delegraph:import` |
+///
+/// An end-user token (`delegraph:act`) acts only as its `sub`: `by` is filled from it
+/// when absent and refused (403 `not_authorized`) when it differs. `delegraph:admin`
+/// includes every scope; `delegraph:write` includes `delegraph:act` for any party. The
+/// body is `application/json` (else 415), with no key twice in an object; a browser's
+/// cross-site request is refused (403).
 #[utoipa::path(
     post,
     path = "/v1/events",
@@ -188,14 +207,25 @@ async fn query_route(
         (status = "4XX", description = "refused: nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 503, description = "the journal failed: nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
     ),
-    security(("bearer" = ["delegraph:write"]))
+    security(("bearer" = ["delegraph:act"]), ("bearer" = ["delegraph:write"]), ("bearer" = ["delegraph:import"]))
 )]
 pub async fn post_events(
     req: HttpRequest,
     payload: Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
-    state.auth.require(&req, Scope::Write)?;
+    let caller = state.auth.caller(&req)?;
+    if ![Scope::Act, Scope::Write, Scope::Import]
+        .iter()
+        .any(|s| caller.has(*s))
+    {
+        return Err(Problem::new(
+            ProblemCode::InsufficientScope,
+            "sending events needs scope `delegraph:act`, `delegraph:write` or `delegraph:import`",
+        ));
+    }
+    super::guard::same_origin(&req)?;
+    super::guard::json_body(&req)?;
     let body = state.limits.read_body(&req, payload).await?;
     let Value::Array(items) = state.limits.parse_json(&body)? else {
         return Err(Problem::invalid(
@@ -212,15 +242,7 @@ pub async fn post_events(
             state.limits.max_batch_events
         )));
     }
-    let mut events = Vec::with_capacity(items.len());
-    for (i, v) in items.into_iter().enumerate() {
-        let ev = Event::from_json(v).map_err(|e| {
-            let mut p = Problem::from(e);
-            p.detail = format!("event {i}: {}", p.detail);
-            p
-        })?;
-        events.push(ev);
-    }
+    let events = super::actor::decode_batch(&caller, items)?;
     let committed = state.partitions.submit(events).await?;
     let changes = Changes::from(&committed.outcome);
     let answer = EventsAnswer {
@@ -245,6 +267,7 @@ pub async fn post_events(
 )]
 pub async fn post_reset(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     state.auth.require(&req, Scope::Admin)?;
+    super::guard::same_origin(&req)?;
     if !state.allow_reset {
         return Err(Problem::new(
             ProblemCode::Spec(crate::model::ErrorCode::NotAuthorized),
@@ -372,6 +395,7 @@ pub async fn check_batch(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     state.auth.require(&req, Scope::Read)?;
+    super::guard::json_body(&req)?;
     let body = state.limits.read_body(&req, payload).await?;
     let v = state.limits.parse_json(&body)?;
     let n = v.get("checks").and_then(Value::as_array).map_or(0, Vec::len);
@@ -381,6 +405,7 @@ pub async fn check_batch(
             state.limits.max_batch_checks
         )));
     }
+    crate::model::check_strings(&v, &[])?;
     let batch: CheckBatch =
         serde_json::from_value(v).map_err(|e| Problem::invalid(format!("`check/batch`: {e}")))?;
     let store = state.partitions.store();
@@ -513,7 +538,7 @@ impl Modify for BearerScheme {
 #[openapi(
     info(
         title = "delegraph",
-        description = "An in-memory rights resolver for Altinn-style authorization. Field names are those of the scenario format; errors are RFC 9457 problem+json with the error code in `code`. Every read accepts `min_token` and answers with the `Delegraph-Token` header."
+        description = "An in-memory rights resolver for Altinn-style authorization. Field names are those of the scenario format; errors are RFC 9457 problem+json with the error code in `code`. Every read accepts `min_token` and answers with the `Delegraph-Token` header. Scopes: `delegraph:read` (queries), `delegraph:act` (an end user acting as the token's `sub`), `delegraph:write` (a backend: any `by`, vendor events; includes act and read), `delegraph:import` (registers and administration: events with nobody acting), `delegraph:admin` (all). Bodies are `application/json` with no duplicate keys; ids are at most 256 bytes without control or bidirectional-override characters."
     ),
     paths(
         post_events, check_doc, check_batch, authorized_parties_doc, rights_doc, holders_doc,

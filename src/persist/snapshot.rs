@@ -1155,6 +1155,20 @@ impl Loader {
         if self.saw_world {
             return Err(bad(self.index, "record after the world record".into()));
         }
+        // The id rule of every entry (length, characters) holds for the ids a snapshot
+        // introduces; the records that refer to them are checked by lookup.
+        let new_id = match &rec {
+            Record::Party(p) => Some(("party id", p.id.as_str())),
+            Record::Resource(r) => Some(("resource id", r.id.as_str())),
+            Record::System(s) => Some(("system id", s.id.as_str())),
+            Record::Request(r) => Some(("request id", r.id.as_str())),
+            Record::Instance(i) => Some(("instance id", i.id.as_str())),
+            Record::AccessList(l) => Some(("access list id", l.id.as_str())),
+            _ => None,
+        };
+        if let Some((what, id)) = new_id {
+            crate::model::check_id(what, id).map_err(|e| bad(self.index, e.message))?;
+        }
         match rec {
             Record::Party(p) => {
                 self.no_edges_yet("party")?;

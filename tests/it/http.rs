@@ -20,7 +20,7 @@ use delegraph::scenario::{self, Backend};
 use delegraph::world::World;
 use serde_json::{Value, json};
 
-const SECRET: &[u8] = b"a test secret that is long enough";
+pub(crate) const SECRET: &[u8] = b"a test secret that is long enough";
 
 pub(crate) fn start(partitions: usize, auth: Auth) -> (RunningServer, Arc<MemoryJournal>) {
     let journal = Arc::new(MemoryJournal::new());
@@ -395,15 +395,20 @@ fn bad_token_gets_401() {
 }
 
 #[test]
-fn read_only_token_cannot_write_and_write_token_can() {
+fn read_only_token_cannot_write_and_a_register_feed_can() {
     let (server, journal) = start(1, jwt_auth());
     let read = token("delegraph:read");
     let r = post_json(&server, "/v1/events", &kari_and_bergen(), Some(&read));
     assert_problem(&r, 403, "insufficient_scope");
     assert_eq!(journal.appended_events(), 0);
-
+    // Register events have nobody acting: a backend's scope is not enough.
     let write = token("delegraph:write");
     let r = post_json(&server, "/v1/events", &kari_and_bergen(), Some(&write));
+    assert_problem(&r, 403, "insufficient_scope");
+    assert_eq!(journal.appended_events(), 0);
+
+    let import = token("delegraph:import");
+    let r = post_json(&server, "/v1/events", &kari_and_bergen(), Some(&import));
     assert_eq!(r.status, 200, "{}", r.text);
     let t = r.body["token"].as_u64().expect("a token");
 

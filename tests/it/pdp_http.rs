@@ -456,7 +456,7 @@ fn a_body_the_server_will_not_read_is_refused_with_a_problem() {
 
 #[test]
 fn decisions_need_a_token_with_the_read_scope() {
-    let writer = token("delegraph:write");
+    let writer = token("delegraph:import");
     let server = seeded(jwt_auth(), Some(writer.as_str()));
     let body = json_request("1003", "read").to_string();
     for path in [DECISION, AUTHORIZE] {

@@ -1,0 +1,196 @@
+//! Who acts in each event, and which scope sending it needs: the one table of the API's
+//! actor binding (README "Authentication", and the OpenAPI description of
+//! `POST /v1/events`).
+//!
+//! | acts | events | scope |
+//! |---|---|---|
+//! | an end user, named by `by` | `grant`, `revoke`, `remove_connection`, `add_agent`, `remove_agent`, `delegate`, `undelegate`, `access_request`, `add_client`, `remove_client`, and (`by` required) `approve`, `reject`, `confirm`, `withdraw`, `escalate` | `delegraph:act` as `by` itself, `delegraph:write` for any `by`; without `by` (an administrative import) `delegraph:import` |
+//! | a vendor or consumer organisation | `system`, `system_user_request`, `change_request` | `delegraph:write` |
+//! | a register or the administration | `party`, `register_role`, `unregister_role`, `a2_role`, `remove_a2_role`, `died`, `retire_a2_roles`, `clock`, `resource`, `policy`, `instance`, `access_list` | `delegraph:import` |
+//!
+//! An end-user token (`delegraph:act`, its `sub` a party id) acts only as that party:
+//! an event of the first row without `by` gets `by` = `sub`, one with another `by` is
+//! refused (`not_authorized`), and the other rows need scopes it does not have
+//! (`insufficient_scope`). `delegraph:admin` includes every scope. A refused event
+//! refuses its whole batch: nothing changes.
+
+use serde_json::Value;
+
+use super::auth::{Caller, Scope};
+use super::problem::{Problem, ProblemCode};
+use crate::event::Event;
+use crate::model::{ErrorCode, quote};
+
+/// Who acts in one event, with access to the field that names them.
+#[derive(Debug)]
+pub enum Acting<'a> {
+    /// An end user named by an optional `by`; without it, an administrative import.
+    Person(&'a mut Option<String>),
+    /// An end user named by a `by` the event requires.
+    PersonRequired(&'a mut String),
+    /// A vendor or consumer organisation (a backend's event).
+    Organisation,
+    /// A register or the administration: nobody acting in person.
+    Register,
+}
+
+/// The table: who acts in `ev`. Exhaustive, so a new event kind must be placed here.
+pub fn acting(ev: &mut Event) -> Acting<'_> {
+    match ev {
+        Event::Grant(e) | Event::Revoke(e) => Acting::Person(&mut e.by),
+        Event::RemoveConnection(e) => Acting::Person(&mut e.by),
+        Event::AddAgent(e) | Event::RemoveAgent(e) => Acting::Person(&mut e.by),
+        Event::Delegate(e) | Event::Undelegate(e) => Acting::Person(&mut e.by),
+        Event::AccessRequest(e) => Acting::Person(&mut e.by),
+        Event::AddClient(e) | Event::RemoveClient(e) => Acting::Person(&mut e.by),
+        Event::Approve(e)
+        | Event::Reject(e)
+        | Event::Confirm(e)
+        | Event::Withdraw(e)
+        | Event::Escalate(e) => Acting::PersonRequired(&mut e.by),
+        Event::System(_) | Event::SystemUserRequest(_) | Event::ChangeRequest(_) => Acting::Organisation,
+        Event::Party(_)
+        | Event::RegisterRole(_)
+        | Event::UnregisterRole(_)
+        | Event::A2Role(_)
+        | Event::RemoveA2Role(_)
+        | Event::Died(_)
+        | Event::RetireA2Roles(_)
+        | Event::Clock(_)
+        | Event::Resource(_)
+        | Event::Policy(_)
+        | Event::Instance(_)
+        | Event::AccessList(_) => Acting::Register,
+    }
+}
+
+/// The scope sending `ev` needs by the table: `act` for an event that names a `by`
+/// (an end-user token only as that very party), `write` for an organisation's,
+/// `import` for one with nobody acting.
+pub fn scope_needed(ev: &mut Event) -> Scope {
+    match acting(ev) {
+        Acting::Person(Some(_)) | Acting::PersonRequired(_) => Scope::Act,
+        Acting::Organisation => Scope::Write,
+        Acting::Person(None) | Acting::Register => Scope::Import,
+    }
+}
+
+/// Binds one event to its caller: fills `by` from an end-user token's `sub` and refuses
+/// what the caller may not send. `write` and `admin` may name any `by`.
+pub fn bind(caller: &Caller, ev: &mut Event) -> Result<(), Problem> {
+    let name = ev.name();
+    let any_by = caller.has(Scope::Write);
+    let as_sub = caller.has(Scope::Act).then_some(caller.sub.as_deref()).flatten();
+    let refuse_scope = |need: Scope| {
+        Problem::new(
+            ProblemCode::InsufficientScope,
+            format!("`{name}` needs scope `{}`", need.as_str()),
+        )
+    };
+    let other = |by: &str, sub: &str| {
+        Problem::new(
+            ProblemCode::Spec(ErrorCode::NotAuthorized),
+            format!(
+                "`{name}` names `by` `{}`, but this token acts only as `{}` (its `sub`)",
+                quote(by),
+                quote(sub)
+            ),
+        )
+    };
+    let no_sub = || {
+        Problem::new(
+            ProblemCode::Spec(ErrorCode::NotAuthorized),
+            format!(
+                "`{name}`: a `delegraph:act` token acts as the party in its `sub` claim, and this one has none"
+            ),
+        )
+    };
+    match acting(ev) {
+        Acting::Person(by) => match by {
+            Some(_) if any_by => Ok(()),
+            Some(b) => match as_sub {
+                Some(s) if s == b.as_str() => Ok(()),
+                Some(s) => Err(other(b, s)),
+                None if caller.has(Scope::Act) => Err(no_sub()),
+                None => Err(refuse_scope(Scope::Act)),
+            },
+            None if caller.has(Scope::Import) => Ok(()),
+            None => match as_sub {
+                // An end user's event without `by` acts as the token's party.
+                Some(s) if !any_by => {
+                    // The id rule holds for what the token brings as for the body.
+                    crate::model::check_id("the token's `sub`", s)?;
+                    *by = Some(s.to_string());
+                    Ok(())
+                }
+                _ if caller.has(Scope::Act) && !any_by => Err(no_sub()),
+                _ => Err(refuse_scope(Scope::Import)),
+            },
+        },
+        Acting::PersonRequired(b) => {
+            if any_by {
+                return Ok(());
+            }
+            match as_sub {
+                Some(s) if s == b.as_str() => Ok(()),
+                Some(s) => Err(other(b, s)),
+                None if caller.has(Scope::Act) => Err(no_sub()),
+                None => Err(refuse_scope(Scope::Act)),
+            }
+        }
+        Acting::Organisation => caller
+            .require(Scope::Write)
+            .map_err(|_| refuse_scope(Scope::Write)),
+        Acting::Register => caller
+            .require(Scope::Import)
+            .map_err(|_| refuse_scope(Scope::Import)),
+    }
+}
+
+/// Decodes one event of a batch for `caller`: an end-user token's event that requires
+/// `by` and leaves it out gets the token's `sub` before decoding; then [`bind`].
+pub fn decode(caller: &Caller, v: Value) -> Result<Event, Problem> {
+    let filled = match (&v, caller.has(Scope::Write), caller.sub.as_deref()) {
+        (Value::Object(m), false, Some(sub)) if caller.has(Scope::Act) && m.len() == 1 => {
+            m.iter().next().and_then(|(k, body)| match body {
+                Value::Object(f) if !f.contains_key("by") => {
+                    let mut f = f.clone();
+                    f.insert("by".into(), Value::String(sub.to_string()));
+                    let mut one = serde_json::Map::new();
+                    one.insert(k.clone(), Value::Object(f));
+                    Some(Value::Object(one))
+                }
+                _ => None,
+            })
+        }
+        _ => None,
+    };
+    // Only an event whose `by` is required is decoded with the filled-in `by`: every
+    // other one is decoded as sent, and `bind` fills an optional `by` itself.
+    let mut ev = match filled.map(Event::from_json) {
+        Some(Ok(mut ev)) => {
+            if matches!(acting(&mut ev), Acting::PersonRequired(_)) {
+                ev
+            } else {
+                Event::from_json(v)?
+            }
+        }
+        _ => Event::from_json(v)?,
+    };
+    bind(caller, &mut ev)?;
+    Ok(ev)
+}
+
+/// Decodes a whole batch for `caller`; the first refused event refuses it, its index in
+/// the message.
+pub fn decode_batch(caller: &Caller, items: Vec<Value>) -> Result<Vec<Event>, Problem> {
+    let mut events = Vec::with_capacity(items.len());
+    for (i, v) in items.into_iter().enumerate() {
+        let ev = decode(caller, v).map_err(|mut p| {
+            p.detail = format!("event {i}: {}", p.detail);
+            p
+        })?;
+        events.push(ev);
+    }
+    Ok(events)
+}

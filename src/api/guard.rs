@@ -1,0 +1,84 @@
+//! Checks on a request before its body is read: the media type of a body, and that a
+//! state-changing request does not come from another site's page in a browser.
+//!
+//! A web page may send a "simple" cross-site POST (`text/plain`, no preflight) to
+//! `localhost`; with `--dev-no-auth` that would be enough to write. So every route with
+//! a JSON body takes `application/json` only (415 otherwise; a browser must ask first
+//! for that media type, and this server answers no CORS preflight), and the routes that
+//! change the world refuse a request whose `Sec-Fetch-Site` or `Origin` shows another
+//! site (403 `not_authorized`), whatever the authentication mode.
+
+use actix_web::HttpRequest;
+use actix_web::http::header::{CONTENT_TYPE, HOST, ORIGIN};
+
+use super::problem::{Problem, ProblemCode};
+use crate::model::{ErrorCode, quote};
+
+/// The media type of the body, lower case, without parameters (empty when absent).
+pub fn media_type(req: &HttpRequest) -> String {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Refuses a body that is not `application/json` (415).
+pub fn json_body(req: &HttpRequest) -> Result<(), Problem> {
+    let media = media_type(req);
+    if media == "application/json" {
+        return Ok(());
+    }
+    let got = if media.is_empty() {
+        "no Content-Type".to_string()
+    } else {
+        format!("`{}`", quote(&media))
+    };
+    Err(Problem::new(
+        ProblemCode::UnsupportedMediaType,
+        format!("the body must be `application/json`, got {got}"),
+    ))
+}
+
+/// Refuses a request a browser sent from another site's page: `Sec-Fetch-Site` other
+/// than `same-origin` or `none`, or an `Origin` whose host is not the one asked.
+/// Clients that are not browsers send neither header and pass.
+pub fn same_origin(req: &HttpRequest) -> Result<(), Problem> {
+    let refuse = |why: String| {
+        Problem::new(
+            ProblemCode::Spec(ErrorCode::NotAuthorized),
+            format!("a cross-site request from a browser may not change the world: {why}"),
+        )
+    };
+    if let Some(site) = req.headers().get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or_default().trim().to_ascii_lowercase();
+        if site != "same-origin" && site != "none" {
+            return Err(refuse(format!("`Sec-Fetch-Site: {}`", quote(&site))));
+        }
+    }
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default().trim();
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .trim();
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .map(|h| h.trim_end_matches('/'));
+        if host.is_empty() || origin_host.is_none_or(|h| !h.eq_ignore_ascii_case(host)) {
+            return Err(refuse(format!(
+                "`Origin: {}` is not this server (`{}`)",
+                quote(origin),
+                quote(host)
+            )));
+        }
+    }
+    Ok(())
+}

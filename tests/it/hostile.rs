@@ -1,0 +1,1227 @@
+//! Hostile callers (issue 14): who may act as whom, and input that cannot hurt.
+//!
+//! Each case of the issue is a test over a real server on loopback; then, in process
+//! (`actix_web::test` over the very app the server runs, for speed), a property test of
+//! the actor binding and a random-input run over every route: never a 500, never a
+//! panic, never a change to the world from a refused request, never an answer over the
+//! size bound, and 503 only with one of its documented codes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::test::{TestRequest, init_service, read_body, try_call_service};
+use delegraph::api::auth::{Auth, JwtAuth};
+use delegraph::api::limits::Limits;
+use delegraph::api::{ServerConfig, app, app_state};
+use delegraph::event::Event;
+use delegraph::partition::journal::MemoryJournal;
+use delegraph::partition::{Partitions, Store};
+use delegraph::persist::snapshot;
+use delegraph::world::World;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{Value, json};
+
+use crate::http::{SECRET, assert_problem, post_json, request, start, token};
+
+// ----------------------------------------------------------------------------------
+// A small world and tokens
+
+/// bergen and oslo (AS), led by kari and ola; per holds nothing.
+fn seed_events() -> Value {
+    json!([
+        {"party": {"id": "bergen", "kind": "organisation", "unit_type": "AS"}},
+        {"party": {"id": "oslo", "kind": "organisation", "unit_type": "AS"}},
+        {"party": {"id": "kari", "kind": "person"}},
+        {"party": {"id": "ola", "kind": "person"}},
+        {"party": {"id": "per", "kind": "person"}},
+        {"register_role": {"from": "bergen", "to": "kari", "role": "daglig-leder"}},
+        {"register_role": {"from": "oslo", "to": "ola", "role": "daglig-leder"}}
+    ])
+}
+
+fn seed_world() -> World {
+    let mut w = World::new();
+    let evs: Vec<Event> = seed_events()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| Event::from_json(v.clone()).unwrap())
+        .collect();
+    delegraph::mutate::apply_batch(&mut w, &evs).unwrap();
+    w
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A token with exactly these claims (signed with the test secret).
+fn mint(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+/// An end user's token: scope `delegraph:act`, acting as `sub`.
+fn end_user(sub: &str) -> String {
+    mint(json!({"sub": sub, "scope": "delegraph:act", "exp": now() + 3600}))
+}
+
+fn jwt(leeway: u64) -> Auth {
+    Auth::Jwt(Box::new(JwtAuth::hs256(SECRET).unwrap().leeway(leeway)))
+}
+
+/// A server with the small world (seeded with an import token), its journal, and the
+/// token after seeding.
+fn seeded(auth: Auth) -> (delegraph::api::RunningServer, Arc<MemoryJournal>, u64) {
+    let (server, journal) = start(1, auth);
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &seed_events(),
+        Some(&token("delegraph:import")),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let t = server.store.visible();
+    (server, journal, t)
+}
+
+fn has_grant(server: &delegraph::api::RunningServer, from: &str, to: &str) -> bool {
+    let r = post_json(
+        server,
+        "/v1/check",
+        &json!({"subject": to, "party": from, "package": "skattegrunnlag"}),
+        Some(&token("delegraph:read")),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["allowed"] == true
+}
+
+// ----------------------------------------------------------------------------------
+// The actor is not whatever the body says
+
+#[test]
+fn a_duplicated_by_is_refused_naming_the_key_and_changes_nothing() {
+    let (server, journal, t) = seeded(jwt(5));
+    let body = br#"[{"grant": {"from": "bergen", "to": "per", "package": "skattegrunnlag", "by": "person-999", "by": null}}]"#;
+    let r = request(
+        &server,
+        "POST",
+        "/v1/events",
+        Some("application/json"),
+        Some(body.to_vec()),
+        Some(&token("delegraph:admin")),
+    );
+    assert_problem(&r, 400, "invalid_input");
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("`by` appears twice"),
+        "{}",
+        r.text
+    );
+    assert_eq!(server.store.visible(), t);
+    assert_eq!(journal.appended_events(), 7);
+    // Duplicates are refused in every JSON body, queries included.
+    let r = request(
+        &server,
+        "POST",
+        "/v1/check",
+        Some("application/json"),
+        Some(br#"{"subject": "kari", "subject": "per", "party": "bergen", "package": "lonn"}"#.to_vec()),
+        Some(&token("delegraph:read")),
+    );
+    assert_problem(&r, 400, "invalid_input");
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("`subject`"),
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn an_end_user_token_acts_as_its_sub_only() {
+    let (server, journal, t) = seeded(jwt(5));
+    let grant = |to: &str, by: Option<&str>| {
+        let mut g = json!({"from": "bergen", "to": to, "package": "skattegrunnlag"});
+        if let Some(b) = by {
+            g["by"] = json!(b);
+        }
+        json!([{ "grant": g }])
+    };
+    // Another party in `by`: refused, nothing changes.
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &grant("per", Some("kari")),
+        Some(&end_user("ola")),
+    );
+    assert_problem(&r, 403, "not_authorized");
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("acts only as `ola`"),
+        "{}",
+        r.text
+    );
+    // No `by`: the token's party acts, and ola may not grant for bergen. Without the
+    // binding this would have been an administrative import and succeeded.
+    let r = post_json(&server, "/v1/events", &grant("per", None), Some(&end_user("ola")));
+    assert_problem(&r, 403, "not_authorized");
+    assert_eq!(server.store.visible(), t);
+    assert_eq!(journal.appended_events(), 7);
+    assert!(!has_grant(&server, "bergen", "per"));
+    // Register and vendor events are not an end user's.
+    for ev in [
+        json!({"party": {"id": "eve", "kind": "person"}}),
+        json!({"register_role": {"from": "bergen", "to": "per", "role": "daglig-leder"}}),
+        json!({"died": {"person": "kari"}}),
+        json!({"clock": {"now": "2030-01-01T00:00:00Z"}}),
+        json!({"system": {"id": "s", "vendor": "oslo"}}),
+    ] {
+        let r = post_json(&server, "/v1/events", &json!([ev]), Some(&end_user("kari")));
+        assert_problem(&r, 403, "insufficient_scope");
+    }
+    assert_eq!(server.store.visible(), t);
+    // kari leads bergen: with `by` left out it is filled from `sub`, and with `by`
+    // equal to `sub` it goes through too.
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &grant("per", None),
+        Some(&end_user("kari")),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(has_grant(&server, "bergen", "per"));
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &grant("ola", Some("kari")),
+        Some(&end_user("kari")),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A `by`-required event without `by` gets the token's party too (and is then
+    // refused by the engine for the unknown request, not for a missing field).
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"approve": {"request": "nope"}}]),
+        Some(&end_user("kari")),
+    );
+    assert_ne!(r.body["code"], "invalid_input", "{}", r.text);
+}
+
+#[test]
+fn each_role_sends_what_the_table_gives_it() {
+    let (server, journal, t) = seeded(jwt(5));
+    let backend = token("delegraph:write");
+    let feed = token("delegraph:import");
+    // A backend names any `by`, and cannot send an import (no `by`) or a register event.
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"grant": {"from": "bergen", "to": "per", "package": "skattegrunnlag"}}]),
+        Some(&backend),
+    );
+    assert_problem(&r, 403, "insufficient_scope");
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("delegraph:import"),
+        "{}",
+        r.text
+    );
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"died": {"person": "per"}}]),
+        Some(&backend),
+    );
+    assert_problem(&r, 403, "insufficient_scope");
+    assert_eq!((server.store.visible(), journal.appended_events()), (t, 7));
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"grant": {"from": "bergen", "to": "per", "package": "skattegrunnlag", "by": "kari"}}]),
+        Some(&backend),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A register feed sends imports, but no event with a person acting.
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"grant": {"from": "oslo", "to": "per", "package": "lonn", "by": "ola"}}]),
+        Some(&feed),
+    );
+    assert_problem(&r, 403, "insufficient_scope");
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"grant": {"from": "oslo", "to": "per", "package": "lonn"}}]),
+        Some(&feed),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    // One refused event refuses the whole batch.
+    let before = server.store.visible();
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([
+            {"grant": {"from": "bergen", "to": "ola", "package": "lonn", "by": "kari"}},
+            {"party": {"id": "eve", "kind": "person"}}
+        ]),
+        Some(&end_user("kari")),
+    );
+    assert_problem(&r, 403, "insufficient_scope");
+    assert_eq!(server.store.visible(), before);
+    // Admin has every scope.
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"party": {"id": "eve", "kind": "person"}}, {"grant": {"from": "bergen", "to": "eve", "package": "lonn", "by": "kari"}}]),
+        Some(&token("delegraph:admin")),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    // An end user's token is no read token.
+    let r = post_json(
+        &server,
+        "/v1/check",
+        &json!({"subject": "kari", "party": "bergen", "package": "lonn"}),
+        Some(&end_user("kari")),
+    );
+    assert_problem(&r, 403, "insufficient_scope");
+}
+
+// ----------------------------------------------------------------------------------
+// Tokens
+
+#[test]
+fn token_times_are_honoured_with_the_configured_leeway_in_our_words() {
+    let (server, journal, t) = seeded(jwt(5));
+    let write = |claims: Value| {
+        post_json(
+            &server,
+            "/v1/events",
+            &json!([{"party": {"id": "eve", "kind": "person"}}]),
+            Some(&mint(claims)),
+        )
+    };
+    let scope = "delegraph:import";
+    let cases = [
+        (
+            json!({"scope": scope, "exp": now() + 3600, "nbf": now() + 3000}),
+            "not valid yet",
+        ),
+        (
+            json!({"scope": scope, "exp": now() + 3600, "iat": now() + 3000}),
+            "issued in the future",
+        ),
+        (json!({"scope": scope, "exp": now() - 60}), "has expired"),
+        (json!({"scope": scope}), "has no expiry"),
+    ];
+    for (claims, why) in cases {
+        let r = write(claims);
+        assert_problem(&r, 401, "unauthenticated");
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(detail.contains(why), "{detail}");
+        assert!(detail.starts_with("the bearer token "), "{detail}");
+    }
+    let forged = mint(json!({"scope": scope, "exp": now() + 60}))
+        .rsplit_once('.')
+        .map(|(h, _)| format!("{h}.AAAA"))
+        .unwrap();
+    let r = post_json(&server, "/v1/events", &seed_events(), Some(&forged));
+    assert_problem(&r, 401, "unauthenticated");
+    assert_eq!(
+        r.body["detail"],
+        "the bearer token has a signature that does not verify"
+    );
+    assert_eq!((server.store.visible(), journal.appended_events()), (t, 7));
+    // Within the leeway: a token that expired a second ago, or that becomes valid in a
+    // second, is still taken.
+    let r = write(json!({"scope": scope, "exp": now() - 1, "nbf": now() + 1, "iat": now() + 1}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Without leeway the same expiry is refused.
+    let (strict, _, _) = seeded(jwt(0));
+    let r = post_json(
+        &strict,
+        "/v1/events",
+        &json!([{"party": {"id": "eve", "kind": "person"}}]),
+        Some(&mint(json!({"scope": scope, "exp": now() - 2}))),
+    );
+    assert_problem(&r, 401, "unauthenticated");
+}
+
+// ----------------------------------------------------------------------------------
+// Ids
+
+#[test]
+fn ids_have_a_length_limit_and_a_character_rule_and_errors_quote_a_prefix() {
+    let (server, journal, t) = seeded(Auth::Disabled);
+    let huge = "x".repeat(3 * 1024 * 1024);
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"party": {"id": huge, "kind": "person"}}]),
+        None,
+    );
+    assert_problem(&r, 400, "invalid_input");
+    assert!(
+        r.text.len() < 2000,
+        "the answer quotes a prefix only: {} bytes",
+        r.text.len()
+    );
+    for bad in ["a\u{0}b", "a\u{1b}[2Jb", "a\nb", "a\u{202e}b", "a\u{7f}"] {
+        let r = post_json(
+            &server,
+            "/v1/events",
+            &json!([{"party": {"id": bad, "kind": "person"}}]),
+            None,
+        );
+        assert_problem(&r, 400, "invalid_input");
+        assert!(
+            !r.body["detail"].as_str().unwrap().chars().any(char::is_control),
+            "{}",
+            r.text
+        );
+        // Queries too.
+        let r = post_json(
+            &server,
+            "/v1/authorized_parties",
+            &json!({ "subject": bad }),
+            None,
+        );
+        assert_problem(&r, 400, "invalid_input");
+    }
+    assert_eq!((server.store.visible(), journal.appended_events()), (t, 7));
+    // 256 bytes is the limit.
+    let at = "y".repeat(256);
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"party": {"id": at, "kind": "person"}}]),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let over = "y".repeat(257);
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"party": {"id": over, "kind": "person"}}]),
+        None,
+    );
+    assert_problem(&r, 400, "invalid_input");
+}
+
+#[test]
+fn the_id_rule_holds_for_imports_scenario_files_and_snapshots_and_the_cli_escapes() {
+    // The JSON Lines import.
+    let line = json!({"party": {"id": "a\u{1b}c", "kind": "person"}}).to_string();
+    let e = delegraph::persist::import::parse_line(&line).unwrap_err();
+    assert_eq!(e.code, delegraph::model::ErrorCode::InvalidInput);
+    // A scenario file: the step fails, and what the runner prints is escaped (a crafted
+    // id once cleared the terminal and printed a forged summary).
+    let text = "steps:\n  - party: {id: \"x\\e[2J\\r0 passed, 0 failed\\u202e\", kind: person}\n";
+    let report = delegraph::scenario::run_str("crafted.yaml", text);
+    assert_eq!(report.failed, 1);
+    let printed = report.failures[0].to_string();
+    assert!(
+        !printed.chars().any(|c| c.is_control() || c == '\u{202e}'),
+        "{printed:?}"
+    );
+    assert!(printed.contains("\\u{1b}"), "{printed}");
+    // A snapshot holding an id over the limit does not load.
+    let mut w = World::new();
+    let long = "z".repeat(300);
+    let ev = Event::from_json(json!({"party": {"id": "ok", "kind": "person"}})).unwrap();
+    delegraph::mutate::apply_batch(&mut w, &[ev]).unwrap();
+    let good = snapshot::encode(&w, 0).unwrap();
+    assert!(snapshot::decode(&good).is_ok());
+    let bytes = snapshot::encode(&World::new(), 0).unwrap();
+    assert!(snapshot::decode(&bytes).is_ok());
+    let mut bad_world = World::new();
+    bad_world.graph.add_party(delegraph::graph::Party::new(
+        &long,
+        delegraph::model::PartyKind::Person,
+    ));
+    let bad = snapshot::encode(&bad_world, 0).unwrap();
+    let err = match snapshot::decode(&bad) {
+        Ok(_) => panic!("a snapshot with a 300-byte id loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("more than the limit of 256"), "{err}");
+}
+
+// ----------------------------------------------------------------------------------
+// Cross-site writes and media types
+
+#[test]
+fn cross_site_writes_are_refused_even_without_authentication() {
+    let (server, journal, t) = seeded(Auth::Disabled);
+    let body = json!([{"party": {"id": "eve", "kind": "person"}}])
+        .to_string()
+        .into_bytes();
+    // A page's "simple" POST: text/plain.
+    let r = request(
+        &server,
+        "POST",
+        "/v1/events",
+        Some("text/plain"),
+        Some(body.clone()),
+        None,
+    );
+    assert_problem(&r, 415, "unsupported_media_type");
+    let r = request(&server, "POST", "/v1/events", None, Some(body.clone()), None);
+    assert_problem(&r, 415, "unsupported_media_type");
+    // Every JSON route takes JSON only.
+    for path in ["/v1/check", "/v1/check/batch", "/v1/simulate", "/v1/a2-impact"] {
+        let r = request(
+            &server,
+            "POST",
+            path,
+            Some("text/plain"),
+            Some(b"{}".to_vec()),
+            None,
+        );
+        assert_problem(&r, 415, "unsupported_media_type");
+    }
+    // A browser that says where the request comes from.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}/v1/events", server.url());
+    for (header, value) in [
+        ("Origin", "http://evil.example".to_string()),
+        ("Origin", "null".to_string()),
+        ("Sec-Fetch-Site", "cross-site".to_string()),
+        ("Sec-Fetch-Site", "same-site".to_string()),
+    ] {
+        let mut res = agent
+            .post(&url)
+            .content_type("application/json")
+            .header(header, &value)
+            .send(body.clone())
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 403, "{header}: {value}");
+        let v: Value = serde_json::from_str(&res.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(v["code"], "not_authorized");
+    }
+    let mut res = agent
+        .post(format!("{}/v1/admin/reset", server.url()))
+        .header("Sec-Fetch-Site", "cross-site")
+        .send_empty()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 403);
+    let _ = res.body_mut().read_to_string();
+    assert_eq!((server.store.visible(), journal.appended_events()), (t, 7));
+    // The same origin passes.
+    let res = agent
+        .post(&url)
+        .content_type("application/json")
+        .header("Origin", server.url())
+        .header("Sec-Fetch-Site", "same-origin")
+        .send(body)
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+}
+
+// ----------------------------------------------------------------------------------
+// Every error is problem+json
+
+#[test]
+fn wrong_methods_unknown_routes_long_queries_and_timeouts_are_problems() {
+    let (server, _, _) = seeded(Auth::Disabled);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let call = |method: &str, path: &str| {
+        let url = format!("{}{}", server.url(), path);
+        let req = actix_web::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = ureq::http::Request::builder()
+            .method(req.as_str())
+            .uri(&url)
+            .body(())
+            .unwrap();
+        let mut res = agent.run(r).unwrap();
+        let status = res.status().as_u16();
+        let ct = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let text = res.body_mut().read_to_string().unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, ct, v)
+    };
+    for (method, path) in [
+        ("PUT", "/v1/events"),
+        ("GET", "/v1/events"),
+        ("DELETE", "/v1/check"),
+        ("PATCH", "/v1/admin/reset"),
+        ("GET", "/v1/simulate"),
+        ("POST", "/healthz"),
+    ] {
+        let (status, ct, v) = call(method, path);
+        assert_eq!(status, 405, "{method} {path}");
+        assert!(
+            ct.starts_with("application/problem+json"),
+            "{method} {path}: {ct}"
+        );
+        assert_eq!(v["code"], "method_not_allowed");
+    }
+    let (status, ct, v) = call("GET", "/v1/nope");
+    assert_eq!((status, v["code"].as_str()), (404, Some("not_found")));
+    assert!(ct.starts_with("application/problem+json"));
+    // A long query string (within what the HTTP layer passes on) is our problem.
+    let long = format!("/v1/check?subject={}", "a".repeat(40 * 1024));
+    let (status, ct, v) = call("GET", &long);
+    assert_eq!((status, v["code"].as_str()), (413, Some("limit_exceeded")));
+    assert!(ct.starts_with("application/problem+json"));
+    // Past what the HTTP layer reads (a URI over 64 KiB) actix-web answers by itself,
+    // before any code of ours (README, "API in brief"); the server keeps serving.
+    // (Sent by hand: HTTP client libraries refuse to build such a request.)
+    let status = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(server.addr).unwrap();
+        let line = format!(
+            "GET /v1/check?subject={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "a".repeat(100 * 1024)
+        );
+        let _ = c.write_all(line.as_bytes());
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        answer.get(9..12).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0)
+    };
+    assert_eq!(status, 400);
+    let (status, _, _) = call("GET", "/healthz");
+    assert_eq!(status, 200);
+    // The OpenAPI document names the scopes of the events route.
+    let (_, _, doc) = call("GET", "/openapi.json");
+    let events = doc["paths"]["/v1/events"]["post"].to_string();
+    for scope in [
+        "delegraph:act",
+        "delegraph:write",
+        "delegraph:import",
+        "not_authorized",
+    ] {
+        assert!(events.contains(scope), "{scope} in {events}");
+    }
+    // A request that waits past the request time limit: 503 `timeout`.
+    let journal = Arc::new(MemoryJournal::new());
+    let config = ServerConfig {
+        limits: Limits {
+            request_timeout: Duration::from_millis(100),
+            max_token_wait: Duration::from_secs(30),
+            ..Limits::default()
+        },
+        ..ServerConfig::default()
+    };
+    let slow = delegraph::api::spawn(config, "127.0.0.1:0", World::new(), journal.clone()).unwrap();
+    // A record in the log that never becomes visible: a read asking for it waits.
+    use delegraph::partition::journal::Journal;
+    let ahead = journal.append(&[]).unwrap();
+    let r = request(
+        &slow,
+        "GET",
+        &format!("/v1/check?subject=a&party=b&package=c&min_token={ahead}"),
+        None,
+        None,
+        None,
+    );
+    assert_problem(&r, 503, "timeout");
+}
+
+// ----------------------------------------------------------------------------------
+// In process: the same app, no sockets
+
+struct Resp {
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// One request through the app, answered as the server would answer it (an error the
+/// middleware returns becomes its response).
+async fn call<S, R, B>(app: &S, req: R) -> Resp
+where
+    S: Service<R, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    match try_call_service(app, req).await {
+        Ok(res) => {
+            let status = res.status().as_u16();
+            let content_type = res
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = read_body(res).await.to_vec();
+            Resp {
+                status,
+                content_type,
+                body,
+            }
+        }
+        Err(e) => {
+            let res = e.as_response_error().error_response();
+            let status = res.status().as_u16();
+            let content_type = res
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = actix_web::body::to_bytes(res.into_body())
+                .await
+                .map(|b| b.to_vec())
+                .unwrap_or_default();
+            Resp {
+                status,
+                content_type,
+                body,
+            }
+        }
+    }
+}
+
+fn config(auth: Auth) -> ServerConfig {
+    ServerConfig {
+        auth,
+        limits: Limits {
+            // A random `min_token` must not make the run wait.
+            max_token_wait: Duration::from_millis(1),
+            ..Limits::default()
+        },
+        ..ServerConfig::default()
+    }
+}
+
+fn post(path: &str, bearer: Option<&str>, body: Vec<u8>) -> TestRequest {
+    let mut r = TestRequest::post()
+        .uri(path)
+        .insert_header(("content-type", "application/json"))
+        .set_payload(body);
+    if let Some(t) = bearer {
+        r = r.insert_header(("authorization", format!("Bearer {t}")));
+    }
+    r
+}
+
+/// The world as its snapshot records, to compare two worlds.
+fn dump(store: &Store) -> Vec<String> {
+    store
+        .read(|w| snapshot::records(w).map(|r| format!("{r:?}")).collect())
+        .0
+}
+
+// ----------------------------------------------------------------------------------
+// Property: an end user's batch is the batch with `by` = the user, or refused
+
+const PEOPLE: [&str; 3] = ["kari", "ola", "per"];
+
+fn person() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(&PEOPLE[..])
+}
+
+/// One event for end user `s`: mostly those an end user sends, with `by` absent, `s`,
+/// another person or unknown; sometimes one that is not an end user's.
+fn an_event(s: &'static str) -> impl Strategy<Value = Value> {
+    let by = prop_oneof![
+        3 => Just(None),
+        2 => Just(Some(s)),
+        1 => person().prop_map(Some),
+        1 => Just(Some("nobody")),
+    ];
+    let org = prop::sample::select(&["bergen", "oslo"][..]);
+    let pkg = prop::sample::select(&["skattegrunnlag", "lonn", "no-such-package"][..]);
+    let with_by = |mut body: Value, by: Option<&str>| {
+        if let Some(b) = by {
+            body["by"] = json!(b);
+        }
+        body
+    };
+    prop_oneof![
+        4 => (org.clone(), person(), pkg.clone(), by.clone()).prop_map(move |(o, p, k, b)| json!({"grant": with_by(json!({"from": o, "to": p, "package": k}), b)})),
+        2 => (org.clone(), person(), pkg, by.clone()).prop_map(move |(o, p, k, b)| json!({"revoke": with_by(json!({"from": o, "to": p, "package": k}), b)})),
+        1 => (org.clone(), person(), by.clone()).prop_map(move |(o, p, b)| json!({"remove_connection": with_by(json!({"from": o, "to": p, "cascade": true}), b)})),
+        1 => (org.clone(), person(), by.clone()).prop_map(move |(o, p, b)| json!({"add_agent": with_by(json!({"facilitator": o, "agent": p}), b)})),
+        1 => by.prop_map(move |b| json!({"approve": with_by(json!({"request": "r1"}), b)})),
+        1 => (org, person()).prop_map(|(o, p)| json!({"register_role": {"from": o, "to": p, "role": "styreleder"}})),
+    ]
+}
+
+/// `batch` with every `by` of an end user's event set to `s` (the register events are
+/// left alone: the end user's batch holding one is refused anyway).
+fn with_by(batch: &[Value], s: &str) -> Vec<Value> {
+    batch
+        .iter()
+        .map(|ev| {
+            let mut ev = ev.clone();
+            if let Some(m) = ev.as_object_mut()
+                && let Some((name, body)) = m.iter_mut().next()
+                && name != "register_role"
+            {
+                body["by"] = json!(s);
+            }
+            ev
+        })
+        .collect()
+}
+
+#[test]
+fn an_end_users_batch_is_the_batch_with_by_set_to_the_user_or_refused() {
+    let cases: u32 = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let strategy = person().prop_flat_map(|s| (Just(s), prop::collection::vec(an_event(s), 1..4)));
+    let mut runner = TestRunner::new(Config {
+        cases,
+        ..Config::default()
+    });
+    actix_web::rt::System::new().block_on(async move {
+        let mut refused = 0;
+        let mut taken = 0;
+        for case in 0..cases {
+            let (s, batch) = strategy.new_tree(&mut runner).unwrap().current();
+            let what = format!("case {case}: end user {s}, batch {}", Value::Array(batch.clone()));
+            // A: the end user's token. B: the same batch with every `by` = s, as admin.
+            let run = |auth: Auth, bearer: Option<String>, body: Vec<Value>| async move {
+                let store = Arc::new(Store::new(seed_world(), Arc::new(MemoryJournal::new())));
+                let parts = Arc::new(Partitions::start(1, store.clone()));
+                let service = init_service(app(app_state(&config(auth), parts.clone()))).await;
+                let before = dump(&store);
+                let r = call(
+                    &service,
+                    post(
+                        "/v1/events",
+                        bearer.as_deref(),
+                        Value::Array(body).to_string().into_bytes(),
+                    )
+                    .to_request(),
+                )
+                .await;
+                let after = dump(&store);
+                parts.stop();
+                (r, before, after)
+            };
+            let (a, before, a_after) = run(jwt(5), Some(end_user(s)), batch.clone()).await;
+            let (b, _, b_after) = run(Auth::Disabled, None, with_by(&batch, s)).await;
+            assert!(a.status < 500 && b.status < 500, "{what}");
+            if a.status == 200 {
+                taken += 1;
+                assert_eq!(b.status, 200, "{what}: B {}", String::from_utf8_lossy(&b.body));
+                if a_after != b_after {
+                    let diff: Vec<_> = a_after
+                        .iter()
+                        .zip(&b_after)
+                        .filter(|(x, y)| x != y)
+                        .take(2)
+                        .collect();
+                    panic!("{what}: the worlds differ: {diff:?}");
+                }
+                // The answers differ only in nothing (same token, same removals).
+                assert_eq!(a.body, b.body, "{what}");
+            } else {
+                refused += 1;
+                assert!(
+                    a_after == before,
+                    "{what}: refused ({}) but changed the world",
+                    a.status
+                );
+                // Refused for its own sake (another `by`, a register event) or as B is.
+                let own = batch.iter().any(|ev| {
+                    ev.get("register_role").is_some()
+                        || ev
+                            .as_object()
+                            .and_then(|m| m.values().next())
+                            .and_then(|b| b.get("by"))
+                            .is_some_and(|b| b != s)
+                });
+                assert!(
+                    own || a.body == b.body,
+                    "{what}: A {} B {}",
+                    String::from_utf8_lossy(&a.body),
+                    String::from_utf8_lossy(&b.body)
+                );
+            }
+        }
+        eprintln!("end-user batches: {taken} taken, {refused} refused");
+        assert!(taken > 0 && refused > 0, "both outcomes are exercised");
+    });
+}
+
+// ----------------------------------------------------------------------------------
+// Random input to every route
+
+/// Every route with its method (GET routes also get random query strings).
+const POST_ROUTES: [&str; 16] = [
+    "/v1/events",
+    "/v1/check/batch",
+    "/v1/check",
+    "/v1/authorized_parties",
+    "/v1/rights",
+    "/v1/holders",
+    "/v1/can_delegate",
+    "/v1/explain",
+    "/v1/clients",
+    "/v1/request_status",
+    "/v1/addable_clients",
+    "/v1/a2-impact",
+    "/v1/simulate",
+    "/authorization/api/v1/decision",
+    "/authorization/api/v1/authorize",
+    "/v1/admin/reset",
+];
+
+const GET_ROUTES: [&str; 15] = [
+    "/v1/check",
+    "/v1/authorized_parties",
+    "/v1/rights",
+    "/v1/holders",
+    "/v1/can_delegate",
+    "/v1/explain",
+    "/v1/clients",
+    "/v1/request_status",
+    "/v1/addable_clients",
+    "/v1/a2-impact",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/v1/events",
+];
+
+/// Keys and strings the vocabulary uses, so random JSON reaches past the first check.
+const WORDS: [&str; 40] = [
+    "party",
+    "grant",
+    "revoke",
+    "register_role",
+    "died",
+    "clock",
+    "approve",
+    "simulate",
+    "id",
+    "kind",
+    "person",
+    "organisation",
+    "from",
+    "to",
+    "by",
+    "package",
+    "role",
+    "subject",
+    "checks",
+    "event",
+    "min_token",
+    "resource",
+    "action",
+    "actions",
+    "request",
+    "kari",
+    "ola",
+    "bergen",
+    "oslo",
+    "per",
+    "skattegrunnlag",
+    "lonn",
+    "daglig-leder",
+    "unit_type",
+    "AS",
+    "Request",
+    "AccessSubject",
+    "Attribute",
+    "AttributeId",
+    "Value",
+];
+
+fn word() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop::sample::select(&WORDS[..]).prop_map(str::to_string),
+        1 => any::<String>(),
+        1 => Just("\u{1b}[2J\u{202e}\u{0}".to_string()),
+    ]
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        word().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 24, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map(word(), inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Event- and query-shaped JSON: `[{name: {field: value}}]` and `{field: value}`.
+fn shaped() -> impl Strategy<Value = Value> {
+    let fields = prop::collection::btree_map(
+        word(),
+        prop_oneof![4 => word().prop_map(Value::String), 1 => json_value()],
+        0..6,
+    )
+    .prop_map(|m| Value::Object(m.into_iter().collect()))
+    .boxed();
+    prop_oneof![
+        prop::collection::vec((word(), fields.clone()).prop_map(|(k, f)| json!({ k: f })), 1..4)
+            .prop_map(Value::Array),
+        fields.clone(),
+        fields.prop_map(|f| json!({"checks": [f]})),
+    ]
+}
+
+/// Random bytes with a JSON flavour now and then (a duplicate key, a stray bracket).
+fn bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200),
+        (shaped(), any::<u8>(), 0usize..64).prop_map(|(v, b, at)| {
+            let mut s = v.to_string().into_bytes();
+            let at = at.min(s.len());
+            s.insert(at, b);
+            s
+        }),
+        shaped().prop_map(|v| {
+            let s = v.to_string();
+            // The same key twice: the first object's first member repeated.
+            s.replacen('{', &format!("{{\"{}\": 1, \"{}\": 2, ", "by", "by"), 1)
+                .into_bytes()
+        }),
+    ]
+}
+
+/// A valid body for `path` (a few for the events route), for mutation.
+fn templates(path: &str) -> Vec<Value> {
+    let check = json!({"subject": "kari", "party": "bergen", "package": "skattegrunnlag"});
+    let xacml = json!({"Request": {
+        "AccessSubject": [{"Attribute": [{"AttributeId": "urn:altinn:userid", "Value": "1001"}]}],
+        "Action": [{"Attribute": [{"AttributeId": "urn:oasis:names:tc:xacml:1.0:action:action-id", "Value": "read"}]}],
+        "Resource": [{"Attribute": [{"AttributeId": "urn:altinn:resource", "Value": "app_ttd_x"}, {"AttributeId": "urn:altinn:partyid", "Value": "50003"}]}]
+    }});
+    match path {
+        "/v1/events" => vec![
+            json!([{"grant": {"from": "bergen", "to": "per", "package": "lonn", "by": "kari"}}]),
+            json!([{"revoke": {"from": "bergen", "to": "per", "package": "lonn"}}]),
+            json!([{"party": {"id": "eve", "kind": "person"}}, {"register_role": {"from": "oslo", "to": "eve", "role": "styreleder"}}]),
+            json!([{"remove_connection": {"from": "bergen", "to": "kari", "cascade": true}}]),
+            json!([{"add_agent": {"facilitator": "oslo", "agent": "per", "by": "ola"}}]),
+            json!([{"access_request": {"id": "r1", "from": "per", "to": "bergen", "package": "lonn"}}]),
+            json!([{"approve": {"request": "r1", "by": "kari"}}]),
+            json!([{"died": {"person": "per"}}, {"clock": {"now": "2031-01-01T00:00:00Z"}}]),
+            json!([{"resource": {"id": "app_ttd_x", "owner": "ttd", "rules": [{"actions": ["read"], "any_of": ["lonn"]}]}}]),
+        ],
+        "/v1/check/batch" => vec![json!({"checks": [check.clone(), check]})],
+        "/v1/check" | "/v1/explain" => vec![check],
+        "/v1/authorized_parties" => vec![json!({"subject": "kari"})],
+        "/v1/rights" => vec![json!({"subject": "kari", "party": "bergen"})],
+        "/v1/holders" => vec![json!({"party": "bergen", "package": "lonn"})],
+        "/v1/can_delegate" => vec![json!({"by": "kari", "party": "bergen", "package": "lonn"})],
+        "/v1/clients" => vec![json!({"facilitator": "oslo", "agent": "per"})],
+        "/v1/request_status" => vec![json!({"request": "r1"})],
+        "/v1/addable_clients" => vec![json!({"system_user": "su"})],
+        "/v1/a2-impact" => vec![json!({"owner": "ttd", "limit": 10})],
+        "/v1/simulate" => {
+            vec![json!({"event": {"remove_connection": {"from": "bergen", "to": "kari", "cascade": true}}})]
+        }
+        "/authorization/api/v1/decision" | "/authorization/api/v1/authorize" => vec![xacml],
+        _ => vec![json!({})],
+    }
+}
+
+/// One change to a JSON document: at a pseudo-random object (chosen by `at`), set a key
+/// to a value, or remove a key.
+fn mutate(v: &mut Value, at: usize, key: &str, value: Value, remove: bool) {
+    fn count(v: &Value) -> usize {
+        match v {
+            Value::Object(m) => 1 + m.values().map(count).sum::<usize>(),
+            Value::Array(a) => a.iter().map(count).sum(),
+            _ => 0,
+        }
+    }
+    fn visit(
+        v: &mut Value,
+        target: &mut usize,
+        f: &mut dyn FnMut(&mut serde_json::Map<String, Value>),
+    ) -> bool {
+        match v {
+            Value::Object(m) => {
+                if *target == 0 {
+                    f(m);
+                    return true;
+                }
+                *target -= 1;
+                m.values_mut().any(|x| visit(x, target, f))
+            }
+            Value::Array(a) => a.iter_mut().any(|x| visit(x, target, f)),
+            _ => false,
+        }
+    }
+    let n = count(v);
+    if n == 0 {
+        return;
+    }
+    let mut target = at % n;
+    let mut value = Some(value);
+    visit(v, &mut target, &mut |m| {
+        if remove {
+            if let Some(k) = m.keys().nth(at % m.len().max(1)).cloned() {
+                m.remove(&k);
+            }
+        } else if let Some(x) = value.take() {
+            m.insert(key.to_string(), x);
+        }
+    });
+}
+
+/// A valid body for the route with 1–3 random changes.
+fn near_valid(path: &'static str) -> impl Strategy<Value = Value> {
+    let base = prop::sample::select(templates(path));
+    let change = (
+        any::<usize>(),
+        word(),
+        prop_oneof![3 => word().prop_map(Value::String), 1 => json_value()],
+        any::<bool>(),
+    );
+    (base, prop::collection::vec(change, 0..3)).prop_map(|(mut v, changes)| {
+        for (at, k, x, remove) in changes {
+            mutate(&mut v, at, &k, x, remove);
+        }
+        v
+    })
+}
+
+/// The largest answer a request may get from the small world.
+const MAX_ANSWER: usize = 256 * 1024;
+
+fn check_answer(what: &str, r: &Resp) {
+    assert!(r.status != 500 && r.status < 600, "{what}: status {}", r.status);
+    assert!(r.body.len() <= MAX_ANSWER, "{what}: {} bytes", r.body.len());
+    if r.status >= 400 {
+        assert!(
+            r.content_type.starts_with("application/problem+json"),
+            "{what}: {}",
+            r.content_type
+        );
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        let code = v["code"].as_str().unwrap_or_default().to_string();
+        assert_eq!(v["status"], r.status, "{what}");
+        if r.status == 503 {
+            assert!(
+                ["timeout", "token_not_reached", "unavailable"].contains(&code.as_str()),
+                "{what}: 503 {code}"
+            );
+        }
+        assert!(!code.is_empty(), "{what}");
+    }
+}
+
+#[test]
+fn random_input_to_every_route_never_gives_a_500_or_changes_the_world_when_refused() {
+    let per_route: usize = std::env::var("HOSTILE_REQUESTS_PER_ROUTE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut runner = TestRunner::deterministic();
+    let bytes = bytes();
+    let json = json_value();
+    let shaped = shaped();
+    let query = prop::collection::vec((word(), word()), 0..4);
+    actix_web::rt::System::new().block_on(async move {
+        let journal = Arc::new(MemoryJournal::new());
+        let store = Arc::new(Store::new(seed_world(), journal.clone()));
+        let parts = Arc::new(Partitions::start(2, store.clone()));
+        let service = init_service(app(app_state(&config(Auth::Disabled), parts.clone()))).await;
+        let mut total = 0usize;
+        for path in POST_ROUTES {
+            let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+            let near = near_valid(path);
+            for i in 0..per_route {
+                let body = match i % 4 {
+                    0 => bytes.new_tree(&mut runner).unwrap().current(),
+                    1 => json
+                        .new_tree(&mut runner)
+                        .unwrap()
+                        .current()
+                        .to_string()
+                        .into_bytes(),
+                    2 => shaped
+                        .new_tree(&mut runner)
+                        .unwrap()
+                        .current()
+                        .to_string()
+                        .into_bytes(),
+                    _ => near
+                        .new_tree(&mut runner)
+                        .unwrap()
+                        .current()
+                        .to_string()
+                        .into_bytes(),
+                };
+                let (token, appended) = (store.visible(), journal.appended_events());
+                let r = call(&service, post(path, None, body.clone()).to_request()).await;
+                let what = format!("POST {path} {:?}", String::from_utf8_lossy(&body));
+                check_answer(&what, &r);
+                *statuses.entry(r.status).or_default() += 1;
+                let wrote = path == "/v1/events" && r.status == 200;
+                if !wrote {
+                    assert_eq!(store.visible(), token, "{what}: the world changed");
+                    assert_eq!(journal.appended_events(), appended, "{what}: the journal grew");
+                }
+            }
+            total += per_route;
+            eprintln!("POST {path}: {statuses:?}");
+        }
+        for path in GET_ROUTES {
+            let n = per_route / 4;
+            for _ in 0..n {
+                let pairs = query.new_tree(&mut runner).unwrap().current();
+                let qs: String = pairs
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+                    .collect::<Vec<_>>()
+                    .join("&");
+                let token = store.visible();
+                let uri = format!("{path}?{qs}");
+                let r = call(
+                    &service,
+                    TestRequest::default().method(Method::GET).uri(&uri).to_request(),
+                )
+                .await;
+                check_answer(&format!("GET {uri}"), &r);
+                assert_eq!(store.visible(), token, "GET {uri}: the world changed");
+            }
+            total += n;
+        }
+        parts.stop();
+        eprintln!("{total} random requests");
+    });
+}
+
+/// Percent-encodes every byte outside the unreserved set.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
