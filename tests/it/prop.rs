@@ -656,14 +656,14 @@ fn compare(w: &World, r: &RefWorld) -> Result<(), String> {
             for res in RESOURCES.iter().take(3) {
                 let rn = w.graph.resource_node(res).unwrap();
                 for a in ACTIONS {
-                    let e = resolve::permits(w, xn, fn_, rn, a, None);
+                    let e = delegraph::decide::permits(w, xn, fn_, rn, a, None);
                     let rf = r.permits_with(&rr, res, a);
                     if e != rf {
                         return Err(format!(
                             "check `{x}` for `{f}` on `{res}` `{a}`: engine {e}, reference {rf}"
                         ));
                     }
-                    let e = resolve::can_delegate_resource(w, xn, fn_, rn, a);
+                    let e = delegraph::decide::can_delegate_resource(w, xn, fn_, rn, a);
                     let rf = r.can_delegate_resource_with(&rr, res, a);
                     if e != rf {
                         return Err(format!(
