@@ -86,6 +86,95 @@ const ACTIONS: [&str; 3] = ["read", "write", "sign"];
 /// Roles compared with `check role` besides the reported ones of `rights`.
 const CHECKED_ROLES: [&str; 2] = ["rettighetshaver", "agent"];
 
+/// XACML policies the cases set on resources: rules of (effect, actions, subject
+/// tokens; none = anyone), combined deny-overrides. The engine gets the document
+/// [`policy_xml`] writes; the reference is told what it means.
+type PolicySpec = &'static [(bool, &'static [&'static str], &'static [&'static str])];
+const POLICIES: [PolicySpec; 3] = [
+    &[
+        (
+            true,
+            &["read"],
+            &[
+                "urn:altinn:rolecode:dagl",
+                "urn:altinn:accesspackage:skattegrunnlag",
+            ],
+        ),
+        (true, &["write"], &["urn:altinn:rolecode:a0239"]),
+        (false, &["sign"], &[]),
+    ],
+    &[
+        (
+            true,
+            &["read", "write", "sign"],
+            &[
+                "urn:altinn:accesspackage:regnskapsforer-lonn",
+                "urn:altinn:external-role:ccr:regnskapsforer",
+            ],
+        ),
+        (
+            false,
+            &["write"],
+            &["urn:altinn:accesspackage:forretningsforer-eiendom"],
+        ),
+    ],
+    &[(
+        true,
+        &["read"],
+        &["urn:altinn:rolecode:utinn", "urn:altinn:accesspackage:a-ordning"],
+    )],
+];
+/// Access lists of the service owner `nfd`.
+const LISTS: [&str; 2] = ["l1", "l2"];
+
+/// The XACML document of a policy of [`POLICIES`].
+fn policy_xml(spec: PolicySpec) -> String {
+    let s = "http://www.w3.org/2001/XMLSchema#string";
+    let mut rules = String::new();
+    for (i, (permit, actions, tokens)) in spec.iter().enumerate() {
+        let mut target = String::new();
+        if !tokens.is_empty() {
+            target.push_str("<xacml:AnyOf>");
+            for t in tokens.iter() {
+                let (id, v) = t.rsplit_once(':').unwrap();
+                target.push_str(&format!(
+                    r#"<xacml:AllOf><xacml:Match MatchId="urn:oasis:names:tc:xacml:3.0:function:string-equal-ignore-case"><xacml:AttributeValue DataType="{s}">{v}</xacml:AttributeValue><xacml:AttributeDesignator AttributeId="{id}" Category="urn:oasis:names:tc:xacml:1.0:subject-category:access-subject" DataType="{s}" MustBePresent="false"/></xacml:Match></xacml:AllOf>"#
+                ));
+            }
+            target.push_str("</xacml:AnyOf>");
+        }
+        target.push_str("<xacml:AnyOf>");
+        for a in actions.iter() {
+            target.push_str(&format!(
+                r#"<xacml:AllOf><xacml:Match MatchId="urn:oasis:names:tc:xacml:1.0:function:string-equal"><xacml:AttributeValue DataType="{s}">{a}</xacml:AttributeValue><xacml:AttributeDesignator AttributeId="urn:oasis:names:tc:xacml:1.0:action:action-id" Category="urn:oasis:names:tc:xacml:3.0:attribute-category:action" DataType="{s}" MustBePresent="false"/></xacml:Match></xacml:AllOf>"#
+            ));
+        }
+        target.push_str("</xacml:AnyOf>");
+        let effect = if *permit { "Permit" } else { "Deny" };
+        rules.push_str(&format!(
+            r#"<xacml:Rule RuleId="urn:prop:rule:{i}" Effect="{effect}"><xacml:Target>{target}</xacml:Target></xacml:Rule>"#
+        ));
+    }
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><xacml:Policy xmlns:xacml="urn:oasis:names:tc:xacml:3.0:core:schema:wd-17" PolicyId="urn:prop:policy" Version="1.0" RuleCombiningAlgId="urn:oasis:names:tc:xacml:3.0:rule-combining-algorithm:deny-overrides"><xacml:Target/>{rules}</xacml:Policy>"#
+    )
+}
+
+/// What a policy of [`POLICIES`] means, for the reference.
+fn policy_meaning(spec: PolicySpec) -> crate::reference::Policy {
+    use crate::reference::{Effect, PolicyRule, parse_token};
+    crate::reference::Policy {
+        rules: spec
+            .iter()
+            .map(|(permit, actions, tokens)| PolicyRule {
+                effect: if *permit { Effect::Permit } else { Effect::Deny },
+                actions: actions.iter().map(|a| a.to_string()).collect(),
+                any_of: tokens.iter().map(|t| parse_token(t)).collect(),
+            })
+            .collect(),
+    }
+}
+
 fn all_parties() -> Vec<&'static str> {
     PERSONS.iter().copied().chain(ORGS.iter().map(|o| o.0)).collect()
 }
@@ -137,14 +226,14 @@ fn setup_events() -> Vec<Event> {
     out.push(ev(
         json!({"grant": {"from": "nuf", "to": "as1", "package": "skattegrunnlag"}}),
     ));
-    out.push(ev(json!({"resource": {"id": "r1", "rules": [
+    out.push(ev(json!({"resource": {"id": "r1", "owner": "nfd", "rules": [
         {"actions": ["read"], "any_of": ["urn:altinn:accesspackage:skattegrunnlag", "urn:altinn:rolecode:A0239"]},
         {"actions": ["write"], "any_of": ["urn:altinn:external-role:ccr:daglig-leder", "urn:altinn:accesspackage:regnskapsforer-lonn"]}
     ]}})));
-    out.push(ev(json!({"resource": {"id": "r2", "delegable": false, "rules": [
+    out.push(ev(json!({"resource": {"id": "r2", "owner": "nfd", "delegable": false, "rules": [
         {"actions": ["read", "sign"], "any_of": ["urn:altinn:rolecode:regn", "urn:altinn:accesspackage:forretningsforer-eiendom", "urn:altinn:rolecode:utinn"]}
     ]}})));
-    out.push(ev(json!({"resource": {"id": "r3", "rules": [
+    out.push(ev(json!({"resource": {"id": "r3", "owner": "nfd", "rules": [
         {"actions": ["read"], "any_of": ["urn:altinn:accesspackage:a-ordning", "urn:altinn:external-role:ccr:komplementar"]}
     ]}})));
     out.push(ev(
@@ -153,8 +242,12 @@ fn setup_events() -> Vec<Event> {
     out
 }
 
-/// Applies the skeleton to the reference (which models parties only this far).
+/// Applies the skeleton to the reference (which models parties only this far), and
+/// tells it what each policy document of the cases means.
 fn setup_reference(r: &mut RefWorld, events: &[Event]) {
+    for spec in POLICIES {
+        r.policy_texts.insert(policy_xml(spec), policy_meaning(spec));
+    }
     for e in events {
         match e {
             Event::Party(p) => match p.unit_type.as_deref() {
@@ -239,6 +332,23 @@ enum Op {
         person: u8,
     },
     Retire,
+    /// An XACML policy of [`POLICIES`] on a resource.
+    SetPolicy {
+        res: u8,
+        which: u8,
+    },
+    /// A resource's rules back (replacing a policy), with its access-list fields.
+    SetRules {
+        res: u8,
+        lists: u8,
+        mode: Option<bool>,
+    },
+    /// An access list of `nfd`: members by bit, with action filters.
+    AccessList {
+        list: u8,
+        members: u16,
+        filter: u8,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -263,6 +373,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (b(), b(), by()).prop_map(|(pick, mode, by)| Op::Undelegate { pick, mode, by }),
         1 => b().prop_map(|person| Op::Died { person }),
         1 => Just(Op::Retire),
+        2 => (b(), b()).prop_map(|(res, which)| Op::SetPolicy { res, which }),
+        2 => (b(), b(), proptest::option::of(any::<bool>()))
+            .prop_map(|(res, lists, mode)| Op::SetRules { res, lists, mode }),
+        3 => (b(), any::<u16>(), b()).prop_map(|(list, members, filter)| Op::AccessList { list, members, filter }),
     ]
 }
 
@@ -572,6 +686,58 @@ fn concretize(op: &Op, r: &RefWorld) -> Event {
             json!({"died": {"person": p}})
         }
         Op::Retire => json!({"retire_a2_roles": {}}),
+        Op::SetPolicy { res, which } => {
+            json!({"policy": {"resource": pick(&RESOURCES[..3], *res), "xml": policy_xml(pick(&POLICIES, *which))}})
+        }
+        Op::SetRules { res, lists, mode } => {
+            let id = pick(&RESOURCES[..3], *res);
+            let mut body = setup_events()
+                .into_iter()
+                .find_map(|e| match e {
+                    Event::Resource(r) if r.id == id => serde_json::to_value(&r).ok(),
+                    _ => None,
+                })
+                .unwrap();
+            let named: Vec<&str> = LISTS
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| lists & (1 << k) != 0)
+                .map(|(_, l)| *l)
+                .collect();
+            if lists & 4 == 0 {
+                body["access_lists"] = json!(named);
+            }
+            if let Some(m) = mode {
+                body["access_list_mode"] = json!(if *m { "enabled" } else { "disabled" });
+            }
+            json!({ "resource": body })
+        }
+        Op::AccessList {
+            list,
+            members,
+            filter,
+        } => {
+            // Members among the organisations and, rarely, a person or an unknown party.
+            let mut ms = Vec::new();
+            let pool: Vec<&str> = ORGS.iter().map(|o| o.0).chain(["p0", GHOST]).collect();
+            for (k, org) in pool.iter().enumerate() {
+                if members & (1 << k) != 0 && (k < ORGS.len() || members & 0x8000 != 0) {
+                    let f = filter.rotate_left(k as u32);
+                    let mut m = json!({"org": org});
+                    if f & 1 == 1 {
+                        let acts: Vec<&str> = ACTIONS
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, _)| f & (2 << j) != 0)
+                            .map(|(_, a)| *a)
+                            .collect();
+                        m["actions"] = json!(acts);
+                    }
+                    ms.push(m);
+                }
+            }
+            json!({"access_list": {"owner": "nfd", "id": pick(&LISTS, *list), "members": ms}})
+        }
     };
     ev(clean(v))
 }
@@ -657,14 +823,14 @@ fn compare(w: &World, r: &RefWorld) -> Result<(), String> {
                 let rn = w.graph.resource_node(res).unwrap();
                 for a in ACTIONS {
                     let e = delegraph::decide::permits(w, xn, fn_, rn, a, None);
-                    let rf = r.permits_with(&rr, res, a);
+                    let rf = r.permits_with(&rr, f, res, a);
                     if e != rf {
                         return Err(format!(
                             "check `{x}` for `{f}` on `{res}` `{a}`: engine {e}, reference {rf}"
                         ));
                     }
                     let e = delegraph::decide::can_delegate_resource(w, xn, fn_, rn, a);
-                    let rf = r.can_delegate_resource_with(&rr, res, a);
+                    let rf = r.can_delegate_resource_with(&rr, f, res, a);
                     if e != rf {
                         return Err(format!(
                             "can_delegate `{res}` `{a}` by `{x}` for `{f}`: engine {e}, reference {rf}"
@@ -714,7 +880,7 @@ fn reference_accesses(r: &RefWorld) -> BTreeSet<Access> {
             }
             for res in r.resources.keys() {
                 for a in r.actions_named(res) {
-                    if r.permits_with(&rr, res, &a) {
+                    if r.permits_with(&rr, f, res, &a) {
                         out.insert(Access::Resource {
                             subject: x.to_string(),
                             party: f.clone(),
@@ -923,6 +1089,11 @@ fn generated_events_reach_successes_and_refusals() {
         "remove_agent ok",
         "died ok",
         "retire_a2_roles ok",
+        "policy ok",
+        "resource ok",
+        "access_list ok",
+        "access_list unknown_party",
+        "access_list invalid_input",
     ] {
         assert!(
             seen.get(want).is_some_and(|n| *n >= 3),

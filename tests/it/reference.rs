@@ -66,7 +66,43 @@ pub struct Rule {
 #[derive(Debug, Clone)]
 pub struct Resource {
     pub delegable: bool,
+    pub owner: Option<String>,
     pub rules: Vec<Rule>,
+    /// An XACML policy (replaces `rules`), in the meaning the test gave its document.
+    pub policy: Option<Policy>,
+    /// Access lists of the owner, and whether access-list mode is on.
+    pub lists: Vec<String>,
+    pub list_mode: bool,
+}
+
+/// The effect of an XACML rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Permit,
+    Deny,
+}
+
+/// One XACML rule of the shape the property tests write: it applies to an action it
+/// lists, for a subject holding one of `any_of` (anyone when empty).
+#[derive(Debug, Clone)]
+pub struct PolicyRule {
+    pub effect: Effect,
+    pub actions: Acts,
+    pub any_of: Vec<Token>,
+}
+
+/// An XACML policy with the deny-overrides rule-combining algorithm.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub rules: Vec<PolicyRule>,
+}
+
+/// A decision of the policy step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Permit,
+    Deny,
+    NotApplicable,
 }
 
 /// The whole reference world.
@@ -77,6 +113,11 @@ pub struct RefWorld {
     pub delegations: Vec<Delegation>,
     pub resources: BTreeMap<String, Resource>,
     pub a2_retired: bool,
+    /// (owner, list id) → members: organisation and its action filter (None: all).
+    pub access_lists: BTreeMap<(String, String), Vec<(String, Option<Acts>)>>,
+    /// The meaning of each XACML document the test hands the engine: the reference
+    /// does not read XML, it is told what each document says.
+    pub policy_texts: BTreeMap<String, Policy>,
 }
 
 /// How a record was found (§4 paths 1, 2, 4, and the implicit `privatperson`).
@@ -225,7 +266,7 @@ fn is_owner_rule_role(r: RoleId) -> bool {
     .any(|c| role(c) == r)
 }
 
-fn parse_token(t: &str) -> Token {
+pub fn parse_token(t: &str) -> Token {
     if t.to_lowercase().starts_with("urn:altinn:accesspackage:") {
         Token::Package(lookup_token_package(t))
     } else {
@@ -241,6 +282,8 @@ impl RefWorld {
             delegations: Vec::new(),
             resources: BTreeMap::new(),
             a2_retired: false,
+            access_lists: BTreeMap::new(),
+            policy_texts: BTreeMap::new(),
         }
     }
 
@@ -277,11 +320,29 @@ impl RefWorld {
                 any_of: r.any_of.iter().map(|t| parse_token(t)).collect(),
             })
             .collect();
+        // A `resource` event replaces the resource; a non-empty rule list replaces an
+        // XACML policy; the list fields change only when given.
+        let old = self.resources.get(&ev.id).cloned();
+        let policy = old
+            .as_ref()
+            .and_then(|o| o.policy.clone())
+            .filter(|_| ev.rules.is_empty());
         self.resources.insert(
             ev.id.clone(),
             Resource {
                 delegable: ev.delegable.unwrap_or(true),
+                owner: ev.owner.clone(),
                 rules,
+                policy,
+                lists: ev
+                    .access_lists
+                    .clone()
+                    .or_else(|| old.as_ref().map(|o| o.lists.clone()))
+                    .unwrap_or_default(),
+                list_mode: match &ev.access_list_mode {
+                    Some(m) => m == "enabled",
+                    None => old.as_ref().is_some_and(|o| o.list_mode),
+                },
             },
         );
     }
@@ -470,22 +531,69 @@ impl RefWorld {
         }
     }
 
-    /// The resource decision of §4 over records for one party.
-    pub fn permits_with(&self, recs: &[&Record], res: &str, action: &str) -> bool {
+    /// The resource decision of §4 over records of a subject for party `f`: the policy
+    /// (rules: Permit or NotApplicable; XACML: deny-overrides over the rules that apply),
+    /// on NotApplicable the resource grants, and a Permit on a resource in access-list
+    /// mode stands only for an organisation on one of its lists admitting the action.
+    pub fn permits_with(&self, recs: &[&Record], f: &str, res: &str, action: &str) -> bool {
         let Some(resource) = self.resources.get(res) else {
             return false;
         };
         let roles = Self::roles_of(recs);
         let pkgs = Self::packages_of(recs);
-        for rule in &resource.rules {
-            if rule.actions.contains(action)
-                && rule.any_of.iter().any(|t| self.token_matches(*t, &roles, &pkgs))
-            {
-                return true;
+        let holds = |any_of: &[Token]| any_of.iter().any(|t| self.token_matches(*t, &roles, &pkgs));
+        let mut d = match &resource.policy {
+            Some(p) => {
+                let applies: Vec<&PolicyRule> = p
+                    .rules
+                    .iter()
+                    .filter(|r| r.actions.contains(action) && (r.any_of.is_empty() || holds(&r.any_of)))
+                    .collect();
+                if applies.iter().any(|r| r.effect == Effect::Deny) {
+                    Decision::Deny
+                } else if applies.iter().any(|r| r.effect == Effect::Permit) {
+                    Decision::Permit
+                } else {
+                    Decision::NotApplicable
+                }
             }
+            None => {
+                if resource
+                    .rules
+                    .iter()
+                    .any(|rule| rule.actions.contains(action) && holds(&rule.any_of))
+                {
+                    Decision::Permit
+                } else {
+                    Decision::NotApplicable
+                }
+            }
+        };
+        if d == Decision::NotApplicable
+            && recs
+                .iter()
+                .any(|r| !r.mapped && r.resources.get(res).is_some_and(|acts| acts.contains(action)))
+        {
+            d = Decision::Permit;
         }
-        recs.iter()
-            .any(|r| !r.mapped && r.resources.get(res).is_some_and(|acts| acts.contains(action)))
+        d == Decision::Permit && (!resource.list_mode || self.on_list(resource, f, action))
+    }
+
+    /// Whether party `f` is an organisation on one of the resource's lists whose action
+    /// filter admits `action`.
+    fn on_list(&self, res: &Resource, f: &str, action: &str) -> bool {
+        if self.parties.get(f).map(|p| p.kind) != Some(PartyKind::Organisation) {
+            return false;
+        }
+        let owner = res.owner.clone().unwrap_or_default();
+        res.lists.iter().any(|l| {
+            self.access_lists
+                .get(&(owner.clone(), l.clone()))
+                .is_some_and(|ms| {
+                    ms.iter()
+                        .any(|(org, acts)| org == f && acts.as_ref().is_none_or(|a| a.contains(action)))
+                })
+        })
     }
 
     /// Every action named for `res` by its policy or by any grant of it.
@@ -493,6 +601,9 @@ impl RefWorld {
         let mut out = Acts::new();
         if let Some(r) = self.resources.get(res) {
             for rule in &r.rules {
+                out.extend(rule.actions.iter().cloned());
+            }
+            for rule in r.policy.iter().flat_map(|p| p.rules.iter()) {
                 out.extend(rule.actions.iter().cloned());
             }
         }
@@ -566,15 +677,23 @@ impl RefWorld {
 
     pub fn can_delegate_resource(&self, u: &str, p: &str, res: &str, action: &str) -> bool {
         let recs = self.records_for(u, p);
-        self.can_delegate_resource_with(&recs.iter().collect::<Vec<_>>(), res, action)
+        self.can_delegate_resource_with(&recs.iter().collect::<Vec<_>>(), p, res, action)
     }
 
-    /// The resource delegation check over `recs`, the records of the user for a party.
-    pub fn can_delegate_resource_with(&self, recs: &[&Record], res: &str, action: &str) -> bool {
+    /// The resource delegation check over `recs`, the records of the user for party
+    /// `p`: the resource is delegable and the user is permitted the action for `p` (the
+    /// policy, the grants and the access lists) through records other than client
+    /// delegations — RoleMap records and the main-unit and owner repeats count.
+    pub fn can_delegate_resource_with(&self, recs: &[&Record], p: &str, res: &str, action: &str) -> bool {
         if !self.resources.get(res).is_some_and(|r| r.delegable) {
             return false;
         }
-        self.permits_with(&Self::delegation_records(recs), res, action)
+        let counted: Vec<&Record> = recs
+            .iter()
+            .copied()
+            .filter(|r| r.how != How::ClientDelegation)
+            .collect();
+        self.permits_with(&counted, p, res, action)
     }
 
     fn holds_package(&self, x: &str, f: &str, pkg: PackageId) -> bool {
@@ -897,6 +1016,39 @@ impl RefWorld {
             }
             Event::Resource(r) => {
                 self.add_resource(r);
+                Ok(())
+            }
+            Event::Policy(p) => {
+                let policy = self
+                    .policy_texts
+                    .get(&p.xml)
+                    .cloned()
+                    .ok_or(ErrorCode::InvalidInput)?;
+                let res = self.resources.entry(p.resource.clone()).or_insert(Resource {
+                    delegable: true,
+                    owner: None,
+                    rules: Vec::new(),
+                    policy: None,
+                    lists: Vec::new(),
+                    list_mode: false,
+                });
+                res.rules.clear();
+                res.policy = Some(policy);
+                Ok(())
+            }
+            Event::AccessList(l) => {
+                let mut members = Vec::new();
+                for m in &l.members {
+                    self.party_exists(&m.org)?;
+                    if self.parties[&m.org].kind != PartyKind::Organisation {
+                        return Err(ErrorCode::InvalidInput);
+                    }
+                    members.push((
+                        m.org.clone(),
+                        m.actions.as_ref().map(|a| a.iter().cloned().collect()),
+                    ));
+                }
+                self.access_lists.insert((l.owner.clone(), l.id.clone()), members);
                 Ok(())
             }
             other => panic!("reference does not model `{}` events", other.name()),
