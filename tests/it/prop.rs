@@ -124,6 +124,22 @@ const POLICIES: [PolicySpec; 3] = [
         &["urn:altinn:rolecode:utinn", "urn:altinn:accesspackage:a-ordning"],
     )],
 ];
+/// Packages the system `sys` registered, and those its requests ask for (the last two
+/// not registered; one of the registered not assignable to a system user).
+const SYSTEM_PACKAGES: [&str; 4] = [
+    "skattegrunnlag",
+    "a-ordning",
+    "lonn",
+    "innbygger-skatteforhold-privatpersoner",
+];
+const ASKED_PACKAGES: [&str; 6] = [
+    "skattegrunnlag",
+    "a-ordning",
+    "lonn",
+    "innbygger-skatteforhold-privatpersoner",
+    "skatt-naering",
+    "no-such-package",
+];
 /// Access lists of the service owner `nfd`.
 const LISTS: [&str; 2] = ["l1", "l2"];
 
@@ -239,6 +255,16 @@ fn setup_events() -> Vec<Event> {
     out.push(ev(
         json!({"grant": {"from": "nuf", "to": "as1", "resource": "r1", "actions": ["read", "write"]}}),
     ));
+    out.push(ev(
+        json!({"system": {"id": "sys", "vendor": "nuf", "packages": SYSTEM_PACKAGES}}),
+    ));
+    // Leaders who can approve requests for two organisations.
+    out.push(ev(
+        json!({"register_role": {"from": "as2", "to": "p2", "role": "daglig-leder"}}),
+    ));
+    out.push(ev(
+        json!({"register_role": {"from": "brl", "to": "p3", "role": "daglig-leder"}}),
+    ));
     out
 }
 
@@ -349,6 +375,34 @@ enum Op {
         members: u16,
         filter: u8,
     },
+    /// A vendor's request for a standard system user of an organisation.
+    SuRequest {
+        party: u8,
+        pkgs: u8,
+        su: u8,
+        ext: u8,
+        reuse: bool,
+    },
+    /// A change request for an existing system user.
+    Change {
+        su: u8,
+        add: u8,
+        remove: u8,
+    },
+    /// An access request.
+    AccessRequest {
+        from: u8,
+        to: u8,
+        what: u8,
+        by: Option<u8>,
+        draft: bool,
+    },
+    /// approve / reject (answer) or confirm / withdraw of a request.
+    Answer {
+        pick: u8,
+        verb: u8,
+        by: u8,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -377,6 +431,12 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (b(), b(), proptest::option::of(any::<bool>()))
             .prop_map(|(res, lists, mode)| Op::SetRules { res, lists, mode }),
         3 => (b(), any::<u16>(), b()).prop_map(|(list, members, filter)| Op::AccessList { list, members, filter }),
+        3 => (b(), b(), b(), b(), proptest::bool::weighted(0.1))
+            .prop_map(|(party, pkgs, su, ext, reuse)| Op::SuRequest { party, pkgs, su, ext, reuse }),
+        2 => (b(), b(), b()).prop_map(|(su, add, remove)| Op::Change { su, add, remove }),
+        3 => (b(), b(), b(), by(), proptest::bool::weighted(0.4))
+            .prop_map(|(from, to, what, by, draft)| Op::AccessRequest { from, to, what, by, draft }),
+        6 => (b(), b(), b()).prop_map(|(pick, verb, by)| Op::Answer { pick, verb, by }),
     ]
 }
 
@@ -738,8 +798,164 @@ fn concretize(op: &Op, r: &RefWorld) -> Event {
             }
             json!({"access_list": {"owner": "nfd", "id": pick(&LISTS, *list), "members": ms}})
         }
+        Op::SuRequest {
+            party,
+            pkgs,
+            su,
+            ext,
+            reuse,
+        } => {
+            let id = if *reuse && !r.requests.is_empty() {
+                "q0".to_string()
+            } else {
+                format!("q{}", r.requests.len())
+            };
+            // Mostly the organisations with a leader.
+            let party = match party % 4 {
+                0 => "as2",
+                1 => "brl",
+                2 if party % 8 == 6 => party_name(*party),
+                _ => org_name(*party),
+            };
+            let packages = if pkgs % 8 == 7 {
+                subset(&ASKED_PACKAGES, pkgs >> 3, 0x3f)
+            } else {
+                subset(&ASKED_PACKAGES[..3], *pkgs, 0x07)
+            };
+            let mut body = json!({
+                "id": id, "system": "sys", "party": party,
+                "kind": "standard", "system_user": format!("su{}", su % 4), "packages": packages
+            });
+            if ext % 3 != 0 {
+                body["external_ref"] = json!(format!("ref{}", ext % 3));
+            }
+            json!({ "system_user_request": body })
+        }
+        Op::Change { su, add, remove } => {
+            let sus: Vec<&String> = r.system_users.keys().collect();
+            let su = match sus.get(usize::from(*su) % sus.len().max(1)) {
+                Some(x) if *su % 8 != 7 => x.to_string(),
+                _ => format!("su{}", su % 4),
+            };
+            let id = format!("q{}", r.requests.len());
+            let mut body = json!({"id": id, "system_user": su});
+            let (a, rm) = (
+                subset(&ASKED_PACKAGES, *add, 0x07),
+                subset(&ASKED_PACKAGES, *remove, 0x07),
+            );
+            if !a.is_empty() {
+                body["add"] = json!({"packages": a});
+            }
+            if !rm.is_empty() || a.is_empty() {
+                body["remove"] = json!({"packages": rm});
+            }
+            json!({ "change_request": body })
+        }
+        Op::AccessRequest {
+            from,
+            to,
+            what,
+            by,
+            draft,
+        } => {
+            let id = format!("q{}", r.requests.len());
+            let mut body = json!({
+                "id": id, "from": party_name(*from), "to": party_name(*to), "by": by_name(*by), "draft": draft
+            });
+            if what % 2 == 0 {
+                body["package"] = json!(pick(&PACKAGES, what / 2));
+            } else {
+                body["resource"] = json!(pick(&RESOURCES[..3], what / 2));
+                body["action"] = json!(pick(&ACTIONS, what / 8));
+            }
+            json!({ "access_request": body })
+        }
+        Op::Answer { pick: i, verb, by } => {
+            // Mostly requests still open.
+            let open: Vec<&String> = r
+                .requests
+                .iter()
+                .filter(|(_, q)| {
+                    matches!(
+                        q.state,
+                        crate::reference::ReqState::Pending | crate::reference::ReqState::Draft
+                    )
+                })
+                .map(|(id, _)| id)
+                .collect();
+            let ids: Vec<&String> = if open.is_empty() || *i % 4 == 0 {
+                r.requests.keys().collect()
+            } else {
+                open
+            };
+            let id = match ids.get(usize::from(*i) % ids.len().max(1)) {
+                Some(x) if *i % 16 != 15 => x.to_string(),
+                _ => "no-such-request".to_string(),
+            };
+            let draft = ids
+                .get(usize::from(*i) % ids.len().max(1))
+                .and_then(|id| r.requests.get(*id))
+                .is_some_and(|q| q.state == crate::reference::ReqState::Draft);
+            let verb = if draft && *verb % 2 == 0 {
+                "confirm"
+            } else {
+                ["approve", "approve", "reject", "confirm", "withdraw"][usize::from(*verb) % 5]
+            };
+            // Usually someone of the party asked (or the asker, for confirm/withdraw).
+            let by = match r.requests.get(&id).map(|q| &q.body) {
+                Some(crate::reference::RequestBody::SystemUser { party, .. }) if by % 3 != 0 => {
+                    people_of(r, party, *by)
+                }
+                Some(crate::reference::RequestBody::Change { system_user, .. }) if by % 3 != 0 => {
+                    match r.system_users.get(system_user) {
+                        Some((owner, _)) => people_of(r, owner, *by),
+                        None => party_name(*by).to_string(),
+                    }
+                }
+                Some(crate::reference::RequestBody::Access { from, to, .. }) if by % 3 != 0 => {
+                    if verb == "confirm" || verb == "withdraw" {
+                        if by % 3 == 1 {
+                            from.clone()
+                        } else {
+                            people_of(r, from, *by)
+                        }
+                    } else {
+                        people_of(r, to, *by)
+                    }
+                }
+                _ => party_name(*by).to_string(),
+            };
+            json!({ verb: {"request": id, "by": by} })
+        }
     };
     ev(clean(v))
+}
+
+/// The names picked by the bits of `mask & bits` (at least one).
+fn subset(xs: &[&'static str], bits: u8, mask: u8) -> Vec<&'static str> {
+    let mut out: Vec<&str> = xs
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| (bits & mask) & (1 << k) != 0)
+        .map(|(_, x)| *x)
+        .collect();
+    if out.is_empty() {
+        out.push(pick(xs, bits));
+    }
+    out
+}
+
+/// A person who acts for `party` (or the party itself when nobody does).
+fn people_of(r: &RefWorld, party: &str, i: u8) -> String {
+    let ps: Vec<&str> = PERSONS
+        .iter()
+        .copied()
+        .filter(|p| r.records(p).iter().any(|x| x.from == party))
+        .collect();
+    match ps.get(usize::from(i) % ps.len().max(1)) {
+        Some(p) => p.to_string(),
+        None => party.to_string(),
+    }
 }
 
 fn node(w: &World, id: &str) -> NodeId {
@@ -840,6 +1056,31 @@ fn compare(w: &World, r: &RefWorld) -> Result<(), String> {
             }
         }
     }
+    // System users: their packages for their owner; every request's state.
+    for (su, (owner, _)) in &r.system_users {
+        let Some(sn) = w.graph.party_node(su) else {
+            return Err(format!("system user `{su}`: missing in the engine"));
+        };
+        let e = codes_of_packages(resolve::rights(w, sn, node(w, owner)).packages.iter());
+        let rr = r.records_for(su, owner);
+        let rf = codes_of_packages(RefWorld::packages_of(&rr.iter().collect::<Vec<_>>()));
+        if e != rf {
+            return Err(format!(
+                "rights of system user `{su}` for `{owner}`: engine {e:?}, reference {rf:?}"
+            ));
+        }
+    }
+    for (id, q) in &r.requests {
+        let e = delegraph::sysuser::request_status(w, id)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|e| e.code.as_str().to_string());
+        if e != q.state.as_str() {
+            return Err(format!(
+                "request `{id}`: engine {e}, reference {}",
+                q.state.as_str()
+            ));
+        }
+    }
     for f in &ids {
         let fn_ = node(w, f);
         for p in HOLDER_PACKAGES {
@@ -852,6 +1093,12 @@ fn compare(w: &World, r: &RefWorld) -> Result<(), String> {
                 .iter()
                 .filter(|(_, rs)| rs.iter().any(|r| &r.from == f && r.packages.contains(&pid)))
                 .map(|(x, _)| x.to_string())
+                .chain(
+                    r.system_users
+                        .keys()
+                        .filter(|su| r.records_for(su, f).iter().any(|x| x.packages.contains(&pid)))
+                        .cloned(),
+                )
                 .collect();
             if e != rf {
                 return Err(format!(
@@ -866,7 +1113,12 @@ fn compare(w: &World, r: &RefWorld) -> Result<(), String> {
 /// Every access in the reference world, in the engine's `Access` shape.
 fn reference_accesses(r: &RefWorld) -> BTreeSet<Access> {
     let mut out = BTreeSet::new();
-    for x in all_parties() {
+    let subjects: Vec<String> = all_parties()
+        .into_iter()
+        .map(str::to_string)
+        .chain(r.system_users.keys().cloned())
+        .collect();
+    for x in subjects.iter().map(String::as_str) {
         let recs = r.records(x);
         let parties: BTreeSet<&String> = recs.iter().map(|r| &r.from).collect();
         for f in parties {
@@ -1094,6 +1346,16 @@ fn generated_events_reach_successes_and_refusals() {
         "access_list ok",
         "access_list unknown_party",
         "access_list invalid_input",
+        "system_user_request ok",
+        "system_user_request conflict",
+        "system_user_request invalid_input",
+        "change_request ok",
+        "access_request ok",
+        "access_request not_authorized",
+        "approve ok",
+        "approve not_authorized",
+        "reject ok",
+        "confirm ok",
     ] {
         assert!(
             seen.get(want).is_some_and(|n| *n >= 3),

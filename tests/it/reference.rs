@@ -118,6 +118,71 @@ pub struct RefWorld {
     /// The meaning of each XACML document the test hands the engine: the reference
     /// does not read XML, it is told what each document says.
     pub policy_texts: BTreeMap<String, Policy>,
+    /// System id → the packages it registered.
+    pub systems: BTreeMap<String, BTreeSet<PackageId>>,
+    /// Request id → request (system-user, change and access requests).
+    pub requests: BTreeMap<String, Request>,
+    /// Standard system user → (owner, system).
+    pub system_users: BTreeMap<String, (String, String)>,
+}
+
+/// A request's state (§7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReqState {
+    Draft,
+    Pending,
+    Accepted,
+    Approved,
+    Rejected,
+    Withdrawn,
+}
+
+impl ReqState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReqState::Draft => "draft",
+            ReqState::Pending => "pending",
+            ReqState::Accepted => "accepted",
+            ReqState::Approved => "approved",
+            ReqState::Rejected => "rejected",
+            ReqState::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+/// What an access request asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessTarget {
+    Package(PackageId),
+    Resource(String, String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestBody {
+    SystemUser {
+        system: String,
+        party: String,
+        system_user: String,
+        packages: BTreeSet<PackageId>,
+        external_ref: Option<String>,
+    },
+    Change {
+        system_user: String,
+        add: BTreeSet<PackageId>,
+        remove: BTreeSet<PackageId>,
+    },
+    Access {
+        from: String,
+        to: String,
+        target: AccessTarget,
+        by: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub body: RequestBody,
+    pub state: ReqState,
 }
 
 /// How a record was found (§4 paths 1, 2, 4, and the implicit `privatperson`).
@@ -284,6 +349,9 @@ impl RefWorld {
             a2_retired: false,
             access_lists: BTreeMap::new(),
             policy_texts: BTreeMap::new(),
+            systems: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            system_users: BTreeMap::new(),
         }
     }
 
@@ -1051,6 +1119,24 @@ impl RefWorld {
                 self.access_lists.insert((l.owner.clone(), l.id.clone()), members);
                 Ok(())
             }
+            Event::System(e) => {
+                self.party_exists(&e.vendor)?;
+                let pk = e
+                    .packages
+                    .iter()
+                    .flatten()
+                    .map(|p| Self::lookup_package(p))
+                    .collect::<Result<_, _>>()?;
+                self.systems.insert(e.id.clone(), pk);
+                Ok(())
+            }
+            Event::SystemUserRequest(e) => self.system_user_request(e),
+            Event::ChangeRequest(e) => self.change_request(e),
+            Event::AccessRequest(e) => self.access_request(e),
+            Event::Approve(e) | Event::Reject(e) => self.answer(e, matches!(ev, Event::Approve(_))),
+            Event::Confirm(e) | Event::Withdraw(e) => {
+                self.confirm_or_withdraw(e, matches!(ev, Event::Confirm(_)))
+            }
             other => panic!("reference does not model `{}` events", other.name()),
         }
     }
@@ -1274,4 +1360,426 @@ impl RefWorld {
 enum What {
     Package(PackageId),
     Resource(String, Acts),
+}
+
+// ----------------------------------------------------------------------------------
+// §7 System users (standard, packages only) and requests
+
+impl RefWorld {
+    /// Is `f` among the authorized parties of `x` (or `x` itself)?
+    fn acts_for(&self, x: &str, f: &str) -> bool {
+        x == f || !self.records_for(x, f).is_empty()
+    }
+
+    fn fresh_request(&self, id: &str) -> Result<(), ErrorCode> {
+        if self.requests.contains_key(id) {
+            Err(ErrorCode::Conflict)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Packages a system user of an organisation may be given.
+    fn assignable_to_system_user(p: PackageId) -> bool {
+        let info = cat().package(p);
+        info.is_assignable
+            && info.entity_type == EntityType::Organisation
+            && p != package("virksomhetens-representant-skjemaoppgaver")
+    }
+
+    fn packages_named(names: Option<&Vec<String>>) -> Result<BTreeSet<PackageId>, ErrorCode> {
+        names
+            .into_iter()
+            .flatten()
+            .map(|p| Self::lookup_package(p))
+            .collect()
+    }
+
+    fn system_user_request(&mut self, e: &delegraph::event::SystemUserRequestEvent) -> Result<(), ErrorCode> {
+        if e.packages.as_deref().unwrap_or(&[]).is_empty() && e.resources.as_deref().unwrap_or(&[]).is_empty()
+        {
+            return Err(ErrorCode::InvalidInput);
+        }
+        let registered = self.systems.get(&e.system).cloned().ok_or(ErrorCode::NotFound)?;
+        self.party_exists(&e.party)?;
+        if self.parties[&e.party].kind != PartyKind::Organisation {
+            return Err(ErrorCode::InvalidInput);
+        }
+        let pk = Self::packages_named(e.packages.as_ref())?;
+        // Only rights the system registered.
+        if !pk.is_subset(&registered) {
+            return Err(ErrorCode::InvalidInput);
+        }
+        if !pk.iter().all(|p| Self::assignable_to_system_user(*p)) {
+            return Err(ErrorCode::NotAssignable);
+        }
+        self.fresh_request(&e.id)?;
+        if self.parties.contains_key(&e.system_user) {
+            return Err(ErrorCode::Conflict);
+        }
+        // One system user per (system, party, external_ref): against pending requests
+        // and accepted ones whose system user still exists.
+        let ext = e.external_ref.as_deref().map(str::trim);
+        for r in self.requests.values() {
+            if let RequestBody::SystemUser {
+                system,
+                party,
+                system_user,
+                external_ref,
+                ..
+            } = &r.body
+            {
+                let same = *system == e.system && *party == e.party && external_ref.as_deref() == ext;
+                let exists = self.parties.contains_key(system_user);
+                if same && (r.state == ReqState::Pending || (r.state == ReqState::Accepted && exists)) {
+                    return Err(ErrorCode::Conflict);
+                }
+                // Spec choice (engine): two pending requests cannot name one system user.
+                if r.state == ReqState::Pending && *system_user == e.system_user {
+                    return Err(ErrorCode::Conflict);
+                }
+            }
+        }
+        self.requests.insert(
+            e.id.clone(),
+            Request {
+                body: RequestBody::SystemUser {
+                    system: e.system.clone(),
+                    party: e.party.clone(),
+                    system_user: e.system_user.clone(),
+                    packages: pk,
+                    external_ref: ext.map(str::to_string),
+                },
+                state: ReqState::Pending,
+            },
+        );
+        Ok(())
+    }
+
+    fn change_request(&mut self, e: &delegraph::event::ChangeRequestEvent) -> Result<(), ErrorCode> {
+        let named = |r: &Option<delegraph::event::RightsSpec>| {
+            r.as_ref().is_some_and(|r| {
+                !r.packages.as_deref().unwrap_or(&[]).is_empty()
+                    || !r.resources.as_deref().unwrap_or(&[]).is_empty()
+            })
+        };
+        if !named(&e.add) && !named(&e.remove) {
+            return Err(ErrorCode::InvalidInput);
+        }
+        self.party_exists(&e.system_user)?;
+        let Some((_, system)) = self.system_users.get(&e.system_user).cloned() else {
+            return Err(ErrorCode::InvalidInput);
+        };
+        let registered = self.systems.get(&system).cloned().ok_or(ErrorCode::NotFound)?;
+        let add = Self::packages_named(e.add.as_ref().and_then(|r| r.packages.as_ref()))?;
+        let remove = Self::packages_named(e.remove.as_ref().and_then(|r| r.packages.as_ref()))?;
+        // What it adds must be registered; what it removes need not be.
+        if !add.is_subset(&registered) {
+            return Err(ErrorCode::InvalidInput);
+        }
+        if !add.iter().all(|p| Self::assignable_to_system_user(*p)) {
+            return Err(ErrorCode::NotAssignable);
+        }
+        self.fresh_request(&e.id)?;
+        let body = RequestBody::Change {
+            system_user: e.system_user.clone(),
+            add,
+            remove,
+        };
+        if self
+            .requests
+            .values()
+            .any(|r| r.state == ReqState::Pending && r.body == body)
+        {
+            return Err(ErrorCode::Conflict);
+        }
+        self.requests.insert(
+            e.id.clone(),
+            Request {
+                body,
+                state: ReqState::Pending,
+            },
+        );
+        Ok(())
+    }
+
+    fn access_request(&mut self, e: &delegraph::event::AccessRequestEvent) -> Result<(), ErrorCode> {
+        match (&e.package, &e.resource, &e.action) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            _ => return Err(ErrorCode::InvalidInput),
+        }
+        if e.from == e.to {
+            return Err(ErrorCode::InvalidInput);
+        }
+        self.party_exists(&e.from)?;
+        self.party_exists(&e.to)?;
+        if let Some(b) = &e.by {
+            self.party_exists(b)?;
+        }
+        let target = match (&e.package, &e.resource, &e.action) {
+            (Some(p), _, _) => AccessTarget::Package(Self::lookup_package(p)?),
+            (None, Some(r), Some(a)) => {
+                self.lookup_resource(r)?;
+                AccessTarget::Resource(r.clone(), a.trim().to_lowercase())
+            }
+            _ => return Err(ErrorCode::InvalidInput),
+        };
+        match &target {
+            AccessTarget::Package(p) => {
+                let info = cat().package(*p);
+                if !info.is_assignable || self.entity_type(&e.to) != Some(info.entity_type) {
+                    return Err(ErrorCode::NotAssignable);
+                }
+            }
+            AccessTarget::Resource(r, _) => {
+                if !self.resources[r].delegable {
+                    return Err(ErrorCode::NotDelegable);
+                }
+            }
+        }
+        // An end user's request needs a connection; a service owner's draft does not.
+        let draft = e.draft.unwrap_or(false);
+        if let Some(b) = &e.by
+            && !draft
+            && !self.acts_for(b, &e.from)
+        {
+            return Err(ErrorCode::NotAuthorized);
+        }
+        if !draft && !self.acts_for(&e.from, &e.to) {
+            return Err(ErrorCode::NotAuthorized);
+        }
+        self.fresh_request(&e.id)?;
+        let open = self.requests.values().any(|r| {
+            matches!(r.state, ReqState::Draft | ReqState::Pending)
+                && matches!(&r.body, RequestBody::Access { from, to, target: t, .. }
+                    if *from == e.from && *to == e.to && *t == target)
+        });
+        if open {
+            return Err(ErrorCode::Conflict);
+        }
+        self.requests.insert(
+            e.id.clone(),
+            Request {
+                body: RequestBody::Access {
+                    from: e.from.clone(),
+                    to: e.to.clone(),
+                    target,
+                    by: e.by.clone(),
+                },
+                state: if draft { ReqState::Draft } else { ReqState::Pending },
+            },
+        );
+        Ok(())
+    }
+
+    fn pending(r: &Request) -> Result<(), ErrorCode> {
+        if r.state == ReqState::Pending {
+            Ok(())
+        } else {
+            Err(ErrorCode::Conflict)
+        }
+    }
+
+    fn all_delegable(&self, by: &str, party: &str, pk: &BTreeSet<PackageId>) -> bool {
+        pk.iter().all(|p| self.can_delegate_package(by, party, *p))
+    }
+
+    /// Grants (or revokes) packages owner → system user as an administrative import.
+    fn give(&mut self, from: &str, to: &str, pk: &BTreeSet<PackageId>, grant: bool) -> Result<(), ErrorCode> {
+        for p in pk {
+            let g = GrantEvent {
+                from: from.to_string(),
+                to: to.to_string(),
+                package: Some(cat().package(*p).code.clone()),
+                resource: None,
+                instance: None,
+                actions: None,
+                by: None,
+                cascade: None,
+            };
+            if grant {
+                self.grant(&g)?;
+            } else {
+                self.revoke(&g)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The packages granted owner → system user.
+    fn su_packages(&self, owner: &str, su: &str) -> BTreeSet<PackageId> {
+        self.find_assignment(owner, su, role("rettighetshaver"))
+            .map(|i| self.assignments[i].packages.clone())
+            .unwrap_or_default()
+    }
+
+    fn answer(&mut self, e: &delegraph::event::RequestActionEvent, approve: bool) -> Result<(), ErrorCode> {
+        let mut req = self
+            .requests
+            .get(&e.request)
+            .cloned()
+            .ok_or(ErrorCode::NotFound)?;
+        self.party_exists(&e.by)?;
+        let by = e.by.as_str();
+        let manager = |me: &Self, party: &str| me.holds_package(by, party, package("tilgangsstyrer"));
+        match req.body.clone() {
+            RequestBody::SystemUser {
+                system,
+                party,
+                system_user,
+                packages,
+                ..
+            } => {
+                let could = self.all_delegable(by, &party, &packages);
+                if !approve {
+                    if !(manager(self, &party) || could) {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
+                    Self::pending(&req)?;
+                    req.state = ReqState::Rejected;
+                } else {
+                    // All or nothing.
+                    if !could {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
+                    Self::pending(&req)?;
+                    if self.parties.contains_key(&system_user) {
+                        return Err(ErrorCode::Conflict);
+                    }
+                    self.parties.insert(
+                        system_user.clone(),
+                        Party {
+                            kind: PartyKind::SystemUser,
+                            unit_type: None,
+                            main_unit: None,
+                            alive: true,
+                        },
+                    );
+                    self.system_users
+                        .insert(system_user.clone(), (party.clone(), system));
+                    self.give(&party, &system_user, &packages, true)?;
+                    req.state = ReqState::Accepted;
+                }
+            }
+            RequestBody::Change {
+                system_user,
+                add,
+                remove,
+            } => {
+                let Some((owner, _)) = self.system_users.get(&system_user).cloned() else {
+                    return Err(ErrorCode::InvalidInput);
+                };
+                let mgr = manager(self, &owner);
+                let ok_add = self.all_delegable(by, &owner, &add);
+                let ok_remove = mgr || self.all_delegable(by, &owner, &remove);
+                if !approve {
+                    if !(mgr || (ok_add && ok_remove)) {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
+                    Self::pending(&req)?;
+                    req.state = ReqState::Rejected;
+                } else {
+                    if !(ok_add && ok_remove) {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
+                    Self::pending(&req)?;
+                    // Both lists read against what the system user holds now.
+                    let held = self.su_packages(&owner, &system_user);
+                    let to_add: BTreeSet<PackageId> = add.difference(&held).copied().collect();
+                    let to_remove: BTreeSet<PackageId> = remove.intersection(&held).copied().collect();
+                    self.give(&owner, &system_user, &to_add, true)?;
+                    self.give(&owner, &system_user, &to_remove, false)?;
+                    req.state = ReqState::Accepted;
+                }
+            }
+            RequestBody::Access {
+                from,
+                to,
+                target,
+                by: made_by,
+            } => {
+                if !approve {
+                    if !self.acts_for(by, &to) {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
+                    Self::pending(&req)?;
+                    req.state = ReqState::Rejected;
+                } else {
+                    let own = by == from || made_by.as_deref() == Some(by);
+                    if own
+                        && !self.holds_package(
+                            by,
+                            &to,
+                            package("urn:altinn:accesspackage:hovedadministrator"),
+                        )
+                    {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
+                    let may = match &target {
+                        AccessTarget::Package(p) => self.can_delegate_package(by, &to, *p),
+                        AccessTarget::Resource(r, a) => self.can_delegate_resource(by, &to, r, a),
+                    };
+                    if !may {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
+                    Self::pending(&req)?;
+                    let mut g = GrantEvent {
+                        from: to.clone(),
+                        to: from.clone(),
+                        package: None,
+                        resource: None,
+                        instance: None,
+                        actions: None,
+                        by: Some(by.to_string()),
+                        cascade: None,
+                    };
+                    match target {
+                        AccessTarget::Package(p) => g.package = Some(cat().package(p).code.clone()),
+                        AccessTarget::Resource(r, a) => {
+                            g.resource = Some(r);
+                            g.actions = Some(vec![a]);
+                        }
+                    }
+                    self.grant(&g)?;
+                    req.state = ReqState::Approved;
+                }
+            }
+        }
+        self.requests.insert(e.request.clone(), req);
+        Ok(())
+    }
+
+    fn confirm_or_withdraw(
+        &mut self,
+        e: &delegraph::event::RequestActionEvent,
+        confirm: bool,
+    ) -> Result<(), ErrorCode> {
+        let mut req = self
+            .requests
+            .get(&e.request)
+            .cloned()
+            .ok_or(ErrorCode::NotFound)?;
+        self.party_exists(&e.by)?;
+        let RequestBody::Access { from, .. } = &req.body else {
+            return Err(ErrorCode::InvalidInput);
+        };
+        // Only the asker; confirming a draft does not check the connection again.
+        if !self.acts_for(&e.by, from) {
+            return Err(ErrorCode::NotAuthorized);
+        }
+        let ok = matches!(
+            (confirm, req.state),
+            (true, ReqState::Draft) | (false, ReqState::Draft | ReqState::Pending)
+        );
+        if !ok {
+            return Err(ErrorCode::Conflict);
+        }
+        req.state = if confirm {
+            ReqState::Pending
+        } else {
+            ReqState::Withdrawn
+        };
+        self.requests.insert(e.request.clone(), req);
+        Ok(())
+    }
 }
