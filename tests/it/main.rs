@@ -6,6 +6,7 @@
 mod a2http;
 mod a2impact;
 mod crash;
+mod decide;
 mod http;
 mod pdp;
 mod pdp_http;
