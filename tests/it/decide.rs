@@ -37,10 +37,16 @@ fn policy() -> String {
 #[test]
 fn can_delegate_of_a_resource_action_honours_its_xacml_policy() {
     let mut w = World::new();
-    apply(&mut w, json!({"party": {"id": "org", "kind": "organisation", "unit_type": "AS"}}));
+    apply(
+        &mut w,
+        json!({"party": {"id": "org", "kind": "organisation", "unit_type": "AS"}}),
+    );
     apply(&mut w, json!({"party": {"id": "ceo", "kind": "person"}}));
     apply(&mut w, json!({"party": {"id": "clerk", "kind": "person"}}));
-    apply(&mut w, json!({"register_role": {"from": "org", "to": "ceo", "role": "daglig-leder"}}));
+    apply(
+        &mut w,
+        json!({"register_role": {"from": "org", "to": "ceo", "role": "daglig-leder"}}),
+    );
     apply(&mut w, json!({"policy": {"resource": "svc", "xml": policy()}}));
     // The clerk holds grants of both actions (an administrative import).
     apply(
@@ -73,7 +79,10 @@ fn can_delegate_of_a_resource_action_honours_its_xacml_policy() {
 
     // Access-list mode: the organisation is on no list, so nothing is permitted or
     // delegable any more.
-    apply(&mut w, json!({"access_list": {"owner": "acme", "id": "l", "members": []}}));
+    apply(
+        &mut w,
+        json!({"access_list": {"owner": "acme", "id": "l", "members": []}}),
+    );
     apply(
         &mut w,
         json!({"resource": {"id": "svc", "owner": "acme", "access_lists": ["l"], "access_list_mode": "enabled"}}),
@@ -81,6 +90,9 @@ fn can_delegate_of_a_resource_action_honours_its_xacml_policy() {
     let svc = w.graph.resource_node("svc").unwrap();
     assert!(!decide::permits(&w, ceo, org, svc, "read", None));
     assert!(!decide::can_delegate_resource(&w, ceo, org, svc, "read"));
-    apply(&mut w, json!({"access_list": {"owner": "acme", "id": "l", "members": [{"org": "org", "actions": ["read"]}]}}));
+    apply(
+        &mut w,
+        json!({"access_list": {"owner": "acme", "id": "l", "members": [{"org": "org", "actions": ["read"]}]}}),
+    );
     assert!(decide::can_delegate_resource(&w, ceo, org, svc, "read"));
 }

@@ -105,6 +105,9 @@ enum Decision {
     NotApplicable,
 }
 
+/// An access-list member: an organisation and its action filter (None: every action).
+pub type ListMember = (String, Option<Acts>);
+
 /// The whole reference world.
 #[derive(Debug, Clone)]
 pub struct RefWorld {
@@ -114,7 +117,7 @@ pub struct RefWorld {
     pub resources: BTreeMap<String, Resource>,
     pub a2_retired: bool,
     /// (owner, list id) → members: organisation and its action filter (None: all).
-    pub access_lists: BTreeMap<(String, String), Vec<(String, Option<Acts>)>>,
+    pub access_lists: BTreeMap<(String, String), Vec<ListMember>>,
     /// The meaning of each XACML document the test hands the engine: the reference
     /// does not read XML, it is told what each document says.
     pub policy_texts: BTreeMap<String, Policy>,
