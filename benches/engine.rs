@@ -168,7 +168,7 @@ fn queries(c: &mut Criterion) {
             b.iter(|| resolve::has_role(&w, ceo, company, utinn))
         });
         g.bench_function(BenchmarkId::new("resource", &label), |b| {
-            b.iter(|| resolve::permits(&w, emp, company, res, "write", None))
+            b.iter(|| delegraph::decide::permits(&w, emp, company, res, "write", None))
         });
         g.finish();
 

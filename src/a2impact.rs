@@ -169,14 +169,8 @@ fn candidates(w: &World) -> Candidates {
     let add = |pairs: &mut Vec<(NodeId, NodeId)>, subjects: &[NodeId], from: NodeId, owner_rule: bool| {
         let mut parties = vec![from];
         parties.extend(g.sub_units(from));
-        if owner_rule && g.party(from).is_some_and(|p| p.is_unit_type("ENK")) {
-            for (_, o, e) in g.outgoing(from) {
-                if let Edge::Assignment(a) = e
-                    && a.role == c.known.innehaver
-                {
-                    parties.push(o);
-                }
-            }
+        if owner_rule {
+            parties.extend(resolve::enk_owners(w, from));
         }
         for s in subjects {
             for p in &parties {
@@ -335,8 +329,8 @@ fn plan(w: &World, filter: &Filter, cand: &Candidates) -> Plan {
                 .flat_map(|rule| rule.actions.iter().cloned())
                 .collect(),
         };
-        // An XACML resource in access-list mode: a permit depends on the party too.
-        let lists = policy.is_some() && w.pdp.resource_lists.get(&r.id).is_some_and(|l| l.enabled);
+        // A resource in access-list mode: a permit depends on the party too.
+        let lists = crate::decide::in_list_mode(w, &r.id);
         for action in actions {
             let (roles, restoring) = match &policy {
                 Some(pol) => pdp_records::permit_rule_tokens(c, pol, &action),
@@ -511,20 +505,23 @@ impl<'a> Worker<'a> {
             open: vec![0; self.plan.words],
         };
         for (i, s) in self.plan.slots.iter().enumerate() {
-            let (permit, open) = match &s.policy {
-                None => {
-                    let p = roles.intersects(&s.roles) || packages.intersects(&s.restoring);
-                    (p, !p)
-                }
-                Some(pol) => {
-                    let id = &self.plan.resources[s.res].id;
-                    match pdp_records::policy_decision(self.w, id, pol, &recs, &s.action) {
-                        Decision::Permit => (true, false),
-                        Decision::NotApplicable => (false, true),
-                        Decision::Deny | Decision::Indeterminate => (false, false),
-                    }
-                }
+            let res = &self.plan.resources[s.res].id;
+            // The policy step of the decision order, once per class: an XACML policy
+            // over the records, a rule list over the roles and packages held.
+            let d = match &s.policy {
+                Some(pol) => pdp_records::policy_decision(self.w, res, pol, &recs, &s.action),
+                None => match crate::decide::form(self.w, res) {
+                    crate::decide::Form::Rules(r) => crate::decide::rules_decision(
+                        self.w,
+                        r,
+                        std::slice::from_ref(&s.action),
+                        &roles,
+                        &packages,
+                    ),
+                    _ => Decision::NotApplicable,
+                },
             };
+            let (permit, open) = (d == Decision::Permit, d == Decision::NotApplicable);
             set_bit(&mut cl.permit, i, permit);
             set_bit(&mut cl.open, i, open);
         }
@@ -634,31 +631,49 @@ impl<'a> Worker<'a> {
         let (Some(ca), Some(cb)) = (self.classes.get(a as usize), self.classes.get(b as usize)) else {
             return;
         };
-        let mut all = ca.permit.clone();
-        let mut after = cb.permit.clone();
+        // Which slots the grants cover, with and without the Altinn 2 records.
+        let mut granted_all: Bits = vec![0; plan.words];
+        let mut granted_after: Bits = vec![0; plan.words];
         for r in recs {
             let a2 = c.is_altinn2_role(r.role);
             for (res, acts) in resolve::resource_grants(w, r).into_iter().flatten() {
                 for s in plan.slots_of.get(res).into_iter().flatten() {
                     let Some(slot) = plan.slots.get(*s) else { continue };
                     if acts.contains(&slot.action) {
-                        if bit(&ca.open, *s) {
-                            set_bit(&mut all, *s, true);
-                        }
-                        if !a2 && bit(&cb.open, *s) {
-                            set_bit(&mut after, *s, true);
+                        set_bit(&mut granted_all, *s, true);
+                        if !a2 {
+                            set_bit(&mut granted_after, *s, true);
                         }
                     }
                 }
             }
         }
+        let mut listed: Bits = vec![0; plan.words];
         for s in &plan.list_slots {
-            if let Some(slot) = plan.slots.get(*s)
-                && !pdp_records::lists_allow(w, &plan.resources[slot.res].id, f, &slot.action)
-            {
-                set_bit(&mut all, *s, false);
-                set_bit(&mut after, *s, false);
+            set_bit(&mut listed, *s, true);
+        }
+        // Each slot through the decision order (crate::decide), with the policy's answer
+        // of the class.
+        let class_decision = |cl: &Class, i: usize| {
+            if bit(&cl.permit, i) {
+                Decision::Permit
+            } else if bit(&cl.open, i) {
+                Decision::NotApplicable
+            } else {
+                Decision::Deny
             }
+        };
+        let mut all: Bits = vec![0; plan.words];
+        let mut after: Bits = vec![0; plan.words];
+        for (i, slot) in plan.slots.iter().enumerate() {
+            let res = &plan.resources[slot.res].id;
+            let actions = [slot.action.clone()];
+            let lists = || !bit(&listed, i) || crate::decide::lists_allow(w, res, Some(f), &actions);
+            let d_all = crate::decide::order_decision(class_decision(ca, i), || bit(&granted_all, i), lists);
+            let d_after =
+                crate::decide::order_decision(class_decision(cb, i), || bit(&granted_after, i), lists);
+            set_bit(&mut all, i, d_all == Decision::Permit);
+            set_bit(&mut after, i, d_after == Decision::Permit);
         }
         let mut grantable = None;
         for (i, slot) in plan.slots.iter().enumerate() {

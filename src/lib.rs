@@ -8,6 +8,8 @@
 //! * [`world`] — the graph plus the engine clock and the Altinn 2 cut-off flag.
 //! * [`resolve`] — read-only queries: records, rights, check, authorized parties,
 //!   holders, the delegation check and explain.
+//! * [`decide`] — the decision order of a resource decision (policy, grants on
+//!   NotApplicable, access lists), the one implementation every caller uses.
 //! * [`event`] — the event vocabulary shared by scenarios, imports, the log and HTTP.
 //! * [`mutate`] — validation, apply with cascades, atomic batches and simulate.
 //! * [`a2impact`] — the Altinn 2 cut-off report: lost permits and what restores them.
@@ -28,6 +30,7 @@
 pub mod a2impact;
 pub mod api;
 pub mod catalog;
+pub mod decide;
 pub mod event;
 pub mod generate;
 pub mod graph;

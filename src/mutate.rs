@@ -318,15 +318,7 @@ pub fn accesses_of(w: &World, x: NodeId, parties: Option<&BTreeSet<NodeId>>) -> 
                 package: c.package(p).code.clone(),
             });
         }
-        let mut permitted = resolve::permitted_actions(w, &recs);
-        if !w.pdp.policies.is_empty() {
-            // A resource with an XACML policy answers through the decision point.
-            permitted.retain(|(res, _)| {
-                !g.resource(*res)
-                    .is_some_and(|r| w.pdp.policies.contains_key(&r.id))
-            });
-            permitted.extend(crate::pdp::records::permitted_policy_actions(w, f, &recs));
-        }
+        let permitted = crate::decide::permitted_actions(w, f, &recs);
         for (res, action) in permitted {
             out.insert(Access::Resource {
                 subject: subject.clone(),
@@ -378,16 +370,7 @@ fn reach(w: &World, touched: &BTreeSet<NodeId>, whole: &BTreeSet<NodeId>) -> Rea
     subjects.extend(hop1);
     let mut parties = touched.clone();
     for t in touched {
-        parties.extend(g.sub_units(*t));
-        if g.party(*t).is_some_and(|p| p.is_unit_type("ENK")) {
-            for (_, o, e) in g.outgoing(*t) {
-                if let Edge::Assignment(a) = e
-                    && a.role == c.known.innehaver
-                {
-                    parties.insert(o);
-                }
-            }
-        }
+        parties.extend(resolve::repeated_to(w, *t));
     }
     let whole = whole.iter().filter(|n| g.party(**n).is_some()).copied().collect();
     Reach {
@@ -437,7 +420,11 @@ pub fn simulate(w: &mut World, ev: &Event) -> Result<Simulation> {
     // Events that change policies or global state can touch anyone.
     let global = matches!(
         ev,
-        Event::Resource(_) | Event::RetireA2Roles(_) | Event::Clock(_) | Event::Policy(_)
+        Event::Resource(_)
+            | Event::RetireA2Roles(_)
+            | Event::Clock(_)
+            | Event::Policy(_)
+            | Event::AccessList(_)
     );
     let (outcome, touched, whole, attributes_changed, reach_after) = with_applied(w, ev, |tx| {
         let c = tx.w.catalog;
@@ -1051,7 +1038,7 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
             }
             GrantTarget::Resource(r, acts) | GrantTarget::Instance(r, _, acts) => {
                 for a in acts {
-                    if !resolve::can_delegate_resource(w, b, from, *r, a) {
+                    if !crate::decide::can_delegate_resource(w, b, from, *r, a) {
                         return Err(Error::not_authorized(format!(
                             "`{}` may not pass on `{a}` on resource `{}` for `{}`",
                             w.graph.ext_id(b),
@@ -1098,7 +1085,7 @@ fn may_remove(w: &World, by: NodeId, from: NodeId, to: NodeId, what: &[GrantTarg
             }
             GrantTarget::Resource(r, acts) | GrantTarget::Instance(r, _, acts) => acts
                 .iter()
-                .all(|a| resolve::can_delegate_resource(w, by, from, *r, a)),
+                .all(|a| crate::decide::can_delegate_resource(w, by, from, *r, a)),
         })
 }
 
@@ -1369,14 +1356,7 @@ fn remove_agent(tx: &mut Tx<'_>, ev: &AgentEvent) -> Result<()> {
 
 /// The packages the facilitator holds from the client through the client assignment.
 fn held_through(w: &World, client: NodeId, a: &Assignment) -> PackageSet {
-    let c = w.catalog;
-    let mut s = if c.is_rightholder(a.role) {
-        PackageSet::EMPTY
-    } else {
-        c.role_packages(a.role, w.graph.party(client).and_then(|p| p.unit_type.as_deref()))
-    };
-    s.union_with(&a.packages);
-    s
+    resolve::packages_carried(w, a.role, &a.packages, client)
 }
 
 fn delegate(tx: &mut Tx<'_>, ev: &DelegateEvent) -> Result<()> {

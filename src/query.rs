@@ -504,16 +504,7 @@ pub fn check(w: &World, q: &CheckQuery) -> Result<CheckAnswer> {
             };
             let rn = resource_node(w, res)?;
             let action = action.to_lowercase();
-            match w.pdp.policies.get(res.as_str()) {
-                // A resource with an XACML policy decides as the decision point does
-                // (and as `simulate` counts it): the policy, grants on NotApplicable,
-                // then the access lists.
-                Some(policy) => {
-                    let recs = resolve::records(w, x, Some(f));
-                    crate::pdp::records::permits(w, res, policy, f, &recs, &action, q.instance.as_deref())
-                }
-                None => resolve::permits(w, x, f, rn, &action, q.instance.as_deref()),
-            }
+            crate::decide::permits(w, x, f, rn, &action, q.instance.as_deref())
         }
         _ => {
             return Err(Error::invalid(
@@ -579,7 +570,7 @@ pub fn can_delegate(w: &World, q: &CanDelegateQuery) -> Result<CanDelegateAnswer
         (None, Some(r), Some(a)) => {
             let rn = resource_node(w, r)?;
             Ok(CanDelegateAnswer {
-                allowed: resolve::can_delegate_resource(w, u, p, rn, &a.to_lowercase()),
+                allowed: crate::decide::can_delegate_resource(w, u, p, rn, &a.to_lowercase()),
                 reason: None,
             })
         }

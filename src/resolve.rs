@@ -61,15 +61,24 @@ impl Record {
         (!matches!(self.origin, Origin::Delegation { .. })).then_some(self.role)
     }
 
-    /// Whether the delegation check (§5) counts this record: direct or key role, or
-    /// either of those at the party's main unit; never client delegations, RoleMap or
-    /// the owner rule.
+    /// Whether the package delegation check (§5) counts this record: direct or key
+    /// role, or either of those at the party's main unit; never client delegations,
+    /// RoleMap or the owner rule.
     pub fn counts_for_delegation(&self) -> bool {
         matches!(
             self.origin,
             Origin::Direct { .. } | Origin::KeyRole { .. } | Origin::SelfPerson
         ) && self.mapped_from.is_none()
             && !matches!(self.repeat, Some(Repeat::Owner { .. }))
+    }
+}
+
+impl Record {
+    /// Whether the resource delegation check (§5) counts this record: every record but
+    /// a client delegation's — RoleMap roles are held roles, and the main-unit and
+    /// sole-proprietor-owner repeats of records count as the records do.
+    pub fn counts_for_resource_delegation(&self) -> bool {
+        !matches!(self.origin, Origin::Delegation { .. })
     }
 }
 
@@ -89,16 +98,69 @@ fn is_iks(w: &World, n: NodeId) -> bool {
     w.graph.party(n).is_some_and(|p| p.is_unit_type("IKS"))
 }
 
-/// Packages a record with `role` on assignment `a` gives at party `from`.
-fn packages_of(w: &World, c: &Catalog, role: RoleId, edge: Option<&Edge>, from: NodeId) -> PackageSet {
-    if c.is_rightholder(role) {
-        match edge {
-            Some(Edge::Assignment(a)) => a.packages,
-            _ => PackageSet::EMPTY,
-        }
+/// The package-carrying rule (§4.1), the one implementation: what a record with `role`
+/// gives at party `at` — for a rightholder role the package grants hung on its
+/// assignment (`granted`), otherwise the role's RolePackage rows with `has_access`
+/// (unit-type rows only when `at`'s unit type matches).
+pub fn packages_carried(w: &World, role: RoleId, granted: &PackageSet, at: NodeId) -> PackageSet {
+    if w.catalog.is_rightholder(role) {
+        *granted
     } else {
-        c.role_packages(role, unit_type(w, from))
+        w.catalog.role_packages(role, unit_type(w, at))
     }
+}
+
+/// Packages a record with `role` on assignment `edge` gives at party `from`.
+fn packages_of(w: &World, role: RoleId, edge: Option<&Edge>, from: NodeId) -> PackageSet {
+    match edge {
+        Some(Edge::Assignment(a)) => packages_carried(w, role, &a.packages, from),
+        _ => packages_carried(w, role, &PackageSet::EMPTY, from),
+    }
+}
+
+/// The living owners (`innehaver`) of `enk` when it is a sole proprietorship: the
+/// parties the owner rule (§4.6) repeats its accountant and auditor records for.
+pub fn enk_owners(w: &World, enk: NodeId) -> Vec<NodeId> {
+    let g = &w.graph;
+    if !g.party(enk).is_some_and(|p| p.is_unit_type("ENK")) {
+        return Vec::new();
+    }
+    g.outgoing(enk)
+        .filter_map(|(_, owner, edge)| match edge {
+            Edge::Assignment(a)
+                if a.role == w.catalog.known.innehaver
+                    && g.party(owner).is_some_and(|p| p.is_living_person()) =>
+            {
+                Some(owner)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The sole proprietorships a living person owns (the reverse of [`enk_owners`]).
+pub fn owned_enks(w: &World, person: NodeId) -> Vec<NodeId> {
+    let g = &w.graph;
+    if !g.party(person).is_some_and(|p| p.is_living_person()) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (_, e, edge) in g.incoming(person) {
+        if let Edge::Assignment(a) = edge
+            && a.role == w.catalog.known.innehaver
+            && g.party(e).is_some_and(|p| p.is_unit_type("ENK"))
+            && !out.contains(&e)
+        {
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// The parties a record given by `from` is repeated for (§4.5–6): its sub-units, and,
+/// for an ENK, its living owners (for the owner-rule roles only; see [`records`]).
+pub fn repeated_to(w: &World, from: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+    w.graph.sub_units(from).chain(enk_owners(w, from))
 }
 
 /// Whether an assignment with `role` yields records at all: the main-unit link is
@@ -110,20 +172,13 @@ fn yields_records(c: &Catalog, role: RoleId) -> bool {
 /// The parties whose records can end up as records for `target` after repetition: the
 /// target itself, its main unit, and (for a living person) the ENKs they own.
 fn sources_for(w: &World, target: NodeId) -> Vec<NodeId> {
-    let c = w.catalog;
     let mut s = vec![target];
     if let Some(m) = w.graph.main_unit(target) {
         s.push(m);
     }
-    if w.graph.party(target).is_some_and(|p| p.is_living_person()) {
-        for (_, e, edge) in w.graph.incoming(target) {
-            if let Edge::Assignment(a) = edge
-                && a.role == c.known.innehaver
-                && w.graph.party(e).is_some_and(|p| p.is_unit_type("ENK"))
-                && !s.contains(&e)
-            {
-                s.push(e);
-            }
+    for e in owned_enks(w, target) {
+        if !s.contains(&e) {
+            s.push(e);
         }
     }
     s
@@ -158,7 +213,7 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
             base.push(Record {
                 from,
                 role: a.role,
-                packages: packages_of(w, c, a.role, Some(edge), from),
+                packages: packages_of(w, a.role, Some(edge), from),
                 origin: Origin::Direct { edge: e },
                 mapped_from: None,
                 repeat: None,
@@ -170,7 +225,7 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
         base.push(Record {
             from: x,
             role,
-            packages: c.role_packages(role, None),
+            packages: packages_carried(w, role, &PackageSet::EMPTY, x),
             origin: Origin::SelfPerson,
             mapped_from: None,
             repeat: None,
@@ -195,7 +250,7 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
             base.push(Record {
                 from,
                 role: a.role,
-                packages: packages_of(w, c, a.role, Some(edge), from),
+                packages: packages_of(w, a.role, Some(edge), from),
                 origin: Origin::KeyRole {
                     edge: e,
                     holder,
@@ -217,7 +272,7 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
             mapped.push(Record {
                 from: r.from,
                 role: *g_role,
-                packages: c.role_packages(*g_role, unit_type(w, r.from)),
+                packages: packages_carried(w, *g_role, &PackageSet::EMPTY, r.from),
                 origin: r.origin,
                 mapped_from: Some(r.role),
                 repeat: None,
@@ -256,18 +311,10 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
                     .collect(),
                 None => g.sub_units(r.from).collect(),
             };
-            let mut owners = Vec::new();
-            if g.party(r.from).is_some_and(|p| p.is_unit_type("ENK")) {
-                for (_, owner, edge) in g.outgoing(r.from) {
-                    if let Edge::Assignment(a) = edge
-                        && a.role == c.known.innehaver
-                        && g.party(owner).is_some_and(|p| p.is_living_person())
-                        && target.is_none_or(|t| t == owner)
-                    {
-                        owners.push(owner);
-                    }
-                }
-            }
+            let owners: Vec<NodeId> = enk_owners(w, r.from)
+                .into_iter()
+                .filter(|o| target.is_none_or(|t| t == *o))
+                .collect();
             (subs, owners)
         });
         // Path 5: main unit → sub-units.
@@ -275,8 +322,8 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
             let mut rep = r.clone();
             rep.from = *s;
             rep.repeat = Some(Repeat::SubUnit { main: r.from });
-            if !c.is_rightholder(r.role) && !matches!(r.origin, Origin::Delegation { .. }) {
-                rep.packages = c.role_packages(r.role, unit_type(w, *s));
+            if !matches!(r.origin, Origin::Delegation { .. }) {
+                rep.packages = packages_carried(w, r.role, &r.packages, *s);
             }
             out.push(rep);
         }
@@ -369,42 +416,20 @@ pub fn policy_permits(
     })
 }
 
-/// The resource decision of §4 over a given set of records (all for one party).
-pub fn permits_with(
-    w: &World,
-    recs: &[Record],
-    res_node: NodeId,
-    action: &str,
-    instance: Option<&str>,
-) -> bool {
-    let Some(res) = w.graph.resource(res_node) else {
-        return false;
-    };
-    let mut roles = RoleSet::EMPTY;
-    let mut packages = PackageSet::EMPTY;
-    for r in recs {
-        roles.extend(r.held_role());
-        packages.union_with(&r.packages);
-    }
-    if policy_permits(w, res, action, &roles, &packages) {
-        return true;
-    }
+/// Whether the resource or instance grants the records carry cover `action` on `res`
+/// (the fallback of the decision order, `decide::order`).
+pub fn grants_permit(w: &World, recs: &[Record], res: NodeId, action: &str, instance: Option<&str>) -> bool {
     recs.iter().any(|r| {
-        grant_actions(w, r, res_node, instance)
+        grant_actions(w, r, res, instance)
             .into_iter()
             .any(|acts| acts.contains(action))
     })
 }
 
-/// May `x` do `action` on resource `res` (or one instance of it) for party `f`?
-pub fn permits(w: &World, x: NodeId, f: NodeId, res: NodeId, action: &str, instance: Option<&str>) -> bool {
-    let recs = records(w, x, Some(f));
-    permits_with(w, &recs, res, action, instance)
-}
-
-/// Every (resource, action) the records permit at resource level: policy rules and
-/// resource grants (instance grants are per instance and not listed).
-pub fn permitted_actions(w: &World, recs: &[Record]) -> BTreeSet<(NodeId, String)> {
+/// The (resource, action) candidates of the records at resource level: actions of
+/// `rules` naming a role or package held, and actions of resource grants (instance
+/// grants are per instance and not listed). `decide::permitted_actions` decides each.
+pub fn rule_and_grant_actions(w: &World, recs: &[Record]) -> BTreeSet<(NodeId, String)> {
     let mut roles = RoleSet::EMPTY;
     let mut packages = PackageSet::EMPTY;
     for r in recs {
@@ -597,14 +622,14 @@ pub fn delegable_at(w: &World, party: NodeId) -> PackageSet {
     let mut counted: Vec<(RoleId, PackageSet)> = Vec::new();
     if g.party(party).is_some_and(|p| p.is_living_person()) {
         let role = c.known.privatperson;
-        counted.push((role, c.role_packages(role, None)));
+        counted.push((role, packages_carried(w, role, &PackageSet::EMPTY, party)));
     }
     for s in std::iter::once(party).chain(g.main_unit(party)) {
         for (_, _, edge) in g.outgoing(s) {
             if let Edge::Assignment(a) = edge
                 && yields_records(c, a.role)
             {
-                counted.push((a.role, packages_of(w, c, a.role, Some(edge), party)));
+                counted.push((a.role, packages_of(w, a.role, Some(edge), party)));
             }
         }
     }
@@ -626,21 +651,6 @@ pub fn delegable_at(w: &World, party: NodeId) -> PackageSet {
         out.union_with(&template);
     }
     out
-}
-
-/// May `u`, acting for `party`, pass on `action` on resource `res`?
-pub fn can_delegate_resource(w: &World, u: NodeId, party: NodeId, res: NodeId, action: &str) -> bool {
-    let Some(resource) = w.graph.resource(res) else {
-        return false;
-    };
-    if !resource.delegable {
-        return false;
-    }
-    let recs: Vec<Record> = records(w, u, Some(party))
-        .into_iter()
-        .filter(Record::counts_for_delegation)
-        .collect();
-    permits_with(w, &recs, res, action, None)
 }
 
 /// Does `x` hold package `p` for `f`?

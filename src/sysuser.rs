@@ -40,6 +40,44 @@ pub struct RightSet {
 }
 
 impl RightSet {
+    /// The rights of `self` that `other` lacks.
+    pub fn minus(&self, other: &RightSet) -> RightSet {
+        let mut out = RightSet {
+            packages: self.packages,
+            resources: BTreeMap::new(),
+        };
+        for p in other.packages.iter() {
+            out.packages.remove(p);
+        }
+        for (r, acts) in &self.resources {
+            let rest: Actions = match other.resources.get(r) {
+                Some(o) => acts.difference(o).cloned().collect(),
+                None => acts.clone(),
+            };
+            if !rest.is_empty() {
+                out.resources.insert(r.clone(), rest);
+            }
+        }
+        out
+    }
+
+    /// The rights of `self` that `other` has too.
+    pub fn within(&self, other: &RightSet) -> RightSet {
+        let mut out = RightSet {
+            packages: self.packages.intersection(&other.packages),
+            resources: BTreeMap::new(),
+        };
+        for (r, acts) in &self.resources {
+            if let Some(o) = other.resources.get(r) {
+                let both: Actions = acts.intersection(o).cloned().collect();
+                if !both.is_empty() {
+                    out.resources.insert(r.clone(), both);
+                }
+            }
+        }
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.packages.is_empty() && self.resources.is_empty()
     }
@@ -684,16 +722,6 @@ fn change_request(tx: &mut Tx<'_>, e: &ChangeRequestEvent) -> Result<()> {
     }
     let add = rights_of(w, add.packages.as_deref(), add.resources.as_deref(), system)?;
     let remove = rights_of(w, remove.packages.as_deref(), remove.resources.as_deref(), system)?;
-    let overlap = add.packages.iter().any(|p| remove.packages.contains(p))
-        || add
-            .resources
-            .iter()
-            .any(|(r, a)| remove.resources.get(r).is_some_and(|b| !a.is_disjoint(b)));
-    if overlap {
-        return Err(Error::invalid(
-            "a change request cannot add and remove the same right",
-        ));
-    }
     if let Some(s) = system {
         within_system(c, s, &add)?;
     }
@@ -813,7 +841,9 @@ fn access_request(tx: &mut Tx<'_>, e: &AccessRequestEvent) -> Result<()> {
             e.from
         )));
     }
-    if !acts_for(w, from, to) {
+    // An end user's request needs a connection; a service owner's draft does not (and
+    // confirming it does not check again).
+    if !draft && !acts_for(w, from, to) {
         return Err(Error::not_authorized(format!(
             "`{}` has no connection to `{}`: `{}` is not among its authorized parties",
             e.from, e.to, e.to
@@ -868,7 +898,7 @@ fn not_delegable_by(w: &World, by: NodeId, party: NodeId, r: &RightSet) -> Vec<S
     for (res, acts) in &r.resources {
         let n = w.graph.resource_node(res);
         for a in acts {
-            if !n.is_some_and(|n| resolve::can_delegate_resource(w, by, party, n, a)) {
+            if !n.is_some_and(|n| crate::decide::can_delegate_resource(w, by, party, n, a)) {
                 out.push(format!("`{a}` on resource `{res}`"));
             }
         }
@@ -1013,6 +1043,23 @@ fn give(tx: &mut Tx<'_>, from: &str, to: &str, rights: &RightSet, grant: bool) -
     Ok(())
 }
 
+/// The rights granted on the rightholder assignment `owner → su`.
+fn held_rights(w: &World, owner: NodeId, su: NodeId) -> RightSet {
+    let mut out = RightSet::default();
+    let Some(a) = w
+        .graph
+        .find_assignment(owner, su, w.catalog.known.rettighetshaver)
+        .and_then(|e| w.graph.assignment(e))
+    else {
+        return out;
+    };
+    out.packages = a.packages;
+    for (r, acts) in &a.resources {
+        out.resources.insert(w.graph.ext_id(*r).to_string(), acts.clone());
+    }
+    out
+}
+
 fn answer_change(tx: &mut Tx<'_>, mut req: Request, by: NodeId, approve: bool) -> Result<Request> {
     let w = &*tx.w;
     let RequestBody::Change {
@@ -1050,8 +1097,14 @@ fn answer_change(tx: &mut Tx<'_>, mut req: Request, by: NodeId, approve: bool) -
         return Err(refuse_all(w, by, owner, &missing));
     }
     require_pending(w, &req, "approved")?;
-    give(tx, &owner_id, &system_user, &add, true)?;
-    give(tx, &owner_id, &system_user, &remove, false)?;
+    // Both lists are read against the rights the system user holds now (a right may
+    // stand in both): what `add` names and it lacks is added, what `remove` names and
+    // it holds is removed.
+    let su = party(w, &system_user)?;
+    let held = held_rights(w, owner, su);
+    let (to_add, to_remove) = (add.minus(&held), remove.within(&held));
+    give(tx, &owner_id, &system_user, &to_add, true)?;
+    give(tx, &owner_id, &system_user, &to_remove, false)?;
     req.state = State::Accepted;
     Ok(req)
 }
@@ -1093,7 +1146,7 @@ fn answer_access(tx: &mut Tx<'_>, mut req: Request, by: NodeId, approve: bool) -
         AccessTarget::Resource { resource, action } => w
             .graph
             .resource_node(resource)
-            .is_some_and(|n| resolve::can_delegate_resource(w, by, to, n, action)),
+            .is_some_and(|n| crate::decide::can_delegate_resource(w, by, to, n, action)),
     };
     if !may {
         return Err(Error::not_authorized(format!(
@@ -1259,13 +1312,7 @@ pub fn clients_of(w: &World, id: &str) -> Result<BTreeSet<NodeId>> {
 /// its role's packages (unit-type rows checked against the client) or, for a
 /// rightholder assignment, the packages granted on it.
 fn carried(w: &World, client: NodeId, a: &Assignment) -> PackageSet {
-    let c = w.catalog;
-    let mut s = a.packages;
-    if !c.is_rightholder(a.role) {
-        let ut = w.graph.party(client).and_then(|p| p.unit_type.as_deref());
-        s.union_with(&c.role_packages(a.role, ut));
-    }
-    s
+    resolve::packages_carried(w, a.role, &a.packages, client)
 }
 
 /// For each package, a client assignment `client → f` through which `f` holds it,

@@ -9,6 +9,7 @@ use super::eval::{self, Ctx, TargetMode};
 use super::policy::{ACTION_ID, AttrValue, CAT_ACTION, CAT_RESOURCE, CAT_SUBJECT, DT_STRING};
 use super::request::{Category, Individual, Request};
 use super::response::{Decision, Response, ResultItem};
+use crate::decide;
 use crate::graph::{IdentKind, NodeId};
 use crate::model::PartyKind;
 use crate::resolve::{self, Origin, Record};
@@ -426,47 +427,55 @@ fn decide_owned(w: &World, mut ind: Individual, api: Api) -> ResultItem {
             }
         }
     }
-    let mut result = match &policy {
-        Some(p) => eval::evaluate(
-            p,
-            &Ctx {
-                cats: &ind,
-                now: now_of(w),
-                mode: TargetMode::Altinn,
-                repo: &[],
-            },
-        ),
-        None => ResultItem::new(Decision::NotApplicable),
+    // The decision order (crate::decide): the policy (an XACML policy evaluated over
+    // the whole request context, or a `rules` list over the subject's records), the
+    // grants on NotApplicable, then the access lists.
+    let res_node = resource.as_ref().and_then(|r| w.graph.resource_node(r));
+    let policy_answer = |form: decide::Form<'_>| match form {
+        decide::Form::Xacml(p) => {
+            let mut r = eval::evaluate(
+                p,
+                &Ctx {
+                    cats: &ind,
+                    now: now_of(w),
+                    mode: TargetMode::Altinn,
+                    repo: &[],
+                },
+            );
+            r.policy_ids.clear();
+            r
+        }
+        decide::Form::Rules(res) => {
+            let (roles, packages) = recs.as_deref().map(decide::held).unwrap_or_default();
+            ResultItem::new(decide::rules_decision(w, res, &actions, &roles, &packages))
+        }
+        decide::Form::Missing => ResultItem::new(Decision::NotApplicable),
     };
-    result.policy_ids.clear();
-    // Grants as fallback (resource and instance grants; and `rules` of a resource
-    // without an XACML policy).
-    if result.decision == Decision::NotApplicable
-        && !actions.is_empty()
-        && let (Some(recs), Some(rn)) = (&recs, resource.as_ref().and_then(|r| w.graph.resource_node(r)))
-        && actions
-            .iter()
-            .all(|a| resolve::permits_with(w, recs, rn, a, instance.as_deref()))
-    {
-        result = ResultItem::new(Decision::Permit);
-    }
-    // Access lists.
-    if result.decision == Decision::Permit
-        && let Some(r) = &resource
-        && w.pdp.resource_lists.get(r).is_some_and(|c| c.enabled)
-    {
+    let form = match &resource {
+        Some(r) => decide::form(w, r),
+        None => decide::Form::Missing,
+    };
+    let grants = || {
+        !actions.is_empty()
+            && match (&recs, res_node) {
+                (Some(recs), Some(rn)) => actions
+                    .iter()
+                    .all(|a| resolve::grants_permit(w, recs, rn, a, instance.as_deref())),
+                _ => false,
+            }
+    };
+    // The access lists judge the party, or for a request without one the subject's
+    // organisation.
+    let lists = || {
         let org = match party {
-            Some(f) => w
-                .graph
-                .party(f)
-                .filter(|p| p.kind == PartyKind::Organisation)
-                .map(|_| f),
+            Some(f) => Some(f),
             None => subject.and_then(|x| subject_org(w, x)),
         };
-        if !org.is_some_and(|o| on_list(w, r, o, &actions)) {
-            result = ResultItem::new(Decision::Deny);
-        }
-    }
+        resource
+            .as_deref()
+            .is_none_or(|r| decide::lists_allow(w, r, org, &actions))
+    };
+    let mut result = decide::order(policy_answer(form), grants, lists);
     result.attributes = echo;
     result
 }

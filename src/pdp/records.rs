@@ -1,10 +1,9 @@
-//! Decisions over a given set of records, for the reports that compare two sets of
-//! rights of one subject for one party (the Altinn 2 cut-off report, `simulate`): the
-//! same steps as [`super::pip::decide_one`] — the policy with the subject's roles and
-//! packages, the grant fallback, the access lists — but the records are handed in
-//! instead of resolved, and the request names only the resource and the action (no
-//! instance, no party attribute: a policy that matches on the party id is evaluated
-//! without it).
+//! An XACML policy's answer over a given set of records: the policy step of
+//! `crate::decide` for `check`, `simulate`, the resource delegation check and the
+//! Altinn 2 cut-off report (the grant fallback and the access lists follow in
+//! `decide::order`). The records are handed in instead of resolved, and the request
+//! names only the resource and the action (no instance, no party attribute: a policy
+//! that matches on the party id is evaluated without it).
 //!
 //! It also reads a compiled policy as the rule view the reports need: which actions its
 //! rules pin, and which roles and packages its Permit rules name for an action.
@@ -20,9 +19,7 @@ use super::policy::{
 use super::request::Category;
 use super::response::Decision;
 use crate::catalog::{Catalog, PackageSet, RoleSet};
-use crate::graph::NodeId;
-use crate::model::PartyKind;
-use crate::resolve::{self, Record};
+use crate::resolve::Record;
 use crate::world::World;
 
 /// The policy's own answer (before the grant fallback and the access lists) to a request
@@ -52,67 +49,6 @@ pub fn policy_decision(
         },
     )
     .decision
-}
-
-/// Whether the access lists of `resource` (when it is in access-list mode) let a permit
-/// for `party` and `action` stand.
-pub fn lists_allow(w: &World, resource: &str, party: NodeId, action: &str) -> bool {
-    if !w.pdp.resource_lists.get(resource).is_some_and(|c| c.enabled) {
-        return true;
-    }
-    let is_org = w
-        .graph
-        .party(party)
-        .is_some_and(|p| p.kind == PartyKind::Organisation);
-    is_org && pip::on_list(w, resource, party, &[action.to_string()])
-}
-
-/// The whole decision for a resource with an XACML policy, from the records of one
-/// subject for `party`: the policy, then (on NotApplicable) the resource grants (and,
-/// with `instance`, that instance's grants), then the access lists.
-pub fn permits(
-    w: &World,
-    resource: &str,
-    policy: &CompiledPolicy,
-    party: NodeId,
-    recs: &[Record],
-    action: &str,
-    instance: Option<&str>,
-) -> bool {
-    let permit = match policy_decision(w, resource, policy, recs, action) {
-        Decision::Permit => true,
-        Decision::NotApplicable => w
-            .graph
-            .resource_node(resource)
-            .is_some_and(|rn| resolve::permits_with(w, recs, rn, action, instance)),
-        Decision::Deny | Decision::Indeterminate => false,
-    };
-    permit && lists_allow(w, resource, party, action)
-}
-
-/// Every (resource, action) permitted by the decision point on a resource with an XACML
-/// policy, for one subject's records for `party`: the actions the policy's rules pin and
-/// those the records hold grants for. `simulate` counts these for policy resources
-/// instead of [`resolve::permitted_actions`] (which knows only `rules` and grants).
-pub fn permitted_policy_actions(w: &World, party: NodeId, recs: &[Record]) -> BTreeSet<(NodeId, String)> {
-    let mut out = BTreeSet::new();
-    for (id, policy) in &w.pdp.policies {
-        let Some(rn) = w.graph.resource_node(id) else {
-            continue;
-        };
-        let mut actions = policy_actions(policy);
-        for r in recs {
-            if let Some(acts) = resolve::resource_grants(w, r).and_then(|m| m.get(&rn)) {
-                actions.extend(acts.iter().cloned());
-            }
-        }
-        for a in actions {
-            if permits(w, id, policy, party, recs, &a, None) {
-                out.insert((rn, a));
-            }
-        }
-    }
-    out
 }
 
 fn policies_of<'a>(root: &'a Root, out: &mut Vec<&'a Policy>) {

@@ -245,9 +245,8 @@ fn naive_counts(w: &World, resources: &[String]) -> BTreeMap<String, (usize, usi
                     None => res.rules.iter().flat_map(|r| r.actions.iter().cloned()).collect(),
                 };
                 for a in actions {
-                    let permits = |rs: &[delegraph::resolve::Record]| match policy {
-                        Some(p) => pdp_records::permits(w, id, p, f, rs, &a, None),
-                        None => resolve::permits_with(w, rs, rn, &a, None),
+                    let permits = |rs: &[delegraph::resolve::Record]| {
+                        delegraph::decide::permits_with(w, rs, f, rn, &a, None)
                     };
                     if !permits(&recs) {
                         continue;

@@ -7,6 +7,7 @@ mod a2http;
 mod a2impact;
 mod cli;
 mod crash;
+mod decide;
 mod hostile;
 mod http;
 mod pdp;

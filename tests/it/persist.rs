@@ -57,9 +57,9 @@ fn fixture_v1_snapshot_still_loads_and_answers() {
     let mva = g.resource_node("ske-mva").unwrap();
     let ola = node(&w, "ola");
     let fjord = node(&w, "fjord-as");
-    assert!(resolve::permits(&w, ola, fjord, mva, "read", None));
-    assert!(!resolve::permits(&w, ola, fjord, mva, "write", None));
-    assert!(resolve::permits(
+    assert!(delegraph::decide::permits(&w, ola, fjord, mva, "read", None));
+    assert!(!delegraph::decide::permits(&w, ola, fjord, mva, "write", None));
+    assert!(delegraph::decide::permits(
         &w,
         ola,
         fjord,
@@ -303,7 +303,7 @@ fn answers(w: &World, subject: &str) -> Vec<String> {
         out.push(format!("{} roles={roles:?} packages={packages:?}", g.ext_id(f)));
         for (res, rr) in g.resources() {
             for action in ["read", "write", "sign"] {
-                if resolve::permits(w, x, f, res, action, None) {
+                if delegraph::decide::permits(w, x, f, res, action, None) {
                     out.push(format!("{} {} {action}", g.ext_id(f), rr.id));
                 }
             }

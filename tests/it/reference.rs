@@ -66,8 +66,47 @@ pub struct Rule {
 #[derive(Debug, Clone)]
 pub struct Resource {
     pub delegable: bool,
+    pub owner: Option<String>,
     pub rules: Vec<Rule>,
+    /// An XACML policy (replaces `rules`), in the meaning the test gave its document.
+    pub policy: Option<Policy>,
+    /// Access lists of the owner, and whether access-list mode is on.
+    pub lists: Vec<String>,
+    pub list_mode: bool,
 }
+
+/// The effect of an XACML rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Permit,
+    Deny,
+}
+
+/// One XACML rule of the shape the property tests write: it applies to an action it
+/// lists, for a subject holding one of `any_of` (anyone when empty).
+#[derive(Debug, Clone)]
+pub struct PolicyRule {
+    pub effect: Effect,
+    pub actions: Acts,
+    pub any_of: Vec<Token>,
+}
+
+/// An XACML policy with the deny-overrides rule-combining algorithm.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub rules: Vec<PolicyRule>,
+}
+
+/// A decision of the policy step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Permit,
+    Deny,
+    NotApplicable,
+}
+
+/// An access-list member: an organisation and its action filter (None: every action).
+pub type ListMember = (String, Option<Acts>);
 
 /// The whole reference world.
 #[derive(Debug, Clone)]
@@ -77,6 +116,76 @@ pub struct RefWorld {
     pub delegations: Vec<Delegation>,
     pub resources: BTreeMap<String, Resource>,
     pub a2_retired: bool,
+    /// (owner, list id) → members: organisation and its action filter (None: all).
+    pub access_lists: BTreeMap<(String, String), Vec<ListMember>>,
+    /// The meaning of each XACML document the test hands the engine: the reference
+    /// does not read XML, it is told what each document says.
+    pub policy_texts: BTreeMap<String, Policy>,
+    /// System id → the packages it registered.
+    pub systems: BTreeMap<String, BTreeSet<PackageId>>,
+    /// Request id → request (system-user, change and access requests).
+    pub requests: BTreeMap<String, Request>,
+    /// Standard system user → (owner, system).
+    pub system_users: BTreeMap<String, (String, String)>,
+}
+
+/// A request's state (§7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReqState {
+    Draft,
+    Pending,
+    Accepted,
+    Approved,
+    Rejected,
+    Withdrawn,
+}
+
+impl ReqState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReqState::Draft => "draft",
+            ReqState::Pending => "pending",
+            ReqState::Accepted => "accepted",
+            ReqState::Approved => "approved",
+            ReqState::Rejected => "rejected",
+            ReqState::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+/// What an access request asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessTarget {
+    Package(PackageId),
+    Resource(String, String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestBody {
+    SystemUser {
+        system: String,
+        party: String,
+        system_user: String,
+        packages: BTreeSet<PackageId>,
+        external_ref: Option<String>,
+    },
+    Change {
+        system_user: String,
+        add: BTreeSet<PackageId>,
+        remove: BTreeSet<PackageId>,
+    },
+    Access {
+        from: String,
+        to: String,
+        target: AccessTarget,
+        by: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub body: RequestBody,
+    pub state: ReqState,
 }
 
 /// How a record was found (§4 paths 1, 2, 4, and the implicit `privatperson`).
@@ -225,7 +334,7 @@ fn is_owner_rule_role(r: RoleId) -> bool {
     .any(|c| role(c) == r)
 }
 
-fn parse_token(t: &str) -> Token {
+pub fn parse_token(t: &str) -> Token {
     if t.to_lowercase().starts_with("urn:altinn:accesspackage:") {
         Token::Package(lookup_token_package(t))
     } else {
@@ -241,6 +350,11 @@ impl RefWorld {
             delegations: Vec::new(),
             resources: BTreeMap::new(),
             a2_retired: false,
+            access_lists: BTreeMap::new(),
+            policy_texts: BTreeMap::new(),
+            systems: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            system_users: BTreeMap::new(),
         }
     }
 
@@ -277,11 +391,29 @@ impl RefWorld {
                 any_of: r.any_of.iter().map(|t| parse_token(t)).collect(),
             })
             .collect();
+        // A `resource` event replaces the resource; a non-empty rule list replaces an
+        // XACML policy; the list fields change only when given.
+        let old = self.resources.get(&ev.id).cloned();
+        let policy = old
+            .as_ref()
+            .and_then(|o| o.policy.clone())
+            .filter(|_| ev.rules.is_empty());
         self.resources.insert(
             ev.id.clone(),
             Resource {
                 delegable: ev.delegable.unwrap_or(true),
+                owner: ev.owner.clone(),
                 rules,
+                policy,
+                lists: ev
+                    .access_lists
+                    .clone()
+                    .or_else(|| old.as_ref().map(|o| o.lists.clone()))
+                    .unwrap_or_default(),
+                list_mode: match &ev.access_list_mode {
+                    Some(m) => m == "enabled",
+                    None => old.as_ref().is_some_and(|o| o.list_mode),
+                },
             },
         );
     }
@@ -470,22 +602,69 @@ impl RefWorld {
         }
     }
 
-    /// The resource decision of §4 over records for one party.
-    pub fn permits_with(&self, recs: &[&Record], res: &str, action: &str) -> bool {
+    /// The resource decision of §4 over records of a subject for party `f`: the policy
+    /// (rules: Permit or NotApplicable; XACML: deny-overrides over the rules that apply),
+    /// on NotApplicable the resource grants, and a Permit on a resource in access-list
+    /// mode stands only for an organisation on one of its lists admitting the action.
+    pub fn permits_with(&self, recs: &[&Record], f: &str, res: &str, action: &str) -> bool {
         let Some(resource) = self.resources.get(res) else {
             return false;
         };
         let roles = Self::roles_of(recs);
         let pkgs = Self::packages_of(recs);
-        for rule in &resource.rules {
-            if rule.actions.contains(action)
-                && rule.any_of.iter().any(|t| self.token_matches(*t, &roles, &pkgs))
-            {
-                return true;
+        let holds = |any_of: &[Token]| any_of.iter().any(|t| self.token_matches(*t, &roles, &pkgs));
+        let mut d = match &resource.policy {
+            Some(p) => {
+                let applies: Vec<&PolicyRule> = p
+                    .rules
+                    .iter()
+                    .filter(|r| r.actions.contains(action) && (r.any_of.is_empty() || holds(&r.any_of)))
+                    .collect();
+                if applies.iter().any(|r| r.effect == Effect::Deny) {
+                    Decision::Deny
+                } else if applies.iter().any(|r| r.effect == Effect::Permit) {
+                    Decision::Permit
+                } else {
+                    Decision::NotApplicable
+                }
             }
+            None => {
+                if resource
+                    .rules
+                    .iter()
+                    .any(|rule| rule.actions.contains(action) && holds(&rule.any_of))
+                {
+                    Decision::Permit
+                } else {
+                    Decision::NotApplicable
+                }
+            }
+        };
+        if d == Decision::NotApplicable
+            && recs
+                .iter()
+                .any(|r| !r.mapped && r.resources.get(res).is_some_and(|acts| acts.contains(action)))
+        {
+            d = Decision::Permit;
         }
-        recs.iter()
-            .any(|r| !r.mapped && r.resources.get(res).is_some_and(|acts| acts.contains(action)))
+        d == Decision::Permit && (!resource.list_mode || self.on_list(resource, f, action))
+    }
+
+    /// Whether party `f` is an organisation on one of the resource's lists whose action
+    /// filter admits `action`.
+    fn on_list(&self, res: &Resource, f: &str, action: &str) -> bool {
+        if self.parties.get(f).map(|p| p.kind) != Some(PartyKind::Organisation) {
+            return false;
+        }
+        let owner = res.owner.clone().unwrap_or_default();
+        res.lists.iter().any(|l| {
+            self.access_lists
+                .get(&(owner.clone(), l.clone()))
+                .is_some_and(|ms| {
+                    ms.iter()
+                        .any(|(org, acts)| org == f && acts.as_ref().is_none_or(|a| a.contains(action)))
+                })
+        })
     }
 
     /// Every action named for `res` by its policy or by any grant of it.
@@ -493,6 +672,9 @@ impl RefWorld {
         let mut out = Acts::new();
         if let Some(r) = self.resources.get(res) {
             for rule in &r.rules {
+                out.extend(rule.actions.iter().cloned());
+            }
+            for rule in r.policy.iter().flat_map(|p| p.rules.iter()) {
                 out.extend(rule.actions.iter().cloned());
             }
         }
@@ -566,15 +748,23 @@ impl RefWorld {
 
     pub fn can_delegate_resource(&self, u: &str, p: &str, res: &str, action: &str) -> bool {
         let recs = self.records_for(u, p);
-        self.can_delegate_resource_with(&recs.iter().collect::<Vec<_>>(), res, action)
+        self.can_delegate_resource_with(&recs.iter().collect::<Vec<_>>(), p, res, action)
     }
 
-    /// The resource delegation check over `recs`, the records of the user for a party.
-    pub fn can_delegate_resource_with(&self, recs: &[&Record], res: &str, action: &str) -> bool {
+    /// The resource delegation check over `recs`, the records of the user for party
+    /// `p`: the resource is delegable and the user is permitted the action for `p` (the
+    /// policy, the grants and the access lists) through records other than client
+    /// delegations — RoleMap records and the main-unit and owner repeats count.
+    pub fn can_delegate_resource_with(&self, recs: &[&Record], p: &str, res: &str, action: &str) -> bool {
         if !self.resources.get(res).is_some_and(|r| r.delegable) {
             return false;
         }
-        self.permits_with(&Self::delegation_records(recs), res, action)
+        let counted: Vec<&Record> = recs
+            .iter()
+            .copied()
+            .filter(|r| r.how != How::ClientDelegation)
+            .collect();
+        self.permits_with(&counted, p, res, action)
     }
 
     fn holds_package(&self, x: &str, f: &str, pkg: PackageId) -> bool {
@@ -899,6 +1089,57 @@ impl RefWorld {
                 self.add_resource(r);
                 Ok(())
             }
+            Event::Policy(p) => {
+                let policy = self
+                    .policy_texts
+                    .get(&p.xml)
+                    .cloned()
+                    .ok_or(ErrorCode::InvalidInput)?;
+                let res = self.resources.entry(p.resource.clone()).or_insert(Resource {
+                    delegable: true,
+                    owner: None,
+                    rules: Vec::new(),
+                    policy: None,
+                    lists: Vec::new(),
+                    list_mode: false,
+                });
+                res.rules.clear();
+                res.policy = Some(policy);
+                Ok(())
+            }
+            Event::AccessList(l) => {
+                let mut members = Vec::new();
+                for m in &l.members {
+                    self.party_exists(&m.org)?;
+                    if self.parties[&m.org].kind != PartyKind::Organisation {
+                        return Err(ErrorCode::InvalidInput);
+                    }
+                    members.push((
+                        m.org.clone(),
+                        m.actions.as_ref().map(|a| a.iter().cloned().collect()),
+                    ));
+                }
+                self.access_lists.insert((l.owner.clone(), l.id.clone()), members);
+                Ok(())
+            }
+            Event::System(e) => {
+                self.party_exists(&e.vendor)?;
+                let pk = e
+                    .packages
+                    .iter()
+                    .flatten()
+                    .map(|p| Self::lookup_package(p))
+                    .collect::<Result<_, _>>()?;
+                self.systems.insert(e.id.clone(), pk);
+                Ok(())
+            }
+            Event::SystemUserRequest(e) => self.system_user_request(e),
+            Event::ChangeRequest(e) => self.change_request(e),
+            Event::AccessRequest(e) => self.access_request(e),
+            Event::Approve(e) | Event::Reject(e) => self.answer(e, matches!(ev, Event::Approve(_))),
+            Event::Confirm(e) | Event::Withdraw(e) => {
+                self.confirm_or_withdraw(e, matches!(ev, Event::Confirm(_)))
+            }
             other => panic!("reference does not model `{}` events", other.name()),
         }
     }
@@ -1122,4 +1363,426 @@ impl RefWorld {
 enum What {
     Package(PackageId),
     Resource(String, Acts),
+}
+
+// ----------------------------------------------------------------------------------
+// §7 System users (standard, packages only) and requests
+
+impl RefWorld {
+    /// Is `f` among the authorized parties of `x` (or `x` itself)?
+    fn acts_for(&self, x: &str, f: &str) -> bool {
+        x == f || !self.records_for(x, f).is_empty()
+    }
+
+    fn fresh_request(&self, id: &str) -> Result<(), ErrorCode> {
+        if self.requests.contains_key(id) {
+            Err(ErrorCode::Conflict)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Packages a system user of an organisation may be given.
+    fn assignable_to_system_user(p: PackageId) -> bool {
+        let info = cat().package(p);
+        info.is_assignable
+            && info.entity_type == EntityType::Organisation
+            && p != package("virksomhetens-representant-skjemaoppgaver")
+    }
+
+    fn packages_named(names: Option<&Vec<String>>) -> Result<BTreeSet<PackageId>, ErrorCode> {
+        names
+            .into_iter()
+            .flatten()
+            .map(|p| Self::lookup_package(p))
+            .collect()
+    }
+
+    fn system_user_request(&mut self, e: &delegraph::event::SystemUserRequestEvent) -> Result<(), ErrorCode> {
+        if e.packages.as_deref().unwrap_or(&[]).is_empty() && e.resources.as_deref().unwrap_or(&[]).is_empty()
+        {
+            return Err(ErrorCode::InvalidInput);
+        }
+        let registered = self.systems.get(&e.system).cloned().ok_or(ErrorCode::NotFound)?;
+        self.party_exists(&e.party)?;
+        if self.parties[&e.party].kind != PartyKind::Organisation {
+            return Err(ErrorCode::InvalidInput);
+        }
+        let pk = Self::packages_named(e.packages.as_ref())?;
+        // Only rights the system registered.
+        if !pk.is_subset(&registered) {
+            return Err(ErrorCode::InvalidInput);
+        }
+        if !pk.iter().all(|p| Self::assignable_to_system_user(*p)) {
+            return Err(ErrorCode::NotAssignable);
+        }
+        self.fresh_request(&e.id)?;
+        if self.parties.contains_key(&e.system_user) {
+            return Err(ErrorCode::Conflict);
+        }
+        // One system user per (system, party, external_ref): against pending requests
+        // and accepted ones whose system user still exists.
+        let ext = e.external_ref.as_deref().map(str::trim);
+        for r in self.requests.values() {
+            if let RequestBody::SystemUser {
+                system,
+                party,
+                system_user,
+                external_ref,
+                ..
+            } = &r.body
+            {
+                let same = *system == e.system && *party == e.party && external_ref.as_deref() == ext;
+                let exists = self.parties.contains_key(system_user);
+                if same && (r.state == ReqState::Pending || (r.state == ReqState::Accepted && exists)) {
+                    return Err(ErrorCode::Conflict);
+                }
+                // Spec choice (engine): two pending requests cannot name one system user.
+                if r.state == ReqState::Pending && *system_user == e.system_user {
+                    return Err(ErrorCode::Conflict);
+                }
+            }
+        }
+        self.requests.insert(
+            e.id.clone(),
+            Request {
+                body: RequestBody::SystemUser {
+                    system: e.system.clone(),
+                    party: e.party.clone(),
+                    system_user: e.system_user.clone(),
+                    packages: pk,
+                    external_ref: ext.map(str::to_string),
+                },
+                state: ReqState::Pending,
+            },
+        );
+        Ok(())
+    }
+
+    fn change_request(&mut self, e: &delegraph::event::ChangeRequestEvent) -> Result<(), ErrorCode> {
+        let named = |r: &Option<delegraph::event::RightsSpec>| {
+            r.as_ref().is_some_and(|r| {
+                !r.packages.as_deref().unwrap_or(&[]).is_empty()
+                    || !r.resources.as_deref().unwrap_or(&[]).is_empty()
+            })
+        };
+        if !named(&e.add) && !named(&e.remove) {
+            return Err(ErrorCode::InvalidInput);
+        }
+        self.party_exists(&e.system_user)?;
+        let Some((_, system)) = self.system_users.get(&e.system_user).cloned() else {
+            return Err(ErrorCode::InvalidInput);
+        };
+        let registered = self.systems.get(&system).cloned().ok_or(ErrorCode::NotFound)?;
+        let add = Self::packages_named(e.add.as_ref().and_then(|r| r.packages.as_ref()))?;
+        let remove = Self::packages_named(e.remove.as_ref().and_then(|r| r.packages.as_ref()))?;
+        // What it adds must be registered; what it removes need not be.
+        if !add.is_subset(&registered) {
+            return Err(ErrorCode::InvalidInput);
+        }
+        if !add.iter().all(|p| Self::assignable_to_system_user(*p)) {
+            return Err(ErrorCode::NotAssignable);
+        }
+        self.fresh_request(&e.id)?;
+        let body = RequestBody::Change {
+            system_user: e.system_user.clone(),
+            add,
+            remove,
+        };
+        if self
+            .requests
+            .values()
+            .any(|r| r.state == ReqState::Pending && r.body == body)
+        {
+            return Err(ErrorCode::Conflict);
+        }
+        self.requests.insert(
+            e.id.clone(),
+            Request {
+                body,
+                state: ReqState::Pending,
+            },
+        );
+        Ok(())
+    }
+
+    fn access_request(&mut self, e: &delegraph::event::AccessRequestEvent) -> Result<(), ErrorCode> {
+        match (&e.package, &e.resource, &e.action) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            _ => return Err(ErrorCode::InvalidInput),
+        }
+        if e.from == e.to {
+            return Err(ErrorCode::InvalidInput);
+        }
+        self.party_exists(&e.from)?;
+        self.party_exists(&e.to)?;
+        if let Some(b) = &e.by {
+            self.party_exists(b)?;
+        }
+        let target = match (&e.package, &e.resource, &e.action) {
+            (Some(p), _, _) => AccessTarget::Package(Self::lookup_package(p)?),
+            (None, Some(r), Some(a)) => {
+                self.lookup_resource(r)?;
+                AccessTarget::Resource(r.clone(), a.trim().to_lowercase())
+            }
+            _ => return Err(ErrorCode::InvalidInput),
+        };
+        match &target {
+            AccessTarget::Package(p) => {
+                let info = cat().package(*p);
+                if !info.is_assignable || self.entity_type(&e.to) != Some(info.entity_type) {
+                    return Err(ErrorCode::NotAssignable);
+                }
+            }
+            AccessTarget::Resource(r, _) => {
+                if !self.resources[r].delegable {
+                    return Err(ErrorCode::NotDelegable);
+                }
+            }
+        }
+        // An end user's request needs a connection; a service owner's draft does not.
+        let draft = e.draft.unwrap_or(false);
+        if let Some(b) = &e.by
+            && !draft
+            && !self.acts_for(b, &e.from)
+        {
+            return Err(ErrorCode::NotAuthorized);
+        }
+        if !draft && !self.acts_for(&e.from, &e.to) {
+            return Err(ErrorCode::NotAuthorized);
+        }
+        self.fresh_request(&e.id)?;
+        let open = self.requests.values().any(|r| {
+            matches!(r.state, ReqState::Draft | ReqState::Pending)
+                && matches!(&r.body, RequestBody::Access { from, to, target: t, .. }
+                    if *from == e.from && *to == e.to && *t == target)
+        });
+        if open {
+            return Err(ErrorCode::Conflict);
+        }
+        self.requests.insert(
+            e.id.clone(),
+            Request {
+                body: RequestBody::Access {
+                    from: e.from.clone(),
+                    to: e.to.clone(),
+                    target,
+                    by: e.by.clone(),
+                },
+                state: if draft { ReqState::Draft } else { ReqState::Pending },
+            },
+        );
+        Ok(())
+    }
+
+    fn pending(r: &Request) -> Result<(), ErrorCode> {
+        if r.state == ReqState::Pending {
+            Ok(())
+        } else {
+            Err(ErrorCode::Conflict)
+        }
+    }
+
+    fn all_delegable(&self, by: &str, party: &str, pk: &BTreeSet<PackageId>) -> bool {
+        pk.iter().all(|p| self.can_delegate_package(by, party, *p))
+    }
+
+    /// Grants (or revokes) packages owner → system user as an administrative import.
+    fn give(&mut self, from: &str, to: &str, pk: &BTreeSet<PackageId>, grant: bool) -> Result<(), ErrorCode> {
+        for p in pk {
+            let g = GrantEvent {
+                from: from.to_string(),
+                to: to.to_string(),
+                package: Some(cat().package(*p).code.clone()),
+                resource: None,
+                instance: None,
+                actions: None,
+                by: None,
+                cascade: None,
+            };
+            if grant {
+                self.grant(&g)?;
+            } else {
+                self.revoke(&g)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The packages granted owner → system user.
+    fn su_packages(&self, owner: &str, su: &str) -> BTreeSet<PackageId> {
+        self.find_assignment(owner, su, role("rettighetshaver"))
+            .map(|i| self.assignments[i].packages.clone())
+            .unwrap_or_default()
+    }
+
+    fn answer(&mut self, e: &delegraph::event::RequestActionEvent, approve: bool) -> Result<(), ErrorCode> {
+        let mut req = self
+            .requests
+            .get(&e.request)
+            .cloned()
+            .ok_or(ErrorCode::NotFound)?;
+        self.party_exists(&e.by)?;
+        let by = e.by.as_str();
+        let manager = |me: &Self, party: &str| me.holds_package(by, party, package("tilgangsstyrer"));
+        match req.body.clone() {
+            RequestBody::SystemUser {
+                system,
+                party,
+                system_user,
+                packages,
+                ..
+            } => {
+                let could = self.all_delegable(by, &party, &packages);
+                if !approve {
+                    if !(manager(self, &party) || could) {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
+                    Self::pending(&req)?;
+                    req.state = ReqState::Rejected;
+                } else {
+                    // All or nothing.
+                    if !could {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
+                    Self::pending(&req)?;
+                    if self.parties.contains_key(&system_user) {
+                        return Err(ErrorCode::Conflict);
+                    }
+                    self.parties.insert(
+                        system_user.clone(),
+                        Party {
+                            kind: PartyKind::SystemUser,
+                            unit_type: None,
+                            main_unit: None,
+                            alive: true,
+                        },
+                    );
+                    self.system_users
+                        .insert(system_user.clone(), (party.clone(), system));
+                    self.give(&party, &system_user, &packages, true)?;
+                    req.state = ReqState::Accepted;
+                }
+            }
+            RequestBody::Change {
+                system_user,
+                add,
+                remove,
+            } => {
+                let Some((owner, _)) = self.system_users.get(&system_user).cloned() else {
+                    return Err(ErrorCode::InvalidInput);
+                };
+                let mgr = manager(self, &owner);
+                let ok_add = self.all_delegable(by, &owner, &add);
+                let ok_remove = mgr || self.all_delegable(by, &owner, &remove);
+                if !approve {
+                    if !(mgr || (ok_add && ok_remove)) {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
+                    Self::pending(&req)?;
+                    req.state = ReqState::Rejected;
+                } else {
+                    if !(ok_add && ok_remove) {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
+                    Self::pending(&req)?;
+                    // Both lists read against what the system user holds now.
+                    let held = self.su_packages(&owner, &system_user);
+                    let to_add: BTreeSet<PackageId> = add.difference(&held).copied().collect();
+                    let to_remove: BTreeSet<PackageId> = remove.intersection(&held).copied().collect();
+                    self.give(&owner, &system_user, &to_add, true)?;
+                    self.give(&owner, &system_user, &to_remove, false)?;
+                    req.state = ReqState::Accepted;
+                }
+            }
+            RequestBody::Access {
+                from,
+                to,
+                target,
+                by: made_by,
+            } => {
+                if !approve {
+                    if !self.acts_for(by, &to) {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
+                    Self::pending(&req)?;
+                    req.state = ReqState::Rejected;
+                } else {
+                    let own = by == from || made_by.as_deref() == Some(by);
+                    if own
+                        && !self.holds_package(
+                            by,
+                            &to,
+                            package("urn:altinn:accesspackage:hovedadministrator"),
+                        )
+                    {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
+                    let may = match &target {
+                        AccessTarget::Package(p) => self.can_delegate_package(by, &to, *p),
+                        AccessTarget::Resource(r, a) => self.can_delegate_resource(by, &to, r, a),
+                    };
+                    if !may {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
+                    Self::pending(&req)?;
+                    let mut g = GrantEvent {
+                        from: to.clone(),
+                        to: from.clone(),
+                        package: None,
+                        resource: None,
+                        instance: None,
+                        actions: None,
+                        by: Some(by.to_string()),
+                        cascade: None,
+                    };
+                    match target {
+                        AccessTarget::Package(p) => g.package = Some(cat().package(p).code.clone()),
+                        AccessTarget::Resource(r, a) => {
+                            g.resource = Some(r);
+                            g.actions = Some(vec![a]);
+                        }
+                    }
+                    self.grant(&g)?;
+                    req.state = ReqState::Approved;
+                }
+            }
+        }
+        self.requests.insert(e.request.clone(), req);
+        Ok(())
+    }
+
+    fn confirm_or_withdraw(
+        &mut self,
+        e: &delegraph::event::RequestActionEvent,
+        confirm: bool,
+    ) -> Result<(), ErrorCode> {
+        let mut req = self
+            .requests
+            .get(&e.request)
+            .cloned()
+            .ok_or(ErrorCode::NotFound)?;
+        self.party_exists(&e.by)?;
+        let RequestBody::Access { from, .. } = &req.body else {
+            return Err(ErrorCode::InvalidInput);
+        };
+        // Only the asker; confirming a draft does not check the connection again.
+        if !self.acts_for(&e.by, from) {
+            return Err(ErrorCode::NotAuthorized);
+        }
+        let ok = matches!(
+            (confirm, req.state),
+            (true, ReqState::Draft) | (false, ReqState::Draft | ReqState::Pending)
+        );
+        if !ok {
+            return Err(ErrorCode::Conflict);
+        }
+        req.state = if confirm {
+            ReqState::Pending
+        } else {
+            ReqState::Withdrawn
+        };
+        self.requests.insert(e.request.clone(), req);
+        Ok(())
+    }
 }
