@@ -649,10 +649,7 @@ pub fn explain(w: &World, q: &ExplainQuery) -> Result<ExplainAnswer> {
                 .iter()
                 .filter(|r| {
                     let one = std::slice::from_ref(*r);
-                    match w.pdp.policies.get(res.as_str()) {
-                        Some(policy) => crate::pdp::records::permits(w, res, policy, f, one, &action, inst),
-                        None => resolve::permits_with(w, one, rn, &action, inst),
-                    }
+                    crate::decide::permits_with(w, one, f, rn, &action, inst)
                 })
                 .collect();
             (allowed, if allowed { chosen } else { Vec::new() })
