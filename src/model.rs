@@ -201,20 +201,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-#[cfg(test)]
-mod hint_tests {
-    use super::*;
-
-    #[test]
-    fn close_names_are_suggested_and_far_ones_are_not() {
-        let names = ["register_role", "grant", "revoke"];
-        assert_eq!(did_you_mean("regster_role", names), Some("register_role"));
-        assert_eq!(did_you_mean("grnt", names), Some("grant"));
-        assert_eq!(did_you_mean("party", names), None);
-        assert_eq!(did_you_mean("grant", names), None);
-    }
-}
-
 /// The longest id (and any other string of an event or query) accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 
@@ -302,5 +288,19 @@ fn push_escaped(out: &mut String, c: char) {
     } else {
         use std::fmt::Write;
         let _ = write!(out, "\\u{{{:x}}}", c as u32);
+    }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+
+    #[test]
+    fn close_names_are_suggested_and_far_ones_are_not() {
+        let names = ["register_role", "grant", "revoke"];
+        assert_eq!(did_you_mean("regster_role", names), Some("register_role"));
+        assert_eq!(did_you_mean("grnt", names), Some("grant"));
+        assert_eq!(did_you_mean("party", names), None);
+        assert_eq!(did_you_mean("grant", names), None);
     }
 }
