@@ -14,4 +14,5 @@ mod prop;
 mod reference;
 mod roundtrip;
 mod scenarios;
+mod store;
 mod xacml;
