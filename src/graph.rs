@@ -10,12 +10,13 @@
 //! the boundary uses the external id.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
 use petgraph::Direction;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
-use petgraph::visit::EdgeRef;
+use petgraph::visit::{EdgeIndexable, EdgeRef, NodeIndexable};
 
 use crate::catalog::{Catalog, PackageSet};
 use crate::model::{PackageId, PartyKind, RoleId, SystemUserKind};
@@ -176,9 +177,11 @@ pub enum EdgeKey {
     },
 }
 
-/// The graph of parties, resources and grants behind the engine's own facade.
+/// One frozen layer of the graph: a petgraph structure with its indexes. Mutated in
+/// place only while nothing else shares it (loading, the reference engine, a compaction
+/// building the next base); otherwise changes go to the [`Graph`]'s delta.
 #[derive(Debug, Clone, Default)]
-pub struct Graph {
+struct Core {
     g: StableGraph<Node, Edge, petgraph::Directed, u32>,
     parties: HashMap<String, NodeId>,
     resources: HashMap<String, NodeId>,
@@ -245,63 +248,15 @@ impl IdentKind {
     ];
 }
 
-impl Graph {
-    pub fn new() -> Graph {
-        Graph::default()
-    }
-
-    pub fn party_count(&self) -> usize {
-        self.parties.len()
-    }
-    pub fn resource_count(&self) -> usize {
-        self.resources.len()
-    }
-    pub fn edge_count(&self) -> usize {
-        self.g.edge_count()
-    }
-
-    pub fn party_node(&self, id: &str) -> Option<NodeId> {
-        self.parties.get(id).copied()
-    }
-    pub fn resource_node(&self, id: &str) -> Option<NodeId> {
-        self.resources.get(id).copied()
-    }
-
-    pub fn party(&self, n: NodeId) -> Option<&Party> {
+impl Core {
+    fn party(&self, n: NodeId) -> Option<&Party> {
         match self.g.node_weight(n.0) {
             Some(Node::Party(p)) => Some(p),
             _ => None,
         }
     }
-    pub fn party_mut(&mut self, n: NodeId) -> Option<&mut Party> {
-        match self.g.node_weight_mut(n.0) {
-            Some(Node::Party(p)) => Some(p),
-            _ => None,
-        }
-    }
-    pub fn resource(&self, n: NodeId) -> Option<&Resource> {
-        match self.g.node_weight(n.0) {
-            Some(Node::Resource(r)) => Some(r),
-            _ => None,
-        }
-    }
-    pub fn resource_mut(&mut self, n: NodeId) -> Option<&mut Resource> {
-        match self.g.node_weight_mut(n.0) {
-            Some(Node::Resource(r)) => Some(r),
-            _ => None,
-        }
-    }
 
-    /// The external id of a party or resource node ("?" for a node that is gone).
-    pub fn ext_id(&self, n: NodeId) -> &str {
-        match self.g.node_weight(n.0) {
-            Some(Node::Party(p)) => &p.id,
-            Some(Node::Resource(r)) => &r.id,
-            None => "?",
-        }
-    }
-
-    pub fn add_party(&mut self, p: Party) -> NodeId {
+    fn add_party(&mut self, p: Party) -> NodeId {
         let id = p.id.clone();
         let n = NodeId(self.g.add_node(Node::Party(p)));
         self.parties.insert(id, n);
@@ -309,14 +264,10 @@ impl Graph {
         n
     }
 
-    /// Records the legacy identifiers of party `n` (after it was created or changed).
-    pub fn reindex_party(&mut self, n: NodeId) {
+    fn reindex_party(&mut self, n: NodeId) {
         self.unindex_party(n);
         let Some(p) = self.party(n) else { return };
-        let keys: Vec<(IdentKind, String)> = IdentKind::ALL
-            .iter()
-            .filter_map(|k| Some((*k, k.of(p)?)))
-            .collect();
+        let keys = ident_keys_of(p);
         for (kind, v) in &keys {
             self.idents[*kind as usize].insert(v.clone(), n);
         }
@@ -334,6 +285,346 @@ impl Graph {
         }
     }
 
+    fn add_resource(&mut self, r: Resource) -> NodeId {
+        let id = r.id.clone();
+        let n = NodeId(self.g.add_node(Node::Resource(r)));
+        self.resources.insert(id, n);
+        self.resource_order.push(n);
+        n
+    }
+
+    fn remove_node(&mut self, n: NodeId) {
+        match self.g.remove_node(n.0) {
+            Some(Node::Party(p)) => {
+                self.parties.remove(&p.id);
+            }
+            Some(Node::Resource(r)) => {
+                self.resources.remove(&r.id);
+                self.resource_order.retain(|x| *x != n);
+            }
+            None => {}
+        }
+        self.degree.remove(&n);
+        self.unindex_party(n);
+    }
+
+    fn add_edge(&mut self, from: NodeId, to: NodeId, w: Edge) -> EdgeId {
+        self.degree.entry(from).or_default().1 += 1;
+        self.degree.entry(to).or_default().0 += 1;
+        if from == to {
+            *self.loops.entry(from).or_default() += 1;
+        }
+        let is_key = is_key_edge(&w);
+        let is_main = matches!(w, Edge::MainUnit(_));
+        let e = EdgeId(self.g.add_edge(from.0, to.0, w));
+        if is_key {
+            self.key_in.entry(to).or_default().push(e);
+        }
+        if is_main {
+            self.main_of.insert(from, to);
+            self.subs_of.entry(to).or_default().push(from);
+        }
+        e
+    }
+
+    fn remove_edge(&mut self, e: EdgeId) -> Option<Edge> {
+        let (a, b) = self.g.edge_endpoints(e.0)?;
+        let (a, b) = (NodeId(a), NodeId(b));
+        if let Some(d) = self.degree.get_mut(&a) {
+            d.1 = d.1.saturating_sub(1);
+        }
+        if let Some(d) = self.degree.get_mut(&b) {
+            d.0 = d.0.saturating_sub(1);
+        }
+        if a == b
+            && let Some(k) = self.loops.get_mut(&a)
+        {
+            *k -= 1;
+            if *k == 0 {
+                self.loops.remove(&a);
+            }
+        }
+        if let Some(v) = self.key_in.get_mut(&b) {
+            v.retain(|x| *x != e);
+            if v.is_empty() {
+                self.key_in.remove(&b);
+            }
+        }
+        if matches!(self.g.edge_weight(e.0), Some(Edge::MainUnit(_))) {
+            self.main_of.remove(&a);
+            if let Some(v) = self.subs_of.get_mut(&b) {
+                v.retain(|x| *x != a);
+                if v.is_empty() {
+                    self.subs_of.remove(&b);
+                }
+            }
+        }
+        self.g.remove_edge(e.0)
+    }
+}
+
+fn ident_keys_of(p: &Party) -> Vec<(IdentKind, String)> {
+    IdentKind::ALL
+        .iter()
+        .filter_map(|k| Some((*k, k.of(p)?)))
+        .collect()
+}
+
+fn is_key_edge(w: &Edge) -> bool {
+    matches!(w, Edge::Assignment(a) if Catalog::builtin().is_key_role(a.role))
+}
+
+fn endpoints_of(key: EdgeKey) -> (NodeId, NodeId) {
+    match key {
+        EdgeKey::Assignment { from, to, .. } => (from, to),
+        EdgeKey::Delegation { client, agent, .. } => (client, agent),
+        EdgeKey::MainUnit { sub, main } => (sub, main),
+    }
+}
+
+type Map<K, V> = imbl::HashMap<K, V>;
+
+/// An edge with its endpoints, as the delta keeps it.
+type FullEdge = (NodeId, NodeId, Edge);
+
+/// The changes since the base, as persistent maps: cloning is O(1) and a change copies
+/// only the path to it. Every entry is an absolute value that overrides the base's (an
+/// empty list or 0 where the base's index has no entry; `None` for a removed node, edge
+/// or key).
+///
+/// INVARIANT: the adjacency lists of both endpoints of every edge added or removed in the
+/// delta are overridden (`out_adj`, `in_adj`), so a node without an override has exactly
+/// its base edges, which the delta never changes in place. New nodes and edges get
+/// indices from `next_node`/`next_edge`, which start at the base's bounds and never go
+/// back, so an index names one node or edge for the life of the delta, and
+/// [`Graph::compacted`] places each at the same index in the next base.
+#[derive(Debug, Clone, Default)]
+struct Delta {
+    nodes: imbl::OrdMap<u32, Option<Arc<Node>>>,
+    edges: imbl::OrdMap<u32, Option<Arc<FullEdge>>>,
+    out_adj: Map<NodeId, imbl::Vector<EdgeId>>,
+    in_adj: Map<NodeId, imbl::Vector<EdgeId>>,
+    parties: Map<String, Option<NodeId>>,
+    resources: Map<String, Option<NodeId>>,
+    loops: Map<NodeId, u32>,
+    main_of: Map<NodeId, Option<NodeId>>,
+    subs_of: Map<NodeId, Vec<NodeId>>,
+    key_in: Map<NodeId, Vec<EdgeId>>,
+    resource_order: Option<imbl::Vector<NodeId>>,
+    idents: [Map<String, Option<NodeId>>; 5],
+    ident_keys: Map<NodeId, Vec<(IdentKind, String)>>,
+    next_node: u32,
+    next_edge: u32,
+    parties_n: i64,
+    resources_n: i64,
+    edges_n: i64,
+}
+
+/// The graph of parties, resources and grants behind the engine's own facade.
+///
+/// A frozen base (a petgraph structure with its indexes, shared behind an `Arc`) plus a
+/// persistent delta of later changes. Cloning is O(1), so a version of the world can be
+/// published while the writer goes on with a copy; [`Graph::compacted`] folds the delta
+/// into a new base. While the base is not shared and the delta is empty (loading, the
+/// reference engine, the scenario runner) changes go straight into the base.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    base: Arc<Core>,
+    /// True once anything was written to `d` (reads then consult it first).
+    dirty: bool,
+    d: Delta,
+}
+
+fn ix(n: NodeId) -> u32 {
+    n.0.index() as u32
+}
+
+impl Graph {
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    /// Whether changes go straight into the base: only while nothing shares it and the
+    /// delta is empty. Then `Arc::make_mut` on the base copies nothing.
+    fn direct(&mut self) -> bool {
+        !self.dirty && Arc::get_mut(&mut self.base).is_some()
+    }
+
+    fn delta(&mut self) -> &mut Delta {
+        if !self.dirty {
+            self.dirty = true;
+            self.d.next_node = self.base.g.node_bound() as u32;
+            self.d.next_edge = self.base.g.edge_bound() as u32;
+        }
+        &mut self.d
+    }
+
+    /// How many nodes and edges the delta holds (compaction folds it past a bound).
+    pub fn delta_len(&self) -> usize {
+        if self.dirty {
+            self.d.nodes.len() + self.d.edges.len()
+        } else {
+            0
+        }
+    }
+
+    pub fn party_count(&self) -> usize {
+        (self.base.parties.len() as i64 + self.d.parties_n).max(0) as usize
+    }
+    pub fn resource_count(&self) -> usize {
+        (self.base.resources.len() as i64 + self.d.resources_n).max(0) as usize
+    }
+    pub fn edge_count(&self) -> usize {
+        (self.base.g.edge_count() as i64 + self.d.edges_n).max(0) as usize
+    }
+
+    pub fn party_node(&self, id: &str) -> Option<NodeId> {
+        if self.dirty
+            && let Some(v) = self.d.parties.get(id)
+        {
+            return *v;
+        }
+        self.base.parties.get(id).copied()
+    }
+    pub fn resource_node(&self, id: &str) -> Option<NodeId> {
+        if self.dirty
+            && let Some(v) = self.d.resources.get(id)
+        {
+            return *v;
+        }
+        self.base.resources.get(id).copied()
+    }
+
+    fn node(&self, n: NodeId) -> Option<&Node> {
+        if self.dirty
+            && let Some(v) = self.d.nodes.get(&ix(n))
+        {
+            return v.as_deref();
+        }
+        self.base.g.node_weight(n.0)
+    }
+
+    /// The delta's own copy of node `n` (made from the base on first change).
+    fn node_mut(&mut self, n: NodeId) -> Option<&mut Node> {
+        let cur = self.node(n)?.clone();
+        let d = self.delta();
+        let slot = d.nodes.entry(ix(n)).or_insert_with(|| Some(Arc::new(cur)));
+        slot.as_mut().map(Arc::make_mut)
+    }
+
+    pub fn party(&self, n: NodeId) -> Option<&Party> {
+        match self.node(n) {
+            Some(Node::Party(p)) => Some(p),
+            _ => None,
+        }
+    }
+    pub fn party_mut(&mut self, n: NodeId) -> Option<&mut Party> {
+        if self.direct() {
+            let c = Arc::make_mut(&mut self.base);
+            return match c.g.node_weight_mut(n.0) {
+                Some(Node::Party(p)) => Some(p),
+                _ => None,
+            };
+        }
+        self.party(n)?;
+        match self.node_mut(n) {
+            Some(Node::Party(p)) => Some(p),
+            _ => None,
+        }
+    }
+    pub fn resource(&self, n: NodeId) -> Option<&Resource> {
+        match self.node(n) {
+            Some(Node::Resource(r)) => Some(r),
+            _ => None,
+        }
+    }
+    pub fn resource_mut(&mut self, n: NodeId) -> Option<&mut Resource> {
+        if self.direct() {
+            let c = Arc::make_mut(&mut self.base);
+            return match c.g.node_weight_mut(n.0) {
+                Some(Node::Resource(r)) => Some(r),
+                _ => None,
+            };
+        }
+        self.resource(n)?;
+        match self.node_mut(n) {
+            Some(Node::Resource(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The external id of a party or resource node ("?" for a node that is gone).
+    pub fn ext_id(&self, n: NodeId) -> &str {
+        match self.node(n) {
+            Some(Node::Party(p)) => &p.id,
+            Some(Node::Resource(r)) => &r.id,
+            None => "?",
+        }
+    }
+
+    pub fn add_party(&mut self, p: Party) -> NodeId {
+        if self.direct() {
+            let c = Arc::make_mut(&mut self.base);
+            return c.add_party(p);
+        }
+        let id = p.id.clone();
+        let d = self.delta();
+        let n = NodeId(NodeIndex::new(d.next_node as usize));
+        d.next_node += 1;
+        d.nodes.insert(ix(n), Some(Arc::new(Node::Party(p))));
+        d.parties.insert(id, Some(n));
+        d.parties_n += 1;
+        self.reindex_party(n);
+        n
+    }
+
+    fn ident_keys(&self, n: NodeId) -> &[(IdentKind, String)] {
+        if self.dirty
+            && let Some(v) = self.d.ident_keys.get(&n)
+        {
+            return v;
+        }
+        self.base.ident_keys.get(&n).map_or(&[], |v| v.as_slice())
+    }
+
+    fn ident(&self, kind: IdentKind, v: &str) -> Option<NodeId> {
+        if self.dirty
+            && let Some(x) = self.d.idents[kind as usize].get(v)
+        {
+            return *x;
+        }
+        self.base.idents[kind as usize].get(v).copied()
+    }
+
+    /// Records the legacy identifiers of party `n` (after it was created or changed).
+    pub fn reindex_party(&mut self, n: NodeId) {
+        if self.direct() {
+            let c = Arc::make_mut(&mut self.base);
+            return c.reindex_party(n);
+        }
+        self.unindex_party(n);
+        let Some(p) = self.party(n) else { return };
+        let keys = ident_keys_of(p);
+        let d = self.delta();
+        for (kind, v) in &keys {
+            d.idents[*kind as usize].insert(v.clone(), Some(n));
+        }
+        d.ident_keys.insert(n, keys);
+    }
+
+    fn unindex_party(&mut self, n: NodeId) {
+        let keys = self.ident_keys(n).to_vec();
+        let stale: Vec<(IdentKind, String)> = keys
+            .into_iter()
+            .filter(|(kind, v)| self.ident(*kind, v) == Some(n))
+            .collect();
+        let d = self.delta();
+        d.ident_keys.insert(n, Vec::new());
+        for (kind, v) in stale {
+            d.idents[kind as usize].insert(v, None);
+        }
+    }
+
     /// The party with this legacy identifier (uuids compare case-insensitively).
     pub fn party_by_ident(&self, kind: IdentKind, value: &str) -> Option<NodeId> {
         let v = value.trim();
@@ -343,58 +634,176 @@ impl Graph {
             } else {
                 v.into()
             };
-        let n = *self.idents[kind as usize].get(v.as_ref())?;
+        let n = self.ident(kind, v.as_ref())?;
         // Checked on read: never answer with a party that no longer has the identifier.
         self.party(n).is_some_and(|p| kind.is(p, &v)).then_some(n)
     }
+
+    fn order(&self) -> Option<&imbl::Vector<NodeId>> {
+        if self.dirty {
+            self.d.resource_order.as_ref()
+        } else {
+            None
+        }
+    }
+
+    fn order_mut(&mut self) -> &mut imbl::Vector<NodeId> {
+        let base: imbl::Vector<NodeId> = self.base.resource_order.iter().copied().collect();
+        self.delta().resource_order.get_or_insert(base)
+    }
+
     pub fn add_resource(&mut self, r: Resource) -> NodeId {
+        if self.direct() {
+            let c = Arc::make_mut(&mut self.base);
+            return c.add_resource(r);
+        }
         let id = r.id.clone();
-        let n = NodeId(self.g.add_node(Node::Resource(r)));
-        self.resources.insert(id, n);
-        self.resource_order.push(n);
+        let d = self.delta();
+        let n = NodeId(NodeIndex::new(d.next_node as usize));
+        d.next_node += 1;
+        d.nodes.insert(ix(n), Some(Arc::new(Node::Resource(r))));
+        d.resources.insert(id, Some(n));
+        d.resources_n += 1;
+        self.order_mut().push_back(n);
         n
     }
+
     /// Removes a node with no edges (used only to undo its creation).
     pub fn remove_node(&mut self, n: NodeId) {
-        let id = self.ext_id(n).to_string();
-        match self.g.remove_node(n.0) {
-            Some(Node::Party(_)) => {
-                self.parties.remove(&id);
-            }
-            Some(Node::Resource(_)) => {
-                self.resources.remove(&id);
-                self.resource_order.retain(|x| *x != n);
-            }
-            None => {}
+        if self.direct() {
+            let c = Arc::make_mut(&mut self.base);
+            return c.remove_node(n);
         }
-        self.degree.remove(&n);
+        match self.node(n).cloned() {
+            Some(Node::Party(p)) => {
+                let d = self.delta();
+                d.parties.insert(p.id, None);
+                d.parties_n -= 1;
+            }
+            Some(Node::Resource(r)) => {
+                let d = self.delta();
+                d.resources.insert(r.id, None);
+                d.resources_n -= 1;
+                self.order_mut().retain(|x| *x != n);
+            }
+            None => return,
+        }
+        self.delta().nodes.insert(ix(n), None);
         self.unindex_party(n);
     }
 
     pub fn parties(&self) -> impl Iterator<Item = (NodeId, &Party)> {
-        self.g.node_indices().filter_map(|i| match self.g.node_weight(i) {
-            Some(Node::Party(p)) => Some((NodeId(i), p)),
-            _ => None,
-        })
+        let bound = self.base.g.node_bound() as u32;
+        let base = self
+            .base
+            .g
+            .node_indices()
+            .filter_map(|i| match self.node(NodeId(i)) {
+                Some(Node::Party(p)) => Some((NodeId(i), p)),
+                _ => None,
+            });
+        let new = self
+            .dirty
+            .then(|| {
+                self.d
+                    .nodes
+                    .range(bound..)
+                    .filter_map(|(i, w)| match w.as_deref() {
+                        Some(Node::Party(p)) => Some((NodeId(NodeIndex::new(*i as usize)), p)),
+                        _ => None,
+                    })
+            })
+            .into_iter()
+            .flatten();
+        base.chain(new)
     }
     /// Every resource, in the order they were defined.
     pub fn resources(&self) -> impl Iterator<Item = (NodeId, &Resource)> {
-        self.resource_order
-            .iter()
+        let over = self.order();
+        let base = over
+            .is_none()
+            .then(|| self.base.resource_order.iter())
+            .into_iter()
+            .flatten();
+        over.into_iter()
+            .flatten()
+            .chain(base)
             .filter_map(|n| Some((*n, self.resource(*n)?)))
+    }
+
+    /// An edge with its endpoints.
+    fn edge_full(&self, e: EdgeId) -> Option<(NodeId, NodeId, &Edge)> {
+        if self.dirty
+            && let Some(v) = self.d.edges.get(&(e.0.index() as u32))
+        {
+            return v.as_deref().map(|(a, b, w)| (*a, *b, w));
+        }
+        let (a, b) = self.base.g.edge_endpoints(e.0)?;
+        Some((NodeId(a), NodeId(b), self.base.g.edge_weight(e.0)?))
+    }
+
+    fn adj(&self, n: NodeId, dir: Direction) -> Option<&imbl::Vector<EdgeId>> {
+        if !self.dirty {
+            return None;
+        }
+        match dir {
+            Direction::Outgoing => self.d.out_adj.get(&n),
+            Direction::Incoming => self.d.in_adj.get(&n),
+        }
+    }
+
+    /// Edges at `n` in direction `dir`: (edge, the other end, weight).
+    fn edges_at(&self, n: NodeId, dir: Direction) -> impl Iterator<Item = (EdgeId, NodeId, &Edge)> {
+        let over = self.adj(n, dir);
+        let from_delta = over.into_iter().flatten().filter_map(move |e| {
+            let (a, b, w) = self.edge_full(*e)?;
+            Some((*e, if dir == Direction::Outgoing { b } else { a }, w))
+        });
+        let from_base = over
+            .is_none()
+            .then(|| {
+                self.base.g.edges_directed(n.0, dir).map(move |e| {
+                    let other = if dir == Direction::Outgoing {
+                        e.target()
+                    } else {
+                        e.source()
+                    };
+                    (EdgeId(e.id()), NodeId(other), e.weight())
+                })
+            })
+            .into_iter()
+            .flatten();
+        from_delta.chain(from_base)
     }
 
     /// Edges ending at `n`: (edge, source, weight).
     pub fn incoming(&self, n: NodeId) -> impl Iterator<Item = (EdgeId, NodeId, &Edge)> {
-        self.g
-            .edges_directed(n.0, Direction::Incoming)
-            .map(|e| (EdgeId(e.id()), NodeId(e.source()), e.weight()))
+        self.edges_at(n, Direction::Incoming)
     }
     /// Edges starting at `n`: (edge, target, weight).
     pub fn outgoing(&self, n: NodeId) -> impl Iterator<Item = (EdgeId, NodeId, &Edge)> {
-        self.g
-            .edges_directed(n.0, Direction::Outgoing)
-            .map(|e| (EdgeId(e.id()), NodeId(e.target()), e.weight()))
+        self.edges_at(n, Direction::Outgoing)
+    }
+
+    /// (incoming, outgoing) edge counts of `n`.
+    fn degree(&self, n: NodeId) -> (u32, u32) {
+        let base = self.base.degree.get(&n).copied().unwrap_or_default();
+        let i = self
+            .adj(n, Direction::Incoming)
+            .map_or(base.0, |v| v.len() as u32);
+        let o = self
+            .adj(n, Direction::Outgoing)
+            .map_or(base.1, |v| v.len() as u32);
+        (i, o)
+    }
+
+    fn loops(&self, n: NodeId) -> u32 {
+        if self.dirty
+            && let Some(k) = self.d.loops.get(&n)
+        {
+            return *k;
+        }
+        self.base.loops.get(&n).copied().unwrap_or(0)
     }
 
     /// Edges `a → b`, walking whichever side has fewer edges.
@@ -406,9 +815,9 @@ impl Graph {
     pub fn between_iter(&self, a: NodeId, b: NodeId) -> impl Iterator<Item = (EdgeId, &Edge)> + '_ {
         // Both adjacency lists of a hub are long, and edges from a node to itself are
         // rare (a client delegation whose agent is the client): counted, not searched.
-        let none = a == b && !self.loops.contains_key(&a);
-        let out_a = self.degree.get(&a).map_or(0, |d| d.1);
-        let in_b = self.degree.get(&b).map_or(0, |d| d.0);
+        let none = a == b && self.loops(a) == 0;
+        let out_a = self.degree(a).1;
+        let in_b = self.degree(b).0;
         let walk_out = !none && out_a <= in_b;
         let walk_in = !none && !walk_out;
         let from_out = walk_out
@@ -431,14 +840,14 @@ impl Graph {
     }
 
     pub fn edge(&self, e: EdgeId) -> Option<&Edge> {
-        self.g.edge_weight(e.0)
+        self.edge_full(e).map(|(_, _, w)| w)
     }
     pub fn endpoints(&self, e: EdgeId) -> Option<(NodeId, NodeId)> {
-        self.g.edge_endpoints(e.0).map(|(a, b)| (NodeId(a), NodeId(b)))
+        self.edge_full(e).map(|(a, b, _)| (a, b))
     }
 
     pub fn find_assignment(&self, from: NodeId, to: NodeId, role: RoleId) -> Option<EdgeId> {
-        self.between(from, to).into_iter().find_map(|(e, w)| match w {
+        self.between_iter(from, to).find_map(|(e, w)| match w {
             Edge::Assignment(a) if a.role == role => Some(e),
             _ => None,
         })
@@ -456,33 +865,52 @@ impl Graph {
         facilitator: NodeId,
         role: RoleId,
     ) -> Option<EdgeId> {
-        self.between(client, agent)
-            .into_iter()
-            .find_map(|(e, w)| match w {
-                Edge::Delegation(d) if d.facilitator == facilitator && d.role == role => Some(e),
-                _ => None,
-            })
+        self.between_iter(client, agent).find_map(|(e, w)| match w {
+            Edge::Delegation(d) if d.facilitator == facilitator && d.role == role => Some(e),
+            _ => None,
+        })
     }
 
     /// The main unit of a sub-unit.
     pub fn main_unit(&self, sub: NodeId) -> Option<NodeId> {
-        self.main_of.get(&sub).copied()
+        if self.dirty
+            && let Some(v) = self.d.main_of.get(&sub)
+        {
+            return *v;
+        }
+        self.base.main_of.get(&sub).copied()
+    }
+    fn subs(&self, main: NodeId) -> &[NodeId] {
+        if self.dirty
+            && let Some(v) = self.d.subs_of.get(&main)
+        {
+            return v;
+        }
+        self.base.subs_of.get(&main).map_or(&[], |v| v.as_slice())
     }
     /// The sub-units of a main unit.
     pub fn sub_units(&self, main: NodeId) -> impl Iterator<Item = NodeId> + '_ {
-        self.subs_of.get(&main).into_iter().flatten().copied()
+        self.subs(main).iter().copied()
+    }
+    fn key_edges(&self, n: NodeId) -> &[EdgeId] {
+        if self.dirty
+            && let Some(v) = self.d.key_in.get(&n)
+        {
+            return v;
+        }
+        self.base.key_in.get(&n).map_or(&[], |v| v.as_slice())
     }
     /// Incoming assignments of `n` whose role is a key role: (edge, source, assignment).
     pub fn key_roles_held(&self, n: NodeId) -> impl Iterator<Item = (EdgeId, NodeId, &Assignment)> + '_ {
-        self.key_in.get(&n).into_iter().flatten().filter_map(move |e| {
+        self.key_edges(n).iter().filter_map(move |e| {
             let (s, _) = self.endpoints(*e)?;
             Some((*e, s, self.assignment(*e)?))
         })
     }
 
     pub fn key_of(&self, e: EdgeId) -> Option<EdgeKey> {
-        let (a, b) = self.endpoints(e)?;
-        Some(match self.edge(e)? {
+        let (a, b, w) = self.edge_full(e)?;
+        Some(match w {
             Edge::Assignment(x) => EdgeKey::Assignment {
                 from: a,
                 to: b,
@@ -508,76 +936,293 @@ impl Graph {
                 role,
             } => self.find_delegation(client, agent, facilitator, role),
             EdgeKey::MainUnit { sub, main } => self
-                .between(sub, main)
-                .into_iter()
+                .between_iter(sub, main)
                 .find_map(|(e, w)| matches!(w, Edge::MainUnit(_)).then_some(e)),
         }
     }
 
+    /// The delta's adjacency list of `n` (copied from the base on first change).
+    fn adj_mut(&mut self, n: NodeId, dir: Direction) -> &mut imbl::Vector<EdgeId> {
+        let init: Option<imbl::Vector<EdgeId>> = self.adj(n, dir).is_none().then(|| {
+            self.base
+                .g
+                .edges_directed(n.0, dir)
+                .map(|e| EdgeId(e.id()))
+                .collect()
+        });
+        let d = self.delta();
+        let map = match dir {
+            Direction::Outgoing => &mut d.out_adj,
+            Direction::Incoming => &mut d.in_adj,
+        };
+        map.entry(n).or_insert_with(|| init.unwrap_or_default())
+    }
+
     pub fn add_edge(&mut self, from: NodeId, to: NodeId, w: Edge) -> EdgeId {
-        self.degree.entry(from).or_default().1 += 1;
-        self.degree.entry(to).or_default().0 += 1;
-        if from == to {
-            *self.loops.entry(from).or_default() += 1;
+        if self.direct() {
+            let c = Arc::make_mut(&mut self.base);
+            return c.add_edge(from, to, w);
         }
-        let is_key = matches!(&w, Edge::Assignment(a) if Catalog::builtin().is_key_role(a.role));
+        let is_key = is_key_edge(&w);
         let is_main = matches!(w, Edge::MainUnit(_));
-        let e = EdgeId(self.g.add_edge(from.0, to.0, w));
-        if is_key {
-            self.key_in.entry(to).or_default().push(e);
+        let loops = self.loops(from);
+        let mut key_in = is_key.then(|| self.key_edges(to).to_vec());
+        let mut subs = is_main.then(|| self.subs(to).to_vec());
+        let d = self.delta();
+        let e = EdgeId(EdgeIndex::new(d.next_edge as usize));
+        d.next_edge += 1;
+        d.edges.insert(e.0.index() as u32, Some(Arc::new((from, to, w))));
+        d.edges_n += 1;
+        if from == to {
+            d.loops.insert(from, loops + 1);
         }
-        if is_main {
-            self.main_of.insert(from, to);
-            self.subs_of.entry(to).or_default().push(from);
+        if let Some(v) = key_in.as_mut() {
+            v.push(e);
+            d.key_in.insert(to, std::mem::take(v));
         }
+        if let Some(v) = subs.as_mut() {
+            v.push(from);
+            d.main_of.insert(from, Some(to));
+            d.subs_of.insert(to, std::mem::take(v));
+        }
+        // petgraph puts a new edge first in both lists; so does the delta.
+        self.adj_mut(from, Direction::Outgoing).push_front(e);
+        self.adj_mut(to, Direction::Incoming).push_front(e);
         e
     }
 
     pub fn remove_edge(&mut self, e: EdgeId) -> Option<Edge> {
-        let (a, b) = self.endpoints(e)?;
-        if let Some(d) = self.degree.get_mut(&a) {
-            d.1 = d.1.saturating_sub(1);
+        if self.direct() {
+            let c = Arc::make_mut(&mut self.base);
+            return c.remove_edge(e);
         }
-        if let Some(d) = self.degree.get_mut(&b) {
-            d.0 = d.0.saturating_sub(1);
-        }
-        if a == b
-            && let Some(k) = self.loops.get_mut(&a)
-        {
-            *k -= 1;
-            if *k == 0 {
-                self.loops.remove(&a);
+        let (a, b, w) = self.edge_full(e)?;
+        let w = w.clone();
+        let loops = self.loops(a);
+        let key_in: Vec<EdgeId> = self.key_edges(b).iter().copied().filter(|x| *x != e).collect();
+        let key_changed = key_in.len() != self.key_edges(b).len();
+        let subs = matches!(w, Edge::MainUnit(_)).then(|| {
+            self.subs(b)
+                .iter()
+                .copied()
+                .filter(|x| *x != a)
+                .collect::<Vec<_>>()
+        });
+        for (n, dir) in [(a, Direction::Outgoing), (b, Direction::Incoming)] {
+            let list = self.adj_mut(n, dir);
+            if let Some(i) = list.index_of(&e) {
+                list.remove(i);
             }
         }
-        if let Some(v) = self.key_in.get_mut(&b) {
-            v.retain(|x| *x != e);
-            if v.is_empty() {
-                self.key_in.remove(&b);
-            }
+        let d = self.delta();
+        d.edges.insert(e.0.index() as u32, None);
+        d.edges_n -= 1;
+        if a == b {
+            d.loops.insert(a, loops.saturating_sub(1));
         }
-        if matches!(self.edge(e), Some(Edge::MainUnit(_))) {
-            self.main_of.remove(&a);
-            if let Some(v) = self.subs_of.get_mut(&b) {
-                v.retain(|x| *x != a);
-                if v.is_empty() {
-                    self.subs_of.remove(&b);
-                }
-            }
+        if key_changed {
+            d.key_in.insert(b, key_in);
         }
-        self.g.remove_edge(e.0)
+        if let Some(v) = subs {
+            d.main_of.insert(a, None);
+            d.subs_of.insert(b, v);
+        }
+        Some(w)
     }
 
     /// Sets the edge with `key` to `w` (None removes it); returns the previous value.
     pub fn set_edge(&mut self, key: EdgeKey, w: Option<Edge>) -> Option<Edge> {
         let old = self.find(key).and_then(|e| self.remove_edge(e));
         if let Some(w) = w {
-            let (a, b) = match key {
-                EdgeKey::Assignment { from, to, .. } => (from, to),
-                EdgeKey::Delegation { client, agent, .. } => (client, agent),
-                EdgeKey::MainUnit { sub, main } => (sub, main),
-            };
+            let (a, b) = endpoints_of(key);
             self.add_edge(a, b, w);
         }
         old
+    }
+
+    /// This graph with its delta folded into a new base (the same nodes and edges at the
+    /// same indices, so every id stays valid); O(size of the graph), meant for a
+    /// background thread. None if the delta does not fit its base (an engine bug:
+    /// the caller keeps the uncompacted graph, which is still correct).
+    pub fn compacted(&self) -> Option<Graph> {
+        if !self.dirty {
+            return Some(self.clone());
+        }
+        let d = &self.d;
+        let mut c = (*self.base).clone();
+        let base_bound = self.base.g.node_bound() as u32;
+        let edge_bound = self.base.g.edge_bound() as u32;
+        // New nodes and edges at their own indices: a slot the base left free is filled
+        // with a stand-in first, removed again at the end.
+        let mut fill_nodes = Vec::new();
+        for (i, w) in d.nodes.range(base_bound..) {
+            let Some(w) = w else { continue };
+            loop {
+                let got = c.g.add_node((**w).clone());
+                let got_i = got.index() as u32;
+                if got_i == *i {
+                    break;
+                }
+                if got_i > *i {
+                    return None;
+                }
+                fill_nodes.push(got);
+            }
+        }
+        let mut gone_nodes = Vec::new();
+        for (i, w) in d.nodes.range(..base_bound) {
+            let n = NodeIndex::new(*i as usize);
+            match w {
+                Some(w) => *c.g.node_weight_mut(n)? = (**w).clone(),
+                None => gone_nodes.push(n),
+            }
+        }
+        let mut fill_edges = Vec::new();
+        for (i, w) in d.edges.range(edge_bound..) {
+            let Some(w) = w else { continue };
+            let (a, b, w) = &**w;
+            loop {
+                let got = c.g.add_edge(a.0, b.0, w.clone());
+                let got_i = got.index() as u32;
+                if got_i == *i {
+                    break;
+                }
+                if got_i > *i {
+                    return None;
+                }
+                fill_edges.push(got);
+            }
+        }
+        for (i, w) in d.edges.range(..edge_bound) {
+            let e = EdgeIndex::new(*i as usize);
+            match w {
+                Some(w) => *c.g.edge_weight_mut(e)? = w.2.clone(),
+                None => {
+                    c.g.remove_edge(e);
+                }
+            }
+        }
+        for e in fill_edges {
+            c.g.remove_edge(e);
+        }
+        for n in fill_nodes.into_iter().chain(gone_nodes) {
+            c.g.remove_node(n);
+        }
+        // The indexes: every delta entry is an absolute value.
+        fn put<K: std::hash::Hash + Eq + Clone, V: Clone>(m: &mut HashMap<K, V>, d: &Map<K, Option<V>>) {
+            for (k, v) in d {
+                match v {
+                    Some(v) => m.insert(k.clone(), v.clone()),
+                    None => m.remove(k),
+                };
+            }
+        }
+        fn put_fx<K: std::hash::Hash + Eq + Clone, V: Clone>(
+            m: &mut FxHashMap<K, V>,
+            d: &Map<K, V>,
+            empty: impl Fn(&V) -> bool,
+        ) {
+            for (k, v) in d {
+                if empty(v) {
+                    m.remove(k);
+                } else {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        put(&mut c.parties, &d.parties);
+        put(&mut c.resources, &d.resources);
+        for (k, v) in &d.main_of {
+            match v {
+                Some(v) => c.main_of.insert(*k, *v),
+                None => c.main_of.remove(k),
+            };
+        }
+        for (m, dm) in c.idents.iter_mut().zip(&d.idents) {
+            for (k, v) in dm {
+                match v {
+                    Some(v) => m.insert(k.clone(), *v),
+                    None => m.remove(k),
+                };
+            }
+        }
+        put_fx(&mut c.loops, &d.loops, |v| *v == 0);
+        put_fx(&mut c.subs_of, &d.subs_of, Vec::is_empty);
+        put_fx(&mut c.key_in, &d.key_in, Vec::is_empty);
+        put_fx(&mut c.ident_keys, &d.ident_keys, Vec::is_empty);
+        for n in d.out_adj.keys().chain(d.in_adj.keys()) {
+            let deg = self.degree(*n);
+            c.degree.insert(*n, deg);
+        }
+        if let Some(o) = &d.resource_order {
+            c.resource_order = o.iter().copied().collect();
+        }
+        Some(Graph {
+            base: Arc::new(c),
+            dirty: false,
+            d: Delta::default(),
+        })
+    }
+
+    /// This graph (a later state of `from`, which shares its base) over `onto`, the
+    /// result of `from.compacted()`: keeps only what changed after `from`. None when this
+    /// graph is not a later state of `from`.
+    pub fn rebased(&self, from: &Graph, onto: &Graph) -> Option<Graph> {
+        if !Arc::ptr_eq(&self.base, &from.base) || onto.dirty {
+            return None;
+        }
+        if !self.dirty {
+            return (!from.dirty).then(|| onto.clone());
+        }
+        fn newer<K: std::hash::Hash + Eq + Clone, V: Clone + PartialEq>(
+            now: &Map<K, V>,
+            then: &Map<K, V>,
+        ) -> Map<K, V> {
+            now.iter()
+                .filter(|(k, v)| then.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }
+        fn newer_ord<V: Clone>(
+            now: &imbl::OrdMap<u32, Option<Arc<V>>>,
+            then: &imbl::OrdMap<u32, Option<Arc<V>>>,
+        ) -> imbl::OrdMap<u32, Option<Arc<V>>> {
+            now.iter()
+                .filter(|(k, v)| match (then.get(*k), v) {
+                    (Some(Some(a)), Some(b)) => !Arc::ptr_eq(a, b),
+                    (Some(None), None) => false,
+                    _ => true,
+                })
+                .map(|(k, v)| (*k, v.clone()))
+                .collect()
+        }
+        let (n, t) = (&self.d, &from.d);
+        let d = Delta {
+            nodes: newer_ord(&n.nodes, &t.nodes),
+            edges: newer_ord(&n.edges, &t.edges),
+            out_adj: newer(&n.out_adj, &t.out_adj),
+            in_adj: newer(&n.in_adj, &t.in_adj),
+            parties: newer(&n.parties, &t.parties),
+            resources: newer(&n.resources, &t.resources),
+            loops: newer(&n.loops, &t.loops),
+            main_of: newer(&n.main_of, &t.main_of),
+            subs_of: newer(&n.subs_of, &t.subs_of),
+            key_in: newer(&n.key_in, &t.key_in),
+            resource_order: (n.resource_order != t.resource_order)
+                .then(|| n.resource_order.clone())
+                .flatten(),
+            idents: [0, 1, 2, 3, 4].map(|k| newer(&n.idents[k], &t.idents[k])),
+            ident_keys: newer(&n.ident_keys, &t.ident_keys),
+            next_node: n.next_node.max(onto.base.g.node_bound() as u32),
+            next_edge: n.next_edge.max(onto.base.g.edge_bound() as u32),
+            parties_n: n.parties_n - t.parties_n,
+            resources_n: n.resources_n - t.resources_n,
+            edges_n: n.edges_n - t.edges_n,
+        };
+        Some(Graph {
+            base: onto.base.clone(),
+            dirty: true,
+            d,
+        })
     }
 }

@@ -163,7 +163,9 @@ impl From<CommitError> for Problem {
 impl From<StaleRead> for Problem {
     fn from(e: StaleRead) -> Problem {
         match e {
-            StaleRead::Ahead { .. } => Problem::new(ProblemCode::Spec(ErrorCode::Conflict), e.to_string()),
+            StaleRead::Ahead { .. } | StaleRead::Gone { .. } => {
+                Problem::new(ProblemCode::Spec(ErrorCode::Conflict), e.to_string())
+            }
             StaleRead::NotYet { .. } => Problem::new(ProblemCode::TokenNotReached, e.to_string()),
         }
     }

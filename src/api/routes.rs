@@ -163,17 +163,39 @@ async fn query_route(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     state.auth.require(&req, Scope::Read)?;
-    let (fields, min_token) = query_input(&req, payload, &state).await?;
+    let (mut fields, min_token) = query_input(&req, payload, &state).await?;
+    // `at_token`: answer from exactly that version, while the store still keeps it.
+    let at_token = match fields.as_object_mut().and_then(|m| m.remove("at_token")) {
+        Some(v) => Some(
+            token_value(v.clone(), "request")
+                .map_err(|_| Problem::invalid("`at_token` is not a non-negative integer"))?,
+        ),
+        None => None,
+    };
     let q =
         Query::parse(name, fields).ok_or_else(|| Problem::invalid(format!("unknown query `{name}`")))??;
     let store = state.partitions.store();
     if let Some(t) = min_token {
         store.wait_visible(t, state.limits.max_token_wait).await?;
     }
+    let version = match at_token {
+        Some(t) => store.pin_at(t)?,
+        None => store.pin(),
+    };
     let (answer, token) = if q.needs_exclusive() {
-        store.exclusive(|w| query::evaluate_mut(w, &q))
+        // A simulation runs on a private copy of its version, on a blocking thread: it
+        // holds no HTTP worker and no lock.
+        let store = store.clone();
+        web::block(move || store.exclusive_on(version, |w| query::evaluate_mut(w, &q)))
+            .await
+            .map_err(|e| {
+                Problem::new(
+                    ProblemCode::Unavailable,
+                    format!("the simulation did not run: {e}"),
+                )
+            })?
     } else {
-        store.read(|w| query::evaluate(w, &q))
+        (query::evaluate(&version.world, &q), version.token)
     };
     Ok(json_ok(token, &answer?.body()?))
 }

@@ -23,7 +23,7 @@ pub enum JournalError {
 /// An ordered, durable record of accepted event batches.
 ///
 /// The service calls `append` and `reset` one at a time, in commit order, only for
-/// batches the world has accepted (validated by a dry run); a refused batch never
+/// batches the world has accepted (applied to the sequencer's pending state); a refused batch never
 /// reaches the journal. Recovery is "replay every record after the last reset in order",
 /// which reproduces the world because applying a batch is deterministic.
 pub trait Journal: Send + Sync {
@@ -37,10 +37,29 @@ pub trait Journal: Send + Sync {
     fn position(&self) -> u64;
     /// Makes everything appended so far durable (graceful shutdown).
     fn flush(&self) -> Result<(), JournalError>;
-    /// Writes `world`, which holds exactly the records up to [`Journal::position`], as
-    /// a checkpoint so that recovery need not replay them; returns its sequence number,
-    /// or None when the journal keeps no checkpoints.
-    fn checkpoint(&self, _world: &World) -> Result<Option<u64>, JournalError> {
+    /// Queues `events` as the next record without waiting for it to be durable; returns
+    /// its sequence number. The caller then waits with [`Journal::wait_durable`].
+    fn enqueue(&self, events: &[Event]) -> Result<u64, JournalError> {
+        self.append(events)
+    }
+    /// Waits until record `seq` (and every one before it) is durable.
+    fn wait_durable(&self, _seq: u64) -> Result<(), JournalError> {
+        Ok(())
+    }
+    /// The sequence number of the last record known durable.
+    fn durable_position(&self) -> u64 {
+        self.position()
+    }
+    /// Makes the records up to `seq`, the last queued, durable and closes the log's
+    /// current part, so that a checkpoint at `seq` can later retire the parts before it.
+    /// Called with the sequencer held (nothing is queued meanwhile).
+    fn seal(&self, _seq: u64) -> Result<(), JournalError> {
+        Ok(())
+    }
+    /// After [`Journal::seal`] at `seq`: writes `world`, which holds exactly the records up to `seq`, as a
+    /// checkpoint so that recovery need not replay them; returns its sequence number, or
+    /// None when the journal keeps no checkpoints.
+    fn checkpoint(&self, _world: &World, _seq: u64) -> Result<Option<u64>, JournalError> {
         Ok(None)
     }
 }

@@ -1,59 +1,60 @@
-//! The partition layer: one shared world that every reader reads concurrently, and a
-//! write path owned by a configurable number of actix actors (partitions).
+//! The store and its write front: immutable published versions that readers pin
+//! without a lock, one sequencer that applies each batch once, and a configurable
+//! number of actix actors (partitions) that order writes per party in front of it.
 //!
 //! # Design
 //!
-//! * **Reads** take a shared lock on the one [`World`] ([`Store::read`]) on whatever
-//!   actix-web worker thread the request landed on. Nothing funnels through an actor, so
-//!   read throughput grows with cores; a read holds the lock for the microseconds the
-//!   bounded resolution takes.
+//! * **Versions.** Readers load the current [`Version`] (token + world) from an
+//!   `ArcSwap` ([`Store::read`], [`Store::pin`]) on whatever actix-web worker thread the
+//!   request landed on, and never take a lock a writer, a simulation, a report or a
+//!   checkpoint holds. A world clone is O(1) (`graph` is a frozen base plus a persistent
+//!   delta; `sys` and `pdp` are shared until changed), so each commit publishes a new
+//!   version and the old one stays readable as long as someone holds it. The last
+//!   [`RING`] versions serve exact-token reads ([`Store::read_at`], `at_token`). Past
+//!   [`COMPACT_AFTER`] delta entries a background thread folds a published version's
+//!   delta into a new base and moves the pending state onto it.
 //! * **Partitions.** Every party id hashes (FNV-1a, stable across runs) to one of `N`
 //!   partition actors, each on its own arbiter thread. A batch goes to the partitions of
 //!   every party its events name ([`touched_partitions`]); events without a home party
 //!   (`clock`, `retire_a2_roles`, `resource`) touch all of them. A partition handles one
-//!   message at a time, so two writes that name the same party are committed in the
-//!   order they reached its mailbox (per-party FIFO).
+//!   message at a time, so two writes that name the same party are staged in the order
+//!   they reached its mailbox (per-party FIFO). The partitions are the sequencer's
+//!   front: they order, the sequencer applies.
 //! * **Batches spanning partitions** hold every partition they touch, acquired in
 //!   ascending order (so two such batches cannot deadlock): each lower partition parks
 //!   on a [`Hold`] (an atomic response that blocks its mailbox), then the highest one
-//!   runs the commit. Dropping the hold guards releases them, also when the request is
+//!   stages the batch. Dropping the hold guards releases them, also when the request is
 //!   cancelled.
-//! * **The commit section** ([`Store::commit`]) is one mutex around: a dry run of the
-//!   batch on the world (`mutate::dry_run_batch`: full validation, then rolled back) →
-//!   the journal append (durable) → the real apply under the exclusive write lock, which
-//!   also publishes the new token. A reader therefore sees all of a batch or none of it,
-//!   and never a state that is not yet durable; a refused batch never reaches the
-//!   journal, and a journal failure changes nothing. The write lock is held for the two
-//!   applies (microseconds; a cascade at scale milliseconds), never during the journal's
-//!   I/O.
+//! * **The sequencer** ([`Store::stage`]) holds one mutex for: a private O(1) copy of
+//!   the pending state, the one apply of the batch on it (a refusal or a panic drops the
+//!   copy: nothing changed, nothing logged), and the journal's enqueue (no I/O). The
+//!   partition is then free; [`Store::finish`] waits without any lock until the journal
+//!   has made the record durable — one fsync for every batch queued meanwhile (group
+//!   commit) — and publishes the version. Records become durable in order, so a
+//!   version is published only when it and all before it are durable; a reader never
+//!   sees a state the journal does not have.
 //!
 //! # Limits (honestly)
 //!
-//! * The graph is one petgraph structure and a cascade can reach any partition (ending a
-//!   client relationship removes delegations homed at other parties), so commits are
-//!   serialised by the commit section whatever `N` is: partitions give ordering and
-//!   isolation of the write queues, not parallel writes. Write throughput is bounded by
-//!   1 / (2 × apply + journal latency) until the journal groups commits from concurrent
-//!   partitions, which needs a pipelined commit (apply to a staged view while the
-//!   previous record is being made durable).
-//! * A batch is applied twice (dry run, then for real) so that readers are never
-//!   blocked during the journal's fsync; applying is deterministic, so the second apply
-//!   cannot fail unless the engine is broken, in which case the store marks itself
-//!   unhealthy (readiness fails) and refuses further writes.
-//! * `simulate` takes the write lock for its apply and rollback, so a large simulated
-//!   cascade stalls readers for as long as it runs.
+//! * The graph is one structure and a cascade can reach any partition (ending a client
+//!   relationship removes delegations homed at other parties), so batches are applied
+//!   one at a time by the sequencer whatever `N` is: partitions give ordering and
+//!   isolation of the write queues, not parallel applies.
+//! * A journal that fails after it queued a record leaves the outcome unknown: the
+//!   store refuses further writes (readiness fails) and the client retries by reading.
 //! * A write whose HTTP request times out may still commit: the partition's mailbox
 //!   already holds it. The answer is lost, the token is not; a client retries by reading.
 
 pub mod journal;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
-use parking_lot::{Mutex, RwLock};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
 
 use crate::event::Event;
@@ -79,11 +80,11 @@ pub enum CommitError {
     Refused(#[from] Error),
     #[error(transparent)]
     Journal(#[from] JournalError),
-    /// The real apply refused a batch the dry run accepted; the store stops writing.
-    #[error("the batch passed its dry run but was refused when applied: {0}")]
-    Diverged(Error),
-    #[error("the store refuses writes after an earlier divergence")]
+    #[error("the store refuses writes after a journal failure or a failed apply")]
     Unhealthy,
+    /// Applying the batch panicked (an engine bug): the copy it changed was dropped.
+    #[error("applying the batch failed inside the engine; nothing was changed")]
+    Panicked,
     /// A partition actor is gone (the server is shutting down).
     #[error("partition {0} is not running")]
     PartitionGone(usize),
@@ -96,50 +97,174 @@ pub enum StaleRead {
     Ahead { token: u64, position: u64 },
     #[error("the state at consistency token `{token}` did not become visible within {waited_ms} ms")]
     NotYet { token: u64, waited_ms: u128 },
+    #[error("the state at consistency token `{token}` is no longer kept; the oldest kept is {oldest}")]
+    Gone { token: u64, oldest: u64 },
 }
 
-/// The world, its journal and the commit section.
+/// An immutable state of the world, as readers see it: the world after every record up
+/// to `token`. Published whole with an atomic pointer swap; a reader that holds one keeps
+/// reading it however many commits follow.
+#[derive(Debug)]
+pub struct Version {
+    pub token: u64,
+    pub world: World,
+}
+
+/// How many recent versions stay available for exact-token reads (`at_token`).
+pub const RING: usize = 64;
+
+/// The delta size (nodes and edges changed since the base) past which the published
+/// graph is folded into a new base in the background.
+pub const COMPACT_AFTER: usize = 50_000;
+
+/// The sequencer's state: the newest applied state (possibly not yet durable).
+struct Pending {
+    world: World,
+    token: u64,
+}
+
+/// A batch applied to the pending state and queued in the journal, not yet durable:
+/// [`Store::finish`] waits for the journal and publishes it.
+#[must_use]
+pub struct Staged {
+    version: Arc<Version>,
+    outcome: Outcome,
+}
+
+impl Staged {
+    pub fn token(&self) -> u64 {
+        self.version.token
+    }
+}
+
+/// The published versions, the sequencer and the journal.
+///
+/// * **Readers** ([`Store::read`], [`Store::pin`]) load the current [`Version`] from an
+///   `ArcSwap`: no lock, whatever a writer, a simulation, a report or a checkpoint does.
+/// * **The sequencer** ([`Store::stage`]) holds a small mutex for the apply (once, on a
+///   private O(1) copy of the pending state) and the journal's enqueue; a refused batch
+///   or a panic drops the copy, so nothing changed. [`Store::finish`] then waits, without
+///   any lock, for the journal to make the record durable (one fsync for every batch
+///   queued meanwhile) and publishes the version.
 pub struct Store {
-    // INVARIANT: the world reflects exactly the journal's records up to `visible`; a
-    // change is applied to it only inside `commit` (holding `commit`), after its record
-    // is durable.
-    world: RwLock<World>,
+    // INVARIANT: `current` holds exactly the journal's records up to its token, all of
+    // them durable; `seq.world` holds exactly the records queued so far. A version is
+    // published only after its record is durable, and tokens only grow.
+    current: ArcSwap<Version>,
+    ring: ArcSwap<VecDeque<Arc<Version>>>,
+    seq: Arc<Mutex<Pending>>,
     journal: Arc<dyn Journal>,
-    commit: Mutex<()>,
-    /// The token of the newest state readers can see; set under the world's write lock.
+    /// The token of the newest published version (for `min_token` waits).
     visible: watch::Sender<u64>,
     healthy: AtomicBool,
+    compacting: Arc<AtomicBool>,
+    /// Test hook: while set, [`Store::exclusive`] parks before answering (to hold a
+    /// simulation open on its pinned version).
+    pause: Arc<(Mutex<(bool, usize)>, parking_lot::Condvar)>,
+    /// Test hook: the next apply panics after changing its copy.
+    fail_next_apply: AtomicBool,
 }
 
 impl Store {
     /// A store over `world`, which must reflect the journal up to its position (a fresh
     /// world with a fresh journal, or what recovery rebuilt).
     pub fn new(world: World, journal: Arc<dyn Journal>) -> Store {
-        let (visible, _) = watch::channel(journal.position());
+        let token = journal.position();
+        let v = Arc::new(Version {
+            token,
+            world: world.clone(),
+        });
+        let (visible, _) = watch::channel(token);
         Store {
-            world: RwLock::new(world),
+            current: ArcSwap::new(v.clone()),
+            ring: ArcSwap::from_pointee(VecDeque::from([v])),
+            seq: Arc::new(Mutex::new(Pending { world, token })),
             journal,
-            commit: Mutex::new(()),
             visible,
             healthy: AtomicBool::new(true),
+            compacting: Arc::new(AtomicBool::new(false)),
+            pause: Arc::default(),
+            fail_next_apply: AtomicBool::new(false),
         }
     }
 
-    /// Runs a read on the current world; also returns the token of the state it read.
-    pub fn read<R>(&self, f: impl FnOnce(&World) -> R) -> (R, u64) {
-        let w = self.world.read();
-        // Read under the lock: the token is set under the write lock, so it is exactly
-        // the state `w` shows.
-        let token = *self.visible.borrow();
-        (f(&w), token)
+    /// The current version, pinned: it stays readable however many commits follow.
+    pub fn pin(&self) -> Arc<Version> {
+        self.current.load_full()
     }
 
-    /// Runs `f` with the world exclusively (simulate: apply and roll back). `f` must
-    /// leave the world logically as it found it.
+    /// The version with exactly this token, while it is among the last [`RING`].
+    pub fn pin_at(&self, token: u64) -> Result<Arc<Version>, StaleRead> {
+        let ring = self.ring.load();
+        if let Some(v) = ring.iter().find(|v| v.token == token) {
+            return Ok(v.clone());
+        }
+        let newest = self.visible();
+        if token > newest {
+            return Err(StaleRead::Ahead {
+                token,
+                position: newest,
+            });
+        }
+        Err(StaleRead::Gone {
+            token,
+            oldest: ring.front().map_or(newest, |v| v.token),
+        })
+    }
+
+    /// Runs a read on the current version; also returns its token.
+    pub fn read<R>(&self, f: impl FnOnce(&World) -> R) -> (R, u64) {
+        let v = self.pin();
+        (f(&v.world), v.token)
+    }
+
+    /// Runs a read on the version with exactly this token (`at_token`).
+    pub fn read_at<R>(&self, token: u64, f: impl FnOnce(&World) -> R) -> Result<(R, u64), StaleRead> {
+        let v = self.pin_at(token)?;
+        Ok((f(&v.world), v.token))
+    }
+
+    /// Runs `f` on a private copy of the current version (simulate: apply and roll
+    /// back); nobody else sees what `f` does, and nobody waits for it.
     pub fn exclusive<R>(&self, f: impl FnOnce(&mut World) -> R) -> (R, u64) {
-        let mut w = self.world.write();
-        let token = *self.visible.borrow();
-        (f(&mut w), token)
+        self.exclusive_on(self.pin(), f)
+    }
+
+    /// [`Store::exclusive`] on a given (pinned) version.
+    pub fn exclusive_on<R>(&self, v: Arc<Version>, f: impl FnOnce(&mut World) -> R) -> (R, u64) {
+        let mut w = v.world.clone();
+        {
+            let (lock, cv) = &*self.pause;
+            let mut paused = lock.lock();
+            if paused.0 {
+                paused.1 += 1;
+                while paused.0 {
+                    cv.wait(&mut paused);
+                }
+                paused.1 -= 1;
+            }
+        }
+        (f(&mut w), v.token)
+    }
+
+    /// Holds (or releases) every later [`Store::exclusive`] before it answers (tests).
+    #[doc(hidden)]
+    pub fn set_pause(&self, on: bool) {
+        let (lock, cv) = &*self.pause;
+        lock.lock().0 = on;
+        cv.notify_all();
+    }
+
+    /// How many [`Store::exclusive`] calls are held by the test pause.
+    #[doc(hidden)]
+    pub fn paused(&self) -> usize {
+        self.pause.0.lock().1
+    }
+
+    /// Makes the next apply panic after it changed its private copy (tests).
+    #[doc(hidden)]
+    pub fn fail_next_apply(&self) {
+        self.fail_next_apply.store(true, Ordering::SeqCst);
     }
 
     /// The token of the newest visible state.
@@ -151,7 +276,7 @@ impl Store {
         &self.journal
     }
 
-    /// False after the engine diverged from its dry run; readiness reports it.
+    /// False after the journal failed or an apply panicked; readiness reports it.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::SeqCst)
     }
@@ -175,43 +300,143 @@ impl Store {
         }
     }
 
-    /// The commit section: dry run, journal, apply (see the module doc).
-    pub fn commit(&self, events: &[Event]) -> Result<Committed, CommitError> {
-        let _section = self.commit.lock();
+    /// Validates and applies `events` once, on a private copy of the pending state, and
+    /// queues the record in the journal. A refusal, a panic or a journal that cannot take
+    /// the record drops the copy: nothing changed.
+    pub fn stage(&self, events: &[Event]) -> Result<Staged, CommitError> {
+        let mut p = self.seq.lock();
         if !self.is_healthy() {
             return Err(CommitError::Unhealthy);
         }
-        mutate::dry_run_batch(&mut self.world.write(), events)?;
-        let token = self.journal.append(events)?;
-        let mut w = self.world.write();
-        match mutate::apply_batch(&mut w, events) {
-            Ok(outcome) => {
-                self.visible.send_replace(token);
-                Ok(Committed { token, outcome })
+        let mut next = p.world.clone();
+        let fail = self.fail_next_apply.swap(false, Ordering::SeqCst);
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let r = mutate::apply_batch(&mut next, events);
+            #[allow(clippy::panic)]
+            if fail {
+                panic!("test hook: the apply fails after changing the copy");
             }
-            Err(e) => {
-                self.healthy.store(false, Ordering::SeqCst);
-                Err(CommitError::Diverged(e))
-            }
+            r
+        }));
+        let outcome = match applied {
+            Ok(r) => r?,
+            Err(_) => return Err(CommitError::Panicked),
+        };
+        let token = self.journal.enqueue(events)?;
+        p.world = next.clone();
+        p.token = token;
+        Ok(Staged {
+            version: Arc::new(Version { token, world: next }),
+            outcome,
+        })
+    }
+
+    /// Waits until the staged record is durable and publishes its version. A journal
+    /// that fails here leaves the outcome unknown: the store refuses further writes.
+    pub fn finish(&self, staged: Staged) -> Result<Committed, CommitError> {
+        let token = staged.version.token;
+        if let Err(e) = self.journal.wait_durable(token) {
+            self.healthy.store(false, Ordering::SeqCst);
+            return Err(CommitError::Journal(e));
         }
+        self.publish(staged.version.clone());
+        Ok(Committed {
+            token,
+            outcome: staged.outcome,
+        })
+    }
+
+    /// Whether the staged record is already durable (then finishing it never blocks).
+    pub fn is_durable(&self, staged: &Staged) -> bool {
+        self.journal.durable_position() >= staged.version.token
+    }
+
+    /// Stage and finish in one call (blocks for the journal).
+    pub fn commit(&self, events: &[Event]) -> Result<Committed, CommitError> {
+        let staged = self.stage(events)?;
+        self.finish(staged)
+    }
+
+    /// Makes `v` the current version unless a newer one is already published (records
+    /// become durable in order, so a newer version holds `v`'s records), and keeps it in
+    /// the ring.
+    fn publish(&self, v: Arc<Version>) {
+        self.current.rcu(|cur| {
+            if cur.token >= v.token {
+                cur.clone()
+            } else {
+                v.clone()
+            }
+        });
+        self.ring.rcu(|ring| {
+            let mut r = VecDeque::clone(ring);
+            let at = r.partition_point(|x| x.token < v.token);
+            if r.get(at).is_none_or(|x| x.token != v.token) {
+                r.insert(at, v.clone());
+            }
+            while r.len() > RING {
+                r.pop_front();
+            }
+            r
+        });
+        self.visible.send_if_modified(|t| {
+            let newer = *t < v.token;
+            if newer {
+                *t = v.token;
+            }
+            newer
+        });
+        if v.world.graph.delta_len() > COMPACT_AFTER {
+            self.compact_in_background(v);
+        }
+    }
+
+    /// Folds the graph's delta into a new base on a background thread, then moves the
+    /// pending state onto it; the next published version reads the new base.
+    fn compact_in_background(&self, v: Arc<Version>) {
+        if self.compacting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let seq = self.seq.clone();
+        let flag = self.compacting.clone();
+        let spawned = std::thread::Builder::new().name("compact".into()).spawn(move || {
+            fold(&seq, &v);
+            flag.store(false, Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            self.compacting.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Folds the graph of published version `v` into a new base and moves the pending
+    /// state onto it (what the background compaction runs); false if the pending state
+    /// no longer shares `v`'s base (another compaction came first).
+    pub fn compact(&self, v: &Version) -> bool {
+        fold(&self.seq, v)
     }
 
     /// Empties the world (admin reset), recorded in the journal first.
     pub fn reset(&self) -> Result<u64, CommitError> {
-        let _section = self.commit.lock();
+        let mut p = self.seq.lock();
         let token = self.journal.reset()?;
-        let mut w = self.world.write();
-        *w = World::new();
-        self.visible.send_replace(token);
+        p.world = World::new();
+        p.token = token;
+        self.publish(Arc::new(Version {
+            token,
+            world: World::new(),
+        }));
         Ok(token)
     }
 
-    /// Writes a checkpoint of the world through the journal (between commits, so the
-    /// world holds exactly the journal's records); None when the journal keeps none.
+    /// Writes a checkpoint of the newest queued state through the journal, without
+    /// holding up writers or readers; None when the journal keeps none.
     pub fn checkpoint(&self) -> Result<Option<u64>, JournalError> {
-        let _section = self.commit.lock();
-        let w = self.world.read();
-        self.journal.checkpoint(&w)
+        let (world, token) = {
+            let p = self.seq.lock();
+            self.journal.seal(p.token)?;
+            (p.world.clone(), p.token)
+        };
+        self.journal.checkpoint(&world, token)
     }
 
     /// Graceful shutdown, after the partitions stopped: makes the journal durable and,
@@ -234,6 +459,22 @@ impl Store {
             )
         })
         .0
+    }
+}
+
+/// The fold behind [`Store::compact`]: the slow part runs without the lock; the lock is
+/// held only to move the pending state's later changes onto the new base.
+fn fold(seq: &Mutex<Pending>, v: &Version) -> bool {
+    let Some(folded) = v.world.graph.compacted() else {
+        return false;
+    };
+    let mut p = seq.lock();
+    match p.world.graph.rebased(&v.world.graph, &folded) {
+        Some(g) => {
+            p.world.graph = g;
+            true
+        }
+        None => false,
     }
 }
 
@@ -314,21 +555,25 @@ impl Actor for Partition {
     type Context = Context<Self>;
 }
 
-/// Commit a batch in this partition (all other partitions it touches are held).
+/// Stage a batch in this partition (all other partitions it touches are held): apply
+/// it to the sequencer's pending state and queue its record; the caller waits for the
+/// record to be durable outside the partition.
 #[derive(Message)]
-#[rtype(result = "Result<Committed, CommitError>")]
+#[rtype(result = "Result<Staged, CommitError>")]
 pub struct Commit {
     pub events: Arc<Vec<Event>>,
 }
 
 impl Handler<Commit> for Partition {
-    type Result = Result<Committed, CommitError>;
+    type Result = Result<Staged, CommitError>;
 
     // Runs synchronously on this partition's own arbiter thread: the mailbox waits, which
-    // is the per-partition ordering; other partitions and every reader go on.
+    // is the per-partition ordering; other partitions and every reader go on. Only the
+    // apply and the enqueue run here, never the fsync, so the next batch is staged while
+    // the journal makes this one durable (group commit).
     fn handle(&mut self, msg: Commit, _: &mut Context<Self>) -> Self::Result {
-        tracing::debug!(partition = self.index, events = msg.events.len(), "commit");
-        self.store.commit(&msg.events)
+        tracing::debug!(partition = self.index, events = msg.events.len(), "stage");
+        self.store.stage(&msg.events)
     }
 }
 
@@ -415,14 +660,21 @@ impl Partitions {
             held_rx.await.map_err(|_| CommitError::PartitionGone(p))?;
         }
         let addr = self.addrs.get(last).ok_or(CommitError::PartitionGone(last))?;
-        let res = addr
+        let staged = addr
             .send(Commit {
                 events: Arc::new(events),
             })
             .await
             .map_err(|_| CommitError::PartitionGone(last))?;
         drop(releases);
-        res
+        let staged = staged?;
+        if self.store.is_durable(&staged) {
+            return self.store.finish(staged);
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.finish(staged))
+            .await
+            .map_err(|_| CommitError::PartitionGone(last))?
     }
 
     /// Stops the partition actors and their threads (after the HTTP server stopped).

@@ -319,11 +319,26 @@ impl Log {
     pub fn checkpoint(&self, world: &World) -> Result<u64> {
         let next = self.next_seq.lock().map_err(|_| DurableError::Poisoned)?;
         let last = next.saturating_sub(1);
-        self.wal.wait_durable(last)?;
-        snapshot::save(world, &snapshot_path(&self.dir, last), last, &mut |_| {})?;
-        self.wal.retire_before(last + 1)?;
-        self.remove_snapshots_before(last)?;
-        Ok(last)
+        self.seal(last)?;
+        self.checkpoint_at(world, last)
+    }
+
+    /// Makes records up to `seq` durable and starts a new segment after it. The caller
+    /// queues nothing meanwhile (it holds the sequencer, or `next_seq`).
+    pub fn seal(&self, seq: u64) -> Result<()> {
+        self.wal.wait_durable(seq)?;
+        self.wal.rotate(seq + 1)?;
+        Ok(())
+    }
+
+    /// Writes `world`, which holds exactly records 1..=`seq`, as the snapshot at `seq`
+    /// and deletes the log segments before it (after [`Log::seal`] at `seq`: later
+    /// records, queued meanwhile, are in newer segments and stay).
+    pub fn checkpoint_at(&self, world: &World, seq: u64) -> Result<u64> {
+        snapshot::save(world, &snapshot_path(&self.dir, seq), seq, &mut |_| {})?;
+        self.wal.remove_before(seq + 1)?;
+        self.remove_snapshots_before(seq)?;
+        Ok(seq)
     }
 
     /// Records that the world was emptied: an empty snapshot at the next sequence
@@ -389,7 +404,24 @@ impl Journal for Log {
         self.wait_durable(last).map_err(journal_error)
     }
 
-    fn checkpoint(&self, world: &World) -> std::result::Result<Option<u64>, JournalError> {
-        Log::checkpoint(self, world).map(Some).map_err(journal_error)
+    fn enqueue(&self, events: &[Event]) -> std::result::Result<u64, JournalError> {
+        let (seq, ()) = self.queue_with(events, || Ok(())).map_err(journal_error)?;
+        Ok(seq)
+    }
+
+    fn wait_durable(&self, seq: u64) -> std::result::Result<(), JournalError> {
+        Log::wait_durable(self, seq).map_err(journal_error)
+    }
+
+    fn durable_position(&self) -> u64 {
+        self.wal.durable_seq().unwrap_or(0)
+    }
+
+    fn seal(&self, seq: u64) -> std::result::Result<(), JournalError> {
+        Log::seal(self, seq).map_err(journal_error)
+    }
+
+    fn checkpoint(&self, world: &World, seq: u64) -> std::result::Result<Option<u64>, JournalError> {
+        self.checkpoint_at(world, seq).map(Some).map_err(journal_error)
     }
 }

@@ -449,10 +449,23 @@ impl Wal {
     /// deletes every older segment. Used by checkpoints, after the snapshot holding
     /// everything up to `first_seq - 1` is durable.
     pub fn retire_before(&self, first_seq: u64) -> Result<usize> {
+        self.rotate(first_seq)?;
+        self.remove_before(first_seq)
+    }
+
+    /// Starts a new segment at `first_seq` (everything before it must be durable and
+    /// nothing later queued), keeping the older segments.
+    pub fn rotate(&self, first_seq: u64) -> Result<()> {
         let mut seg = lock(&self.shared.segment)?;
         if seg.first_seq != first_seq {
             *seg = create_segment(&self.shared.dir, first_seq)?;
         }
+        Ok(())
+    }
+
+    /// Deletes the segments that start before `first_seq` (a segment boundary made by
+    /// [`Wal::rotate`]), once a snapshot holds their records.
+    pub fn remove_before(&self, first_seq: u64) -> Result<usize> {
         let mut removed = 0;
         for (s, p) in list_segments(&self.shared.dir)? {
             if s < first_seq {

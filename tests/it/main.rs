@@ -17,4 +17,5 @@ mod prop;
 mod reference;
 mod roundtrip;
 mod scenarios;
+mod store;
 mod xacml;

@@ -222,7 +222,7 @@ fn ev(v: serde_json::Value) -> Event {
 
 /// The fixed skeleton every case starts from: parties, the ENK's owner, and three
 /// resources whose policies name packages, an ER role and Altinn 2 role codes.
-fn setup_events() -> Vec<Event> {
+pub(crate) fn setup_events() -> Vec<Event> {
     let mut out = Vec::new();
     for p in PERSONS {
         out.push(ev(json!({"party": {"id": p, "kind": "person"}})));
@@ -274,7 +274,7 @@ fn setup_events() -> Vec<Event> {
 
 /// Applies the skeleton to the reference (which models parties only this far), and
 /// tells it what each policy document of the cases means.
-fn setup_reference(r: &mut RefWorld, events: &[Event]) {
+pub(crate) fn setup_reference(r: &mut RefWorld, events: &[Event]) {
     for spec in POLICIES {
         r.policy_texts.insert(policy_xml(spec), policy_meaning(spec));
     }
@@ -295,7 +295,7 @@ fn setup_reference(r: &mut RefWorld, events: &[Event]) {
 /// the current state, so that most operations name something that exists (and shrink
 /// well).
 #[derive(Debug, Clone)]
-enum Op {
+pub(crate) enum Op {
     Register {
         from: u8,
         to: u8,
@@ -409,7 +409,7 @@ enum Op {
     },
 }
 
-fn op_strategy() -> impl Strategy<Value = Op> {
+pub(crate) fn op_strategy() -> impl Strategy<Value = Op> {
     let b = any::<u8>;
     let by = || proptest::option::of(any::<u8>());
     let cascade = || proptest::option::of(any::<bool>());
@@ -472,7 +472,7 @@ fn package_code(p: PackageId) -> String {
 }
 
 /// Turns an abstract operation into a concrete event against the reference state.
-fn concretize(op: &Op, r: &RefWorld) -> Event {
+pub(crate) fn concretize(op: &Op, r: &RefWorld) -> Event {
     let c = Catalog::builtin();
     let assignments_where =
         |f: &dyn Fn(&crate::reference::Assignment) -> bool| -> Vec<crate::reference::Assignment> {
@@ -978,7 +978,7 @@ fn reported_roles(rs: impl IntoIterator<Item = RoleId>) -> BTreeSet<String> {
 }
 
 /// Compares every query for every subject/party pair; returns what differs.
-fn compare(w: &World, r: &RefWorld) -> Result<(), String> {
+pub(crate) fn compare(w: &World, r: &RefWorld) -> Result<(), String> {
     let c = Catalog::builtin();
     let ids = all_parties();
     let mut recs: BTreeMap<&str, Vec<Record>> = BTreeMap::new();
@@ -1256,7 +1256,7 @@ fn run_case(ops: &[Op], sims: &[Op]) -> Result<(), String> {
 /// `PROPTEST_CASES` when set, else `default` cases. The random seed is fixed (so a CI
 /// run is repeatable) unless `PROPTEST_RNG_SEED` names another; a failure prints the
 /// event sequence, which replays it.
-fn config(default: u32) -> ProptestConfig {
+pub(crate) fn config(default: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())

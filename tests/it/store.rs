@@ -1,0 +1,267 @@
+//! The versioned store: published versions are immutable, a refused or failed batch
+//! changes nothing, exact-token reads, and the store agrees with the plain `World` (the
+//! reference engine) on random batches, across compactions.
+
+use std::sync::Arc;
+
+use delegraph::event::Event;
+use delegraph::mutate;
+use delegraph::partition::journal::MemoryJournal;
+use delegraph::partition::{CommitError, RING, StaleRead, Store};
+use delegraph::query::{self, Query};
+use delegraph::world::World;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use crate::prop::{Op, compare, concretize, config, op_strategy, setup_events, setup_reference};
+use crate::reference::RefWorld;
+
+fn ev(v: Value) -> Event {
+    Event::from_json(v).unwrap()
+}
+
+fn store() -> Store {
+    Store::new(World::new(), Arc::new(MemoryJournal::new()))
+}
+
+fn person(id: &str) -> Event {
+    ev(json!({"party": {"id": id, "kind": "person"}}))
+}
+
+/// The `rights` answer of `subject` for `party` on `w`, as JSON.
+fn rights(w: &World, subject: &str, party: &str) -> Value {
+    let q = Query::parse("rights", json!({"subject": subject, "party": party}))
+        .unwrap()
+        .unwrap();
+    query::evaluate(w, &q).unwrap().body().unwrap()
+}
+
+fn setup_org(s: &Store) {
+    s.commit(&[
+        ev(json!({"party": {"id": "org", "kind": "organisation", "unit_type": "AS"}})),
+        person("anna"),
+        person("bo"),
+    ])
+    .unwrap();
+}
+
+/// Runs `ops` through the store (one batch each, compacting now and then, keeping a
+/// pinned version) and through a plain world; both must agree on every outcome and,
+/// against the reference model, on every answer, and the pinned version must still
+/// answer as it did.
+fn run_case(ops: &[Op], compact_every: usize) -> Result<(), String> {
+    let setup = setup_events();
+    let s = store();
+    let mut plain = World::new();
+    let mut r = RefWorld::new();
+    for e in &setup {
+        s.commit(std::slice::from_ref(e))
+            .map_err(|e| format!("setup refused: {e}"))?;
+        mutate::apply(&mut plain, e).map_err(|e| format!("setup refused: {e}"))?;
+    }
+    setup_reference(&mut r, &setup);
+    let mut pinned = None;
+    for (i, op) in ops.iter().enumerate() {
+        let e = concretize(op, &r);
+        let got_store = s
+            .commit(std::slice::from_ref(&e))
+            .map(|_| ())
+            .map_err(|e| match e {
+                CommitError::Refused(e) => Some(e.code),
+                _ => None,
+            });
+        let got_plain = mutate::apply_batch(&mut plain, std::slice::from_ref(&e))
+            .map(|_| ())
+            .map_err(|e| Some(e.code));
+        if got_store != got_plain {
+            return Err(format!(
+                "event {i} {e:?}: store {got_store:?}, plain world {got_plain:?}"
+            ));
+        }
+        let _ = r.apply(&e);
+        let v = s.pin();
+        compare(&v.world, &r).map_err(|m| format!("store after event {i}: {m}"))?;
+        compare(&plain, &r).map_err(|m| format!("plain world after event {i}: {m}"))?;
+        if i == ops.len() / 2 {
+            pinned = Some((v.clone(), r.clone()));
+        }
+        if compact_every > 0 && i % compact_every == compact_every - 1 {
+            // Fold an older version while later batches are pending on top of it.
+            s.compact(&v);
+        }
+    }
+    if let Some((v, then)) = pinned {
+        compare(&v.world, &then).map_err(|m| format!("pinned version changed: {m}"))?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(150))]
+
+    /// The store (a base plus persistent deltas, compacted now and then) answers as the
+    /// plain world does, and a pinned version never changes.
+    #[test]
+    fn store_agrees_with_the_plain_world(
+        ops in proptest::collection::vec(op_strategy(), 1..40),
+        compact_every in 0usize..6,
+    ) {
+        if let Err(m) = run_case(&ops, compact_every) {
+            prop_assert!(false, "{}", m);
+        }
+    }
+}
+
+#[test]
+fn at_token_reads_exactly_that_version() {
+    let s = store();
+    setup_org(&s);
+    let t_before = s.visible();
+    let t_grant = s
+        .commit(&[ev(
+            json!({"grant": {"from": "org", "to": "anna", "package": "skattegrunnlag"}}),
+        )])
+        .unwrap()
+        .token;
+    s.commit(&[ev(
+        json!({"revoke": {"from": "org", "to": "anna", "package": "skattegrunnlag"}}),
+    )])
+    .unwrap();
+    let at = |t: u64| s.read_at(t, |w| rights(w, "anna", "org")).unwrap();
+    let (granted, t) = at(t_grant);
+    assert_eq!(t, t_grant);
+    assert!(granted.to_string().contains("skattegrunnlag"), "{granted}");
+    let (before, _) = at(t_before);
+    assert!(!before.to_string().contains("skattegrunnlag"), "{before}");
+    let (now, _) = s.read(|w| rights(w, "anna", "org"));
+    assert!(!now.to_string().contains("skattegrunnlag"), "{now}");
+    // A token not reached yet, and one the ring no longer keeps.
+    assert!(matches!(
+        s.read_at(s.visible() + 5, |_| ()),
+        Err(StaleRead::Ahead { .. })
+    ));
+    for i in 0..RING {
+        s.commit(&[person(&format!("p{i}"))]).unwrap();
+    }
+    assert!(matches!(s.read_at(t_grant, |_| ()), Err(StaleRead::Gone { .. })));
+}
+
+#[test]
+fn a_panic_inside_an_apply_leaves_the_published_version_unchanged() {
+    let s = store();
+    setup_org(&s);
+    let before = s.pin();
+    let answer = s.read(|w| rights(w, "anna", "org")).0;
+    s.fail_next_apply();
+    let r = s.commit(&[ev(
+        json!({"grant": {"from": "org", "to": "anna", "package": "skattegrunnlag"}}),
+    )]);
+    assert!(matches!(r, Err(CommitError::Panicked)), "{r:?}");
+    let after = s.pin();
+    assert_eq!(after.token, before.token);
+    assert_eq!(s.read(|w| rights(w, "anna", "org")).0, answer);
+    // The next batch applies on the unchanged state, not on the panicked copy.
+    s.commit(&[person("cy")]).unwrap();
+    assert_eq!(s.read(|w| rights(w, "anna", "org")).0, answer);
+    assert_eq!(s.read(|w| w.graph.party_count()).0, 4);
+}
+
+#[test]
+fn a_refused_batch_changes_nothing() {
+    let s = store();
+    setup_org(&s);
+    let before = s.pin();
+    let r = s.commit(&[
+        person("dora"),
+        ev(json!({"grant": {"from": "org", "to": "nobody", "package": "lonn"}})),
+    ]);
+    assert!(matches!(r, Err(CommitError::Refused(_))), "{r:?}");
+    assert_eq!(s.visible(), before.token);
+    s.commit(&[person("dora")]).unwrap();
+}
+
+/// A simulation held open on its pinned version (test pause) does not stop reads or
+/// writes over HTTP; the pinned version still answers as it did after 10 000 later
+/// commits, and the simulation answers with its pinned token.
+#[test]
+fn a_held_simulation_blocks_no_reader_or_writer() {
+    let (server, _) = crate::http::start(2, delegraph::api::auth::Auth::Disabled);
+    let post = |path: &str, body: Value| {
+        crate::http::request(
+            &server,
+            "POST",
+            path,
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+            None,
+        )
+    };
+    let r = post(
+        "/v1/events",
+        json!([
+            {"party": {"id": "org", "kind": "organisation", "unit_type": "AS"}},
+            {"party": {"id": "anna", "kind": "person"}},
+            {"grant": {"from": "org", "to": "anna", "package": "skattegrunnlag"}},
+        ]),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let pinned = server.store.pin();
+    let pinned_rights = rights(&pinned.world, "anna", "org");
+    server.store.set_pause(true);
+    let url = server.url();
+    let sim = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut res = agent
+            .post(format!("{url}/v1/simulate"))
+            .content_type("application/json")
+            .send(
+                json!({"event": {"revoke": {"from": "org", "to": "anna", "package": "skattegrunnlag"}}})
+                    .to_string(),
+            )
+            .unwrap();
+        let token: Option<u64> = res
+            .headers()
+            .get("delegraph-token")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        (
+            res.status().as_u16(),
+            token,
+            res.body_mut().read_to_string().unwrap(),
+        )
+    });
+    // Once the simulation is held on its version, read and write meanwhile.
+    while server.store.paused() == 0 {
+        assert!(!sim.is_finished(), "the simulation answered while paused");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let w = post("/v1/events", json!([{"party": {"id": "bo", "kind": "person"}}]));
+    assert_eq!(w.status, 200, "{}", w.text);
+    let read = post("/v1/rights", json!({"subject": "anna", "party": "org"}));
+    assert_eq!(read.status, 200, "{}", read.text);
+    assert!(read.token >= w.token, "the read sees the write");
+    // 10 000 later commits; the pinned version answers as before.
+    for i in 0..10_000 {
+        let e = if i % 2 == 0 {
+            ev(json!({"revoke": {"from": "org", "to": "anna", "package": "skattegrunnlag"}}))
+        } else {
+            ev(json!({"grant": {"from": "org", "to": "anna", "package": "skattegrunnlag"}}))
+        };
+        server.store.commit(&[e]).unwrap();
+    }
+    assert!(server.store.visible() >= pinned.token + 10_000);
+    assert_eq!(rights(&pinned.world, "anna", "org"), pinned_rights);
+    assert!(!sim.is_finished(), "still held");
+    server.store.set_pause(false);
+    let (status, token, body) = sim.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        token,
+        Some(pinned.token),
+        "the simulation read its pinned version"
+    );
+    server.stop();
+}
