@@ -32,6 +32,12 @@ pub struct ServeArgs {
     /// write durable before it is answered. Without it writes live in memory only.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// With `--data-dir`: write a checkpoint (a snapshot, read back, then the log
+    /// behind the older of the two kept snapshots retired) once this many bytes were
+    /// logged since the last one. Written from a pinned version on a background thread:
+    /// readers and writers go on. 0: only at shutdown.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_CHECKPOINT_BYTES)]
+    checkpoint_bytes: u64,
     /// Snapshot to start from (with `--data-dir`: only when the directory is new).
     #[arg(long, value_name = "FILE")]
     snapshot: Option<PathBuf>,
@@ -67,6 +73,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10_000)]
     request_timeout_ms: u64,
 }
+
+/// The default of `--checkpoint-bytes`: 256 MiB of log (a few million small batches)
+/// bounds the replay after a crash to seconds, while a checkpoint of a national world
+/// stays rare.
+const DEFAULT_CHECKPOINT_BYTES: u64 = 256 << 20;
 
 fn auth(a: &ServeArgs) -> anyhow::Result<Auth> {
     let secret = match (
@@ -161,7 +172,7 @@ fn open_state(a: &ServeArgs) -> anyhow::Result<(World, Arc<dyn Journal>)> {
             world = load_snapshot(p)?;
             // The seed becomes the directory's first checkpoint (sequence 0), so a
             // restart recovers it without `--snapshot`.
-            log.checkpoint(&world)
+            log.write_checkpoint(&world, 0)
                 .with_context(|| format!("cannot write the first checkpoint in `{}`", dir.display()))?;
         }
         Some(p) => eprintln!(
@@ -205,9 +216,79 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         config.partitions
     );
     let store = Arc::new(Store::new(world, journal));
-    actix_web::rt::System::new()
-        .block_on(serve(config, store, listener))
-        .context("the server stopped with an error")?;
+    let checkpointer = (a.data_dir.is_some() && a.checkpoint_bytes > 0)
+        .then(|| Checkpointer::start(store.clone(), a.checkpoint_bytes))
+        .transpose()?;
+    let served = actix_web::rt::System::new().block_on(serve(config, store, listener));
+    if let Some(c) = checkpointer {
+        c.stop();
+    }
+    served.context("the server stopped with an error")?;
     eprintln!("delegraph stopped");
     Ok(())
+}
+
+/// Checkpoints by log size while serving: a background thread looks at the bytes
+/// logged since the last checkpoint every `POLL` and, past the limit, writes one
+/// (`Store::checkpoint`: from the pinned published version, no lock held while the
+/// snapshot is written and read back).
+struct Checkpointer {
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    const POLL: Duration = Duration::from_millis(500);
+
+    fn start(store: Arc<Store>, limit: u64) -> anyhow::Result<Checkpointer> {
+        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("checkpointer".into())
+            .spawn(move || {
+                let (lock, cv) = &*flag;
+                let Ok(mut stopped) = lock.lock() else { return };
+                // After a failure, wait a while before writing a whole snapshot again.
+                let mut backoff_until = Instant::now();
+                loop {
+                    stopped = match cv.wait_timeout(stopped, Self::POLL) {
+                        Ok((g, _)) => g,
+                        Err(_) => return,
+                    };
+                    if *stopped {
+                        return;
+                    }
+                    if !store.is_healthy()
+                        || Instant::now() < backoff_until
+                        || store.journal().bytes_since_checkpoint() < limit
+                    {
+                        continue;
+                    }
+                    drop(stopped);
+                    let t = Instant::now();
+                    match store.checkpoint() {
+                        Ok(Some(seq)) => tracing::info!(seq, took = ?t.elapsed(), "checkpoint by log size"),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!("checkpoint by log size failed (the log keeps everything): {e}");
+                            backoff_until = Instant::now() + Duration::from_secs(60);
+                        }
+                    }
+                    stopped = match lock.lock() {
+                        Ok(g) => g,
+                        Err(_) => return,
+                    };
+                }
+            })
+            .context("cannot start the checkpoint thread")?;
+        Ok(Checkpointer { stop, thread })
+    }
+
+    fn stop(self) {
+        if let Ok(mut s) = self.stop.0.lock() {
+            *s = true;
+        }
+        self.stop.1.notify_all();
+        let _ = self.thread.join();
+    }
 }

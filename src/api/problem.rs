@@ -29,6 +29,9 @@ pub enum ProblemCode {
     Timeout,
     /// The journal failed or the store stopped taking writes (503).
     Unavailable,
+    /// The journal failed after it queued the batch: it may or may not be committed;
+    /// read before retrying (503).
+    OutcomeUnknown,
     /// The body's media type is not one the route reads (415).
     UnsupportedMediaType,
     /// The route exists, but not with this method (405).
@@ -45,6 +48,7 @@ impl ProblemCode {
             ProblemCode::TokenNotReached => "token_not_reached",
             ProblemCode::Timeout => "timeout",
             ProblemCode::Unavailable => "unavailable",
+            ProblemCode::OutcomeUnknown => "outcome_unknown",
             ProblemCode::UnsupportedMediaType => "unsupported_media_type",
             ProblemCode::MethodNotAllowed => "method_not_allowed",
         }
@@ -59,7 +63,10 @@ impl ProblemCode {
             ProblemCode::LimitExceeded => 413,
             ProblemCode::UnsupportedMediaType => 415,
             ProblemCode::MethodNotAllowed => 405,
-            ProblemCode::TokenNotReached | ProblemCode::Timeout | ProblemCode::Unavailable => 503,
+            ProblemCode::TokenNotReached
+            | ProblemCode::Timeout
+            | ProblemCode::Unavailable
+            | ProblemCode::OutcomeUnknown => 503,
         }
     }
 }
@@ -155,6 +162,9 @@ impl From<CommitError> for Problem {
     fn from(e: CommitError) -> Problem {
         match e {
             CommitError::Refused(e) => e.into(),
+            e @ CommitError::OutcomeUnknown { .. } => {
+                Problem::new(ProblemCode::OutcomeUnknown, e.to_string())
+            }
             other => Problem::new(ProblemCode::Unavailable, other.to_string()),
         }
     }

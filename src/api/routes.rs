@@ -227,7 +227,7 @@ async fn query_route(
     responses(
         (status = 200, description = "committed: the token and everything the batch removed", body = EventsAnswer),
         (status = "4XX", description = "refused: nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 503, description = "the journal failed: nothing changed", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the journal failed or takes no writes, nothing changed; `outcome_unknown`: the journal failed after it queued the batch, which may or may not be committed (read before retrying)", body = ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["delegraph:act"]), ("bearer" = ["delegraph:write"]), ("bearer" = ["delegraph:import"]))
 )]
@@ -462,17 +462,17 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-/// Readiness: the world is loaded and the store takes writes.
+/// Readiness: the world is loaded and the store takes writes (503 after the journal
+/// failed, until the service restarts and recovers from its data directory).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = ProblemDetails, content_type = "application/problem+json")))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
-    if state.partitions.store().is_healthy() {
-        Ok(HttpResponse::Ok().json(Health { status: "ready" }))
-    } else {
-        Err(Problem::new(
+    match state.partitions.store().unhealthy_reason() {
+        None => Ok(HttpResponse::Ok().json(Health { status: "ready" })),
+        Some(reason) => Err(Problem::new(
             ProblemCode::Unavailable,
-            "the store stopped taking writes after the engine diverged from a dry run",
-        ))
+            format!("the store takes no writes until the service restarts: {reason}"),
+        )),
     }
 }
 

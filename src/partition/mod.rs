@@ -41,7 +41,10 @@
 //!   one at a time by the sequencer whatever `N` is: partitions give ordering and
 //!   isolation of the write queues, not parallel applies.
 //! * A journal that fails after it queued a record leaves the outcome unknown: the
-//!   store refuses further writes (readiness fails) and the client retries by reading.
+//!   writer gets [`CommitError::OutcomeUnknown`] (HTTP 503 `outcome_unknown`: read
+//!   before retrying), and the store refuses further writes and fails readiness until
+//!   the process restarts — recovery from the data directory then decides what the
+//!   log holds (after a failed `fdatasync` nothing in this process can know it).
 //! * A write whose HTTP request times out may still commit: the partition's mailbox
 //!   already holds it. The answer is lost, the token is not; a client retries by reading.
 
@@ -72,16 +75,23 @@ pub struct Committed {
 }
 
 /// Why a batch was not committed. In every case the world and the journal are unchanged,
-/// except `Diverged`, which means the engine is broken.
+/// except `OutcomeUnknown`.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     /// The engine refused the batch (validation): nothing was written.
     #[error(transparent)]
     Refused(#[from] Error),
+    /// The journal did not take the record: nothing was written or changed.
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("the store refuses writes after a journal failure or a failed apply")]
-    Unhealthy,
+    /// The record was queued, then the journal failed before it was known durable: the
+    /// batch may or may not survive (recovery decides). Read before retrying.
+    #[error(
+        "the outcome of this batch is unknown: the log failed while making record {token} durable ({reason}); it may or may not be committed once the service has restarted, so read the state before retrying"
+    )]
+    OutcomeUnknown { token: u64, reason: String },
+    #[error("the store takes no writes until the service restarts: {0}")]
+    Unhealthy(String),
     /// Applying the batch panicked (an engine bug): the copy it changed was dropped.
     #[error("applying the batch failed inside the engine; nothing was changed")]
     Panicked,
@@ -157,6 +167,8 @@ pub struct Store {
     /// The token of the newest published version (for `min_token` waits).
     visible: watch::Sender<u64>,
     healthy: AtomicBool,
+    /// Why the store stopped taking writes (set once, with `healthy` false).
+    unhealthy: Mutex<Option<String>>,
     compacting: Arc<AtomicBool>,
     /// Test hook: while set, [`Store::exclusive`] parks before answering (to hold a
     /// simulation open on its pinned version).
@@ -182,6 +194,7 @@ impl Store {
             journal,
             visible,
             healthy: AtomicBool::new(true),
+            unhealthy: Mutex::new(None),
             compacting: Arc::new(AtomicBool::new(false)),
             pause: Arc::default(),
             fail_next_apply: AtomicBool::new(false),
@@ -276,9 +289,33 @@ impl Store {
         &self.journal
     }
 
-    /// False after the journal failed or an apply panicked; readiness reports it.
+    /// False after the journal failed; readiness reports it. Healthy again means a
+    /// restart: recovery from the data directory decides what the log holds.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::SeqCst)
+    }
+
+    /// Why the store stopped taking writes (None while it is healthy).
+    pub fn unhealthy_reason(&self) -> Option<String> {
+        if self.is_healthy() {
+            return None;
+        }
+        Some(
+            self.unhealthy
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "the journal failed".into()),
+        )
+    }
+
+    /// Stops taking writes, keeping the first reason.
+    fn fail(&self, reason: String) {
+        let mut r = self.unhealthy.lock();
+        if r.is_none() {
+            tracing::error!("the store stops taking writes: {reason}");
+            *r = Some(reason);
+        }
+        self.healthy.store(false, Ordering::SeqCst);
     }
 
     /// Waits (at most `max_wait`) until the state at `token` is visible.
@@ -305,8 +342,8 @@ impl Store {
     /// the record drops the copy: nothing changed.
     pub fn stage(&self, events: &[Event]) -> Result<Staged, CommitError> {
         let mut p = self.seq.lock();
-        if !self.is_healthy() {
-            return Err(CommitError::Unhealthy);
+        if let Some(reason) = self.unhealthy_reason() {
+            return Err(CommitError::Unhealthy(reason));
         }
         let mut next = p.world.clone();
         let fail = self.fail_next_apply.swap(false, Ordering::SeqCst);
@@ -322,7 +359,16 @@ impl Store {
             Ok(r) => r?,
             Err(_) => return Err(CommitError::Panicked),
         };
-        let token = self.journal.enqueue(events)?;
+        let digest = journal::outcome_digest(&outcome);
+        let token = match self.journal.enqueue(events, Some(digest)) {
+            Ok(t) => t,
+            Err(e) => {
+                if e.is_failure() {
+                    self.fail(e.to_string());
+                }
+                return Err(CommitError::Journal(e));
+            }
+        };
         p.world = next.clone();
         p.token = token;
         Ok(Staged {
@@ -336,8 +382,11 @@ impl Store {
     pub fn finish(&self, staged: Staged) -> Result<Committed, CommitError> {
         let token = staged.version.token;
         if let Err(e) = self.journal.wait_durable(token) {
-            self.healthy.store(false, Ordering::SeqCst);
-            return Err(CommitError::Journal(e));
+            self.fail(e.to_string());
+            return Err(CommitError::OutcomeUnknown {
+                token,
+                reason: e.to_string(),
+            });
         }
         self.publish(staged.version.clone());
         Ok(Committed {
@@ -348,7 +397,7 @@ impl Store {
 
     /// Whether the staged record is already durable (then finishing it never blocks).
     pub fn is_durable(&self, staged: &Staged) -> bool {
-        self.journal.durable_position() >= staged.version.token
+        self.journal.position() >= staged.version.token
     }
 
     /// Stage and finish in one call (blocks for the journal).
@@ -428,15 +477,12 @@ impl Store {
         Ok(token)
     }
 
-    /// Writes a checkpoint of the newest queued state through the journal, without
-    /// holding up writers or readers; None when the journal keeps none.
+    /// Writes a checkpoint of the published version (pinned: durable by the store's
+    /// invariant) through the journal. No lock is held: writers and readers go on while
+    /// the snapshot is written. None when the journal keeps none.
     pub fn checkpoint(&self) -> Result<Option<u64>, JournalError> {
-        let (world, token) = {
-            let p = self.seq.lock();
-            self.journal.seal(p.token)?;
-            (p.world.clone(), p.token)
-        };
-        self.journal.checkpoint(&world, token)
+        let v = self.pin();
+        self.journal.checkpoint(&v.world, v.token)
     }
 
     /// Graceful shutdown, after the partitions stopped: makes the journal durable and,

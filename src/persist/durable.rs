@@ -1,39 +1,47 @@
-//! The durable store: a world in memory, a write-ahead log and checkpoints.
+//! The durable store: the write-ahead log, checkpoints, and recovery; [`Durable`] is a
+//! [`Store`] (the server's versions and sequencer) over this log, for the CLI and tests.
 //!
 //! # Invariants
 //!
 //! * INVARIANT: a batch is acknowledged (its sequence number returned) only after its
 //!   log record is durable; a refused batch is neither applied nor logged.
-//! * INVARIANT: log order is apply order. The batch is applied and its record queued
-//!   while the world's write lock is held, so sequence numbers follow the order in
-//!   which batches changed the world, and replaying the log reproduces the world.
+//! * INVARIANT: log order is apply order. The sequencer applies a batch and queues its
+//!   record under one mutex ([`Store::stage`]), so sequence numbers follow the order in
+//!   which batches changed the world, and replaying the log reproduces the world. Each
+//!   record carries the digest of its outcome; replay recomputes it and stops at a
+//!   mismatch.
 //! * A batch is one record with one checksum: after a crash it is replayed whole or
 //!   not at all, so no cascade is ever seen half-applied.
-//! * Readers may see a batch after it is applied and before it is durable (it is not
-//!   yet acknowledged). If the process dies in between, that batch may be lost; no
-//!   acknowledged batch is.
-//! * If the log cannot be written the store fails: the world in memory holds a change
-//!   the log lacks, so every later write is refused until the store is reopened (and
-//!   recovery rebuilds the world from disk).
+//! * Readers see a batch only once it is durable (the store publishes a version after
+//!   the log synced its record).
+//! * If the log cannot be written the store fails: every later write is refused until
+//!   the process restarts and recovery rebuilds the world from disk.
 //! * A snapshot `snap-<seq>.snap` holds exactly the effect of records 1..=seq; a
-//!   checkpoint writes it only after those records are durable, then retires the log
-//!   segments before seq + 1 and older snapshots.
+//!   checkpoint writes it from a published (durable) version, reads it back whole, and
+//!   only then retires what the *previous* snapshot made unnecessary: two snapshots are
+//!   kept, and the log from the older one's sequence on.
 //!
 //! # Recovery
 //!
-//! The newest snapshot that reads back whole (checksums, counts, references) is
-//! loaded; then every log record after its sequence number is replayed in order. The
-//! newest segment's torn or corrupt tail is truncated. A gap in the sequence, a bad
-//! record in an older segment, or snapshots that all fail to read are errors: the
-//! store refuses to start rather than silently lose acknowledged writes.
+//! The newest snapshot is loaded; if it does not read back whole (checksums, counts,
+//! references), the older one is, provided the log bridges it to the newest (else the
+//! store refuses to start). Then every log record after the snapshot's sequence number
+//! is replayed in order, each checked against its outcome digest. The newest segment's
+//! torn last group is truncated; damage before it, a gap in the sequence, a bad record
+//! in an older segment or a digest mismatch are errors with the segment, the offset or
+//! record, and the reason: the store refuses to start rather than silently lose
+//! acknowledged writes.
 
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::event::Event;
 use crate::mutate;
-use crate::partition::journal::{Journal, JournalError};
-use crate::persist::error::{DurableError, WalError};
+use crate::partition::journal::{Journal, JournalError, outcome_digest};
+use crate::partition::{CommitError, Store};
+use crate::persist::error::{DurableError, SnapshotError, WalError};
 use crate::persist::snapshot::{self, sync_dir};
 use crate::persist::wal::{self, Tail, Wal};
 use crate::world::World;
@@ -62,7 +70,7 @@ pub struct Recovery {
     pub snapshot_seq: u64,
     /// Log records replayed after the snapshot.
     pub replayed: u64,
-    /// Bytes cut from a torn or corrupt log tail.
+    /// Bytes cut from a torn log tail.
     pub truncated_bytes: u64,
     /// Snapshots that could not be read and were passed over (newest first).
     pub skipped_snapshots: Vec<String>,
@@ -71,22 +79,27 @@ pub struct Recovery {
 }
 
 /// The log half of a durable store: sequence numbers, the write-ahead log writer and
-/// checkpoints. [`Durable`] pairs it with a world; the HTTP service's partition store
-/// uses it as its [`Journal`] (dry run → append → apply), so both write through the
-/// same encoding, queueing and checkpoint code.
+/// checkpoints. It is the [`Journal`] of the server's [`Store`] (and of [`Durable`]).
 pub struct Log {
     dir: PathBuf,
-    // INVARIANT: the next sequence number. Held while a record is encoded, its batch
-    // applied (by `Durable`) and the record queued, so sequence numbers follow queue
-    // order and, for `Durable`, apply order.
+    // INVARIANT: the next sequence number. Held while a record is numbered and queued,
+    // so sequence numbers follow queue order (the store's sequencer calls `enqueue`
+    // under its own mutex, so they follow apply order too).
     next_seq: Mutex<u64>,
     wal: Wal,
+    /// Serialises checkpoints and resets (snapshot files and log retirement).
+    checkpointing: Mutex<()>,
+    /// Log bytes present when the log was opened.
+    initial_bytes: u64,
+    /// `initial_bytes + wal.written()` when the last checkpoint pinned its version.
+    checkpoint_mark: AtomicU64,
 }
 
-/// A world whose every acknowledged change survives a crash.
+/// A world whose every acknowledged change survives a crash: the server's [`Store`]
+/// over the write-ahead log, so there is one durable write path.
 pub struct Durable {
-    world: RwLock<World>,
-    log: Log,
+    store: Store,
+    log: Arc<Log>,
     recovery: Recovery,
 }
 
@@ -113,8 +126,26 @@ fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Opens (creating if needed) the log in `dir` and recovers its world: the newest valid
-/// snapshot plus every log record after it (see the module doc).
+/// Reads a snapshot file back whole (every block's checksum, every record, the
+/// counts) without building a world; checks that it is the snapshot at `seq`.
+pub fn verify_snapshot(path: &Path, seq: u64) -> Result<(), SnapshotError> {
+    let inner = || -> Result<(), SnapshotError> {
+        let f = std::fs::File::open(path)?;
+        let mut rd = snapshot::SnapshotReader::new(BufReader::with_capacity(1 << 20, f))?;
+        if rd.header().last_seq != seq {
+            return Err(SnapshotError::Corrupt(format!(
+                "it records sequence {} but was written as {seq}",
+                rd.header().last_seq
+            )));
+        }
+        while rd.next_record()?.is_some() {}
+        Ok(())
+    };
+    inner().map_err(|e| e.at(path))
+}
+
+/// Opens (creating if needed) the log in `dir` and recovers its world: the newest
+/// readable snapshot plus every log record after it (see the module doc).
 pub fn recover(dir: &Path, opts: &Options) -> Result<(World, Log, Recovery)> {
     let io = |error| DurableError::Dir {
         path: dir.to_path_buf(),
@@ -130,8 +161,21 @@ pub fn recover(dir: &Path, opts: &Options) -> Result<(World, Log, Recovery)> {
     }
     let mut recovery = Recovery::default();
     let snaps = list_snapshots(dir).map_err(io)?;
+    let segments = wal::list_segments(dir)?;
+    // Records before this one are no longer in the log.
+    let log_first = segments.first().map(|s| s.0);
+    let newest_snap = snaps.last().map(|s| s.0);
+    let bridges = |seq: u64| log_first.is_some_and(|f| f <= seq + 1);
     let mut loaded = None;
     for (seq, path) in snaps.iter().rev() {
+        if Some(*seq) != newest_snap && !bridges(*seq) {
+            recovery.skipped_snapshots.push(format!(
+                "the older snapshot `{}` cannot stand in: the log starts at record {}",
+                path.display(),
+                log_first.map_or_else(|| "none".into(), |f| f.to_string())
+            ));
+            break;
+        }
         match snapshot::load(path, &mut |_| {}) {
             Ok((w, l)) if l.header.last_seq == *seq => {
                 loaded = Some((w, *seq));
@@ -147,7 +191,8 @@ pub fn recover(dir: &Path, opts: &Options) -> Result<(World, Log, Recovery)> {
     }
     let (mut world, snap_seq) = match loaded {
         Some(x) => x,
-        None if snaps.is_empty() => (World::new(), 0),
+        // No snapshot, or none readable but the log still starts at the beginning.
+        None if snaps.is_empty() || bridges(0) => (World::new(), 0),
         None => {
             return Err(DurableError::NoValidSnapshot(
                 dir.to_path_buf(),
@@ -157,15 +202,14 @@ pub fn recover(dir: &Path, opts: &Options) -> Result<(World, Log, Recovery)> {
     };
     recovery.snapshot_seq = snap_seq;
 
-    let segments = wal::list_segments(dir)?;
     let mut last = snap_seq;
     let n = segments.len();
     let mut newest_end = last;
+    let mut initial_bytes = 0u64;
     for (i, (first, path)) in segments.iter().enumerate() {
         let newest = i + 1 == n;
         // A segment that starts after the next expected record means records are
-        // missing (e.g. the newest snapshot was unreadable and an older one was
-        // loaded): refuse rather than start from a world that lacks them.
+        // missing: refuse rather than start from a world that lacks them.
         if *first > last + 1 {
             return Err(WalError::Gap {
                 expected: last + 1,
@@ -174,20 +218,31 @@ pub fn recover(dir: &Path, opts: &Options) -> Result<(World, Log, Recovery)> {
             .into());
         }
         let scan = wal::scan_segment(path, *first)?;
+        if let Some(d) = &scan.damage {
+            return Err(WalError::CorruptMiddle {
+                path: path.clone(),
+                offset: d.offset,
+                reason: d.reason.clone(),
+            }
+            .into());
+        }
         if let Tail::Bad { offset, error } = &scan.tail
             && !newest
         {
             return Err(WalError::CorruptMiddle {
                 path: path.clone(),
                 offset: wal::SEGMENT_HEADER + offset,
-                reason: error.to_string(),
+                reason: format!("{error} in a segment that is not the newest"),
             }
             .into());
         }
+        let size = std::fs::metadata(path).map_err(WalError::from)?.len();
         if newest && (scan.torn_header || scan.tail != Tail::Clean) {
-            let size = std::fs::metadata(path).map_err(WalError::from)?.len();
             recovery.truncated_bytes = size.saturating_sub(scan.valid_len);
             wal::repair_tail(path, &scan)?;
+            initial_bytes += scan.valid_len.max(wal::SEGMENT_HEADER);
+        } else {
+            initial_bytes += size;
         }
         if newest {
             newest_end = (first + scan.batches.len() as u64).saturating_sub(1);
@@ -203,11 +258,35 @@ pub fn recover(dir: &Path, opts: &Options) -> Result<(World, Log, Recovery)> {
                 }
                 .into());
             }
-            mutate::apply_batch(&mut world, &b.events)
+            let outcome = mutate::apply_batch(&mut world, &b.events)
                 .map_err(|error| DurableError::Replay { seq: b.seq, error })?;
+            if let Some(recorded) = b.digest {
+                let found = outcome_digest(&outcome);
+                if found != recorded {
+                    return Err(DurableError::Digest {
+                        seq: b.seq,
+                        path: path.clone(),
+                        recorded,
+                        found,
+                    });
+                }
+            }
             last = b.seq;
             recovery.replayed += 1;
         }
+    }
+    // Fell back to an older snapshot: the log must reach what the newest one held.
+    if let Some(newest) = newest_snap
+        && snap_seq < newest
+        && last < newest
+    {
+        return Err(DurableError::Fallback {
+            older: snap_seq,
+            reason: format!(
+                "the log ends at record {last}, before the newest snapshot's {newest} ({})",
+                recovery.skipped_snapshots.join("; ")
+            ),
+        });
     }
     // The newest segment ends before the snapshot (a crash right after a reset's
     // snapshot): start a new segment rather than leave a gap inside one.
@@ -218,8 +297,18 @@ pub fn recover(dir: &Path, opts: &Options) -> Result<(World, Log, Recovery)> {
         dir: dir.to_path_buf(),
         next_seq: Mutex::new(last + 1),
         wal,
+        checkpointing: Mutex::new(()),
+        initial_bytes,
+        checkpoint_mark: AtomicU64::new(0),
     };
     Ok((world, log, recovery))
+}
+
+fn commit_error(e: CommitError) -> DurableError {
+    match e {
+        CommitError::Refused(e) => DurableError::Refused(e),
+        other => DurableError::Commit(other.to_string()),
+    }
 }
 
 impl Durable {
@@ -230,11 +319,9 @@ impl Durable {
 
     pub fn open_with(dir: &Path, opts: Options) -> Result<Durable> {
         let (world, log, recovery) = recover(dir, &opts)?;
-        Ok(Durable {
-            world: RwLock::new(world),
-            log,
-            recovery,
-        })
+        let log = Arc::new(log);
+        let store = Store::new(world, log.clone());
+        Ok(Durable { store, log, recovery })
     }
 
     /// What recovery found when the store was opened.
@@ -242,37 +329,33 @@ impl Durable {
         &self.recovery
     }
 
-    /// Validates and applies a batch atomically, logs it durably, and returns its
-    /// sequence number (the consistency token). A refused batch changes nothing.
+    /// Validates and applies a batch atomically through the store's sequencer, waits
+    /// until it is durable, and returns its sequence number (the consistency token). A
+    /// refused batch changes nothing.
     pub fn apply_batch(&self, events: &[Event]) -> Result<u64> {
-        let seq = {
-            let mut world = self.world.write().map_err(|_| DurableError::Poisoned)?;
-            self.log
-                .queue_with(events, || {
-                    mutate::apply_batch(&mut world, events).map_err(DurableError::Refused)
-                })?
-                .0
-        };
-        self.log.wait_durable(seq)?;
-        Ok(seq)
+        self.store.commit(events).map(|c| c.token).map_err(commit_error)
     }
 
-    /// Runs `f` on the current world.
+    /// Runs `f` on the current (published, durable) version.
     pub fn read<R>(&self, f: impl FnOnce(&World) -> R) -> Result<R> {
-        let w = self.world.read().map_err(|_| DurableError::Poisoned)?;
-        Ok(f(&w))
+        Ok(self.store.read(f).0)
     }
 
-    /// The sequence number of the last applied batch.
+    /// The sequence number of the last committed batch.
     pub fn last_seq(&self) -> Result<u64> {
-        self.log.last_seq()
+        Ok(self.store.visible())
     }
 
-    /// Writes a snapshot of everything applied so far and retires the log before it.
-    /// Writers wait while the snapshot is written; readers do not.
+    /// Writes a snapshot of the current version and retires what it makes unnecessary;
+    /// writers and readers go on meanwhile.
     pub fn checkpoint(&self) -> Result<u64> {
-        let world = self.world.read().map_err(|_| DurableError::Poisoned)?;
-        self.log.checkpoint(&world)
+        let v = self.store.pin();
+        self.log.write_checkpoint(&v.world, v.token)
+    }
+
+    /// The store (versions, sequencer) over the log.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn dir(&self) -> &Path {
@@ -285,18 +368,14 @@ impl Durable {
 }
 
 impl Log {
-    /// Encodes `events` as the next record, runs `apply` (a refusal logs nothing and
-    /// uses no sequence number) and queues the record; returns its sequence number and
-    /// what `apply` returned. Does not wait for the record to be durable.
-    pub fn queue_with<R>(&self, events: &[Event], apply: impl FnOnce() -> Result<R>) -> Result<(u64, R)> {
+    /// Numbers `events` as the next record and queues it with the digest of its
+    /// outcome; does not wait for it to be durable.
+    pub fn enqueue(&self, events: &[Event], digest: Option<u64>) -> Result<u64> {
         let mut next = self.next_seq.lock().map_err(|_| DurableError::Poisoned)?;
         let seq = *next;
-        // Encode before applying: an event that cannot be logged is never applied.
-        let record = wal::encode_record(seq, events)?;
-        let r = apply()?;
-        self.wal.enqueue(seq, &record)?;
+        self.wal.enqueue_events(seq, events, digest)?;
         *next = seq + 1;
-        Ok((seq, r))
+        Ok(seq)
     }
 
     /// Waits until record `seq` is durable.
@@ -313,37 +392,62 @@ impl Log {
             .saturating_sub(1))
     }
 
-    /// Writes `world` as the snapshot of every record so far and retires the log before
-    /// it. The caller guarantees that `world` holds exactly records 1..=last (it holds
-    /// the world's lock so that no batch is applied meanwhile).
-    pub fn checkpoint(&self, world: &World) -> Result<u64> {
-        let next = self.next_seq.lock().map_err(|_| DurableError::Poisoned)?;
-        let last = next.saturating_sub(1);
-        self.seal(last)?;
-        self.checkpoint_at(world, last)
+    /// The sequence number of the last durable record.
+    pub fn durable_seq(&self) -> Result<u64> {
+        Ok(self.wal.durable_seq()?)
     }
 
-    /// Makes records up to `seq` durable and starts a new segment after it. The caller
-    /// queues nothing meanwhile (it holds the sequencer, or `next_seq`).
-    pub fn seal(&self, seq: u64) -> Result<()> {
-        self.wal.wait_durable(seq)?;
-        self.wal.rotate(seq + 1)?;
-        Ok(())
+    /// Log bytes written since the last checkpoint (or present at open).
+    pub fn bytes_since_checkpoint(&self) -> u64 {
+        (self.initial_bytes + self.wal.written()).saturating_sub(self.checkpoint_mark.load(Ordering::Relaxed))
     }
 
-    /// Writes `world`, which holds exactly records 1..=`seq`, as the snapshot at `seq`
-    /// and deletes the log segments before it (after [`Log::seal`] at `seq`: later
-    /// records, queued meanwhile, are in newer segments and stay).
-    pub fn checkpoint_at(&self, world: &World, seq: u64) -> Result<u64> {
-        snapshot::save(world, &snapshot_path(&self.dir, seq), seq, &mut |_| {})?;
-        self.wal.remove_before(seq + 1)?;
-        self.remove_snapshots_before(seq)?;
+    /// Writes `world`, which holds exactly records 1..=`seq` (all durable), as the
+    /// snapshot at `seq`, reads it back whole, and only then deletes the snapshots
+    /// before the previous one and the log segments that only the previous snapshot
+    /// needed. Two snapshots stay, with the log from the older one on, so a newest
+    /// snapshot found unreadable later falls back to the older plus the log. Holds no
+    /// lock the sequencer or a reader needs.
+    pub fn write_checkpoint(&self, world: &World, seq: u64) -> Result<u64> {
+        let _one = self.checkpointing.lock().map_err(|_| DurableError::Poisoned)?;
+        let io = |error| DurableError::Dir {
+            path: self.dir.clone(),
+            error,
+        };
+        let snaps = list_snapshots(&self.dir).map_err(io)?;
+        // Nothing new since the newest snapshot (or a reset wrote a newer one).
+        if let Some((newest, _)) = snaps.last()
+            && *newest >= seq
+        {
+            return Ok(*newest);
+        }
+        let mark = self.initial_bytes + self.wal.written();
+        let path = snapshot_path(&self.dir, seq);
+        snapshot::save(world, &path, seq, &mut |_| {})?;
+        if let Err(e) = verify_snapshot(&path, seq) {
+            // Never retire anything behind a snapshot that does not read back.
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+        self.checkpoint_mark.store(mark, Ordering::Relaxed);
+        let previous = snaps.last().map(|s| s.0);
+        if let Some(prev) = previous {
+            self.wal.remove_through(prev)?;
+            for (s, p) in &snaps {
+                if *s < prev {
+                    std::fs::remove_file(p).map_err(io)?;
+                }
+            }
+            sync_dir(&self.dir).map_err(io)?;
+        }
         Ok(seq)
     }
 
     /// Records that the world was emptied: an empty snapshot at the next sequence
-    /// number, then the log before it retired. Returns that sequence number.
+    /// number, then the log and every snapshot before it retired (falling back to an
+    /// older snapshot would undo the reset). Returns that sequence number.
     pub fn reset(&self) -> Result<u64> {
+        let _one = self.checkpointing.lock().map_err(|_| DurableError::Poisoned)?;
         let mut next = self.next_seq.lock().map_err(|_| DurableError::Poisoned)?;
         let seq = *next;
         self.wal.wait_durable(seq.saturating_sub(1))?;
@@ -353,11 +457,6 @@ impl Log {
         self.wal.retire_before(seq + 1)?;
         self.wal.advance_to(seq)?;
         *next = seq + 1;
-        self.remove_snapshots_before(seq)?;
-        Ok(seq)
-    }
-
-    fn remove_snapshots_before(&self, seq: u64) -> Result<()> {
         let io = |error| DurableError::Dir {
             path: self.dir.clone(),
             error,
@@ -367,7 +466,8 @@ impl Log {
                 std::fs::remove_file(&p).map_err(io)?;
             }
         }
-        sync_dir(&self.dir).map_err(io)
+        sync_dir(&self.dir).map_err(io)?;
+        Ok(seq)
     }
 
     pub fn dir(&self) -> &Path {
@@ -377,18 +477,22 @@ impl Log {
 
 fn journal_error(e: DurableError) -> JournalError {
     match e {
-        DurableError::Dir { error, .. } => JournalError::Io(error),
-        other => JournalError::Refused(other.to_string()),
+        DurableError::Dir { error, .. } | DurableError::Wal(WalError::Io(error)) => JournalError::Io(error),
+        DurableError::Wal(WalError::Encode(m)) => JournalError::Refused(m),
+        other => JournalError::Failed(other.to_string()),
     }
 }
 
-/// The write-ahead log as the service's journal: `append` returns once the record is
-/// durable (group commit in the flusher thread), `reset` writes an empty snapshot.
+/// The write-ahead log as the service's journal: `enqueue` queues the record,
+/// `wait_durable` returns once the flusher synced its group, `reset` writes an empty
+/// snapshot, `checkpoint` two-snapshot checkpoints.
 impl Journal for Log {
-    fn append(&self, events: &[Event]) -> std::result::Result<u64, JournalError> {
-        let (seq, ()) = self.queue_with(events, || Ok(())).map_err(journal_error)?;
-        self.wait_durable(seq).map_err(journal_error)?;
-        Ok(seq)
+    fn enqueue(&self, events: &[Event], digest: Option<u64>) -> std::result::Result<u64, JournalError> {
+        Log::enqueue(self, events, digest).map_err(journal_error)
+    }
+
+    fn wait_durable(&self, seq: u64) -> std::result::Result<(), JournalError> {
+        Log::wait_durable(self, seq).map_err(journal_error)
     }
 
     fn reset(&self) -> std::result::Result<u64, JournalError> {
@@ -396,7 +500,7 @@ impl Journal for Log {
     }
 
     fn position(&self) -> u64 {
-        self.last_seq().unwrap_or(0)
+        self.durable_seq().unwrap_or(0)
     }
 
     fn flush(&self) -> std::result::Result<(), JournalError> {
@@ -404,24 +508,11 @@ impl Journal for Log {
         self.wait_durable(last).map_err(journal_error)
     }
 
-    fn enqueue(&self, events: &[Event]) -> std::result::Result<u64, JournalError> {
-        let (seq, ()) = self.queue_with(events, || Ok(())).map_err(journal_error)?;
-        Ok(seq)
-    }
-
-    fn wait_durable(&self, seq: u64) -> std::result::Result<(), JournalError> {
-        Log::wait_durable(self, seq).map_err(journal_error)
-    }
-
-    fn durable_position(&self) -> u64 {
-        self.wal.durable_seq().unwrap_or(0)
-    }
-
-    fn seal(&self, seq: u64) -> std::result::Result<(), JournalError> {
-        Log::seal(self, seq).map_err(journal_error)
-    }
-
     fn checkpoint(&self, world: &World, seq: u64) -> std::result::Result<Option<u64>, JournalError> {
-        self.checkpoint_at(world, seq).map(Some).map_err(journal_error)
+        self.write_checkpoint(world, seq).map(Some).map_err(journal_error)
+    }
+
+    fn bytes_since_checkpoint(&self) -> u64 {
+        Log::bytes_since_checkpoint(self)
     }
 }

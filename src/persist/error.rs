@@ -58,7 +58,7 @@ pub enum WalError {
         supported: u32,
     },
     #[error(
-        "log segment `{path}` is corrupt at byte {offset}: {reason} (only the newest segment may have a torn tail)"
+        "log segment `{path}` is corrupt at byte {offset}: {reason}; recovery stops here rather than drop acknowledged records (only the last group of the newest segment may be torn): restore the segment from a copy, or move it and every later segment aside to give those records up"
     )]
     CorruptMiddle {
         path: PathBuf,
@@ -85,6 +85,8 @@ pub enum RecordError {
     Checksum,
     #[error("record payload is not a valid batch: {0}")]
     Payload(String),
+    #[error("{0}")]
+    Group(String),
 }
 
 /// Errors of the durable store.
@@ -103,6 +105,21 @@ pub enum DurableError {
     NoValidSnapshot(PathBuf, String),
     #[error("replaying log record {seq} was refused (the log does not match the engine): {error}")]
     Replay { seq: u64, error: model::Error },
+    #[error(
+        "replaying log record {seq} in `{path}` did not do what it did when it was written (outcome digest {found:016x}, the record says {recorded:016x}): the log or the engine changed; recovery stops"
+    )]
+    Digest {
+        seq: u64,
+        path: PathBuf,
+        recorded: u64,
+        found: u64,
+    },
+    #[error(
+        "the newest snapshot could not be read and the older one at sequence {older} cannot stand in: {reason}"
+    )]
+    Fallback { older: u64, reason: String },
+    #[error("the store could not commit: {0}")]
+    Commit(String),
     #[error("a lock was poisoned by a panic in another thread")]
     Poisoned,
 }

@@ -1,23 +1,34 @@
 //! The write-ahead log: append-only segment files of checksummed records, written by
-//! one flusher thread with group commit.
+//! one flusher thread with group commit, each write framed as a group.
 //!
-//! # Format
+//! # Format (log version 2)
 //!
 //! A segment is a file `wal-<first seq, 20 digits>.log`:
 //!
 //! ```text
 //! magic      8 bytes  "DELEGWAL"
-//! version    u32 LE   log schema version (1)
+//! version    u32 LE   log format version (2; version 1 segments are still read)
 //! first_seq  u64 LE   the sequence number of the segment's first record
-//! record*:
-//!   len      u32 LE   payload length (at most MAX_RECORD)
-//!   crc      u32 LE   crc32 of len and payload
-//!   payload  rmp      Batch { seq, events } (named fields, see below)
+//! group*:             what one flusher write held (one fdatasync)
+//!   magic    4 bytes  "DGRP"
+//!   len      u32 LE   bytes of the records that follow
+//!   first    u64 LE   sequence number of the group's first record
+//!   count    u32 LE   records in the group
+//!   crc      u32 LE   crc32 of the 20 header bytes before it
+//!   record*:
+//!     len      u32 LE   payload length (at most MAX_RECORD)
+//!     crc      u32 LE   crc32 of len and payload
+//!     payload  rmp      Batch { seq, events, digest } (named fields, see below)
 //! ```
+//!
+//! Version 1 segments have no groups (records follow the segment header directly)
+//! and no digest; they are read as before, their newest segment's bad tail truncated.
 //!
 //! The events are encoded with rmp-serde's *named* form (maps with field names): the
 //! event types skip absent optional fields when serialising, which only round-trips
 //! when fields are named, and named fields let a later engine read an older log.
+//! `digest` is [`crate::partition::journal::outcome_digest`] of what the batch did
+//! when it was first applied; replay recomputes it and stops at a mismatch.
 //!
 //! # Invariants
 //!
@@ -25,18 +36,24 @@
 //!   sequence number is one more than the previous record's.
 //! * INVARIANT: a writer is acknowledged only after `fdatasync` of the file holding its
 //!   record has returned (and, for a new segment, after the directory was fsynced).
-//! * INVARIANT: only the newest segment can end in a torn or corrupt record: a segment
-//!   is complete and fsynced before the next one is created. A bad record in an older
-//!   segment is corruption, reported and never skipped.
-//! * A torn or corrupt tail of the newest segment is truncated at recovery and never
-//!   applied: its writer cannot have been acknowledged.
+//! * INVARIANT: a group is written with one `write` after the previous group's
+//!   `fdatasync` returned, so only the *last group of the newest segment* can be torn
+//!   by a crash, and no writer of that group was acknowledged unless its sync returned.
+//! * A torn last group is truncated at recovery and never applied. Damage anywhere
+//!   else — in a group followed by another, in a header followed by a valid later
+//!   group, in an older segment — is corruption of acknowledged records: recovery
+//!   stops with the segment, the byte offset and what was wrong, and truncates nothing.
+//!   (A flipped byte inside the last group cannot be told from a torn write: that
+//!   group is dropped, which loses at most the last group, and only if its sync had
+//!   returned before the damage.)
 //!
 //! # Group commit
 //!
-//! Writers encode their record, enqueue it and wait. The flusher thread takes
-//! everything queued, writes it with one `write`, calls `fdatasync` once and then
-//! wakes every writer of the group. Under load a group holds many records, so the cost
-//! of one sync is shared; with one writer the latency is one sync.
+//! Writers encode their record and enqueue it; the first record of a group reserves
+//! the group header in the queue. The flusher thread takes everything queued, fills
+//! in the header, writes it with one `write`, calls `fdatasync` once and then wakes
+//! every writer of the group. Under load a group holds many records, so the cost of
+//! one sync is shared; with one writer the latency is one sync.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -51,45 +68,79 @@ use crate::persist::error::{RecordError, WalError};
 use crate::persist::snapshot::sync_dir;
 
 pub const MAGIC: [u8; 8] = *b"DELEGWAL";
-pub const LOG_VERSION: u32 = 1;
+/// The format this build writes.
+pub const LOG_VERSION: u32 = 2;
+/// The oldest format this build reads.
+pub const MIN_LOG_VERSION: u32 = 1;
 pub const SEGMENT_HEADER: u64 = 20;
+/// The magic bytes of a group header.
+pub const GROUP_MAGIC: [u8; 4] = *b"DGRP";
+/// Bytes of a group header.
+pub const GROUP_HEADER: usize = 24;
 /// The largest record payload accepted.
 pub const MAX_RECORD: u32 = 64 << 20;
 
 type Result<T, E = WalError> = std::result::Result<T, E>;
 
-/// One log record: a batch of events applied atomically, with its sequence number.
+/// One log record: a batch of events applied atomically, with its sequence number and
+/// the digest of its outcome (absent in version 1 records).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     pub seq: u64,
     pub events: Vec<Event>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<u64>,
 }
 
 #[derive(Serialize)]
 struct BatchRef<'a> {
     seq: u64,
     events: &'a [Event],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<u64>,
 }
 
-/// Encodes a record (header and payload).
+/// Encodes a record (header and payload) without a digest.
 pub fn encode_record(seq: u64, events: &[Event]) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; 8];
-    rmp_serde::encode::write_named(&mut out, &BatchRef { seq, events })
-        .map_err(|e| WalError::Encode(e.to_string()))?;
-    let len = out.len() - 8;
-    let len = u32::try_from(len)
-        .ok()
-        .filter(|l| *l <= MAX_RECORD)
-        .ok_or_else(|| WalError::Encode(format!("record of {len} bytes exceeds the limit")))?;
+    encode_record_with(seq, events, None)
+}
+
+/// Encodes a record (header and payload) carrying the digest of its outcome.
+pub fn encode_record_with(seq: u64, events: &[Event], digest: Option<u64>) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(128);
+    append_record(&mut out, seq, events, digest)?;
+    Ok(out)
+}
+
+/// Appends an encoded record to `out`; on an error `out` is left as it was.
+fn append_record(out: &mut Vec<u8>, seq: u64, events: &[Event], digest: Option<u64>) -> Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 8]);
+    let r = rmp_serde::encode::write_named(out, &BatchRef { seq, events, digest })
+        .map_err(|e| WalError::Encode(e.to_string()))
+        .and_then(|()| {
+            let len = out.len() - start - 8;
+            u32::try_from(len)
+                .ok()
+                .filter(|l| *l <= MAX_RECORD)
+                .ok_or_else(|| WalError::Encode(format!("record of {len} bytes exceeds the limit")))
+        });
+    let len = match r {
+        Ok(l) => l,
+        Err(e) => {
+            out.truncate(start);
+            return Err(e);
+        }
+    };
     let mut crc = crc32fast::Hasher::new();
     crc.update(&len.to_le_bytes());
-    crc.update(out.get(8..).unwrap_or_default());
+    crc.update(out.get(start + 8..).unwrap_or_default());
     let crc = crc.finalize();
-    if let Some(h) = out.get_mut(..8) {
+    if let Some(h) = out.get_mut(start..start + 8) {
         h[..4].copy_from_slice(&len.to_le_bytes());
         h[4..].copy_from_slice(&crc.to_le_bytes());
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Decodes the record at the start of `buf`: the batch and the bytes it used.
@@ -119,17 +170,91 @@ pub fn decode_record(buf: &[u8]) -> Result<(Batch, usize), RecordError> {
     Ok((batch, end))
 }
 
+/// A group header: the records of one flusher write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupHeader {
+    /// Bytes of the records after the header.
+    pub len: u32,
+    pub first_seq: u64,
+    pub count: u32,
+}
+
+impl GroupHeader {
+    pub fn encode(&self) -> [u8; GROUP_HEADER] {
+        let mut h = [0u8; GROUP_HEADER];
+        h[..4].copy_from_slice(&GROUP_MAGIC);
+        h[4..8].copy_from_slice(&self.len.to_le_bytes());
+        h[8..16].copy_from_slice(&self.first_seq.to_le_bytes());
+        h[16..20].copy_from_slice(&self.count.to_le_bytes());
+        let crc = crc32fast::hash(&h[..20]);
+        h[20..].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    /// Decodes the group header at the start of `buf`.
+    pub fn decode(buf: &[u8]) -> Result<GroupHeader, RecordError> {
+        let h = buf.get(..GROUP_HEADER).ok_or(RecordError::Incomplete {
+            need: GROUP_HEADER as u64,
+            have: buf.len() as u64,
+        })?;
+        if h.get(..4) != Some(&GROUP_MAGIC[..]) {
+            return Err(RecordError::Group("no group header (bad magic bytes)".into()));
+        }
+        let word = |i: usize| {
+            let mut a = [0u8; 4];
+            a.copy_from_slice(h.get(i..i + 4).unwrap_or(&[0; 4]));
+            u32::from_le_bytes(a)
+        };
+        let mut s = [0u8; 8];
+        s.copy_from_slice(h.get(8..16).unwrap_or(&[0; 8]));
+        if crc32fast::hash(h.get(..20).unwrap_or_default()) != word(20) {
+            return Err(RecordError::Group("group header checksum mismatch".into()));
+        }
+        Ok(GroupHeader {
+            len: word(4),
+            first_seq: u64::from_le_bytes(s),
+            count: word(16),
+        })
+    }
+}
+
+/// Encodes a group of already encoded records (whose first sequence number is
+/// `first_seq`), header included.
+pub fn encode_group(first_seq: u64, records: &[Vec<u8>]) -> Result<Vec<u8>> {
+    let len: usize = records.iter().map(Vec::len).sum();
+    let h = GroupHeader {
+        len: u32::try_from(len).map_err(|_| WalError::Encode(format!("group of {len} bytes")))?,
+        first_seq,
+        count: u32::try_from(records.len()).map_err(|_| WalError::Encode("too many records".into()))?,
+    };
+    let mut out = Vec::with_capacity(GROUP_HEADER + len);
+    out.extend_from_slice(&h.encode());
+    for r in records {
+        out.extend_from_slice(r);
+    }
+    Ok(out)
+}
+
 /// How a segment's bytes end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tail {
     /// Every byte belongs to a valid record.
     Clean,
-    /// The bytes from `offset` on are not a valid record.
+    /// The bytes from `offset` on are not a valid record (or group): a torn tail.
     Bad { offset: u64, error: RecordError },
 }
 
-/// Decodes every valid record of a segment body (the bytes after the segment header),
-/// stopping at the first invalid one. Never panics, whatever the bytes.
+/// Damage that cannot be a torn tail: acknowledged records are unreadable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Byte offset in the segment file of the group (or header) found damaged.
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// Decodes every valid record of a version 1 segment body (the bytes after the
+/// segment header), stopping at the first invalid one. Never panics, whatever the
+/// bytes.
 pub fn decode_records(body: &[u8]) -> (Vec<Batch>, Tail) {
     let (v, tail) = decode_with_ends(body);
     (v.into_iter().map(|(b, _)| b).collect(), tail)
@@ -159,6 +284,154 @@ fn decode_with_ends(body: &[u8]) -> (Vec<(Batch, u64)>, Tail) {
     (out, Tail::Clean)
 }
 
+/// The records of one group body: exactly `h.count` records numbered from
+/// `h.first_seq`, using exactly its bytes.
+fn decode_group(h: &GroupHeader, body: &[u8]) -> Result<Vec<Batch>, RecordError> {
+    let mut out = Vec::with_capacity(h.count as usize);
+    let mut pos = 0usize;
+    for expected in (h.first_seq..).take(h.count as usize) {
+        let (b, used) = decode_record(body.get(pos..).unwrap_or_default())?;
+        if b.seq != expected {
+            return Err(RecordError::Payload(format!(
+                "record {} where {expected} was expected",
+                b.seq
+            )));
+        }
+        pos += used;
+        out.push(b);
+    }
+    if pos != body.len() {
+        return Err(RecordError::Group(format!(
+            "{} bytes after the group's {} records",
+            body.len() - pos,
+            h.count
+        )));
+    }
+    Ok(out)
+}
+
+/// Whether a valid group header for records from `after` on starts anywhere in
+/// `body` at or past `from` (a later group: whatever is damaged before it was synced).
+fn later_group(body: &[u8], from: usize, after: u64) -> bool {
+    let mut i = from;
+    while let Some(w) = body.get(i..) {
+        let Some(k) = w.windows(4).position(|x| x == GROUP_MAGIC) else {
+            return false;
+        };
+        let at = i + k;
+        if let Ok(h) = GroupHeader::decode(body.get(at..).unwrap_or_default())
+            && h.first_seq >= after
+            && h.count > 0
+        {
+            return true;
+        }
+        i = at + 1;
+    }
+    false
+}
+
+/// What the groups of a version 2 segment body hold.
+struct Groups {
+    batches: Vec<Batch>,
+    /// Bytes of the body made of whole, valid groups.
+    valid: u64,
+    tail: Tail,
+    damage: Option<Damage>,
+}
+
+/// Walks the groups of a version 2 segment body (see the module doc for what is a
+/// torn tail and what is damage).
+fn scan_groups(body: &[u8], first_seq: u64) -> Groups {
+    let mut out = Groups {
+        batches: Vec::new(),
+        valid: 0,
+        tail: Tail::Clean,
+        damage: None,
+    };
+    let mut pos = 0usize;
+    let mut expected = first_seq;
+    let base = SEGMENT_HEADER;
+    while pos < body.len() {
+        let rest = body.get(pos..).unwrap_or_default();
+        let bad = |out: &mut Groups, error: RecordError, damaged: bool, what: String| {
+            if damaged {
+                out.damage = Some(Damage {
+                    offset: base + pos as u64,
+                    reason: format!("{what}: {error}"),
+                });
+            } else {
+                out.tail = Tail::Bad {
+                    offset: pos as u64,
+                    error,
+                };
+            }
+        };
+        let h = match GroupHeader::decode(rest) {
+            Ok(h) => h,
+            Err(e) => {
+                // Torn if nothing valid follows; damage if a later group does.
+                let damaged =
+                    rest.len() >= GROUP_HEADER && later_group(body, pos + 1, expected.saturating_add(1));
+                bad(
+                    &mut out,
+                    e,
+                    damaged,
+                    format!(
+                        "the group header of records from {expected} on is unreadable and a later group follows"
+                    ),
+                );
+                return out;
+            }
+        };
+        let end = pos + GROUP_HEADER + h.len as usize;
+        let Some(gbody) = body.get(pos + GROUP_HEADER..end) else {
+            // The group runs past the end of the file: a torn last write.
+            bad(
+                &mut out,
+                RecordError::Incomplete {
+                    need: (end - pos) as u64,
+                    have: rest.len() as u64,
+                },
+                false,
+                String::new(),
+            );
+            return out;
+        };
+        let decoded = if h.first_seq != expected {
+            Err(RecordError::Group(format!(
+                "group starts at record {} where {expected} was expected",
+                h.first_seq
+            )))
+        } else {
+            decode_group(&h, gbody)
+        };
+        match decoded {
+            Ok(bs) => {
+                expected += bs.len() as u64;
+                out.batches.extend(bs);
+                pos = end;
+                out.valid = pos as u64;
+            }
+            Err(e) => {
+                // A complete group with bytes after it was synced before them.
+                let damaged = end < body.len();
+                let last = h.first_seq.saturating_add(u64::from(h.count)).saturating_sub(1);
+                bad(
+                    &mut out,
+                    e,
+                    damaged,
+                    format!(
+                        "the group of records {}..={last} is damaged and is not the last one",
+                        h.first_seq
+                    ),
+                );
+                return out;
+            }
+        }
+    }
+    out
+}
+
 /// The path of the segment whose first record is `first_seq`.
 pub fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("wal-{first_seq:020}.log"))
@@ -184,7 +457,8 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-fn segment_header(first_seq: u64) -> [u8; 20] {
+/// The header of a segment of the current format starting at `first_seq`.
+pub fn segment_header(first_seq: u64) -> [u8; 20] {
     let mut h = [0u8; 20];
     h[..8].copy_from_slice(&MAGIC);
     h[8..12].copy_from_slice(&LOG_VERSION.to_le_bytes());
@@ -196,10 +470,14 @@ fn segment_header(first_seq: u64) -> [u8; 20] {
 #[derive(Debug)]
 pub struct SegmentScan {
     pub first_seq: u64,
+    /// The segment's format version.
+    pub version: u32,
     pub batches: Vec<Batch>,
-    /// Length of the valid prefix of the file (header plus whole records).
+    /// Length of the valid prefix of the file (header plus whole records or groups).
     pub valid_len: u64,
     pub tail: Tail,
+    /// Damage that cannot be a torn tail (version 2: before the last group).
+    pub damage: Option<Damage>,
     /// The header itself is torn (a crash while the segment was being created).
     pub torn_header: bool,
 }
@@ -211,9 +489,11 @@ pub fn scan_segment(path: &Path, name_seq: u64) -> Result<SegmentScan> {
     let Some(head) = bytes.get(..SEGMENT_HEADER as usize) else {
         return Ok(SegmentScan {
             first_seq: name_seq,
+            version: LOG_VERSION,
             batches: Vec::new(),
             valid_len: 0,
             tail: Tail::Clean,
+            damage: None,
             torn_header: true,
         });
     };
@@ -225,7 +505,7 @@ pub fn scan_segment(path: &Path, name_seq: u64) -> Result<SegmentScan> {
     let mut v = [0u8; 4];
     v.copy_from_slice(head.get(8..12).unwrap_or(&[0; 4]));
     let version = u32::from_le_bytes(v);
-    if version != LOG_VERSION {
+    if !(MIN_LOG_VERSION..=LOG_VERSION).contains(&version) {
         return Err(WalError::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
@@ -240,7 +520,20 @@ pub fn scan_segment(path: &Path, name_seq: u64) -> Result<SegmentScan> {
             path: path.to_path_buf(),
         });
     }
-    let (decoded, mut tail) = decode_with_ends(bytes.get(SEGMENT_HEADER as usize..).unwrap_or_default());
+    let body = bytes.get(SEGMENT_HEADER as usize..).unwrap_or_default();
+    if version >= 2 {
+        let g = scan_groups(body, first_seq);
+        return Ok(SegmentScan {
+            first_seq,
+            version,
+            batches: g.batches,
+            valid_len: SEGMENT_HEADER + g.valid,
+            tail: g.tail,
+            damage: g.damage,
+            torn_header: false,
+        });
+    }
+    let (decoded, mut tail) = decode_with_ends(body);
     // A record with a valid checksum but the wrong sequence number is corruption too:
     // keep only the run that follows on from the segment's first sequence number.
     let mut end = 0u64;
@@ -256,12 +549,13 @@ pub fn scan_segment(path: &Path, name_seq: u64) -> Result<SegmentScan> {
         end = e;
         batches.push(b);
     }
-    let valid = SEGMENT_HEADER + end;
     Ok(SegmentScan {
         first_seq,
+        version,
         batches,
-        valid_len: valid,
+        valid_len: SEGMENT_HEADER + end,
         tail,
+        damage: None,
         torn_header: false,
     })
 }
@@ -277,6 +571,22 @@ pub fn repair_tail(path: &Path, scan: &SegmentScan) -> Result<()> {
     }
     f.sync_all()?;
     Ok(())
+}
+
+/// The format version in a segment file's header (None when it has no whole header).
+fn segment_version(path: &Path) -> Result<Option<u32>> {
+    let mut h = [0u8; SEGMENT_HEADER as usize];
+    let mut f = File::open(path)?;
+    let mut got = 0;
+    while got < h.len() {
+        match f.read(h.get_mut(got..).unwrap_or_default())? {
+            0 => return Ok(None),
+            n => got += n,
+        }
+    }
+    let mut v = [0u8; 4];
+    v.copy_from_slice(h.get(8..12).unwrap_or(&[0; 4]));
+    Ok(Some(u32::from_le_bytes(v)))
 }
 
 /// The open segment the flusher appends to.
@@ -307,14 +617,19 @@ fn create_segment(dir: &Path, first_seq: u64) -> Result<Segment> {
 }
 
 struct Queue {
-    /// Encoded records waiting to be written, in sequence order.
+    /// The group being gathered: a reserved group header, then encoded records in
+    /// sequence order (empty when nothing waits).
     pending: Vec<u8>,
-    /// The sequence number of the last record in `pending`.
+    /// The sequence number of the first record in `pending`.
+    pending_first: u64,
+    /// The sequence number of the last record in `pending` (or queued before).
     pending_last: u64,
     /// Every record up to this sequence number is durable.
     durable: u64,
     failed: Option<String>,
     shutdown: bool,
+    /// A spare buffer for the next group (keeps its capacity between groups).
+    spare: Vec<u8>,
 }
 
 struct Shared {
@@ -326,6 +641,8 @@ struct Shared {
     segment: Mutex<Segment>,
     dir: PathBuf,
     segment_limit: u64,
+    /// Bytes written by the flusher since the log was opened (checkpoint trigger).
+    written: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
@@ -348,10 +665,13 @@ impl Wal {
     }
 
     /// Like [`Wal::open`]; with `reuse_newest` false a new segment is always started
-    /// (the newest one ends before `last_seq`, which a snapshot covers).
+    /// (the newest one ends before `last_seq`, which a snapshot covers). A newest
+    /// segment of an older format is never appended to.
     pub fn open_at(dir: &Path, last_seq: u64, segment_limit: u64, reuse_newest: bool) -> Result<Wal> {
         let segment = match list_segments(dir)?.pop() {
-            Some((first, path)) if reuse_newest && first <= last_seq + 1 => {
+            Some((first, path))
+                if reuse_newest && first <= last_seq + 1 && segment_version(&path)? == Some(LOG_VERSION) =>
+            {
                 let mut file = OpenOptions::new().write(true).open(&path)?;
                 let len = file.seek(SeekFrom::End(0))?;
                 Segment {
@@ -366,16 +686,19 @@ impl Wal {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
+                pending_first: last_seq + 1,
                 pending_last: last_seq,
                 durable: last_seq,
                 failed: None,
                 shutdown: false,
+                spare: Vec::new(),
             }),
             work: Condvar::new(),
             done: Condvar::new(),
             segment: Mutex::new(segment),
             dir: dir.to_path_buf(),
             segment_limit,
+            written: std::sync::atomic::AtomicU64::new(0),
         });
         let s = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
@@ -387,10 +710,43 @@ impl Wal {
         })
     }
 
+    /// Encodes `events` as record `seq` (with the digest of its outcome) straight into
+    /// the group being gathered. `seq` must be one more than the previous record's (the
+    /// caller numbers records under its own lock).
+    pub fn enqueue_events(&self, seq: u64, events: &[Event], digest: Option<u64>) -> Result<()> {
+        let mut q = lock(&self.shared.queue)?;
+        let q = &mut *q;
+        Self::check_next(q, seq)?;
+        let fresh = q.pending.is_empty();
+        if fresh {
+            q.pending.extend_from_slice(&[0u8; GROUP_HEADER]);
+        }
+        if let Err(e) = append_record(&mut q.pending, seq, events, digest) {
+            if fresh {
+                q.pending.clear();
+            }
+            return Err(e);
+        }
+        self.queued(q, seq, fresh);
+        Ok(())
+    }
+
     /// Queues an encoded record. The caller guarantees that `seq` is one more than the
-    /// previous record's (the durable store calls this under its write lock).
+    /// previous record's.
     pub fn enqueue(&self, seq: u64, record: &[u8]) -> Result<()> {
         let mut q = lock(&self.shared.queue)?;
+        let q = &mut *q;
+        Self::check_next(q, seq)?;
+        let fresh = q.pending.is_empty();
+        if fresh {
+            q.pending.extend_from_slice(&[0u8; GROUP_HEADER]);
+        }
+        q.pending.extend_from_slice(record);
+        self.queued(q, seq, fresh);
+        Ok(())
+    }
+
+    fn check_next(q: &Queue, seq: u64) -> Result<()> {
         if let Some(f) = &q.failed {
             return Err(WalError::Failed(f.clone()));
         }
@@ -400,10 +756,16 @@ impl Wal {
                 found: seq,
             });
         }
-        q.pending.extend_from_slice(record);
-        q.pending_last = seq;
-        self.shared.work.notify_one();
         Ok(())
+    }
+
+    fn queued(&self, q: &mut Queue, seq: u64, fresh: bool) {
+        if fresh {
+            q.pending_first = seq;
+            // Only the first record of a group wakes the flusher; the others join it.
+            self.shared.work.notify_one();
+        }
+        q.pending_last = seq;
     }
 
     /// Waits until the record `seq` is durable.
@@ -429,6 +791,16 @@ impl Wal {
         Ok(lock(&self.shared.queue)?.durable)
     }
 
+    /// Why the log stopped taking records, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.queue.lock().ok().and_then(|q| q.failed.clone())
+    }
+
+    /// Bytes the flusher has written since the log was opened.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Moves the log's position to `seq` without a record (a reset, whose snapshot
     /// covers `seq`). Everything queued must be durable, and the open segment must
     /// start at `seq + 1` ([`Wal::retire_before`]).
@@ -441,16 +813,25 @@ impl Wal {
             )));
         }
         q.pending_last = seq;
+        q.pending_first = seq + 1;
         q.durable = seq;
         Ok(())
     }
 
     /// Starts a new segment at `first_seq` (everything before it must be durable) and
-    /// deletes every older segment. Used by checkpoints, after the snapshot holding
+    /// deletes every older segment. Used by a reset, after the snapshot holding
     /// everything up to `first_seq - 1` is durable.
     pub fn retire_before(&self, first_seq: u64) -> Result<usize> {
         self.rotate(first_seq)?;
-        self.remove_before(first_seq)
+        let mut removed = 0;
+        for (s, p) in list_segments(&self.shared.dir)? {
+            if s < first_seq {
+                std::fs::remove_file(&p)?;
+                removed += 1;
+            }
+        }
+        sync_dir(&self.shared.dir)?;
+        Ok(removed)
     }
 
     /// Starts a new segment at `first_seq` (everything before it must be durable and
@@ -463,17 +844,23 @@ impl Wal {
         Ok(())
     }
 
-    /// Deletes the segments that start before `first_seq` (a segment boundary made by
-    /// [`Wal::rotate`]), once a snapshot holds their records.
-    pub fn remove_before(&self, first_seq: u64) -> Result<usize> {
+    /// Deletes the segments whose records all come at or before `seq` (a later segment
+    /// starts at or before `seq + 1`), once a snapshot holds them. The open segment is
+    /// never deleted.
+    pub fn remove_through(&self, seq: u64) -> Result<usize> {
+        let segs = list_segments(&self.shared.dir)?;
+        let open = lock(&self.shared.segment)?.first_seq;
         let mut removed = 0;
-        for (s, p) in list_segments(&self.shared.dir)? {
-            if s < first_seq {
-                std::fs::remove_file(&p)?;
+        for (i, (first, p)) in segs.iter().enumerate() {
+            let next = segs.get(i + 1).map(|x| x.0);
+            if *first < open && next.is_some_and(|n| n <= seq + 1) {
+                std::fs::remove_file(p)?;
                 removed += 1;
             }
         }
-        sync_dir(&self.shared.dir)?;
+        if removed > 0 {
+            sync_dir(&self.shared.dir)?;
+        }
         Ok(removed)
     }
 }
@@ -492,7 +879,7 @@ impl Drop for Wal {
 
 fn flusher(s: &Shared) {
     loop {
-        let (bytes, last) = {
+        let (mut bytes, first, last) = {
             let Ok(mut q) = s.queue.lock() else { return };
             while q.pending.is_empty() && !q.shutdown {
                 q = match s.work.wait(q) {
@@ -503,9 +890,14 @@ fn flusher(s: &Shared) {
             if q.pending.is_empty() {
                 return;
             }
-            (std::mem::take(&mut q.pending), q.pending_last)
+            let spare = std::mem::take(&mut q.spare);
+            (
+                std::mem::replace(&mut q.pending, spare),
+                q.pending_first,
+                q.pending_last,
+            )
         };
-        let result = write_group(s, &bytes, last);
+        let result = write_group(s, &mut bytes, first, last);
         let Ok(mut q) = s.queue.lock() else { return };
         match result {
             Ok(()) => q.durable = last,
@@ -515,16 +907,29 @@ fn flusher(s: &Shared) {
                 return;
             }
         }
+        bytes.clear();
+        q.spare = bytes;
         s.done.notify_all();
     }
 }
 
-fn write_group(s: &Shared, bytes: &[u8], last: u64) -> Result<()> {
+fn write_group(s: &Shared, bytes: &mut [u8], first: u64, last: u64) -> Result<()> {
+    let len = bytes.len().saturating_sub(GROUP_HEADER);
+    let h = GroupHeader {
+        len: u32::try_from(len).map_err(|_| WalError::Encode(format!("a group of {len} bytes")))?,
+        first_seq: first,
+        count: u32::try_from(last + 1 - first).map_err(|_| WalError::Encode("too many records".into()))?,
+    };
+    if let Some(head) = bytes.get_mut(..GROUP_HEADER) {
+        head.copy_from_slice(&h.encode());
+    }
     let mut seg = lock(&s.segment)?;
     seg.file.write_all(bytes)?;
     seg.file.sync_data()?;
     seg.len += bytes.len() as u64;
     seg.last_seq = last;
+    s.written
+        .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
     if seg.len >= s.segment_limit {
         // INVARIANT: the full segment was synced above, before the next one exists.
         *seg = create_segment(&s.dir, last + 1)?;

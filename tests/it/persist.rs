@@ -142,6 +142,36 @@ fn acknowledged_batches_survive_reopen_and_refused_ones_leave_no_trace() {
     .unwrap();
 }
 
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Small segments: every group starts a new one, so checkpoints can retire some.
+fn small_segments() -> delegraph::persist::Options {
+    delegraph::persist::Options { segment_limit: 64 }
+}
+
+/// Three batches with a checkpoint after each, on small segments: snapshots 2 and 3
+/// are kept, and the log from record 3 on.
+fn three_checkpoints(dir: &Path) {
+    let s = Durable::open_with(dir, small_segments()).unwrap();
+    s.apply_batch(&setup_events()).unwrap();
+    assert_eq!(s.checkpoint().unwrap(), 1);
+    s.apply_batch(&[ev(r#"{"party": {"id": "y", "kind": "person"}}"#)])
+        .unwrap();
+    assert_eq!(s.checkpoint().unwrap(), 2);
+    s.apply_batch(&[ev(
+        r#"{"unregister_role": {"from": "org", "to": "firm", "role": "regnskapsforer"}}"#,
+    )])
+    .unwrap();
+    assert_eq!(s.checkpoint().unwrap(), 3);
+}
+
 #[test]
 fn checkpoint_writes_a_snapshot_and_retires_the_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -154,17 +184,10 @@ fn checkpoint_writes_a_snapshot_and_retires_the_log() {
         )])
         .unwrap();
     }
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
     assert!(
-        names.iter().any(|n| n == "snap-00000000000000000001.snap"),
-        "{names:?}"
-    );
-    assert!(
-        !names.iter().any(|n| n == "wal-00000000000000000001.log"),
-        "{names:?}"
+        files(dir.path()).contains(&"snap-00000000000000000001.snap".to_string()),
+        "{:?}",
+        files(dir.path())
     );
     let s = Durable::open(dir.path()).unwrap();
     assert_eq!(s.recovery().snapshot_seq, 1);
@@ -174,6 +197,75 @@ fn checkpoint_writes_a_snapshot_and_retires_the_log() {
         assert!(invariants::violations(w).is_empty());
     })
     .unwrap();
+}
+
+/// Two snapshots are kept, and the log behind the older one is retired only once the
+/// newer one read back.
+#[test]
+fn checkpoints_keep_two_snapshots_and_the_log_from_the_older() {
+    let dir = tempfile::tempdir().unwrap();
+    three_checkpoints(dir.path());
+    let names = files(dir.path());
+    let snaps: Vec<&String> = names.iter().filter(|n| n.ends_with(".snap")).collect();
+    assert_eq!(
+        snaps,
+        ["snap-00000000000000000002.snap", "snap-00000000000000000003.snap"],
+        "{names:?}"
+    );
+    // Segments holding only records 1 and 2 are gone; record 3 is still in the log.
+    assert!(
+        !names.contains(&"wal-00000000000000000001.log".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"wal-00000000000000000002.log".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"wal-00000000000000000003.log".to_string()),
+        "{names:?}"
+    );
+    let s = Durable::open_with(dir.path(), small_segments()).unwrap();
+    assert_eq!((s.recovery().snapshot_seq, s.recovery().replayed), (3, 0));
+}
+
+/// Named test: a corrupt newest snapshot falls back to the older one plus the log, and
+/// the world is the same.
+#[test]
+fn two_snapshots_kept_and_a_corrupt_newest_falls_back_to_the_older() {
+    let dir = tempfile::tempdir().unwrap();
+    three_checkpoints(dir.path());
+    let expected = {
+        let s = Durable::open_with(dir.path(), small_segments()).unwrap();
+        s.read(|w| answers(w, "kari")).unwrap()
+    };
+    assert!(expected.iter().any(|a| a.starts_with("kari ")), "{expected:?}");
+    let newest = dir.path().join("snap-00000000000000000003.snap");
+    let mut b = std::fs::read(&newest).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0xff;
+    std::fs::write(&newest, b).unwrap();
+    let s = Durable::open_with(dir.path(), small_segments()).unwrap();
+    let r = s.recovery();
+    assert_eq!(r.snapshot_seq, 2, "fell back to the older snapshot");
+    assert_eq!(r.replayed, 1, "and replayed record 3 from the log");
+    assert_eq!(r.skipped_snapshots.len(), 1, "{:?}", r.skipped_snapshots);
+    assert!(
+        r.skipped_snapshots[0].contains("snap-00000000000000000003.snap"),
+        "{:?}",
+        r.skipped_snapshots
+    );
+    assert_eq!(s.read(|w| answers(w, "kari")).unwrap(), expected);
+    s.read(|w| {
+        assert!(w.graph.party_node("y").is_some());
+        assert!(!has(w, "kari", "org", "regnskapsforer-lonn"));
+    })
+    .unwrap();
+    assert_eq!(
+        s.apply_batch(&[ev(r#"{"party": {"id": "z", "kind": "person"}}"#)])
+            .unwrap(),
+        4
+    );
 }
 
 fn newest_segment(dir: &Path) -> PathBuf {
@@ -244,6 +336,136 @@ fn corruption_before_the_newest_segment_is_refused() {
     std::fs::write(first, bytes).unwrap();
     let e = Durable::open_with(dir.path(), opts).err().unwrap();
     assert!(e.to_string().contains("is corrupt"), "{e}");
+}
+
+/// Named test: a flipped byte in the middle of the newest log segment (acknowledged
+/// records, with later groups after them) refuses recovery with the segment, the
+/// offset and the reason, and truncates nothing.
+#[test]
+fn a_flipped_byte_in_the_middle_of_the_newest_segment_refuses_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Durable::open(dir.path()).unwrap();
+        s.apply_batch(&setup_events()).unwrap();
+        for i in 0..20 {
+            s.apply_batch(&[ev(&format!(r#"{{"party": {{"id": "p{i}", "kind": "person"}}}}"#))])
+                .unwrap();
+        }
+    }
+    let seg = newest_segment(dir.path());
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+    let e = Durable::open(dir.path()).err().unwrap();
+    let m = e.to_string();
+    assert!(m.contains(&name), "names the segment: {m}");
+    assert!(m.contains("is corrupt at byte"), "gives the offset: {m}");
+    assert!(
+        m.contains("is not the last one") || m.contains("a later group follows"),
+        "says why it is not a torn tail: {m}"
+    );
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was truncated");
+    // The same damage in the last group is a torn write: cut, quietly.
+    let dir2 = tempfile::tempdir().unwrap();
+    {
+        let s = Durable::open(dir2.path()).unwrap();
+        s.apply_batch(&setup_events()).unwrap();
+        s.apply_batch(&[ev(r#"{"party": {"id": "y", "kind": "person"}}"#)])
+            .unwrap();
+    }
+    let seg2 = newest_segment(dir2.path());
+    let mut b = std::fs::read(&seg2).unwrap();
+    let last = b.len() - 2;
+    b[last] ^= 0x01;
+    std::fs::write(&seg2, &b).unwrap();
+    let s = Durable::open(dir2.path()).unwrap();
+    assert!(s.recovery().truncated_bytes > 0);
+    assert_eq!(s.last_seq().unwrap(), 1);
+}
+
+/// Rewrites a segment (current format) from `batches`, one group per record, with
+/// valid checksums throughout.
+fn rewrite_segment(path: &Path, first: u64, batches: &[delegraph::persist::wal::Batch]) {
+    use delegraph::persist::wal;
+    let mut out = wal::segment_header(first).to_vec();
+    for b in batches {
+        let rec = wal::encode_record_with(b.seq, &b.events, b.digest).unwrap();
+        out.extend(wal::encode_group(b.seq, &[rec]).unwrap());
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Named test: a record whose events were swapped (it still parses, its checksums are
+/// recomputed) no longer does what its outcome digest says, and replay stops there.
+#[test]
+fn the_outcome_digest_fails_replay_on_a_tampered_record() {
+    use delegraph::persist::wal;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Durable::open(dir.path()).unwrap();
+        s.apply_batch(&setup_events()).unwrap();
+        // Ends the client relationship: the delegation goes with it.
+        s.apply_batch(&[ev(
+            r#"{"unregister_role": {"from": "org", "to": "firm", "role": "regnskapsforer"}}"#,
+        )])
+        .unwrap();
+        s.apply_batch(&[ev(r#"{"party": {"id": "y", "kind": "person"}}"#)])
+            .unwrap();
+    }
+    let seg = newest_segment(dir.path());
+    let scan = wal::scan_segment(&seg, 1).unwrap();
+    assert_eq!(scan.batches.len(), 3);
+    assert!(scan.batches.iter().all(|b| b.digest.is_some()));
+    let mut batches = scan.batches.clone();
+    // Same sequence number and digest, another (valid) event that removes nothing.
+    batches[1].events = vec![ev(r#"{"party": {"id": "intruder", "kind": "person"}}"#)];
+    rewrite_segment(&seg, 1, &batches);
+    let rescan = wal::scan_segment(&seg, 1).unwrap();
+    assert_eq!(rescan.tail, wal::Tail::Clean, "every checksum is valid");
+    assert!(rescan.damage.is_none());
+    assert_eq!(rescan.batches.len(), 3);
+    let e = Durable::open(dir.path()).err().unwrap();
+    assert!(matches!(e, DurableError::Digest { seq: 2, .. }), "{e}");
+    let m = e.to_string();
+    assert!(m.contains("log record 2"), "{m}");
+    assert!(m.contains("outcome digest"), "{m}");
+    // Untampered, the same records replay.
+    rewrite_segment(&seg, 1, &scan.batches);
+    let s = Durable::open(dir.path()).unwrap();
+    assert_eq!(s.recovery().replayed, 3);
+}
+
+/// A log written before digests and groups (format version 1) still replays, and new
+/// records go to a new segment of the current format.
+#[test]
+fn a_version_1_log_still_replays() {
+    use delegraph::persist::wal;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = wal::MAGIC.to_vec();
+    bytes.extend(1u32.to_le_bytes());
+    bytes.extend(1u64.to_le_bytes());
+    bytes.extend(wal::encode_record(1, &setup_events()).unwrap());
+    bytes.extend(wal::encode_record(2, &[ev(r#"{"party": {"id": "y", "kind": "person"}}"#)]).unwrap());
+    std::fs::write(wal::segment_path(dir.path(), 1), bytes).unwrap();
+    {
+        let s = Durable::open(dir.path()).unwrap();
+        assert_eq!(s.recovery().replayed, 2);
+        s.read(|w| assert!(has(w, "kari", "org", "regnskapsforer-lonn")))
+            .unwrap();
+        assert_eq!(
+            s.apply_batch(&[ev(r#"{"party": {"id": "z", "kind": "person"}}"#)])
+                .unwrap(),
+            3
+        );
+    }
+    let v2 = wal::scan_segment(&wal::segment_path(dir.path(), 3), 3).unwrap();
+    assert_eq!(v2.version, wal::LOG_VERSION);
+    assert_eq!(v2.batches.len(), 1);
+    let s = Durable::open(dir.path()).unwrap();
+    assert_eq!(s.recovery().replayed, 3);
+    s.read(|w| assert!(w.graph.party_node("z").is_some())).unwrap();
 }
 
 #[test]
@@ -353,29 +575,26 @@ fn loaded_sample_answers_exactly_as_the_imported_world() {
     }
 }
 
-/// Regression: with the newest snapshot unreadable, an older one must not be loaded
-/// when the log that would bridge the two has been retired.
+/// Regression: with the kept snapshots unreadable, an older one must not be loaded
+/// when the log that would bridge it to them has been retired.
 #[test]
 fn an_unreadable_newest_snapshot_is_not_silently_replaced_by_an_older_one() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let s = Durable::open(dir.path()).unwrap();
-        s.apply_batch(&setup_events()).unwrap();
-        s.checkpoint().unwrap();
-        s.apply_batch(&[ev(r#"{"party": {"id": "y", "kind": "person"}}"#)])
-            .unwrap();
-        s.checkpoint().unwrap();
-    }
-    // Put an old snapshot back (as if it had survived) and break the newest one.
+    three_checkpoints(dir.path());
+    // Put an old snapshot back (as if it had survived) and break both kept ones.
     let old = snapshot::encode(&World::new(), 0).unwrap();
     std::fs::write(dir.path().join("snap-00000000000000000000.snap"), old).unwrap();
-    let newest = dir.path().join("snap-00000000000000000002.snap");
-    let mut b = std::fs::read(&newest).unwrap();
-    let mid = b.len() / 2;
-    b[mid] ^= 0xff;
-    std::fs::write(&newest, b).unwrap();
-    let e = Durable::open(dir.path()).err().unwrap();
-    assert!(e.to_string().contains("missing records"), "{e}");
+    for n in [2, 3] {
+        let p = dir.path().join(format!("snap-{n:020}.snap"));
+        let mut b = std::fs::read(&p).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0xff;
+        std::fs::write(&p, b).unwrap();
+    }
+    let e = Durable::open_with(dir.path(), small_segments()).err().unwrap();
+    let m = e.to_string();
+    assert!(m.contains("could be read"), "{m}");
+    assert!(m.contains("cannot stand in"), "{m}");
 }
 
 /// Every query about system users, by external id: request statuses, clients and

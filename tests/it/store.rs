@@ -265,3 +265,64 @@ fn a_held_simulation_blocks_no_reader_or_writer() {
     );
     server.stop();
 }
+
+/// A journal that fails after it queued a batch: the writer is told the outcome is
+/// unknown (read before retrying), not that nothing changed; readiness then fails, later
+/// writes are refused, reads go on, and the metric `delegraph_log_position` stays at
+/// the last durable record.
+#[test]
+fn a_failed_append_answers_outcome_unknown_and_fails_readiness() {
+    use crate::http::{assert_problem, post_json, request};
+    let (server, journal) = crate::http::start(2, delegraph::api::auth::Auth::Disabled);
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"party": {"id": "anna", "kind": "person"}}]),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let durable = r.token.unwrap();
+    let ready = request(&server, "GET", "/readyz", None, None, None);
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    journal.set_losing(true);
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"party": {"id": "bo", "kind": "person"}}]),
+        None,
+    );
+    assert_problem(&r, 503, "outcome_unknown");
+    let detail = r.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("unknown") && detail.contains("read"), "{detail}");
+    // Not published: readers never see a state the journal may not have.
+    assert_eq!(server.store.visible(), durable);
+    let ready = request(&server, "GET", "/readyz", None, None, None);
+    assert_problem(&ready, 503, "unavailable");
+    assert!(ready.text.contains("restarts"), "{}", ready.text);
+    // Later writes are refused (nothing changed), even once the journal works again.
+    journal.set_losing(false);
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"party": {"id": "cy", "kind": "person"}}]),
+        None,
+    );
+    assert_problem(&r, 503, "unavailable");
+    let read = post_json(
+        &server,
+        "/v1/rights",
+        &json!({"subject": "anna", "party": "anna"}),
+        None,
+    );
+    assert_eq!(read.status, 200, "{}", read.text);
+    assert_eq!(read.token, Some(durable));
+    let m = request(&server, "GET", "/metrics", None, None, None);
+    assert!(
+        m.text
+            .lines()
+            .any(|l| l == format!("delegraph_log_position {durable}")),
+        "{}",
+        m.text
+    );
+    server.stop();
+}
