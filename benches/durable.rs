@@ -79,7 +79,7 @@ fn main() {
         return;
     };
     println!("fsync (128-byte write + fdatasync): p50 {p50:.2?}, p99 {p99:.2?}");
-    println!("writers  batches/s  mean latency  target");
+    println!("writers  batches/s  mean latency  target            group commit");
     for threads in threads {
         let Ok(dir) = tempfile::tempdir_in(tmp_root()) else {
             eprintln!("cannot create a temporary directory");
@@ -89,7 +89,8 @@ fn main() {
             eprintln!("cannot open the log");
             return;
         };
-        let store = Store::new(world, Arc::new(log));
+        let log = Arc::new(log);
+        let store = Store::new(world, log.clone());
         let deadline = Instant::now() + Duration::from_secs(secs);
         let start = Instant::now();
         let done: usize = std::thread::scope(|s| {
@@ -116,10 +117,14 @@ fn main() {
         let el = start.elapsed().as_secs_f64();
         let rate = done as f64 / el;
         let target = (0.8 * threads as f64 / p50.as_secs_f64()).min(50_000.0);
+        let (groups, sync) = log.group_stats();
         println!(
-            "{threads:>7}  {rate:>9.0}  {:>12.2?}  {target:>6.0} ({})",
+            "{threads:>7}  {rate:>9.0}  {:>12.2?}  {target:>6.0} ({})  {:.1} batches/group, write+fdatasync {:.2?}/group, {:.0} % of the time in it",
             Duration::from_secs_f64(threads as f64 / rate.max(1.0)),
-            if rate >= target { "met" } else { "missed" }
+            if rate >= target { "met" } else { "missed" },
+            done as f64 / groups.max(1) as f64,
+            sync / u32::try_from(groups.max(1)).unwrap_or(u32::MAX),
+            100.0 * sync.as_secs_f64() / el
         );
     }
 }

@@ -167,6 +167,10 @@ pub struct Store {
     /// The token of the newest published version (for `min_token` waits).
     visible: watch::Sender<u64>,
     healthy: AtomicBool,
+    /// Serialises publishers (not readers).
+    publishing: Mutex<()>,
+    /// Staged versions not yet published, in token order (pushed under the sequencer).
+    unpublished: Mutex<VecDeque<Arc<Version>>>,
     /// Why the store stopped taking writes (set once, with `healthy` false).
     unhealthy: Mutex<Option<String>>,
     compacting: Arc<AtomicBool>,
@@ -194,6 +198,8 @@ impl Store {
             journal,
             visible,
             healthy: AtomicBool::new(true),
+            publishing: Mutex::new(()),
+            unpublished: Mutex::new(VecDeque::new()),
             unhealthy: Mutex::new(None),
             compacting: Arc::new(AtomicBool::new(false)),
             pause: Arc::default(),
@@ -371,10 +377,9 @@ impl Store {
         };
         p.world = next.clone();
         p.token = token;
-        Ok(Staged {
-            version: Arc::new(Version { token, world: next }),
-            outcome,
-        })
+        let version = Arc::new(Version { token, world: next });
+        self.unpublished.lock().push_back(version.clone());
+        Ok(Staged { version, outcome })
     }
 
     /// Waits until the staged record is durable and publishes its version. A journal
@@ -388,7 +393,7 @@ impl Store {
                 reason: e.to_string(),
             });
         }
-        self.publish(staged.version.clone());
+        self.publish_durable(token);
         Ok(Committed {
             token,
             outcome: staged.outcome,
@@ -406,10 +411,37 @@ impl Store {
         self.finish(staged)
     }
 
-    /// Makes `v` the current version unless a newer one is already published (records
-    /// become durable in order, so a newer version holds `v`'s records), and keeps it in
-    /// the ring.
+    /// Publishes every staged version whose record is durable, `token`'s included.
+    /// The writers of one group wake together: the first publishes the whole group with
+    /// one swap (each swap costs arc-swap a walk over every reader thread), the others
+    /// find their version already out.
+    fn publish_durable(&self, token: u64) {
+        let _turn = self.publishing.lock();
+        if self.current.load().token >= token {
+            return;
+        }
+        let durable = self.journal.position().max(token);
+        let vs: Vec<Arc<Version>> = {
+            let mut u = self.unpublished.lock();
+            let n = u.partition_point(|v| v.token <= durable);
+            u.drain(..n).collect()
+        };
+        self.publish_all(&vs);
+    }
+
+    /// Makes `v` the current version unless a newer one is already published.
     fn publish(&self, v: Arc<Version>) {
+        let _turn = self.publishing.lock();
+        self.publish_all(&[v]);
+    }
+
+    /// Makes the newest of `vs` (ascending tokens) the current version unless a newer
+    /// one is already published (records become durable in order, so a newer version
+    /// holds their records), and keeps them in the ring. The caller holds `publishing`.
+    fn publish_all(&self, vs: &[Arc<Version>]) {
+        let Some(v) = vs.last().cloned() else {
+            return;
+        };
         self.current.rcu(|cur| {
             if cur.token >= v.token {
                 cur.clone()
@@ -419,9 +451,11 @@ impl Store {
         });
         self.ring.rcu(|ring| {
             let mut r = VecDeque::clone(ring);
-            let at = r.partition_point(|x| x.token < v.token);
-            if r.get(at).is_none_or(|x| x.token != v.token) {
-                r.insert(at, v.clone());
+            for v in vs.iter().skip(vs.len().saturating_sub(RING)) {
+                let at = r.partition_point(|x| x.token < v.token);
+                if r.get(at).is_none_or(|x| x.token != v.token) {
+                    r.insert(at, v.clone());
+                }
             }
             while r.len() > RING {
                 r.pop_front();

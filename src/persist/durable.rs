@@ -397,6 +397,11 @@ impl Log {
         Ok(self.wal.durable_seq()?)
     }
 
+    /// Groups written (one fdatasync each) and the time spent writing and syncing them.
+    pub fn group_stats(&self) -> (u64, std::time::Duration) {
+        self.wal.group_stats()
+    }
+
     /// Log bytes written since the last checkpoint (or present at open).
     pub fn bytes_since_checkpoint(&self) -> u64 {
         (self.initial_bytes + self.wal.written()).saturating_sub(self.checkpoint_mark.load(Ordering::Relaxed))
