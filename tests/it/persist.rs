@@ -827,3 +827,76 @@ fn a_policy_written_through_the_log_survives_replay_and_checkpoint() {
     assert_eq!(state.instances.len(), 1);
     assert!(state.resource_lists["app_ttd_regnskap"].enabled);
 }
+
+/// `serve --checkpoint-bytes` checkpoints by log size while serving: after a few writes
+/// past the limit a snapshot appears without a shutdown, and a server killed afterwards
+/// recovers from it.
+#[test]
+fn serve_checkpoints_by_log_size_while_serving() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_delegraph"))
+        .args([
+            "serve",
+            "--dev-no-auth",
+            "--bind",
+            "127.0.0.1:0",
+            "--checkpoint-bytes",
+            "1",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut url = None;
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 {
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            url = rest.split_whitespace().next().map(str::to_string);
+            break;
+        }
+        line.clear();
+    }
+    let url = url.expect("the server printed its address");
+    // Keep draining stderr so the server never blocks on it.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |body: &str| {
+        let mut r = agent
+            .post(format!("{url}/v1/events"))
+            .content_type("application/json")
+            .send(body.to_string())
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "{}",
+            r.body_mut().read_to_string().unwrap()
+        );
+    };
+    post(r#"[{"party": {"id": "org", "kind": "organisation", "unit_type": "AS"}}]"#);
+    post(r#"[{"party": {"id": "kari", "kind": "person"}}]"#);
+    let snapshot = || {
+        files(dir.path())
+            .into_iter()
+            .any(|n| n.starts_with("snap-") && n.ends_with(".snap"))
+    };
+    // The checkpoint thread looks every half second; allow a busy machine a minute.
+    let start = std::time::Instant::now();
+    while !snapshot() && start.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(snapshot(), "no checkpoint while serving: {:?}", files(dir.path()));
+    post(r#"[{"party": {"id": "bo", "kind": "person"}}]"#);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let s = Durable::open(dir.path()).unwrap();
+    assert!(s.recovery().snapshot_seq >= 1, "{:?}", s.recovery());
+    assert_eq!(s.last_seq().unwrap(), 3);
+    s.read(|w| assert!(w.graph.party_node("bo").is_some())).unwrap();
+}
