@@ -5,8 +5,10 @@
 //!
 //! * [`snapshot`] — the versioned snapshot schema (keyed by external ids), its
 //!   streaming, checksummed, compressed writer and reader, atomic save and load.
-//! * [`wal`] — log segments of checksummed records, group commit, tail repair.
-//! * [`durable`] — [`Durable`]: a world plus the log, recovery and checkpoints.
+//! * [`wal`] — log segments of groups of checksummed records (one group per
+//!   `fdatasync`, each record with its outcome digest), group commit, torn-tail repair.
+//! * [`durable`] — the [`Log`] (the server's journal), recovery, two-snapshot
+//!   checkpoints, and [`Durable`]: the server's `Store` over the log.
 //! * [`import`] — JSON Lines events applied in order.
 //! * [`invariants`] — structural checks every committed world satisfies.
 //! * [`error`] — the typed errors of all of the above.
