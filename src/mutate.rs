@@ -380,43 +380,207 @@ fn reach(w: &World, touched: &BTreeSet<NodeId>, whole: &BTreeSet<NodeId>) -> Rea
     }
 }
 
-fn accesses_in(w: &World, r: &Reach) -> BTreeSet<Access> {
-    let parties: BTreeSet<NodeId> = r
-        .parties
-        .iter()
-        .filter(|n| w.graph.party(**n).is_some())
-        .copied()
-        .collect();
-    let mut out = BTreeSet::new();
-    for s in r.subjects.iter().filter(|n| w.graph.party(**n).is_some()) {
-        if r.whole.contains(s) {
-            out.extend(accesses_of(w, *s, None));
-        } else {
-            out.extend(accesses_of(w, *s, Some(&parties)));
+/// One access in engine ids (compared between the worlds before and after an event;
+/// only the lost ones are turned into external ids).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum RawAccess {
+    Package(NodeId, PackageId),
+    Resource(NodeId, NodeId, String),
+}
+
+/// Every access of `x`, sorted; with `parties`, only those for these parties.
+fn raw_accesses(w: &World, x: NodeId, parties: Option<&BTreeSet<NodeId>>) -> Vec<RawAccess> {
+    let mut by_party: BTreeMap<NodeId, Vec<resolve::Record>> = BTreeMap::new();
+    match parties {
+        None => {
+            for r in resolve::records(w, x, None) {
+                by_party.entry(r.from).or_default().push(r);
+            }
+        }
+        Some(ps) => {
+            for f in ps {
+                let recs = resolve::records(w, x, Some(*f));
+                if !recs.is_empty() {
+                    by_party.insert(*f, recs);
+                }
+            }
         }
     }
+    let mut out = Vec::new();
+    for (f, recs) in by_party {
+        let mut pk = PackageSet::EMPTY;
+        for r in &recs {
+            pk.union_with(&r.packages);
+        }
+        out.extend(pk.iter().map(|p| RawAccess::Package(f, p)));
+        for (res, action) in crate::decide::permitted_actions(w, f, &recs) {
+            out.push(RawAccess::Resource(f, res, action));
+        }
+    }
+    out.sort();
+    out.dedup();
     out
 }
 
-/// Applies `ev` in a transaction, runs `f` on the changed world, and rolls back.
-fn with_applied<T>(w: &mut World, ev: &Event, f: impl FnOnce(&Tx<'_>) -> T) -> Result<T> {
-    let mut tx = Tx::new(w);
-    if let Err(e) = apply_in(&mut tx, ev) {
-        tx.rollback();
-        return Err(e);
-    }
-    let out = f(&tx);
-    tx.rollback();
-    Ok(out)
+/// What a simulation may spend: a deadline, how many entries it may hold at once, and
+/// a flag that stops it (the client went away).
+///
+/// The memory a simulation holds is counted, not measured: the entries of the event's
+/// change log (one per edge, node or state it changed, cascades included) plus the
+/// accesses of the one subject being compared, before and after. Subjects are compared
+/// one at a time and only the lost accesses the caller keeps stay, so nothing else
+/// grows with the world.
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    /// Past this instant the simulation stops with [`SimError::OverTime`].
+    pub deadline: Option<std::time::Instant>,
+    /// The most entries held at once (see above); 0 means no limit.
+    pub max_entries: usize,
+    /// Set by someone else to stop the simulation ([`SimError::Cancelled`]).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
-/// Predicts what `ev` would remove and which accesses would be lost, changing nothing.
-///
-/// The event is applied twice inside transactions that are always rolled back: once to
-/// learn what it touches, once to read the world after it. Accesses are compared only
-/// where the change can reach (see `Reach`), over the same subjects and parties before
-/// and after.
+impl Budget {
+    /// No deadline, no entry limit, no cancellation (scenario files, the CLI, tests).
+    pub fn unlimited() -> Budget {
+        Budget::default()
+    }
+
+    fn check_time(&self) -> std::result::Result<(), SimError> {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(SimError::Cancelled);
+        }
+        if self.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Err(SimError::OverTime);
+        }
+        Ok(())
+    }
+
+    fn check_entries(&self, held: usize, what: &str) -> std::result::Result<(), SimError> {
+        if self.max_entries > 0 && held > self.max_entries {
+            return Err(SimError::OverEntries {
+                held,
+                max: self.max_entries,
+                what: what.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a simulation gave no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimError {
+    /// The event itself is refused (the error the same event would get as a write).
+    #[error(transparent)]
+    Refused(#[from] Error),
+    #[error("the simulation ran past its time budget")]
+    OverTime,
+    #[error("the simulation would hold {held} entries ({what}), more than its budget of {max}")]
+    OverEntries { held: usize, max: usize, what: String },
+    #[error("the simulation was cancelled")]
+    Cancelled,
+}
+
+/// The totals of a streamed simulation (the lost accesses went to the sink).
+#[derive(Debug, Clone, Default)]
+pub struct Streamed {
+    pub lost_count: usize,
+    /// Subjects whose accesses were compared.
+    pub subjects: usize,
+    pub outcome: Outcome,
+}
+
+/// What `simulate` needs to know about the change, read from the change log.
+struct Touched {
+    nodes: BTreeSet<NodeId>,
+    whole: BTreeSet<NodeId>,
+    attributes_changed: bool,
+}
+
+fn touched_by(tx: &Tx<'_>) -> Touched {
+    let c = tx.w.catalog;
+    let mut t = Touched {
+        nodes: BTreeSet::new(),
+        whole: BTreeSet::new(),
+        attributes_changed: false,
+    };
+    for u in &tx.undo {
+        match u {
+            Undo::Edge(k, _) => match *k {
+                EdgeKey::Assignment { from, to, role } => {
+                    t.nodes.insert(from);
+                    t.nodes.insert(to);
+                    if c.is_key_role(role) {
+                        t.whole.insert(to);
+                    }
+                }
+                EdgeKey::Delegation {
+                    client,
+                    agent,
+                    facilitator,
+                    ..
+                } => {
+                    t.nodes.extend([client, agent, facilitator]);
+                }
+                EdgeKey::MainUnit { sub, main } => {
+                    t.nodes.extend([sub, main]);
+                }
+            },
+            Undo::Node(n, _) => {
+                t.attributes_changed = true;
+                t.nodes.insert(*n);
+                for (_, s, _) in tx.w.graph.incoming(*n) {
+                    t.nodes.insert(s);
+                }
+                for (_, o, _) in tx.w.graph.outgoing(*n) {
+                    t.nodes.insert(o);
+                }
+            }
+            _ => {}
+        }
+    }
+    t
+}
+
+/// Predicts what `ev` would remove and which accesses would be lost, changing nothing:
+/// every lost access, sorted. Without a budget (scenario files, the CLI, tests); the
+/// server uses [`simulate_streaming`].
 pub fn simulate(w: &mut World, ev: &Event) -> Result<Simulation> {
+    let mut lost = BTreeSet::new();
+    let s = simulate_streaming(w, ev, &Budget::unlimited(), |l| lost.extend(l)).map_err(|e| match e {
+        SimError::Refused(e) => e,
+        // An unlimited budget neither runs out nor is cancelled.
+        other => Error::invalid(other.to_string()),
+    })?;
+    Ok(Simulation {
+        lost,
+        removed_assignments: s.outcome.removed_assignments.len(),
+        removed_delegations: s.outcome.removed_delegations.len(),
+        outcome: s.outcome,
+    })
+}
+
+/// Predicts what `ev` would remove and which accesses would be lost, changing nothing,
+/// within `budget`, handing the lost accesses to `sink` one subject at a time, subjects
+/// in the order of their external ids.
+///
+/// The event is applied once, to a private O(1) copy of `w` (`after`); `w` is `before`.
+/// Accesses are compared only where the change can reach (see `Reach`) — every subject
+/// for a global event (`resource`, `retire_a2_roles`, `clock`, `policy`,
+/// `access_list`) — over the same subjects and parties before and after, one subject
+/// at a time: the accesses of one subject are all that is held besides the change.
+pub fn simulate_streaming(
+    w: &World,
+    ev: &Event,
+    budget: &Budget,
+    mut sink: impl FnMut(Vec<Access>),
+) -> std::result::Result<Streamed, SimError> {
+    budget.check_time()?;
     // Events that change policies or global state can touch anyone.
     let global = matches!(
         ev,
@@ -426,80 +590,109 @@ pub fn simulate(w: &mut World, ev: &Event) -> Result<Simulation> {
             | Event::Policy(_)
             | Event::AccessList(_)
     );
-    let (outcome, touched, whole, attributes_changed, reach_after) = with_applied(w, ev, |tx| {
-        let c = tx.w.catalog;
-        let mut touched = BTreeSet::new();
-        let mut whole = BTreeSet::new();
-        let mut attributes_changed = false;
-        for u in &tx.undo {
-            match u {
-                Undo::Edge(k, _) => match *k {
-                    EdgeKey::Assignment { from, to, role } => {
-                        touched.insert(from);
-                        touched.insert(to);
-                        if c.is_key_role(role) {
-                            whole.insert(to);
-                        }
-                    }
-                    EdgeKey::Delegation {
-                        client,
-                        agent,
-                        facilitator,
-                        ..
-                    } => {
-                        touched.extend([client, agent, facilitator]);
-                    }
-                    EdgeKey::MainUnit { sub, main } => {
-                        touched.extend([sub, main]);
-                    }
-                },
-                Undo::Node(n, _) => {
-                    attributes_changed = true;
-                    touched.insert(*n);
-                    for (_, s, _) in tx.w.graph.incoming(*n) {
-                        touched.insert(s);
-                    }
-                    for (_, t, _) in tx.w.graph.outgoing(*n) {
-                        touched.insert(t);
-                    }
-                }
-                _ => {}
-            }
-        }
-        let r = reach(tx.w, &touched, &whole);
-        (tx.outcome(), touched, whole, attributes_changed, r)
-    })?;
+    let mut after = w.clone();
+    let (outcome, touched, changes) = {
+        let mut tx = Tx::new(&mut after);
+        // A refusal leaves a half-changed private copy, which is dropped.
+        apply_in(&mut tx, ev)?;
+        // The transaction is not rolled back: `after` keeps the change.
+        (tx.outcome(), touched_by(&tx), tx.undo.len())
+    };
+    budget.check_entries(changes, "the event's changes")?;
+    budget.check_time()?;
+    let g = &w.graph;
     let region = if global {
-        let all: BTreeSet<NodeId> = w.graph.parties().map(|(n, _)| n).collect();
         Reach {
-            subjects: all.clone(),
+            subjects: BTreeSet::new(),
             parties: BTreeSet::new(),
-            whole: all,
+            whole: BTreeSet::new(),
         }
     } else {
         let t: BTreeSet<NodeId> = touched
+            .nodes
             .iter()
-            .filter(|n| w.graph.party(**n).is_some())
+            .filter(|n| g.party(**n).is_some())
             .copied()
             .collect();
-        let mut r = reach(w, &t, &whole);
-        r.subjects.extend(reach_after.subjects);
-        r.parties.extend(reach_after.parties);
-        r.whole.extend(reach_after.whole);
-        if attributes_changed {
+        let mut r = reach(w, &t, &touched.whole);
+        let ra = reach(&after, &touched.nodes, &touched.whole);
+        r.subjects.extend(ra.subjects);
+        r.parties.extend(ra.parties);
+        r.whole.extend(ra.whole);
+        if touched.attributes_changed {
             r.whole = r.subjects.clone();
         }
         r
     };
-    let before = accesses_in(w, &region);
-    let after = with_applied(w, ev, |tx| accesses_in(tx.w, &region))?;
-    let lost = before.into_iter().filter(|a| !after.contains(a)).collect();
-    Ok(Simulation {
-        lost,
-        removed_assignments: outcome.removed_assignments.len(),
-        removed_delegations: outcome.removed_delegations.len(),
+    // Subjects in the order of their external ids, so that the first N lost accesses a
+    // caller keeps are the first N of the sorted answer.
+    let mut subjects: Vec<NodeId> = if global {
+        g.parties().map(|(n, _)| n).collect()
+    } else {
+        region
+            .subjects
+            .iter()
+            .filter(|n| g.party(**n).is_some())
+            .copied()
+            .collect()
+    };
+    subjects.sort_by(|a, b| g.ext_id(*a).cmp(g.ext_id(*b)));
+    let parties: BTreeSet<NodeId> = region
+        .parties
+        .iter()
+        .filter(|n| g.party(**n).is_some())
+        .copied()
+        .collect();
+    let mut out = Streamed {
         outcome,
-    })
+        ..Streamed::default()
+    };
+    for s in subjects {
+        budget.check_time()?;
+        let only = (!global && !region.whole.contains(&s)).then_some(&parties);
+        let before = raw_accesses(w, s, only);
+        budget.check_entries(
+            changes + before.len(),
+            "the event's changes and one subject's accesses",
+        )?;
+        let now = if after.graph.party(s).is_some() {
+            raw_accesses(&after, s, only)
+        } else {
+            Vec::new()
+        };
+        budget.check_entries(
+            changes + before.len() + now.len(),
+            "the event's changes and one subject's accesses",
+        )?;
+        out.subjects += 1;
+        let lost: Vec<Access> = before
+            .into_iter()
+            .filter(|a| now.binary_search(a).is_err())
+            .map(|a| external(w, s, a))
+            .collect();
+        if !lost.is_empty() {
+            out.lost_count += lost.len();
+            sink(lost);
+        }
+    }
+    Ok(out)
+}
+
+fn external(w: &World, s: NodeId, a: RawAccess) -> Access {
+    let g = &w.graph;
+    match a {
+        RawAccess::Package(f, p) => Access::Package {
+            subject: g.ext_id(s).to_string(),
+            party: g.ext_id(f).to_string(),
+            package: w.catalog.package(p).code.clone(),
+        },
+        RawAccess::Resource(f, r, action) => Access::Resource {
+            subject: g.ext_id(s).to_string(),
+            party: g.ext_id(f).to_string(),
+            resource: g.ext_id(r).to_string(),
+            action,
+        },
+    }
 }
 
 // ----------------------------------------------------------------------------------

@@ -77,6 +77,8 @@ pub struct AppState {
     pub auth: Auth,
     pub metrics: Metrics,
     pub allow_reset: bool,
+    /// Background work: simulate, a2-impact, checkpoints ([`crate::background`]).
+    pub jobs: Arc<crate::background::Jobs>,
 }
 
 /// Counts and times every request, refuses an oversized query string, cuts a request
@@ -246,6 +248,7 @@ pub fn app_state(config: &ServerConfig, partitions: Arc<Partitions>) -> web::Dat
         auth: config.auth.clone(),
         metrics: Metrics::default(),
         allow_reset: config.allow_reset,
+        jobs: Arc::new(crate::background::Jobs::new(config.limits.background_threads)),
     })
 }
 

@@ -182,22 +182,55 @@ async fn query_route(
         Some(t) => store.pin_at(t)?,
         None => store.pin(),
     };
-    let (answer, token) = if q.needs_exclusive() {
-        // A simulation runs on a private copy of its version, on a blocking thread: it
-        // holds no HTTP worker and no lock.
-        let store = store.clone();
-        web::block(move || store.exclusive_on(version, |w| query::evaluate_mut(w, &q)))
-            .await
-            .map_err(|e| {
-                Problem::new(
-                    ProblemCode::Unavailable,
-                    format!("the simulation did not run: {e}"),
-                )
-            })?
-    } else {
-        (query::evaluate(&version.world, &q), version.token)
-    };
-    Ok(json_ok(token, &answer?.body()?))
+    if let Query::Simulate(sq) = q {
+        return simulate_on(&state, store, version, sq).await;
+    }
+    let answer = query::evaluate(&version.world, &q)?;
+    Ok(json_ok(version.token, &answer.body()?))
+}
+
+/// `simulate` on its pinned version, in the background pool ([`crate::background`]):
+/// a private copy, low priority, within the server's budget, stopped when the client
+/// goes away. It holds no HTTP worker and no lock.
+async fn simulate_on(
+    state: &AppState,
+    store: &std::sync::Arc<crate::partition::Store>,
+    version: std::sync::Arc<crate::partition::Version>,
+    q: SimulateQuery,
+) -> Result<HttpResponse, Problem> {
+    if let Some(n) = q.limit
+        && n > super::a2::MAX_LIMIT
+    {
+        return Err(Problem::invalid(format!(
+            "`limit` is {n}, more than the most an answer lists ({})",
+            super::a2::MAX_LIMIT
+        )));
+    }
+    let cancel = crate::background::CancelOnDrop::new();
+    let (time, max_entries, flag) = (
+        state.limits.simulate_time,
+        state.limits.simulate_max_entries,
+        cancel.flag(),
+    );
+    let store = store.clone();
+    let (answer, token) = state
+        .jobs
+        .pool
+        .run("simulate", move || {
+            // The budget's clock starts when the job runs, not while it waits its turn.
+            let budget = crate::mutate::Budget {
+                deadline: Some(std::time::Instant::now() + time),
+                max_entries,
+                cancel: Some(flag),
+            };
+            store.exclusive_on(version, |w| {
+                query::simulate_within(w, &q, &budget, super::a2::DEFAULT_LIMIT)
+            })
+        })
+        .await?;
+    cancel.disarm();
+    let answer = Answer::Simulate(answer?);
+    Ok(json_ok(token, &answer.body()?))
 }
 
 // ----------------------------------------------------------------------------------
@@ -398,10 +431,15 @@ query_handler!(request_status, "request_status");
 fn addable_clients_doc() {}
 query_handler!(addable_clients, "addable_clients");
 
-/// What one event would remove, computed without changing anything.
+/// What one event would remove, computed without changing anything: the counts, and the
+/// first `limit` entries of each list (default 1000, at most 100000) with `truncated`.
+/// Runs on a private copy of the pinned version in the background pool, within the
+/// server's budget (time, and entries held at once): past it 413 `limit_exceeded`,
+/// and 503 `busy` (with `Retry-After`) when the background queue is full.
 #[utoipa::path(post, path = "/v1/simulate", operation_id = "simulate", tag = "queries", params(MinToken),
     request_body(content = SimulateQuery),
-    responses((status = 200, body = SimulateAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    responses((status = 200, body = SimulateAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "`busy`: the background queue is full; retry after `Retry-After` seconds", body = ProblemDetails, content_type = "application/problem+json")),
     security(("bearer" = ["delegraph:read"])))]
 #[allow(unused)]
 fn simulate_doc() {}
