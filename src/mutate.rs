@@ -385,11 +385,169 @@ fn reach(w: &World, touched: &BTreeSet<NodeId>, whole: &BTreeSet<NodeId>) -> Rea
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum RawAccess {
     Package(NodeId, PackageId),
-    Resource(NodeId, NodeId, String),
+    /// (party, resource, action as its number in [`Classes::actions`]).
+    Resource(NodeId, NodeId, u32),
 }
 
-/// Every access of `x`, sorted; with `parties`, only those for these parties.
-fn raw_accesses(w: &World, x: NodeId, parties: Option<&BTreeSet<NodeId>>) -> Vec<RawAccess> {
+/// The policy step's permits of one class of holders: the (resource, action) pairs whose
+/// policy answers Permit to anyone holding exactly these roles and packages, with
+/// whether the resource is in access-list mode. The policy step of a decision reads
+/// only the roles and packages held (`rules` match them; an XACML policy sees the
+/// rights the information point adds from them), never the party, so a class is
+/// evaluated once per world; the grants and the access lists, which do depend on the
+/// records and the party, are applied per party.
+type ClassPermits = std::sync::Arc<Vec<(NodeId, u32, bool)>>;
+
+/// The classes evaluated in one world.
+#[derive(Default)]
+struct Classes {
+    map: HashMap<(crate::catalog::RoleSet, PackageSet), ClassPermits>,
+    /// Entries held in all classes (counted in the simulation's budget).
+    entries: usize,
+}
+
+/// Action names by number, shared by the worlds before and after (so that their
+/// accesses compare as numbers).
+#[derive(Default)]
+struct ActionNames {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl ActionNames {
+    fn id(&mut self, a: &str) -> u32 {
+        if let Some(i) = self.ids.get(a) {
+            return *i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(a.to_string());
+        self.ids.insert(a.to_string(), i);
+        i
+    }
+
+    fn name(&self, i: u32) -> &str {
+        self.names.get(i as usize).map_or("", String::as_str)
+    }
+}
+
+fn class_permits(
+    w: &World,
+    classes: &mut Classes,
+    names: &mut ActionNames,
+    recs: &[resolve::Record],
+) -> ClassPermits {
+    use crate::decide::{self, Form};
+    use crate::pdp::response::Decision;
+    let key = decide::held(recs);
+    if let Some(p) = classes.map.get(&key) {
+        return p.clone();
+    }
+    let (roles, packages) = &key;
+    let mut out = Vec::new();
+    for (n, res) in w.graph.resources() {
+        // The actions of rules naming a held token (as `decide::permitted_actions`
+        // gathers them).
+        let mut actions = BTreeSet::new();
+        for rule in &res.rules {
+            if rule
+                .any_of
+                .iter()
+                .any(|t| resolve::token_matches(w, *t, roles, packages))
+            {
+                actions.extend(rule.actions.iter().cloned());
+            }
+        }
+        let list_mode = decide::in_list_mode(w, &res.id);
+        match decide::form(w, &res.id) {
+            Form::Xacml(policy) => {
+                // And every action the policy pins, decided by the policy.
+                actions.extend(crate::pdp::records::policy_actions(policy));
+                for a in actions {
+                    if crate::pdp::records::policy_decision(w, &res.id, policy, recs, &a) == Decision::Permit
+                    {
+                        out.push((n, names.id(&a), list_mode));
+                    }
+                }
+            }
+            // A rule naming a held token permits the actions it lists.
+            Form::Rules(_) => out.extend(actions.into_iter().map(|a| (n, names.id(&a), list_mode))),
+            Form::Missing => {}
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    classes.entries += out.len();
+    let out = std::sync::Arc::new(out);
+    classes.map.insert(key, out.clone());
+    out
+}
+
+/// The resource actions `recs` (one subject's records for `party`) are permitted: the
+/// class's policy permits that the access lists let stand, then the actions of the
+/// grants the records carry, decided in full. The same answer as
+/// `decide::permitted_actions`, with the policy step evaluated once per class.
+fn permitted_by_class(
+    w: &World,
+    class: &ClassPermits,
+    names: &mut ActionNames,
+    party: NodeId,
+    recs: &[resolve::Record],
+    out: &mut Vec<(NodeId, u32)>,
+) {
+    for (n, a, list_mode) in class.iter() {
+        let stands = !list_mode
+            || w.graph.resource(*n).is_some_and(|r| {
+                crate::decide::lists_allow(w, &r.id, Some(party), &[names.name(*a).to_string()])
+            });
+        if stands {
+            out.push((*n, *a));
+        }
+    }
+    for r in recs {
+        for (res, acts) in resolve::resource_grants(w, r).into_iter().flatten() {
+            for a in acts {
+                if crate::decide::permits_with(w, recs, party, *res, a, None) {
+                    out.push((*res, names.id(a)));
+                }
+            }
+        }
+    }
+}
+
+/// One subject's view of one party: the packages held, the class's policy permits, and
+/// the records (for the grants and the access lists, when they matter).
+struct PartyView {
+    party: NodeId,
+    packages: PackageSet,
+    class: ClassPermits,
+    /// No grant on the records and no resource in access-list mode among the class's
+    /// permits: the resource permits are exactly the class's.
+    simple: bool,
+    recs: Vec<resolve::Record>,
+}
+
+impl PartyView {
+    /// The resource permits, sorted.
+    fn resources(&self, w: &World, names: &mut ActionNames) -> Vec<(NodeId, u32)> {
+        if self.simple {
+            return self.class.iter().map(|(n, a, _)| (*n, *a)).collect();
+        }
+        let mut out = Vec::new();
+        permitted_by_class(w, &self.class, names, self.party, &self.recs, &mut out);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// `x`'s views of its parties (with `parties`, only of those), in party order.
+fn party_views(
+    w: &World,
+    classes: &mut Classes,
+    names: &mut ActionNames,
+    x: NodeId,
+    parties: Option<&BTreeSet<NodeId>>,
+) -> Vec<PartyView> {
     let mut by_party: BTreeMap<NodeId, Vec<resolve::Record>> = BTreeMap::new();
     match parties {
         None => {
@@ -406,19 +564,97 @@ fn raw_accesses(w: &World, x: NodeId, parties: Option<&BTreeSet<NodeId>>) -> Vec
             }
         }
     }
+    by_party
+        .into_iter()
+        .map(|(party, recs)| {
+            let mut packages = PackageSet::EMPTY;
+            for r in &recs {
+                packages.union_with(&r.packages);
+            }
+            let class = class_permits(w, classes, names, &recs);
+            let grants = recs
+                .iter()
+                .any(|r| resolve::resource_grants(w, r).is_some_and(|g| !g.is_empty()));
+            let simple = !grants && !class.iter().any(|(_, _, list)| *list);
+            PartyView {
+                party,
+                packages,
+                class,
+                simple,
+                recs,
+            }
+        })
+        .collect()
+}
+
+/// Entries of `a` not in `b` (both sorted).
+fn sorted_minus<T: Ord + Copy>(a: &[T], b: &[T]) -> Vec<T> {
     let mut out = Vec::new();
-    for (f, recs) in by_party {
-        let mut pk = PackageSet::EMPTY;
-        for r in &recs {
-            pk.union_with(&r.packages);
+    let mut j = 0;
+    for x in a {
+        while b.get(j).is_some_and(|y| y < x) {
+            j += 1;
         }
-        out.extend(pk.iter().map(|p| RawAccess::Package(f, p)));
-        for (res, action) in crate::decide::permitted_actions(w, f, &recs) {
-            out.push(RawAccess::Resource(f, res, action));
+        if b.get(j) != Some(x) {
+            out.push(*x);
         }
     }
-    out.sort();
-    out.dedup();
+    out
+}
+
+/// The class permits lost between two classes, by their addresses (both worlds' classes
+/// live as long as the simulation, so the addresses stay theirs).
+type DiffCache = HashMap<(usize, usize), std::sync::Arc<Vec<(NodeId, u32)>>>;
+
+/// What `x` loses between its views `before` and `after` (both in party order).
+fn lost_between(
+    w: &World,
+    after_w: &World,
+    names: &mut ActionNames,
+    diffs: &mut DiffCache,
+    before: &[PartyView],
+    after: &[PartyView],
+) -> Vec<RawAccess> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for b in before {
+        while after.get(j).is_some_and(|a| a.party < b.party) {
+            j += 1;
+        }
+        let a = after.get(j).filter(|a| a.party == b.party);
+        let kept_packages = a.map_or(PackageSet::EMPTY, |a| a.packages);
+        out.extend(
+            b.packages
+                .iter()
+                .filter(|p| !kept_packages.contains(*p))
+                .map(|p| RawAccess::Package(b.party, p)),
+        );
+        let lost: Vec<(NodeId, u32)> = match a {
+            None => b.resources(w, names),
+            Some(a) if b.simple && a.simple => {
+                if std::sync::Arc::ptr_eq(&b.class, &a.class) {
+                    Vec::new()
+                } else {
+                    let key = (
+                        std::sync::Arc::as_ptr(&b.class) as usize,
+                        std::sync::Arc::as_ptr(&a.class) as usize,
+                    );
+                    let d = diffs.entry(key).or_insert_with(|| {
+                        std::sync::Arc::new(sorted_minus(
+                            &b.resources(w, names),
+                            &a.resources(after_w, names),
+                        ))
+                    });
+                    d.to_vec()
+                }
+            }
+            Some(a) => sorted_minus(&b.resources(w, names), &a.resources(after_w, names)),
+        };
+        out.extend(
+            lost.into_iter()
+                .map(|(n, act)| RawAccess::Resource(b.party, n, act)),
+        );
+    }
     out
 }
 
@@ -552,11 +788,14 @@ fn touched_by(tx: &Tx<'_>) -> Touched {
 /// server uses [`simulate_streaming`].
 pub fn simulate(w: &mut World, ev: &Event) -> Result<Simulation> {
     let mut lost = BTreeSet::new();
-    let s = simulate_streaming(w, ev, &Budget::unlimited(), |l| lost.extend(l)).map_err(|e| match e {
-        SimError::Refused(e) => e,
-        // An unlimited budget neither runs out nor is cancelled.
-        other => Error::invalid(other.to_string()),
-    })?;
+    let s =
+        simulate_streaming(w, ev, &Budget::unlimited(), |l| lost.extend(l.accesses())).map_err(
+            |e| match e {
+                SimError::Refused(e) => e,
+                // An unlimited budget neither runs out nor is cancelled.
+                other => Error::invalid(other.to_string()),
+            },
+        )?;
     Ok(Simulation {
         lost,
         removed_assignments: s.outcome.removed_assignments.len(),
@@ -578,7 +817,7 @@ pub fn simulate_streaming(
     w: &World,
     ev: &Event,
     budget: &Budget,
-    mut sink: impl FnMut(Vec<Access>),
+    mut sink: impl FnMut(SubjectLoss<'_>),
 ) -> std::result::Result<Streamed, SimError> {
     budget.check_time()?;
     // Events that change policies or global state can touch anyone.
@@ -647,38 +886,62 @@ pub fn simulate_streaming(
         outcome,
         ..Streamed::default()
     };
+    let (mut classes_before, mut classes_after) = (Classes::default(), Classes::default());
+    let mut names = ActionNames::default();
+    const HELD: &str = "the event's changes, the classes' permits and one subject's accesses";
+    let mut diffs = DiffCache::new();
     for s in subjects {
         budget.check_time()?;
         let only = (!global && !region.whole.contains(&s)).then_some(&parties);
-        let before = raw_accesses(w, s, only);
-        budget.check_entries(
-            changes + before.len(),
-            "the event's changes and one subject's accesses",
-        )?;
+        let before = party_views(w, &mut classes_before, &mut names, s, only);
         let now = if after.graph.party(s).is_some() {
-            raw_accesses(&after, s, only)
+            party_views(&after, &mut classes_after, &mut names, s, only)
         } else {
             Vec::new()
         };
-        budget.check_entries(
-            changes + before.len() + now.len(),
-            "the event's changes and one subject's accesses",
-        )?;
+        let lost = lost_between(w, &after, &mut names, &mut diffs, &before, &now);
+        let fixed = changes + classes_before.entries + classes_after.entries + diffs.len();
+        budget.check_entries(fixed + before.len() + now.len() + lost.len(), HELD)?;
         out.subjects += 1;
-        let lost: Vec<Access> = before
-            .into_iter()
-            .filter(|a| now.binary_search(a).is_err())
-            .map(|a| external(w, s, a))
-            .collect();
         if !lost.is_empty() {
             out.lost_count += lost.len();
-            sink(lost);
+            sink(SubjectLoss {
+                w,
+                names: &names,
+                subject: s,
+                lost,
+            });
         }
     }
     Ok(out)
 }
 
-fn external(w: &World, s: NodeId, a: RawAccess) -> Access {
+/// The accesses one subject would lose, in engine ids until asked for as external ids
+/// (a caller that keeps only the first N need not build the rest).
+pub struct SubjectLoss<'a> {
+    w: &'a World,
+    names: &'a ActionNames,
+    subject: NodeId,
+    lost: Vec<RawAccess>,
+}
+
+impl SubjectLoss<'_> {
+    pub fn len(&self) -> usize {
+        self.lost.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lost.is_empty()
+    }
+
+    /// The lost accesses as external ids.
+    pub fn accesses(self) -> Vec<Access> {
+        let (w, names, s) = (self.w, self.names, self.subject);
+        self.lost.into_iter().map(|a| external(w, names, s, a)).collect()
+    }
+}
+
+fn external(w: &World, names: &ActionNames, s: NodeId, a: RawAccess) -> Access {
     let g = &w.graph;
     match a {
         RawAccess::Package(f, p) => Access::Package {
@@ -690,7 +953,7 @@ fn external(w: &World, s: NodeId, a: RawAccess) -> Access {
             subject: g.ext_id(s).to_string(),
             party: g.ext_id(f).to_string(),
             resource: g.ext_id(r).to_string(),
-            action,
+            action: names.name(action).to_string(),
         },
     }
 }

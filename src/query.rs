@@ -768,7 +768,7 @@ pub fn simulate_within(
         }
         // Subjects come in the order of their ids, so sorting one subject's accesses
         // keeps the whole list sorted.
-        let mut l: Vec<LostAccess> = subject.into_iter().map(lost_access).collect();
+        let mut l: Vec<LostAccess> = subject.accesses().into_iter().map(lost_access).collect();
         l.sort();
         lost.extend(l.into_iter().take(limit - lost.len()));
     })?;

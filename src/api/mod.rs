@@ -212,6 +212,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource(decision::DECISION_PATH).post(decision::decision))
         .service(resource(decision::AUTHORIZE_PATH).post(decision::authorize))
         .service(resource("/v1/admin/reset").post(post_reset))
+        .service(resource("/v1/admin/checkpoint").post(routes::post_checkpoint))
         .service(resource("/healthz").get(healthz))
         .service(resource("/readyz").get(readyz))
         .service(resource("/metrics").get(metrics))

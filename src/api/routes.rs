@@ -333,6 +333,57 @@ pub async fn post_reset(req: HttpRequest, state: web::Data<AppState>) -> Result<
     Ok(json_ok(token, &ResetAnswer { token }))
 }
 
+/// What a checkpoint asked for over HTTP did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointAnswer {
+    /// Whether a snapshot was written (false without `--data-dir`: nothing to write to).
+    pub written: bool,
+    /// The token of the state the snapshot holds.
+    pub token: Option<u64>,
+}
+
+/// Write a checkpoint now: a snapshot of the newest state through the journal, off the
+/// HTTP workers in the background pool, one at a time (a second one meanwhile: 503
+/// `busy` with `Retry-After`). Readers and writers do not wait for it.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/checkpoint",
+    tag = "admin",
+    responses(
+        (status = 200, description = "checkpointed (or nothing to checkpoint to)", body = CheckpointAnswer),
+        (status = "4XX", description = "refused", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "`busy`: a checkpoint is running; or the journal failed", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["delegraph:admin"]))
+)]
+pub async fn post_checkpoint(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+    state.auth.require(&req, Scope::Admin)?;
+    super::guard::same_origin(&req)?;
+    let turn = state
+        .jobs
+        .checkpoint
+        .try_start()
+        .ok_or_else(|| Problem::new(ProblemCode::Busy, "a checkpoint is already being written"))?;
+    let store = state.partitions.store().clone();
+    let written = state
+        .jobs
+        .pool
+        .run("checkpoint", move || {
+            let _turn = turn;
+            store.checkpoint()
+        })
+        .await?
+        .map_err(|e| Problem::new(ProblemCode::Unavailable, format!("the checkpoint failed: {e}")))?;
+    let visible = state.partitions.store().visible();
+    Ok(json_ok(
+        visible,
+        &CheckpointAnswer {
+            written: written.is_some(),
+            token: written,
+        },
+    ))
+}
+
 // ----------------------------------------------------------------------------------
 // Queries: GET with the fields as query parameters, or POST with a JSON body.
 
@@ -602,7 +653,7 @@ impl Modify for BearerScheme {
     ),
     paths(
         post_events, check_doc, check_batch, authorized_parties_doc, rights_doc, holders_doc,
-        can_delegate_doc, explain_doc, clients_doc, request_status_doc, addable_clients_doc, simulate_doc, post_reset, healthz, readyz,
+        can_delegate_doc, explain_doc, clients_doc, request_status_doc, addable_clients_doc, simulate_doc, post_reset, post_checkpoint, healthz, readyz,
         metrics, openapi_json, docs, super::decision::decision, super::decision::authorize,
         super::a2::a2_impact
     ),
