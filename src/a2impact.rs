@@ -813,11 +813,8 @@ pub fn report_streaming(
     progress: impl FnMut(usize, usize),
     sink: impl FnMut(LostPermit),
 ) -> Report {
-    match report_with(w, filter, listing, &RunOptions::default(), progress, sink) {
-        Ok(r) => r,
-        // Without a cancel flag or a deadline the report always finishes.
-        Err(Stopped::Cancelled | Stopped::OverTime) => Report::default(),
-    }
+    // Without a cancel flag or a deadline the report always finishes.
+    report_with(w, filter, listing, &RunOptions::default(), progress, sink).unwrap_or_default()
 }
 
 /// How a report runs: on how many threads, at which priority, until when.
