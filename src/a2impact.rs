@@ -810,9 +810,61 @@ pub fn report_streaming(
     w: &World,
     filter: &Filter,
     listing: Listing,
+    progress: impl FnMut(usize, usize),
+    sink: impl FnMut(LostPermit),
+) -> Report {
+    // Without a cancel flag or a deadline the report always finishes.
+    report_with(w, filter, listing, &RunOptions::default(), progress, sink).unwrap_or_default()
+}
+
+/// How a report runs: on how many threads, at which priority, until when.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Most threads examining pairs (default: the cores, at most 8).
+    pub threads: Option<usize>,
+    /// Whether those threads lower their own priority ([`crate::background`]).
+    pub low_priority: bool,
+    /// Set by someone else to stop the report.
+    pub cancel: Option<crate::background::Cancel>,
+    /// Past this instant the report stops.
+    pub deadline: Option<std::time::Instant>,
+}
+
+/// Why a report stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Stopped {
+    #[error("the report was cancelled")]
+    Cancelled,
+    #[error("the report ran past its time budget")]
+    OverTime,
+}
+
+impl RunOptions {
+    fn stop(&self) -> Option<Stopped> {
+        if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Some(Stopped::Cancelled);
+        }
+        if self.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Some(Stopped::OverTime);
+        }
+        None
+    }
+}
+
+/// [`report_streaming`] with [`RunOptions`]: the threads check the cancel flag and the
+/// deadline between chunks of pairs, and the report then ends with [`Stopped`] (the
+/// permits already handed to `sink` stay handed).
+pub fn report_with(
+    w: &World,
+    filter: &Filter,
+    listing: Listing,
+    opts: &RunOptions,
     mut progress: impl FnMut(usize, usize),
     mut sink: impl FnMut(LostPermit),
-) -> Report {
+) -> Result<Report, Stopped> {
+    if let Some(s) = opts.stop() {
+        return Err(s);
+    }
     let cand = candidates(w);
     let plan = plan(w, filter, &cand);
     let mut summaries: Vec<ResourceSummary> = plan
@@ -827,15 +879,20 @@ pub fn report_streaming(
     let mut out = Report::default();
     if plan.slots.is_empty() || w.a2_retired {
         out.resources = summaries;
-        return out;
+        return Ok(out);
+    }
+    if let Some(s) = opts.stop() {
+        return Err(s);
     }
     let pairs = &cand.pairs;
     let total = pairs.len();
     out.pairs_examined = total;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+    let threads = opts
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, 8)
         .min(total.div_ceil(CHUNK).max(1));
+    let stopped = std::sync::Mutex::new(None);
     let next_chunk = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let (tx, rx) = mpsc::sync_channel::<LostPermit>(4096);
@@ -848,10 +905,19 @@ pub fn report_streaming(
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let sender = (listing == Listing::All).then(|| tx.clone());
-                let (plan, next_chunk, done) = (&plan, &next_chunk, &done);
+                let (plan, next_chunk, done, stopped) = (&plan, &next_chunk, &done, &stopped);
                 scope.spawn(move || {
+                    if opts.low_priority {
+                        crate::background::lower_priority();
+                    }
                     let mut worker = Worker::new(w, plan, sender, first);
                     loop {
+                        if let Some(s) = opts.stop() {
+                            if let Ok(mut g) = stopped.lock() {
+                                *g = Some(s);
+                            }
+                            break;
+                        }
                         let k = next_chunk.fetch_add(1, Ordering::Relaxed);
                         let Some(chunk) = pairs.chunks(CHUNK).nth(k) else {
                             break;
@@ -899,6 +965,9 @@ pub fn report_streaming(
             }
         }
     });
+    if let Some(s) = stopped.into_inner().ok().flatten() {
+        return Err(s);
+    }
     progress(total, total);
     if let Some(n) = first {
         // Each worker listed its first N in the order of its chunks, so the first N of
@@ -909,7 +978,7 @@ pub fn report_streaming(
         }
     }
     out.resources = summaries;
-    out
+    Ok(out)
 }
 
 /// The report as a readable table, totals first.

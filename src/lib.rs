@@ -26,9 +26,12 @@
 //!   OpenAPI, and the HTTP client behind `delegraph test --server`.
 //! * [`loadtest`] — `delegraph loadtest`: bounded loopback load with HDR percentiles.
 //! * [`persist`] — snapshots, the write-ahead log, the durable store and the import.
+//! * [`background`] — the bounded pool of low-priority threads for simulate, reports
+//!   and checkpoints asked for over HTTP.
 
 pub mod a2impact;
 pub mod api;
+pub mod background;
 pub mod catalog;
 pub mod decide;
 pub mod event;

@@ -38,6 +38,55 @@ pub struct Plan {
     /// Checks per batched request.
     pub batch_size: usize,
     pub seed: u64,
+    /// Background work to run alongside the load, measured on its own.
+    pub during: Option<During>,
+}
+
+/// Work that `--during` runs alongside the load, on its own connections, until the
+/// load ends; its latencies are reported in a table of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum During {
+    /// A loop of `POST /v1/simulate`, alternating the end of a REGN relationship of the
+    /// biggest accounting firm (`unregister_role` client → firm, `regnskapsforer`) and
+    /// `retire_a2_roles`, each answer listing at most 100 entries.
+    Simulate,
+    /// A loop of `GET /v1/a2-impact?limit=100`.
+    A2Impact,
+    /// A loop of `POST /v1/admin/checkpoint` (needs an admin token; writes a snapshot
+    /// when the server has `--data-dir`).
+    Checkpoint,
+    /// A burst of one-event write batches (`grant`, then `revoke` of the same package)
+    /// from [`WRITE_CONNECTIONS`] connections, back to back.
+    Writes,
+}
+
+/// Connections of `--during writes`.
+pub const WRITE_CONNECTIONS: usize = 4;
+
+impl During {
+    pub fn parse(s: &str) -> Result<During, String> {
+        Ok(match s.trim() {
+            "simulate" => During::Simulate,
+            "a2-impact" => During::A2Impact,
+            "checkpoint" => During::Checkpoint,
+            "writes" => During::Writes,
+            other => {
+                return Err(format!(
+                    "unknown background work `{other}` (simulate, a2-impact, checkpoint, writes)"
+                ));
+            }
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            During::Simulate => "simulate",
+            During::A2Impact => "a2-impact",
+            During::Checkpoint => "checkpoint",
+            During::Writes => "writes",
+        }
+    }
 }
 
 /// Relative weights of the request kinds.
@@ -112,6 +161,17 @@ pub struct Report {
     pub requests_per_s: f64,
     pub decisions_per_s: f64,
     pub kinds: Vec<KindReport>,
+    /// The background work's latencies (`--during`), one row per request kind it sent.
+    pub during: Option<DuringReport>,
+}
+
+/// What the background work did while the load ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct DuringReport {
+    pub work: During,
+    pub kinds: Vec<KindReport>,
+    /// Answers by HTTP status (`0`: no answer), e.g. 413 for a simulation past its budget.
+    pub statuses: std::collections::BTreeMap<u16, u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +235,34 @@ struct Pool {
     subjects: Vec<String>,
     /// (from, to, package) for grant/revoke pairs.
     writes: Vec<(String, String, String)>,
+    /// (client, firm): a REGN relationship of the accounting firm with most clients.
+    regn: Option<(String, String)>,
+}
+
+/// A REGN relationship (client → firm, `regnskapsforer`) of the firm with most clients.
+fn biggest_regn(w: &World) -> Option<(String, String)> {
+    let regn = w.catalog.role_id("regnskapsforer")?;
+    let g = &w.graph;
+    let mut clients: std::collections::HashMap<crate::graph::NodeId, (usize, crate::graph::NodeId)> =
+        std::collections::HashMap::new();
+    for (n, _) in g.parties() {
+        for (_, to, e) in g.outgoing(n) {
+            if let crate::graph::Edge::Assignment(a) = e
+                && a.role == regn
+            {
+                let c = clients.entry(to).or_insert((0, n));
+                c.0 += 1;
+                if g.ext_id(n) < g.ext_id(c.1) {
+                    c.1 = n;
+                }
+            }
+        }
+    }
+    // Most clients; ties broken by the firm's id, so the choice is repeatable.
+    let (firm, (_, client)) = clients
+        .into_iter()
+        .max_by(|a, b| (a.1.0, g.ext_id(b.0)).cmp(&(b.1.0, g.ext_id(a.0))))?;
+    Some((g.ext_id(client).to_string(), g.ext_id(firm).to_string()))
 }
 
 fn pool(w: &World, seed: u64) -> Result<Pool, LoadError> {
@@ -223,6 +311,7 @@ fn pool(w: &World, seed: u64) -> Result<Pool, LoadError> {
         checks,
         subjects,
         writes,
+        regn: biggest_regn(w),
     })
 }
 
@@ -256,7 +345,26 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
         plan.mix.events,
     ];
     let total_weight: u32 = weights.iter().sum();
-    let results: Vec<KindStats> = std::thread::scope(|s| {
+    let (results, background): (Vec<KindStats>, Vec<DuringStats>) = std::thread::scope(|s| {
+        let background: Vec<_> = match plan.during {
+            None => Vec::new(),
+            Some(work) => {
+                let conns = if work == During::Writes {
+                    WRITE_CONNECTIONS
+                } else {
+                    1
+                };
+                (0..conns)
+                    .map(|c| {
+                        let (pool, stop, agent, base) =
+                            (pool.clone(), stop.clone(), agent.clone(), base.clone());
+                        s.spawn(move || {
+                            during_loop(work, c, &pool, &agent, &base, plan.token.as_deref(), &stop)
+                        })
+                    })
+                    .collect()
+            }
+        };
         let handles: Vec<_> = (0..plan.concurrency.max(1))
             .map(|t| {
                 let (pool, sent, stop, agent, base) = (
@@ -322,7 +430,13 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
                 })
             })
             .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        let results = handles.into_iter().filter_map(|h| h.join().ok()).collect();
+        // The load is over: the background work stops after the request it is in.
+        stop.store(true, Ordering::Relaxed);
+        (
+            results,
+            background.into_iter().filter_map(|h| h.join().ok()).collect(),
+        )
     });
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
@@ -370,7 +484,171 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
         requests_per_s: requests as f64 / elapsed,
         decisions_per_s: decisions as f64 / elapsed,
         kinds,
+        during: plan.during.map(|work| during_report(work, background)),
     })
+}
+
+/// What one background connection measured: per request kind (name, latencies,
+/// requests, errors), and the answers by status.
+struct DuringStats {
+    kinds: Vec<(&'static str, Option<Histogram<u64>>, u64, u64)>,
+    statuses: std::collections::BTreeMap<u16, u64>,
+}
+
+/// One background connection: sends its work back to back until `stop`.
+fn during_loop(
+    work: During,
+    conn: usize,
+    pool: &Pool,
+    agent: &ureq::Agent,
+    base: &str,
+    token: Option<&str>,
+    stop: &AtomicBool,
+) -> DuringStats {
+    // (kind, method is GET, path, body)
+    let mut script: Vec<(&'static str, bool, String, Value)> = Vec::new();
+    match work {
+        During::Simulate => {
+            if let Some((client, firm)) = &pool.regn {
+                script.push((
+                    "simulate regn",
+                    false,
+                    "/v1/simulate".into(),
+                    json!({"event": {"unregister_role": {"from": client, "to": firm, "role": "regnskapsforer"}}, "limit": 100}),
+                ));
+            }
+            script.push((
+                "simulate retire_a2",
+                false,
+                "/v1/simulate".into(),
+                json!({"event": {"retire_a2_roles": {}}, "limit": 100}),
+            ));
+        }
+        During::A2Impact => script.push(("a2-impact", true, "/v1/a2-impact?limit=100".into(), Value::Null)),
+        During::Checkpoint => script.push(("checkpoint", false, "/v1/admin/checkpoint".into(), Value::Null)),
+        During::Writes => {
+            if let Some((f, t, p)) = pool.writes.get(conn * 7 % pool.writes.len().max(1)) {
+                script.push((
+                    "write grant",
+                    false,
+                    "/v1/events".into(),
+                    json!([{"grant": {"from": f, "to": t, "package": p}}]),
+                ));
+                script.push((
+                    "write revoke",
+                    false,
+                    "/v1/events".into(),
+                    json!([{"revoke": {"from": f, "to": t, "package": p}}]),
+                ));
+            }
+        }
+    }
+    let mut out = DuringStats {
+        kinds: script.iter().map(|(k, ..)| (*k, histogram(), 0, 0)).collect(),
+        statuses: std::collections::BTreeMap::new(),
+    };
+    if script.is_empty() {
+        return out;
+    }
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let k = i % script.len();
+        i += 1;
+        let Some((_, get, path, body)) = script.get(k) else {
+            break;
+        };
+        let url = format!("{base}{path}");
+        let t0 = Instant::now();
+        let res = if *get {
+            let mut req = agent.get(&url);
+            if let Some(tok) = token {
+                req = req.header("Authorization", format!("Bearer {tok}"));
+            }
+            req.call()
+        } else {
+            let mut req = agent.post(&url).content_type("application/json");
+            if let Some(tok) = token {
+                req = req.header("Authorization", format!("Bearer {tok}"));
+            }
+            if body.is_null() {
+                req.send_empty()
+            } else {
+                req.send(body.to_string())
+            }
+        };
+        let status = match res {
+            Ok(mut r) => {
+                let _ = r.body_mut().read_to_vec();
+                r.status().as_u16()
+            }
+            Err(_) => 0,
+        };
+        let us = t0.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+        *out.statuses.entry(status).or_default() += 1;
+        if let Some(st) = out.kinds.get_mut(k) {
+            if let Some(h) = st.1.as_mut() {
+                let _ = h.record(us.max(1));
+            }
+            st.2 += 1;
+            if !(200..300).contains(&status) {
+                st.3 += 1;
+            }
+        }
+        if !(200..300).contains(&status) && status != 413 {
+            // A refusal that is not the budget's (busy, unavailable): do not spin.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    out
+}
+
+fn during_report(work: During, stats: Vec<DuringStats>) -> DuringReport {
+    let mut statuses = std::collections::BTreeMap::new();
+    let mut by_kind: Vec<(&'static str, Option<Histogram<u64>>, u64, u64)> = Vec::new();
+    for st in stats {
+        for (code, n) in st.statuses {
+            *statuses.entry(code).or_default() += n;
+        }
+        for (name, h, n, e) in st.kinds {
+            let at = match by_kind.iter().position(|k| k.0 == name) {
+                Some(i) => i,
+                None => {
+                    by_kind.push((name, histogram(), 0, 0));
+                    by_kind.len() - 1
+                }
+            };
+            if let Some(k) = by_kind.get_mut(at) {
+                if let (Some(all), Some(h)) = (k.1.as_mut(), h.as_ref()) {
+                    let _ = all.add(h);
+                }
+                k.2 += n;
+                k.3 += e;
+            }
+        }
+    }
+    let kinds = by_kind
+        .into_iter()
+        .filter(|k| k.2 > 0)
+        .filter_map(|(name, h, n, e)| {
+            let h = h?;
+            Some(KindReport {
+                kind: name,
+                requests: n,
+                errors: e,
+                decisions: 0,
+                p50_us: h.value_at_quantile(0.50),
+                p90_us: h.value_at_quantile(0.90),
+                p99_us: h.value_at_quantile(0.99),
+                p999_us: h.value_at_quantile(0.999),
+                max_us: h.max(),
+            })
+        })
+        .collect();
+    DuringReport {
+        work,
+        kinds,
+        statuses,
+    }
 }
 
 /// A latency histogram from 1 µs to 60 s with three significant digits (only an
@@ -435,6 +713,26 @@ pub fn to_text(r: &Report) -> String {
             k.kind, k.requests, k.errors, k.p50_us, k.p90_us, k.p99_us, k.p999_us, k.max_us
         );
     }
+    if let Some(d) = &r.during {
+        let statuses: Vec<String> = d.statuses.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+        let _ = writeln!(
+            s,
+            "during {} (answers by status: {}):",
+            d.work.as_str(),
+            if statuses.is_empty() {
+                "none".to_string()
+            } else {
+                statuses.join(", ")
+            }
+        );
+        for k in &d.kinds {
+            let _ = writeln!(
+                s,
+                "{:<20} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                k.kind, k.requests, k.errors, k.p50_us, k.p90_us, k.p99_us, k.p999_us, k.max_us
+            );
+        }
+    }
     s
 }
 
@@ -468,5 +766,13 @@ mod tests {
         assert!(Mix::parse("check=x").is_err());
         assert!(Mix::parse("teleport=1").is_err());
         assert!(Mix::parse("check=0").is_err());
+    }
+
+    #[test]
+    fn during_parses_its_four_kinds_and_refuses_others() {
+        for w in ["simulate", "a2-impact", "checkpoint", "writes"] {
+            assert_eq!(During::parse(w).map(During::as_str), Ok(w));
+        }
+        assert!(During::parse("compaction").is_err());
     }
 }

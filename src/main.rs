@@ -194,6 +194,13 @@ enum Command {
         /// Also write the report as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Run background work alongside and report its latencies too: `simulate` (a
+        /// loop alternating a REGN relationship end of the biggest accounting firm and
+        /// `retire_a2_roles`), `a2-impact` (a loop of the report), `checkpoint` (a loop
+        /// of `POST /v1/admin/checkpoint`, admin token), `writes` (one-event write
+        /// batches back to back from 4 connections).
+        #[arg(long, value_name = "WORK", value_parser = ["simulate", "a2-impact", "checkpoint", "writes"])]
+        during: Option<String>,
     },
     /// Save, load, verify or describe graph snapshots.
     #[command(subcommand)]
@@ -313,6 +320,7 @@ fn main() -> ExitCode {
             batch_size,
             seed,
             json,
+            during,
         } => {
             match loadtest(
                 server,
@@ -325,6 +333,7 @@ fn main() -> ExitCode {
                 batch_size,
                 seed,
                 json,
+                during,
             ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -643,11 +652,16 @@ fn loadtest(
     batch_size: usize,
     seed: u64,
     json: Option<PathBuf>,
+    during: Option<String>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     use delegraph::loadtest;
     loadtest::require_loopback(&server)?;
     let mix = loadtest::Mix::parse(&mix).map_err(|e| anyhow::anyhow!("--mix: {e}"))?;
+    let during = during
+        .map(|d| loadtest::During::parse(&d))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--during: {e}"))?;
     let w = cli::load_world(&snapshot).with_context(|| format!("loading `{}`", snapshot.display()))?;
     let plan = loadtest::Plan {
         server,
@@ -658,6 +672,7 @@ fn loadtest(
         mix,
         batch_size,
         seed,
+        during,
     };
     let bar = progress_bar("requests");
     bar.set_length(requests);

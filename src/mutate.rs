@@ -380,43 +380,446 @@ fn reach(w: &World, touched: &BTreeSet<NodeId>, whole: &BTreeSet<NodeId>) -> Rea
     }
 }
 
-fn accesses_in(w: &World, r: &Reach) -> BTreeSet<Access> {
-    let parties: BTreeSet<NodeId> = r
-        .parties
-        .iter()
-        .filter(|n| w.graph.party(**n).is_some())
-        .copied()
-        .collect();
-    let mut out = BTreeSet::new();
-    for s in r.subjects.iter().filter(|n| w.graph.party(**n).is_some()) {
-        if r.whole.contains(s) {
-            out.extend(accesses_of(w, *s, None));
-        } else {
-            out.extend(accesses_of(w, *s, Some(&parties)));
+/// One access in engine ids (compared between the worlds before and after an event;
+/// only the lost ones are turned into external ids).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum RawAccess {
+    Package(NodeId, PackageId),
+    /// (party, resource, action as its number in [`Classes::actions`]).
+    Resource(NodeId, NodeId, u32),
+}
+
+/// The policy step's permits of one class of holders: the (resource, action) pairs whose
+/// policy answers Permit to anyone holding exactly these roles and packages, with
+/// whether the resource is in access-list mode. The policy step of a decision reads
+/// only the roles and packages held (`rules` match them; an XACML policy sees the
+/// rights the information point adds from them), never the party, so a class is
+/// evaluated once per world; the grants and the access lists, which do depend on the
+/// records and the party, are applied per party.
+type ClassPermits = std::sync::Arc<Vec<(NodeId, u32, bool)>>;
+
+/// The classes evaluated in one world.
+#[derive(Default)]
+struct Classes {
+    map: HashMap<(crate::catalog::RoleSet, PackageSet), ClassPermits>,
+    /// Entries held in all classes (counted in the simulation's budget).
+    entries: usize,
+}
+
+/// Action names by number, shared by the worlds before and after (so that their
+/// accesses compare as numbers).
+#[derive(Default)]
+struct ActionNames {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl ActionNames {
+    fn id(&mut self, a: &str) -> u32 {
+        if let Some(i) = self.ids.get(a) {
+            return *i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(a.to_string());
+        self.ids.insert(a.to_string(), i);
+        i
+    }
+
+    fn name(&self, i: u32) -> &str {
+        self.names.get(i as usize).map_or("", String::as_str)
+    }
+}
+
+fn class_permits(
+    w: &World,
+    classes: &mut Classes,
+    names: &mut ActionNames,
+    recs: &[resolve::Record],
+) -> ClassPermits {
+    use crate::decide::{self, Form};
+    use crate::pdp::response::Decision;
+    let key = decide::held(recs);
+    if let Some(p) = classes.map.get(&key) {
+        return p.clone();
+    }
+    let (roles, packages) = &key;
+    let mut out = Vec::new();
+    for (n, res) in w.graph.resources() {
+        // The actions of rules naming a held token (as `decide::permitted_actions`
+        // gathers them).
+        let mut actions = BTreeSet::new();
+        for rule in &res.rules {
+            if rule
+                .any_of
+                .iter()
+                .any(|t| resolve::token_matches(w, *t, roles, packages))
+            {
+                actions.extend(rule.actions.iter().cloned());
+            }
+        }
+        let list_mode = decide::in_list_mode(w, &res.id);
+        match decide::form(w, &res.id) {
+            Form::Xacml(policy) => {
+                // And every action the policy pins, decided by the policy.
+                actions.extend(crate::pdp::records::policy_actions(policy));
+                for a in actions {
+                    if crate::pdp::records::policy_decision(w, &res.id, policy, recs, &a) == Decision::Permit
+                    {
+                        out.push((n, names.id(&a), list_mode));
+                    }
+                }
+            }
+            // A rule naming a held token permits the actions it lists.
+            Form::Rules(_) => out.extend(actions.into_iter().map(|a| (n, names.id(&a), list_mode))),
+            Form::Missing => {}
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    classes.entries += out.len();
+    let out = std::sync::Arc::new(out);
+    classes.map.insert(key, out.clone());
+    out
+}
+
+/// The resource actions `recs` (one subject's records for `party`) are permitted: the
+/// class's policy permits that the access lists let stand, then the actions of the
+/// grants the records carry, decided in full. The same answer as
+/// `decide::permitted_actions`, with the policy step evaluated once per class.
+fn permitted_by_class(
+    w: &World,
+    class: &ClassPermits,
+    names: &mut ActionNames,
+    party: NodeId,
+    recs: &[resolve::Record],
+    out: &mut Vec<(NodeId, u32)>,
+) {
+    for (n, a, list_mode) in class.iter() {
+        let stands = !list_mode
+            || w.graph.resource(*n).is_some_and(|r| {
+                crate::decide::lists_allow(w, &r.id, Some(party), &[names.name(*a).to_string()])
+            });
+        if stands {
+            out.push((*n, *a));
+        }
+    }
+    for r in recs {
+        for (res, acts) in resolve::resource_grants(w, r).into_iter().flatten() {
+            for a in acts {
+                if crate::decide::permits_with(w, recs, party, *res, a, None) {
+                    out.push((*res, names.id(a)));
+                }
+            }
+        }
+    }
+}
+
+/// One subject's view of one party: the packages held, the class's policy permits, and
+/// the records (for the grants and the access lists, when they matter).
+struct PartyView {
+    party: NodeId,
+    packages: PackageSet,
+    class: ClassPermits,
+    /// No grant on the records and no resource in access-list mode among the class's
+    /// permits: the resource permits are exactly the class's.
+    simple: bool,
+    recs: Vec<resolve::Record>,
+}
+
+impl PartyView {
+    /// The resource permits, sorted.
+    fn resources(&self, w: &World, names: &mut ActionNames) -> Vec<(NodeId, u32)> {
+        if self.simple {
+            return self.class.iter().map(|(n, a, _)| (*n, *a)).collect();
+        }
+        let mut out = Vec::new();
+        permitted_by_class(w, &self.class, names, self.party, &self.recs, &mut out);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// `x`'s views of its parties (with `parties`, only of those), in party order.
+fn party_views(
+    w: &World,
+    classes: &mut Classes,
+    names: &mut ActionNames,
+    x: NodeId,
+    parties: Option<&BTreeSet<NodeId>>,
+) -> Vec<PartyView> {
+    let mut by_party: BTreeMap<NodeId, Vec<resolve::Record>> = BTreeMap::new();
+    match parties {
+        None => {
+            for r in resolve::records(w, x, None) {
+                by_party.entry(r.from).or_default().push(r);
+            }
+        }
+        Some(ps) => {
+            for f in ps {
+                let recs = resolve::records(w, x, Some(*f));
+                if !recs.is_empty() {
+                    by_party.insert(*f, recs);
+                }
+            }
+        }
+    }
+    by_party
+        .into_iter()
+        .map(|(party, recs)| {
+            let mut packages = PackageSet::EMPTY;
+            for r in &recs {
+                packages.union_with(&r.packages);
+            }
+            let class = class_permits(w, classes, names, &recs);
+            let grants = recs
+                .iter()
+                .any(|r| resolve::resource_grants(w, r).is_some_and(|g| !g.is_empty()));
+            let simple = !grants && !class.iter().any(|(_, _, list)| *list);
+            PartyView {
+                party,
+                packages,
+                class,
+                simple,
+                recs,
+            }
+        })
+        .collect()
+}
+
+/// Entries of `a` not in `b` (both sorted).
+fn sorted_minus<T: Ord + Copy>(a: &[T], b: &[T]) -> Vec<T> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for x in a {
+        while b.get(j).is_some_and(|y| y < x) {
+            j += 1;
+        }
+        if b.get(j) != Some(x) {
+            out.push(*x);
         }
     }
     out
 }
 
-/// Applies `ev` in a transaction, runs `f` on the changed world, and rolls back.
-fn with_applied<T>(w: &mut World, ev: &Event, f: impl FnOnce(&Tx<'_>) -> T) -> Result<T> {
-    let mut tx = Tx::new(w);
-    if let Err(e) = apply_in(&mut tx, ev) {
-        tx.rollback();
-        return Err(e);
+/// The class permits lost between two classes, by their addresses (both worlds' classes
+/// live as long as the simulation, so the addresses stay theirs).
+type DiffCache = HashMap<(usize, usize), std::sync::Arc<Vec<(NodeId, u32)>>>;
+
+/// What `x` loses between its views `before` and `after` (both in party order).
+fn lost_between(
+    w: &World,
+    after_w: &World,
+    names: &mut ActionNames,
+    diffs: &mut DiffCache,
+    before: &[PartyView],
+    after: &[PartyView],
+) -> Vec<RawAccess> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for b in before {
+        while after.get(j).is_some_and(|a| a.party < b.party) {
+            j += 1;
+        }
+        let a = after.get(j).filter(|a| a.party == b.party);
+        let kept_packages = a.map_or(PackageSet::EMPTY, |a| a.packages);
+        out.extend(
+            b.packages
+                .iter()
+                .filter(|p| !kept_packages.contains(*p))
+                .map(|p| RawAccess::Package(b.party, p)),
+        );
+        let lost: Vec<(NodeId, u32)> = match a {
+            None => b.resources(w, names),
+            Some(a) if b.simple && a.simple => {
+                if std::sync::Arc::ptr_eq(&b.class, &a.class) {
+                    Vec::new()
+                } else {
+                    let key = (
+                        std::sync::Arc::as_ptr(&b.class) as usize,
+                        std::sync::Arc::as_ptr(&a.class) as usize,
+                    );
+                    let d = diffs.entry(key).or_insert_with(|| {
+                        std::sync::Arc::new(sorted_minus(
+                            &b.resources(w, names),
+                            &a.resources(after_w, names),
+                        ))
+                    });
+                    d.to_vec()
+                }
+            }
+            Some(a) => sorted_minus(&b.resources(w, names), &a.resources(after_w, names)),
+        };
+        out.extend(
+            lost.into_iter()
+                .map(|(n, act)| RawAccess::Resource(b.party, n, act)),
+        );
     }
-    let out = f(&tx);
-    tx.rollback();
-    Ok(out)
+    out
 }
 
-/// Predicts what `ev` would remove and which accesses would be lost, changing nothing.
+/// What a simulation may spend: a deadline, how many entries it may hold at once, and
+/// a flag that stops it (the client went away).
 ///
-/// The event is applied twice inside transactions that are always rolled back: once to
-/// learn what it touches, once to read the world after it. Accesses are compared only
-/// where the change can reach (see `Reach`), over the same subjects and parties before
-/// and after.
+/// The memory a simulation holds is counted, not measured: the entries of the event's
+/// change log (one per edge, node or state it changed, cascades included) plus the
+/// accesses of the one subject being compared, before and after. Subjects are compared
+/// one at a time and only the lost accesses the caller keeps stay, so nothing else
+/// grows with the world.
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    /// Past this instant the simulation stops with [`SimError::OverTime`].
+    pub deadline: Option<std::time::Instant>,
+    /// The most entries held at once (see above); 0 means no limit.
+    pub max_entries: usize,
+    /// Set by someone else to stop the simulation ([`SimError::Cancelled`]).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Budget {
+    /// No deadline, no entry limit, no cancellation (scenario files, the CLI, tests).
+    pub fn unlimited() -> Budget {
+        Budget::default()
+    }
+
+    fn check_time(&self) -> std::result::Result<(), SimError> {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(SimError::Cancelled);
+        }
+        if self.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Err(SimError::OverTime);
+        }
+        Ok(())
+    }
+
+    fn check_entries(&self, held: usize, what: &str) -> std::result::Result<(), SimError> {
+        if self.max_entries > 0 && held > self.max_entries {
+            return Err(SimError::OverEntries {
+                held,
+                max: self.max_entries,
+                what: what.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a simulation gave no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimError {
+    /// The event itself is refused (the error the same event would get as a write).
+    #[error(transparent)]
+    Refused(#[from] Error),
+    #[error("the simulation ran past its time budget")]
+    OverTime,
+    #[error("the simulation would hold {held} entries ({what}), more than its budget of {max}")]
+    OverEntries { held: usize, max: usize, what: String },
+    #[error("the simulation was cancelled")]
+    Cancelled,
+}
+
+/// The totals of a streamed simulation (the lost accesses went to the sink).
+#[derive(Debug, Clone, Default)]
+pub struct Streamed {
+    pub lost_count: usize,
+    /// Subjects whose accesses were compared.
+    pub subjects: usize,
+    pub outcome: Outcome,
+}
+
+/// What `simulate` needs to know about the change, read from the change log.
+struct Touched {
+    nodes: BTreeSet<NodeId>,
+    whole: BTreeSet<NodeId>,
+    attributes_changed: bool,
+}
+
+fn touched_by(tx: &Tx<'_>) -> Touched {
+    let c = tx.w.catalog;
+    let mut t = Touched {
+        nodes: BTreeSet::new(),
+        whole: BTreeSet::new(),
+        attributes_changed: false,
+    };
+    for u in &tx.undo {
+        match u {
+            Undo::Edge(k, _) => match *k {
+                EdgeKey::Assignment { from, to, role } => {
+                    t.nodes.insert(from);
+                    t.nodes.insert(to);
+                    if c.is_key_role(role) {
+                        t.whole.insert(to);
+                    }
+                }
+                EdgeKey::Delegation {
+                    client,
+                    agent,
+                    facilitator,
+                    ..
+                } => {
+                    t.nodes.extend([client, agent, facilitator]);
+                }
+                EdgeKey::MainUnit { sub, main } => {
+                    t.nodes.extend([sub, main]);
+                }
+            },
+            Undo::Node(n, _) => {
+                t.attributes_changed = true;
+                t.nodes.insert(*n);
+                for (_, s, _) in tx.w.graph.incoming(*n) {
+                    t.nodes.insert(s);
+                }
+                for (_, o, _) in tx.w.graph.outgoing(*n) {
+                    t.nodes.insert(o);
+                }
+            }
+            _ => {}
+        }
+    }
+    t
+}
+
+/// Predicts what `ev` would remove and which accesses would be lost, changing nothing:
+/// every lost access, sorted. Without a budget (scenario files, the CLI, tests); the
+/// server uses [`simulate_streaming`].
 pub fn simulate(w: &mut World, ev: &Event) -> Result<Simulation> {
+    let mut lost = BTreeSet::new();
+    let s =
+        simulate_streaming(w, ev, &Budget::unlimited(), |l| lost.extend(l.accesses())).map_err(
+            |e| match e {
+                SimError::Refused(e) => e,
+                // An unlimited budget neither runs out nor is cancelled.
+                other => Error::invalid(other.to_string()),
+            },
+        )?;
+    Ok(Simulation {
+        lost,
+        removed_assignments: s.outcome.removed_assignments.len(),
+        removed_delegations: s.outcome.removed_delegations.len(),
+        outcome: s.outcome,
+    })
+}
+
+/// Predicts what `ev` would remove and which accesses would be lost, changing nothing,
+/// within `budget`, handing the lost accesses to `sink` one subject at a time, subjects
+/// in the order of their external ids.
+///
+/// The event is applied once, to a private O(1) copy of `w` (`after`); `w` is `before`.
+/// Accesses are compared only where the change can reach (see `Reach`) — every subject
+/// for a global event (`resource`, `retire_a2_roles`, `clock`, `policy`,
+/// `access_list`) — over the same subjects and parties before and after, one subject
+/// at a time: the accesses of one subject are all that is held besides the change.
+pub fn simulate_streaming(
+    w: &World,
+    ev: &Event,
+    budget: &Budget,
+    mut sink: impl FnMut(SubjectLoss<'_>),
+) -> std::result::Result<Streamed, SimError> {
+    budget.check_time()?;
     // Events that change policies or global state can touch anyone.
     let global = matches!(
         ev,
@@ -426,80 +829,133 @@ pub fn simulate(w: &mut World, ev: &Event) -> Result<Simulation> {
             | Event::Policy(_)
             | Event::AccessList(_)
     );
-    let (outcome, touched, whole, attributes_changed, reach_after) = with_applied(w, ev, |tx| {
-        let c = tx.w.catalog;
-        let mut touched = BTreeSet::new();
-        let mut whole = BTreeSet::new();
-        let mut attributes_changed = false;
-        for u in &tx.undo {
-            match u {
-                Undo::Edge(k, _) => match *k {
-                    EdgeKey::Assignment { from, to, role } => {
-                        touched.insert(from);
-                        touched.insert(to);
-                        if c.is_key_role(role) {
-                            whole.insert(to);
-                        }
-                    }
-                    EdgeKey::Delegation {
-                        client,
-                        agent,
-                        facilitator,
-                        ..
-                    } => {
-                        touched.extend([client, agent, facilitator]);
-                    }
-                    EdgeKey::MainUnit { sub, main } => {
-                        touched.extend([sub, main]);
-                    }
-                },
-                Undo::Node(n, _) => {
-                    attributes_changed = true;
-                    touched.insert(*n);
-                    for (_, s, _) in tx.w.graph.incoming(*n) {
-                        touched.insert(s);
-                    }
-                    for (_, t, _) in tx.w.graph.outgoing(*n) {
-                        touched.insert(t);
-                    }
-                }
-                _ => {}
-            }
-        }
-        let r = reach(tx.w, &touched, &whole);
-        (tx.outcome(), touched, whole, attributes_changed, r)
-    })?;
+    let mut after = w.clone();
+    let (outcome, touched, changes) = {
+        let mut tx = Tx::new(&mut after);
+        // A refusal leaves a half-changed private copy, which is dropped.
+        apply_in(&mut tx, ev)?;
+        // The transaction is not rolled back: `after` keeps the change.
+        (tx.outcome(), touched_by(&tx), tx.undo.len())
+    };
+    budget.check_entries(changes, "the event's changes")?;
+    budget.check_time()?;
+    let g = &w.graph;
     let region = if global {
-        let all: BTreeSet<NodeId> = w.graph.parties().map(|(n, _)| n).collect();
         Reach {
-            subjects: all.clone(),
+            subjects: BTreeSet::new(),
             parties: BTreeSet::new(),
-            whole: all,
+            whole: BTreeSet::new(),
         }
     } else {
         let t: BTreeSet<NodeId> = touched
+            .nodes
             .iter()
-            .filter(|n| w.graph.party(**n).is_some())
+            .filter(|n| g.party(**n).is_some())
             .copied()
             .collect();
-        let mut r = reach(w, &t, &whole);
-        r.subjects.extend(reach_after.subjects);
-        r.parties.extend(reach_after.parties);
-        r.whole.extend(reach_after.whole);
-        if attributes_changed {
+        let mut r = reach(w, &t, &touched.whole);
+        let ra = reach(&after, &touched.nodes, &touched.whole);
+        r.subjects.extend(ra.subjects);
+        r.parties.extend(ra.parties);
+        r.whole.extend(ra.whole);
+        if touched.attributes_changed {
             r.whole = r.subjects.clone();
         }
         r
     };
-    let before = accesses_in(w, &region);
-    let after = with_applied(w, ev, |tx| accesses_in(tx.w, &region))?;
-    let lost = before.into_iter().filter(|a| !after.contains(a)).collect();
-    Ok(Simulation {
-        lost,
-        removed_assignments: outcome.removed_assignments.len(),
-        removed_delegations: outcome.removed_delegations.len(),
+    // Subjects in the order of their external ids, so that the first N lost accesses a
+    // caller keeps are the first N of the sorted answer.
+    let mut subjects: Vec<NodeId> = if global {
+        g.parties().map(|(n, _)| n).collect()
+    } else {
+        region
+            .subjects
+            .iter()
+            .filter(|n| g.party(**n).is_some())
+            .copied()
+            .collect()
+    };
+    subjects.sort_by(|a, b| g.ext_id(*a).cmp(g.ext_id(*b)));
+    let parties: BTreeSet<NodeId> = region
+        .parties
+        .iter()
+        .filter(|n| g.party(**n).is_some())
+        .copied()
+        .collect();
+    let mut out = Streamed {
         outcome,
-    })
+        ..Streamed::default()
+    };
+    let (mut classes_before, mut classes_after) = (Classes::default(), Classes::default());
+    let mut names = ActionNames::default();
+    const HELD: &str = "the event's changes, the classes' permits and one subject's accesses";
+    let mut diffs = DiffCache::new();
+    for s in subjects {
+        budget.check_time()?;
+        let only = (!global && !region.whole.contains(&s)).then_some(&parties);
+        let before = party_views(w, &mut classes_before, &mut names, s, only);
+        let now = if after.graph.party(s).is_some() {
+            party_views(&after, &mut classes_after, &mut names, s, only)
+        } else {
+            Vec::new()
+        };
+        let lost = lost_between(w, &after, &mut names, &mut diffs, &before, &now);
+        let fixed = changes + classes_before.entries + classes_after.entries + diffs.len();
+        budget.check_entries(fixed + before.len() + now.len() + lost.len(), HELD)?;
+        out.subjects += 1;
+        if !lost.is_empty() {
+            out.lost_count += lost.len();
+            sink(SubjectLoss {
+                w,
+                names: &names,
+                subject: s,
+                lost,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The accesses one subject would lose, in engine ids until asked for as external ids
+/// (a caller that keeps only the first N need not build the rest).
+pub struct SubjectLoss<'a> {
+    w: &'a World,
+    names: &'a ActionNames,
+    subject: NodeId,
+    lost: Vec<RawAccess>,
+}
+
+impl SubjectLoss<'_> {
+    pub fn len(&self) -> usize {
+        self.lost.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lost.is_empty()
+    }
+
+    /// The lost accesses as external ids.
+    pub fn accesses(self) -> Vec<Access> {
+        let (w, names, s) = (self.w, self.names, self.subject);
+        self.lost.into_iter().map(|a| external(w, names, s, a)).collect()
+    }
+}
+
+fn external(w: &World, names: &ActionNames, s: NodeId, a: RawAccess) -> Access {
+    let g = &w.graph;
+    match a {
+        RawAccess::Package(f, p) => Access::Package {
+            subject: g.ext_id(s).to_string(),
+            party: g.ext_id(f).to_string(),
+            package: w.catalog.package(p).code.clone(),
+        },
+        RawAccess::Resource(f, r, action) => Access::Resource {
+            subject: g.ext_id(s).to_string(),
+            party: g.ext_id(f).to_string(),
+            resource: g.ext_id(r).to_string(),
+            action: names.name(action).to_string(),
+        },
+    }
 }
 
 // ----------------------------------------------------------------------------------

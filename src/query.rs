@@ -219,6 +219,11 @@ pub struct SimulateQuery {
     /// One event of the vocabulary, e.g. `{"unregister_role": {"from": .., "to": .., "role": ..}}`.
     #[schema(value_type = Object)]
     pub event: Value,
+    /// How many entries each list of the answer holds at most (the counts are always
+    /// complete). Over HTTP the default is 1000 and the most 100000; in scenario files
+    /// and `delegraph query` there is no limit unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
 
 /// An access that would be lost: a package, or an action on a resource.
@@ -290,10 +295,24 @@ impl From<&Outcome> for Changes {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SimulateAnswer {
-    /// Sorted.
+    /// Sorted; the first `limit` of them.
     pub lost: Vec<LostAccess>,
+    /// The first `limit`, sorted.
     pub removed_assignments: Vec<RemovedAssignment>,
+    /// The first `limit`, sorted.
     pub removed_delegations: Vec<RemovedDelegation>,
+    /// How many accesses would be lost (listed or not).
+    #[serde(default)]
+    pub lost_count: usize,
+    /// How many assignments the event would remove, cascades included.
+    #[serde(default)]
+    pub removed_assignments_count: usize,
+    /// How many client delegations the event would remove, cascades included.
+    #[serde(default)]
+    pub removed_delegations_count: usize,
+    /// Whether some list holds fewer entries than its count.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// One query of the vocabulary; its JSON form is the scenario step without expectations,
@@ -724,41 +743,81 @@ pub fn explain(w: &World, q: &ExplainQuery) -> Result<ExplainAnswer> {
 }
 
 pub fn simulate(w: &mut World, q: &SimulateQuery) -> Result<SimulateAnswer> {
-    let ev = Event::from_json(q.event.clone())?;
-    let sim = mutate::simulate(w, &ev)?;
-    let lost = sim
-        .lost
-        .iter()
-        .map(|a| match a {
-            Access::Package {
-                subject,
-                party,
-                package,
-            } => LostAccess {
-                subject: subject.clone(),
-                party: party.clone(),
-                package: Some(package.clone()),
-                resource: None,
-                action: None,
-            },
-            Access::Resource {
-                subject,
-                party,
-                resource,
-                action,
-            } => LostAccess {
-                subject: subject.clone(),
-                party: party.clone(),
-                package: None,
-                resource: Some(resource.clone()),
-                action: Some(action.clone()),
-            },
-        })
-        .collect();
-    let changes = Changes::from(&sim.outcome);
-    Ok(SimulateAnswer {
-        lost,
-        removed_assignments: changes.removed_assignments,
-        removed_delegations: changes.removed_delegations,
+    simulate_within(w, q, &mutate::Budget::unlimited(), usize::MAX).map_err(|e| match e {
+        mutate::SimError::Refused(e) => e,
+        // An unlimited budget neither runs out nor is cancelled.
+        other => Error::invalid(other.to_string()),
     })
+}
+
+/// `simulate` within a budget (the server's): the lost accesses are compared one subject
+/// at a time and only the first `limit` (or `default_limit` when the query names none)
+/// of each list are kept; the counts are complete.
+pub fn simulate_within(
+    w: &World,
+    q: &SimulateQuery,
+    budget: &mutate::Budget,
+    default_limit: usize,
+) -> std::result::Result<SimulateAnswer, mutate::SimError> {
+    let limit = q.limit.unwrap_or(default_limit);
+    let ev = Event::from_json(q.event.clone())?;
+    let mut lost: Vec<LostAccess> = Vec::new();
+    let s = mutate::simulate_streaming(w, &ev, budget, |subject| {
+        if lost.len() >= limit {
+            return;
+        }
+        // Subjects come in the order of their ids, so sorting one subject's accesses
+        // keeps the whole list sorted.
+        let mut l: Vec<LostAccess> = subject.accesses().into_iter().map(lost_access).collect();
+        l.sort();
+        lost.extend(l.into_iter().take(limit - lost.len()));
+    })?;
+    let changes = Changes::from(&s.outcome);
+    let (na, nd) = (
+        changes.removed_assignments.len(),
+        changes.removed_delegations.len(),
+    );
+    let mut removed_assignments = changes.removed_assignments;
+    let mut removed_delegations = changes.removed_delegations;
+    removed_assignments.truncate(limit);
+    removed_delegations.truncate(limit);
+    Ok(SimulateAnswer {
+        truncated: lost.len() < s.lost_count
+            || removed_assignments.len() < na
+            || removed_delegations.len() < nd,
+        lost,
+        removed_assignments,
+        removed_delegations,
+        lost_count: s.lost_count,
+        removed_assignments_count: na,
+        removed_delegations_count: nd,
+    })
+}
+
+fn lost_access(a: Access) -> LostAccess {
+    match a {
+        Access::Package {
+            subject,
+            party,
+            package,
+        } => LostAccess {
+            subject,
+            party,
+            package: Some(package),
+            resource: None,
+            action: None,
+        },
+        Access::Resource {
+            subject,
+            party,
+            resource,
+            action,
+        } => LostAccess {
+            subject,
+            party,
+            package: None,
+            resource: Some(resource),
+            action: Some(action),
+        },
+    }
 }

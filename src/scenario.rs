@@ -650,6 +650,16 @@ fn run_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<StepResult> 
             let Answer::Simulate(sim) = b.query(&q)? else {
                 return Err(wrong_answer(&q));
             };
+            if sim.truncated {
+                // A server lists the first `limit` entries only: an exact comparison
+                // needs them all.
+                return Err(Error::invalid(format!(
+                    "the simulation's answer is cut at its limit ({} of {} lost accesses listed): \
+                     give the step a larger `limit`",
+                    sim.lost.len(),
+                    sim.lost_count
+                )));
+            }
             if let Some(lost) = &e.expect_lost {
                 let mut exp = BTreeSet::new();
                 for l in lost {

@@ -72,6 +72,19 @@ pub struct ServeArgs {
     /// Longest a request may take, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     request_timeout_ms: u64,
+    /// Time budget of one `simulate`, in milliseconds (keep it below the request
+    /// timeout); past it 413 `limit_exceeded`.
+    #[arg(long, default_value_t = Limits::default().simulate_time.as_millis() as u64)]
+    simulate_time_ms: u64,
+    /// Memory budget of one `simulate`: the most entries it holds at once (the event's
+    /// changes, the permits of each class of holders, one subject's accesses before and
+    /// after); past it 413 `limit_exceeded`.
+    #[arg(long, default_value_t = Limits::default().simulate_max_entries)]
+    simulate_max_entries: usize,
+    /// Background jobs (simulate, a2-impact, checkpoints over HTTP) running at once on
+    /// low-priority threads (nice 10); the a2-impact report uses that many threads.
+    #[arg(long, default_value_t = Limits::default().background_threads)]
+    background_threads: usize,
 }
 
 /// The default of `--checkpoint-bytes`: 256 MiB of log (a few million small batches)
@@ -200,6 +213,9 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: a.max_body_bytes,
         max_batch_events: a.max_batch_events,
         request_timeout: Duration::from_millis(a.request_timeout_ms),
+        simulate_time: Duration::from_millis(a.simulate_time_ms),
+        simulate_max_entries: a.simulate_max_entries,
+        background_threads: a.background_threads.max(1),
         ..Limits::default()
     };
     let config = ServerConfig {

@@ -1,8 +1,10 @@
 //! `GET|POST /v1/a2-impact`: the Altinn 2 cut-off report (issue 8) over HTTP — totals
 //! and per-resource counts first, then the lost permits (the first `limit` of them, in
 //! subject/party order), as JSON or CSV. A read like the others: scope `delegraph:read`,
-//! the body and query-string limits, `min_token`, and the world's read lock for the
-//! length of the report (on a blocking thread, so the HTTP workers keep serving).
+//! the body and query-string limits, `min_token`; it reads the version pinned when it
+//! starts, in the background pool (low priority, on as many threads as the pool has),
+//! one report at a time (a second is refused: 503 `busy` with `Retry-After`), and stops
+//! when the client goes away or the request time limit cuts the request.
 
 use actix_web::web::{self, Payload};
 use actix_web::{HttpRequest, HttpResponse};
@@ -113,26 +115,54 @@ pub async fn a2_impact(
     if let Some(t) = min_token {
         store.wait_visible(t, state.limits.max_token_wait).await?;
     }
-    let (report, token) = web::block(move || {
-        store.read(|w| {
-            // An owner or resource the world does not have is an error, not "nothing lost".
-            filter.validate(w)?;
-            let mut listed = Vec::new();
-            let mut r =
-                a2impact::report_streaming(w, &filter, Listing::First(limit), |_, _| {}, |l| listed.push(l));
-            listed.sort();
-            r.lost = listed;
-            Ok::<_, crate::model::Error>(r)
-        })
-    })
-    .await
-    .map_err(|e| {
+    // One report at a time: a second one is refused (503 `busy`, `Retry-After`) rather
+    // than queued, since each takes every background thread it is given.
+    let turn = state.jobs.report.try_start().ok_or_else(|| {
         Problem::new(
-            ProblemCode::Unavailable,
-            format!("the report did not finish: {e}"),
+            ProblemCode::Busy,
+            "an a2-impact report is already running; try again when it has finished",
         )
     })?;
-    let report = report?;
+    let version = store.pin();
+    let token = version.token;
+    let cancel = crate::background::CancelOnDrop::new();
+    let opts = a2impact::RunOptions {
+        threads: Some(state.jobs.pool.threads()),
+        low_priority: true,
+        cancel: Some(cancel.flag()),
+        deadline: None,
+    };
+    let report = state
+        .jobs
+        .pool
+        .run("a2-impact", move || {
+            let _turn = turn;
+            // On the pinned version (a private O(1) copy, through which the tests' pause
+            // can hold a report open).
+            store
+                .exclusive_on(version, |w| {
+                    // An owner or resource the world does not have is an error, not
+                    // "nothing lost".
+                    filter.validate(w)?;
+                    let mut listed = Vec::new();
+                    let r = a2impact::report_with(
+                        w,
+                        &filter,
+                        Listing::First(limit),
+                        &opts,
+                        |_, _| {},
+                        |l| listed.push(l),
+                    );
+                    let mut r = r.map_err(|e| Problem::new(ProblemCode::Timeout, e.to_string()))?;
+                    listed.sort();
+                    r.lost = listed;
+                    Ok::<_, Problem>(r)
+                })
+                .0
+        })
+        .await;
+    cancel.disarm();
+    let report = report??;
     let answer = A2ImpactAnswer {
         lost: report.total_lost(),
         kept: report.total_kept(),

@@ -36,6 +36,17 @@ pub struct Limits {
     /// Longest a read waits for the state its `min_token` names; longer gives 503
     /// `token_not_reached`.
     pub max_token_wait: Duration,
+    /// Longest a `simulate` may compute; longer gives 413 `limit_exceeded`. Keep it
+    /// below `request_timeout` (which otherwise cuts the request first, with 503
+    /// `timeout`; the simulation then stops too).
+    pub simulate_time: Duration,
+    /// Most entries a `simulate` may hold at once: the event's changes plus the accesses
+    /// of the one subject being compared, before and after; more gives 413
+    /// `limit_exceeded`.
+    pub simulate_max_entries: usize,
+    /// Background jobs (simulate, a2-impact, checkpoints over HTTP) running at once, on
+    /// low-priority threads; up to 16 more wait, past that 503 `busy`.
+    pub background_threads: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +59,9 @@ impl Default for Limits {
             max_json_depth: 32,
             request_timeout: Duration::from_secs(10),
             max_token_wait: Duration::from_secs(2),
+            simulate_time: Duration::from_secs(8),
+            simulate_max_entries: 5_000_000,
+            background_threads: 1,
         }
     }
 }

@@ -77,6 +77,8 @@ pub struct AppState {
     pub auth: Auth,
     pub metrics: Metrics,
     pub allow_reset: bool,
+    /// Background work: simulate, a2-impact, checkpoints ([`crate::background`]).
+    pub jobs: Arc<crate::background::Jobs>,
 }
 
 /// Counts and times every request, refuses an oversized query string, cuts a request
@@ -210,6 +212,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource(decision::DECISION_PATH).post(decision::decision))
         .service(resource(decision::AUTHORIZE_PATH).post(decision::authorize))
         .service(resource("/v1/admin/reset").post(post_reset))
+        .service(resource("/v1/admin/checkpoint").post(routes::post_checkpoint))
         .service(resource("/healthz").get(healthz))
         .service(resource("/readyz").get(readyz))
         .service(resource("/metrics").get(metrics))
@@ -246,6 +249,7 @@ pub fn app_state(config: &ServerConfig, partitions: Arc<Partitions>) -> web::Dat
         auth: config.auth.clone(),
         metrics: Metrics::default(),
         allow_reset: config.allow_reset,
+        jobs: Arc::new(crate::background::Jobs::new(config.limits.background_threads)),
     })
 }
 

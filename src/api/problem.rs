@@ -21,7 +21,8 @@ pub enum ProblemCode {
     Unauthenticated,
     /// A valid token without the scope the route needs (403).
     InsufficientScope,
-    /// Body size, batch size or decisions per request over the limit (413).
+    /// Body size, batch size or decisions per request over the limit, or a `simulate`
+    /// past its time or memory budget (413).
     LimitExceeded,
     /// The state a `min_token` names did not become visible in time (503).
     TokenNotReached,
@@ -36,6 +37,9 @@ pub enum ProblemCode {
     UnsupportedMediaType,
     /// The route exists, but not with this method (405).
     MethodNotAllowed,
+    /// Background work is full (a report or checkpoint already running, or the
+    /// background queue full): 503 with `Retry-After`.
+    Busy,
 }
 
 impl ProblemCode {
@@ -51,6 +55,7 @@ impl ProblemCode {
             ProblemCode::OutcomeUnknown => "outcome_unknown",
             ProblemCode::UnsupportedMediaType => "unsupported_media_type",
             ProblemCode::MethodNotAllowed => "method_not_allowed",
+            ProblemCode::Busy => "busy",
         }
     }
 
@@ -66,7 +71,8 @@ impl ProblemCode {
             ProblemCode::TokenNotReached
             | ProblemCode::Timeout
             | ProblemCode::Unavailable
-            | ProblemCode::OutcomeUnknown => 503,
+            | ProblemCode::OutcomeUnknown
+            | ProblemCode::Busy => 503,
         }
     }
 }
@@ -87,6 +93,9 @@ pub struct ProblemDetails {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependants: Vec<String>,
 }
+
+/// The `Retry-After` (seconds) of a `busy` answer.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// The longest `detail` an answer carries, in characters.
 pub const MAX_DETAIL_CHARS: usize = 1000;
@@ -170,6 +179,30 @@ impl From<CommitError> for Problem {
     }
 }
 
+impl From<crate::mutate::SimError> for Problem {
+    fn from(e: crate::mutate::SimError) -> Problem {
+        use crate::mutate::SimError;
+        match e {
+            SimError::Refused(e) => e.into(),
+            SimError::OverTime | SimError::OverEntries { .. } => Problem::limit(format!(
+                "{e}; simulate a narrower event, or raise the server's simulate budget"
+            )),
+            // The client is gone (or the request time limit cut it): nobody reads this.
+            SimError::Cancelled => Problem::new(ProblemCode::Timeout, e.to_string()),
+        }
+    }
+}
+
+impl From<crate::background::PoolError> for Problem {
+    fn from(e: crate::background::PoolError) -> Problem {
+        use crate::background::PoolError;
+        match e {
+            PoolError::Busy { .. } => Problem::new(ProblemCode::Busy, e.to_string()),
+            PoolError::Lost | PoolError::Spawn(_) => Problem::new(ProblemCode::Unavailable, e.to_string()),
+        }
+    }
+}
+
 impl From<StaleRead> for Problem {
     fn from(e: StaleRead) -> Problem {
         match e {
@@ -194,6 +227,9 @@ impl ResponseError for Problem {
         ));
         if self.code == ProblemCode::Unauthenticated {
             r.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if self.code == ProblemCode::Busy {
+            r.insert_header(("Retry-After", RETRY_AFTER_SECS.to_string()));
         }
         r.body(body)
     }

@@ -182,22 +182,55 @@ async fn query_route(
         Some(t) => store.pin_at(t)?,
         None => store.pin(),
     };
-    let (answer, token) = if q.needs_exclusive() {
-        // A simulation runs on a private copy of its version, on a blocking thread: it
-        // holds no HTTP worker and no lock.
-        let store = store.clone();
-        web::block(move || store.exclusive_on(version, |w| query::evaluate_mut(w, &q)))
-            .await
-            .map_err(|e| {
-                Problem::new(
-                    ProblemCode::Unavailable,
-                    format!("the simulation did not run: {e}"),
-                )
-            })?
-    } else {
-        (query::evaluate(&version.world, &q), version.token)
-    };
-    Ok(json_ok(token, &answer?.body()?))
+    if let Query::Simulate(sq) = q {
+        return simulate_on(&state, store, version, sq).await;
+    }
+    let answer = query::evaluate(&version.world, &q)?;
+    Ok(json_ok(version.token, &answer.body()?))
+}
+
+/// `simulate` on its pinned version, in the background pool ([`crate::background`]):
+/// a private copy, low priority, within the server's budget, stopped when the client
+/// goes away. It holds no HTTP worker and no lock.
+async fn simulate_on(
+    state: &AppState,
+    store: &std::sync::Arc<crate::partition::Store>,
+    version: std::sync::Arc<crate::partition::Version>,
+    q: SimulateQuery,
+) -> Result<HttpResponse, Problem> {
+    if let Some(n) = q.limit
+        && n > super::a2::MAX_LIMIT
+    {
+        return Err(Problem::invalid(format!(
+            "`limit` is {n}, more than the most an answer lists ({})",
+            super::a2::MAX_LIMIT
+        )));
+    }
+    let cancel = crate::background::CancelOnDrop::new();
+    let (time, max_entries, flag) = (
+        state.limits.simulate_time,
+        state.limits.simulate_max_entries,
+        cancel.flag(),
+    );
+    let store = store.clone();
+    let (answer, token) = state
+        .jobs
+        .pool
+        .run("simulate", move || {
+            // The budget's clock starts when the job runs, not while it waits its turn.
+            let budget = crate::mutate::Budget {
+                deadline: Some(std::time::Instant::now() + time),
+                max_entries,
+                cancel: Some(flag),
+            };
+            store.exclusive_on(version, |w| {
+                query::simulate_within(w, &q, &budget, super::a2::DEFAULT_LIMIT)
+            })
+        })
+        .await?;
+    cancel.disarm();
+    let answer = Answer::Simulate(answer?);
+    Ok(json_ok(token, &answer.body()?))
 }
 
 // ----------------------------------------------------------------------------------
@@ -300,6 +333,57 @@ pub async fn post_reset(req: HttpRequest, state: web::Data<AppState>) -> Result<
     Ok(json_ok(token, &ResetAnswer { token }))
 }
 
+/// What a checkpoint asked for over HTTP did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointAnswer {
+    /// Whether a snapshot was written (false without `--data-dir`: nothing to write to).
+    pub written: bool,
+    /// The token of the state the snapshot holds.
+    pub token: Option<u64>,
+}
+
+/// Write a checkpoint now: a snapshot of the newest state through the journal, off the
+/// HTTP workers in the background pool, one at a time (a second one meanwhile: 503
+/// `busy` with `Retry-After`). Readers and writers do not wait for it.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/checkpoint",
+    tag = "admin",
+    responses(
+        (status = 200, description = "checkpointed (or nothing to checkpoint to)", body = CheckpointAnswer),
+        (status = "4XX", description = "refused", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "`busy`: a checkpoint is running; or the journal failed", body = ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["delegraph:admin"]))
+)]
+pub async fn post_checkpoint(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+    state.auth.require(&req, Scope::Admin)?;
+    super::guard::same_origin(&req)?;
+    let turn = state
+        .jobs
+        .checkpoint
+        .try_start()
+        .ok_or_else(|| Problem::new(ProblemCode::Busy, "a checkpoint is already being written"))?;
+    let store = state.partitions.store().clone();
+    let written = state
+        .jobs
+        .pool
+        .run("checkpoint", move || {
+            let _turn = turn;
+            store.checkpoint()
+        })
+        .await?
+        .map_err(|e| Problem::new(ProblemCode::Unavailable, format!("the checkpoint failed: {e}")))?;
+    let visible = state.partitions.store().visible();
+    Ok(json_ok(
+        visible,
+        &CheckpointAnswer {
+            written: written.is_some(),
+            token: written,
+        },
+    ))
+}
+
 // ----------------------------------------------------------------------------------
 // Queries: GET with the fields as query parameters, or POST with a JSON body.
 
@@ -398,10 +482,15 @@ query_handler!(request_status, "request_status");
 fn addable_clients_doc() {}
 query_handler!(addable_clients, "addable_clients");
 
-/// What one event would remove, computed without changing anything.
+/// What one event would remove, computed without changing anything: the counts, and the
+/// first `limit` entries of each list (default 1000, at most 100000) with `truncated`.
+/// Runs on a private copy of the pinned version in the background pool, within the
+/// server's budget (time, and entries held at once): past it 413 `limit_exceeded`,
+/// and 503 `busy` (with `Retry-After`) when the background queue is full.
 #[utoipa::path(post, path = "/v1/simulate", operation_id = "simulate", tag = "queries", params(MinToken),
     request_body(content = SimulateQuery),
-    responses((status = 200, body = SimulateAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    responses((status = 200, body = SimulateAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "`busy`: the background queue is full; retry after `Retry-After` seconds", body = ProblemDetails, content_type = "application/problem+json")),
     security(("bearer" = ["delegraph:read"])))]
 #[allow(unused)]
 fn simulate_doc() {}
@@ -564,7 +653,7 @@ impl Modify for BearerScheme {
     ),
     paths(
         post_events, check_doc, check_batch, authorized_parties_doc, rights_doc, holders_doc,
-        can_delegate_doc, explain_doc, clients_doc, request_status_doc, addable_clients_doc, simulate_doc, post_reset, healthz, readyz,
+        can_delegate_doc, explain_doc, clients_doc, request_status_doc, addable_clients_doc, simulate_doc, post_reset, post_checkpoint, healthz, readyz,
         metrics, openapi_json, docs, super::decision::decision, super::decision::authorize,
         super::a2::a2_impact
     ),

@@ -42,6 +42,7 @@ fn cascade() -> (String, Query) {
         "simulate unregister_role --from fjord --to tind-regnskap --role regnskapsforer".into(),
         Query::Simulate(SimulateQuery {
             event: serde_json::json!({"unregister_role": {"from": "fjord", "to": "tind-regnskap", "role": "regnskapsforer"}}),
+            limit: None,
         }),
     )
 }

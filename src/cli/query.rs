@@ -93,6 +93,10 @@ pub struct QueryArgs {
     /// Event field (with `simulate EVENT`).
     #[arg(long)]
     pub cascade: bool,
+    /// For `simulate`: list at most this many entries of each list (the counts are
+    /// complete).
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
     /// The world to ask: a snapshot (.snap), JSON Lines (.jsonl) or scenario (.yaml).
     /// Default: the bundled sample, graph-snapshots/sample.snap.
     #[arg(long, value_name = "FILE", conflicts_with = "server")]
@@ -153,6 +157,7 @@ fn build(args: &QueryArgs, kind: Kind) -> anyhow::Result<Query> {
         };
         let mut body = Map::new();
         body.insert("event".into(), event);
+        body.insert("limit".into(), Value::from(args.limit));
         return parse(kind, Value::Object(body));
     }
     if let Some(e) = &args.event_name {

@@ -113,10 +113,14 @@ pub fn answer(q: &Query, a: &Answer) -> (String, bool) {
             let _ = writeln!(
                 s,
                 "would remove {} assignment(s) and {} client delegation(s); {} access(es) lost",
-                a.removed_assignments.len(),
-                a.removed_delegations.len(),
-                a.lost.len()
+                a.removed_assignments_count, a.removed_delegations_count, a.lost_count
             );
+            if a.truncated {
+                let _ = writeln!(
+                    s,
+                    "  (the lists below are cut at the limit; the counts are complete)"
+                );
+            }
             for r in &a.removed_assignments {
                 let _ = writeln!(s, "  removed assignment  {} ──{}──▶ {}", r.from, r.role, r.to);
             }

@@ -5,6 +5,7 @@
 
 mod a2http;
 mod a2impact;
+mod background;
 mod cli;
 mod crash;
 mod decide;

@@ -1,0 +1,194 @@
+//! Background work — `simulate`, the `a2-impact` report, checkpoints asked for over HTTP —
+//! on a bounded pool of low-priority threads, so that readers keep their CPU.
+//!
+//! * **Bounded.** At most `threads` jobs run at once (a semaphore); at most
+//!   [`MAX_WAITING`] more wait for a turn, and past that a job is refused
+//!   ([`PoolError::Busy`]: the server answers 503 `busy` with `Retry-After`).
+//! * **Low priority.** Each job runs on a thread of its own that first lowers its own
+//!   scheduling priority (Linux: `setpriority(PRIO_PROCESS, gettid(), 10)`, i.e. nice
+//!   10, per thread), so the HTTP workers win the CPU whenever both want it. Threads the
+//!   job starts itself (the report's) call [`lower_priority`] too.
+//! * **Cancellable.** A job gets a [`Cancel`] flag; the request that started it holds a
+//!   [`CancelOnDrop`], so a client that goes away (or the request time limit, which drops
+//!   the request) sets the flag and the job stops at its next check. The permit is held
+//!   until the job's thread ends, so a cancelled job still counts until it has stopped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use tokio::sync::{Semaphore, oneshot};
+
+/// How many jobs may wait for a turn beyond those running.
+pub const MAX_WAITING: usize = 16;
+
+/// The scheduling priority (nice value) background threads give themselves.
+pub const NICE: i32 = 10;
+
+/// A flag that asks a job to stop.
+pub type Cancel = Arc<AtomicBool>;
+
+/// Sets its flag when dropped: held by a request for as long as it waits for its job.
+#[derive(Debug, Default)]
+pub struct CancelOnDrop(pub Cancel);
+
+impl CancelOnDrop {
+    pub fn new() -> CancelOnDrop {
+        CancelOnDrop::default()
+    }
+
+    /// The flag, for the job.
+    pub fn flag(&self) -> Cancel {
+        self.0.clone()
+    }
+
+    /// The job answered: dropping this no longer means anything.
+    pub fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Why a job did not run or did not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("{running} background job(s) are running and {waiting} waiting; try again shortly")]
+    Busy { running: usize, waiting: usize },
+    #[error("the background job stopped without an answer (an engine bug, or the server is stopping)")]
+    Lost,
+    #[error("cannot start a background thread: {0}")]
+    Spawn(String),
+}
+
+/// The pool. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct Pool {
+    permits: Arc<Semaphore>,
+    threads: usize,
+    waiting: AtomicUsize,
+}
+
+impl Pool {
+    /// A pool running at most `threads` jobs at once (at least 1).
+    pub fn new(threads: usize) -> Pool {
+        let threads = threads.max(1);
+        Pool {
+            permits: Arc::new(Semaphore::new(threads)),
+            threads,
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many jobs may run at once.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `job` on a low-priority thread of its own once a turn is free, and returns
+    /// its answer. Refused when [`MAX_WAITING`] jobs are already waiting.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        name: &str,
+        job: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, PoolError> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
+                if waiting >= MAX_WAITING {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(PoolError::Busy {
+                        running: self.threads,
+                        waiting,
+                    });
+                }
+                let p = self.permits.clone().acquire_owned().await;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                p.map_err(|_| PoolError::Lost)?
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("bg-{name}"))
+            .spawn(move || {
+                lower_priority();
+                let _ = tx.send(job());
+                drop(permit);
+            })
+            .map_err(|e| PoolError::Spawn(e.to_string()))?;
+        rx.await.map_err(|_| PoolError::Lost)
+    }
+}
+
+/// Lowers the calling thread's scheduling priority to nice [`NICE`] (Linux, per thread);
+/// elsewhere, or if the system refuses, the thread keeps its priority.
+pub fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `gettid` has no preconditions; `setpriority` only reads its arguments, and
+    // on Linux PRIO_PROCESS with a thread id changes that one thread.
+    unsafe {
+        let tid = libc::gettid();
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE);
+    }
+}
+
+/// The nice value of the calling thread (Linux; 0 elsewhere), for tests.
+pub fn current_nice() -> i32 {
+    #[cfg(target_os = "linux")]
+    // SAFETY: as in `lower_priority`; `getpriority` only reads its arguments.
+    unsafe {
+        let tid = libc::gettid();
+        libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t)
+    }
+    #[cfg(not(target_os = "linux"))]
+    0
+}
+
+/// Admits one job of a kind at a time (the `a2-impact` report, an HTTP checkpoint).
+#[derive(Debug, Default)]
+pub struct OneAtATime(AtomicBool);
+
+/// The turn of the one job running; dropping it (when the job's thread ends) frees it.
+#[derive(Debug)]
+pub struct Turn(Arc<OneAtATime>);
+
+impl OneAtATime {
+    /// The turn, unless a job of this kind is running.
+    pub fn try_start(self: &Arc<Self>) -> Option<Turn> {
+        (!self.0.swap(true, Ordering::SeqCst)).then(|| Turn(self.clone()))
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        (self.0).0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The server's background work: the pool, and the kinds that run one at a time.
+#[derive(Debug)]
+pub struct Jobs {
+    pub pool: Pool,
+    /// The `a2-impact` report.
+    pub report: Arc<OneAtATime>,
+    /// A checkpoint asked for over HTTP.
+    pub checkpoint: Arc<OneAtATime>,
+}
+
+impl Jobs {
+    pub fn new(threads: usize) -> Jobs {
+        Jobs {
+            pool: Pool::new(threads),
+            report: Arc::default(),
+            checkpoint: Arc::default(),
+        }
+    }
+}

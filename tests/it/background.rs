@@ -1,0 +1,268 @@
+//! Background work over HTTP (issue 15 item 3): `simulate` within its budget (refused
+//! past it, changing nothing), its counts, first `limit` entries and `truncated`; one
+//! `a2-impact` at a time; the checkpoint route; the low-priority pool; and
+//! `loadtest --during` against a small server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use delegraph::api::limits::Limits;
+use delegraph::api::{RunningServer, ServerConfig, spawn};
+use delegraph::event::{Empty, Event};
+use delegraph::partition::journal::MemoryJournal;
+use delegraph::query::{self, SimulateQuery};
+use delegraph::world::World;
+use serde_json::{Value, json};
+
+fn small_world() -> World {
+    use delegraph::generate::{Params, Scale, generate_vec};
+    let mut p = Params::for_scale(Scale::Small);
+    p.names = false;
+    let mut w = World::new();
+    for ev in generate_vec(&p) {
+        delegraph::mutate::apply(&mut w, &ev).unwrap();
+    }
+    w
+}
+
+fn start_with(world: World, limits: Limits) -> RunningServer {
+    let config = ServerConfig {
+        limits,
+        workers: Some(2),
+        ..ServerConfig::default()
+    };
+    spawn(config, "127.0.0.1:0", world, Arc::new(MemoryJournal::new())).unwrap()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// (status, Retry-After, body)
+fn post(url: &str, body: &Value) -> (u16, Option<String>, Value) {
+    let mut res = agent()
+        .post(url)
+        .content_type("application/json")
+        .send(body.to_string())
+        .unwrap();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let text = res.body_mut().read_to_string().unwrap();
+    (
+        res.status().as_u16(),
+        retry,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+fn get(url: &str) -> (u16, Option<String>, Value) {
+    let mut res = agent().get(url).call().unwrap();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let text = res.body_mut().read_to_string().unwrap();
+    (
+        res.status().as_u16(),
+        retry,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+fn retire() -> Value {
+    json!({"event": {"retire_a2_roles": {}}})
+}
+
+#[test]
+fn simulate_past_its_budget_is_refused_with_limit_exceeded_and_changes_nothing() {
+    let world = crate::a2impact::world_before_cutoff_of("a2-cutoff.yaml");
+    // Within the default budget the same simulation answers.
+    let ok = start_with(world.clone(), Limits::default());
+    let (status, _, answer) = post(&format!("{}/v1/simulate", ok.url()), &retire());
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["lost_count"].as_u64().unwrap() > 0);
+    ok.stop();
+
+    for limits in [
+        // Memory: the event's changes alone are more than one entry.
+        Limits {
+            simulate_max_entries: 1,
+            ..Limits::default()
+        },
+        // Time: a budget that is over before the first subject.
+        Limits {
+            simulate_time: Duration::ZERO,
+            ..Limits::default()
+        },
+    ] {
+        let server = start_with(world.clone(), limits);
+        let before = server.store.pin();
+        let (status, _, problem) = post(&format!("{}/v1/simulate", server.url()), &retire());
+        assert_eq!(status, 413, "{problem}");
+        assert_eq!(problem["code"], "limit_exceeded");
+        assert_eq!(problem["type"], "urn:delegraph:problem:limit_exceeded");
+        // Nothing changed: the same version, the roles still there.
+        let after = server.store.pin();
+        assert_eq!(after.token, before.token);
+        assert!(!after.world.a2_retired);
+        assert!(Arc::ptr_eq(&before, &after));
+        server.stop();
+    }
+}
+
+#[test]
+fn simulate_answers_counts_the_first_limit_entries_and_truncated() {
+    let world = small_world();
+    let full = query::simulate(
+        &mut world.clone(),
+        &SimulateQuery {
+            event: retire()["event"].clone(),
+            limit: None,
+        },
+    )
+    .unwrap();
+    assert!(full.lost.len() > 2, "the scenario loses several accesses");
+    assert_eq!(full.lost_count, full.lost.len());
+    assert!(!full.truncated);
+    let server = start_with(world, Limits::default());
+    let url = format!("{}/v1/simulate", server.url());
+    let (status, _, a) = post(&url, &json!({"event": {"retire_a2_roles": {}}, "limit": 2}));
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["lost_count"].as_u64().unwrap() as usize, full.lost.len());
+    assert_eq!(a["truncated"], true);
+    let listed: Vec<query::LostAccess> = serde_json::from_value(a["lost"].clone()).unwrap();
+    // The first two of the sorted full answer.
+    assert_eq!(listed, full.lost[..2].to_vec());
+    assert_eq!(
+        a["removed_assignments_count"].as_u64().unwrap() as usize,
+        full.removed_assignments.len()
+    );
+    // A limit that covers everything: the whole answer, not truncated.
+    assert!(full.lost.len() <= 100_000);
+    let (_, _, all) = post(&url, &json!({"event": {"retire_a2_roles": {}}, "limit": 100000}));
+    assert_eq!(all["truncated"], false);
+    let listed: Vec<query::LostAccess> = serde_json::from_value(all["lost"].clone()).unwrap();
+    assert_eq!(listed, full.lost);
+    // A limit above the most an answer lists is refused.
+    let (status, _, p) = post(&url, &json!({"event": {"retire_a2_roles": {}}, "limit": 100001}));
+    assert_eq!((status, p["code"].as_str()), (400, Some("invalid_input")));
+    server.stop();
+}
+
+#[test]
+fn the_streaming_simulate_agrees_with_a_naive_before_and_after_on_a_generated_world() {
+    // The naive way: every subject's accesses in the world before and in the world
+    // after, compared whole.
+    let w = small_world();
+    let mut after = w.clone();
+    delegraph::mutate::apply(&mut after, &Event::RetireA2Roles(Empty {})).unwrap();
+    let mut expected = std::collections::BTreeSet::new();
+    for (x, _) in w.graph.parties() {
+        let b = delegraph::mutate::accesses_of(&w, x, None);
+        let a = delegraph::mutate::accesses_of(&after, x, None);
+        expected.extend(b.difference(&a).cloned());
+    }
+    let sim = delegraph::mutate::simulate(&mut w.clone(), &Event::RetireA2Roles(Empty {})).unwrap();
+    assert!(!expected.is_empty());
+    assert_eq!(sim.lost, expected);
+}
+
+#[test]
+fn a_second_a2_impact_while_one_runs_is_refused_busy_with_retry_after() {
+    let world = crate::a2impact::world_before_cutoff_of("a2-cutoff.yaml");
+    let someone = world
+        .graph
+        .parties()
+        .next()
+        .map(|(n, _)| world.graph.ext_id(n).to_string())
+        .unwrap();
+    let server = start_with(world, Limits::default());
+    let url = server.url();
+    server.store.set_pause(true);
+    let first = {
+        let url = url.clone();
+        std::thread::spawn(move || get(&format!("{url}/v1/a2-impact?limit=5")))
+    };
+    while server.store.paused() == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (status, retry, problem) = get(&format!("{url}/v1/a2-impact"));
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(problem["code"], "busy");
+    assert_eq!(retry.as_deref(), Some("1"));
+    // Readers are not held up meanwhile.
+    let (status, _, _) = post(
+        &format!("{url}/v1/authorized_parties"),
+        &json!({"subject": someone}),
+    );
+    assert_eq!(status, 200);
+    server.store.set_pause(false);
+    let (status, _, report) = first.join().unwrap();
+    assert_eq!(status, 200, "{report}");
+    assert!(report["lost"].as_u64().unwrap() > 0);
+    // Once it has finished, the next one runs.
+    let (status, _, _) = get(&format!("{url}/v1/a2-impact"));
+    assert_eq!(status, 200);
+    server.stop();
+}
+
+#[test]
+fn the_checkpoint_route_answers_and_without_a_log_writes_nothing() {
+    let server = start_with(World::new(), Limits::default());
+    let (status, _, a) = post(&format!("{}/v1/admin/checkpoint", server.url()), &json!({}));
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["written"], false);
+    server.stop();
+}
+
+#[test]
+fn background_jobs_run_on_low_priority_threads() {
+    let pool = delegraph::background::Pool::new(1);
+    let nice = actix_web::rt::System::new()
+        .block_on(pool.run("test", delegraph::background::current_nice))
+        .unwrap();
+    if cfg!(target_os = "linux") {
+        assert_eq!(nice, delegraph::background::NICE);
+        // The calling thread keeps its own priority.
+        assert_ne!(delegraph::background::current_nice(), delegraph::background::NICE);
+    }
+}
+
+#[test]
+fn loadtest_during_simulate_reports_both_tables() {
+    use delegraph::loadtest::{During, Mix, Plan, run};
+    let world = small_world();
+    let server = start_with(world.clone(), Limits::default());
+    let plan = Plan {
+        server: server.url(),
+        token: None,
+        requests: 300,
+        duration: Duration::from_secs(60),
+        concurrency: 2,
+        mix: Mix::parse("check=1").unwrap(),
+        batch_size: 10,
+        seed: 1,
+        during: Some(During::Simulate),
+    };
+    let report = run(&world, &plan, &|_| {}).unwrap();
+    assert_eq!(report.requests, 300);
+    let text = delegraph::loadtest::to_text(&report);
+    assert!(text.contains("during simulate"), "{text}");
+    let during = report.during.expect("the background work's table");
+    assert_eq!(during.work, During::Simulate);
+    let kinds: Vec<&str> = during.kinds.iter().map(|k| k.kind).collect();
+    assert!(kinds.contains(&"simulate regn"), "{kinds:?}");
+    assert!(
+        during.statuses.get(&200).is_some_and(|n| *n > 0),
+        "{:?}",
+        during.statuses
+    );
+    server.stop();
+}
