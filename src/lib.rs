@@ -30,6 +30,7 @@
 pub mod a2impact;
 pub mod api;
 pub mod catalog;
+pub mod consent;
 pub mod decide;
 pub mod event;
 pub mod generate;
