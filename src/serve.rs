@@ -66,6 +66,11 @@ pub struct ServeArgs {
     /// Longest a request may take, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     request_timeout_ms: u64,
+    /// The engine clock follows the wall clock: a `clock` event is logged at least this
+    /// often (seconds; never backwards), so expiry acts within it. 0 leaves the clock to
+    /// the events sent (scenario runs against the server set it themselves).
+    #[arg(long, default_value_t = 5)]
+    clock_interval_secs: u64,
 }
 
 fn auth(a: &ServeArgs) -> anyhow::Result<Auth> {
@@ -197,6 +202,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         auth,
         allow_reset: a.allow_reset,
         workers: a.workers,
+        clock_interval: (a.clock_interval_secs > 0).then(|| Duration::from_secs(a.clock_interval_secs)),
     };
     let listener = TcpListener::bind(&a.bind).with_context(|| format!("cannot listen on `{}`", a.bind))?;
     let addr = listener.local_addr()?;
