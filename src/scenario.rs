@@ -730,7 +730,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConsentStatusExpect {
-    expect: String,
+    expect: Option<String>,
     #[serde(default, deserialize_with = "present")]
     accepted_by: Option<Value>,
     acceptor_entitled: Option<bool>,
@@ -739,7 +739,7 @@ struct ConsentStatusExpect {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConsentCheckExpect {
-    expect: bool,
+    expect: Option<bool>,
     reason: Option<String>,
 }
 
@@ -756,7 +756,7 @@ struct ConsentEntryExpect {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConsentEventsExpect {
-    expect: Vec<ConsentEntryExpect>,
+    expect: Option<Vec<ConsentEntryExpect>>,
 }
 
 /// An optional id expectation (`null` = none) against an answer.
@@ -776,12 +776,19 @@ fn run_consent_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<Step
     match key {
         "consent_status" => {
             let (q, e): (Query, ConsentStatusExpect) = split_step(key, body)?;
-            let want = crate::consent::Status::parse(&e.expect)
-                .ok_or_else(|| Error::invalid(format!("`expect` is not a consent status: `{}`", e.expect)))?;
+            let want = match &e.expect {
+                Some(x) => Some(
+                    crate::consent::Status::parse(x)
+                        .ok_or_else(|| Error::invalid(format!("`expect` is not a consent status: `{x}`")))?,
+                ),
+                None => None,
+            };
             let Answer::ConsentStatus(a) = b.query(&q)? else {
                 return Err(wrong_answer(&q));
             };
-            if a.status != want.as_str() {
+            if let Some(want) = want
+                && a.status != want.as_str()
+            {
                 return Ok(mismatch(want.as_str(), &a.status));
             }
             if let Some(v) = &e.accepted_by {
@@ -805,7 +812,7 @@ fn run_consent_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<Step
         }
         "consent_check" => {
             let (q, e): (Query, ConsentCheckExpect) = split_step(key, body)?;
-            if e.expect && e.reason.is_some() {
+            if e.expect != Some(false) && e.reason.is_some() {
                 return Err(Error::invalid("`reason` goes only with `expect: false`"));
             }
             if let Some(r) = &e.reason
@@ -818,11 +825,10 @@ fn run_consent_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<Step
             let Answer::ConsentCheck(a) = b.query(&q)? else {
                 return Err(wrong_answer(&q));
             };
-            if a.allowed != e.expect {
-                return Ok(mismatch(
-                    e.expect,
-                    format!("{} ({})", a.allowed, show_opt(&a.reason)),
-                ));
+            if let Some(want) = e.expect
+                && a.allowed != want
+            {
+                return Ok(mismatch(want, format!("{} ({})", a.allowed, show_opt(&a.reason))));
             }
             if let Some(r) = &e.reason
                 && a.reason.as_deref() != Some(r.as_str())
@@ -839,19 +845,20 @@ fn run_consent_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<Step
             let Answer::ConsentEvents(a) = b.query(&q)? else {
                 return Err(wrong_answer(&q));
             };
+            let expect = e.expect.unwrap_or_default();
             let show = |evs: &[query::ConsentEventEntry]| {
                 evs.iter()
                     .map(|x| format!("{} by {} at {}", x.event, show_opt(&x.by), show_opt(&x.at)))
                     .collect::<Vec<_>>()
                     .join("; ")
             };
-            if a.events.len() != e.expect.len() {
+            if a.events.len() != expect.len() {
                 return Ok(mismatch(
-                    format!("{} event(s)", e.expect.len()),
+                    format!("{} event(s)", expect.len()),
                     format!("{}: {}", a.events.len(), show(&a.events)),
                 ));
             }
-            for (i, (want, got)) in e.expect.iter().zip(&a.events).enumerate() {
+            for (i, (want, got)) in expect.iter().zip(&a.events).enumerate() {
                 let n = i + 1;
                 crate::consent::Status::parse(&want.event).ok_or_else(|| {
                     Error::invalid(format!("event {n}: `{}` is not a consent event", want.event))
