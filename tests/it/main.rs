@@ -6,6 +6,7 @@
 mod a2http;
 mod a2impact;
 mod cli;
+mod consent;
 mod crash;
 mod decide;
 mod hostile;
