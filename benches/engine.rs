@@ -81,6 +81,8 @@ fn world(companies: usize, clients: usize, delegated: usize) -> World {
             }],
             access_lists: None,
             access_list_mode: None,
+            kind: None,
+            one_time: None,
         }),
     );
     for i in 0..companies {

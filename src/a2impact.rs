@@ -290,6 +290,8 @@ fn plan(w: &World, filter: &Filter, cand: &Candidates) -> Plan {
     for (n, r) in g.resources() {
         if filter.resource.as_ref().is_some_and(|f| *f != r.id)
             || filter.owner.as_ref().is_some_and(|o| r.owner.as_ref() != Some(o))
+            // A consent resource is decided by consents, never by roles (§9.5).
+            || crate::decide::is_consent_resource(w, n)
         {
             continue;
         }

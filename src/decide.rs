@@ -124,8 +124,26 @@ pub fn held(recs: &[Record]) -> (RoleSet, PackageSet) {
 
 /// The decision for one subject whose records for `party` are `recs`: may it do
 /// `action` on resource `res` (or on one instance of it)? The policy sees the subject's
-/// roles and packages, the resource and the action.
+/// roles and packages, the resource and the action. Records never permit on a consent
+/// resource (§4, §9.5): only a consent does ([`permits`], [`consent_decision`]).
 pub fn decision_with(
+    w: &World,
+    recs: &[Record],
+    party: NodeId,
+    res: NodeId,
+    action: &str,
+    instance: Option<&str>,
+) -> Decision {
+    if is_consent_resource(w, res) {
+        return Decision::NotApplicable;
+    }
+    policy_order_with(w, recs, party, res, action, instance)
+}
+
+/// The decision order over records, for any resource: the policy (or rule list), the
+/// grants, the access lists. A consent resource's rules are read this way only by the
+/// consent acceptance check ([`may_consent`]).
+fn policy_order_with(
     w: &World,
     recs: &[Record],
     party: NodeId,
@@ -165,8 +183,18 @@ pub fn permits_with(
     decision_with(w, recs, party, res, action, instance) == Decision::Permit
 }
 
-/// May `x` do `action` on resource `res` (or one instance of it) for party `f`?
+/// May `x` do `action` on resource `res` (or one instance of it) for party `f`? On a
+/// consent resource: iff `x` holds a valid consent from `f` for the action (§9.5).
 pub fn permits(w: &World, x: NodeId, f: NodeId, res: NodeId, action: &str, instance: Option<&str>) -> bool {
+    if let Some(d) = consent_decision(
+        w,
+        Some(x),
+        Some(f),
+        res,
+        std::slice::from_ref(&action.to_string()),
+    ) {
+        return d == Decision::Permit;
+    }
     let recs = resolve::records(w, x, Some(f));
     permits_with(w, &recs, f, res, action, instance)
 }
@@ -179,11 +207,63 @@ pub fn can_delegate_resource(w: &World, u: NodeId, party: NodeId, res: NodeId, a
     if !w.graph.resource(res).is_some_and(|r| r.delegable) {
         return false;
     }
-    let recs: Vec<Record> = resolve::records(w, u, Some(party))
+    permits_with(w, &delegation_records(w, u, party), party, res, action, None)
+}
+
+/// The records of `u` for `party` that the resource delegation check counts (§5).
+fn delegation_records(w: &World, u: NodeId, party: NodeId) -> Vec<Record> {
+    resolve::records(w, u, Some(party))
         .into_iter()
         .filter(Record::counts_for_resource_delegation)
-        .collect();
-    permits_with(w, &recs, party, res, action, None)
+        .collect()
+}
+
+// ----------------------------------------------------------------------------------
+// Consent resources (domain.md §4, §8.10, §9)
+
+/// Whether `res` is a consent resource (§9.1).
+pub fn is_consent_resource(w: &World, res: NodeId) -> bool {
+    w.graph
+        .resource(res)
+        .is_some_and(|r| matches!(r.kind, crate::graph::ResourceKind::Consent { .. }))
+}
+
+/// The decision on a consent resource, `None` for any other resource: Permit iff the
+/// subject holds a valid consent from the party for every action (§9.5), otherwise
+/// NotApplicable (§8.10). Nothing else (roles, packages, grants) permits on it.
+pub fn consent_decision(
+    w: &World,
+    subject: Option<NodeId>,
+    party: Option<NodeId>,
+    res: NodeId,
+    actions: &[String],
+) -> Option<Decision> {
+    if !is_consent_resource(w, res) {
+        return None;
+    }
+    let id = w.graph.ext_id(res);
+    let permit = match (subject, party) {
+        (Some(x), Some(f)) => {
+            !actions.is_empty()
+                && actions
+                    .iter()
+                    .all(|a| crate::consent::holds(w, x, f, id, &a.to_lowercase()))
+        }
+        _ => false,
+    };
+    Some(if permit {
+        Decision::Permit
+    } else {
+        Decision::NotApplicable
+    })
+}
+
+/// The consent acceptance check's right (§9.4(b)): does `u` hold `action` on resource
+/// `res` for `party` by the resource's rules, through records other than client
+/// delegations? §5's resource delegation check without the `delegable` flag, and read
+/// on a consent resource's rules.
+pub fn may_consent(w: &World, u: NodeId, party: NodeId, res: NodeId, action: &str) -> bool {
+    policy_order_with(w, &delegation_records(w, u, party), party, res, action, None) == Decision::Permit
 }
 
 /// Every (resource, action) that `recs` (one subject's records for `party`) are

@@ -96,6 +96,20 @@ pub struct ResourceEvent {
     pub access_lists: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_list_mode: Option<String>,
+    /// What the resource is (default `service`; domain.md §9.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ResourceKindSpec>,
+    /// A consent resource whose consent is used up by its first use (§9.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_time: Option<bool>,
+}
+
+/// The `kind` of a `resource` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceKindSpec {
+    Service,
+    Consent,
 }
 
 /// `grant` and `revoke`: one of a package, a resource with actions, or an instance of a
@@ -168,6 +182,10 @@ pub struct DiedEvent {
 #[serde(deny_unknown_fields)]
 pub struct ClockEvent {
     pub now: String,
+    /// Set by a server following the wall clock: the clock only moves forward (a
+    /// `now` earlier than the engine clock changes nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_only: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -310,6 +328,50 @@ pub struct AccessListEvent {
     pub members: Vec<AccessListMember>,
 }
 
+// ----------------------------------------------------------------------------------
+// Consent (domain.md §9)
+
+/// One right a consent asks for: a consent resource and actions on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRightSpec {
+    pub resource: String,
+    pub actions: Vec<String>,
+}
+
+/// `consent_request`: the consumer `to` asks `from` for consent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRequestEvent {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_delegator: Option<String>,
+    pub rights: Vec<ConsentRightSpec>,
+    pub valid_to: String,
+}
+
+/// `accept_consent`, `reject_consent` and `revoke_consent`: a person answers or revokes;
+/// without `by`, an administrative import.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentActionEvent {
+    pub consent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// `use_consent`: the consumer (or its operator) `by` uses the consent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UseConsentEvent {
+    pub consent: String,
+    pub by: String,
+}
+
 /// A mutation of the world.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -344,6 +406,12 @@ pub enum Event {
     Policy(PolicyEvent),
     Instance(InstanceEvent),
     AccessList(AccessListEvent),
+    // Consent (domain.md §9).
+    ConsentRequest(ConsentRequestEvent),
+    AcceptConsent(ConsentActionEvent),
+    RejectConsent(ConsentActionEvent),
+    RevokeConsent(ConsentActionEvent),
+    UseConsent(UseConsentEvent),
 }
 
 /// The names of every event of the vocabulary, including those a later part of the
@@ -379,6 +447,12 @@ pub const EVENT_NAMES: &[&str] = &[
     "policy",
     "instance",
     "access_list",
+    // Consent (domain.md §9).
+    "consent_request",
+    "accept_consent",
+    "reject_consent",
+    "revoke_consent",
+    "use_consent",
 ];
 
 impl Event {
@@ -476,6 +550,11 @@ impl Event {
             Event::Policy(_) => "policy",
             Event::Instance(_) => "instance",
             Event::AccessList(_) => "access_list",
+            Event::ConsentRequest(_) => "consent_request",
+            Event::AcceptConsent(_) => "accept_consent",
+            Event::RejectConsent(_) => "reject_consent",
+            Event::RevokeConsent(_) => "revoke_consent",
+            Event::UseConsent(_) => "use_consent",
         }
     }
 }

@@ -803,6 +803,7 @@ where
         }
         self.emit(Event::Clock(ClockEvent {
             now: "2025-06-02T08:00:00+02:00".to_string(),
+            forward_only: None,
         }))?;
         self.resources_phase()?;
         self.persons_phase()?;
@@ -896,6 +897,8 @@ where
                 rules,
                 access_lists: None,
                 access_list_mode: None,
+                kind: None,
+                one_time: None,
             }))?;
             self.resources.push((id, all_actions));
             self.progress.inc(1);

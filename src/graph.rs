@@ -101,6 +101,18 @@ pub struct Resource {
     pub owner: Option<String>,
     pub delegable: bool,
     pub rules: Vec<Rule>,
+    /// What the resource is (scenario-format `kind`); a service unless said otherwise.
+    pub kind: ResourceKind,
+}
+
+/// The kind of a resource (domain.md §9.1, §10.1).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ResourceKind {
+    /// An ordinary service, decided by its policy and grants (§4).
+    #[default]
+    Service,
+    /// Something a party consents to (§9): decided by consents alone.
+    Consent { one_time: bool },
 }
 
 #[derive(Debug, Clone, PartialEq)]

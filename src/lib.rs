@@ -33,6 +33,7 @@ pub mod a2impact;
 pub mod api;
 pub mod background;
 pub mod catalog;
+pub mod consent;
 pub mod decide;
 pub mod event;
 pub mod generate;

@@ -34,6 +34,8 @@ enum Undo {
     Sys(crate::sysuser::SysUndo),
     /// A change to the decision point's state (see [`crate::pdp`]).
     Pdp(crate::pdp::PdpUndo),
+    /// A change to the consents (see [`crate::consent`]).
+    Consent(crate::consent::ConsentUndo),
 }
 
 /// What an applied event changed.
@@ -83,6 +85,11 @@ impl<'w> Tx<'w> {
         self.undo.push(Undo::Pdp(u));
     }
 
+    /// Records how to undo a change to the consents.
+    pub(crate) fn push_consent_undo(&mut self, u: crate::consent::ConsentUndo) {
+        self.undo.push(Undo::Consent(u));
+    }
+
     /// Creates or replaces a resource node, undoably.
     pub(crate) fn put_resource(&mut self, res: Resource) -> NodeId {
         match self.w.graph.resource_node(&res.id) {
@@ -126,6 +133,7 @@ impl<'w> Tx<'w> {
                 Undo::A2Retired(b) => self.w.a2_retired = b,
                 Undo::Sys(u) => crate::sysuser::undo(self.w, u),
                 Undo::Pdp(u) => crate::pdp::undo(self.w, u),
+                Undo::Consent(u) => crate::consent::undo(self.w, u),
             }
         }
     }
@@ -1047,6 +1055,11 @@ pub(crate) fn apply_in(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
         Event::Clock(c) => {
             let t = DateTime::parse_from_rfc3339(c.now.trim())
                 .map_err(|e| Error::invalid(format!("`now` is not an RFC 3339 time `{}`: {e}", c.now)))?;
+            // A server's wall-clock tick never moves the clock back (a scenario may have
+            // set it ahead); replaying it gives the same answer.
+            if c.forward_only == Some(true) && tx.w.now.is_some_and(|cur| cur >= t) {
+                return Ok(());
+            }
             tx.undo.push(Undo::Clock(tx.w.now));
             tx.w.now = Some(t);
             Ok(())
@@ -1063,6 +1076,11 @@ pub(crate) fn apply_in(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
         | Event::AddClient(_)
         | Event::RemoveClient(_) => crate::sysuser::apply(tx, ev),
         Event::Policy(_) | Event::Instance(_) | Event::AccessList(_) => crate::pdp::apply(tx, ev),
+        Event::ConsentRequest(_)
+        | Event::AcceptConsent(_)
+        | Event::RejectConsent(_)
+        | Event::RevokeConsent(_)
+        | Event::UseConsent(_) => crate::consent::apply(tx, ev),
     }
 }
 
@@ -1303,6 +1321,7 @@ pub fn parse_token(c: &Catalog, t: &str) -> Result<Token> {
 
 fn resource_event(tx: &mut Tx<'_>, r: &ResourceEvent) -> Result<()> {
     non_empty("id", &r.id)?;
+    let kind = crate::consent::resource_kind(r)?;
     let c = tx.w.catalog;
     if let Some(m) = &r.access_list_mode
         && m != "enabled"
@@ -1337,6 +1356,7 @@ fn resource_event(tx: &mut Tx<'_>, r: &ResourceEvent) -> Result<()> {
         owner: r.owner.clone(),
         delegable: r.delegable.unwrap_or(true),
         rules: parsed,
+        kind,
     };
     match tx.w.graph.resource_node(&r.id) {
         Some(n) => {
@@ -1428,6 +1448,9 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
         )));
     }
     // Structure.
+    if let GrantTarget::Resource(r, _) | GrantTarget::Instance(r, _, _) = &target {
+        crate::consent::refuse_grant_of_consent_resource(w, *r)?;
+    }
     match &target {
         GrantTarget::Package(p) => {
             let pkg = c.package(*p);

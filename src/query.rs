@@ -315,6 +315,165 @@ pub struct SimulateAnswer {
     pub truncated: bool,
 }
 
+// ----------------------------------------------------------------------------------
+// Consent (domain.md §9)
+
+/// `consent_status`: a consent's reported status and who accepted it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentStatusQuery {
+    pub consent: String,
+}
+
+/// One right of a consent: a consent resource and actions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsentRightAnswer {
+    pub resource: String,
+    /// Sorted.
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsentStatusAnswer {
+    pub consent: String,
+    /// `created`, `accepted`, `rejected`, `revoked`, `used` or `expired` (derived from the
+    /// engine clock, never stored).
+    pub status: String,
+    pub from: String,
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_delegator: Option<String>,
+    /// Sorted by resource.
+    pub rights: Vec<ConsentRightAnswer>,
+    /// RFC 3339.
+    pub valid_to: String,
+    /// The person who accepted it (none for an import or before acceptance).
+    pub accepted_by: Option<String>,
+    /// Whether that person would pass the acceptance check now (false without one).
+    pub acceptor_entitled: bool,
+}
+
+/// `consent_check`: does `to` (the consumer, or the operator in `handled_by`) hold a
+/// valid consent from `from` for `action` on consent resource `resource`; with
+/// `consent`, by that consent only?
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentCheckQuery {
+    pub from: String,
+    pub to: String,
+    pub resource: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsentCheckAnswer {
+    pub allowed: bool,
+    /// For a no: `not_found` (no consent from `from` to `to`), `not_authorized` (none
+    /// covers the action) or `conflict` (none valid now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For a yes: the consent that permits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<String>,
+}
+
+/// `consent_events`: what happened to a consent, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentEventsQuery {
+    pub consent: String,
+}
+
+/// One entry of a consent's event list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsentEventEntry {
+    /// `created`, `accepted`, `rejected`, `revoked`, `used` or `expired`.
+    pub event: String,
+    pub by: Option<String>,
+    /// The engine clock when it happened (RFC 3339), none while the clock was unset.
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsentEventsAnswer {
+    pub consent: String,
+    pub events: Vec<ConsentEventEntry>,
+}
+
+pub fn consent_status(w: &World, q: &ConsentStatusQuery) -> Result<ConsentStatusAnswer> {
+    use crate::consent;
+    let c = consent::get(w, &q.consent)?;
+    let id = |n: NodeId| w.graph.ext_id(n).to_string();
+    Ok(ConsentStatusAnswer {
+        consent: c.id.clone(),
+        status: consent::status(w, c).as_str().to_string(),
+        from: id(c.from),
+        to: id(c.to),
+        handled_by: c.handled_by.map(id),
+        required_delegator: c.required_delegator.map(id),
+        rights: c
+            .rights
+            .iter()
+            .map(|(r, a)| ConsentRightAnswer {
+                resource: r.clone(),
+                actions: a.iter().cloned().collect(),
+            })
+            .collect(),
+        valid_to: c.valid_to.to_rfc3339(),
+        accepted_by: c.accepted_by.map(id),
+        acceptor_entitled: c
+            .accepted_by
+            .is_some_and(|u| consent::may_answer(w, c, u).is_ok()),
+    })
+}
+
+pub fn consent_check(w: &World, q: &ConsentCheckQuery) -> Result<ConsentCheckAnswer> {
+    use crate::consent::CheckOutcome;
+    let (f, t) = (party(w, &q.from)?, party(w, &q.to)?);
+    let rn = resource_node(w, &q.resource)?;
+    if !crate::decide::is_consent_resource(w, rn) {
+        return Err(Error::invalid(format!(
+            "`{}` is not a consent resource",
+            q.resource
+        )));
+    }
+    let action = q.action.trim().to_lowercase();
+    let out = crate::consent::check(w, f, t, &q.resource, &action, q.consent.as_deref());
+    let (allowed, reason, consent) = match out {
+        CheckOutcome::Yes(id) => (true, None, Some(id)),
+        CheckOutcome::NotFound => (false, Some("not_found"), None),
+        CheckOutcome::NotAuthorized => (false, Some("not_authorized"), None),
+        CheckOutcome::Conflict => (false, Some("conflict"), None),
+    };
+    Ok(ConsentCheckAnswer {
+        allowed,
+        reason: reason.map(str::to_string),
+        consent,
+    })
+}
+
+pub fn consent_events(w: &World, q: &ConsentEventsQuery) -> Result<ConsentEventsAnswer> {
+    let c = crate::consent::get(w, &q.consent)?;
+    Ok(ConsentEventsAnswer {
+        consent: c.id.clone(),
+        events: crate::consent::entries(w, c)
+            .into_iter()
+            .map(|e| ConsentEventEntry {
+                event: e.what.as_str().to_string(),
+                by: e.by.map(|n| w.graph.ext_id(n).to_string()),
+                at: e.at.map(|t| t.to_rfc3339()),
+            })
+            .collect(),
+    })
+}
+
 /// One query of the vocabulary; its JSON form is the scenario step without expectations,
 /// e.g. `{"check": {"subject": "kari", "party": "bergen", "package": "skattegrunnlag"}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -330,6 +489,10 @@ pub enum Query {
     AddableClients(AddableClientsQuery),
     Explain(ExplainQuery),
     Simulate(SimulateQuery),
+    // Consent (domain.md §9).
+    ConsentStatus(ConsentStatusQuery),
+    ConsentCheck(ConsentCheckQuery),
+    ConsentEvents(ConsentEventsQuery),
 }
 
 /// The answer to a [`Query`], of the same variant.
@@ -346,6 +509,10 @@ pub enum Answer {
     AddableClients(ClientsAnswer),
     Explain(ExplainAnswer),
     Simulate(SimulateAnswer),
+    // Consent (domain.md §9).
+    ConsentStatus(ConsentStatusAnswer),
+    ConsentCheck(ConsentCheckAnswer),
+    ConsentEvents(ConsentEventsAnswer),
 }
 
 impl Query {
@@ -362,6 +529,9 @@ impl Query {
             Query::AddableClients(_) => "addable_clients",
             Query::Explain(_) => "explain",
             Query::Simulate(_) => "simulate",
+            Query::ConsentStatus(_) => "consent_status",
+            Query::ConsentCheck(_) => "consent_check",
+            Query::ConsentEvents(_) => "consent_events",
         }
     }
 
@@ -390,6 +560,9 @@ impl Query {
             "addable_clients" => p(name, body).map(Query::AddableClients),
             "explain" => p(name, body).map(Query::Explain),
             "simulate" => p(name, body).map(Query::Simulate),
+            "consent_status" => p(name, body).map(Query::ConsentStatus),
+            "consent_check" => p(name, body).map(Query::ConsentCheck),
+            "consent_events" => p(name, body).map(Query::ConsentEvents),
             _ => return None,
         })
     }
@@ -407,6 +580,9 @@ impl Query {
             Query::AddableClients(q) => serde_json::to_value(q),
             Query::Explain(q) => serde_json::to_value(q),
             Query::Simulate(q) => serde_json::to_value(q),
+            Query::ConsentStatus(q) => serde_json::to_value(q),
+            Query::ConsentCheck(q) => serde_json::to_value(q),
+            Query::ConsentEvents(q) => serde_json::to_value(q),
         };
         v.map_err(|e| Error::invalid(format!("cannot encode the query: {e}")))
     }
@@ -430,6 +606,9 @@ impl Answer {
             Query::AddableClients(_) => Answer::AddableClients(p(n, v)?),
             Query::Explain(_) => Answer::Explain(p(n, v)?),
             Query::Simulate(_) => Answer::Simulate(p(n, v)?),
+            Query::ConsentStatus(_) => Answer::ConsentStatus(p(n, v)?),
+            Query::ConsentCheck(_) => Answer::ConsentCheck(p(n, v)?),
+            Query::ConsentEvents(_) => Answer::ConsentEvents(p(n, v)?),
         })
     }
 
@@ -446,6 +625,9 @@ impl Answer {
             Answer::AddableClients(a) => serde_json::to_value(a),
             Answer::Explain(a) => serde_json::to_value(a),
             Answer::Simulate(a) => serde_json::to_value(a),
+            Answer::ConsentStatus(a) => serde_json::to_value(a),
+            Answer::ConsentCheck(a) => serde_json::to_value(a),
+            Answer::ConsentEvents(a) => serde_json::to_value(a),
         };
         v.map_err(|e| Error::invalid(format!("cannot encode the answer: {e}")))
     }
@@ -477,6 +659,9 @@ pub fn evaluate(w: &World, q: &Query) -> Result<Answer> {
         Query::Simulate(_) => {
             return Err(Error::invalid("`simulate` needs exclusive access to the world"));
         }
+        Query::ConsentStatus(q) => Answer::ConsentStatus(consent_status(w, q)?),
+        Query::ConsentCheck(q) => Answer::ConsentCheck(consent_check(w, q)?),
+        Query::ConsentEvents(q) => Answer::ConsentEvents(consent_events(w, q)?),
     })
 }
 

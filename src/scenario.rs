@@ -446,6 +446,8 @@ fn expectation_keys(key: &str) -> &'static [&'static str] {
         "rights" => &["packages", "roles"],
         "simulate" => &["expect_lost", "expect_removed"],
         "request_status" => &["expect", "escalated"],
+        "consent_status" => &["expect", "accepted_by", "acceptor_entitled"],
+        "consent_check" => &["expect", "reason"],
         _ => &["expect"],
     }
 }
@@ -722,7 +724,193 @@ fn run_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<StepResult> 
             }
             Ok(Ok(()))
         }
+        "consent_status" | "consent_check" | "consent_events" => run_consent_query(b, key, body),
         other => Err(Error::invalid(format!("unknown step `{other}`"))),
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// Consent steps (domain.md §9)
+
+/// A field that may be absent (not compared) or `null` (asserts there is none).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentStatusExpect {
+    expect: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    accepted_by: Option<Value>,
+    acceptor_entitled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentCheckExpect {
+    expect: Option<bool>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentEntryExpect {
+    event: String,
+    #[serde(default, deserialize_with = "present")]
+    by: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    at: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentEventsExpect {
+    expect: Option<Vec<ConsentEntryExpect>>,
+}
+
+/// An optional id expectation (`null` = none) against an answer.
+fn expected_id(field: &str, want: &Value) -> Result<Option<String>> {
+    match want {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        other => Err(Error::invalid(format!("`{field}` is an id or null, got {other}"))),
+    }
+}
+
+fn show_opt(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "none".to_string())
+}
+
+fn run_consent_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<StepResult> {
+    match key {
+        "consent_status" => {
+            let (q, e): (Query, ConsentStatusExpect) = split_step(key, body)?;
+            let want = match &e.expect {
+                Some(x) => Some(
+                    crate::consent::Status::parse(x)
+                        .ok_or_else(|| Error::invalid(format!("`expect` is not a consent status: `{x}`")))?,
+                ),
+                None => None,
+            };
+            let Answer::ConsentStatus(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
+            };
+            if let Some(want) = want
+                && a.status != want.as_str()
+            {
+                return Ok(mismatch(want.as_str(), &a.status));
+            }
+            if let Some(v) = &e.accepted_by {
+                let want = expected_id("accepted_by", v)?;
+                if want != a.accepted_by {
+                    return Ok(mismatch(
+                        format!("accepted_by: {}", show_opt(&want)),
+                        format!("accepted_by: {}", show_opt(&a.accepted_by)),
+                    ));
+                }
+            }
+            if let Some(ent) = e.acceptor_entitled
+                && ent != a.acceptor_entitled
+            {
+                return Ok(mismatch(
+                    format!("acceptor_entitled: {ent}"),
+                    format!("acceptor_entitled: {}", a.acceptor_entitled),
+                ));
+            }
+            Ok(Ok(()))
+        }
+        "consent_check" => {
+            let (q, e): (Query, ConsentCheckExpect) = split_step(key, body)?;
+            if e.expect != Some(false) && e.reason.is_some() {
+                return Err(Error::invalid("`reason` goes only with `expect: false`"));
+            }
+            if let Some(r) = &e.reason
+                && !["not_found", "not_authorized", "conflict"].contains(&r.as_str())
+            {
+                return Err(Error::invalid(format!(
+                    "`reason` is `not_found`, `not_authorized` or `conflict`, got `{r}`"
+                )));
+            }
+            let Answer::ConsentCheck(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
+            };
+            if let Some(want) = e.expect
+                && a.allowed != want
+            {
+                return Ok(mismatch(want, format!("{} ({})", a.allowed, show_opt(&a.reason))));
+            }
+            if let Some(r) = &e.reason
+                && a.reason.as_deref() != Some(r.as_str())
+            {
+                return Ok(mismatch(
+                    format!("reason {r}"),
+                    format!("reason {}", show_opt(&a.reason)),
+                ));
+            }
+            Ok(Ok(()))
+        }
+        _ => {
+            let (q, e): (Query, ConsentEventsExpect) = split_step(key, body)?;
+            let Answer::ConsentEvents(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
+            };
+            let expect = e.expect.unwrap_or_default();
+            let show = |evs: &[query::ConsentEventEntry]| {
+                evs.iter()
+                    .map(|x| format!("{} by {} at {}", x.event, show_opt(&x.by), show_opt(&x.at)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            if a.events.len() != expect.len() {
+                return Ok(mismatch(
+                    format!("{} event(s)", expect.len()),
+                    format!("{}: {}", a.events.len(), show(&a.events)),
+                ));
+            }
+            for (i, (want, got)) in expect.iter().zip(&a.events).enumerate() {
+                let n = i + 1;
+                crate::consent::Status::parse(&want.event).ok_or_else(|| {
+                    Error::invalid(format!("event {n}: `{}` is not a consent event", want.event))
+                })?;
+                if want.event != got.event {
+                    return Ok(mismatch(format!("event {n}: {}", want.event), show(&a.events)));
+                }
+                if let Some(v) = &want.by {
+                    let by = expected_id("by", v)?;
+                    if by != got.by {
+                        return Ok(mismatch(
+                            format!("event {n} ({}) by {}", want.event, show_opt(&by)),
+                            format!("by {}", show_opt(&got.by)),
+                        ));
+                    }
+                }
+                if let Some(v) = &want.at {
+                    let parse = |s: &str| {
+                        chrono::DateTime::parse_from_rfc3339(s).map_err(|e| {
+                            Error::invalid(format!("event {n}: `at` `{s}` is not RFC 3339: {e}"))
+                        })
+                    };
+                    let same = match (v, &got.at) {
+                        (Value::Null, None) => true,
+                        (Value::String(w), Some(g)) => parse(w)? == parse(g)?,
+                        (Value::Null | Value::String(_), _) => false,
+                        (other, _) => {
+                            return Err(Error::invalid(format!(
+                                "event {n}: `at` is an RFC 3339 time or null, got {other}"
+                            )));
+                        }
+                    };
+                    if !same {
+                        return Ok(mismatch(
+                            format!("event {n} ({}) at {v}", want.event),
+                            format!("at {}", show_opt(&got.at)),
+                        ));
+                    }
+                }
+            }
+            Ok(Ok(()))
+        }
     }
 }
 

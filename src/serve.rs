@@ -85,6 +85,11 @@ pub struct ServeArgs {
     /// low-priority threads (nice 10); the a2-impact report uses that many threads.
     #[arg(long, default_value_t = Limits::default().background_threads)]
     background_threads: usize,
+    /// The engine clock follows the wall clock: a `clock` event is logged at least this
+    /// often (seconds; never backwards), so expiry acts within it. 0 leaves the clock to
+    /// the events sent (scenario runs against the server set it themselves).
+    #[arg(long, default_value_t = 5)]
+    clock_interval_secs: u64,
 }
 
 /// The default of `--checkpoint-bytes`: 256 MiB of log (a few million small batches)
@@ -224,6 +229,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         auth,
         allow_reset: a.allow_reset,
         workers: a.workers,
+        clock_interval: (a.clock_interval_secs > 0).then(|| Duration::from_secs(a.clock_interval_secs)),
     };
     let listener = TcpListener::bind(&a.bind).with_context(|| format!("cannot listen on `{}`", a.bind))?;
     let addr = listener.local_addr()?;

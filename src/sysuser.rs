@@ -816,6 +816,9 @@ fn access_request(tx: &mut Tx<'_>, e: &AccessRequestEvent) -> Result<()> {
             }
         }
         AccessTarget::Resource { resource, .. } => {
+            if let Some(n) = w.graph.resource_node(resource) {
+                crate::consent::refuse_grant_of_consent_resource(w, n)?;
+            }
             let delegable = w
                 .graph
                 .resource_node(resource)

@@ -23,6 +23,8 @@ pub struct World {
     pub sys: Shared<crate::sysuser::SysState>,
     /// XACML policies, instances and access lists of the decision point (domain.md §8).
     pub pdp: Shared<crate::pdp::PdpState>,
+    /// Consents and their index (domain.md §9): global state, not per partition.
+    pub consent: Shared<crate::consent::ConsentState>,
 }
 
 impl Default for World {
@@ -40,6 +42,7 @@ impl World {
             a2_retired: false,
             sys: Shared::default(),
             pdp: Shared::default(),
+            consent: Shared::default(),
         }
     }
 }

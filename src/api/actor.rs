@@ -4,8 +4,8 @@
 //!
 //! | acts | events | scope |
 //! |---|---|---|
-//! | an end user, named by `by` | `grant`, `revoke`, `remove_connection`, `add_agent`, `remove_agent`, `delegate`, `undelegate`, `access_request`, `add_client`, `remove_client`, and (`by` required) `approve`, `reject`, `confirm`, `withdraw`, `escalate` | `delegraph:act` as `by` itself, `delegraph:write` for any `by`; without `by` (an administrative import) `delegraph:import` |
-//! | a vendor or consumer organisation | `system`, `system_user_request`, `change_request` | `delegraph:write` |
+//! | an end user, named by `by` | `grant`, `revoke`, `remove_connection`, `add_agent`, `remove_agent`, `delegate`, `undelegate`, `access_request`, `add_client`, `remove_client`, `accept_consent`, `reject_consent`, `revoke_consent`, and (`by` required) `approve`, `reject`, `confirm`, `withdraw`, `escalate` | `delegraph:act` as `by` itself, `delegraph:write` for any `by`; without `by` (an administrative import) `delegraph:import` |
+//! | a vendor or consumer organisation | `system`, `system_user_request`, `change_request`, `consent_request`, `use_consent` | `delegraph:write` |
 //! | a register or the administration | `party`, `register_role`, `unregister_role`, `a2_role`, `remove_a2_role`, `died`, `retire_a2_roles`, `clock`, `resource`, `policy`, `instance`, `access_list` | `delegraph:import` |
 //!
 //! An end-user token (`delegraph:act`, its `sub` a party id) acts only as that party:
@@ -49,6 +49,12 @@ pub fn acting(ev: &mut Event) -> Acting<'_> {
         | Event::Withdraw(e)
         | Event::Escalate(e) => Acting::PersonRequired(&mut e.by),
         Event::System(_) | Event::SystemUserRequest(_) | Event::ChangeRequest(_) => Acting::Organisation,
+        // Consent (domain.md §9): the person answering or revoking is the token's `sub`;
+        // the consumer (or its operator) asks for and uses a consent as a backend.
+        Event::AcceptConsent(e) | Event::RejectConsent(e) | Event::RevokeConsent(e) => {
+            Acting::Person(&mut e.by)
+        }
+        Event::ConsentRequest(_) | Event::UseConsent(_) => Acting::Organisation,
         Event::Party(_)
         | Event::RegisterRole(_)
         | Event::UnregisterRole(_)

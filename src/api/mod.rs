@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub allow_reset: bool,
     /// HTTP worker threads (default: one per core).
     pub workers: Option<usize>,
+    /// How often the engine clock follows the wall clock (a `clock` event through the
+    /// log, never backwards); `None` leaves the clock to the events sent.
+    pub clock_interval: Option<std::time::Duration>,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +69,7 @@ impl Default for ServerConfig {
             auth: Auth::Disabled,
             allow_reset: false,
             workers: None,
+            clock_interval: None,
         }
     }
 }
@@ -208,6 +212,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .post(addable_clients),
         )
         .service(resource("/v1/a2-impact").get(a2::a2_impact).post(a2::a2_impact))
+        // Consent (domain.md §9); the lookup before `{id}`.
+        .service(
+            resource("/v1/consent_status")
+                .get(consent_status)
+                .post(consent_status),
+        )
+        .service(
+            resource("/v1/consent_check")
+                .get(consent_check)
+                .post(consent_check),
+        )
+        .service(
+            resource("/v1/consent_events")
+                .get(consent_events)
+                .post(consent_events),
+        )
+        .service(resource("/v1/consents").post(consent_post))
+        .service(resource("/v1/consents/lookup").get(consent_lookup))
+        .service(resource("/v1/consents/{id}").get(consent_get))
+        .service(resource("/v1/consents/{id}/events").get(consent_get_events))
+        .service(resource("/v1/consents/{id}/accept").post(consent_accept))
+        .service(resource("/v1/consents/{id}/reject").post(consent_reject))
+        .service(resource("/v1/consents/{id}/revoke").post(consent_revoke))
+        .service(resource("/v1/consents/{id}/use").post(consent_use))
         .service(resource("/v1/simulate").post(simulate))
         .service(resource(decision::DECISION_PATH).post(decision::decision))
         .service(resource(decision::AUTHORIZE_PATH).post(decision::authorize))
@@ -273,13 +301,53 @@ fn http_server(
     Ok(server.run())
 }
 
+/// The engine clock follows the wall clock (issue 17 item 5): every `every`, a `clock`
+/// event with the wall-clock time goes through the write path like any other event, so
+/// it is logged and replay stays deterministic. It moves the clock only forward
+/// (`forward_only`: a clock set ahead, e.g. by a scenario, is left alone), so expiry acts
+/// within one interval without any client write. Runs on the current actix system until
+/// the handle is aborted.
+fn start_clock(
+    partitions: Arc<Partitions>,
+    every: std::time::Duration,
+) -> actix_web::rt::task::JoinHandle<()> {
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            clock_tick(&partitions).await;
+        }
+    })
+}
+
+/// One tick of [`start_clock`]: logs a `clock` event with the wall-clock time unless the
+/// engine clock is already there or ahead.
+pub async fn clock_tick(partitions: &Partitions) {
+    let wall = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()).fixed_offset();
+    if partitions.store().pin().world.now.is_some_and(|t| t >= wall) {
+        return;
+    }
+    let ev = crate::event::Event::Clock(crate::event::ClockEvent {
+        now: wall.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        forward_only: Some(true),
+    });
+    if let Err(e) = partitions.submit(vec![ev]).await {
+        tracing::warn!("the clock tick was not logged: {e}");
+    }
+}
+
 /// Serves until a shutdown signal (SIGINT/SIGTERM: in-flight requests finish, then the
 /// partitions stop, the journal is flushed and, if it keeps them, checkpointed). Must run
 /// inside an actix system.
 pub async fn serve(config: ServerConfig, store: Arc<Store>, listener: TcpListener) -> std::io::Result<()> {
     let partitions = Arc::new(Partitions::start(config.partitions, store.clone()));
+    let clock = config.clock_interval.map(|d| start_clock(partitions.clone(), d));
     let state = app_state(&config, partitions.clone());
     let res = http_server(state, listener, config.workers)?.await;
+    if let Some(c) = clock {
+        c.abort();
+    }
     partitions.stop();
     if let Err(e) = store.close(true) {
         tracing::error!("flushing the journal at shutdown failed: {e}");
@@ -357,6 +425,7 @@ pub fn spawn(
         .spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 let partitions = Arc::new(Partitions::start(config.partitions, s.clone()));
+                let clock = config.clock_interval.map(|d| start_clock(partitions.clone(), d));
                 let state = app_state(&config, partitions.clone());
                 let server = match http_server(state, listener, config.workers) {
                     Ok(s) => s,
@@ -367,6 +436,9 @@ pub fn spawn(
                 };
                 let _ = tx.send(Ok(server.handle()));
                 let res = server.await;
+                if let Some(c) = clock {
+                    c.abort();
+                }
                 partitions.stop();
                 // No checkpoint: tests restart on the same directory to exercise replay.
                 let _ = s.close(false);

@@ -162,8 +162,33 @@ async fn query_route(
     payload: Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
+    query_route_with(name, None, req, payload, state).await
+}
+
+/// [`query_route`] with one field taken from the path (e.g. the consent id of
+/// `/v1/consents/{id}`); the same field in the query or body must agree with it.
+async fn query_route_with(
+    name: &str,
+    from_path: Option<(&str, String)>,
+    req: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
     state.auth.require(&req, Scope::Read)?;
     let (mut fields, min_token) = query_input(&req, payload, &state).await?;
+    if let (Some((k, v)), Value::Object(m)) = (from_path, &mut fields) {
+        crate::model::check_id(k, &v)?;
+        match m.insert(k.to_string(), Value::String(v.clone())) {
+            Some(Value::String(old)) if old != v => {
+                return Err(Problem::invalid(format!(
+                    "`{k}` is `{}` in the path and `{}` in the request",
+                    crate::model::quote(&v),
+                    crate::model::quote(&old)
+                )));
+            }
+            _ => {}
+        }
+    }
     // `at_token`: answer from exactly that version, while the store still keeps it.
     let at_token = match fields.as_object_mut().and_then(|m| m.remove("at_token")) {
         Some(v) => Some(
@@ -243,8 +268,8 @@ async fn simulate_on(
 ///
 /// | acts | events | scope |
 /// |---|---|---|
-/// | an end user, named by `by` | `grant`, `revoke`, `remove_connection`, `add_agent`, `remove_agent`, `delegate`, `undelegate`, `access_request`, `add_client`, `remove_client`; `by` required: `approve`, `reject`, `confirm`, `withdraw`, `escalate` | `delegraph:act` as that `by` (the token's `sub`), or `delegraph:write`; without `by` (an import) `delegraph:import` |
-/// | a vendor or consumer organisation | `system`, `system_user_request`, `change_request` | `delegraph:write` |
+/// | an end user, named by `by` | `grant`, `revoke`, `remove_connection`, `add_agent`, `remove_agent`, `delegate`, `undelegate`, `access_request`, `add_client`, `remove_client`, `accept_consent`, `reject_consent`, `revoke_consent`; `by` required: `approve`, `reject`, `confirm`, `withdraw`, `escalate` | `delegraph:act` as that `by` (the token's `sub`), or `delegraph:write`; without `by` (an import) `delegraph:import` |
+/// | a vendor or consumer organisation | `system`, `system_user_request`, `change_request`, `consent_request`, `use_consent` | `delegraph:write` |
 /// | a register or the administration | `party`, `register_role`, `unregister_role`, `a2_role`, `remove_a2_role`, `died`, `retire_a2_roles`, `clock`, `resource`, `policy`, `instance`, `access_list` | `delegraph:import` |
 ///
 /// An end-user token (`delegraph:act`) acts only as its `sub`: `by` is filled from it
@@ -543,6 +568,242 @@ pub async fn check_batch(
 }
 
 // ----------------------------------------------------------------------------------
+// Consent (domain.md §9)
+
+/// A consent's reported status and who accepted it.
+#[utoipa::path(method(get, post), path = "/v1/consent_status", operation_id = "consent_status", tag = "consent", params(ConsentStatusQuery, MinToken),
+    request_body(content = ConsentStatusQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = ConsentStatusAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn consent_status_doc() {}
+query_handler!(consent_status, "consent_status");
+
+/// Does `to` (the consumer or its operator) hold a valid consent from `from` for
+/// `action` on consent resource `resource`? For a no, `reason`.
+#[utoipa::path(method(get, post), path = "/v1/consent_check", operation_id = "consent_check", tag = "consent", params(ConsentCheckQuery, MinToken),
+    request_body(content = ConsentCheckQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = ConsentCheckAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn consent_check_doc() {}
+query_handler!(consent_check, "consent_check");
+
+/// A consent's event list, in order (a derived `expired` entry last once it expired).
+#[utoipa::path(method(get, post), path = "/v1/consent_events", operation_id = "consent_events", tag = "consent", params(ConsentEventsQuery, MinToken),
+    request_body(content = ConsentEventsQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = ConsentEventsAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn consent_events_doc() {}
+query_handler!(consent_events, "consent_events");
+
+/// Maskinporten's lookup: `consent_check` by (from, to, resource, action), optionally
+/// of one `consent`.
+#[utoipa::path(get, path = "/v1/consents/lookup", operation_id = "consent_lookup", tag = "consent", params(ConsentCheckQuery, MinToken),
+    responses((status = 200, body = ConsentCheckAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+pub async fn consent_lookup(
+    req: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    query_route("consent_check", req, payload, state).await
+}
+
+fn consent_id(req: &HttpRequest) -> String {
+    req.match_info().get("id").unwrap_or_default().to_string()
+}
+
+/// One consent: its status, parties, rights, `valid_to`, who accepted it and whether that
+/// person would still pass the acceptance check.
+#[utoipa::path(get, path = "/v1/consents/{id}", operation_id = "consent_get", tag = "consent",
+    params(("id" = String, Path, description = "the consent id"), MinToken),
+    responses((status = 200, body = ConsentStatusAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+pub async fn consent_get(
+    req: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let id = consent_id(&req);
+    query_route_with("consent_status", Some(("consent", id)), req, payload, state).await
+}
+
+/// One consent's event list (Altinn's consent events).
+#[utoipa::path(get, path = "/v1/consents/{id}/events", operation_id = "consent_get_events", tag = "consent",
+    params(("id" = String, Path, description = "the consent id"), MinToken),
+    responses((status = 200, body = ConsentEventsAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+pub async fn consent_get_events(
+    req: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let id = consent_id(&req);
+    query_route_with("consent_events", Some(("consent", id)), req, payload, state).await
+}
+
+/// What a consent write did, and its consistency token.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConsentWriteAnswer {
+    /// The log position: pass it as `min_token` to read your write.
+    pub token: u64,
+    pub consent: String,
+    pub changed: bool,
+}
+
+/// The fields of a `consent_request` (the body of `POST /v1/consents`).
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+pub struct ConsentRequestBody(pub Value);
+
+/// The body of an answer, a revocation or a use: `{"by": ...}`, or empty for an end-user
+/// token (its `sub` answers).
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+pub struct ConsentActionBody(pub Value);
+
+/// One consent event through the write path: the event named `name` with the body's
+/// fields (and the consent id from the path), bound to its caller as in
+/// `POST /v1/events` (`api::actor`), then committed.
+async fn consent_write(
+    name: &str,
+    req: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let caller = state.auth.caller(&req)?;
+    if ![Scope::Act, Scope::Write, Scope::Import]
+        .iter()
+        .any(|s| caller.has(*s))
+    {
+        return Err(Problem::new(
+            ProblemCode::InsufficientScope,
+            format!("`{name}` needs scope `delegraph:act`, `delegraph:write` or `delegraph:import`"),
+        ));
+    }
+    super::guard::same_origin(&req)?;
+    let path_id = req.match_info().get("id").map(str::to_string);
+    let body = state.limits.read_body(&req, payload).await?;
+    let mut fields = if body.is_empty() && path_id.is_some() {
+        Map::new()
+    } else {
+        super::guard::json_body(&req)?;
+        match state.limits.parse_json(&body)? {
+            Value::Object(m) => m,
+            other => {
+                return Err(Problem::invalid(format!(
+                    "the body of `{name}` is a JSON object of its fields, got `{}`",
+                    kind_of(&other)
+                )));
+            }
+        }
+    };
+    if let Some(id) = &path_id {
+        crate::model::check_id("consent", id)?;
+        if let Some(v) = fields.get("consent")
+            && v.as_str() != Some(id.as_str())
+        {
+            return Err(Problem::invalid(
+                "`consent` in the body differs from the consent id in the path",
+            ));
+        }
+        fields.insert("consent".into(), Value::String(id.clone()));
+    }
+    let consent = fields
+        .get("consent")
+        .or_else(|| fields.get("id"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let mut one = Map::new();
+    one.insert(name.to_string(), Value::Object(fields));
+    let ev = super::actor::decode(&caller, Value::Object(one))?;
+    let committed = state.partitions.submit(vec![ev]).await?;
+    let answer = ConsentWriteAnswer {
+        token: committed.token,
+        consent,
+        changed: committed.outcome.changed,
+    };
+    Ok(json_ok(committed.token, &answer))
+}
+
+/// A consumer (or its operator) asks a party for consent: the fields of the
+/// `consent_request` event (`id`, `from`, `to`, `handled_by`?, `required_delegator`?,
+/// `rights`, `valid_to`). Scope `delegraph:write` (a backend).
+#[utoipa::path(post, path = "/v1/consents", operation_id = "consent_request", tag = "consent",
+    request_body(content = ConsentRequestBody, description = "the fields of `consent_request`"),
+    responses((status = 200, body = ConsentWriteAnswer), (status = "4XX", description = "refused: nothing changed", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:write"]), ("bearer" = ["delegraph:import"])))]
+pub async fn consent_post(
+    req: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    consent_write("consent_request", req, payload, state).await
+}
+
+/// A person accepts the consent (the acceptance check, domain.md §9.4). An end-user
+/// token (`delegraph:act`) answers as its `sub`; `delegraph:write` may name any `by`.
+#[utoipa::path(post, path = "/v1/consents/{id}/accept", operation_id = "consent_accept", tag = "consent",
+    params(("id" = String, Path, description = "the consent id")),
+    request_body(content = ConsentActionBody, description = "`{\"by\": person}`, or empty"),
+    responses((status = 200, body = ConsentWriteAnswer), (status = "4XX", description = "refused: nothing changed", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:act"]), ("bearer" = ["delegraph:write"]), ("bearer" = ["delegraph:import"])))]
+pub async fn consent_accept(
+    req: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    consent_write("accept_consent", req, payload, state).await
+}
+
+/// A person rejects the consent (the same check as accepting).
+#[utoipa::path(post, path = "/v1/consents/{id}/reject", operation_id = "consent_reject", tag = "consent",
+    params(("id" = String, Path, description = "the consent id")),
+    request_body(content = ConsentActionBody, description = "`{\"by\": person}`, or empty"),
+    responses((status = 200, body = ConsentWriteAnswer), (status = "4XX", description = "refused: nothing changed", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:act"]), ("bearer" = ["delegraph:write"]), ("bearer" = ["delegraph:import"])))]
+pub async fn consent_reject(
+    req: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    consent_write("reject_consent", req, payload, state).await
+}
+
+/// A person revokes an accepted consent: `from` itself, its access manager, or someone
+/// who could have accepted it. Acts at once.
+#[utoipa::path(post, path = "/v1/consents/{id}/revoke", operation_id = "consent_revoke", tag = "consent",
+    params(("id" = String, Path, description = "the consent id")),
+    request_body(content = ConsentActionBody, description = "`{\"by\": person}`, or empty"),
+    responses((status = 200, body = ConsentWriteAnswer), (status = "4XX", description = "refused: nothing changed", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:act"]), ("bearer" = ["delegraph:write"]), ("bearer" = ["delegraph:import"])))]
+pub async fn consent_revoke(
+    req: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    consent_write("revoke_consent", req, payload, state).await
+}
+
+/// The consumer (or its operator), `by`, uses the consent; a one-time consent is used up.
+/// Scope `delegraph:write` (a backend).
+#[utoipa::path(post, path = "/v1/consents/{id}/use", operation_id = "consent_use", tag = "consent",
+    params(("id" = String, Path, description = "the consent id")),
+    request_body(content = ConsentActionBody, description = "`{\"by\": organisation}`"),
+    responses((status = 200, body = ConsentWriteAnswer), (status = "4XX", description = "refused: nothing changed", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:write"])))]
+pub async fn consent_use(
+    req: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    consent_write("use_consent", req, payload, state).await
+}
+
+// ----------------------------------------------------------------------------------
 // Operations
 
 /// Liveness: the process answers.
@@ -655,13 +916,16 @@ impl Modify for BearerScheme {
         post_events, check_doc, check_batch, authorized_parties_doc, rights_doc, holders_doc,
         can_delegate_doc, explain_doc, clients_doc, request_status_doc, addable_clients_doc, simulate_doc, post_reset, post_checkpoint, healthz, readyz,
         metrics, openapi_json, docs, super::decision::decision, super::decision::authorize,
-        super::a2::a2_impact
+        super::a2::a2_impact,
+        consent_status_doc, consent_check_doc, consent_events_doc, consent_lookup, consent_get,
+        consent_get_events, consent_post, consent_accept, consent_reject, consent_revoke, consent_use
     ),
     modifiers(&BearerScheme),
     tags(
         (name = "events", description = "mutations"),
         (name = "queries", description = "reads"),
         (name = "admin", description = "administration"),
+        (name = "consent", description = "consent requests, answers and lookups (domain.md §9)"),
         (name = "decision point", description = "Altinn-compatible XACML 3.0 decisions (domain.md §8)"),
         (name = "operations", description = "health, metrics and this document"),
     )

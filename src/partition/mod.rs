@@ -607,6 +607,12 @@ fn named_parties(ev: &Event) -> Option<Vec<&str>> {
         | Event::Escalate(_)
         | Event::AddClient(_)
         | Event::RemoveClient(_) => return None,
+        // Consents are global state (domain.md §9), named by id: every partition.
+        Event::ConsentRequest(_)
+        | Event::AcceptConsent(_)
+        | Event::RejectConsent(_)
+        | Event::RevokeConsent(_)
+        | Event::UseConsent(_) => return None,
     })
 }
 

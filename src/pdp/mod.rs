@@ -181,6 +181,7 @@ pub(crate) fn apply(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
                     owner: app_owner(&p.resource).map(str::to_string),
                     delegable: true,
                     rules: Vec::new(),
+                    kind: Default::default(),
                 },
             };
             tx.put_resource(res);

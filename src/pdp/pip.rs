@@ -431,6 +431,14 @@ fn decide_owned(w: &World, mut ind: Individual, api: Api) -> ResultItem {
     // the whole request context, or a `rules` list over the subject's records), the
     // grants on NotApplicable, then the access lists.
     let res_node = resource.as_ref().and_then(|r| w.graph.resource_node(r));
+    // A consent resource is decided by consents alone (§8.10, §9.5).
+    if let Some(rn) = res_node
+        && let Some(d) = decide::consent_decision(w, subject, party, rn, &actions)
+    {
+        let mut r = ResultItem::new(d);
+        r.attributes = echo;
+        return r;
+    }
     let policy_answer = |form: decide::Form<'_>| match form {
         decide::Form::Xacml(p) => {
             let mut r = eval::evaluate(

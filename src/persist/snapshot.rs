@@ -50,6 +50,11 @@
 //! stable, and the document is what the `policy` event carried. A version 1 or 2 file
 //! loads with an empty [`World::pdp`] (those versions did not save it).
 //!
+//! Version 4 added consent (domain.md §9): the `ResourceKind` record (the kind of a
+//! resource that is not a service, after the decision point's records) and the
+//! `Consent` record (a consent of [`World::consent`] with its event list), and their two
+//! counts. An older file holds only services and no consent.
+//!
 //! INVARIANT: nothing of petgraph's layout (node or edge indices) is written; parties
 //! and resources are named by external id, roles and packages by catalogue code.
 
@@ -73,7 +78,7 @@ use crate::world::World;
 /// The magic bytes every snapshot starts with.
 pub const MAGIC: [u8; 8] = *b"DELEGSNP";
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 /// The oldest schema version this build reads.
 pub const MIN_SCHEMA_VERSION: u32 = 1;
 /// A block is flushed once its records reach this size.
@@ -109,6 +114,11 @@ pub struct Counts {
     pub access_lists: u64,
     #[serde(default)]
     pub resource_lists: u64,
+    /// Version 4 on; absent (0) before.
+    #[serde(default)]
+    pub resource_kinds: u64,
+    #[serde(default)]
+    pub consents: u64,
 }
 
 impl Counts {
@@ -125,6 +135,8 @@ impl Counts {
             + self.instances
             + self.access_lists
             + self.resource_lists
+            + self.resource_kinds
+            + self.consents
     }
 
     /// Counts one record (the `World` and `End` records are not counted).
@@ -142,6 +154,8 @@ impl Counts {
             Record::Instance(_) => self.instances += 1,
             Record::AccessList(_) => self.access_lists += 1,
             Record::ResourceLists(_) => self.resource_lists += 1,
+            Record::ResourceKind(_) => self.resource_kinds += 1,
+            Record::Consent(_) => self.consents += 1,
             Record::World(_) | Record::End(_) => {}
         }
     }
@@ -368,6 +382,43 @@ pub struct ResourceListsRecord {
     pub enabled: bool,
 }
 
+/// The kind of a resource that is not a service (version 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceKindRecord {
+    pub resource: String,
+    /// `consent`.
+    pub kind: String,
+    pub one_time: bool,
+}
+
+/// One entry of a consent's event list (version 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsentEntryRecord {
+    /// `created`, `accepted`, `rejected`, `revoked` or `used`.
+    pub event: String,
+    pub by: Option<String>,
+    /// RFC 3339.
+    pub at: Option<String>,
+}
+
+/// A consent (version 4). `expired` is derived from the clock, never stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub handled_by: Option<String>,
+    pub required_delegator: Option<String>,
+    pub rights: Vec<ResourceGrant>,
+    /// RFC 3339.
+    pub valid_to: String,
+    pub one_time: bool,
+    /// `created`, `accepted`, `rejected`, `revoked` or `used`.
+    pub state: String,
+    pub accepted_by: Option<String>,
+    pub entries: Vec<ConsentEntryRecord>,
+}
+
 /// One record of the stream. New kinds are appended at the end: records are encoded
 /// by variant number, so reordering would break old files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -388,6 +439,9 @@ pub enum Record {
     Instance(InstanceRecord),
     AccessList(AccessListRecord),
     ResourceLists(ResourceListsRecord),
+    // Version 4.
+    ResourceKind(ResourceKindRecord),
+    Consent(ConsentRecord),
 }
 
 fn state_str(s: State) -> &'static str {
@@ -611,7 +665,54 @@ pub fn records(w: &World) -> impl Iterator<Item = Record> + '_ {
         .chain(requests)
         .chain(agents)
         .chain(pdp_records(&w.pdp))
+        .chain(consent_records(w))
         .chain(world)
+}
+
+/// The consent records (version 4): the kinds of consent resources, then the consents
+/// in id order.
+fn consent_records(w: &World) -> impl Iterator<Item = Record> + '_ {
+    let g = &w.graph;
+    let kinds = g.resources().filter_map(|(_, r)| match r.kind {
+        crate::graph::ResourceKind::Service => None,
+        crate::graph::ResourceKind::Consent { one_time } => Some(Record::ResourceKind(ResourceKindRecord {
+            resource: r.id.clone(),
+            kind: "consent".to_string(),
+            one_time,
+        })),
+    });
+    let id = move |n: NodeId| g.ext_id(n).to_string();
+    let consents = w.consent.consents.values().map(move |c| {
+        Record::Consent(ConsentRecord {
+            id: c.id.clone(),
+            from: id(c.from),
+            to: id(c.to),
+            handled_by: c.handled_by.map(id),
+            required_delegator: c.required_delegator.map(id),
+            rights: c
+                .rights
+                .iter()
+                .map(|(r, a)| ResourceGrant {
+                    resource: r.clone(),
+                    actions: a.iter().cloned().collect(),
+                })
+                .collect(),
+            valid_to: c.valid_to.to_rfc3339(),
+            one_time: c.one_time,
+            state: c.state.as_str().to_string(),
+            accepted_by: c.accepted_by.map(id),
+            entries: c
+                .entries
+                .iter()
+                .map(|e| ConsentEntryRecord {
+                    event: e.what.as_str().to_string(),
+                    by: e.by.map(id),
+                    at: e.at.map(|t| t.to_rfc3339()),
+                })
+                .collect(),
+        })
+    });
+    kinds.chain(consents)
 }
 
 /// The decision point's records, in key order (the state's maps are unordered; sorted,
@@ -676,6 +777,11 @@ pub fn count(w: &World) -> Counts {
         instances: w.pdp.instances.len() as u64,
         access_lists: w.pdp.access_lists.len() as u64,
         resource_lists: w.pdp.resource_lists.len() as u64,
+        resource_kinds: g
+            .resources()
+            .filter(|(_, r)| r.kind != crate::graph::ResourceKind::Service)
+            .count() as u64,
+        consents: w.consent.len() as u64,
         ..Counts::default()
     };
     for (n, _) in g.parties() {
@@ -982,6 +1088,12 @@ impl<R: Read> SnapshotReader<R> {
                 format!("a decision-point record in a version {} file", self.version),
             ));
         }
+        if self.version < 4 && matches!(rec, Record::ResourceKind(_) | Record::Consent(_)) {
+            return Err(bad(
+                self.index - 1,
+                format!("a consent record in a version {} file", self.version),
+            ));
+        }
         Ok(Some(rec))
     }
 }
@@ -1150,6 +1262,46 @@ impl Loader {
         })
     }
 
+    fn consent(&self, c: ConsentRecord) -> Result<crate::consent::Consent> {
+        use crate::consent::{Entry, Status};
+        let time = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| bad(self.index, format!("consent time `{t}`: {e}")))
+        };
+        let status = |s: &str| {
+            Status::parse(s)
+                .filter(|s| *s != Status::Expired)
+                .ok_or_else(|| bad(self.index, format!("unknown consent state `{s}`")))
+        };
+        let opt = |p: &Option<String>| p.as_deref().map(|p| self.party(p)).transpose();
+        let mut rights = std::collections::BTreeMap::new();
+        for g in c.rights {
+            self.resource(&g.resource)?;
+            rights.insert(g.resource, g.actions.into_iter().collect());
+        }
+        let mut entries = Vec::with_capacity(c.entries.len());
+        for e in &c.entries {
+            entries.push(Entry {
+                what: status(&e.event)?,
+                by: opt(&e.by)?,
+                at: e.at.as_deref().map(time).transpose()?,
+            });
+        }
+        Ok(crate::consent::Consent {
+            from: self.party(&c.from)?,
+            to: self.party(&c.to)?,
+            handled_by: opt(&c.handled_by)?,
+            required_delegator: opt(&c.required_delegator)?,
+            rights,
+            valid_to: time(&c.valid_to)?,
+            one_time: c.one_time,
+            state: status(&c.state)?,
+            accepted_by: opt(&c.accepted_by)?,
+            entries,
+            id: c.id,
+        })
+    }
+
     /// Adds one record to the world being built.
     pub fn add(&mut self, rec: Record) -> Result<()> {
         if self.saw_world {
@@ -1164,6 +1316,7 @@ impl Loader {
             Record::Request(r) => Some(("request id", r.id.as_str())),
             Record::Instance(i) => Some(("instance id", i.id.as_str())),
             Record::AccessList(l) => Some(("access list id", l.id.as_str())),
+            Record::Consent(c) => Some(("consent id", c.id.as_str())),
             _ => None,
         };
         if let Some((what, id)) = new_id {
@@ -1213,6 +1366,7 @@ impl Loader {
                     owner: r.owner,
                     delegable: r.delegable,
                     rules,
+                    kind: crate::graph::ResourceKind::Service,
                 });
             }
             Record::Assignment(a) => {
@@ -1375,6 +1529,29 @@ impl Loader {
                         enabled: r.enabled,
                     },
                 );
+            }
+            Record::ResourceKind(k) => {
+                let n = self.resource(&k.resource)?;
+                let kind = match k.kind.as_str() {
+                    "consent" => crate::graph::ResourceKind::Consent { one_time: k.one_time },
+                    other => return Err(bad(self.index, format!("unknown resource kind `{other}`"))),
+                };
+                match self.world.graph.resource_mut(n) {
+                    Some(r) if r.kind == crate::graph::ResourceKind::Service => r.kind = kind,
+                    _ => {
+                        return Err(bad(
+                            self.index,
+                            format!("duplicate kind of resource `{}`", k.resource),
+                        ));
+                    }
+                }
+            }
+            Record::Consent(c) => {
+                if self.world.consent.consents.contains_key(&c.id) {
+                    return Err(bad(self.index, format!("duplicate consent `{}`", c.id)));
+                }
+                let consent = self.consent(c)?;
+                self.world.consent.insert_loaded(consent);
             }
             Record::End(_) => return Err(bad(self.index, "unexpected end record".into())),
         }

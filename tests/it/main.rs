@@ -7,6 +7,7 @@ mod a2http;
 mod a2impact;
 mod background;
 mod cli;
+mod consent;
 mod crash;
 mod decide;
 mod hostile;
