@@ -96,6 +96,26 @@ pub struct ResourceEvent {
     pub access_lists: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_list_mode: Option<String>,
+    // --- §9–§10: what the resource is (domain.md §9.1, §10.1) ---
+    /// `service` (the default), `consent` or `maskinporten_schema`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ResourceKind>,
+    /// Consent resources only: the consent is used up by its first use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_time: Option<bool>,
+    /// Scope resources (`maskinporten_schema`) only: the Maskinporten scopes covered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// What a resource is (domain.md §9.1, §10.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceKind {
+    #[default]
+    Service,
+    Consent,
+    MaskinportenSchema,
 }
 
 /// `grant` and `revoke`: one of a package, a resource with actions, or an instance of a
@@ -310,6 +330,33 @@ pub struct AccessListEvent {
     pub members: Vec<AccessListMember>,
 }
 
+// --- Maskinporten scope delegation (domain.md §10) ---
+
+/// `add_supplier` and `remove_supplier`: the supplier assignment consumer → supplier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupplierEvent {
+    pub consumer: String,
+    pub supplier: String,
+    /// `remove_supplier` only (default false): remove the scope delegations with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// `delegate_scope` and `undelegate_scope`: a whole scope resource on a supplier
+/// assignment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeEvent {
+    pub consumer: String,
+    pub supplier: String,
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
 /// A mutation of the world.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -344,6 +391,11 @@ pub enum Event {
     Policy(PolicyEvent),
     Instance(InstanceEvent),
     AccessList(AccessListEvent),
+    // --- §10 suppliers ---
+    AddSupplier(SupplierEvent),
+    RemoveSupplier(SupplierEvent),
+    DelegateScope(ScopeEvent),
+    UndelegateScope(ScopeEvent),
 }
 
 /// The names of every event of the vocabulary, including those a later part of the
@@ -379,6 +431,11 @@ pub const EVENT_NAMES: &[&str] = &[
     "policy",
     "instance",
     "access_list",
+    // §10 suppliers
+    "add_supplier",
+    "remove_supplier",
+    "delegate_scope",
+    "undelegate_scope",
 ];
 
 impl Event {
@@ -476,6 +533,10 @@ impl Event {
             Event::Policy(_) => "policy",
             Event::Instance(_) => "instance",
             Event::AccessList(_) => "access_list",
+            Event::AddSupplier(_) => "add_supplier",
+            Event::RemoveSupplier(_) => "remove_supplier",
+            Event::DelegateScope(_) => "delegate_scope",
+            Event::UndelegateScope(_) => "undelegate_scope",
         }
     }
 }

@@ -896,6 +896,9 @@ where
                 rules,
                 access_lists: None,
                 access_list_mode: None,
+                kind: None,
+                one_time: None,
+                scopes: None,
             }))?;
             self.resources.push((id, all_actions));
             self.progress.inc(1);

@@ -296,6 +296,68 @@ pub struct SimulateAnswer {
     pub removed_delegations: Vec<RemovedDelegation>,
 }
 
+// --- Maskinporten scope delegation (domain.md §10.5) ---
+
+/// `scope_delegations`: the scope delegations matching every filter given (at least
+/// one): Maskinporten's lookup by supplier, consumer and scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeDelegationsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supplier: Option<String>,
+    /// A Maskinporten scope: matches the scope resources that list it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// One scope delegation: the whole scope resource, with the scopes it covers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+pub struct ScopeDelegationEntry {
+    pub consumer: String,
+    pub supplier: String,
+    pub resource: String,
+    /// The Maskinporten scopes of the resource, sorted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ScopeDelegationsAnswer {
+    /// Sorted by (consumer, supplier, resource).
+    pub delegations: Vec<ScopeDelegationEntry>,
+}
+
+/// `suppliers`: the consumer's suppliers, with or without scope delegations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SuppliersQuery {
+    pub consumer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SuppliersAnswer {
+    /// Sorted supplier ids.
+    pub suppliers: Vec<String>,
+}
+
+/// `consumers`: the organisations `supplier` is a supplier of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumersQuery {
+    pub supplier: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsumersAnswer {
+    /// Sorted consumer ids.
+    pub consumers: Vec<String>,
+}
+
 /// One query of the vocabulary; its JSON form is the scenario step without expectations,
 /// e.g. `{"check": {"subject": "kari", "party": "bergen", "package": "skattegrunnlag"}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -311,6 +373,10 @@ pub enum Query {
     AddableClients(AddableClientsQuery),
     Explain(ExplainQuery),
     Simulate(SimulateQuery),
+    // §10
+    ScopeDelegations(ScopeDelegationsQuery),
+    Suppliers(SuppliersQuery),
+    Consumers(ConsumersQuery),
 }
 
 /// The answer to a [`Query`], of the same variant.
@@ -327,6 +393,10 @@ pub enum Answer {
     AddableClients(ClientsAnswer),
     Explain(ExplainAnswer),
     Simulate(SimulateAnswer),
+    // §10
+    ScopeDelegations(ScopeDelegationsAnswer),
+    Suppliers(SuppliersAnswer),
+    Consumers(ConsumersAnswer),
 }
 
 impl Query {
@@ -343,6 +413,9 @@ impl Query {
             Query::AddableClients(_) => "addable_clients",
             Query::Explain(_) => "explain",
             Query::Simulate(_) => "simulate",
+            Query::ScopeDelegations(_) => "scope_delegations",
+            Query::Suppliers(_) => "suppliers",
+            Query::Consumers(_) => "consumers",
         }
     }
 
@@ -371,6 +444,9 @@ impl Query {
             "addable_clients" => p(name, body).map(Query::AddableClients),
             "explain" => p(name, body).map(Query::Explain),
             "simulate" => p(name, body).map(Query::Simulate),
+            "scope_delegations" => p(name, body).map(Query::ScopeDelegations),
+            "suppliers" => p(name, body).map(Query::Suppliers),
+            "consumers" => p(name, body).map(Query::Consumers),
             _ => return None,
         })
     }
@@ -388,6 +464,9 @@ impl Query {
             Query::AddableClients(q) => serde_json::to_value(q),
             Query::Explain(q) => serde_json::to_value(q),
             Query::Simulate(q) => serde_json::to_value(q),
+            Query::ScopeDelegations(q) => serde_json::to_value(q),
+            Query::Suppliers(q) => serde_json::to_value(q),
+            Query::Consumers(q) => serde_json::to_value(q),
         };
         v.map_err(|e| Error::invalid(format!("cannot encode the query: {e}")))
     }
@@ -411,6 +490,9 @@ impl Answer {
             Query::AddableClients(_) => Answer::AddableClients(p(n, v)?),
             Query::Explain(_) => Answer::Explain(p(n, v)?),
             Query::Simulate(_) => Answer::Simulate(p(n, v)?),
+            Query::ScopeDelegations(_) => Answer::ScopeDelegations(p(n, v)?),
+            Query::Suppliers(_) => Answer::Suppliers(p(n, v)?),
+            Query::Consumers(_) => Answer::Consumers(p(n, v)?),
         })
     }
 
@@ -427,6 +509,9 @@ impl Answer {
             Answer::AddableClients(a) => serde_json::to_value(a),
             Answer::Explain(a) => serde_json::to_value(a),
             Answer::Simulate(a) => serde_json::to_value(a),
+            Answer::ScopeDelegations(a) => serde_json::to_value(a),
+            Answer::Suppliers(a) => serde_json::to_value(a),
+            Answer::Consumers(a) => serde_json::to_value(a),
         };
         v.map_err(|e| Error::invalid(format!("cannot encode the answer: {e}")))
     }
@@ -458,6 +543,13 @@ pub fn evaluate(w: &World, q: &Query) -> Result<Answer> {
         Query::Simulate(_) => {
             return Err(Error::invalid("`simulate` needs exclusive access to the world"));
         }
+        Query::ScopeDelegations(q) => Answer::ScopeDelegations(scope_delegations(w, q)?),
+        Query::Suppliers(q) => Answer::Suppliers(SuppliersAnswer {
+            suppliers: crate::supplier::suppliers(w, &q.consumer)?,
+        }),
+        Query::Consumers(q) => Answer::Consumers(ConsumersAnswer {
+            consumers: crate::supplier::consumers(w, &q.supplier)?,
+        }),
     })
 }
 
@@ -761,4 +853,32 @@ pub fn simulate(w: &mut World, q: &SimulateQuery) -> Result<SimulateAnswer> {
         removed_assignments: changes.removed_assignments,
         removed_delegations: changes.removed_delegations,
     })
+}
+
+/// `scope_delegations` (domain.md §10.5), each entry with its resource's scopes.
+pub fn scope_delegations(w: &World, q: &ScopeDelegationsQuery) -> Result<ScopeDelegationsAnswer> {
+    let found = crate::supplier::scope_delegations(
+        w,
+        q.consumer.as_deref(),
+        q.supplier.as_deref(),
+        q.scope.as_deref(),
+    )?;
+    let delegations = found
+        .into_iter()
+        .map(|d| {
+            let scopes = w
+                .graph
+                .resource_node(&d.resource)
+                .and_then(|n| w.suppliers.scopes(n))
+                .map(<[String]>::to_vec)
+                .unwrap_or_default();
+            ScopeDelegationEntry {
+                consumer: d.consumer,
+                supplier: d.supplier,
+                resource: d.resource,
+                scopes,
+            }
+        })
+        .collect();
+    Ok(ScopeDelegationsAnswer { delegations })
 }

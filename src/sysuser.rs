@@ -816,6 +816,10 @@ fn access_request(tx: &mut Tx<'_>, e: &AccessRequestEvent) -> Result<()> {
             }
         }
         AccessTarget::Resource { resource, .. } => {
+            // §10.1: a scope resource is never asked for in an access request.
+            if let Some(n) = w.graph.resource_node(resource) {
+                crate::supplier::refuse_scope_grant(w, n)?;
+            }
             let delegable = w
                 .graph
                 .resource_node(resource)

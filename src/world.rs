@@ -23,6 +23,8 @@ pub struct World {
     pub sys: Shared<crate::sysuser::SysState>,
     /// XACML policies, instances and access lists of the decision point (domain.md §8).
     pub pdp: Shared<crate::pdp::PdpState>,
+    /// Scope resources, supplier relationships and scope delegations (domain.md §10).
+    pub suppliers: Shared<crate::supplier::SupplierState>,
 }
 
 impl Default for World {
@@ -40,6 +42,7 @@ impl World {
             a2_retired: false,
             sys: Shared::default(),
             pdp: Shared::default(),
+            suppliers: Shared::default(),
         }
     }
 }
