@@ -768,6 +768,8 @@ struct ScopeDelegationSpec {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScopeDelegationsExpect {
+    /// Absent only in a step that expects an error.
+    #[serde(default)]
     expect: Vec<ScopeDelegationSpec>,
 }
 

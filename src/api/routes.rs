@@ -156,7 +156,7 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 /// The read path of every query route.
-async fn query_route(
+pub(super) async fn query_route(
     name: &str,
     req: HttpRequest,
     payload: Payload,
@@ -407,6 +407,36 @@ query_handler!(addable_clients, "addable_clients");
 fn simulate_doc() {}
 query_handler!(simulate, "simulate");
 
+// --- Maskinporten scope delegation (domain.md §10.5) ---
+
+/// The scope delegations matching every filter given (at least one of `consumer`,
+/// `supplier`, `scope`).
+#[utoipa::path(method(get, post), path = "/v1/scope_delegations", operation_id = "scope_delegations", tag = "queries", params(ScopeDelegationsQuery, MinToken),
+    request_body(content = ScopeDelegationsQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = ScopeDelegationsAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn scope_delegations_doc() {}
+query_handler!(scope_delegations, "scope_delegations");
+
+/// The consumer's suppliers, with or without scope delegations.
+#[utoipa::path(method(get, post), path = "/v1/suppliers", operation_id = "suppliers", tag = "queries", params(SuppliersQuery, MinToken),
+    request_body(content = SuppliersQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = SuppliersAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn suppliers_doc() {}
+query_handler!(suppliers, "suppliers");
+
+/// The organisations `supplier` is a supplier of.
+#[utoipa::path(method(get, post), path = "/v1/consumers", operation_id = "consumers", tag = "queries", params(ConsumersQuery, MinToken),
+    request_body(content = ConsumersQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = ConsumersAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn consumers_doc() {}
+query_handler!(consumers, "consumers");
+
 /// Many decisions per request, all from the same state (at most 10 000).
 #[utoipa::path(post, path = "/v1/check/batch", tag = "queries", request_body(content = CheckBatch),
     responses((status = 200, body = CheckBatchAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
@@ -566,7 +596,11 @@ impl Modify for BearerScheme {
         post_events, check_doc, check_batch, authorized_parties_doc, rights_doc, holders_doc,
         can_delegate_doc, explain_doc, clients_doc, request_status_doc, addable_clients_doc, simulate_doc, post_reset, healthz, readyz,
         metrics, openapi_json, docs, super::decision::decision, super::decision::authorize,
-        super::a2::a2_impact
+        super::a2::a2_impact,
+        scope_delegations_doc, suppliers_doc, consumers_doc,
+        super::supplier::add_supplier, super::supplier::remove_supplier,
+        super::supplier::delegate_scope, super::supplier::undelegate_scope,
+        super::supplier::delegations
     ),
     modifiers(&BearerScheme),
     tags(
@@ -575,6 +609,7 @@ impl Modify for BearerScheme {
         (name = "admin", description = "administration"),
         (name = "decision point", description = "Altinn-compatible XACML 3.0 decisions (domain.md §8)"),
         (name = "operations", description = "health, metrics and this document"),
+        (name = "maskinporten", description = "suppliers and scope delegation (domain.md §10)"),
     )
 )]
 pub struct ApiDoc;

@@ -1,10 +1,10 @@
 //! Graph snapshots: the project's own versioned schema, keyed by external ids.
 //!
-//! # Layout of a file (schema version 3)
+//! # Layout of a file (schema version 4)
 //!
 //! ```text
 //! magic        8 bytes  "DELEGSNP"
-//! version      u32 LE   schema version (3; 1 and 2 are still read)
+//! version      u32 LE   schema version (4; 1 to 3 are still read)
 //! header_len   u32 LE   length of the header (at most 64 KiB)
 //! header       rmp      Header { created_at, last_seq, counts, compression, engine }
 //! header_crc   u32 LE   crc32 of version, header_len and header
@@ -20,7 +20,8 @@
 //! then (version 2) the system-user state of [`World::sys`]: systems, requests and the
 //! packages of agent system users, then (version 3) the decision point's state of
 //! [`World::pdp`]: policies, instances, access lists and resources' access-list settings,
-//! then one `World` record, and last one `End` record with the counts of what came
+//! then (version 4) the scope resources and supplier relationships of
+//! [`World::suppliers`], then one `World` record, and last one `End` record with the counts of what came
 //! before. Nothing may follow the block that holds `End`.
 //!
 //! Why this shape: the file is written and read as a stream (one block of about
@@ -50,6 +51,11 @@
 //! stable, and the document is what the `policy` event carried. A version 1 or 2 file
 //! loads with an empty [`World::pdp`] (those versions did not save it).
 //!
+//! Version 4 added the `ScopeResource` and `Supplier` records of [`World::suppliers`]
+//! (domain.md §10) and their two counts, the same way: a scope resource's scopes, and
+//! one record per supplier relationship with the scope resources delegated on it. They
+//! come after the decision point's records. Older files load with no suppliers.
+//!
 //! INVARIANT: nothing of petgraph's layout (node or edge indices) is written; parties
 //! and resources are named by external id, roles and packages by catalogue code.
 
@@ -73,7 +79,7 @@ use crate::world::World;
 /// The magic bytes every snapshot starts with.
 pub const MAGIC: [u8; 8] = *b"DELEGSNP";
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 /// The oldest schema version this build reads.
 pub const MIN_SCHEMA_VERSION: u32 = 1;
 /// A block is flushed once its records reach this size.
@@ -109,6 +115,11 @@ pub struct Counts {
     pub access_lists: u64,
     #[serde(default)]
     pub resource_lists: u64,
+    /// Version 4 on; absent (0) before.
+    #[serde(default)]
+    pub scope_resources: u64,
+    #[serde(default)]
+    pub suppliers: u64,
 }
 
 impl Counts {
@@ -125,6 +136,8 @@ impl Counts {
             + self.instances
             + self.access_lists
             + self.resource_lists
+            + self.scope_resources
+            + self.suppliers
     }
 
     /// Counts one record (the `World` and `End` records are not counted).
@@ -142,6 +155,8 @@ impl Counts {
             Record::Instance(_) => self.instances += 1,
             Record::AccessList(_) => self.access_lists += 1,
             Record::ResourceLists(_) => self.resource_lists += 1,
+            Record::ScopeResource(_) => self.scope_resources += 1,
+            Record::Supplier(_) => self.suppliers += 1,
             Record::World(_) | Record::End(_) => {}
         }
     }
@@ -368,6 +383,22 @@ pub struct ResourceListsRecord {
     pub enabled: bool,
 }
 
+/// A Maskinporten scope resource's scopes (version 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScopeResourceRecord {
+    pub resource: String,
+    pub scopes: Vec<String>,
+}
+
+/// A supplier relationship consumer → supplier and the scope resources delegated on
+/// it (version 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SupplierRecord {
+    pub consumer: String,
+    pub supplier: String,
+    pub resources: Vec<String>,
+}
+
 /// One record of the stream. New kinds are appended at the end: records are encoded
 /// by variant number, so reordering would break old files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -388,6 +419,9 @@ pub enum Record {
     Instance(InstanceRecord),
     AccessList(AccessListRecord),
     ResourceLists(ResourceListsRecord),
+    // Version 4.
+    ScopeResource(ScopeResourceRecord),
+    Supplier(SupplierRecord),
 }
 
 fn state_str(s: State) -> &'static str {
@@ -611,6 +645,7 @@ pub fn records(w: &World) -> impl Iterator<Item = Record> + '_ {
         .chain(requests)
         .chain(agents)
         .chain(pdp_records(&w.pdp))
+        .chain(supplier_records(w))
         .chain(world)
 }
 
@@ -663,6 +698,26 @@ fn pdp_records(s: &PdpState) -> impl Iterator<Item = Record> + '_ {
     policies.chain(instances).chain(lists).chain(settings)
 }
 
+/// The records of [`World::suppliers`]: scope resources, then relationships (in
+/// node order, which is the order of the state's maps).
+fn supplier_records(w: &World) -> impl Iterator<Item = Record> + '_ {
+    let g = &w.graph;
+    let scopes = w.suppliers.scope_resources().map(move |(r, scopes)| {
+        Record::ScopeResource(ScopeResourceRecord {
+            resource: g.ext_id(r).to_string(),
+            scopes: scopes.to_vec(),
+        })
+    });
+    let pairs = w.suppliers.pairs().map(move |(c, s, set)| {
+        Record::Supplier(SupplierRecord {
+            consumer: g.ext_id(c).to_string(),
+            supplier: g.ext_id(s).to_string(),
+            resources: set.iter().map(|r| g.ext_id(*r).to_string()).collect(),
+        })
+    });
+    scopes.chain(pairs)
+}
+
 /// Counts the records of a world (one pass over the edges).
 pub fn count(w: &World) -> Counts {
     let g = &w.graph;
@@ -676,6 +731,8 @@ pub fn count(w: &World) -> Counts {
         instances: w.pdp.instances.len() as u64,
         access_lists: w.pdp.access_lists.len() as u64,
         resource_lists: w.pdp.resource_lists.len() as u64,
+        scope_resources: w.suppliers.scope_resources().count() as u64,
+        suppliers: w.suppliers.relationships() as u64,
         ..Counts::default()
     };
     for (n, _) in g.parties() {
@@ -980,6 +1037,12 @@ impl<R: Read> SnapshotReader<R> {
             return Err(bad(
                 self.index - 1,
                 format!("a decision-point record in a version {} file", self.version),
+            ));
+        }
+        if self.version < 4 && matches!(rec, Record::ScopeResource(_) | Record::Supplier(_)) {
+            return Err(bad(
+                self.index - 1,
+                format!("a supplier record in a version {} file", self.version),
             ));
         }
         Ok(Some(rec))
@@ -1375,6 +1438,30 @@ impl Loader {
                         enabled: r.enabled,
                     },
                 );
+            }
+            Record::ScopeResource(r) => {
+                let n = self.resource(&r.resource)?;
+                if self.world.suppliers.is_scope_resource(n) {
+                    return Err(bad(
+                        self.index,
+                        format!("duplicate scope resource `{}`", r.resource),
+                    ));
+                }
+                crate::supplier::set_scopes(&mut self.world.suppliers, n, Some(r.scopes));
+            }
+            Record::Supplier(r) => {
+                let (c, s) = (self.party(&r.consumer)?, self.party(&r.supplier)?);
+                if self.world.suppliers.pair(c, s).is_some() {
+                    return Err(bad(
+                        self.index,
+                        format!("duplicate supplier `{}` → `{}`", r.consumer, r.supplier),
+                    ));
+                }
+                let mut set = imbl::OrdSet::new();
+                for id in &r.resources {
+                    set.insert(self.resource(id)?);
+                }
+                crate::supplier::set_pair(&mut self.world.suppliers, c, s, Some(set));
             }
             Record::End(_) => return Err(bad(self.index, "unexpected end record".into())),
         }
