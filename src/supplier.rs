@@ -96,6 +96,60 @@ impl SupplierState {
     }
 }
 
+/// Broken invariants of the state: both parties of a relationship are organisations,
+/// and the indexes agree with the relationships (for `snapshot verify` and the crash
+/// test, through `persist::invariants`).
+pub fn violations(w: &World) -> Vec<String> {
+    let st = &w.suppliers;
+    let g = &w.graph;
+    let mut out = Vec::new();
+    let mut pairs = 0usize;
+    for (c, s, set) in st.pairs() {
+        pairs += 1;
+        let name = format!("supplier `{}` → `{}`", g.ext_id(c), g.ext_id(s));
+        for n in [c, s] {
+            if g.party(n).map(|p| p.kind) != Some(PartyKind::Organisation) {
+                out.push(format!("{name}: `{}` is not an organisation", g.ext_id(n)));
+            }
+        }
+        if !st.by_supplier.get(&s).is_some_and(|cs| cs.contains(&c)) {
+            out.push(format!("{name} is missing from the supplier index"));
+        }
+        for r in set {
+            if !st.by_resource.get(r).is_some_and(|ps| ps.contains(&(c, s))) {
+                out.push(format!(
+                    "{name}: `{}` is missing from the resource index",
+                    g.ext_id(*r)
+                ));
+            }
+        }
+    }
+    let indexed: usize = st.by_supplier.values().map(OrdSet::len).sum();
+    if indexed != pairs {
+        out.push(format!(
+            "the supplier index holds {indexed} relationships, not {pairs}"
+        ));
+    }
+    let delegations: usize = st.pairs().map(|(_, _, set)| set.len()).sum();
+    let by_res: usize = st.by_resource.values().map(OrdSet::len).sum();
+    if by_res != delegations {
+        out.push(format!(
+            "the resource index holds {by_res} delegations, not {delegations}"
+        ));
+    }
+    for (r, scopes) in &st.scopes_of {
+        for x in scopes {
+            if !st.by_scope.get(x).is_some_and(|rs| rs.contains(r)) {
+                out.push(format!(
+                    "scope `{x}` of `{}` is missing from the scope index",
+                    g.ext_id(*r)
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// How to undo one change to [`SupplierState`]: the previous value of an entry.
 #[derive(Debug)]
 pub enum SupplierUndo {

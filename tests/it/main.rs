@@ -18,4 +18,5 @@ mod reference;
 mod roundtrip;
 mod scenarios;
 mod store;
+mod supplier;
 mod xacml;
