@@ -473,7 +473,7 @@ pub(crate) fn op_strategy() -> impl Strategy<Value = Op> {
         3 => (b(), b(), b(), by(), proptest::bool::weighted(0.4))
             .prop_map(|(from, to, what, by, draft)| Op::AccessRequest { from, to, what, by, draft }),
         6 => (b(), b(), b()).prop_map(|(pick, verb, by)| Op::Answer { pick, verb, by }),
-        5 => (b(), b(), b(), b(), cascade(), by()).prop_map(|(verb, consumer, supplier, res, cascade, by)| {
+        8 => (b(), b(), b(), b(), cascade(), by()).prop_map(|(verb, consumer, supplier, res, cascade, by)| {
             Op::Supplier { verb, consumer, supplier, res, cascade, by }
         }),
     ]
@@ -977,7 +977,9 @@ pub(crate) fn concretize(op: &Op, r: &RefWorld) -> Event {
             // Mostly a relationship that exists (but for adding one); a person now and
             // then.
             let pairs: Vec<&(String, String)> = r.suppliers.keys().collect();
-            let existing = if verb % 4 == 0 {
+            // Three in eight add a supplier, three delegate a scope, one removes each.
+            let verb = [0u8, 0, 0, 2, 2, 2, 1, 3][usize::from(*verb) % 8];
+            let existing = if verb == 0 {
                 *supplier % 2 == 0
             } else {
                 *supplier % 4 != 3
@@ -998,7 +1000,7 @@ pub(crate) fn concretize(op: &Op, r: &RefWorld) -> Event {
             // Usually someone of the consumer (or, removing, of the supplier) acts.
             let by = match by {
                 Some(b) if b % 3 == 0 => json!(people_of(r, &c, *b)),
-                Some(b) if b % 3 == 1 && *verb % 2 == 1 => json!(people_of(r, &s, *b)),
+                Some(b) if b % 3 == 1 && verb % 2 == 1 => json!(people_of(r, &s, *b)),
                 other => by_name(*other),
             };
             let resource = if res % 2 == 0 {
@@ -1006,7 +1008,7 @@ pub(crate) fn concretize(op: &Op, r: &RefWorld) -> Event {
             } else {
                 pick(&SCOPE_RESOURCES, *res / 2)
             };
-            match verb % 4 {
+            match verb {
                 0 => json!({"add_supplier": {"consumer": c, "supplier": s, "by": by}}),
                 1 => json!({"remove_supplier": {"consumer": c, "supplier": s, "cascade": cascade, "by": by}}),
                 2 => {
