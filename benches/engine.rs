@@ -83,6 +83,7 @@ fn world(companies: usize, clients: usize, delegated: usize) -> World {
             access_list_mode: None,
             kind: None,
             one_time: None,
+            scopes: None,
         }),
     );
     for i in 0..companies {

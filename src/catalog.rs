@@ -197,6 +197,11 @@ pub struct Known {
     pub hovedadministrator: PackageId,
     pub tilgangsstyrer: PackageId,
     pub klientadministrator: PackageId,
+    // --- §10–§11 ---
+    /// Asked of the actor of every supplier event (domain.md §10, choice 10).
+    pub maskinporten_administrator: PackageId,
+    /// The access manager of a person (domain.md §11.3–§11.4).
+    pub innbygger_tilgangsstyring: PackageId,
 }
 
 #[derive(Debug)]
@@ -451,6 +456,8 @@ impl Catalog {
             hovedadministrator: package("urn:altinn:accesspackage:hovedadministrator")?,
             tilgangsstyrer: package("tilgangsstyrer")?,
             klientadministrator: package("klientadministrator")?,
+            maskinporten_administrator: package("maskinporten-administrator")?,
+            innbygger_tilgangsstyring: package("innbygger-tilgangsstyring-privatperson")?,
         };
         let owner_rule_roles = [
             "regnskapsforer",

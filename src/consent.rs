@@ -23,9 +23,7 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset};
 use imbl::{OrdMap, OrdSet};
 
-use crate::event::{
-    ConsentActionEvent, ConsentRequestEvent, Event, ResourceEvent, ResourceKindSpec, UseConsentEvent,
-};
+use crate::event::{ConsentActionEvent, ConsentRequestEvent, Event, ResourceEvent, UseConsentEvent};
 use crate::graph::{Actions, NodeId, ResourceKind};
 use crate::model::{Error, ErrorCode, PartyKind, Result};
 use crate::mutate::Tx;
@@ -199,19 +197,25 @@ fn set_consent(tx: &mut Tx<'_>, c: Consent) {
 // ----------------------------------------------------------------------------------
 // Consent resources
 
-/// The kind a `resource` event gives its resource; `one_time` on anything but a consent
-/// resource is `invalid_input` (the shape of the event).
+/// The kind a `resource` event gives its resource in the graph: a consent resource, or
+/// a service (a Maskinporten scope resource is a service in the graph; its scopes live
+/// in `World::suppliers`). The shape (`one_time` only with `kind: consent`) is checked
+/// by `supplier::check_resource_shape` first.
 pub fn resource_kind(r: &ResourceEvent) -> Result<ResourceKind> {
-    match (r.kind.unwrap_or(ResourceKindSpec::Service), r.one_time) {
-        (ResourceKindSpec::Consent, one_time) => Ok(ResourceKind::Consent {
-            one_time: one_time.unwrap_or(false),
-        }),
-        (ResourceKindSpec::Service, None) => Ok(ResourceKind::Service),
-        (ResourceKindSpec::Service, Some(_)) => Err(Error::invalid(format!(
+    if r.one_time.is_some() && r.kind != Some(crate::event::ResourceKind::Consent) {
+        return Err(Error::invalid(format!(
             "resource `{}`: `one_time` goes with `kind: consent`",
             r.id
-        ))),
+        )));
     }
+    Ok(match r.kind.unwrap_or_default() {
+        crate::event::ResourceKind::Consent => ResourceKind::Consent {
+            one_time: r.one_time.unwrap_or(false),
+        },
+        crate::event::ResourceKind::Service | crate::event::ResourceKind::MaskinportenSchema => {
+            ResourceKind::Service
+        }
+    })
 }
 
 /// A consent resource is never granted nor asked for (§9.1): `not_assignable`.

@@ -207,6 +207,13 @@ pub fn can_delegate_resource(w: &World, u: NodeId, party: NodeId, res: NodeId, a
     if !w.graph.resource(res).is_some_and(|r| r.delegable) {
         return false;
     }
+    // §11.3: for a person party, U ≠ P passes on only as P's access manager.
+    if u != party
+        && w.graph.party(party).is_some_and(|p| p.kind == PartyKind::Person)
+        && !resolve::is_person_access_manager(w, u, party)
+    {
+        return false;
+    }
     permits_with(w, &delegation_records(w, u, party), party, res, action, None)
 }
 

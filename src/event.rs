@@ -96,20 +96,26 @@ pub struct ResourceEvent {
     pub access_lists: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_list_mode: Option<String>,
-    /// What the resource is (default `service`; domain.md §9.1).
+    // --- §9–§10: what the resource is (domain.md §9.1, §10.1) ---
+    /// `service` (the default), `consent` or `maskinporten_schema`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<ResourceKindSpec>,
-    /// A consent resource whose consent is used up by its first use (§9.1).
+    pub kind: Option<ResourceKind>,
+    /// Consent resources only: the consent is used up by its first use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_time: Option<bool>,
+    /// Scope resources (`maskinporten_schema`) only: the Maskinporten scopes covered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
 }
 
-/// The `kind` of a `resource` event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a resource is (domain.md §9.1, §10.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ResourceKindSpec {
+pub enum ResourceKind {
+    #[default]
     Service,
     Consent,
+    MaskinportenSchema,
 }
 
 /// `grant` and `revoke`: one of a package, a resource with actions, or an instance of a
@@ -372,6 +378,33 @@ pub struct UseConsentEvent {
     pub by: String,
 }
 
+// --- Maskinporten scope delegation (domain.md §10) ---
+
+/// `add_supplier` and `remove_supplier`: the supplier assignment consumer → supplier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupplierEvent {
+    pub consumer: String,
+    pub supplier: String,
+    /// `remove_supplier` only (default false): remove the scope delegations with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// `delegate_scope` and `undelegate_scope`: a whole scope resource on a supplier
+/// assignment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeEvent {
+    pub consumer: String,
+    pub supplier: String,
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
 /// A mutation of the world.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -412,6 +445,11 @@ pub enum Event {
     RejectConsent(ConsentActionEvent),
     RevokeConsent(ConsentActionEvent),
     UseConsent(UseConsentEvent),
+    // --- §10 suppliers ---
+    AddSupplier(SupplierEvent),
+    RemoveSupplier(SupplierEvent),
+    DelegateScope(ScopeEvent),
+    UndelegateScope(ScopeEvent),
 }
 
 /// The names of every event of the vocabulary, including those a later part of the
@@ -453,6 +491,11 @@ pub const EVENT_NAMES: &[&str] = &[
     "reject_consent",
     "revoke_consent",
     "use_consent",
+    // §10 suppliers
+    "add_supplier",
+    "remove_supplier",
+    "delegate_scope",
+    "undelegate_scope",
 ];
 
 impl Event {
@@ -555,6 +598,10 @@ impl Event {
             Event::RejectConsent(_) => "reject_consent",
             Event::RevokeConsent(_) => "revoke_consent",
             Event::UseConsent(_) => "use_consent",
+            Event::AddSupplier(_) => "add_supplier",
+            Event::RemoveSupplier(_) => "remove_supplier",
+            Event::DelegateScope(_) => "delegate_scope",
+            Event::UndelegateScope(_) => "undelegate_scope",
         }
     }
 }

@@ -899,6 +899,7 @@ where
                 access_list_mode: None,
                 kind: None,
                 one_time: None,
+                scopes: None,
             }))?;
             self.resources.push((id, all_actions));
             self.progress.inc(1);

@@ -48,5 +48,6 @@ pub mod persist;
 pub mod query;
 pub mod resolve;
 pub mod scenario;
+pub mod supplier;
 pub mod sysuser;
 pub mod world;

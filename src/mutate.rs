@@ -36,6 +36,8 @@ enum Undo {
     Pdp(crate::pdp::PdpUndo),
     /// A change to the consents (see [`crate::consent`]).
     Consent(crate::consent::ConsentUndo),
+    /// A change to the suppliers and scope delegations (see [`crate::supplier`]).
+    Supplier(crate::supplier::SupplierUndo),
 }
 
 /// What an applied event changed.
@@ -90,6 +92,11 @@ impl<'w> Tx<'w> {
         self.undo.push(Undo::Consent(u));
     }
 
+    /// Records how to undo a change to the suppliers and scope delegations.
+    pub(crate) fn push_supplier_undo(&mut self, u: crate::supplier::SupplierUndo) {
+        self.undo.push(Undo::Supplier(u));
+    }
+
     /// Creates or replaces a resource node, undoably.
     pub(crate) fn put_resource(&mut self, res: Resource) -> NodeId {
         match self.w.graph.resource_node(&res.id) {
@@ -134,6 +141,7 @@ impl<'w> Tx<'w> {
                 Undo::Sys(u) => crate::sysuser::undo(self.w, u),
                 Undo::Pdp(u) => crate::pdp::undo(self.w, u),
                 Undo::Consent(u) => crate::consent::undo(self.w, u),
+                Undo::Supplier(u) => crate::supplier::undo(self.w, u),
             }
         }
     }
@@ -151,6 +159,8 @@ impl<'w> Tx<'w> {
                         order.push(*k);
                     }
                 }
+                // Judged below, against the state now (§10).
+                Undo::Supplier(_) => {}
                 _ => changed = true,
             }
         }
@@ -188,6 +198,13 @@ impl<'w> Tx<'w> {
                 }
             }
         }
+        // Supplier relationships live outside the graph: a removed one is a removed
+        // assignment too (§10.4).
+        let supplier_undo = self.undo.iter().filter_map(|u| match u {
+            Undo::Supplier(s) => Some(s),
+            _ => None,
+        });
+        changed |= crate::supplier::outcome(self.w, supplier_undo, &mut out);
         out.changed = changed;
         out
     }
@@ -1081,6 +1098,10 @@ pub(crate) fn apply_in(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
         | Event::RejectConsent(_)
         | Event::RevokeConsent(_)
         | Event::UseConsent(_) => crate::consent::apply(tx, ev),
+        Event::AddSupplier(_)
+        | Event::RemoveSupplier(_)
+        | Event::DelegateScope(_)
+        | Event::UndelegateScope(_) => crate::supplier::apply(tx, ev),
     }
 }
 
@@ -1321,6 +1342,7 @@ pub fn parse_token(c: &Catalog, t: &str) -> Result<Token> {
 
 fn resource_event(tx: &mut Tx<'_>, r: &ResourceEvent) -> Result<()> {
     non_empty("id", &r.id)?;
+    crate::supplier::check_resource_shape(r)?;
     let kind = crate::consent::resource_kind(r)?;
     let c = tx.w.catalog;
     if let Some(m) = &r.access_list_mode
@@ -1358,19 +1380,22 @@ fn resource_event(tx: &mut Tx<'_>, r: &ResourceEvent) -> Result<()> {
         rules: parsed,
         kind,
     };
-    match tx.w.graph.resource_node(&r.id) {
+    let n = match tx.w.graph.resource_node(&r.id) {
         Some(n) => {
             let old = tx.w.graph.resource(n).cloned();
             if let Some(cur) = tx.w.graph.resource_mut(n) {
                 *cur = res;
             }
             tx.undo.push(Undo::Resource(n, old));
+            n
         }
         None => {
             let n = tx.w.graph.add_resource(res);
             tx.undo.push(Undo::Resource(n, None));
+            n
         }
-    }
+    };
+    crate::supplier::on_resource_event(tx, n, r);
     crate::pdp::on_resource_event(tx, r)
 }
 
@@ -1447,6 +1472,13 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
             g.from
         )));
     }
+    // §11.2: a person gives to persons and organisations, never to a system user.
+    if kind_of(w, from) == Some(PartyKind::Person) && kind_of(w, to) == Some(PartyKind::SystemUser) {
+        return Err(Error::invalid(format!(
+            "a person (`{}`) cannot grant to a system user (`{}`)",
+            g.from, g.to
+        )));
+    }
     // Structure.
     if let GrantTarget::Resource(r, _) | GrantTarget::Instance(r, _, _) = &target {
         crate::consent::refuse_grant_of_consent_resource(w, *r)?;
@@ -1493,6 +1525,8 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
             }
         }
         GrantTarget::Resource(r, _) | GrantTarget::Instance(r, _, _) => {
+            // §10.1: a scope resource passes on only by scope delegation.
+            crate::supplier::refuse_scope_grant(w, *r)?;
             if by.is_some() && !w.graph.resource(*r).is_some_and(|x| x.delegable) {
                 return Err(Error::new(
                     ErrorCode::NotDelegable,
@@ -1555,6 +1589,12 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
 /// May `by` remove what is named from the connection `from → to` (§5)?
 fn may_remove(w: &World, by: NodeId, from: NodeId, to: NodeId, what: &[GrantTarget]) -> bool {
     if by == to || holds(w, by, from, w.catalog.known.tilgangsstyrer) {
+        return true;
+    }
+    // §11.4: a person's outgoing grants are theirs and their access managers' to remove.
+    if kind_of(w, from) == Some(PartyKind::Person)
+        && (by == from || resolve::is_person_access_manager(w, by, from))
+    {
         return true;
     }
     !what.is_empty()

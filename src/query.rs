@@ -474,6 +474,68 @@ pub fn consent_events(w: &World, q: &ConsentEventsQuery) -> Result<ConsentEvents
     })
 }
 
+// --- Maskinporten scope delegation (domain.md §10.5) ---
+
+/// `scope_delegations`: the scope delegations matching every filter given (at least
+/// one): Maskinporten's lookup by supplier, consumer and scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeDelegationsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supplier: Option<String>,
+    /// A Maskinporten scope: matches the scope resources that list it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// One scope delegation: the whole scope resource, with the scopes it covers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+pub struct ScopeDelegationEntry {
+    pub consumer: String,
+    pub supplier: String,
+    pub resource: String,
+    /// The Maskinporten scopes of the resource, sorted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ScopeDelegationsAnswer {
+    /// Sorted by (consumer, supplier, resource).
+    pub delegations: Vec<ScopeDelegationEntry>,
+}
+
+/// `suppliers`: the consumer's suppliers, with or without scope delegations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SuppliersQuery {
+    pub consumer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SuppliersAnswer {
+    /// Sorted supplier ids.
+    pub suppliers: Vec<String>,
+}
+
+/// `consumers`: the organisations `supplier` is a supplier of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumersQuery {
+    pub supplier: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsumersAnswer {
+    /// Sorted consumer ids.
+    pub consumers: Vec<String>,
+}
+
 /// One query of the vocabulary; its JSON form is the scenario step without expectations,
 /// e.g. `{"check": {"subject": "kari", "party": "bergen", "package": "skattegrunnlag"}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -493,6 +555,10 @@ pub enum Query {
     ConsentStatus(ConsentStatusQuery),
     ConsentCheck(ConsentCheckQuery),
     ConsentEvents(ConsentEventsQuery),
+    // §10
+    ScopeDelegations(ScopeDelegationsQuery),
+    Suppliers(SuppliersQuery),
+    Consumers(ConsumersQuery),
 }
 
 /// The answer to a [`Query`], of the same variant.
@@ -513,6 +579,10 @@ pub enum Answer {
     ConsentStatus(ConsentStatusAnswer),
     ConsentCheck(ConsentCheckAnswer),
     ConsentEvents(ConsentEventsAnswer),
+    // §10
+    ScopeDelegations(ScopeDelegationsAnswer),
+    Suppliers(SuppliersAnswer),
+    Consumers(ConsumersAnswer),
 }
 
 impl Query {
@@ -532,6 +602,9 @@ impl Query {
             Query::ConsentStatus(_) => "consent_status",
             Query::ConsentCheck(_) => "consent_check",
             Query::ConsentEvents(_) => "consent_events",
+            Query::ScopeDelegations(_) => "scope_delegations",
+            Query::Suppliers(_) => "suppliers",
+            Query::Consumers(_) => "consumers",
         }
     }
 
@@ -563,6 +636,9 @@ impl Query {
             "consent_status" => p(name, body).map(Query::ConsentStatus),
             "consent_check" => p(name, body).map(Query::ConsentCheck),
             "consent_events" => p(name, body).map(Query::ConsentEvents),
+            "scope_delegations" => p(name, body).map(Query::ScopeDelegations),
+            "suppliers" => p(name, body).map(Query::Suppliers),
+            "consumers" => p(name, body).map(Query::Consumers),
             _ => return None,
         })
     }
@@ -583,6 +659,9 @@ impl Query {
             Query::ConsentStatus(q) => serde_json::to_value(q),
             Query::ConsentCheck(q) => serde_json::to_value(q),
             Query::ConsentEvents(q) => serde_json::to_value(q),
+            Query::ScopeDelegations(q) => serde_json::to_value(q),
+            Query::Suppliers(q) => serde_json::to_value(q),
+            Query::Consumers(q) => serde_json::to_value(q),
         };
         v.map_err(|e| Error::invalid(format!("cannot encode the query: {e}")))
     }
@@ -609,6 +688,9 @@ impl Answer {
             Query::ConsentStatus(_) => Answer::ConsentStatus(p(n, v)?),
             Query::ConsentCheck(_) => Answer::ConsentCheck(p(n, v)?),
             Query::ConsentEvents(_) => Answer::ConsentEvents(p(n, v)?),
+            Query::ScopeDelegations(_) => Answer::ScopeDelegations(p(n, v)?),
+            Query::Suppliers(_) => Answer::Suppliers(p(n, v)?),
+            Query::Consumers(_) => Answer::Consumers(p(n, v)?),
         })
     }
 
@@ -628,6 +710,9 @@ impl Answer {
             Answer::ConsentStatus(a) => serde_json::to_value(a),
             Answer::ConsentCheck(a) => serde_json::to_value(a),
             Answer::ConsentEvents(a) => serde_json::to_value(a),
+            Answer::ScopeDelegations(a) => serde_json::to_value(a),
+            Answer::Suppliers(a) => serde_json::to_value(a),
+            Answer::Consumers(a) => serde_json::to_value(a),
         };
         v.map_err(|e| Error::invalid(format!("cannot encode the answer: {e}")))
     }
@@ -662,6 +747,13 @@ pub fn evaluate(w: &World, q: &Query) -> Result<Answer> {
         Query::ConsentStatus(q) => Answer::ConsentStatus(consent_status(w, q)?),
         Query::ConsentCheck(q) => Answer::ConsentCheck(consent_check(w, q)?),
         Query::ConsentEvents(q) => Answer::ConsentEvents(consent_events(w, q)?),
+        Query::ScopeDelegations(q) => Answer::ScopeDelegations(scope_delegations(w, q)?),
+        Query::Suppliers(q) => Answer::Suppliers(SuppliersAnswer {
+            suppliers: crate::supplier::suppliers(w, &q.consumer)?,
+        }),
+        Query::Consumers(q) => Answer::Consumers(ConsumersAnswer {
+            consumers: crate::supplier::consumers(w, &q.supplier)?,
+        }),
     })
 }
 
@@ -1005,4 +1097,32 @@ fn lost_access(a: Access) -> LostAccess {
             action: Some(action),
         },
     }
+}
+
+/// `scope_delegations` (domain.md §10.5), each entry with its resource's scopes.
+pub fn scope_delegations(w: &World, q: &ScopeDelegationsQuery) -> Result<ScopeDelegationsAnswer> {
+    let found = crate::supplier::scope_delegations(
+        w,
+        q.consumer.as_deref(),
+        q.supplier.as_deref(),
+        q.scope.as_deref(),
+    )?;
+    let delegations = found
+        .into_iter()
+        .map(|d| {
+            let scopes = w
+                .graph
+                .resource_node(&d.resource)
+                .and_then(|n| w.suppliers.scopes(n))
+                .map(<[String]>::to_vec)
+                .unwrap_or_default();
+            ScopeDelegationEntry {
+                consumer: d.consumer,
+                supplier: d.supplier,
+                resource: d.resource,
+                scopes,
+            }
+        })
+        .collect();
+    Ok(ScopeDelegationsAnswer { delegations })
 }

@@ -579,9 +579,16 @@ pub fn held_delegable_packages(w: &World, u: NodeId, party: NodeId) -> PackageSe
     let ut = unit_type(w, party);
     let mut main_admin = false;
     let mut out = PackageSet::EMPTY;
+    // §11.3: for a person party, what U ≠ P holds passes on only with the access
+    // manager's package for P from the same sources.
+    let person_party = u != party && w.graph.party(party).is_some_and(|p| p.kind == PartyKind::Person);
+    let mut access_manager = false;
     for r in records(w, u, Some(party)) {
         if !r.counts_for_delegation() {
             continue;
+        }
+        if r.packages.contains(c.known.innbygger_tilgangsstyring) {
+            access_manager = true;
         }
         if r.packages.contains(admin_pkg) {
             main_admin = true;
@@ -601,7 +608,21 @@ pub fn held_delegable_packages(w: &World, u: NodeId, party: NodeId) -> PackageSe
         template.remove(admin_pkg);
         out.union_with(&template);
     }
+    if person_party && !access_manager {
+        return PackageSet::EMPTY;
+    }
     out
+}
+
+/// Whether `u` is an access manager of person `p` (domain.md §11.4): `u` ≠ `p` holds
+/// `innbygger-tilgangsstyring-privatperson` for `p` through one of §5's sources (a
+/// direct assignment or a key role; never a client delegation).
+pub fn is_person_access_manager(w: &World, u: NodeId, p: NodeId) -> bool {
+    u != p
+        && w.graph.party(p).is_some_and(|x| x.kind == PartyKind::Person)
+        && records(w, u, Some(p)).iter().any(|r| {
+            r.counts_for_delegation() && r.packages.contains(w.catalog.known.innbygger_tilgangsstyring)
+        })
 }
 
 /// The packages someone at `party` may pass on (§5): the union of
@@ -610,10 +631,19 @@ pub fn held_delegable_packages(w: &World, u: NodeId, party: NodeId) -> PackageSe
 /// records the delegation check counts are direct and key-role records of those
 /// assignments (repeated to the sub-unit); a key-role holder inherits exactly the record
 /// of the assignment's receiver, so the receivers alone make up the union. The cut-off
-/// report asks this once per party instead of resolving every candidate.
+/// report asks this once per party instead of resolving every candidate. For a person
+/// party (§11.3 makes the condition per subject) it is the union over the candidate
+/// subjects themselves; a person has few.
 pub fn delegable_at(w: &World, party: NodeId) -> PackageSet {
     let c = w.catalog;
     let g = &w.graph;
+    if g.party(party).is_some_and(|p| p.kind == PartyKind::Person) {
+        let mut out = PackageSet::EMPTY;
+        for u in candidate_subjects(w, party) {
+            out.union_with(&held_delegable_packages(w, u, party));
+        }
+        return out;
+    }
     let admin_pkg = c.known.hovedadministrator;
     let ut = unit_type(w, party);
     let mut main_admin = false;

@@ -725,6 +725,46 @@ fn run_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<StepResult> 
             Ok(Ok(()))
         }
         "consent_status" | "consent_check" | "consent_events" => run_consent_query(b, key, body),
+        // --- §10 suppliers ---
+        "scope_delegations" => {
+            let (q, e): (Query, ScopeDelegationsExpect) = split_step(key, body)?;
+            let Answer::ScopeDelegations(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
+            };
+            let show3 = |(c, s, r): &(String, String, String)| format!("{c} → {s}: {r}");
+            let got: BTreeSet<(String, String, String)> = a
+                .delegations
+                .into_iter()
+                .map(|d| (d.consumer, d.supplier, d.resource))
+                .collect();
+            let exp: BTreeSet<(String, String, String)> = e
+                .expect
+                .into_iter()
+                .map(|d| (d.consumer, d.supplier, d.resource))
+                .collect();
+            Ok(if got == exp {
+                Ok(())
+            } else {
+                let fmt = |s: &BTreeSet<(String, String, String)>| {
+                    format!("[{}]", s.iter().map(show3).collect::<Vec<_>>().join("; "))
+                };
+                mismatch(format!("scope delegations exactly {}", fmt(&exp)), fmt(&got))
+            })
+        }
+        "suppliers" => {
+            let (q, e): (Query, ExpectIds) = split_step(key, body)?;
+            let Answer::Suppliers(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
+            };
+            exact_ids("suppliers", &a.suppliers, e.expect)
+        }
+        "consumers" => {
+            let (q, e): (Query, ExpectIds) = split_step(key, body)?;
+            let Answer::Consumers(a) = b.query(&q)? else {
+                return Err(wrong_answer(&q));
+            };
+            exact_ids("consumers", &a.consumers, e.expect)
+        }
         other => Err(Error::invalid(format!("unknown step `{other}`"))),
     }
 }
@@ -735,6 +775,15 @@ fn run_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<StepResult> 
 /// A field that may be absent (not compared) or `null` (asserts there is none).
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
+}
+
+/// One expected scope delegation of a `scope_delegations` step.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeDelegationSpec {
+    consumer: String,
+    supplier: String,
+    resource: String,
 }
 
 #[derive(Deserialize)]
@@ -912,6 +961,14 @@ fn run_consent_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<Step
             Ok(Ok(()))
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeDelegationsExpect {
+    /// Absent only in a step that expects an error.
+    #[serde(default)]
+    expect: Vec<ScopeDelegationSpec>,
 }
 
 fn show_access(a: &LostAccess) -> String {

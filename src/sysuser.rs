@@ -818,6 +818,8 @@ fn access_request(tx: &mut Tx<'_>, e: &AccessRequestEvent) -> Result<()> {
         AccessTarget::Resource { resource, .. } => {
             if let Some(n) = w.graph.resource_node(resource) {
                 crate::consent::refuse_grant_of_consent_resource(w, n)?;
+                // §10.1: a scope resource is never asked for in an access request.
+                crate::supplier::refuse_scope_grant(w, n)?;
             }
             let delegable = w
                 .graph

@@ -25,6 +25,8 @@ pub struct World {
     pub pdp: Shared<crate::pdp::PdpState>,
     /// Consents and their index (domain.md §9): global state, not per partition.
     pub consent: Shared<crate::consent::ConsentState>,
+    /// Scope resources, supplier relationships and scope delegations (domain.md §10).
+    pub suppliers: Shared<crate::supplier::SupplierState>,
 }
 
 impl Default for World {
@@ -43,6 +45,7 @@ impl World {
             sys: Shared::default(),
             pdp: Shared::default(),
             consent: Shared::default(),
+            suppliers: Shared::default(),
         }
     }
 }

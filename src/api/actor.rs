@@ -4,7 +4,7 @@
 //!
 //! | acts | events | scope |
 //! |---|---|---|
-//! | an end user, named by `by` | `grant`, `revoke`, `remove_connection`, `add_agent`, `remove_agent`, `delegate`, `undelegate`, `access_request`, `add_client`, `remove_client`, `accept_consent`, `reject_consent`, `revoke_consent`, and (`by` required) `approve`, `reject`, `confirm`, `withdraw`, `escalate` | `delegraph:act` as `by` itself, `delegraph:write` for any `by`; without `by` (an administrative import) `delegraph:import` |
+//! | an end user, named by `by` | `grant`, `revoke`, `remove_connection`, `add_agent`, `remove_agent`, `delegate`, `undelegate`, `access_request`, `add_client`, `remove_client`, `accept_consent`, `reject_consent`, `revoke_consent`, `add_supplier`, `remove_supplier`, `delegate_scope`, `undelegate_scope`, and (`by` required) `approve`, `reject`, `confirm`, `withdraw`, `escalate` | `delegraph:act` as `by` itself, `delegraph:write` for any `by`; without `by` (an administrative import) `delegraph:import` |
 //! | a vendor or consumer organisation | `system`, `system_user_request`, `change_request`, `consent_request`, `use_consent` | `delegraph:write` |
 //! | a register or the administration | `party`, `register_role`, `unregister_role`, `a2_role`, `remove_a2_role`, `died`, `retire_a2_roles`, `clock`, `resource`, `policy`, `instance`, `access_list` | `delegraph:import` |
 //!
@@ -43,6 +43,9 @@ pub fn acting(ev: &mut Event) -> Acting<'_> {
         Event::Delegate(e) | Event::Undelegate(e) => Acting::Person(&mut e.by),
         Event::AccessRequest(e) => Acting::Person(&mut e.by),
         Event::AddClient(e) | Event::RemoveClient(e) => Acting::Person(&mut e.by),
+        // §10: the consumer's (or the supplier's) Maskinporten administrator.
+        Event::AddSupplier(e) | Event::RemoveSupplier(e) => Acting::Person(&mut e.by),
+        Event::DelegateScope(e) | Event::UndelegateScope(e) => Acting::Person(&mut e.by),
         Event::Approve(e)
         | Event::Reject(e)
         | Event::Confirm(e)

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod problem;
 pub mod routes;
 pub mod strict;
+pub mod supplier;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -237,6 +238,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/consents/{id}/revoke").post(consent_revoke))
         .service(resource("/v1/consents/{id}/use").post(consent_use))
         .service(resource("/v1/simulate").post(simulate))
+        // §10: Maskinporten scope delegation.
+        .service(
+            resource("/v1/scope_delegations")
+                .get(scope_delegations)
+                .post(scope_delegations),
+        )
+        .service(resource("/v1/suppliers").get(suppliers).post(suppliers))
+        .service(resource("/v1/consumers").get(consumers).post(consumers))
+        .service(
+            resource("/v1/maskinporten/suppliers")
+                .post(supplier::add_supplier)
+                .delete(supplier::remove_supplier),
+        )
+        .service(
+            resource("/v1/maskinporten/scope-delegations")
+                .post(supplier::delegate_scope)
+                .delete(supplier::undelegate_scope),
+        )
+        .service(resource("/v1/maskinporten/delegations").get(supplier::delegations))
         .service(resource(decision::DECISION_PATH).post(decision::decision))
         .service(resource(decision::AUTHORIZE_PATH).post(decision::authorize))
         .service(resource("/v1/admin/reset").post(post_reset))

@@ -156,7 +156,7 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 /// The read path of every query route.
-async fn query_route(
+pub(super) async fn query_route(
     name: &str,
     req: HttpRequest,
     payload: Payload,
@@ -268,7 +268,7 @@ async fn simulate_on(
 ///
 /// | acts | events | scope |
 /// |---|---|---|
-/// | an end user, named by `by` | `grant`, `revoke`, `remove_connection`, `add_agent`, `remove_agent`, `delegate`, `undelegate`, `access_request`, `add_client`, `remove_client`, `accept_consent`, `reject_consent`, `revoke_consent`; `by` required: `approve`, `reject`, `confirm`, `withdraw`, `escalate` | `delegraph:act` as that `by` (the token's `sub`), or `delegraph:write`; without `by` (an import) `delegraph:import` |
+/// | an end user, named by `by` | `grant`, `revoke`, `remove_connection`, `add_agent`, `remove_agent`, `delegate`, `undelegate`, `access_request`, `add_client`, `remove_client`, `accept_consent`, `reject_consent`, `revoke_consent`, `add_supplier`, `remove_supplier`, `delegate_scope`, `undelegate_scope`; `by` required: `approve`, `reject`, `confirm`, `withdraw`, `escalate` | `delegraph:act` as that `by` (the token's `sub`), or `delegraph:write`; without `by` (an import) `delegraph:import` |
 /// | a vendor or consumer organisation | `system`, `system_user_request`, `change_request`, `consent_request`, `use_consent` | `delegraph:write` |
 /// | a register or the administration | `party`, `register_role`, `unregister_role`, `a2_role`, `remove_a2_role`, `died`, `retire_a2_roles`, `clock`, `resource`, `policy`, `instance`, `access_list` | `delegraph:import` |
 ///
@@ -520,6 +520,36 @@ query_handler!(addable_clients, "addable_clients");
 #[allow(unused)]
 fn simulate_doc() {}
 query_handler!(simulate, "simulate");
+
+// --- Maskinporten scope delegation (domain.md §10.5) ---
+
+/// The scope delegations matching every filter given (at least one of `consumer`,
+/// `supplier`, `scope`).
+#[utoipa::path(method(get, post), path = "/v1/scope_delegations", operation_id = "scope_delegations", tag = "queries", params(ScopeDelegationsQuery, MinToken),
+    request_body(content = ScopeDelegationsQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = ScopeDelegationsAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn scope_delegations_doc() {}
+query_handler!(scope_delegations, "scope_delegations");
+
+/// The consumer's suppliers, with or without scope delegations.
+#[utoipa::path(method(get, post), path = "/v1/suppliers", operation_id = "suppliers", tag = "queries", params(SuppliersQuery, MinToken),
+    request_body(content = SuppliersQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = SuppliersAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn suppliers_doc() {}
+query_handler!(suppliers, "suppliers");
+
+/// The organisations `supplier` is a supplier of.
+#[utoipa::path(method(get, post), path = "/v1/consumers", operation_id = "consumers", tag = "queries", params(ConsumersQuery, MinToken),
+    request_body(content = ConsumersQuery, description = "POST: the fields as JSON (GET: as query parameters)"),
+    responses((status = 200, body = ConsumersAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
+    security(("bearer" = ["delegraph:read"])))]
+#[allow(unused)]
+fn consumers_doc() {}
+query_handler!(consumers, "consumers");
 
 /// Many decisions per request, all from the same state (at most 10 000).
 #[utoipa::path(post, path = "/v1/check/batch", tag = "queries", request_body(content = CheckBatch),
@@ -918,7 +948,11 @@ impl Modify for BearerScheme {
         metrics, openapi_json, docs, super::decision::decision, super::decision::authorize,
         super::a2::a2_impact,
         consent_status_doc, consent_check_doc, consent_events_doc, consent_lookup, consent_get,
-        consent_get_events, consent_post, consent_accept, consent_reject, consent_revoke, consent_use
+        consent_get_events, consent_post, consent_accept, consent_reject, consent_revoke, consent_use,
+        scope_delegations_doc, suppliers_doc, consumers_doc,
+        super::supplier::add_supplier, super::supplier::remove_supplier,
+        super::supplier::delegate_scope, super::supplier::undelegate_scope,
+        super::supplier::delegations
     ),
     modifiers(&BearerScheme),
     tags(
@@ -928,6 +962,7 @@ impl Modify for BearerScheme {
         (name = "consent", description = "consent requests, answers and lookups (domain.md §9)"),
         (name = "decision point", description = "Altinn-compatible XACML 3.0 decisions (domain.md §8)"),
         (name = "operations", description = "health, metrics and this document"),
+        (name = "maskinporten", description = "suppliers and scope delegation (domain.md §10)"),
     )
 )]
 pub struct ApiDoc;

@@ -613,6 +613,9 @@ fn named_parties(ev: &Event) -> Option<Vec<&str>> {
         | Event::RejectConsent(_)
         | Event::RevokeConsent(_)
         | Event::UseConsent(_) => return None,
+        // §10: the supplier relationship's two parties.
+        Event::AddSupplier(e) | Event::RemoveSupplier(e) => vec![e.consumer.as_str(), e.supplier.as_str()],
+        Event::DelegateScope(e) | Event::UndelegateScope(e) => vec![e.consumer.as_str(), e.supplier.as_str()],
     })
 }
 

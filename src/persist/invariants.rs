@@ -9,7 +9,8 @@ use crate::world::World;
 /// * a client delegation has its client assignment (client → facilitator with the
 ///   delegation's role) and its agent assignment (facilitator → agent, role `agent`);
 /// * a client delegation forwards something (an empty one is removed);
-/// * a sub-unit has at most one main unit, and it is an organisation.
+/// * a sub-unit has at most one main unit, and it is an organisation;
+/// * a supplier relationship joins two organisations and its indexes agree (§10).
 pub fn violations(w: &World) -> Vec<String> {
     let g = &w.graph;
     let agent = w.catalog.known.agent;
@@ -48,5 +49,7 @@ pub fn violations(w: &World) -> Vec<String> {
             out.push(format!("`{}` has {mains} main units", g.ext_id(n)));
         }
     }
+    // §10: supplier relationships and their indexes.
+    out.extend(crate::supplier::violations(w));
     out
 }

@@ -1,10 +1,10 @@
 //! Graph snapshots: the project's own versioned schema, keyed by external ids.
 //!
-//! # Layout of a file (schema version 3)
+//! # Layout of a file (schema version 4)
 //!
 //! ```text
 //! magic        8 bytes  "DELEGSNP"
-//! version      u32 LE   schema version (3; 1 and 2 are still read)
+//! version      u32 LE   schema version (4; 1 to 3 are still read)
 //! header_len   u32 LE   length of the header (at most 64 KiB)
 //! header       rmp      Header { created_at, last_seq, counts, compression, engine }
 //! header_crc   u32 LE   crc32 of version, header_len and header
@@ -20,7 +20,8 @@
 //! then (version 2) the system-user state of [`World::sys`]: systems, requests and the
 //! packages of agent system users, then (version 3) the decision point's state of
 //! [`World::pdp`]: policies, instances, access lists and resources' access-list settings,
-//! then one `World` record, and last one `End` record with the counts of what came
+//! then (version 4) the scope resources and supplier relationships of
+//! [`World::suppliers`], then one `World` record, and last one `End` record with the counts of what came
 //! before. Nothing may follow the block that holds `End`.
 //!
 //! Why this shape: the file is written and read as a stream (one block of about
@@ -54,6 +55,10 @@
 //! resource that is not a service, after the decision point's records) and the
 //! `Consent` record (a consent of [`World::consent`] with its event list), and their two
 //! counts. An older file holds only services and no consent.
+//! Version 4 added the `ScopeResource` and `Supplier` records of [`World::suppliers`]
+//! (domain.md §10) and their two counts, the same way: a scope resource's scopes, and
+//! one record per supplier relationship with the scope resources delegated on it. They
+//! come after the decision point's records. Older files load with no suppliers.
 //!
 //! INVARIANT: nothing of petgraph's layout (node or edge indices) is written; parties
 //! and resources are named by external id, roles and packages by catalogue code.
@@ -119,6 +124,10 @@ pub struct Counts {
     pub resource_kinds: u64,
     #[serde(default)]
     pub consents: u64,
+    #[serde(default)]
+    pub scope_resources: u64,
+    #[serde(default)]
+    pub suppliers: u64,
 }
 
 impl Counts {
@@ -137,6 +146,8 @@ impl Counts {
             + self.resource_lists
             + self.resource_kinds
             + self.consents
+            + self.scope_resources
+            + self.suppliers
     }
 
     /// Counts one record (the `World` and `End` records are not counted).
@@ -156,6 +167,8 @@ impl Counts {
             Record::ResourceLists(_) => self.resource_lists += 1,
             Record::ResourceKind(_) => self.resource_kinds += 1,
             Record::Consent(_) => self.consents += 1,
+            Record::ScopeResource(_) => self.scope_resources += 1,
+            Record::Supplier(_) => self.suppliers += 1,
             Record::World(_) | Record::End(_) => {}
         }
     }
@@ -419,6 +432,22 @@ pub struct ConsentRecord {
     pub entries: Vec<ConsentEntryRecord>,
 }
 
+/// A Maskinporten scope resource's scopes (version 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScopeResourceRecord {
+    pub resource: String,
+    pub scopes: Vec<String>,
+}
+
+/// A supplier relationship consumer → supplier and the scope resources delegated on
+/// it (version 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SupplierRecord {
+    pub consumer: String,
+    pub supplier: String,
+    pub resources: Vec<String>,
+}
+
 /// One record of the stream. New kinds are appended at the end: records are encoded
 /// by variant number, so reordering would break old files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -442,6 +471,8 @@ pub enum Record {
     // Version 4.
     ResourceKind(ResourceKindRecord),
     Consent(ConsentRecord),
+    ScopeResource(ScopeResourceRecord),
+    Supplier(SupplierRecord),
 }
 
 fn state_str(s: State) -> &'static str {
@@ -666,6 +697,7 @@ pub fn records(w: &World) -> impl Iterator<Item = Record> + '_ {
         .chain(agents)
         .chain(pdp_records(&w.pdp))
         .chain(consent_records(w))
+        .chain(supplier_records(w))
         .chain(world)
 }
 
@@ -764,6 +796,26 @@ fn pdp_records(s: &PdpState) -> impl Iterator<Item = Record> + '_ {
     policies.chain(instances).chain(lists).chain(settings)
 }
 
+/// The records of [`World::suppliers`]: scope resources, then relationships (in
+/// node order, which is the order of the state's maps).
+fn supplier_records(w: &World) -> impl Iterator<Item = Record> + '_ {
+    let g = &w.graph;
+    let scopes = w.suppliers.scope_resources().map(move |(r, scopes)| {
+        Record::ScopeResource(ScopeResourceRecord {
+            resource: g.ext_id(r).to_string(),
+            scopes: scopes.to_vec(),
+        })
+    });
+    let pairs = w.suppliers.pairs().map(move |(c, s, set)| {
+        Record::Supplier(SupplierRecord {
+            consumer: g.ext_id(c).to_string(),
+            supplier: g.ext_id(s).to_string(),
+            resources: set.iter().map(|r| g.ext_id(*r).to_string()).collect(),
+        })
+    });
+    scopes.chain(pairs)
+}
+
 /// Counts the records of a world (one pass over the edges).
 pub fn count(w: &World) -> Counts {
     let g = &w.graph;
@@ -782,6 +834,8 @@ pub fn count(w: &World) -> Counts {
             .filter(|(_, r)| r.kind != crate::graph::ResourceKind::Service)
             .count() as u64,
         consents: w.consent.len() as u64,
+        scope_resources: w.suppliers.scope_resources().count() as u64,
+        suppliers: w.suppliers.relationships() as u64,
         ..Counts::default()
     };
     for (n, _) in g.parties() {
@@ -1092,6 +1146,12 @@ impl<R: Read> SnapshotReader<R> {
             return Err(bad(
                 self.index - 1,
                 format!("a consent record in a version {} file", self.version),
+            ));
+        }
+        if self.version < 4 && matches!(rec, Record::ScopeResource(_) | Record::Supplier(_)) {
+            return Err(bad(
+                self.index - 1,
+                format!("a supplier record in a version {} file", self.version),
             ));
         }
         Ok(Some(rec))
@@ -1552,6 +1612,30 @@ impl Loader {
                 }
                 let consent = self.consent(c)?;
                 self.world.consent.insert_loaded(consent);
+            }
+            Record::ScopeResource(r) => {
+                let n = self.resource(&r.resource)?;
+                if self.world.suppliers.is_scope_resource(n) {
+                    return Err(bad(
+                        self.index,
+                        format!("duplicate scope resource `{}`", r.resource),
+                    ));
+                }
+                crate::supplier::set_scopes(&mut self.world.suppliers, n, Some(r.scopes));
+            }
+            Record::Supplier(r) => {
+                let (c, s) = (self.party(&r.consumer)?, self.party(&r.supplier)?);
+                if self.world.suppliers.pair(c, s).is_some() {
+                    return Err(bad(
+                        self.index,
+                        format!("duplicate supplier `{}` → `{}`", r.consumer, r.supplier),
+                    ));
+                }
+                let mut set = imbl::OrdSet::new();
+                for id in &r.resources {
+                    set.insert(self.resource(id)?);
+                }
+                crate::supplier::set_pair(&mut self.world.suppliers, c, s, Some(set));
             }
             Record::End(_) => return Err(bad(self.index, "unexpected end record".into())),
         }

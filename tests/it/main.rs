@@ -20,4 +20,5 @@ mod reference;
 mod roundtrip;
 mod scenarios;
 mod store;
+mod supplier;
 mod xacml;

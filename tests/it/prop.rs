@@ -62,7 +62,7 @@ const REGISTER_ROLES: [&str; 14] = [
     "no-such-role",
 ];
 const A2_ROLES: [&str; 6] = ["a0237", "a0239", "a0240", "utinn", "a0212", "daglig-leder"];
-const PACKAGES: [&str; 13] = [
+const PACKAGES: [&str; 14] = [
     "skattegrunnlag",
     "lonn",
     "regnskapsforer-lonn",
@@ -72,6 +72,8 @@ const PACKAGES: [&str; 13] = [
     "klientadministrator",
     "post-til-virksomheten-med-taushetsbelagt-innhold",
     "innbygger-skatteforhold-privatpersoner",
+    // A person's access manager (domain.md §11.3–§11.4).
+    "innbygger-tilgangsstyring-privatperson",
     "skatt-naering",
     "forretningsforer-eiendom",
     "a-ordning",
@@ -262,6 +264,22 @@ pub(crate) fn setup_events() -> Vec<Event> {
     out.push(ev(
         json!({"system": {"id": "sys", "vendor": "nuf", "packages": SYSTEM_PACKAGES}}),
     ));
+    // §10: Maskinporten scope resources (out of RESOURCES, so no `resource` op turns
+    // them into services): a delegable one, a non-delegable one, one behind list l1.
+    let scopes_rule =
+        json!([{"actions": ["scopeaccess"], "any_of": ["urn:altinn:accesspackage:maskinporten-scopes"]}]);
+    out.push(ev(
+        json!({"resource": {"id": "mp1", "owner": "nfd", "kind": "maskinporten_schema",
+        "scopes": ["nfd:a", "nfd:felles"], "rules": scopes_rule}}),
+    ));
+    out.push(ev(
+        json!({"resource": {"id": "mp2", "owner": "nfd", "kind": "maskinporten_schema",
+        "delegable": false, "scopes": ["nfd:b", "nfd:felles"], "rules": scopes_rule}}),
+    ));
+    out.push(ev(
+        json!({"resource": {"id": "mp3", "owner": "nfd", "kind": "maskinporten_schema",
+        "scopes": ["nfd:c"], "access_lists": ["l1"], "access_list_mode": "enabled", "rules": scopes_rule}}),
+    ));
     // Leaders who can approve requests for two organisations.
     out.push(ev(
         json!({"register_role": {"from": "as2", "to": "p2", "role": "daglig-leder"}}),
@@ -407,7 +425,21 @@ pub(crate) enum Op {
         verb: u8,
         by: u8,
     },
+    /// §10: add_supplier, remove_supplier, delegate_scope or undelegate_scope.
+    Supplier {
+        verb: u8,
+        consumer: u8,
+        supplier: u8,
+        res: u8,
+        cascade: Option<bool>,
+        by: Option<u8>,
+    },
 }
+
+/// The scope resources of the skeleton, and a service and an unknown one.
+const SCOPE_RESOURCES: [&str; 5] = ["mp1", "mp2", "mp3", "r1", "no-such-resource"];
+/// Scopes asked in the lookups.
+const SCOPES: [&str; 4] = ["nfd:a", "nfd:b", "nfd:felles", "nfd:c"];
 
 pub(crate) fn op_strategy() -> impl Strategy<Value = Op> {
     let b = any::<u8>;
@@ -441,6 +473,9 @@ pub(crate) fn op_strategy() -> impl Strategy<Value = Op> {
         3 => (b(), b(), b(), by(), proptest::bool::weighted(0.4))
             .prop_map(|(from, to, what, by, draft)| Op::AccessRequest { from, to, what, by, draft }),
         6 => (b(), b(), b()).prop_map(|(pick, verb, by)| Op::Answer { pick, verb, by }),
+        8 => (b(), b(), b(), b(), cascade(), by()).prop_map(|(verb, consumer, supplier, res, cascade, by)| {
+            Op::Supplier { verb, consumer, supplier, res, cascade, by }
+        }),
     ]
 }
 
@@ -931,6 +966,59 @@ pub(crate) fn concretize(op: &Op, r: &RefWorld) -> Event {
             };
             json!({ verb: {"request": id, "by": by} })
         }
+        Op::Supplier {
+            verb,
+            consumer,
+            supplier,
+            res,
+            cascade,
+            by,
+        } => {
+            // Mostly a relationship that exists (but for adding one); a person now and
+            // then.
+            let pairs: Vec<&(String, String)> = r.suppliers.keys().collect();
+            // Three in eight add a supplier, three delegate a scope, one removes each.
+            let verb = [0u8, 0, 0, 2, 2, 2, 1, 3][usize::from(*verb) % 8];
+            let existing = if verb == 0 {
+                *supplier % 2 == 0
+            } else {
+                *supplier % 4 != 3
+            };
+            let (c, s) = match pairs.get(usize::from(*consumer) % pairs.len().max(1)) {
+                Some((c, s)) if existing => (c.clone(), s.clone()),
+                _ => {
+                    let name = |i: u8| {
+                        if i % 8 == 7 {
+                            party_name(i).to_string()
+                        } else {
+                            org_name(i).to_string()
+                        }
+                    };
+                    (name(*consumer), name(*supplier / 2))
+                }
+            };
+            // Usually someone of the consumer (or, removing, of the supplier) acts.
+            let by = match by {
+                Some(b) if b % 3 == 0 => json!(people_of(r, &c, *b)),
+                Some(b) if b % 3 == 1 && verb % 2 == 1 => json!(people_of(r, &s, *b)),
+                other => by_name(*other),
+            };
+            let resource = if res % 2 == 0 {
+                "mp1"
+            } else {
+                pick(&SCOPE_RESOURCES, *res / 2)
+            };
+            match verb {
+                0 => json!({"add_supplier": {"consumer": c, "supplier": s, "by": by}}),
+                1 => json!({"remove_supplier": {"consumer": c, "supplier": s, "cascade": cascade, "by": by}}),
+                2 => {
+                    json!({"delegate_scope": {"consumer": c, "supplier": s, "resource": resource, "by": by}})
+                }
+                _ => {
+                    json!({"undelegate_scope": {"consumer": c, "supplier": s, "resource": resource, "by": by}})
+                }
+            }
+        }
     };
     ev(clean(v))
 }
@@ -1031,7 +1119,7 @@ pub(crate) fn compare(w: &World, r: &RefWorld) -> Result<(), String> {
             }
             for p in PACKAGES.iter().filter_map(|p| c.package_id(p)) {
                 let e = resolve::can_delegate_package(w, xn, fn_, p) == DelegationVerdict::Yes;
-                let rf = r.can_delegate_package_with(&rr, f, p);
+                let rf = r.can_delegate_package_with(x, &rr, f, p);
                 if e != rf {
                     return Err(format!(
                         "can_delegate `{}` by `{x}` for `{f}`: engine {e}, reference {rf}",
@@ -1050,7 +1138,7 @@ pub(crate) fn compare(w: &World, r: &RefWorld) -> Result<(), String> {
                         ));
                     }
                     let e = delegraph::decide::can_delegate_resource(w, xn, fn_, rn, a);
-                    let rf = r.can_delegate_resource_with(&rr, f, res, a);
+                    let rf = r.can_delegate_resource_with(x, &rr, f, res, a);
                     if e != rf {
                         return Err(format!(
                             "can_delegate `{res}` `{a}` by `{x}` for `{f}`: engine {e}, reference {rf}"
@@ -1082,6 +1170,60 @@ pub(crate) fn compare(w: &World, r: &RefWorld) -> Result<(), String> {
             return Err(format!(
                 "request `{id}`: engine {e}, reference {}",
                 q.state.as_str()
+            ));
+        }
+    }
+    // §10: every lookup of the suppliers and scope delegations.
+    for o in &ids {
+        let sup = delegraph::supplier::suppliers(w, o).map_err(|e| e.to_string())?;
+        let sup_r: Vec<String> = r
+            .suppliers
+            .keys()
+            .filter(|(c, _)| c == o)
+            .map(|(_, s)| s.clone())
+            .collect();
+        let con = delegraph::supplier::consumers(w, o).map_err(|e| e.to_string())?;
+        let con_r: Vec<String> = r
+            .suppliers
+            .keys()
+            .filter(|(_, s)| s == o)
+            .map(|(c, _)| c.clone())
+            .collect();
+        let mut con_r = con_r;
+        con_r.sort();
+        if (&sup, &con) != (&sup_r, &con_r) {
+            return Err(format!(
+                "suppliers/consumers of `{o}`: engine {sup:?}/{con:?}, reference {sup_r:?}/{con_r:?}"
+            ));
+        }
+        for scope in std::iter::once(None).chain(SCOPES.iter().map(|x| Some(*x))) {
+            for (c, s) in [(Some(*o), None), (None, Some(*o))] {
+                let e: BTreeSet<(String, String, String)> =
+                    delegraph::supplier::scope_delegations(w, c, s, scope)
+                        .map_err(|e| e.to_string())?
+                        .into_iter()
+                        .map(|d| (d.consumer, d.supplier, d.resource))
+                        .collect();
+                let rf = r.scope_delegations(c, s, scope);
+                if e != rf {
+                    return Err(format!(
+                        "scope_delegations {c:?} {s:?} {scope:?}: engine {e:?}, reference {rf:?}"
+                    ));
+                }
+            }
+        }
+    }
+    for scope in SCOPES {
+        let e: BTreeSet<(String, String, String)> =
+            delegraph::supplier::scope_delegations(w, None, None, Some(scope))
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|d| (d.consumer, d.supplier, d.resource))
+                .collect();
+        let rf = r.scope_delegations(None, None, Some(scope));
+        if e != rf {
+            return Err(format!(
+                "scope_delegations of `{scope}`: engine {e:?}, reference {rf:?}"
             ));
         }
     }
@@ -1360,6 +1502,13 @@ fn generated_events_reach_successes_and_refusals() {
         "approve not_authorized",
         "reject ok",
         "confirm ok",
+        "add_supplier ok",
+        "add_supplier invalid_input",
+        "delegate_scope ok",
+        "delegate_scope not_found",
+        "delegate_scope not_authorized",
+        "remove_supplier ok",
+        "undelegate_scope ok",
     ] {
         assert!(
             seen.get(want).is_some_and(|n| *n >= 3),

@@ -127,6 +127,9 @@ pub struct RefWorld {
     pub requests: BTreeMap<String, Request>,
     /// Standard system user → (owner, system).
     pub system_users: BTreeMap<String, (String, String)>,
+    // §10: scope resources → their scopes; (consumer, supplier) → delegated resources.
+    pub scope_resources: BTreeMap<String, BTreeSet<String>>,
+    pub suppliers: BTreeMap<(String, String), BTreeSet<String>>,
 }
 
 /// A request's state (§7).
@@ -355,6 +358,8 @@ impl RefWorld {
             systems: BTreeMap::new(),
             requests: BTreeMap::new(),
             system_users: BTreeMap::new(),
+            scope_resources: BTreeMap::new(),
+            suppliers: BTreeMap::new(),
         }
     }
 
@@ -393,6 +398,12 @@ impl RefWorld {
             .collect();
         // A `resource` event replaces the resource; a non-empty rule list replaces an
         // XACML policy; the list fields change only when given.
+        if ev.kind == Some(delegraph::event::ResourceKind::MaskinportenSchema) {
+            let scopes = ev.scopes.iter().flatten().cloned().collect();
+            self.scope_resources.insert(ev.id.clone(), scopes);
+        } else {
+            self.scope_resources.remove(&ev.id);
+        }
         let old = self.resources.get(&ev.id).cloned();
         let policy = old
             .as_ref()
@@ -718,14 +729,35 @@ impl RefWorld {
 
     pub fn can_delegate_package(&self, u: &str, p: &str, pkg: PackageId) -> bool {
         let recs = self.records_for(u, p);
-        self.can_delegate_package_with(&recs.iter().collect::<Vec<_>>(), p, pkg)
+        self.can_delegate_package_with(u, &recs.iter().collect::<Vec<_>>(), p, pkg)
     }
 
-    /// The delegation check over `recs`, the records of the user for party `p`.
-    pub fn can_delegate_package_with(&self, recs: &[&Record], p: &str, pkg: PackageId) -> bool {
+    /// §11.3–§11.4: `u` ≠ `p`, `p` a person, and `u` holds
+    /// `innbygger-tilgangsstyring-privatperson` for `p` through a record the delegation
+    /// check counts (`recs` are `u`'s records for `p`).
+    fn is_person_access_manager(&self, u: &str, recs: &[&Record], p: &str) -> bool {
+        u != p
+            && self.entity_type(p) == Some(EntityType::Person)
+            && Self::delegation_records(recs).iter().any(|r| {
+                r.packages
+                    .contains(&package("innbygger-tilgangsstyring-privatperson"))
+            })
+    }
+
+    /// §11.3: for a person party, a user other than the person passes on only as the
+    /// person's access manager.
+    fn person_party_allows(&self, u: &str, recs: &[&Record], p: &str) -> bool {
+        u == p || self.entity_type(p) != Some(EntityType::Person) || self.is_person_access_manager(u, recs, p)
+    }
+
+    /// The delegation check over `recs`, the records of the user `u` for party `p`.
+    pub fn can_delegate_package_with(&self, u: &str, recs: &[&Record], p: &str, pkg: PackageId) -> bool {
         let c = cat();
         let info = c.package(pkg);
         if !info.is_assignable || self.entity_type(p) != Some(info.entity_type) {
+            return false;
+        }
+        if !self.person_party_allows(u, recs, p) {
             return false;
         }
         let admin = package("urn:altinn:accesspackage:hovedadministrator");
@@ -748,15 +780,25 @@ impl RefWorld {
 
     pub fn can_delegate_resource(&self, u: &str, p: &str, res: &str, action: &str) -> bool {
         let recs = self.records_for(u, p);
-        self.can_delegate_resource_with(&recs.iter().collect::<Vec<_>>(), p, res, action)
+        self.can_delegate_resource_with(u, &recs.iter().collect::<Vec<_>>(), p, res, action)
     }
 
     /// The resource delegation check over `recs`, the records of the user for party
     /// `p`: the resource is delegable and the user is permitted the action for `p` (the
     /// policy, the grants and the access lists) through records other than client
     /// delegations — RoleMap records and the main-unit and owner repeats count.
-    pub fn can_delegate_resource_with(&self, recs: &[&Record], p: &str, res: &str, action: &str) -> bool {
+    pub fn can_delegate_resource_with(
+        &self,
+        u: &str,
+        recs: &[&Record],
+        p: &str,
+        res: &str,
+        action: &str,
+    ) -> bool {
         if !self.resources.get(res).is_some_and(|r| r.delegable) {
+            return false;
+        }
+        if !self.person_party_allows(u, recs, p) {
             return false;
         }
         let counted: Vec<&Record> = recs
@@ -838,6 +880,13 @@ impl RefWorld {
         if by == to || self.holds_package(by, from, package("tilgangsstyrer")) {
             return true;
         }
+        // §11.4: a person's outgoing grants are theirs and their access managers'.
+        if self.entity_type(from) == Some(EntityType::Person) {
+            let recs = self.records_for(by, from);
+            if by == from || self.is_person_access_manager(by, &recs.iter().collect::<Vec<_>>(), from) {
+                return true;
+            }
+        }
         !what.is_empty()
             && what.iter().all(|w| match w {
                 What::Package(p) => self.can_delegate_package(by, from, *p),
@@ -860,6 +909,12 @@ impl RefWorld {
             self.assignments
                 .iter()
                 .map(|a| (a.from.clone(), a.to.clone(), a.role))
+                // §10: a supplier relationship is an assignment with role `supplier`.
+                .chain(
+                    self.suppliers
+                        .keys()
+                        .map(|(c, s)| (c.clone(), s.clone(), role("supplier"))),
+                )
                 .collect(),
             self.delegations
                 .iter()
@@ -1140,8 +1195,150 @@ impl RefWorld {
             Event::Confirm(e) | Event::Withdraw(e) => {
                 self.confirm_or_withdraw(e, matches!(ev, Event::Confirm(_)))
             }
+            Event::AddSupplier(e) | Event::RemoveSupplier(e) => {
+                self.supplier_event(e, matches!(ev, Event::AddSupplier(_)))
+            }
+            Event::DelegateScope(e) | Event::UndelegateScope(e) => {
+                self.scope_event(e, matches!(ev, Event::DelegateScope(_)))
+            }
             other => panic!("reference does not model `{}` events", other.name()),
         }
+    }
+
+    // ------------------------------------------------------------------------------
+    // §10 Maskinporten scope delegation
+
+    fn both_organisations(&self, c: &str, s: &str) -> Result<(), ErrorCode> {
+        let org = |x: &str| self.parties[x].kind == PartyKind::Organisation;
+        if org(c) && org(s) {
+            Ok(())
+        } else {
+            Err(ErrorCode::InvalidInput)
+        }
+    }
+
+    /// `by` holds maskinporten-administrator for one of `parties` (any path).
+    fn mp_admin(&self, by: Option<&String>, parties: &[&str]) -> Result<(), ErrorCode> {
+        match by {
+            Some(b)
+                if !parties
+                    .iter()
+                    .any(|p| self.holds_package(b, p, package("maskinporten-administrator"))) =>
+            {
+                Err(ErrorCode::NotAuthorized)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn supplier_event(&mut self, e: &delegraph::event::SupplierEvent, add: bool) -> Result<(), ErrorCode> {
+        if (add && e.cascade.is_some()) || e.consumer == e.supplier {
+            return Err(ErrorCode::InvalidInput);
+        }
+        self.party_exists(&e.consumer)?;
+        self.party_exists(&e.supplier)?;
+        if let Some(b) = &e.by {
+            self.party_exists(b)?;
+        }
+        self.both_organisations(&e.consumer, &e.supplier)?;
+        let key = (e.consumer.clone(), e.supplier.clone());
+        if add {
+            self.mp_admin(e.by.as_ref(), &[&e.consumer])?;
+            self.suppliers.entry(key).or_default();
+            return Ok(());
+        }
+        self.mp_admin(e.by.as_ref(), &[&e.consumer, &e.supplier])?;
+        match self.suppliers.get(&key) {
+            None => Ok(()),
+            Some(d) if !d.is_empty() && e.cascade != Some(true) => Err(ErrorCode::HasDependants),
+            Some(_) => {
+                self.suppliers.remove(&key);
+                Ok(())
+            }
+        }
+    }
+
+    fn scope_event(&mut self, e: &delegraph::event::ScopeEvent, delegate: bool) -> Result<(), ErrorCode> {
+        if e.consumer == e.supplier {
+            return Err(ErrorCode::InvalidInput);
+        }
+        self.party_exists(&e.consumer)?;
+        self.party_exists(&e.supplier)?;
+        self.lookup_resource(&e.resource)?;
+        if let Some(b) = &e.by {
+            self.party_exists(b)?;
+        }
+        let key = (e.consumer.clone(), e.supplier.clone());
+        if !delegate {
+            self.both_organisations(&e.consumer, &e.supplier)?;
+            self.mp_admin(e.by.as_ref(), &[&e.consumer, &e.supplier])?;
+            if let Some(d) = self.suppliers.get_mut(&key) {
+                d.remove(&e.resource);
+            }
+            return Ok(());
+        }
+        if !self.suppliers.contains_key(&key) {
+            return Err(ErrorCode::NotFound);
+        }
+        self.both_organisations(&e.consumer, &e.supplier)?;
+        if !self.scope_resources.contains_key(&e.resource) {
+            return Err(ErrorCode::NotAssignable);
+        }
+        let res = &self.resources[&e.resource];
+        if !res.delegable {
+            return Err(ErrorCode::NotDelegable);
+        }
+        // The policy's actions (grants of a scope resource cannot exist).
+        let acts = self.actions_named(&e.resource);
+        if res.list_mode {
+            let owner = res.owner.clone().unwrap_or_default();
+            let listed = res.lists.iter().any(|l| {
+                self.access_lists
+                    .get(&(owner.clone(), l.clone()))
+                    .is_some_and(|ms| {
+                        ms.iter().any(|(org, f)| {
+                            org == &e.consumer
+                                && f.as_ref().is_none_or(|f| acts.iter().all(|a| f.contains(a)))
+                        })
+                    })
+            });
+            if !listed {
+                return Err(ErrorCode::NotDelegable);
+            }
+        }
+        if let Some(b) = &e.by {
+            self.mp_admin(Some(b), &[&e.consumer])?;
+            if !acts
+                .iter()
+                .all(|a| self.can_delegate_resource(b, &e.consumer, &e.resource, a))
+            {
+                return Err(ErrorCode::NotAuthorized);
+            }
+        }
+        self.suppliers.entry(key).or_default().insert(e.resource.clone());
+        Ok(())
+    }
+
+    /// `scope_delegations` (§10.5): (consumer, supplier, resource) matching every filter.
+    pub fn scope_delegations(
+        &self,
+        consumer: Option<&str>,
+        supplier: Option<&str>,
+        scope: Option<&str>,
+    ) -> BTreeSet<(String, String, String)> {
+        let mut out = BTreeSet::new();
+        for ((c, s), rs) in &self.suppliers {
+            for r in rs {
+                let lists = |x: &str| self.scope_resources.get(r).is_some_and(|ss| ss.contains(x));
+                if consumer.is_none_or(|x| x == c)
+                    && supplier.is_none_or(|x| x == s)
+                    && scope.is_none_or(lists)
+                {
+                    out.insert((c.clone(), s.clone(), r.clone()));
+                }
+            }
+        }
+        out
     }
 
     fn check_agent(&self, f: &str, agent: &str) -> Result<(), ErrorCode> {
@@ -1177,6 +1374,12 @@ impl RefWorld {
 
     fn grant(&mut self, g: &GrantEvent) -> Result<(), ErrorCode> {
         let what = self.grant_what(g)?;
+        // §11.2: a person never grants to a system user (a lookup: after references).
+        if self.parties[&g.from].kind == PartyKind::Person
+            && self.parties[&g.to].kind == PartyKind::SystemUser
+        {
+            return Err(ErrorCode::InvalidInput);
+        }
         match &what {
             What::Package(p) => {
                 let info = cat().package(*p);
@@ -1193,6 +1396,9 @@ impl RefWorld {
                 }
             }
             What::Resource(r, _) => {
+                if self.scope_resources.contains_key(r) {
+                    return Err(ErrorCode::NotAssignable);
+                }
                 if g.by.is_some() && !self.resources[r].delegable {
                     return Err(ErrorCode::NotDelegable);
                 }
@@ -1535,6 +1741,9 @@ impl RefWorld {
                 }
             }
             AccessTarget::Resource(r, _) => {
+                if self.scope_resources.contains_key(r) {
+                    return Err(ErrorCode::NotAssignable);
+                }
                 if !self.resources[r].delegable {
                     return Err(ErrorCode::NotDelegable);
                 }
