@@ -1,5 +1,6 @@
 //! Mutations: events → validation → apply, with the cascades of domain.md §6, and
-//! `simulate`, which applies an event, measures what it removed and rolls it back.
+//! `simulate`, which applies an event to a private copy and measures what it removed,
+//! comparing accesses one subject at a time within a [`Budget`].
 //!
 //! Every change goes through a [`Tx`] that records how to undo it, keyed by what an
 //! edge *means* ([`EdgeKey`]) rather than by its index, because an edge removed and put
@@ -410,7 +411,7 @@ fn reach(w: &World, touched: &BTreeSet<NodeId>, whole: &BTreeSet<NodeId>) -> Rea
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum RawAccess {
     Package(NodeId, PackageId),
-    /// (party, resource, action as its number in [`Classes::actions`]).
+    /// (party, resource, action as its number in [`ActionNames`]).
     Resource(NodeId, NodeId, u32),
 }
 
