@@ -207,14 +207,19 @@ pub fn can_delegate_resource(w: &World, u: NodeId, party: NodeId, res: NodeId, a
     if !w.graph.resource(res).is_some_and(|r| r.delegable) {
         return false;
     }
-    // §11.3: for a person party, U ≠ P passes on only as P's access manager.
-    if u != party
-        && w.graph.party(party).is_some_and(|p| p.kind == PartyKind::Person)
-        && !resolve::is_person_access_manager(w, u, party)
-    {
+    if !passes_on_for_person(w, u, party) {
         return false;
     }
     permits_with(w, &delegation_records(w, u, party), party, res, action, None)
+}
+
+/// §11.3: for a person party P, someone other than P passes on P's rights only as P's
+/// access manager (`innbygger-tilgangsstyring-privatperson` for P). Other parties: no
+/// extra condition.
+fn passes_on_for_person(w: &World, u: NodeId, party: NodeId) -> bool {
+    u == party
+        || !w.graph.party(party).is_some_and(|p| p.kind == PartyKind::Person)
+        || resolve::is_person_access_manager(w, u, party)
 }
 
 /// The records of `u` for `party` that the resource delegation check counts (§5).
@@ -268,8 +273,11 @@ pub fn consent_decision(
 /// The consent acceptance check's right (§9.4(b)): does `u` hold `action` on resource
 /// `res` for `party` by the resource's rules, through records other than client
 /// delegations? §5's resource delegation check without the `delegable` flag, and read
-/// on a consent resource's rules.
+/// on a consent resource's rules; with §11.3 for a person party.
 pub fn may_consent(w: &World, u: NodeId, party: NodeId, res: NodeId, action: &str) -> bool {
+    if !passes_on_for_person(w, u, party) {
+        return false;
+    }
     policy_order_with(w, &delegation_records(w, u, party), party, res, action, None) == Decision::Permit
 }
 
