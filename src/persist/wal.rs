@@ -287,9 +287,13 @@ fn decode_with_ends(body: &[u8]) -> (Vec<(Batch, u64)>, Tail) {
 /// The records of one group body: exactly `h.count` records numbered from
 /// `h.first_seq`, using exactly its bytes.
 fn decode_group(h: &GroupHeader, body: &[u8]) -> Result<Vec<Batch>, RecordError> {
-    let mut out = Vec::with_capacity(h.count as usize);
+    let mut out = Vec::new();
     let mut pos = 0usize;
-    for expected in (h.first_seq..).take(h.count as usize) {
+    for i in 0..u64::from(h.count) {
+        let expected = h
+            .first_seq
+            .checked_add(i)
+            .ok_or_else(|| RecordError::Group("sequence numbers overflow".into()))?;
         let (b, used) = decode_record(body.get(pos..).unwrap_or_default())?;
         if b.seq != expected {
             return Err(RecordError::Payload(format!(
@@ -407,7 +411,7 @@ fn scan_groups(body: &[u8], first_seq: u64) -> Groups {
         };
         match decoded {
             Ok(bs) => {
-                expected += bs.len() as u64;
+                expected = expected.saturating_add(bs.len() as u64);
                 out.batches.extend(bs);
                 pos = end;
                 out.valid = pos as u64;
@@ -430,6 +434,14 @@ fn scan_groups(body: &[u8], first_seq: u64) -> Groups {
         }
     }
     out
+}
+
+/// Decodes the groups of a version 2 segment body (the bytes after the segment
+/// header) whose first record is `first_seq`: the valid records, how the bytes end, and
+/// damage that cannot be a torn tail. Never panics, whatever the bytes.
+pub fn decode_groups(body: &[u8], first_seq: u64) -> (Vec<Batch>, Tail, Option<Damage>) {
+    let g = scan_groups(body, first_seq);
+    (g.batches, g.tail, g.damage)
 }
 
 /// The path of the segment whose first record is `first_seq`.
