@@ -308,11 +308,7 @@ fn log_groups_tell_a_torn_tail_from_damage_before_it() {
     for cut in 0..body.len() {
         let (got, tail, damage) = wal::decode_groups(&body[..cut], 1);
         assert_eq!(damage, None, "cut at {cut}");
-        let whole = ends
-            .iter()
-            .filter(|(e, _)| *e <= cut)
-            .last()
-            .map_or(0, |(_, s)| *s);
+        let whole = ends.iter().rfind(|(e, _)| *e <= cut).map_or(0, |(_, s)| *s);
         assert_eq!(got.len() as u64, whole, "cut at {cut}");
         assert_eq!(
             tail == Tail::Clean,
