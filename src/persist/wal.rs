@@ -53,7 +53,11 @@
 //! the group header in the queue. The flusher thread takes everything queued, fills
 //! in the header, writes it with one `write`, calls `fdatasync` once and then wakes
 //! every writer of the group. Under load a group holds many records, so the cost of
-//! one sync is shared; with one writer the latency is one sync.
+//! one sync is shared; with one writer the latency is one sync. Before it takes the
+//! next group the flusher waits briefly (at most half the last sync, at most
+//! [`MAX_GATHER`]) for as many records as the previous group held: the writers it just
+//! woke come back within microseconds, and without the wait they split into two halves
+//! that alternate, each waiting two syncs.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -912,7 +916,7 @@ impl Drop for Wal {
 
 /// The longest the flusher waits for the writers of the previous group to come back
 /// before it writes the next one.
-const MAX_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+pub const MAX_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
 fn flusher(s: &Shared) {
     // The size of the previous group and how long its sync took.
