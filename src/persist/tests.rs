@@ -282,3 +282,52 @@ fn pipelined_load_reports_decoder_and_loader_errors() {
     assert!(e.to_string().contains("unknown party `ghost`"), "{e}");
     assert!(snapshot::decode(&bytes).is_err());
 }
+
+/// A version 2 body of five groups: a cut anywhere is a torn tail (never damage) and
+/// keeps exactly the whole groups before it; a flipped byte in any group but the last
+/// is damage (never a quiet truncation); one in the last group is a torn tail.
+#[test]
+fn log_groups_tell_a_torn_tail_from_damage_before_it() {
+    let events = fixture_events();
+    let mut body = Vec::new();
+    let mut ends = Vec::new();
+    let mut seq = 1u64;
+    for chunk in events.chunks(events.len().div_ceil(5)).take(5) {
+        let recs: Vec<Vec<u8>> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, e)| wal::encode_record_with(seq + i as u64, std::slice::from_ref(e), Some(7)).unwrap())
+            .collect();
+        body.extend(wal::encode_group(seq, &recs).unwrap());
+        seq += chunk.len() as u64;
+        ends.push((body.len(), seq - 1));
+    }
+    assert_eq!(ends.len(), 5);
+    let (all, tail, damage) = wal::decode_groups(&body, 1);
+    assert_eq!((all.len() as u64, tail, damage), (seq - 1, Tail::Clean, None));
+    for cut in 0..body.len() {
+        let (got, tail, damage) = wal::decode_groups(&body[..cut], 1);
+        assert_eq!(damage, None, "cut at {cut}");
+        let whole = ends.iter().rfind(|(e, _)| *e <= cut).map_or(0, |(_, s)| *s);
+        assert_eq!(got.len() as u64, whole, "cut at {cut}");
+        assert_eq!(
+            tail == Tail::Clean,
+            ends.iter().any(|(e, _)| *e == cut) || cut == 0
+        );
+    }
+    let last_start = ends[3].0;
+    for at in 0..body.len() {
+        let mut b = body.clone();
+        b[at] ^= 0x40;
+        let (_, tail, damage) = wal::decode_groups(&b, 1);
+        if at < last_start {
+            assert!(
+                damage.is_some(),
+                "flip at {at} before the last group was not refused"
+            );
+        } else {
+            assert_eq!(damage, None, "flip at {at} in the last group");
+            assert!(matches!(tail, Tail::Bad { .. }), "flip at {at}");
+        }
+    }
+}
