@@ -440,7 +440,8 @@ fn system_user_state_survives_a_snapshot() {
         );
         let (loaded, l) = snapshot::load(&path, &mut |_| {}).unwrap();
         assert_eq!(l.version, snapshot::SCHEMA_VERSION);
-        assert_eq!(l.version, 3);
+        // Version 3 on saves the system-user and decision-point state.
+        assert!(l.version >= 3);
         let before = sys_answers(&original);
         assert!(!before.is_empty());
         assert_eq!(before, sys_answers(&loaded), "{}", src.display());
@@ -524,7 +525,7 @@ fn decision_point_state_survives_a_snapshot() {
         (2, 2, 1, 1)
     );
     let (loaded, l) = snapshot::load(&path, &mut |_| {}).unwrap();
-    assert_eq!(l.version, 3);
+    assert!(l.version >= 3, "version 3 on saves the decision point's state");
     assert_eq!(l.header.counts, counts);
     assert_eq!(loaded.pdp, original.pdp);
     let requests = decide_requests(&src);
