@@ -473,7 +473,7 @@ pub(crate) fn op_strategy() -> impl Strategy<Value = Op> {
         3 => (b(), b(), b(), by(), proptest::bool::weighted(0.4))
             .prop_map(|(from, to, what, by, draft)| Op::AccessRequest { from, to, what, by, draft }),
         6 => (b(), b(), b()).prop_map(|(pick, verb, by)| Op::Answer { pick, verb, by }),
-        8 => (b(), b(), b(), b(), cascade(), by()).prop_map(|(verb, consumer, supplier, res, cascade, by)| {
+        5 => (b(), b(), b(), b(), cascade(), by()).prop_map(|(verb, consumer, supplier, res, cascade, by)| {
             Op::Supplier { verb, consumer, supplier, res, cascade, by }
         }),
     ]
@@ -977,8 +977,14 @@ pub(crate) fn concretize(op: &Op, r: &RefWorld) -> Event {
             // Mostly a relationship that exists (but for adding one); a person now and
             // then.
             let pairs: Vec<&(String, String)> = r.suppliers.keys().collect();
-            // Three in eight add a supplier, three delegate a scope, one removes each.
-            let verb = [0u8, 0, 0, 2, 2, 2, 1, 3][usize::from(*verb) % 8];
+            // Two in eight add a supplier, four delegate a scope (adding the supplier
+            // first, mostly, when there is none yet), one removes each.
+            let verb = [0u8, 0, 2, 2, 2, 2, 1, 3][usize::from(*verb) % 8];
+            let verb = if verb == 2 && pairs.is_empty() && *supplier % 4 != 3 {
+                0
+            } else {
+                verb
+            };
             let existing = if verb == 0 {
                 *supplier % 2 == 0
             } else {
