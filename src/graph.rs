@@ -177,14 +177,20 @@ pub enum EdgeKey {
     },
 }
 
+/// External id → node. foldhash rather than the std SipHash: the ids are short strings
+/// and a Norway load does millions of lookups, foldhash is several times faster there
+/// and, seeded per process, still does not let a caller choose colliding ids ahead of
+/// time (rustc-hash's fixed seed would).
+type IdMap = HashMap<String, NodeId, foldhash::fast::RandomState>;
+
 /// One frozen layer of the graph: a petgraph structure with its indexes. Mutated in
 /// place only while nothing else shares it (loading, the reference engine, a compaction
 /// building the next base); otherwise changes go to the [`Graph`]'s delta.
 #[derive(Debug, Clone, Default)]
 struct Core {
     g: StableGraph<Node, Edge, petgraph::Directed, u32>,
-    parties: HashMap<String, NodeId>,
-    resources: HashMap<String, NodeId>,
+    parties: IdMap,
+    resources: IdMap,
     /// Edge counts per node, to walk the smaller side when looking for an edge between
     /// two nodes (a hub such as an accounting firm may have tens of thousands).
     degree: FxHashMap<NodeId, (u32, u32)>,
@@ -1102,7 +1108,10 @@ impl Graph {
             c.g.remove_node(n);
         }
         // The indexes: every delta entry is an absolute value.
-        fn put<K: std::hash::Hash + Eq + Clone, V: Clone>(m: &mut HashMap<K, V>, d: &Map<K, Option<V>>) {
+        fn put<K: std::hash::Hash + Eq + Clone, V: Clone, S: std::hash::BuildHasher>(
+            m: &mut HashMap<K, V, S>,
+            d: &Map<K, Option<V>>,
+        ) {
             for (k, v) in d {
                 match v {
                     Some(v) => m.insert(k.clone(), v.clone()),
@@ -1218,6 +1227,129 @@ impl Graph {
             d,
         })
     }
+}
+
+/// A party made ready to be added in bulk ([`Graph::add_prepared`]): its id key and
+/// legacy identifiers are computed (and allocated) here, so that loaders can prepare
+/// parties on many threads and leave only the inserts to one.
+#[derive(Debug)]
+pub struct PreparedParty {
+    party: Party,
+    key: String,
+    idents: Vec<(IdentKind, String)>,
+    /// The identifier values again, as keys of the identifier maps.
+    ident_values: Vec<String>,
+}
+
+impl PreparedParty {
+    pub fn new(party: Party) -> PreparedParty {
+        let idents = ident_keys_of(&party);
+        PreparedParty {
+            key: party.id.clone(),
+            ident_values: idents.iter().map(|(_, v)| v.clone()).collect(),
+            idents,
+            party,
+        }
+    }
+    pub fn id(&self) -> &str {
+        &self.party.id
+    }
+}
+
+/// Building in bulk (loading a snapshot): room reserved up front, then parties and
+/// edges added in batches without a delta.
+impl Graph {
+    /// Reserves room for this many more parties, resources and edges in the node and
+    /// edge arrays and the id maps, so that loading a large world never regrows (and
+    /// for a moment doubles) them. Does nothing to a graph that shares its base.
+    pub fn reserve(&mut self, parties: usize, resources: usize, edges: usize) {
+        if !self.direct() {
+            return;
+        }
+        let c = Arc::make_mut(&mut self.base);
+        c.g.reserve_exact_nodes(parties + resources);
+        c.g.reserve_exact_edges(edges);
+        c.parties.reserve(parties);
+        c.resources.reserve(resources);
+        c.degree.reserve(parties.min(edges.saturating_mul(2)));
+    }
+
+    /// Adds prepared parties, batch after batch (each batch freed once added), with
+    /// room for all of them and their identifiers reserved first. Each id must be new:
+    /// on a duplicate the id is returned as the error, with the parties before it added
+    /// (a loader then drops the graph).
+    pub fn add_prepared(&mut self, batches: Vec<Vec<PreparedParty>>) -> Result<(), String> {
+        if !self.direct() {
+            for p in batches.into_iter().flatten() {
+                if self.party_node(&p.key).is_some() {
+                    return Err(p.key);
+                }
+                self.add_party(p.party);
+            }
+            return Ok(());
+        }
+        let c = Arc::make_mut(&mut self.base);
+        let mut kinds = [0usize; 5];
+        let mut with_idents = 0;
+        let mut total = 0;
+        for p in batches.iter().flatten() {
+            total += 1;
+            with_idents += usize::from(!p.idents.is_empty());
+            for (k, _) in &p.idents {
+                kinds[*k as usize] += 1;
+            }
+        }
+        c.g.reserve_nodes(total);
+        c.parties.reserve(total);
+        c.ident_keys.reserve(with_idents);
+        for (m, k) in c.idents.iter_mut().zip(kinds) {
+            m.reserve(k);
+        }
+        for batch in batches {
+            for p in batch {
+                let n = match c.parties.entry(p.key) {
+                    std::collections::hash_map::Entry::Occupied(e) => return Err(e.key().clone()),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        *e.insert(NodeId(c.g.add_node(Node::Party(p.party))))
+                    }
+                };
+                for ((kind, _), v) in p.idents.iter().zip(p.ident_values) {
+                    c.idents[*kind as usize].insert(v, n);
+                }
+                if !p.idents.is_empty() {
+                    c.ident_keys.insert(n, p.idents);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds edges whose endpoints exist (the caller has checked that none of them
+    /// duplicates another: this adds, it does not replace).
+    pub fn add_edges(&mut self, edges: Vec<(NodeId, NodeId, Edge)>) {
+        if !self.direct() {
+            for (a, b, w) in edges {
+                self.add_edge(a, b, w);
+            }
+            return;
+        }
+        let c = Arc::make_mut(&mut self.base);
+        for (a, b, w) in edges {
+            c.add_edge(a, b, w);
+        }
+    }
+}
+
+/// The partition a party id belongs to among `n`: FNV-1a of the id, stable across
+/// runs, builds and platforms (unlike the std hasher), so the write queues of the store
+/// and the sections of a snapshot agree on it.
+pub fn partition_of(party: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in party.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    if n == 0 { 0 } else { (h % n as u64) as usize }
 }
 
 /// The edges at one node: straight from the base, or from the delta's override of its

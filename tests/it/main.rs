@@ -17,5 +17,6 @@ mod prop;
 mod reference;
 mod roundtrip;
 mod scenarios;
+mod sections;
 mod store;
 mod xacml;
