@@ -1229,30 +1229,43 @@ impl Graph {
     }
 }
 
-/// A party made ready to be added in bulk ([`Graph::add_prepared`]): its id key and
+/// Parties made ready to be added in bulk ([`Graph::add_prepared`]): their id keys and
 /// legacy identifiers are computed (and allocated) here, so that loaders can prepare
-/// parties on many threads and leave only the inserts to one.
-#[derive(Debug)]
-pub struct PreparedParty {
-    party: Party,
-    key: String,
-    idents: Vec<(IdentKind, String)>,
-    /// The identifier values again, as keys of the identifier maps.
-    ident_values: Vec<String>,
+/// parties on many threads and leave only the inserts, themselves split over two
+/// threads, to the graph.
+#[derive(Debug, Default)]
+pub struct PreparedParties {
+    parties: Vec<Party>,
+    keys: Vec<String>,
+    /// Per party, the identifier keys indexed for it.
+    idents: Vec<Vec<(IdentKind, String)>>,
+    /// (position in this batch, kind, value): the keys of the identifier maps.
+    values: Vec<(u32, IdentKind, String)>,
 }
 
-impl PreparedParty {
-    pub fn new(party: Party) -> PreparedParty {
-        let idents = ident_keys_of(&party);
-        PreparedParty {
-            key: party.id.clone(),
-            ident_values: idents.iter().map(|(_, v)| v.clone()).collect(),
-            idents,
-            party,
+impl PreparedParties {
+    pub fn with_capacity(n: usize) -> PreparedParties {
+        PreparedParties {
+            parties: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            idents: Vec::with_capacity(n),
+            values: Vec::new(),
         }
     }
-    pub fn id(&self) -> &str {
-        &self.party.id
+    pub fn push(&mut self, party: Party) {
+        let at = self.parties.len() as u32;
+        let idents = ident_keys_of(&party);
+        self.values
+            .extend(idents.iter().map(|(k, v)| (at, *k, v.clone())));
+        self.idents.push(idents);
+        self.keys.push(party.id.clone());
+        self.parties.push(party);
+    }
+    pub fn len(&self) -> usize {
+        self.parties.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.parties.is_empty()
     }
 }
 
@@ -1274,69 +1287,145 @@ impl Graph {
         c.degree.reserve(parties.min(edges.saturating_mul(2)));
     }
 
-    /// Adds prepared parties, batch after batch (each batch freed once added), with
-    /// room for all of them and their identifiers reserved first. Each id must be new:
-    /// on a duplicate the id is returned as the error, with the parties before it added
-    /// (a loader then drops the graph).
-    pub fn add_prepared(&mut self, batches: Vec<Vec<PreparedParty>>) -> Result<(), String> {
-        if !self.direct() {
-            for p in batches.into_iter().flatten() {
-                if self.party_node(&p.key).is_some() {
-                    return Err(p.key);
+    /// Adds prepared parties, batch after batch, with room for all of them and their
+    /// identifiers reserved first. The nodes and id map are built on one thread while
+    /// the identifier maps are built on another (a fresh graph gives node indices in
+    /// order, so both know every party's node). Each id must be new: on a duplicate the
+    /// id is returned as the error, with the graph partly built (a loader drops it).
+    pub fn add_prepared(&mut self, batches: Vec<PreparedParties>) -> Result<(), String> {
+        let fresh = self.direct() && self.base.g.node_count() == self.base.g.node_bound();
+        if !fresh {
+            for b in batches {
+                for p in b.parties {
+                    if self.party_node(&p.id).is_some() {
+                        return Err(p.id);
+                    }
+                    self.add_party(p);
                 }
-                self.add_party(p.party);
             }
             return Ok(());
         }
         let c = Arc::make_mut(&mut self.base);
         let mut kinds = [0usize; 5];
-        let mut with_idents = 0;
         let mut total = 0;
-        for p in batches.iter().flatten() {
-            total += 1;
-            with_idents += usize::from(!p.idents.is_empty());
-            for (k, _) in &p.idents {
+        for b in &batches {
+            total += b.len();
+            for (_, k, _) in &b.values {
                 kinds[*k as usize] += 1;
             }
         }
-        c.g.reserve_nodes(total);
-        c.parties.reserve(total);
-        c.ident_keys.reserve(with_idents);
-        for (m, k) in c.idents.iter_mut().zip(kinds) {
+        let with_idents: usize = batches
+            .iter()
+            .map(|b| b.idents.iter().filter(|v| !v.is_empty()).count())
+            .sum();
+        let first = c.g.node_bound();
+        let mut nodes = Vec::with_capacity(batches.len());
+        let mut maps = Vec::with_capacity(batches.len());
+        let mut at = first;
+        for b in batches {
+            let n = b.len();
+            nodes.push((b.parties, b.keys));
+            maps.push((at, b.idents, b.values));
+            at += n;
+        }
+        let Core {
+            g,
+            parties,
+            idents,
+            ident_keys,
+            ..
+        } = c;
+        g.reserve_nodes(total);
+        parties.reserve(total);
+        ident_keys.reserve(with_idents);
+        for (m, k) in idents.iter_mut().zip(kinds) {
             m.reserve(k);
         }
-        for batch in batches {
-            for p in batch {
-                let n = match c.parties.entry(p.key) {
-                    std::collections::hash_map::Entry::Occupied(e) => return Err(e.key().clone()),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        *e.insert(NodeId(c.g.add_node(Node::Party(p.party))))
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                for (at, keys, values) in maps {
+                    for (i, (kind, v)) in values.into_iter().map(|(i, k, v)| (i, (k, v))) {
+                        idents[kind as usize].insert(v, NodeId(NodeIndex::new(at + i as usize)));
                     }
-                };
-                for ((kind, _), v) in p.idents.iter().zip(p.ident_values) {
-                    c.idents[*kind as usize].insert(v, n);
+                    for (i, k) in keys.into_iter().enumerate() {
+                        if !k.is_empty() {
+                            ident_keys.insert(NodeId(NodeIndex::new(at + i)), k);
+                        }
+                    }
                 }
-                if !p.idents.is_empty() {
-                    c.ident_keys.insert(n, p.idents);
+            });
+            for (ps, keys) in nodes {
+                for (p, key) in ps.into_iter().zip(keys) {
+                    match parties.entry(key) {
+                        std::collections::hash_map::Entry::Occupied(e) => return Err(e.key().clone()),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(NodeId(g.add_node(Node::Party(p))));
+                        }
+                    }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
-    /// Adds edges whose endpoints exist (the caller has checked that none of them
-    /// duplicates another: this adds, it does not replace).
-    pub fn add_edges(&mut self, edges: Vec<(NodeId, NodeId, Edge)>) {
-        if !self.direct() {
-            for (a, b, w) in edges {
+    /// Adds batches of edges whose endpoints exist (the caller has checked that none
+    /// of them duplicates another: this adds, it does not replace). On a fresh graph the
+    /// petgraph edges are added on one thread while the indexes (degrees, key roles,
+    /// main units) are built on another.
+    pub fn add_edges(&mut self, batches: Vec<Vec<(NodeId, NodeId, Edge)>>) {
+        let fresh = self.direct() && self.base.g.edge_count() == self.base.g.edge_bound();
+        if !fresh {
+            for (a, b, w) in batches.into_iter().flatten() {
                 self.add_edge(a, b, w);
             }
             return;
         }
         let c = Arc::make_mut(&mut self.base);
-        for (a, b, w) in edges {
-            c.add_edge(a, b, w);
-        }
+        // (from, to, is_key, is_main) of every edge, in the order they are added.
+        let meta: Vec<Vec<(NodeId, NodeId, bool, bool)>> = batches
+            .iter()
+            .map(|b| {
+                b.iter()
+                    .map(|(a, t, w)| (*a, *t, is_key_edge(w), matches!(w, Edge::MainUnit(_))))
+                    .collect()
+            })
+            .collect();
+        let first = c.g.edge_bound();
+        let Core {
+            g,
+            degree,
+            loops,
+            main_of,
+            subs_of,
+            key_in,
+            ..
+        } = c;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut e = first;
+                for (from, to, is_key, is_main) in meta.into_iter().flatten() {
+                    degree.entry(from).or_default().1 += 1;
+                    degree.entry(to).or_default().0 += 1;
+                    if from == to {
+                        *loops.entry(from).or_default() += 1;
+                    }
+                    if is_key {
+                        key_in.entry(to).or_default().push(EdgeId(EdgeIndex::new(e)));
+                    }
+                    if is_main {
+                        main_of.insert(from, to);
+                        subs_of.entry(to).or_default().push(from);
+                    }
+                    e += 1;
+                }
+            });
+            g.reserve_edges(batches.iter().map(Vec::len).sum());
+            for b in batches {
+                for (a, t, w) in b {
+                    g.add_edge(a.0, t.0, w);
+                }
+            }
+        });
     }
 }
 

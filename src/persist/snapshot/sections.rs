@@ -47,7 +47,7 @@ use super::{
     edge_records, party_record, resource_record, state_records, u32_at,
 };
 use crate::catalog::PackageSet;
-use crate::graph::{Actions, Assignment, Delegation, Edge, NodeId, Party, PreparedParty, partition_of};
+use crate::graph::{Actions, Assignment, Delegation, Edge, NodeId, Party, PreparedParties, partition_of};
 use crate::model::RoleId;
 use crate::persist::error::SnapshotError;
 use crate::world::World;
@@ -608,8 +608,8 @@ fn decode_record(index: u64, rec: &[u8]) -> Result<Record> {
 }
 
 /// The parties of one partition, checked and made ready for the graph.
-fn read_parties(src: &dyn Source, e: &SectionEntry, partitions: u32) -> Result<Vec<PreparedParty>> {
-    let mut out = Vec::with_capacity(e.counts.parties as usize);
+fn read_parties(src: &dyn Source, e: &SectionEntry, partitions: u32) -> Result<PreparedParties> {
+    let mut out = PreparedParties::with_capacity(e.counts.parties as usize);
     let mut index = 0;
     read_section(src, e, |block| {
         frames(block, &mut index, |i, rec| {
@@ -620,7 +620,7 @@ fn read_parties(src: &dyn Source, e: &SectionEntry, partitions: u32) -> Result<V
             if partition_of(&p.id, partitions as usize) != e.partition as usize {
                 return Err(bad(i, format!("party `{}` belongs to another partition", p.id)));
             }
-            out.push(PreparedParty::new(Party {
+            out.push(Party {
                 id: p.id,
                 kind: p.kind,
                 name: p.name,
@@ -634,7 +634,7 @@ fn read_parties(src: &dyn Source, e: &SectionEntry, partitions: u32) -> Result<V
                 uuid: p.uuid,
                 party_id: p.party_id,
                 user_id: p.user_id,
-            }));
+            });
             Ok(())
         })
     })?;
@@ -903,7 +903,7 @@ fn read_edges(src: &dyn Source, e: &SectionEntry, w: &World, partitions: u32) ->
 /// What the first phase of a load decodes from one section.
 enum Decoded {
     Global(Vec<Record>),
-    Parties(Vec<PreparedParty>),
+    Parties(PreparedParties),
 }
 
 /// Reads a version 4 file: global section and parties on all cores, then the nodes,
@@ -963,11 +963,9 @@ pub(super) fn read_world(src: &dyn Source, progress: &mut dyn FnMut(u64)) -> Res
         let e = edge_secs.get(j).ok_or(SnapshotError::Truncated("section"))?;
         read_edges(src, e, world, p).map_err(in_section(e, p))
     })?;
-    for v in edges {
-        done += v.len() as u64;
-        loader.world.graph.add_edges(v);
-        progress(done);
-    }
+    done += edges.iter().map(|v| v.len() as u64).sum::<u64>();
+    loader.world.graph.add_edges(edges);
+    progress(done);
     let world = loader.finish()?;
     Ok((
         world,
