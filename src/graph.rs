@@ -1402,8 +1402,7 @@ impl Graph {
         } = c;
         std::thread::scope(|s| {
             s.spawn(move || {
-                let mut e = first;
-                for (from, to, is_key, is_main) in meta.into_iter().flatten() {
+                for (e, (from, to, is_key, is_main)) in (first..).zip(meta.into_iter().flatten()) {
                     degree.entry(from).or_default().1 += 1;
                     degree.entry(to).or_default().0 += 1;
                     if from == to {
@@ -1416,7 +1415,6 @@ impl Graph {
                         main_of.insert(from, to);
                         subs_of.entry(to).or_default().push(from);
                     }
-                    e += 1;
                 }
             });
             g.reserve_edges(batches.iter().map(Vec::len).sum());
