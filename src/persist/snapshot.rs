@@ -1,6 +1,6 @@
 //! Graph snapshots: the project's own versioned schema, keyed by external ids.
 //!
-//! # Layout of a file (schema version 3)
+//! # Layout of a file (schema versions 1 to 3; version 4 below)
 //!
 //! ```text
 //! magic        8 bytes  "DELEGSNP"
@@ -49,6 +49,15 @@
 //! compiled from and compiled again on load: the compiled tree has no encoding to keep
 //! stable, and the document is what the `policy` event carried. A version 1 or 2 file
 //! loads with an empty [`World::pdp`] (those versions did not save it).
+//!
+//! Version 4 keeps the records and the header but not the single stream: the file is a
+//! global section, then the parties of each partition, then the edges of each partition
+//! (an edge lives with its source party), each section a run of the blocks above with
+//! its own crc32, and a footer index at the end (offsets, lengths, checksums and counts
+//! of every section) so that sections are written and read on all cores. The layout is
+//! described in `snapshot/sections.rs`; [`SnapshotWriter`] still writes the stream layout, as
+//! version 3, for tests and tools. `graph-snapshots/fixture-v4.snap` is its committed
+//! fixture.
 //!
 //! INVARIANT: nothing of petgraph's layout (node or edge indices) is written; parties
 //! and resources are named by external id, roles and packages by catalogue code.
