@@ -189,14 +189,20 @@ pub enum EdgeKey {
     },
 }
 
+/// External id → node. foldhash rather than the std SipHash: the ids are short strings
+/// and a Norway load does millions of lookups, foldhash is several times faster there
+/// and, seeded per process, still does not let a caller choose colliding ids ahead of
+/// time (rustc-hash's fixed seed would).
+type IdMap = HashMap<String, NodeId, foldhash::fast::RandomState>;
+
 /// One frozen layer of the graph: a petgraph structure with its indexes. Mutated in
 /// place only while nothing else shares it (loading, the reference engine, a compaction
 /// building the next base); otherwise changes go to the [`Graph`]'s delta.
 #[derive(Debug, Clone, Default)]
 struct Core {
     g: StableGraph<Node, Edge, petgraph::Directed, u32>,
-    parties: HashMap<String, NodeId>,
-    resources: HashMap<String, NodeId>,
+    parties: IdMap,
+    resources: IdMap,
     /// Edge counts per node, to walk the smaller side when looking for an edge between
     /// two nodes (a hub such as an accounting firm may have tens of thousands).
     degree: FxHashMap<NodeId, (u32, u32)>,
@@ -1114,7 +1120,10 @@ impl Graph {
             c.g.remove_node(n);
         }
         // The indexes: every delta entry is an absolute value.
-        fn put<K: std::hash::Hash + Eq + Clone, V: Clone>(m: &mut HashMap<K, V>, d: &Map<K, Option<V>>) {
+        fn put<K: std::hash::Hash + Eq + Clone, V: Clone, S: std::hash::BuildHasher>(
+            m: &mut HashMap<K, V, S>,
+            d: &Map<K, Option<V>>,
+        ) {
             for (k, v) in d {
                 match v {
                     Some(v) => m.insert(k.clone(), v.clone()),
@@ -1230,6 +1239,216 @@ impl Graph {
             d,
         })
     }
+}
+
+/// Parties made ready to be added in bulk ([`Graph::add_prepared`]): their id keys and
+/// legacy identifiers are computed (and allocated) here, so that loaders can prepare
+/// parties on many threads and leave only the inserts, themselves split over two
+/// threads, to the graph.
+#[derive(Debug, Default)]
+pub struct PreparedParties {
+    parties: Vec<Party>,
+    keys: Vec<String>,
+    /// Per party, the identifier keys indexed for it.
+    idents: Vec<Vec<(IdentKind, String)>>,
+    /// (position in this batch, kind, value): the keys of the identifier maps.
+    values: Vec<(u32, IdentKind, String)>,
+}
+
+impl PreparedParties {
+    pub fn with_capacity(n: usize) -> PreparedParties {
+        PreparedParties {
+            parties: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            idents: Vec::with_capacity(n),
+            values: Vec::new(),
+        }
+    }
+    pub fn push(&mut self, party: Party) {
+        let at = self.parties.len() as u32;
+        let idents = ident_keys_of(&party);
+        self.values
+            .extend(idents.iter().map(|(k, v)| (at, *k, v.clone())));
+        self.idents.push(idents);
+        self.keys.push(party.id.clone());
+        self.parties.push(party);
+    }
+    pub fn len(&self) -> usize {
+        self.parties.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.parties.is_empty()
+    }
+}
+
+/// Building in bulk (loading a snapshot): room reserved up front, then parties and
+/// edges added in batches without a delta.
+impl Graph {
+    /// Reserves room for this many more parties, resources and edges in the node and
+    /// edge arrays and the id maps, so that loading a large world never regrows (and
+    /// for a moment doubles) them. Does nothing to a graph that shares its base.
+    pub fn reserve(&mut self, parties: usize, resources: usize, edges: usize) {
+        if !self.direct() {
+            return;
+        }
+        let c = Arc::make_mut(&mut self.base);
+        c.g.reserve_exact_nodes(parties + resources);
+        c.g.reserve_exact_edges(edges);
+        c.parties.reserve(parties);
+        c.resources.reserve(resources);
+        c.degree.reserve(parties.min(edges.saturating_mul(2)));
+    }
+
+    /// Adds prepared parties, batch after batch, with room for all of them and their
+    /// identifiers reserved first. The nodes and id map are built on one thread while
+    /// the identifier maps are built on another (a fresh graph gives node indices in
+    /// order, so both know every party's node). Each id must be new: on a duplicate the
+    /// id is returned as the error, with the graph partly built (a loader drops it).
+    pub fn add_prepared(&mut self, batches: Vec<PreparedParties>) -> Result<(), String> {
+        let fresh = self.direct() && self.base.g.node_count() == self.base.g.node_bound();
+        if !fresh {
+            for b in batches {
+                for p in b.parties {
+                    if self.party_node(&p.id).is_some() {
+                        return Err(p.id);
+                    }
+                    self.add_party(p);
+                }
+            }
+            return Ok(());
+        }
+        let c = Arc::make_mut(&mut self.base);
+        let mut kinds = [0usize; 5];
+        let mut total = 0;
+        for b in &batches {
+            total += b.len();
+            for (_, k, _) in &b.values {
+                kinds[*k as usize] += 1;
+            }
+        }
+        let with_idents: usize = batches
+            .iter()
+            .map(|b| b.idents.iter().filter(|v| !v.is_empty()).count())
+            .sum();
+        let first = c.g.node_bound();
+        let mut nodes = Vec::with_capacity(batches.len());
+        let mut maps = Vec::with_capacity(batches.len());
+        let mut at = first;
+        for b in batches {
+            let n = b.len();
+            nodes.push((b.parties, b.keys));
+            maps.push((at, b.idents, b.values));
+            at += n;
+        }
+        let Core {
+            g,
+            parties,
+            idents,
+            ident_keys,
+            ..
+        } = c;
+        g.reserve_nodes(total);
+        parties.reserve(total);
+        ident_keys.reserve(with_idents);
+        for (m, k) in idents.iter_mut().zip(kinds) {
+            m.reserve(k);
+        }
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                for (at, keys, values) in maps {
+                    for (i, (kind, v)) in values.into_iter().map(|(i, k, v)| (i, (k, v))) {
+                        idents[kind as usize].insert(v, NodeId(NodeIndex::new(at + i as usize)));
+                    }
+                    for (i, k) in keys.into_iter().enumerate() {
+                        if !k.is_empty() {
+                            ident_keys.insert(NodeId(NodeIndex::new(at + i)), k);
+                        }
+                    }
+                }
+            });
+            for (ps, keys) in nodes {
+                for (p, key) in ps.into_iter().zip(keys) {
+                    match parties.entry(key) {
+                        std::collections::hash_map::Entry::Occupied(e) => return Err(e.key().clone()),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(NodeId(g.add_node(Node::Party(p))));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Adds batches of edges whose endpoints exist (the caller has checked that none
+    /// of them duplicates another: this adds, it does not replace). On a fresh graph the
+    /// petgraph edges are added on one thread while the indexes (degrees, key roles,
+    /// main units) are built on another.
+    pub fn add_edges(&mut self, batches: Vec<Vec<(NodeId, NodeId, Edge)>>) {
+        let fresh = self.direct() && self.base.g.edge_count() == self.base.g.edge_bound();
+        if !fresh {
+            for (a, b, w) in batches.into_iter().flatten() {
+                self.add_edge(a, b, w);
+            }
+            return;
+        }
+        let c = Arc::make_mut(&mut self.base);
+        // (from, to, is_key, is_main) of every edge, in the order they are added.
+        let meta: Vec<Vec<(NodeId, NodeId, bool, bool)>> = batches
+            .iter()
+            .map(|b| {
+                b.iter()
+                    .map(|(a, t, w)| (*a, *t, is_key_edge(w), matches!(w, Edge::MainUnit(_))))
+                    .collect()
+            })
+            .collect();
+        let first = c.g.edge_bound();
+        let Core {
+            g,
+            degree,
+            loops,
+            main_of,
+            subs_of,
+            key_in,
+            ..
+        } = c;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                for (e, (from, to, is_key, is_main)) in (first..).zip(meta.into_iter().flatten()) {
+                    degree.entry(from).or_default().1 += 1;
+                    degree.entry(to).or_default().0 += 1;
+                    if from == to {
+                        *loops.entry(from).or_default() += 1;
+                    }
+                    if is_key {
+                        key_in.entry(to).or_default().push(EdgeId(EdgeIndex::new(e)));
+                    }
+                    if is_main {
+                        main_of.insert(from, to);
+                        subs_of.entry(to).or_default().push(from);
+                    }
+                }
+            });
+            g.reserve_edges(batches.iter().map(Vec::len).sum());
+            for b in batches {
+                for (a, t, w) in b {
+                    g.add_edge(a.0, t.0, w);
+                }
+            }
+        });
+    }
+}
+
+/// The partition a party id belongs to among `n`: FNV-1a of the id, stable across
+/// runs, builds and platforms (unlike the std hasher), so the write queues of the store
+/// and the sections of a snapshot agree on it.
+pub fn partition_of(party: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in party.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    if n == 0 { 0 } else { (h % n as u64) as usize }
 }
 
 /// The edges at one node: straight from the base, or from the delta's override of its

@@ -558,16 +558,9 @@ fn fold(seq: &Mutex<Pending>, v: &Version) -> bool {
     }
 }
 
-/// The partition a party id belongs to among `n` (FNV-1a: stable across runs and
-/// platforms, unlike the std hasher).
-pub fn partition_of(party: &str, n: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in party.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    if n == 0 { 0 } else { (h % n as u64) as usize }
-}
+/// The partition a party id belongs to among `n` (FNV-1a; defined beside the graph, so
+/// that snapshot sections use the same rule).
+pub use crate::graph::partition_of;
 
 /// The parties an event names (not `by`, which is only read); `None` for an event that
 /// has no home party and so touches every partition.

@@ -33,6 +33,13 @@ pub enum SnapshotError {
     BadRecord { index: u64, message: String },
     #[error("snapshot could not be encoded: {0}")]
     Encode(String),
+    /// An error inside one section of a version 4 file, with the section it is in.
+    #[error("snapshot section `{name}` (at byte {offset}): {error}")]
+    Section {
+        name: String,
+        offset: u64,
+        error: Box<SnapshotError>,
+    },
 }
 
 impl SnapshotError {

@@ -1,6 +1,6 @@
 //! Graph snapshots: the project's own versioned schema, keyed by external ids.
 //!
-//! # Layout of a file (schema version 4)
+//! # Layout of a file (schema versions 1 to 3; version 4 below)
 //!
 //! ```text
 //! magic        8 bytes  "DELEGSNP"
@@ -59,6 +59,14 @@
 //! (domain.md §10) and their two counts, the same way: a scope resource's scopes, and
 //! one record per supplier relationship with the scope resources delegated on it. They
 //! come after the decision point's records. Older files load with no suppliers.
+//! Version 4 also keeps the records and the header but not the single stream: the file is a
+//! global section, then the parties of each partition, then the edges of each partition
+//! (an edge lives with its source party), each section a run of the blocks above with
+//! its own crc32, and a footer index at the end (offsets, lengths, checksums and counts
+//! of every section) so that sections are written and read on all cores. The layout is
+//! described in `snapshot/sections.rs`; [`SnapshotWriter`] still writes the stream layout, as
+//! version 3, for tests and tools. `graph-snapshots/fixture-v4.snap` is its committed
+//! fixture.
 //!
 //! INVARIANT: nothing of petgraph's layout (node or edge indices) is written; parties
 //! and resources are named by external id, roles and packages by catalogue code.
@@ -82,8 +90,17 @@ use crate::world::World;
 
 /// The magic bytes every snapshot starts with.
 pub const MAGIC: [u8; 8] = *b"DELEGSNP";
+mod sections;
+
+pub use sections::{
+    DEFAULT_PARTITIONS, Footer, MAX_PARTITIONS, SECTIONED_VERSION, SectionEntry, SectionKind,
+};
+
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = 4;
+/// The newest version of the stream layout (one run of blocks ended by an `End` record),
+/// which [`SnapshotWriter`] still writes for tests and tools.
+pub const STREAM_VERSION: u32 = 3;
 /// The oldest schema version this build reads.
 pub const MIN_SCHEMA_VERSION: u32 = 1;
 /// A block is flushed once its records reach this size.
@@ -148,6 +165,28 @@ impl Counts {
             + self.consents
             + self.scope_resources
             + self.suppliers
+    }
+
+    /// The sum of two counts.
+    pub fn plus(&self, o: &Counts) -> Counts {
+        Counts {
+            parties: self.parties + o.parties,
+            resources: self.resources + o.resources,
+            assignments: self.assignments + o.assignments,
+            delegations: self.delegations + o.delegations,
+            main_units: self.main_units + o.main_units,
+            systems: self.systems + o.systems,
+            requests: self.requests + o.requests,
+            agent_system_users: self.agent_system_users + o.agent_system_users,
+            policies: self.policies + o.policies,
+            instances: self.instances + o.instances,
+            access_lists: self.access_lists + o.access_lists,
+            resource_lists: self.resource_lists + o.resource_lists,
+            resource_kinds: self.resource_kinds + o.resource_kinds,
+            consents: self.consents + o.consents,
+            scope_resources: self.scope_resources + o.scope_resources,
+            suppliers: self.suppliers + o.suppliers,
+        }
     }
 
     /// Counts one record (the `World` and `End` records are not counted).
@@ -625,9 +664,17 @@ fn resource_record(r: &Resource) -> ResourceRecord {
 /// Every record of a world, in file order, produced lazily (nothing is collected).
 pub fn records(w: &World) -> impl Iterator<Item = Record> + '_ {
     let g = &w.graph;
-    let c = w.catalog;
     let parties = g.parties().map(|(_, p)| Record::Party(party_record(p)));
     let resources = g.resources().map(|(_, r)| Record::Resource(resource_record(r)));
+    let edges = g.parties().flat_map(move |(n, _)| edge_records(w, n));
+    parties.chain(resources).chain(edges).chain(state_records(w))
+}
+
+/// The records of the edges leaving party `n` (its assignments given, client
+/// delegations from it as the client, its main-unit link).
+fn edge_records(w: &World, n: NodeId) -> impl Iterator<Item = Record> + '_ {
+    let g = &w.graph;
+    let c = w.catalog;
     let grants = move |m: &std::collections::BTreeMap<NodeId, crate::graph::Actions>| {
         m.iter()
             .map(|(n, a)| ResourceGrant {
@@ -636,39 +683,44 @@ pub fn records(w: &World) -> impl Iterator<Item = Record> + '_ {
             })
             .collect::<Vec<_>>()
     };
-    let edges = g.parties().flat_map(move |(n, _)| {
-        g.outgoing(n).map(move |(_, t, e)| match e {
-            Edge::Assignment(a) => Record::Assignment(AssignmentRecord {
-                from: g.ext_id(n).to_string(),
-                to: g.ext_id(t).to_string(),
-                role: c.role(a.role).code.clone(),
-                packages: a.packages.iter().map(|p| c.package(p).code.clone()).collect(),
-                resources: grants(&a.resources),
-                instances: a
-                    .instances
-                    .iter()
-                    .map(|((r, i), acts)| InstanceGrant {
-                        resource: g.ext_id(*r).to_string(),
-                        instance: i.clone(),
-                        actions: acts.iter().cloned().collect(),
-                    })
-                    .collect(),
-            }),
-            Edge::Delegation(d) => Record::Delegation(DelegationRecord {
-                client: g.ext_id(n).to_string(),
-                facilitator: g.ext_id(d.facilitator).to_string(),
-                agent: g.ext_id(t).to_string(),
-                role: c.role(d.role).code.clone(),
-                packages: d.packages.iter().map(|p| c.package(p).code.clone()).collect(),
-                resources: grants(&d.resources),
-            }),
-            Edge::MainUnit(role) => Record::MainUnit(MainUnitRecord {
-                sub: g.ext_id(n).to_string(),
-                main: g.ext_id(t).to_string(),
-                role: c.role(*role).code.clone(),
-            }),
-        })
-    });
+    g.outgoing(n).map(move |(_, t, e)| match e {
+        Edge::Assignment(a) => Record::Assignment(AssignmentRecord {
+            from: g.ext_id(n).to_string(),
+            to: g.ext_id(t).to_string(),
+            role: c.role(a.role).code.clone(),
+            packages: a.packages.iter().map(|p| c.package(p).code.clone()).collect(),
+            resources: grants(&a.resources),
+            instances: a
+                .instances
+                .iter()
+                .map(|((r, i), acts)| InstanceGrant {
+                    resource: g.ext_id(*r).to_string(),
+                    instance: i.clone(),
+                    actions: acts.iter().cloned().collect(),
+                })
+                .collect(),
+        }),
+        Edge::Delegation(d) => Record::Delegation(DelegationRecord {
+            client: g.ext_id(n).to_string(),
+            facilitator: g.ext_id(d.facilitator).to_string(),
+            agent: g.ext_id(t).to_string(),
+            role: c.role(d.role).code.clone(),
+            packages: d.packages.iter().map(|p| c.package(p).code.clone()).collect(),
+            resources: grants(&d.resources),
+        }),
+        Edge::MainUnit(role) => Record::MainUnit(MainUnitRecord {
+            sub: g.ext_id(n).to_string(),
+            main: g.ext_id(t).to_string(),
+            role: c.role(*role).code.clone(),
+        }),
+    })
+}
+
+/// The records of the state beside the graph, in file order: the system-user state,
+/// the decision point's, and last the `World` record. (A version 4 file keeps them,
+/// with the resources, in its global section.)
+fn state_records(w: &World) -> impl Iterator<Item = Record> + '_ {
+    let c = w.catalog;
     let systems = w
         .sys
         .systems
@@ -689,10 +741,7 @@ pub fn records(w: &World) -> impl Iterator<Item = Record> + '_ {
         now: w.now.map(|t| t.to_rfc3339()),
         a2_retired: w.a2_retired,
     }));
-    parties
-        .chain(resources)
-        .chain(edges)
-        .chain(systems)
+    systems
         .chain(requests)
         .chain(agents)
         .chain(pdp_records(&w.pdp))
@@ -850,7 +899,44 @@ pub fn count(w: &World) -> Counts {
     k
 }
 
-/// Writes records as a stream of checksummed, compressed blocks.
+/// Writes the magic bytes, the version and the checksummed header; returns the bytes
+/// written.
+fn write_prefix<W: Write>(out: &mut W, version: u32, header: &Header) -> Result<u64> {
+    let h = rmp_serde::to_vec(header).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    let len = u32::try_from(h.len())
+        .ok()
+        .filter(|l| *l <= MAX_HEADER)
+        .ok_or_else(|| SnapshotError::Encode("header too large".into()))?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&version.to_le_bytes());
+    crc.update(&len.to_le_bytes());
+    crc.update(&h);
+    out.write_all(&MAGIC)?;
+    out.write_all(&version.to_le_bytes())?;
+    out.write_all(&len.to_le_bytes())?;
+    out.write_all(&h)?;
+    out.write_all(&crc.finalize().to_le_bytes())?;
+    Ok(16 + u64::from(len) + 4)
+}
+
+/// Compresses one block and writes it with its lengths and checksum.
+fn write_block<W: Write>(out: &mut W, block: &[u8]) -> Result<()> {
+    let comp = lz4_flex::block::compress(block);
+    let raw_len = u32::try_from(block.len()).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    let comp_len = u32::try_from(comp.len()).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&raw_len.to_le_bytes());
+    crc.update(&comp_len.to_le_bytes());
+    crc.update(&comp);
+    out.write_all(&raw_len.to_le_bytes())?;
+    out.write_all(&comp_len.to_le_bytes())?;
+    out.write_all(&crc.finalize().to_le_bytes())?;
+    out.write_all(&comp)?;
+    Ok(())
+}
+
+/// Writes records as a stream of checksummed, compressed blocks (the layout of versions
+/// 1 to 3, written as version 3).
 pub struct SnapshotWriter<W: Write> {
     out: W,
     block: Vec<u8>,
@@ -859,22 +945,10 @@ pub struct SnapshotWriter<W: Write> {
 }
 
 impl<W: Write> SnapshotWriter<W> {
-    /// Writes the file header; records follow with [`SnapshotWriter::write`].
+    /// Writes the file header (of a version 3 file: the stream layout); records follow
+    /// with [`SnapshotWriter::write`].
     pub fn new(mut out: W, header: &Header) -> Result<Self> {
-        let h = rmp_serde::to_vec(header).map_err(|e| SnapshotError::Encode(e.to_string()))?;
-        let len = u32::try_from(h.len())
-            .ok()
-            .filter(|l| *l <= MAX_HEADER)
-            .ok_or_else(|| SnapshotError::Encode("header too large".into()))?;
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&SCHEMA_VERSION.to_le_bytes());
-        crc.update(&len.to_le_bytes());
-        crc.update(&h);
-        out.write_all(&MAGIC)?;
-        out.write_all(&SCHEMA_VERSION.to_le_bytes())?;
-        out.write_all(&len.to_le_bytes())?;
-        out.write_all(&h)?;
-        out.write_all(&crc.finalize().to_le_bytes())?;
+        write_prefix(&mut out, STREAM_VERSION, header)?;
         Ok(SnapshotWriter {
             out,
             block: Vec::with_capacity(BLOCK_TARGET + 4096),
@@ -908,17 +982,7 @@ impl<W: Write> SnapshotWriter<W> {
         if self.block.is_empty() {
             return Ok(());
         }
-        let comp = lz4_flex::block::compress(&self.block);
-        let raw_len = u32::try_from(self.block.len()).map_err(|e| SnapshotError::Encode(e.to_string()))?;
-        let comp_len = u32::try_from(comp.len()).map_err(|e| SnapshotError::Encode(e.to_string()))?;
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&raw_len.to_le_bytes());
-        crc.update(&comp_len.to_le_bytes());
-        crc.update(&comp);
-        self.out.write_all(&raw_len.to_le_bytes())?;
-        self.out.write_all(&comp_len.to_le_bytes())?;
-        self.out.write_all(&crc.finalize().to_le_bytes())?;
-        self.out.write_all(&comp)?;
+        write_block(&mut self.out, &self.block)?;
         self.block.clear();
         Ok(())
     }
@@ -1082,6 +1146,12 @@ impl<R: Read> SnapshotReader<R> {
     pub fn next_record(&mut self) -> Result<Option<Record>> {
         if self.ended {
             return Ok(None);
+        }
+        if self.version >= SECTIONED_VERSION {
+            return Err(SnapshotError::Corrupt(format!(
+                "a version {} file is read by sections, not as a stream",
+                self.version
+            )));
         }
         while self.pos >= self.block.len() {
             if !self.next_block()? {
@@ -1659,9 +1729,29 @@ pub struct Loaded {
     pub bytes: u64,
 }
 
-/// Reads a whole snapshot from a stream and rebuilds the world. `progress` is called
-/// with the number of records read so far (every 65 536 records and at the end).
-pub fn read_world<R: Read>(input: R, progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
+/// Reads a whole snapshot from a stream and rebuilds the world (a version 4 file is
+/// read into memory first: its index is at the end). `progress` is called with the
+/// number of records read so far.
+pub fn read_world<R: Read>(mut input: R, progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes)?;
+    decode_with(&bytes, progress)
+}
+
+/// The schema version named by a file's first bytes, if they are a snapshot's.
+fn version_of(bytes: &[u8]) -> Option<u32> {
+    (bytes.get(..8) == Some(&MAGIC[..]) && bytes.len() >= 12).then(|| u32_at(bytes, 8))
+}
+
+fn decode_with(bytes: &[u8], progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
+    match version_of(bytes) {
+        Some(v) if v >= SECTIONED_VERSION => sections::read_world(&sections::Bytes(bytes), progress),
+        _ => read_stream(bytes, progress),
+    }
+}
+
+/// Reads a file of the stream layout (versions 1 to 3) record by record.
+fn read_stream<R: Read>(input: R, progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
     let mut rd = SnapshotReader::new(input)?;
     let mut loader = Loader::new();
     let mut n = 0u64;
@@ -1686,11 +1776,34 @@ pub fn read_world<R: Read>(input: R, progress: &mut dyn FnMut(u64)) -> Result<(W
 
 /// Decodes a snapshot held in memory (used by tests and the fuzz target).
 pub fn decode(bytes: &[u8]) -> Result<World> {
-    read_world(bytes, &mut |_| {}).map(|(w, _)| w)
+    decode_with(bytes, &mut |_| {}).map(|(w, _)| w)
 }
 
-/// Writes a world to a stream; returns the counts written.
+/// Writes a world to a stream in the current version (sections of
+/// [`DEFAULT_PARTITIONS`] partitions, encoded on all cores); returns the counts written.
 pub fn write_world<W: Write>(
+    w: &World,
+    out: W,
+    last_seq: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(W, Counts)> {
+    sections::write_world(w, out, last_seq, DEFAULT_PARTITIONS, progress)
+}
+
+/// [`write_world`] in `partitions` partitions (1 to [`MAX_PARTITIONS`]).
+pub fn write_world_in<W: Write>(
+    w: &World,
+    out: W,
+    last_seq: u64,
+    partitions: u32,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(W, Counts)> {
+    sections::write_world(w, out, last_seq, partitions, progress)
+}
+
+/// Writes a world in the stream layout of version 3 (one run of blocks): what this
+/// build wrote before sections; for tests and tools that need the older layout.
+pub fn write_stream<W: Write>(
     w: &World,
     out: W,
     last_seq: u64,
@@ -1729,6 +1842,11 @@ pub fn encode(w: &World, last_seq: u64) -> Result<Vec<u8>> {
     write_world(w, Vec::new(), last_seq, &mut |_| {}).map(|(v, _)| v)
 }
 
+/// Encodes a world into memory in the version 3 stream layout ([`write_stream`]).
+pub fn encode_stream(w: &World, last_seq: u64) -> Result<Vec<u8>> {
+    write_stream(w, Vec::new(), last_seq, &mut |_| {}).map(|(v, _)| v)
+}
+
 /// Fsyncs a directory so that a rename or an unlink in it is durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
@@ -1745,6 +1863,17 @@ fn parent_of(path: &Path) -> PathBuf {
 /// renamed over `path`, and the directory fsynced. A crash at any point leaves either
 /// the old file or the new one, never a mix; a left-over `*.tmp` is garbage.
 pub fn save(w: &World, path: &Path, last_seq: u64, progress: &mut dyn FnMut(u64)) -> Result<Counts> {
+    save_in(w, path, last_seq, DEFAULT_PARTITIONS, progress)
+}
+
+/// [`save`] in `partitions` partitions.
+pub fn save_in(
+    w: &World,
+    path: &Path,
+    last_seq: u64,
+    partitions: u32,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Counts> {
     let mut inner = || -> Result<Counts> {
         let dir = parent_of(path);
         let name = path
@@ -1755,7 +1884,13 @@ pub fn save(w: &World, path: &Path, last_seq: u64, progress: &mut dyn FnMut(u64)
         let tmp = dir.join(tmp_name);
         let file = File::create(&tmp)?;
         let result = (|| {
-            let (buf, counts) = write_world(w, BufWriter::with_capacity(1 << 20, file), last_seq, progress)?;
+            let (buf, counts) = write_world_in(
+                w,
+                BufWriter::with_capacity(1 << 20, file),
+                last_seq,
+                partitions,
+                progress,
+            )?;
             let file = buf.into_inner().map_err(|e| SnapshotError::Io(e.into_error()))?;
             file.sync_all()?;
             drop(file);
@@ -1847,10 +1982,18 @@ pub fn read_world_pipelined<R: Read + Send>(
     })
 }
 
-/// Loads a snapshot file (streamed through a buffered reader, decoded on a second
-/// thread).
+/// Loads a snapshot file: a version 4 file by sections on all cores (each worker reads
+/// its sections through its own handle), an older one streamed through a buffered
+/// reader and decoded on a second thread.
 pub fn load(path: &Path, progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
     let mut inner = || {
+        let mut f = File::open(path)?;
+        let mut first = [0u8; 12];
+        let got = f.read(&mut first)?;
+        let len = f.metadata()?.len();
+        if version_of(first.get(..got).unwrap_or_default()).is_some_and(|v| v >= SECTIONED_VERSION) {
+            return sections::read_world(&sections::FileAt { path, len }, progress);
+        }
         let f = File::open(path)?;
         read_world_pipelined(BufReader::with_capacity(1 << 20, f), progress)
     };

@@ -19,6 +19,7 @@ mod prop;
 mod reference;
 mod roundtrip;
 mod scenarios;
+mod sections;
 mod store;
 mod supplier;
 mod xacml;

@@ -659,9 +659,15 @@ fn system_user_state_survives_a_snapshot() {
         );
         let (loaded, l) = snapshot::load(&path, &mut |_| {}).unwrap();
         assert_eq!(l.version, snapshot::SCHEMA_VERSION);
-        let before = sys_answers(&original);
+        // Sorted: a version 4 file lists parties by partition, so a loaded world may
+        // walk its parties in another order; the answers must be the same.
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        let before = sorted(sys_answers(&original));
         assert!(!before.is_empty());
-        assert_eq!(before, sys_answers(&loaded), "{}", src.display());
+        assert_eq!(before, sorted(sys_answers(&loaded)), "{}", src.display());
         let recs = |w: &World| {
             let mut v: Vec<String> = snapshot::records(w).map(|r| format!("{r:?}")).collect();
             v.sort();
@@ -766,7 +772,7 @@ fn decision_point_state_survives_a_snapshot() {
 #[test]
 fn a_decision_point_record_in_a_version_2_file_is_refused() {
     let original = delegraph::load::load_world(&repo("tests/scenarios/pdp-decisions.yaml")).unwrap();
-    let mut bytes = snapshot::encode(&original, 0).unwrap();
+    let mut bytes = snapshot::encode_stream(&original, 0).unwrap();
     // Rewrite the version to 2 and the header checksum with it.
     bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
     let len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;

@@ -1,0 +1,250 @@
+//! Snapshots by partition (schema version 4) through the public API: the committed
+//! fixture, every partition count giving the same world, the older stream layout still
+//! read, and damaged sections or footers refused with a message that names them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use delegraph::persist::{invariants, snapshot};
+use delegraph::world::World;
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn from_jsonl(p: &str) -> World {
+    let text = std::fs::read_to_string(repo(p)).unwrap();
+    let mut w = World::new();
+    delegraph::persist::import::import(&mut w, text.as_bytes(), &mut |_| {}).unwrap();
+    w
+}
+
+/// Every record of a world, sorted: two worlds with the same dump hold the same state.
+fn dump(w: &World) -> Vec<String> {
+    let mut v: Vec<String> = snapshot::records(w).map(|r| format!("{r:?}")).collect();
+    v.sort();
+    v
+}
+
+fn encode_in(w: &World, partitions: u32) -> Vec<u8> {
+    snapshot::write_world_in(w, Vec::new(), 0, partitions, &mut |_| {})
+        .unwrap()
+        .0
+}
+
+/// The footer of a version 4 file, read the way the format says (for the tests to aim
+/// their damage).
+fn footer(bytes: &[u8]) -> snapshot::Footer {
+    let n = bytes.len();
+    let flen = u32::from_le_bytes(bytes[n - 16..n - 12].try_into().unwrap()) as usize;
+    rmp_serde::from_slice(&bytes[n - 16 - flen..n - 16]).unwrap()
+}
+
+fn section(f: &snapshot::Footer, kind: snapshot::SectionKind, partition: u32) -> &snapshot::SectionEntry {
+    f.sections
+        .iter()
+        .find(|s| s.kind == kind && s.partition == partition)
+        .unwrap()
+}
+
+/// The committed fixture of the current layout is read on every run: a change of the
+/// format without a new schema version fails here.
+#[test]
+fn fixture_v4_snapshot_matches_its_source() {
+    let (loaded, l) = snapshot::load(&repo("graph-snapshots/fixture-v4.snap"), &mut |_| {}).unwrap();
+    assert_eq!(l.version, 4);
+    let c = l.header.counts;
+    assert_eq!(
+        (c.parties, c.resources, c.assignments, c.delegations, c.main_units),
+        (8, 2, 7, 1, 1)
+    );
+    assert!(invariants::violations(&loaded).is_empty());
+    let built = from_jsonl("graph-snapshots/fixture-v1.jsonl");
+    assert_eq!(
+        dump(&built),
+        dump(&loaded),
+        "rebuild graph-snapshots/fixture-v4.snap only together with a schema version bump"
+    );
+    assert_eq!(loaded.now, built.now);
+    // The same world from the version 1 file.
+    let (v1, l1) = snapshot::load(&repo("graph-snapshots/fixture-v1.snap"), &mut |_| {}).unwrap();
+    assert_eq!(l1.version, 1);
+    assert_eq!(dump(&v1), dump(&loaded));
+}
+
+#[test]
+fn the_bundled_sample_is_in_the_current_version() {
+    let (_, version) = snapshot::read_header(&repo("graph-snapshots/sample.snap")).unwrap();
+    assert_eq!(version, snapshot::SCHEMA_VERSION);
+}
+
+/// However many partitions a world is written in, the same world comes back.
+#[test]
+fn every_partition_count_gives_the_same_world() {
+    let w = delegraph::load::load_world(&repo("tests/scenarios/system-users-and-requests.yaml")).unwrap();
+    let sample = from_jsonl("graph-snapshots/sample.jsonl");
+    for w in [&w, &sample] {
+        let want = dump(w);
+        assert!(want.len() > 20);
+        for p in [1, 2, 7, 16, 64] {
+            let bytes = encode_in(w, p);
+            let f = footer(&bytes);
+            assert_eq!(f.partitions, p);
+            assert_eq!(f.sections.len(), 1 + 2 * p as usize);
+            let back = snapshot::decode(&bytes).unwrap();
+            assert_eq!(dump(&back), want, "{p} partitions");
+            assert!(invariants::violations(&back).is_empty());
+        }
+    }
+}
+
+/// Every party sits in the section of its partition, and its edges beside it.
+#[test]
+fn parties_and_edges_sit_in_their_partition() {
+    let w = from_jsonl("graph-snapshots/sample.jsonl");
+    let bytes = encode_in(&w, 8);
+    let f = footer(&bytes);
+    let mut parties = 0;
+    let mut edges = 0;
+    for s in &f.sections {
+        match s.kind {
+            snapshot::SectionKind::Parties => parties += s.counts.parties,
+            snapshot::SectionKind::Edges => {
+                edges += s.counts.assignments + s.counts.delegations + s.counts.main_units
+            }
+            snapshot::SectionKind::Global => {
+                assert_eq!(s.counts.resources, w.graph.resource_count() as u64)
+            }
+        }
+    }
+    assert_eq!(parties, w.graph.party_count() as u64);
+    assert_eq!(edges, w.graph.edge_count() as u64);
+    // More than one partition has parties: the hash spreads them.
+    let used = f
+        .sections
+        .iter()
+        .filter(|s| s.kind == snapshot::SectionKind::Parties && s.counts.parties > 0)
+        .count();
+    assert!(used > 4, "{used} of 8 partitions hold parties");
+}
+
+/// The stream layout of versions 1 to 3 is still read (and still written, as version 3,
+/// for tools).
+#[test]
+fn the_stream_layout_still_round_trips() {
+    let w = from_jsonl("graph-snapshots/sample.jsonl");
+    let bytes = snapshot::encode_stream(&w, 5).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 3);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v3.snap");
+    std::fs::write(&path, &bytes).unwrap();
+    let (back, l) = snapshot::load(&path, &mut |_| {}).unwrap();
+    assert_eq!(l.version, 3);
+    assert_eq!(l.header.last_seq, 5);
+    assert_eq!(dump(&back), dump(&w));
+    assert_eq!(dump(&snapshot::decode(&bytes).unwrap()), dump(&w));
+}
+
+/// A file loads the same through the file reader (a handle per worker) and from memory.
+#[test]
+fn a_saved_file_loads_by_sections() {
+    let w = from_jsonl("graph-snapshots/sample.jsonl");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.snap");
+    let counts = snapshot::save_in(&w, &path, 9, 3, &mut |_| {}).unwrap();
+    let (back, l) = snapshot::load(&path, &mut |_| {}).unwrap();
+    assert_eq!(l.version, snapshot::SCHEMA_VERSION);
+    assert_eq!(l.header.last_seq, 9);
+    assert_eq!(l.header.counts, counts);
+    assert_eq!(l.bytes, std::fs::metadata(&path).unwrap().len());
+    assert_eq!(dump(&back), dump(&w));
+}
+
+/// A flipped byte inside a section is refused with the name of that section.
+#[test]
+fn a_corrupt_section_is_refused_by_name() {
+    let w = from_jsonl("graph-snapshots/sample.jsonl");
+    let bytes = encode_in(&w, 4);
+    let f = footer(&bytes);
+    let cases = [
+        (snapshot::SectionKind::Edges, 2, "section `edges 2 of 4`"),
+        (snapshot::SectionKind::Parties, 1, "section `parties 1 of 4`"),
+        (snapshot::SectionKind::Global, 0, "section `global`"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, p, name) in cases {
+        let s = section(&f, kind, p);
+        assert!(s.len > 40, "{name} is too small to damage: {s:?}");
+        let mut b = bytes.clone();
+        b[(s.offset + s.len / 2) as usize] ^= 0x40;
+        let e = snapshot::decode(&b).unwrap_err().to_string();
+        assert!(e.contains(name), "{e}");
+        assert!(e.contains("checksum mismatch"), "{e}");
+        // The same from a file, with the file's name in front.
+        let path = dir.path().join("bad.snap");
+        std::fs::write(&path, &b).unwrap();
+        let e = snapshot::load(&path, &mut |_| {}).unwrap_err().to_string();
+        assert!(e.contains("bad.snap") && e.contains(name), "{e}");
+    }
+}
+
+/// A file whose footer is cut, or whose footer does not match its checksum, is refused.
+#[test]
+fn a_truncated_or_damaged_footer_is_refused() {
+    let w = from_jsonl("graph-snapshots/fixture-v1.jsonl");
+    let bytes = encode_in(&w, 2);
+    let n = bytes.len();
+    for cut in [1, 8, 16, 17, 40] {
+        let e = snapshot::decode(&bytes[..n - cut]).unwrap_err().to_string();
+        assert!(e.contains("does not end with a footer"), "cut {cut}: {e}");
+    }
+    // The footer's bytes flipped: its checksum catches it.
+    let mut b = bytes.clone();
+    b[n - 20] ^= 1;
+    let e = snapshot::decode(&b).unwrap_err().to_string();
+    assert!(e.contains("checksum mismatch in footer"), "{e}");
+    // A footer length past the start of the file.
+    let mut b = bytes.clone();
+    b[n - 16..n - 12].copy_from_slice(&u32::MAX.to_le_bytes());
+    let e = snapshot::decode(&b).unwrap_err().to_string();
+    assert!(e.contains("footer length"), "{e}");
+}
+
+/// The checks of the index itself: sections must tile the file and add up to the header.
+#[test]
+fn an_index_that_does_not_fit_the_file_is_refused() {
+    let w = from_jsonl("graph-snapshots/fixture-v1.jsonl");
+    let bytes = encode_in(&w, 2);
+    let n = bytes.len();
+    let f = footer(&bytes);
+    let rewrite = |f: &snapshot::Footer| {
+        let start = f.sections[0].offset as usize;
+        let end = f.sections.last().map(|s| s.offset + s.len).unwrap() as usize;
+        let mut b = bytes[..end].to_vec();
+        let fb = rmp_serde::to_vec(f).unwrap();
+        let len = fb.len() as u32;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&len.to_le_bytes());
+        crc.update(&fb);
+        b.extend_from_slice(&fb);
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(&crc.finalize().to_le_bytes());
+        b.extend_from_slice(&bytes[n - 8..]);
+        assert!(start > 0);
+        b
+    };
+    // Unchanged, the rewritten file loads: the cases below fail for their change only.
+    assert_eq!(dump(&snapshot::decode(&rewrite(&f)).unwrap()), dump(&w));
+    let mut swapped = f.clone();
+    swapped.sections.swap(1, 2);
+    let e = snapshot::decode(&rewrite(&swapped)).unwrap_err().to_string();
+    assert!(e.contains("where `parties 0 of 2` belongs"), "{e}");
+    let mut miscounted = f.clone();
+    miscounted.sections[1].counts.parties += 1;
+    let e = snapshot::decode(&rewrite(&miscounted)).unwrap_err().to_string();
+    assert!(e.contains("header counts"), "{e}");
+    let mut moved = f.clone();
+    moved.sections[2].offset += 1;
+    let e = snapshot::decode(&rewrite(&moved)).unwrap_err().to_string();
+    assert!(e.contains("starts at byte"), "{e}");
+}
