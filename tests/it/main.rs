@@ -10,6 +10,7 @@ mod crash;
 mod decide;
 mod hostile;
 mod http;
+mod layers;
 mod pdp;
 mod pdp_http;
 mod persist;
