@@ -606,7 +606,7 @@ pub(crate) fn apply_in(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
         | Event::Escalate(_)
         | Event::AddClient(_)
         | Event::RemoveClient(_) => crate::sysuser::apply(tx, ev),
-        Event::Policy(_) | Event::Instance(_) | Event::AccessList(_) => crate::pdp::apply(tx, ev),
+        Event::Policy(_) | Event::Instance(_) | Event::AccessList(_) => crate::pdp::events::apply(tx, ev),
     }
 }
 
@@ -895,7 +895,7 @@ fn resource_event(tx: &mut Tx<'_>, r: &ResourceEvent) -> Result<()> {
             tx.undo.push(Undo::Resource(n, None));
         }
     }
-    crate::pdp::on_resource_event(tx, r)
+    crate::pdp::events::on_resource_event(tx, r)
 }
 
 /// What a grant or revoke names.

@@ -20,9 +20,9 @@ pub struct World {
     /// Set by `retire_a2_roles`: policy tokens naming Altinn 2 roles match nobody.
     pub a2_retired: bool,
     /// The system register, system-user and access requests (domain.md §7).
-    pub sys: Shared<crate::sysuser::SysState>,
+    pub sys: Shared<crate::sysuser::state::SysState>,
     /// XACML policies, instances and access lists of the decision point (domain.md §8).
-    pub pdp: Shared<crate::pdp::PdpState>,
+    pub pdp: Shared<crate::pdp::state::PdpState>,
 }
 
 impl Default for World {
