@@ -13,7 +13,8 @@
 //!
 //! The stream is produced phase by phase and handed to a sink one event at a time, so a
 //! Norway-scale stream never sits in memory; the generator itself keeps only a few bytes
-//! per organisation. [`generate`] is the entry point; [`run`] is the command line.
+//! per organisation. [`generate`] is the entry point; the command line (flags, progress
+//! bars, timings) is the binary's `cli::generate`.
 //!
 //! System users (standard and agent) are not generated yet: see `Gen::system_users`.
 

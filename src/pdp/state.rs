@@ -1,6 +1,6 @@
 //! The decision point's state inside the world: compiled policies, instances and access
 //! lists, and how to undo one change to them (the transaction's rollback calls
-//! [`undo`]; the events that change them are in [`super::events`]).
+//! `undo`; the events that change them are in [`super::events`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
