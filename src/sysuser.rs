@@ -2,7 +2,8 @@
 //! standard and agent system users, change requests, the clients of agent system users,
 //! and request access ("be om tilgang").
 //!
-//! The state lives in [`World::sys`]; every change to it goes through the transaction's
+//! The state ([`state`], on the world layer of ARCHITECTURE.md: it imports no
+//! `mutate`) lives in [`World::sys`]; every change to it goes through the transaction's
 //! undo log ([`SysUndo`]), so a refused event changes nothing and `simulate` can roll
 //! back. What a system user may do is never stored here: a standard system user acts
 //! for its owner through an ordinary rightholder assignment owner → system user, and an
