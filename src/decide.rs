@@ -259,7 +259,7 @@ pub fn consent_decision(
             !actions.is_empty()
                 && actions
                     .iter()
-                    .all(|a| crate::consent::holds(w, x, f, id, &a.to_lowercase()))
+                    .all(|a| crate::consent::state::holds(w, x, f, id, &a.to_lowercase()))
         }
         _ => false,
     };

@@ -153,7 +153,7 @@ enum Command {
     },
     /// Generate a realistic world (deterministic, seeded): build it in memory and print
     /// statistics, or write its events as JSON Lines with --jsonl.
-    Generate(delegraph::generate::GenerateArgs),
+    Generate(cli::generate::GenerateArgs),
     /// Drive a running delegraph server over loopback and report latency percentiles.
     ///
     /// Draws its requests from a snapshot of the world the server holds (checks of
@@ -284,7 +284,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "delegraph", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Command::Generate(args) => match delegraph::generate::run(&args) {
+        Command::Generate(args) => match cli::generate::run(&args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {
@@ -533,8 +533,8 @@ fn a2_impact(
     summary: bool,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
+    use cli::generate::cpu_seconds;
     use delegraph::a2impact;
-    use delegraph::generate::cpu_seconds;
     use std::io::Write;
     let (t0, cpu0) = (std::time::Instant::now(), cpu_seconds().unwrap_or(0.0));
     let w = cli::load_world(world).with_context(|| format!("loading `{}`", world.display()))?;

@@ -1093,7 +1093,7 @@ pub(crate) fn apply_in(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
         | Event::Escalate(_)
         | Event::AddClient(_)
         | Event::RemoveClient(_) => crate::sysuser::apply(tx, ev),
-        Event::Policy(_) | Event::Instance(_) | Event::AccessList(_) => crate::pdp::apply(tx, ev),
+        Event::Policy(_) | Event::Instance(_) | Event::AccessList(_) => crate::pdp::events::apply(tx, ev),
         Event::ConsentRequest(_)
         | Event::AcceptConsent(_)
         | Event::RejectConsent(_)
@@ -1397,7 +1397,7 @@ fn resource_event(tx: &mut Tx<'_>, r: &ResourceEvent) -> Result<()> {
         }
     };
     crate::supplier::on_resource_event(tx, n, r);
-    crate::pdp::on_resource_event(tx, r)
+    crate::pdp::events::on_resource_event(tx, r)
 }
 
 /// What a grant or revoke names.

@@ -2,7 +2,8 @@
 //! standard and agent system users, change requests, the clients of agent system users,
 //! and request access ("be om tilgang").
 //!
-//! The state lives in [`World::sys`]; every change to it goes through the transaction's
+//! The state ([`state`], on the world layer of ARCHITECTURE.md: it imports no
+//! `mutate`) lives in [`World::sys`]; every change to it goes through the transaction's
 //! undo log ([`SysUndo`]), so a refused event changes nothing and `simulate` can roll
 //! back. What a system user may do is never stored here: a standard system user acts
 //! for its owner through an ordinary rightholder assignment owner → system user, and an
@@ -15,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Duration, FixedOffset};
+use chrono::Duration;
 
 use crate::catalog::{Catalog, PackageSet};
 use crate::event::{
@@ -31,210 +32,11 @@ use crate::world::World;
 /// A pending system-user or change request times out this many days after it was made.
 pub const REQUEST_LIFETIME_DAYS: i64 = 10;
 
-/// Packages and resource actions named by a system, a request or a change request.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct RightSet {
-    pub packages: PackageSet,
-    /// Resource (external id) → actions.
-    pub resources: BTreeMap<String, Actions>,
-}
+pub mod state;
 
-impl RightSet {
-    /// The rights of `self` that `other` lacks.
-    pub fn minus(&self, other: &RightSet) -> RightSet {
-        let mut out = RightSet {
-            packages: self.packages,
-            resources: BTreeMap::new(),
-        };
-        for p in other.packages.iter() {
-            out.packages.remove(p);
-        }
-        for (r, acts) in &self.resources {
-            let rest: Actions = match other.resources.get(r) {
-                Some(o) => acts.difference(o).cloned().collect(),
-                None => acts.clone(),
-            };
-            if !rest.is_empty() {
-                out.resources.insert(r.clone(), rest);
-            }
-        }
-        out
-    }
-
-    /// The rights of `self` that `other` has too.
-    pub fn within(&self, other: &RightSet) -> RightSet {
-        let mut out = RightSet {
-            packages: self.packages.intersection(&other.packages),
-            resources: BTreeMap::new(),
-        };
-        for (r, acts) in &self.resources {
-            if let Some(o) = other.resources.get(r) {
-                let both: Actions = acts.intersection(o).cloned().collect();
-                if !both.is_empty() {
-                    out.resources.insert(r.clone(), both);
-                }
-            }
-        }
-        out
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.packages.is_empty() && self.resources.is_empty()
-    }
-}
-
-/// A vendor's system and the rights it may ask for.
-#[derive(Debug, Clone, PartialEq)]
-pub struct System {
-    pub id: String,
-    /// The vendor organisation (external id).
-    pub vendor: String,
-    pub name: Option<String>,
-    pub packages: PackageSet,
-    /// Resource (external id) → the actions the system may ask for (None: every action
-    /// of the resource's policy).
-    pub resources: BTreeMap<String, Option<Actions>>,
-    pub redirect_urls: BTreeSet<String>,
-}
-
-/// The stored state of a request; `timed_out` is derived (see [`status`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Draft,
-    Pending,
-    Accepted,
-    Approved,
-    Rejected,
-    Withdrawn,
-}
-
-/// A request's status as the `request_status` query reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Draft,
-    Pending,
-    Accepted,
-    Approved,
-    Rejected,
-    Withdrawn,
-    TimedOut,
-}
-
-impl Status {
-    pub const ALL: [Status; 7] = [
-        Status::Draft,
-        Status::Pending,
-        Status::Accepted,
-        Status::Approved,
-        Status::Rejected,
-        Status::Withdrawn,
-        Status::TimedOut,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Draft => "draft",
-            Status::Pending => "pending",
-            Status::Accepted => "accepted",
-            Status::Approved => "approved",
-            Status::Rejected => "rejected",
-            Status::Withdrawn => "withdrawn",
-            Status::TimedOut => "timed_out",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-}
-
-/// What an access request asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AccessTarget {
-    Package(PackageId),
-    Resource { resource: String, action: String },
-}
-
-/// The three kinds of request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RequestBody {
-    /// A vendor asks `party` for a system user of `system`.
-    SystemUser {
-        system: String,
-        party: String,
-        kind: SystemUserKind,
-        system_user: String,
-        rights: RightSet,
-        redirect_url: Option<String>,
-        external_ref: Option<String>,
-    },
-    /// A vendor asks to change the rights of a standard system user.
-    Change {
-        system_user: String,
-        add: RightSet,
-        remove: RightSet,
-        redirect_url: Option<String>,
-    },
-    /// `from` asks `to` for access; `by` is who made the request.
-    Access {
-        from: String,
-        to: String,
-        target: AccessTarget,
-        by: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    pub id: String,
-    pub body: RequestBody,
-    pub state: State,
-    /// The engine clock when the request was made (None when no clock was set).
-    pub created: Option<DateTime<FixedOffset>>,
-    /// Who passed the request on to the party's access managers.
-    pub escalated_by: Option<String>,
-    /// Who approved or rejected it.
-    pub answered_by: Option<String>,
-}
-
-/// The system register and the requests.
-#[derive(Debug, Clone, Default)]
-pub struct SysState {
-    pub systems: BTreeMap<String, System>,
-    pub requests: BTreeMap<String, Request>,
-    /// The packages of each agent system user created by an approved request.
-    pub agent_packages: BTreeMap<String, PackageSet>,
-}
-
-/// How to undo one change to [`SysState`]: the previous value of an entry.
-#[derive(Debug)]
-pub enum SysUndo {
-    System(String, Option<System>),
-    Request(String, Option<Request>),
-    AgentPackages(String, Option<PackageSet>),
-}
-
-fn put<V>(map: &mut BTreeMap<String, V>, k: String, v: Option<V>) -> Option<V> {
-    match v {
-        Some(v) => map.insert(k, v),
-        None => map.remove(&k),
-    }
-}
-
-/// Restores one entry (called by the transaction's rollback).
-pub(crate) fn undo(w: &mut World, u: SysUndo) {
-    match u {
-        SysUndo::System(k, v) => {
-            put(&mut w.sys.systems, k, v);
-        }
-        SysUndo::Request(k, v) => {
-            put(&mut w.sys.requests, k, v);
-        }
-        SysUndo::AgentPackages(k, v) => {
-            put(&mut w.sys.agent_packages, k, v);
-        }
-    }
-}
+use state::put;
+pub(crate) use state::undo;
+pub use state::{AccessTarget, Request, RequestBody, RightSet, State, Status, SysState, SysUndo, System};
 
 fn set_system(tx: &mut Tx<'_>, s: System) {
     let id = s.id.clone();

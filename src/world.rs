@@ -20,13 +20,13 @@ pub struct World {
     /// Set by `retire_a2_roles`: policy tokens naming Altinn 2 roles match nobody.
     pub a2_retired: bool,
     /// The system register, system-user and access requests (domain.md §7).
-    pub sys: Shared<crate::sysuser::SysState>,
+    pub sys: Shared<crate::sysuser::state::SysState>,
     /// XACML policies, instances and access lists of the decision point (domain.md §8).
-    pub pdp: Shared<crate::pdp::PdpState>,
+    pub pdp: Shared<crate::pdp::state::PdpState>,
     /// Consents and their index (domain.md §9): global state, not per partition.
-    pub consent: Shared<crate::consent::ConsentState>,
+    pub consent: Shared<crate::consent::state::ConsentState>,
     /// Scope resources, supplier relationships and scope delegations (domain.md §10).
-    pub suppliers: Shared<crate::supplier::SupplierState>,
+    pub suppliers: Shared<crate::supplier::state::SupplierState>,
 }
 
 impl Default for World {

@@ -1,8 +1,10 @@
 //! Command-line front ends that are more than a call into the library: `query` (ask the
-//! engine one question), the demo that runs when no command is given, shell
-//! completions, and the human rendering of answers they share.
+//! engine one question), `generate` (flags and progress bars of `delegraph generate`),
+//! the demo that runs when no command is given, shell completions, and the human
+//! rendering of answers they share.
 
 pub mod demo;
+pub mod generate;
 pub mod query;
 pub mod render;
 

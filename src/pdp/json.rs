@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::PdpError;
+use super::error::PdpError;
 use super::policy::{
     AttrValue, CAT_ACTION, CAT_ENVIRONMENT, CAT_RESOURCE, CAT_SUBJECT, DT_BOOLEAN, DT_DOUBLE, DT_INTEGER,
     DT_STRING, expand_datatype,

@@ -3,6 +3,9 @@
 //! the policy information point.
 //!
 //! * [`policy`] — the compiled policy tree and its rule index by action.
+//! * [`state`] — [`PdpState`], the decision point's part of the world, and its undo.
+//! * [`events`] — the events that change it (through the transaction).
+//! * [`error`] — [`PdpError`], a document that cannot be read or evaluated.
 //! * [`xml`] / [`json`] — documents in and out.
 //! * [`request`] / [`response`] — the request context and the results.
 //! * [`eval`] — targets, conditions, functions and combining algorithms.
@@ -15,125 +18,38 @@
 //! State (policies, instances, access lists) lives in [`PdpState`] inside the world and
 //! changes only through the events `policy`, `instance`, `access_list` and the
 //! resource's access-list fields, each undoable through the transaction.
+//!
+//! Layers (ARCHITECTURE.md): `state` and the XACML engine (`policy`, `xml`, `json`,
+//! `request`, `response`, `eval`, `error`) sit on the world layer and know no world
+//! beyond it; this module, `pip` and `records` read the graph (resolve/decide layer);
+//! `events` changes the state (mutate layer).
 
+pub mod error;
 pub mod eval;
+pub mod events;
 pub mod json;
 pub mod pip;
 pub mod policy;
 pub mod records;
 pub mod request;
 pub mod response;
+pub mod state;
 pub mod xml;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::event::{Event, ResourceEvent};
-use crate::graph::Resource;
-use crate::model::{Error, ErrorCode, PartyKind, Result};
-use crate::mutate::Tx;
+use crate::event::Event;
+use crate::model::{Error, Result};
 use crate::world::World;
 
-pub use pip::Api;
+pub use error::PdpError;
 pub use policy::CompiledPolicy;
+pub use request::Api;
 pub use response::{Decision, Response, ResultItem};
-
-/// Why a document could not be read or evaluated.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PdpError {
-    #[error("syntax error: {0}")]
-    Syntax(String),
-    #[error("processing error: {0}")]
-    Processing(String),
-}
-
-impl PdpError {
-    pub fn status(&self) -> &'static str {
-        match self {
-            PdpError::Syntax(_) => response::STATUS_SYNTAX,
-            PdpError::Processing(_) => response::STATUS_PROCESSING,
-        }
-    }
-    pub(crate) fn message(&self) -> String {
-        match self {
-            PdpError::Syntax(m) | PdpError::Processing(m) => m.clone(),
-        }
-    }
-    /// The whole answer to a request that failed: one Indeterminate.
-    pub fn to_response(&self) -> Response {
-        Response::single(ResultItem::error(self.status(), self.message()))
-    }
-}
-
-/// An instance of an app or resource.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Instance {
-    pub id: String,
-    pub resource: String,
-    /// External id of the owning party.
-    pub party: String,
-    pub task: Option<String>,
-    pub end_event: Option<String>,
-}
-
-/// A member of an access list; `actions` None means every action.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ListMember {
-    pub org: String,
-    pub actions: Option<BTreeSet<String>>,
-}
-
-/// A resource's access-list settings.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ResourceLists {
-    pub lists: Vec<String>,
-    pub enabled: bool,
-}
-
-/// The decision point's state.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PdpState {
-    /// Compiled XACML policy per resource id.
-    // INVARIANT: every policy here has its `source` (it came from a `policy` event or a
-    // snapshot record), so a snapshot can write it back.
-    pub policies: HashMap<String, Arc<CompiledPolicy>>,
-    pub instances: HashMap<String, Instance>,
-    /// (service owner, list id) → members.
-    pub access_lists: HashMap<(String, String), Vec<ListMember>>,
-    pub resource_lists: HashMap<String, ResourceLists>,
-}
-
-/// How to undo one change to [`PdpState`].
-#[derive(Debug, Clone)]
-pub enum PdpUndo {
-    Policy(String, Option<Arc<CompiledPolicy>>),
-    Instance(String, Option<Instance>),
-    AccessList((String, String), Option<Vec<ListMember>>),
-    ResourceLists(String, Option<ResourceLists>),
-}
-
-fn restore<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>, k: K, old: Option<V>) {
-    match old {
-        Some(v) => {
-            m.insert(k, v);
-        }
-        None => {
-            m.remove(&k);
-        }
-    }
-}
-
-/// Undoes one change (called by the transaction's rollback).
-pub(crate) fn undo(w: &mut World, u: PdpUndo) {
-    let s = &mut w.pdp;
-    match u {
-        PdpUndo::Policy(k, old) => restore(&mut s.policies, k, old),
-        PdpUndo::Instance(k, old) => restore(&mut s.instances, k, old),
-        PdpUndo::AccessList(k, old) => restore(&mut s.access_lists, k, old),
-        PdpUndo::ResourceLists(k, old) => restore(&mut s.resource_lists, k, old),
-    }
-}
+pub(crate) use state::undo;
+pub use state::{Instance, ListMember, PdpState, PdpUndo, ResourceLists};
 
 /// The service owner of a resource id of the form `app_{org}_{app}`.
 pub fn app_owner(resource: &str) -> Option<&str> {
@@ -147,126 +63,6 @@ pub fn compile_policy(xml: &str) -> std::result::Result<CompiledPolicy, PdpError
     let mut p = xml::parse_policy(xml.as_bytes())?;
     p.source = Some(Arc::from(xml));
     Ok(p)
-}
-
-fn set_policy(tx: &mut Tx<'_>, resource: &str, p: Option<Arc<CompiledPolicy>>) {
-    let old = match &p {
-        Some(p) => tx.w.pdp.policies.insert(resource.to_string(), p.clone()),
-        None => tx.w.pdp.policies.remove(resource),
-    };
-    tx.push_pdp_undo(PdpUndo::Policy(resource.to_string(), old));
-}
-
-/// Applies `policy`, `instance` and `access_list`.
-pub(crate) fn apply(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
-    match ev {
-        Event::Policy(p) => {
-            if p.resource.trim().is_empty() {
-                return Err(Error::invalid("`resource` must not be empty"));
-            }
-            let compiled = compile_policy(&p.xml)
-                .map_err(|e| Error::invalid(format!("policy for `{}`: {e}", p.resource)))?;
-            let res = match tx
-                .w
-                .graph
-                .resource_node(&p.resource)
-                .and_then(|n| tx.w.graph.resource(n))
-            {
-                Some(r) => Resource {
-                    rules: Vec::new(),
-                    ..r.clone()
-                },
-                None => Resource {
-                    id: p.resource.clone(),
-                    owner: app_owner(&p.resource).map(str::to_string),
-                    delegable: true,
-                    rules: Vec::new(),
-                    kind: Default::default(),
-                },
-            };
-            tx.put_resource(res);
-            set_policy(tx, &p.resource, Some(Arc::new(compiled)));
-            Ok(())
-        }
-        Event::Instance(i) => {
-            let Some((party_id, guid)) = i.id.split_once('/') else {
-                return Err(Error::invalid(format!(
-                    "instance id `{}` is not `{{party_id}}/{{guid}}`",
-                    i.id
-                )));
-            };
-            if party_id.trim().parse::<i64>().is_err() || guid.trim().is_empty() {
-                return Err(Error::invalid(format!(
-                    "instance id `{}` is not `{{party_id}}/{{guid}}`",
-                    i.id
-                )));
-            }
-            if tx.w.graph.party_node(&i.party).is_none() {
-                return Err(Error::unknown_party(&i.party));
-            }
-            if tx.w.graph.resource_node(&i.resource).is_none() {
-                return Err(Error::unknown_resource(&i.resource));
-            }
-            let inst = Instance {
-                id: i.id.clone(),
-                resource: i.resource.clone(),
-                party: i.party.clone(),
-                task: i.task.clone(),
-                end_event: i.end_event.clone(),
-            };
-            let old = tx.w.pdp.instances.insert(i.id.clone(), inst);
-            tx.push_pdp_undo(PdpUndo::Instance(i.id.clone(), old));
-            Ok(())
-        }
-        Event::AccessList(l) => {
-            if l.owner.trim().is_empty() || l.id.trim().is_empty() {
-                return Err(Error::invalid("an access list needs an `owner` and an `id`"));
-            }
-            let mut members = Vec::with_capacity(l.members.len());
-            for m in &l.members {
-                let n =
-                    tx.w.graph
-                        .party_node(&m.org)
-                        .ok_or_else(|| Error::unknown_party(&m.org))?;
-                if tx.w.graph.party(n).map(|p| p.kind) != Some(PartyKind::Organisation) {
-                    return Err(Error::invalid(format!(
-                        "access list member `{}` is not an organisation",
-                        m.org
-                    )));
-                }
-                members.push(ListMember {
-                    org: m.org.clone(),
-                    actions: m.actions.as_ref().map(|a| a.iter().cloned().collect()),
-                });
-            }
-            let key = (l.owner.clone(), l.id.clone());
-            let old = tx.w.pdp.access_lists.insert(key.clone(), members);
-            tx.push_pdp_undo(PdpUndo::AccessList(key, old));
-            Ok(())
-        }
-        _ => Err(Error::new(ErrorCode::InvalidInput, "not a decision-point event")),
-    }
-}
-
-/// The decision point's part of a `resource` event: its access-list fields, and a new
-/// rule list replaces an XACML policy.
-pub(crate) fn on_resource_event(tx: &mut Tx<'_>, r: &ResourceEvent) -> Result<()> {
-    if !r.rules.is_empty() && tx.w.pdp.policies.contains_key(&r.id) {
-        set_policy(tx, &r.id, None);
-    }
-    if r.access_lists.is_some() || r.access_list_mode.is_some() {
-        let old = tx.w.pdp.resource_lists.get(&r.id).cloned();
-        let mut new = old.clone().unwrap_or_default();
-        if let Some(l) = &r.access_lists {
-            new.lists = l.clone();
-        }
-        if let Some(m) = &r.access_list_mode {
-            new.enabled = m == "enabled";
-        }
-        tx.w.pdp.resource_lists.insert(r.id.clone(), new);
-        tx.push_pdp_undo(PdpUndo::ResourceLists(r.id.clone(), old));
-    }
-    Ok(())
 }
 
 // ----------------------------------------------------------------------------------

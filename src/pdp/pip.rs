@@ -7,7 +7,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 
 use super::eval::{self, Ctx, TargetMode};
 use super::policy::{ACTION_ID, AttrValue, CAT_ACTION, CAT_RESOURCE, CAT_SUBJECT, DT_STRING};
-use super::request::{Category, Individual, Request};
+use super::request::{Api, Category, Individual, Request};
 use super::response::{Decision, Response, ResultItem};
 use crate::decide;
 use crate::graph::{IdentKind, NodeId};
@@ -15,33 +15,10 @@ use crate::model::PartyKind;
 use crate::resolve::{self, Origin, Record};
 use crate::world::World;
 
-/// Which endpoint asks: the internal decision endpoint or the external authorize one
-/// (which also accepts a national id as the subject).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Api {
-    #[default]
-    Internal,
-    External,
-}
-
-pub const A_RESOURCE: &str = "urn:altinn:resource";
-pub const A_ORG: &str = "urn:altinn:org";
-pub const A_APP: &str = "urn:altinn:app";
-pub const A_INSTANCE: &str = "urn:altinn:instance-id";
-/// An instance named as a resource attribute: `{party_id}/{guid}`, or a bare `{guid}`
-/// of the resource party (domain.md §8.8).
-pub const A_RESOURCE_INSTANCE: &str = "urn:altinn:resource:instance-id";
-pub const A_TASK: &str = "urn:altinn:task";
-pub const A_END_EVENT: &str = "urn:altinn:end-event";
-pub const A_PARTYID: &str = "urn:altinn:partyid";
-pub const A_USERID: &str = "urn:altinn:userid";
-pub const A_ROLECODE: &str = "urn:altinn:rolecode";
-pub const A_PACKAGE: &str = "urn:altinn:accesspackage";
-pub const A_PARTYTYPE: &str = "urn:altinn:partytype";
-pub const A_ACCESS_LIST: &str = "urn:altinn:access-list";
-pub const A_SYSTEMUSER: &str = "urn:altinn:systemuser:uuid";
-pub const A_ORGNO: &str = "urn:altinn:organization:identifier-no";
-pub const A_SSN: &str = "urn:altinn:person:identifier-no";
+pub use super::policy::{
+    A_ACCESS_LIST, A_APP, A_END_EVENT, A_INSTANCE, A_ORG, A_ORGNO, A_PACKAGE, A_PARTYID, A_PARTYTYPE,
+    A_RESOURCE, A_RESOURCE_INSTANCE, A_ROLECODE, A_SSN, A_SYSTEMUSER, A_TASK, A_USERID,
+};
 
 const UUID_IDS: &[&str] = &[
     "urn:altinn:party:uuid",
@@ -241,62 +218,6 @@ pub(crate) fn add_rights(w: &World, policy: &super::CompiledPolicy, recs: &[Reco
             subj.add(A_PACKAGE, None, false, vals);
         }
     }
-}
-
-/// For a policy being compiled: every (role, attribute id, value) of the catalogue's
-/// roles — the legacy code under `urn:altinn:rolecode` (lower case) and the role URN
-/// split into attribute id and value — that the policy reads and can match. `reads`
-/// has an entry per attribute id the policy reads: None when any value may matter,
-/// Some(set) when only values in the (lower-cased) set can.
-pub(crate) fn role_values(
-    reads: &std::collections::HashMap<String, Option<std::collections::BTreeSet<String>>>,
-) -> Vec<(crate::model::RoleId, &'static str, String)> {
-    let c = crate::catalog::Catalog::builtin();
-    let wanted = |id: &str, v: &str| match reads.get(id) {
-        None => false,
-        Some(None) => true,
-        Some(Some(set)) => set.contains(&v.to_lowercase()),
-    };
-    let mut out = Vec::new();
-    for (i, role) in c.roles.iter().enumerate() {
-        let id = crate::model::RoleId(i as u16);
-        if let Some(l) = &role.legacy_code {
-            let v = l.to_lowercase();
-            if wanted(A_ROLECODE, &v) {
-                out.push((id, A_ROLECODE, v));
-            }
-        }
-        if let Some((prefix, code)) = role.urn.rsplit_once(':') {
-            let v = if prefix == A_ROLECODE {
-                code.to_lowercase()
-            } else {
-                code.to_string()
-            };
-            if wanted(prefix, &v) {
-                out.push((id, prefix, v));
-            }
-        }
-    }
-    out.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
-    out
-}
-
-/// For a policy being compiled: the catalogue's packages whose code the policy can
-/// match, when it reads `urn:altinn:accesspackage` only through string matches.
-pub(crate) fn package_filter(
-    reads: &std::collections::HashMap<String, Option<std::collections::BTreeSet<String>>>,
-) -> Option<crate::catalog::PackageSet> {
-    let Some(Some(named)) = reads.get(A_PACKAGE) else {
-        return None;
-    };
-    let c = crate::catalog::Catalog::builtin();
-    let mut set = crate::catalog::PackageSet::EMPTY;
-    for (i, p) in c.packages.iter().enumerate() {
-        if named.contains(&p.code.to_lowercase()) {
-            set.insert(crate::model::PackageId(i as u16));
-        }
-    }
-    Some(set)
 }
 
 /// The organisation a subject acts as (itself, or a system user's owner).

@@ -21,6 +21,26 @@ pub const CAT_ACTION: &str = "urn:oasis:names:tc:xacml:3.0:attribute-category:ac
 pub const CAT_ENVIRONMENT: &str = "urn:oasis:names:tc:xacml:3.0:attribute-category:environment";
 pub const ACTION_ID: &str = "urn:oasis:names:tc:xacml:1.0:action:action-id";
 
+/// Altinn's attribute ids.
+pub const A_RESOURCE: &str = "urn:altinn:resource";
+pub const A_ORG: &str = "urn:altinn:org";
+pub const A_APP: &str = "urn:altinn:app";
+pub const A_INSTANCE: &str = "urn:altinn:instance-id";
+/// An instance named as a resource attribute: `{party_id}/{guid}`, or a bare `{guid}`
+/// of the resource party (domain.md §8.8).
+pub const A_RESOURCE_INSTANCE: &str = "urn:altinn:resource:instance-id";
+pub const A_TASK: &str = "urn:altinn:task";
+pub const A_END_EVENT: &str = "urn:altinn:end-event";
+pub const A_PARTYID: &str = "urn:altinn:partyid";
+pub const A_USERID: &str = "urn:altinn:userid";
+pub const A_ROLECODE: &str = "urn:altinn:rolecode";
+pub const A_PACKAGE: &str = "urn:altinn:accesspackage";
+pub const A_PARTYTYPE: &str = "urn:altinn:partytype";
+pub const A_ACCESS_LIST: &str = "urn:altinn:access-list";
+pub const A_SYSTEMUSER: &str = "urn:altinn:systemuser:uuid";
+pub const A_ORGNO: &str = "urn:altinn:organization:identifier-no";
+pub const A_SSN: &str = "urn:altinn:person:identifier-no";
+
 /// Expands a short data type (`string`, `integer`, `rfc822Name`, ...) to its URI; a
 /// full URI is kept as it is.
 pub fn expand_datatype(dt: &str) -> String {
@@ -535,8 +555,8 @@ impl CompiledPolicy {
             Root::Policy(p) => reads.policy(p),
             Root::Set(s) => reads.set(s),
         }
-        let roles = super::pip::role_values(&reads.values);
-        let packages = super::pip::package_filter(&reads.values);
+        let roles = role_values(&reads.values);
+        let packages = package_filter(&reads.values);
         CompiledPolicy {
             root,
             subject_attrs: reads.attrs,
@@ -570,6 +590,62 @@ impl CompiledPolicy {
     pub fn reads_subject(&self, id: &str) -> bool {
         self.subject_attrs.contains(id)
     }
+}
+
+/// For a policy being compiled: every (role, attribute id, value) of the catalogue's
+/// roles — the legacy code under `urn:altinn:rolecode` (lower case) and the role URN
+/// split into attribute id and value — that the policy reads and can match. `reads`
+/// has an entry per attribute id the policy reads: None when any value may matter,
+/// Some(set) when only values in the (lower-cased) set can.
+pub(crate) fn role_values(
+    reads: &std::collections::HashMap<String, Option<std::collections::BTreeSet<String>>>,
+) -> Vec<(crate::model::RoleId, &'static str, String)> {
+    let c = crate::catalog::Catalog::builtin();
+    let wanted = |id: &str, v: &str| match reads.get(id) {
+        None => false,
+        Some(None) => true,
+        Some(Some(set)) => set.contains(&v.to_lowercase()),
+    };
+    let mut out = Vec::new();
+    for (i, role) in c.roles.iter().enumerate() {
+        let id = crate::model::RoleId(i as u16);
+        if let Some(l) = &role.legacy_code {
+            let v = l.to_lowercase();
+            if wanted(A_ROLECODE, &v) {
+                out.push((id, A_ROLECODE, v));
+            }
+        }
+        if let Some((prefix, code)) = role.urn.rsplit_once(':') {
+            let v = if prefix == A_ROLECODE {
+                code.to_lowercase()
+            } else {
+                code.to_string()
+            };
+            if wanted(prefix, &v) {
+                out.push((id, prefix, v));
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+    out
+}
+
+/// For a policy being compiled: the catalogue's packages whose code the policy can
+/// match, when it reads `urn:altinn:accesspackage` only through string matches.
+pub(crate) fn package_filter(
+    reads: &std::collections::HashMap<String, Option<std::collections::BTreeSet<String>>>,
+) -> Option<crate::catalog::PackageSet> {
+    let Some(Some(named)) = reads.get(A_PACKAGE) else {
+        return None;
+    };
+    let c = crate::catalog::Catalog::builtin();
+    let mut set = crate::catalog::PackageSet::EMPTY;
+    for (i, p) in c.packages.iter().enumerate() {
+        if named.contains(&p.code.to_lowercase()) {
+            set.insert(crate::model::PackageId(i as u16));
+        }
+    }
+    Some(set)
 }
 
 #[cfg(test)]

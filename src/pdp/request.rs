@@ -1,8 +1,17 @@
 //! The request context: categories of attributes, and the individual requests of a
 //! multi-request.
 
-use super::PdpError;
+use super::error::PdpError;
 use super::policy::AttrValue;
+
+/// Which endpoint asks: the internal decision endpoint or the external authorize one
+/// (which also accepts a national id as the subject).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Api {
+    #[default]
+    Internal,
+    External,
+}
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Attribute {
@@ -134,10 +143,10 @@ fn is_uuid(s: &str) -> bool {
 /// organisation number with either); a national id on the internal endpoint. The
 /// internal endpoint reports these as syntax errors, the external as processing errors.
 /// A subject that is well-formed but unknown is not an error.
-pub fn check_altinn(ind: &Individual, api: super::Api) -> Result<(), PdpError> {
-    use super::pip::{A_ORGNO, A_SSN, A_SYSTEMUSER, A_USERID};
+pub fn check_altinn(ind: &Individual, api: Api) -> Result<(), PdpError> {
+    use super::policy::{A_ORGNO, A_SSN, A_SYSTEMUSER, A_USERID};
     use super::policy::{CAT_RESOURCE, CAT_SUBJECT};
-    let external = api == super::Api::External;
+    let external = api == Api::External;
     let fail = |msg: String| {
         Err(if external {
             PdpError::Processing(msg)

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use roxmltree::{Document, Node};
 
-use super::PdpError;
+use super::error::PdpError;
 use super::policy::{
     AllOf, AnyOf, AssignmentExpr, AttrValue, Child, CompiledPolicy, Designator, Effect, Expr, Match,
     ObligationExpr, Policy, PolicySet, Root, Rule, Target, expand_datatype, local_name,

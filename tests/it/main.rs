@@ -12,6 +12,7 @@ mod crash;
 mod decide;
 mod hostile;
 mod http;
+mod layers;
 mod pdp;
 mod pdp_http;
 mod persist;
