@@ -10,8 +10,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use super::AppState;
-use super::auth::Scope;
+use super::auth::{Caller, Scope};
 use super::problem::{Problem, ProblemCode, ProblemDetails};
+use crate::partition::Committed;
 use crate::query::{self, *};
 
 /// The header every read and write answers with: the token of the state it saw or made.
@@ -694,16 +695,10 @@ pub struct ConsentRequestBody(pub Value);
 #[schema(value_type = Object)]
 pub struct ConsentActionBody(pub Value);
 
-/// One consent event through the write path: the event named `name` with the body's
-/// fields (and the consent id from the path), bound to its caller as in
-/// `POST /v1/events` (`api::actor`), then committed.
-async fn consent_write(
-    name: &str,
-    req: HttpRequest,
-    payload: Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    let caller = state.auth.caller(&req)?;
+/// The caller of a route that sends one named event: someone who may send some event
+/// (`delegraph:act`, `write` or `import`); which events exactly is `api::actor`'s.
+pub(super) fn event_writer(state: &AppState, req: &HttpRequest, name: &str) -> Result<Caller, Problem> {
+    let caller = state.auth.caller(req)?;
     if ![Scope::Act, Scope::Write, Scope::Import]
         .iter()
         .any(|s| caller.has(*s))
@@ -713,6 +708,33 @@ async fn consent_write(
             format!("`{name}` needs scope `delegraph:act`, `delegraph:write` or `delegraph:import`"),
         ));
     }
+    Ok(caller)
+}
+
+/// One event named `name` with `fields`, bound to its caller as in `POST /v1/events`
+/// (`api::actor`), then committed.
+pub(super) async fn commit_one(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    fields: Map<String, Value>,
+) -> Result<Committed, Problem> {
+    let mut one = Map::new();
+    one.insert(name.to_string(), Value::Object(fields));
+    let ev = super::actor::decode(caller, Value::Object(one))?;
+    Ok(state.partitions.submit(vec![ev]).await?)
+}
+
+/// One consent event through the write path: the event named `name` with the body's
+/// fields (and the consent id from the path), bound to its caller as in
+/// `POST /v1/events` (`api::actor`), then committed.
+async fn consent_write(
+    name: &str,
+    req: HttpRequest,
+    payload: Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let caller = event_writer(&state, &req, name)?;
     super::guard::same_origin(&req)?;
     let path_id = req.match_info().get("id").map(str::to_string);
     let body = state.limits.read_body(&req, payload).await?;
@@ -747,10 +769,7 @@ async fn consent_write(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let mut one = Map::new();
-    one.insert(name.to_string(), Value::Object(fields));
-    let ev = super::actor::decode(&caller, Value::Object(one))?;
-    let committed = state.partitions.submit(vec![ev]).await?;
+    let committed = commit_one(&state, &caller, name, fields).await?;
     let answer = ConsentWriteAnswer {
         token: committed.token,
         consent,

@@ -23,8 +23,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::auth::Scope;
-use super::problem::{Problem, ProblemCode, ProblemDetails};
+use super::problem::{Problem, ProblemDetails};
 use super::routes::{EventsAnswer, MinToken, TOKEN_HEADER};
 use crate::query::{Changes, ScopeDelegationsAnswer, ScopeDelegationsQuery};
 
@@ -77,20 +76,8 @@ async fn submit(
     name: &str,
     fields: Map<String, Value>,
 ) -> Result<HttpResponse, Problem> {
-    let caller = state.auth.caller(req)?;
-    if ![Scope::Act, Scope::Write, Scope::Import]
-        .iter()
-        .any(|s| caller.has(*s))
-    {
-        return Err(Problem::new(
-            ProblemCode::InsufficientScope,
-            format!("`{name}` needs scope `delegraph:act`, `delegraph:write` or `delegraph:import`"),
-        ));
-    }
-    let mut one = Map::new();
-    one.insert(name.to_string(), Value::Object(fields));
-    let events = super::actor::decode_batch(&caller, vec![Value::Object(one)])?;
-    let committed = state.partitions.submit(events).await?;
+    let caller = super::routes::event_writer(state, req, name)?;
+    let committed = super::routes::commit_one(state, &caller, name, fields).await?;
     let changes = Changes::from(&committed.outcome);
     let answer = EventsAnswer {
         token: committed.token,
