@@ -253,7 +253,9 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
 /// Checkpoints by log size while serving: a background thread looks at the bytes
 /// logged since the last checkpoint every `POLL` and, past the limit, writes one
 /// (`Store::checkpoint`: from the pinned published version, no lock held while the
-/// snapshot is written and read back).
+/// snapshot is written and read back). The thread runs at the background pool's low
+/// priority (nice 10; the snapshot's worker threads inherit it), so readers keep their
+/// CPU while it writes.
 struct Checkpointer {
     stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     thread: std::thread::JoinHandle<()>,
@@ -268,6 +270,8 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("checkpointer".into())
             .spawn(move || {
+                // Background work: readers keep their CPU (as in the background pool).
+                delegraph::background::lower_priority();
                 let (lock, cv) = &*flag;
                 let Ok(mut stopped) = lock.lock() else { return };
                 // After a failure, wait a while before writing a whole snapshot again.
