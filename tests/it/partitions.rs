@@ -64,21 +64,48 @@ fn scenario_files() -> Vec<PathBuf> {
     files
 }
 
-/// The first step whose answers differ, in words.
-fn first_difference(a: &[StepAnswer], b: &[StepAnswer]) -> Option<String> {
+/// Where two JSON values first differ: the path and both values there (cut short).
+fn json_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
+    let short = |v: &Value| {
+        let s = v.to_string();
+        match s.char_indices().nth(300) {
+            Some((i, _)) => format!("{}…", &s[..i]),
+            None => s,
+        }
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                json_difference(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    &format!("{path}.{k}"),
+                )
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (u, v))| json_difference(u, v, &format!("{path}[{i}]"))),
+        _ if a == b => None,
+        _ => Some(format!("at {path}: {} against {}", short(a), short(b))),
+    }
+}
+
+/// The first step whose answers differ, in words: file, step and where in its answers.
+fn first_difference(a: &[Value], b: &[Value]) -> Option<String> {
     for (x, y) in a.iter().zip(b) {
-        if x != y {
-            return Some(format!(
-                "{} step {} ({}):\n  {}\n  {}",
-                x.file,
-                x.step,
-                x.what,
-                serde_json::to_string(x).unwrap(),
-                serde_json::to_string(y).unwrap()
-            ));
+        if let Some(d) = json_difference(x, y, "") {
+            return Some(format!("{} step {} ({}): {d}", x["file"], x["step"], x["what"]));
         }
     }
     (a.len() != b.len()).then(|| format!("{} steps against {}", a.len(), b.len()))
+}
+
+fn as_json(answers: &[StepAnswer]) -> Vec<Value> {
+    answers.iter().map(|a| serde_json::to_value(a).unwrap()).collect()
 }
 
 // ----------------------------------------------------------------------------------
@@ -103,8 +130,9 @@ fn every_scenario_step_answers_the_same_under_1_2_8_and_64_partitions() {
             assert_eq!(r.failed, 0, "P={p}: failed steps:\n{}", lines.join("\n"));
             assert_eq!(r.answers.len(), r.passed, "P={p}: one answer per step");
         }
+        let one = as_json(&runs[0].answers);
         for (p, r) in PS.iter().zip(&runs).skip(1) {
-            if let Some(d) = first_difference(&runs[0].answers, &r.answers) {
+            if let Some(d) = first_difference(&one, &as_json(&r.answers)) {
                 panic!("P=1 and P={p} answer differently: {d}");
             }
         }
@@ -456,9 +484,8 @@ fn codes_only(answers: &[Value]) -> Vec<Value> {
 }
 
 fn assert_same(a: &[Value], b: &[Value], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: steps");
-    for (x, y) in a.iter().zip(b) {
-        assert_eq!(x, y, "{what}: answers differ");
+    if let Some(d) = first_difference(a, b) {
+        panic!("{what}: answers differ: {d}");
     }
 }
 
