@@ -97,6 +97,17 @@ enum Command {
         /// Write a JUnit XML report (one test suite per file, one test case per step).
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Run in-process on a graph of this many partitions (each file starts from an
+        /// empty world of P partitions). Answers must not depend on it: compare two runs
+        /// with --answers. With --server the server chooses (`serve --partitions`).
+        #[arg(long, value_name = "P", default_value_t = 1, conflicts_with = "server",
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(delegraph::persist::snapshot::MAX_PARTITIONS)))]
+        partitions: u32,
+        /// Write every step's answers as JSON Lines to this file (one line per step:
+        /// file, step, whether it passed, and what each event, query or decision
+        /// answered), to compare runs: another partition count, or a server.
+        #[arg(long, value_name = "FILE")]
+        answers: Option<PathBuf>,
     },
     /// Serve the HTTP API (see the README's "Serving" section).
     Serve(serve::ServeArgs),
@@ -352,17 +363,21 @@ fn main() -> ExitCode {
             verbose,
             fail_fast,
             junit,
+            partitions,
+            answers,
         } => {
-            let mut report = delegraph::scenario::Report::default();
-            let mut http = server.map(|url| delegraph::api::client::HttpBackend::new(&url, token));
-            let options = delegraph::scenario::Options { fail_fast };
+            use delegraph::scenario::{self, Backend};
+            let mut report = scenario::Report::default();
+            let mut backend: Box<dyn Backend> = match server {
+                Some(url) => Box::new(delegraph::api::client::HttpBackend::new(&url, token)),
+                None => Box::new(scenario::InProcess::new(partitions as usize)),
+            };
+            let options = scenario::Options {
+                fail_fast,
+                record_answers: answers.is_some(),
+            };
             for f in &files {
-                report.merge(match &mut http {
-                    Some(b) => delegraph::scenario::run_file_with(b, f, options),
-                    None => {
-                        delegraph::scenario::run_file_with(&mut delegraph::world::World::new(), f, options)
-                    }
-                });
+                report.merge(scenario::run_file_with(backend.as_mut(), f, options));
                 if fail_fast && report.failed > 0 {
                     break;
                 }
@@ -378,6 +393,12 @@ fn main() -> ExitCode {
             println!("{} passed, {} failed", report.passed, report.failed);
             if let Some(path) = junit
                 && let Err(e) = std::fs::write(&path, report.to_junit())
+            {
+                eprintln!("error: writing `{}`: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            if let Some(path) = answers
+                && let Err(e) = std::fs::write(&path, report.answers_jsonl())
             {
                 eprintln!("error: writing `{}`: {e}", path.display());
                 return ExitCode::FAILURE;

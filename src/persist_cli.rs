@@ -65,6 +65,9 @@ pub struct CrashChildArgs {
     /// Seed of the event stream (each thread and restart derives its own).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Graph partitions of the recovered world.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: usize,
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal.
@@ -325,7 +328,11 @@ pub fn crash_child(args: CrashChildArgs) -> ExitCode {
 }
 
 fn run_crash_child(args: CrashChildArgs) -> Result<()> {
-    let store = Durable::open(&args.dir)?;
+    let opts = delegraph::persist::Options {
+        partitions: args.partitions.max(1),
+        ..Default::default()
+    };
+    let store = Durable::open_with(&args.dir, opts)?;
     let start = store.last_seq()?;
     if start == 0 {
         let seq = store.apply_batch(&to_events(crash_setup())?)?;

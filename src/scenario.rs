@@ -34,6 +34,8 @@ pub trait Backend {
     fn decide(&mut self, api: crate::pdp::Api, request: &Value) -> Result<Value>;
 }
 
+/// A world as the backend: each file starts from `World::new()` (one partition; see
+/// [`InProcess`] for another count).
 impl Backend for World {
     fn reset(&mut self) -> Result<()> {
         *self = World::new();
@@ -48,6 +50,101 @@ impl Backend for World {
     fn decide(&mut self, api: crate::pdp::Api, request: &Value) -> Result<Value> {
         Ok(crate::pdp::decide_json_api(self, request, api))
     }
+}
+
+/// The in-process backend of `delegraph test --partitions P`: every file starts from an
+/// empty world of `partitions` graph partitions ([`World::with_partitions`]). A scenario
+/// builds its world from events, so nothing is loaded or re-partitioned.
+#[derive(Debug, Clone)]
+pub struct InProcess {
+    pub world: World,
+    partitions: usize,
+}
+
+impl InProcess {
+    pub fn new(partitions: usize) -> InProcess {
+        InProcess {
+            world: World::with_partitions(partitions),
+            partitions,
+        }
+    }
+
+    pub fn partitions(&self) -> usize {
+        self.partitions
+    }
+}
+
+impl Backend for InProcess {
+    fn reset(&mut self) -> Result<()> {
+        self.world = World::with_partitions(self.partitions);
+        Ok(())
+    }
+    fn apply(&mut self, events: &[Event]) -> Result<()> {
+        Backend::apply(&mut self.world, events)
+    }
+    fn query(&mut self, q: &Query) -> Result<Answer> {
+        Backend::query(&mut self.world, q)
+    }
+    fn decide(&mut self, api: crate::pdp::Api, request: &Value) -> Result<Value> {
+        Backend::decide(&mut self.world, api, request)
+    }
+}
+
+/// Wraps a backend and writes down what each of its calls answered, for
+/// [`Options::record_answers`].
+struct Recording<'a> {
+    inner: &'a mut dyn Backend,
+    calls: Vec<Value>,
+}
+
+impl Recording<'_> {
+    fn error(e: &Error) -> Value {
+        serde_json::json!({"error": {"code": e.code.as_str(), "message": e.message}})
+    }
+}
+
+impl Backend for Recording<'_> {
+    fn reset(&mut self) -> Result<()> {
+        self.inner.reset()
+    }
+    fn apply(&mut self, events: &[Event]) -> Result<()> {
+        let r = self.inner.apply(events);
+        self.calls.push(match &r {
+            Ok(()) => serde_json::json!({"applied": events.len()}),
+            Err(e) => Recording::error(e),
+        });
+        r
+    }
+    fn query(&mut self, q: &Query) -> Result<Answer> {
+        let r = self.inner.query(q);
+        self.calls.push(match &r {
+            Ok(a) => serde_json::json!({ "answer": a }),
+            Err(e) => Recording::error(e),
+        });
+        r
+    }
+    fn decide(&mut self, api: crate::pdp::Api, request: &Value) -> Result<Value> {
+        let r = self.inner.decide(api, request);
+        self.calls.push(match &r {
+            Ok(v) => serde_json::json!({ "decision": v }),
+            Err(e) => Recording::error(e),
+        });
+        r
+    }
+}
+
+/// What one step got from the backend, whether it passed or not: one entry per call
+/// (`{"applied": N}` for events taken, `{"answer": ...}` for a query, `{"decision": ...}`
+/// for the decision point, `{"error": {"code", "message"}}` for a refusal). Two runs of
+/// the same files (another partition count, a server) can be compared step by step.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StepAnswer {
+    pub file: String,
+    /// 1-based index of the step.
+    pub step: usize,
+    pub what: String,
+    pub passed: bool,
+    pub calls: Vec<Value>,
 }
 
 /// One failed step.
@@ -92,6 +189,8 @@ pub struct Report {
     pub failed: usize,
     pub failures: Vec<Failure>,
     pub passes: Vec<Pass>,
+    /// Every step's answers, in order (with [`Options::record_answers`]).
+    pub answers: Vec<StepAnswer>,
 }
 
 impl Report {
@@ -100,6 +199,17 @@ impl Report {
         self.failed += other.failed;
         self.failures.extend(other.failures);
         self.passes.extend(other.passes);
+        self.answers.extend(other.answers);
+    }
+
+    /// The recorded answers as JSON Lines, one step a line (`delegraph test --answers`).
+    pub fn answers_jsonl(&self) -> String {
+        let mut out = String::new();
+        for a in &self.answers {
+            out.push_str(&serde_json::to_string(a).unwrap_or_default());
+            out.push('\n');
+        }
+        out
     }
 
     /// The report as JUnit XML: one test suite per file, one test case per step.
@@ -161,6 +271,8 @@ impl Report {
 pub struct Options {
     /// Stop at the first failed step.
     pub fail_fast: bool,
+    /// Keep every step's answers in [`Report::answers`].
+    pub record_answers: bool,
 }
 
 #[derive(Deserialize)]
@@ -198,7 +310,7 @@ fn file_failure(name: &str, got: String) -> Report {
             expected: "a scenario file".into(),
             got,
         }],
-        passes: Vec::new(),
+        ..Report::default()
     }
 }
 
@@ -233,7 +345,24 @@ pub fn run_str_with(backend: &mut dyn Backend, name: &str, text: &str, options: 
     let mut report = Report::default();
     for (i, step) in file.steps.into_iter().enumerate() {
         let what = step_name(&step);
-        match run_step(backend, step) {
+        let result = if options.record_answers {
+            let mut rec = Recording {
+                inner: &mut *backend,
+                calls: Vec::new(),
+            };
+            let result = run_step(&mut rec, step);
+            report.answers.push(StepAnswer {
+                file: name.to_string(),
+                step: i + 1,
+                what: what.clone(),
+                passed: result.is_ok(),
+                calls: rec.calls,
+            });
+            result
+        } else {
+            run_step(backend, step)
+        };
+        match result {
             Ok(()) => {
                 report.passed += 1;
                 report.passes.push(Pass {

@@ -10,6 +10,9 @@
 //! the empty directory).
 //!
 //! Cycles: `DELEGRAPH_CRASH_CYCLES` (default 20); `DELEGRAPH_CRASH_SEED` replays a run.
+//! The same test runs on a graph of 8 partitions (child and recovery) for a quarter of
+//! those cycles (`DELEGRAPH_CRASH_CYCLES_P8` to change), and its store then recovers to
+//! the same answers under 1 and 8 partitions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
@@ -18,7 +21,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use delegraph::persist::{Durable, invariants};
+use delegraph::persist::{Durable, Options, invariants};
+use delegraph::query::{self, Query};
+use serde_json::json;
 
 struct Rng(u64);
 impl Rng {
@@ -47,14 +52,34 @@ struct Tally {
     checkpoints: u64,
 }
 
-/// One cycle: start a child on `dir`, kill it at `kill`, maybe imitate a power cut, then
-/// recover in-process and check that every acknowledged batch is there and nothing is
-/// half-applied.
-fn cycle(dir: &Path, cycle: u64, seed: u64, kill: KillAt, rng: &mut Rng, tally: &mut Tally) {
+/// The store in `dir`, recovered on a graph of `partitions` partitions.
+fn open(dir: &Path, partitions: usize) -> Result<Durable, delegraph::persist::DurableError> {
+    Durable::open_with(
+        dir,
+        Options {
+            partitions,
+            ..Options::default()
+        },
+    )
+}
+
+/// One cycle: start a child on `dir` with a graph of `partitions` partitions, kill it at
+/// `kill`, maybe imitate a power cut, then recover in-process (with as many partitions)
+/// and check that every acknowledged batch is there and nothing is half-applied.
+fn cycle(
+    dir: &Path,
+    partitions: usize,
+    cycle: u64,
+    seed: u64,
+    kill: KillAt,
+    rng: &mut Rng,
+    tally: &mut Tally,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_delegraph"))
         .arg("__crash-child")
         .arg(dir)
         .args(["--seed", &seed.to_string()])
+        .args(["--partitions", &partitions.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -102,7 +127,7 @@ fn cycle(dir: &Path, cycle: u64, seed: u64, kill: KillAt, rng: &mut Rng, tally: 
     }
     let torn = imitate_power_cut(dir, rng);
     // Recover in-process and check.
-    let store = Durable::open(dir).unwrap_or_else(|e| panic!("cycle {cycle}: recovery failed: {e}"));
+    let store = open(dir, partitions).unwrap_or_else(|e| panic!("cycle {cycle}: recovery failed: {e}"));
     let r = store.recovery().clone();
     tally.truncated += r.truncated_bytes;
     if r.snapshot_seq > 0 {
@@ -135,7 +160,7 @@ fn cycle(dir: &Path, cycle: u64, seed: u64, kill: KillAt, rng: &mut Rng, tally: 
         })
         .unwrap();
     eprintln!(
-        "cycle {cycle}: {kill:?}, killed after {:?}, {} acks, recovered to {last} (snapshot {}, replayed {}, truncated {} bytes)",
+        "cycle {cycle} (P={partitions}): {kill:?}, killed after {:?}, {} acks, recovered to {last} (snapshot {}, replayed {}, truncated {} bytes)",
         t.elapsed(),
         lines.len(),
         r.snapshot_seq,
@@ -191,14 +216,15 @@ fn seed_from_env() -> u64 {
         })
 }
 
-#[test]
-fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
-    let cycles: u64 = std::env::var("DELEGRAPH_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+fn cycles_from_env(var: &str) -> Option<u64> {
+    std::env::var(var).ok().and_then(|v| v.parse().ok())
+}
+
+/// `cycles` crash cycles on one directory, child and recovery on a graph of `partitions`
+/// partitions; returns the directory.
+fn crash_test(partitions: usize, cycles: u64) -> tempfile::TempDir {
     let seed = seed_from_env();
-    eprintln!("crash test: {cycles} cycles, DELEGRAPH_CRASH_SEED={seed}");
+    eprintln!("crash test: {cycles} cycles, {partitions} partition(s), DELEGRAPH_CRASH_SEED={seed}");
     let mut rng = Rng(seed | 1);
     let dir = tempfile::tempdir().unwrap();
     let mut tally = Tally::default();
@@ -211,10 +237,18 @@ fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
         } else {
             KillAt::AfterFirstAck(Duration::from_millis(rng.below(250)))
         };
-        cycle(dir.path(), c, seed.wrapping_add(c), kill, &mut rng, &mut tally);
+        cycle(
+            dir.path(),
+            partitions,
+            c,
+            seed.wrapping_add(c),
+            kill,
+            &mut rng,
+            &mut tally,
+        );
     }
     eprintln!(
-        "crash test passed: {cycles} cycles, {} acknowledged batches, {} torn bytes truncated, {} recoveries from a checkpoint",
+        "crash test passed: {cycles} cycles, {partitions} partition(s), {} acknowledged batches, {} torn bytes truncated, {} recoveries from a checkpoint",
         tally.acked.len(),
         tally.truncated,
         tally.checkpoints
@@ -222,6 +256,75 @@ fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
     if cycles > 0 {
         assert!(!tally.acked.is_empty(), "the child never acknowledged anything");
     }
+    dir
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
+    crash_test(1, cycles_from_env("DELEGRAPH_CRASH_CYCLES").unwrap_or(20));
+}
+
+/// The crash test on a graph of 8 partitions: a quarter of `DELEGRAPH_CRASH_CYCLES`
+/// (5 by default, 25 in CI), or `DELEGRAPH_CRASH_CYCLES_P8`. Then the store it leaves
+/// recovers to the same answers under 1 and 8 partitions.
+#[test]
+fn sigkill_at_random_moments_loses_no_acknowledged_batch_with_8_partitions() {
+    let cycles = cycles_from_env("DELEGRAPH_CRASH_CYCLES_P8").unwrap_or_else(|| {
+        cycles_from_env("DELEGRAPH_CRASH_CYCLES")
+            .unwrap_or(20)
+            .div_ceil(4)
+    });
+    let dir = crash_test(8, cycles);
+    if cycles == 0 {
+        return;
+    }
+    let one = crash_answers(&open(dir.path(), 1).unwrap());
+    let eight = crash_answers(&open(dir.path(), 8).unwrap());
+    assert!(
+        one.iter().any(|(_, a)| a.contains("regnskapsforer")),
+        "the crash workload left no client delegation or REGN role to compare: {one:#?}"
+    );
+    assert_eq!(one.len(), eight.len());
+    for (a, b) in one.iter().zip(&eight) {
+        assert_eq!(
+            a, b,
+            "the recovered store answers differently under 1 and 8 partitions"
+        );
+    }
+}
+
+/// What a user can ask of the crash workload's world (its parties are `org0..`,
+/// `firm0`, `firm1` and `p0..`; an id that does not exist answers an error, compared too):
+/// everyone's authorized parties, the rights of every person and firm for every
+/// organisation, and the holders of both packages it delegates.
+/// Returns (question, answer) pairs.
+fn crash_answers(store: &Durable) -> Vec<(String, String)> {
+    let orgs: Vec<String> = (0..12).map(|i| format!("org{i}")).collect();
+    let firms = ["firm0".to_string(), "firm1".to_string()];
+    let persons: Vec<String> = (0..16).map(|i| format!("p{i}")).collect();
+    let mut questions = Vec::new();
+    for s in persons.iter().chain(&firms) {
+        questions.push(("authorized_parties", json!({"subject": s})));
+        for o in &orgs {
+            questions.push(("rights", json!({"subject": s, "party": o})));
+        }
+    }
+    for o in &orgs {
+        for p in ["regnskapsforer-lonn", "regnskapsforer-med-signeringsrettighet"] {
+            questions.push(("holders", json!({"party": o, "package": p})));
+        }
+    }
+    store
+        .read(|w| {
+            questions
+                .iter()
+                .map(|(name, body)| {
+                    let q: Query = Query::parse(name, body.clone()).unwrap().unwrap();
+                    (format!("{name} {body}"), format!("{:?}", query::evaluate(w, &q)))
+                })
+                .collect()
+        })
+        .unwrap()
 }
 
 /// A child killed at once, before it can have made its first log segment: the cycle
@@ -235,6 +338,7 @@ fn a_child_killed_before_it_made_anything_leaves_a_recoverable_store() {
     let mut tally = Tally::default();
     cycle(
         dir.path(),
+        1,
         0,
         1,
         KillAt::SinceStart(Duration::ZERO),
@@ -244,6 +348,7 @@ fn a_child_killed_before_it_made_anything_leaves_a_recoverable_store() {
     // Then a normal cycle on what it left.
     cycle(
         dir.path(),
+        1,
         1,
         2,
         KillAt::AfterFirstAck(Duration::ZERO),

@@ -13,6 +13,7 @@ mod decide;
 mod hostile;
 mod http;
 mod layers;
+mod partitions;
 mod pdp;
 mod pdp_http;
 mod persist;

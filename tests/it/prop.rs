@@ -62,7 +62,7 @@ const REGISTER_ROLES: [&str; 14] = [
     "no-such-role",
 ];
 const A2_ROLES: [&str; 6] = ["a0237", "a0239", "a0240", "utinn", "a0212", "daglig-leder"];
-const PACKAGES: [&str; 14] = [
+pub(crate) const PACKAGES: [&str; 14] = [
     "skattegrunnlag",
     "lonn",
     "regnskapsforer-lonn",
@@ -80,15 +80,15 @@ const PACKAGES: [&str; 14] = [
     "no-such-package",
 ];
 /// Packages whose holders are compared for every party.
-const HOLDER_PACKAGES: [&str; 5] = [
+pub(crate) const HOLDER_PACKAGES: [&str; 5] = [
     "skattegrunnlag",
     "regnskapsforer-lonn",
     "klientadministrator",
     "forretningsforer-eiendom",
     "innbygger-skatteforhold-privatpersoner",
 ];
-const RESOURCES: [&str; 4] = ["r1", "r2", "r3", "no-such-resource"];
-const ACTIONS: [&str; 3] = ["read", "write", "sign"];
+pub(crate) const RESOURCES: [&str; 4] = ["r1", "r2", "r3", "no-such-resource"];
+pub(crate) const ACTIONS: [&str; 3] = ["read", "write", "sign"];
 /// Roles compared with `check role` besides the reported ones of `rights`.
 const CHECKED_ROLES: [&str; 2] = ["rettighetshaver", "agent"];
 
@@ -197,7 +197,7 @@ fn policy_meaning(spec: PolicySpec) -> crate::reference::Policy {
     }
 }
 
-fn all_parties() -> Vec<&'static str> {
+pub(crate) fn all_parties() -> Vec<&'static str> {
     PERSONS.iter().copied().chain(ORGS.iter().map(|o| o.0)).collect()
 }
 
@@ -439,7 +439,7 @@ pub(crate) enum Op {
 /// The scope resources of the skeleton, and a service and an unknown one.
 const SCOPE_RESOURCES: [&str; 5] = ["mp1", "mp2", "mp3", "r1", "no-such-resource"];
 /// Scopes asked in the lookups.
-const SCOPES: [&str; 4] = ["nfd:a", "nfd:b", "nfd:felles", "nfd:c"];
+pub(crate) const SCOPES: [&str; 4] = ["nfd:a", "nfd:b", "nfd:felles", "nfd:c"];
 
 pub(crate) fn op_strategy() -> impl Strategy<Value = Op> {
     let b = any::<u8>;
@@ -1312,8 +1312,12 @@ fn show(e: &Event) -> String {
 
 /// Runs one case; on a disagreement returns the message with the replayable log.
 fn run_case(ops: &[Op], sims: &[Op]) -> Result<(), String> {
+    run_case_in(World::new(), ops, sims)
+}
+
+/// [`run_case`] from the empty world `w` (of some number of graph partitions).
+pub(crate) fn run_case_in(mut w: World, ops: &[Op], sims: &[Op]) -> Result<(), String> {
     let setup = setup_events();
-    let mut w = World::new();
     let mut r = RefWorld::new();
     let mut log: Vec<String> = Vec::new();
     for e in &setup {
