@@ -36,9 +36,15 @@ impl Default for World {
 }
 
 impl World {
+    /// An empty world whose graph is one part.
     pub fn new() -> World {
+        World::with_partitions(1)
+    }
+
+    /// An empty world whose graph has `p` parts (at least 1; see `graph`).
+    pub fn with_partitions(p: usize) -> World {
         World {
-            graph: Graph::new(),
+            graph: Graph::with_partitions(p),
             catalog: Catalog::builtin(),
             now: None,
             a2_retired: false,

@@ -52,12 +52,15 @@ type Result<T, E = DurableError> = std::result::Result<T, E>;
 pub struct Options {
     /// A log segment is closed and a new one started once it reaches this size.
     pub segment_limit: u64,
+    /// The parts of the recovered world's graph (`graph::Graph::with_partitions`).
+    pub partitions: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             segment_limit: 64 << 20,
+            partitions: 1,
         }
     }
 }
@@ -176,7 +179,7 @@ pub fn recover(dir: &Path, opts: &Options) -> Result<(World, Log, Recovery)> {
             ));
             break;
         }
-        match snapshot::load(path, &mut |_| {}) {
+        match snapshot::load_in(path, opts.partitions, &mut |_| {}) {
             Ok((w, l)) if l.header.last_seq == *seq => {
                 loaded = Some((w, *seq));
                 break;
@@ -192,7 +195,7 @@ pub fn recover(dir: &Path, opts: &Options) -> Result<(World, Log, Recovery)> {
     let (mut world, snap_seq) = match loaded {
         Some(x) => x,
         // No snapshot, or none readable but the log still starts at the beginning.
-        None if snaps.is_empty() || bridges(0) => (World::new(), 0),
+        None if snaps.is_empty() || bridges(0) => (World::with_partitions(opts.partitions), 0),
         None => {
             return Err(DurableError::NoValidSnapshot(
                 dir.to_path_buf(),

@@ -153,7 +153,10 @@ fn files(dir: &Path) -> Vec<String> {
 
 /// Small segments: every group starts a new one, so checkpoints can retire some.
 fn small_segments() -> delegraph::persist::Options {
-    delegraph::persist::Options { segment_limit: 64 }
+    delegraph::persist::Options {
+        segment_limit: 64,
+        ..Default::default()
+    }
 }
 
 /// Three batches with a checkpoint after each, on small segments: snapshots 2 and 3
@@ -316,7 +319,10 @@ fn a_torn_log_tail_is_truncated_and_never_applied() {
 #[test]
 fn corruption_before_the_newest_segment_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = delegraph::persist::Options { segment_limit: 64 };
+    let opts = delegraph::persist::Options {
+        segment_limit: 64,
+        ..Default::default()
+    };
     {
         let s = Durable::open_with(dir.path(), opts.clone()).unwrap();
         s.apply_batch(&setup_events()).unwrap();
