@@ -1,8 +1,39 @@
 //! The graph facade: the only module that names petgraph.
 //!
-//! Parties and resources are nodes of a `StableGraph`; assignments, client delegations
-//! and main-unit links are its edges. External ids (the strings a scenario file, an
-//! import or an API caller chooses) are mapped to nodes here and nowhere else.
+//! Parties and resources are nodes; assignments, client delegations and main-unit links
+//! are edges. External ids (the strings a scenario file, an import or an API caller
+//! chooses) are mapped to nodes here and nowhere else.
+//!
+//! # Partitions
+//!
+//! A graph is split into P parts ([`Graph::with_partitions`]; [`Graph::new`] is one
+//! part). Each part is a frozen petgraph `StableGraph` *base* with its indexes (behind an
+//! `Arc`) plus a persistent *delta* of later changes (`imbl` maps), and the parts sit
+//! behind a copy-on-write array: cloning a graph is O(1), and a write copies only the
+//! parts it touches. [`Graph::compacted_part`] folds one part's delta into a new base
+//! keeping every index; [`Graph::rebase_part`] moves later changes onto it. Rules that
+//! place things in parts (fixed, independent of history, so every copy agrees):
+//!
+//! * **Nodes.** A party or a resource lives in part [`partition_of`] its external id
+//!   (the FNV rule of the write queues and snapshot sections); its id map entry, its
+//!   legacy identifier list, its degree and the indexes keyed by it (main unit of a
+//!   sub-unit, sub-units of a main unit, key-role edges into it) live there too.
+//! * **Edges** live with their source (the `from` of an assignment, the client of a
+//!   delegation, the sub-unit of a main-unit link). An edge whose target is in the same
+//!   part is a petgraph edge of that part's base. An edge whose target is elsewhere is a
+//!   *remote edge*: kept by the source's part in a side table (its own index space, see
+//!   [`EdgeId`]) with an outgoing index at the source, while the target's part keeps the
+//!   list of remote edges coming in. A petgraph proxy node for the far end was the other
+//!   way; it costs a whole node slot (the weight is the party, some 300 bytes) per far
+//!   node and part, about 1 GB on a Norway world in two parts, where a remote edge costs
+//!   what an edge costs.
+//! * **Legacy identifiers** (uuid, party id, user id, organisation and national number)
+//!   live in the part [`partition_of`] the identifier's value, so a lookup probes one map.
+//! * **Resource order** (definition order, for listings) is one persistent vector beside
+//!   the parts; counts are summed over the parts.
+//!
+//! With one part there is no remote edge, and every read is the single-base read it
+//! always was (one extra pointer to follow).
 //!
 //! INVARIANT: a [`NodeId`] or [`EdgeId`] never leaves the process (it is not serialised,
 //! logged as an identity or returned by an API). petgraph reuses freed indices, so an
@@ -21,13 +52,50 @@ use petgraph::visit::{EdgeIndexable, EdgeRef, NodeIndexable};
 use crate::catalog::{Catalog, PackageSet};
 use crate::model::{PackageId, PartyKind, RoleId, SystemUserKind};
 
-/// A node of the graph (a party or a resource). Opaque outside the engine.
+/// A node of the graph (a party or a resource): its part and its index in that part,
+/// stable across compactions. Opaque outside the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(NodeIndex<u32>);
+pub struct NodeId {
+    part: u32,
+    ix: u32,
+}
 
-/// An edge of the graph. Opaque outside the engine.
+/// An edge of the graph: the part of its source and its index there (a petgraph edge
+/// index, or with [`REMOTE`] set an index in the part's table of remote edges), stable
+/// across compactions. Opaque outside the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EdgeId(EdgeIndex<u32>);
+pub struct EdgeId {
+    part: u32,
+    ix: u32,
+}
+
+/// The bit of an [`EdgeId`] index that marks a remote edge (target in another part).
+const REMOTE: u32 = 1 << 31;
+
+/// The most parts a graph may have.
+pub const MAX_PARTS: usize = 4096;
+
+impl NodeId {
+    fn local(self) -> NodeIndex<u32> {
+        NodeIndex::new(self.ix as usize)
+    }
+    /// The index of the part this node lives in.
+    pub fn part(self) -> usize {
+        self.part as usize
+    }
+}
+
+impl EdgeId {
+    fn is_remote(self) -> bool {
+        self.ix & REMOTE != 0
+    }
+    fn local(self) -> EdgeIndex<u32> {
+        EdgeIndex::new(self.ix as usize)
+    }
+    fn slot(self) -> usize {
+        (self.ix & !REMOTE) as usize
+    }
+}
 
 /// A set of actions on a resource (`read`, `write`, `sign`, ...).
 pub type Actions = BTreeSet<String>;
@@ -195,38 +263,54 @@ pub enum EdgeKey {
 /// time (rustc-hash's fixed seed would).
 type IdMap = HashMap<String, NodeId, foldhash::fast::RandomState>;
 
-/// One frozen layer of the graph: a petgraph structure with its indexes. Mutated in
-/// place only while nothing else shares it (loading, the reference engine, a compaction
-/// building the next base); otherwise changes go to the [`Graph`]'s delta.
+/// An edge with its endpoints, as the delta and the remote-edge table keep it.
+type FullEdge = (NodeId, NodeId, Edge);
+
+/// One frozen layer of one part: a petgraph structure of the part's nodes and the edges
+/// between them, its remote edges, and its indexes. Mutated in place only while nothing
+/// else shares it (loading, the reference engine, a compaction building the next base);
+/// otherwise changes go to the part's delta.
 #[derive(Debug, Clone, Default)]
 struct Core {
+    /// Which part this is.
+    part: u32,
     g: StableGraph<Node, Edge, petgraph::Directed, u32>,
+    /// Edges from a node of this part to a node of another, by [`EdgeId::slot`] (a slot
+    /// is never reused: a removed one stays `None`).
+    remote: Vec<Option<FullEdge>>,
+    /// How many of `remote` are edges (not `None`).
+    remote_n: usize,
+    /// Remote edges out of each node of this part, and into each node of this part from
+    /// other parts.
+    remote_out: FxHashMap<NodeId, Vec<EdgeId>>,
+    remote_in: FxHashMap<NodeId, Vec<EdgeId>>,
     parties: IdMap,
     resources: IdMap,
-    /// Edge counts per node, to walk the smaller side when looking for an edge between
-    /// two nodes (a hub such as an accounting firm may have tens of thousands).
+    /// Edge counts (in, out) per node, remote edges included, to walk the smaller side
+    /// when looking for an edge between two nodes (a hub such as an accounting firm may
+    /// have tens of thousands).
     degree: FxHashMap<NodeId, (u32, u32)>,
     /// Edges from a node to itself (a client delegation whose agent is the client).
     loops: FxHashMap<NodeId, u32>,
-    /// Sub-unit → main unit, and main unit → sub-units (mirrors of the MainUnit edges).
+    /// Sub-unit → main unit (keyed by the sub-unit, here), and main unit → sub-units
+    /// (keyed by the main unit, here): mirrors of the MainUnit edges.
     main_of: FxHashMap<NodeId, NodeId>,
     subs_of: FxHashMap<NodeId, Vec<NodeId>>,
     /// Incoming assignments with a key role, per receiving node: the key-role path
     /// starts from these, and a firm with 20 000 client edges has only a few of them.
     key_in: FxHashMap<NodeId, Vec<EdgeId>>,
-    /// Resource nodes in definition order (a whole-graph scan for them would cost a
-    /// walk over millions of parties).
-    resource_order: Vec<NodeId>,
     /// Legacy identifiers (uuid, party id, user id, org number, national id) → party,
-    /// for decision requests. A party's old identifiers are dropped when it changes;
-    /// entries are also checked on read. When two parties share an identifier, the last
-    /// one written holds it.
+    /// for decision requests, for the values that hash to this part. A party's old
+    /// identifiers are dropped when it changes; entries are also checked on read. When
+    /// two parties share an identifier, the last one written holds it.
     /// Per identifier kind (`IdentKind as usize`), the party holding each value.
     idents: [FxHashMap<String, NodeId>; 5],
-    /// The identifier keys indexed for each party, to drop them when they change.
+    /// The identifier keys indexed for each party of this part, to drop them when they
+    /// change.
     ident_keys: FxHashMap<NodeId, Vec<(IdentKind, String)>>,
 }
 
+/// The kinds of legacy identifier a decision request may name a party by.
 /// The kinds of legacy identifier a decision request may name a party by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IdentKind {
@@ -267,117 +351,80 @@ impl IdentKind {
 }
 
 impl Core {
-    fn party(&self, n: NodeId) -> Option<&Party> {
-        match self.g.node_weight(n.0) {
-            Some(Node::Party(p)) => Some(p),
-            _ => None,
+    fn new(part: u32) -> Core {
+        Core {
+            part,
+            ..Core::default()
         }
     }
 
-    fn add_party(&mut self, p: Party) -> NodeId {
-        let id = p.id.clone();
-        let n = NodeId(self.g.add_node(Node::Party(p)));
-        self.parties.insert(id, n);
-        self.reindex_party(n);
-        n
-    }
-
-    fn reindex_party(&mut self, n: NodeId) {
-        self.unindex_party(n);
-        let Some(p) = self.party(n) else { return };
-        let keys = ident_keys_of(p);
-        for (kind, v) in &keys {
-            self.idents[*kind as usize].insert(v.clone(), n);
-        }
-        if !keys.is_empty() {
-            self.ident_keys.insert(n, keys);
+    fn id(&self, i: NodeIndex<u32>) -> NodeId {
+        NodeId {
+            part: self.part,
+            ix: i.index() as u32,
         }
     }
 
-    fn unindex_party(&mut self, n: NodeId) {
-        for (kind, v) in self.ident_keys.remove(&n).unwrap_or_default() {
-            let map = &mut self.idents[kind as usize];
-            if map.get(&v) == Some(&n) {
-                map.remove(&v);
-            }
+    fn edge_id(&self, e: EdgeIndex<u32>) -> EdgeId {
+        EdgeId {
+            part: self.part,
+            ix: e.index() as u32,
         }
     }
 
-    fn add_resource(&mut self, r: Resource) -> NodeId {
-        let id = r.id.clone();
-        let n = NodeId(self.g.add_node(Node::Resource(r)));
-        self.resources.insert(id, n);
-        self.resource_order.push(n);
-        n
+    fn add_node(&mut self, n: Node) -> NodeId {
+        let i = self.g.add_node(n);
+        self.id(i)
     }
 
+    /// Removes a node (with no edges) and its id map entry.
     fn remove_node(&mut self, n: NodeId) {
-        match self.g.remove_node(n.0) {
+        match self.g.remove_node(n.local()) {
             Some(Node::Party(p)) => {
                 self.parties.remove(&p.id);
             }
             Some(Node::Resource(r)) => {
                 self.resources.remove(&r.id);
-                self.resource_order.retain(|x| *x != n);
             }
             None => {}
         }
         self.degree.remove(&n);
-        self.unindex_party(n);
     }
 
-    fn add_edge(&mut self, from: NodeId, to: NodeId, w: Edge) -> EdgeId {
-        self.degree.entry(from).or_default().1 += 1;
-        self.degree.entry(to).or_default().0 += 1;
-        if from == to {
-            *self.loops.entry(from).or_default() += 1;
+    /// A base edge with its endpoints.
+    fn edge_full(&self, e: EdgeId) -> Option<(NodeId, NodeId, &Edge)> {
+        if e.is_remote() {
+            let (a, b, w) = self.remote.get(e.slot())?.as_ref()?;
+            return Some((*a, *b, w));
         }
-        let is_key = is_key_edge(&w);
-        let is_main = matches!(w, Edge::MainUnit(_));
-        let e = EdgeId(self.g.add_edge(from.0, to.0, w));
-        if is_key {
-            self.key_in.entry(to).or_default().push(e);
-        }
-        if is_main {
-            self.main_of.insert(from, to);
-            self.subs_of.entry(to).or_default().push(from);
-        }
-        e
+        let (a, b) = self.g.edge_endpoints(e.local())?;
+        Some((self.id(a), self.id(b), self.g.edge_weight(e.local())?))
     }
 
-    fn remove_edge(&mut self, e: EdgeId) -> Option<Edge> {
-        let (a, b) = self.g.edge_endpoints(e.0)?;
-        let (a, b) = (NodeId(a), NodeId(b));
-        if let Some(d) = self.degree.get_mut(&a) {
-            d.1 = d.1.saturating_sub(1);
+    /// The base's adjacency list of `n` in direction `dir` (as a delta override starts).
+    fn adj_list(&self, n: NodeId, dir: Direction) -> imbl::Vector<EdgeId> {
+        let mut v: imbl::Vector<EdgeId> = self
+            .g
+            .edges_directed(n.local(), dir)
+            .map(|e| self.edge_id(e.id()))
+            .collect();
+        let remote = match dir {
+            Direction::Outgoing => &self.remote_out,
+            Direction::Incoming => &self.remote_in,
+        };
+        if let Some(r) = remote.get(&n) {
+            v.extend(r.iter().copied());
         }
-        if let Some(d) = self.degree.get_mut(&b) {
-            d.0 = d.0.saturating_sub(1);
+        v
+    }
+}
+
+fn drop_from<K: std::hash::Hash + Eq, V: PartialEq>(m: &mut FxHashMap<K, Vec<V>>, k: &K, x: &V) {
+    if let Some(v) = m.get_mut(k) {
+        v.retain(|y| y != x);
+        if v.is_empty() {
+            m.remove(k);
         }
-        if a == b
-            && let Some(k) = self.loops.get_mut(&a)
-        {
-            *k -= 1;
-            if *k == 0 {
-                self.loops.remove(&a);
-            }
-        }
-        if let Some(v) = self.key_in.get_mut(&b) {
-            v.retain(|x| *x != e);
-            if v.is_empty() {
-                self.key_in.remove(&b);
-            }
-        }
-        if matches!(self.g.edge_weight(e.0), Some(Edge::MainUnit(_))) {
-            self.main_of.remove(&a);
-            if let Some(v) = self.subs_of.get_mut(&b) {
-                v.retain(|x| *x != a);
-                if v.is_empty() {
-                    self.subs_of.remove(&b);
-                }
-            }
-        }
-        self.g.remove_edge(e.0)
     }
 }
 
@@ -402,23 +449,22 @@ fn endpoints_of(key: EdgeKey) -> (NodeId, NodeId) {
 
 type Map<K, V> = imbl::HashMap<K, V>;
 
-/// An edge with its endpoints, as the delta keeps it.
-type FullEdge = (NodeId, NodeId, Edge);
-
-/// The changes since the base, as persistent maps: cloning is O(1) and a change copies
-/// only the path to it. Every entry is an absolute value that overrides the base's (an
-/// empty list or 0 where the base's index has no entry; `None` for a removed node, edge
-/// or key).
+/// The changes to one part since its base, as persistent maps: cloning is O(1) and a
+/// change copies only the path to it. Every entry is an absolute value that overrides
+/// the base's (an empty list or 0 where the base's index has no entry; `None` for a
+/// removed node, edge or key).
 ///
 /// INVARIANT: the adjacency lists of both endpoints of every edge added or removed in the
-/// delta are overridden (`out_adj`, `in_adj`), so a node without an override has exactly
-/// its base edges, which the delta never changes in place. New nodes and edges get
-/// indices from `next_node`/`next_edge`, which start at the base's bounds and never go
-/// back, so an index names one node or edge for the life of the delta, and
-/// [`Graph::compacted`] places each at the same index in the next base.
+/// delta are overridden (`out_adj` in the source's part, `in_adj` in the target's part),
+/// so a node without an override has exactly its base edges (petgraph's and remote
+/// ones), which the delta never changes in place. New nodes, edges and remote edges get
+/// indices from `next_node`/`next_edge`/`next_remote`, which start at the base's bounds
+/// and never go back, so an index names one node or edge for the life of the delta, and
+/// [`Graph::compacted_part`] places each at the same index in the next base.
 #[derive(Debug, Clone, Default)]
 struct Delta {
     nodes: imbl::OrdMap<u32, Option<Arc<Node>>>,
+    /// Edges of this part (local and remote, by [`EdgeId`] index).
     edges: imbl::OrdMap<u32, Option<Arc<FullEdge>>>,
     out_adj: Map<NodeId, imbl::Vector<EdgeId>>,
     in_adj: Map<NodeId, imbl::Vector<EdgeId>>,
@@ -428,38 +474,63 @@ struct Delta {
     main_of: Map<NodeId, Option<NodeId>>,
     subs_of: Map<NodeId, Vec<NodeId>>,
     key_in: Map<NodeId, Vec<EdgeId>>,
-    resource_order: Option<imbl::Vector<NodeId>>,
     idents: [Map<String, Option<NodeId>>; 5],
     ident_keys: Map<NodeId, Vec<(IdentKind, String)>>,
     next_node: u32,
     next_edge: u32,
+    next_remote: u32,
     parties_n: i64,
     resources_n: i64,
     edges_n: i64,
 }
 
-/// The graph of parties, resources and grants behind the engine's own facade.
-///
-/// A frozen base (a petgraph structure with its indexes, shared behind an `Arc`) plus a
-/// persistent delta of later changes. Cloning is O(1), so a version of the world can be
-/// published while the writer goes on with a copy; [`Graph::compacted`] folds the delta
-/// into a new base. While the base is not shared and the delta is empty (loading, the
-/// reference engine, the scenario runner) changes go straight into the base.
+/// One part of a graph: a base and the delta of changes since.
 #[derive(Debug, Clone, Default)]
-pub struct Graph {
+struct Part {
     base: Arc<Core>,
     /// True once anything was written to `d` (reads then consult it first).
     dirty: bool,
     d: Delta,
 }
 
-fn ix(n: NodeId) -> u32 {
-    n.0.index() as u32
+/// Where a write to a part goes: straight into its base (nothing shares it and its
+/// delta is empty), or into its delta (with the base to read from).
+enum W<'a> {
+    Direct(&'a mut Core),
+    Delta(&'a mut Delta, &'a Core),
 }
 
-impl Graph {
-    pub fn new() -> Graph {
-        Graph::default()
+/// The delta's adjacency list of `n` (copied from the base on first change).
+fn adj_mut<'a>(d: &'a mut Delta, base: &Core, n: NodeId, dir: Direction) -> &'a mut imbl::Vector<EdgeId> {
+    let map = match dir {
+        Direction::Outgoing => &mut d.out_adj,
+        Direction::Incoming => &mut d.in_adj,
+    };
+    map.entry(n).or_insert_with(|| base.adj_list(n, dir))
+}
+
+/// The delta's own copy of node `ix` (made from the base on first change).
+fn node_mut<'a>(d: &'a mut Delta, base: &Core, ix: u32) -> Option<&'a mut Node> {
+    let cur = if d.nodes.contains_key(&ix) {
+        None
+    } else {
+        Some(base.g.node_weight(NodeIndex::new(ix as usize))?.clone())
+    };
+    let slot = d.nodes.entry(ix).or_insert_with(|| cur.map(Arc::new));
+    slot.as_mut().map(Arc::make_mut)
+}
+
+impl Part {
+    fn new(part: u32) -> Part {
+        Part {
+            base: Arc::new(Core::new(part)),
+            dirty: false,
+            d: Delta::default(),
+        }
+    }
+
+    fn index(&self) -> u32 {
+        self.base.part
     }
 
     /// Whether changes go straight into the base: only while nothing shares it and the
@@ -468,17 +539,25 @@ impl Graph {
         !self.dirty && Arc::get_mut(&mut self.base).is_some()
     }
 
-    fn delta(&mut self) -> &mut Delta {
+    fn w(&mut self) -> W<'_> {
+        if self.direct() {
+            return W::Direct(Arc::make_mut(&mut self.base));
+        }
         if !self.dirty {
             self.dirty = true;
             self.d.next_node = self.base.g.node_bound() as u32;
             self.d.next_edge = self.base.g.edge_bound() as u32;
+            self.d.next_remote = self.base.remote.len() as u32;
         }
-        &mut self.d
+        W::Delta(&mut self.d, &self.base)
     }
 
-    /// How many nodes and edges the delta holds (compaction folds it past a bound).
-    pub fn delta_len(&self) -> usize {
+    /// The base, when changes go straight into it (bulk loading).
+    fn direct_core(&mut self) -> Option<&mut Core> {
+        self.direct().then(|| Arc::make_mut(&mut self.base))
+    }
+
+    fn delta_len(&self) -> usize {
         if self.dirty {
             self.d.nodes.len() + self.d.edges.len()
         } else {
@@ -486,17 +565,17 @@ impl Graph {
         }
     }
 
-    pub fn party_count(&self) -> usize {
-        (self.base.parties.len() as i64 + self.d.parties_n).max(0) as usize
+    fn party_count(&self) -> i64 {
+        self.base.parties.len() as i64 + self.d.parties_n
     }
-    pub fn resource_count(&self) -> usize {
-        (self.base.resources.len() as i64 + self.d.resources_n).max(0) as usize
+    fn resource_count(&self) -> i64 {
+        self.base.resources.len() as i64 + self.d.resources_n
     }
-    pub fn edge_count(&self) -> usize {
-        (self.base.g.edge_count() as i64 + self.d.edges_n).max(0) as usize
+    fn edge_count(&self) -> i64 {
+        (self.base.g.edge_count() + self.base.remote_n) as i64 + self.d.edges_n
     }
 
-    pub fn party_node(&self, id: &str) -> Option<NodeId> {
+    fn party_node(&self, id: &str) -> Option<NodeId> {
         if self.dirty
             && let Some(v) = self.d.parties.get(id)
         {
@@ -504,7 +583,7 @@ impl Graph {
         }
         self.base.parties.get(id).copied()
     }
-    pub fn resource_node(&self, id: &str) -> Option<NodeId> {
+    fn resource_node(&self, id: &str) -> Option<NodeId> {
         if self.dirty
             && let Some(v) = self.d.resources.get(id)
         {
@@ -513,251 +592,22 @@ impl Graph {
         self.base.resources.get(id).copied()
     }
 
-    fn node(&self, n: NodeId) -> Option<&Node> {
+    fn node(&self, ix: u32) -> Option<&Node> {
         if self.dirty
-            && let Some(v) = self.d.nodes.get(&ix(n))
+            && let Some(v) = self.d.nodes.get(&ix)
         {
             return v.as_deref();
         }
-        self.base.g.node_weight(n.0)
+        self.base.g.node_weight(NodeIndex::new(ix as usize))
     }
 
-    /// The delta's own copy of node `n` (made from the base on first change).
-    fn node_mut(&mut self, n: NodeId) -> Option<&mut Node> {
-        let cur = self.node(n)?.clone();
-        let d = self.delta();
-        let slot = d.nodes.entry(ix(n)).or_insert_with(|| Some(Arc::new(cur)));
-        slot.as_mut().map(Arc::make_mut)
-    }
-
-    pub fn party(&self, n: NodeId) -> Option<&Party> {
-        match self.node(n) {
-            Some(Node::Party(p)) => Some(p),
-            _ => None,
-        }
-    }
-    pub fn party_mut(&mut self, n: NodeId) -> Option<&mut Party> {
-        if self.direct() {
-            let c = Arc::make_mut(&mut self.base);
-            return match c.g.node_weight_mut(n.0) {
-                Some(Node::Party(p)) => Some(p),
-                _ => None,
-            };
-        }
-        self.party(n)?;
-        match self.node_mut(n) {
-            Some(Node::Party(p)) => Some(p),
-            _ => None,
-        }
-    }
-    pub fn resource(&self, n: NodeId) -> Option<&Resource> {
-        match self.node(n) {
-            Some(Node::Resource(r)) => Some(r),
-            _ => None,
-        }
-    }
-    pub fn resource_mut(&mut self, n: NodeId) -> Option<&mut Resource> {
-        if self.direct() {
-            let c = Arc::make_mut(&mut self.base);
-            return match c.g.node_weight_mut(n.0) {
-                Some(Node::Resource(r)) => Some(r),
-                _ => None,
-            };
-        }
-        self.resource(n)?;
-        match self.node_mut(n) {
-            Some(Node::Resource(r)) => Some(r),
-            _ => None,
-        }
-    }
-
-    /// The external id of a party or resource node ("?" for a node that is gone).
-    pub fn ext_id(&self, n: NodeId) -> &str {
-        match self.node(n) {
-            Some(Node::Party(p)) => &p.id,
-            Some(Node::Resource(r)) => &r.id,
-            None => "?",
-        }
-    }
-
-    pub fn add_party(&mut self, p: Party) -> NodeId {
-        if self.direct() {
-            let c = Arc::make_mut(&mut self.base);
-            return c.add_party(p);
-        }
-        let id = p.id.clone();
-        let d = self.delta();
-        let n = NodeId(NodeIndex::new(d.next_node as usize));
-        d.next_node += 1;
-        d.nodes.insert(ix(n), Some(Arc::new(Node::Party(p))));
-        d.parties.insert(id, Some(n));
-        d.parties_n += 1;
-        self.reindex_party(n);
-        n
-    }
-
-    fn ident_keys(&self, n: NodeId) -> &[(IdentKind, String)] {
-        if self.dirty
-            && let Some(v) = self.d.ident_keys.get(&n)
-        {
-            return v;
-        }
-        self.base.ident_keys.get(&n).map_or(&[], |v| v.as_slice())
-    }
-
-    fn ident(&self, kind: IdentKind, v: &str) -> Option<NodeId> {
-        if self.dirty
-            && let Some(x) = self.d.idents[kind as usize].get(v)
-        {
-            return *x;
-        }
-        self.base.idents[kind as usize].get(v).copied()
-    }
-
-    /// Records the legacy identifiers of party `n` (after it was created or changed).
-    pub fn reindex_party(&mut self, n: NodeId) {
-        if self.direct() {
-            let c = Arc::make_mut(&mut self.base);
-            return c.reindex_party(n);
-        }
-        self.unindex_party(n);
-        let Some(p) = self.party(n) else { return };
-        let keys = ident_keys_of(p);
-        let d = self.delta();
-        for (kind, v) in &keys {
-            d.idents[*kind as usize].insert(v.clone(), Some(n));
-        }
-        d.ident_keys.insert(n, keys);
-    }
-
-    fn unindex_party(&mut self, n: NodeId) {
-        let keys = self.ident_keys(n).to_vec();
-        let stale: Vec<(IdentKind, String)> = keys
-            .into_iter()
-            .filter(|(kind, v)| self.ident(*kind, v) == Some(n))
-            .collect();
-        let d = self.delta();
-        d.ident_keys.insert(n, Vec::new());
-        for (kind, v) in stale {
-            d.idents[kind as usize].insert(v, None);
-        }
-    }
-
-    /// The party with this legacy identifier (uuids compare case-insensitively).
-    pub fn party_by_ident(&self, kind: IdentKind, value: &str) -> Option<NodeId> {
-        let v = value.trim();
-        let v: std::borrow::Cow<'_, str> =
-            if kind == IdentKind::Uuid && v.bytes().any(|b| b.is_ascii_uppercase()) {
-                v.to_ascii_lowercase().into()
-            } else {
-                v.into()
-            };
-        let n = self.ident(kind, v.as_ref())?;
-        // Checked on read: never answer with a party that no longer has the identifier.
-        self.party(n).is_some_and(|p| kind.is(p, &v)).then_some(n)
-    }
-
-    fn order(&self) -> Option<&imbl::Vector<NodeId>> {
-        if self.dirty {
-            self.d.resource_order.as_ref()
-        } else {
-            None
-        }
-    }
-
-    fn order_mut(&mut self) -> &mut imbl::Vector<NodeId> {
-        let base: imbl::Vector<NodeId> = self.base.resource_order.iter().copied().collect();
-        self.delta().resource_order.get_or_insert(base)
-    }
-
-    pub fn add_resource(&mut self, r: Resource) -> NodeId {
-        if self.direct() {
-            let c = Arc::make_mut(&mut self.base);
-            return c.add_resource(r);
-        }
-        let id = r.id.clone();
-        let d = self.delta();
-        let n = NodeId(NodeIndex::new(d.next_node as usize));
-        d.next_node += 1;
-        d.nodes.insert(ix(n), Some(Arc::new(Node::Resource(r))));
-        d.resources.insert(id, Some(n));
-        d.resources_n += 1;
-        self.order_mut().push_back(n);
-        n
-    }
-
-    /// Removes a node with no edges (used only to undo its creation).
-    pub fn remove_node(&mut self, n: NodeId) {
-        if self.direct() {
-            let c = Arc::make_mut(&mut self.base);
-            return c.remove_node(n);
-        }
-        match self.node(n).cloned() {
-            Some(Node::Party(p)) => {
-                let d = self.delta();
-                d.parties.insert(p.id, None);
-                d.parties_n -= 1;
-            }
-            Some(Node::Resource(r)) => {
-                let d = self.delta();
-                d.resources.insert(r.id, None);
-                d.resources_n -= 1;
-                self.order_mut().retain(|x| *x != n);
-            }
-            None => return,
-        }
-        self.delta().nodes.insert(ix(n), None);
-        self.unindex_party(n);
-    }
-
-    pub fn parties(&self) -> impl Iterator<Item = (NodeId, &Party)> {
-        let bound = self.base.g.node_bound() as u32;
-        let base = self
-            .base
-            .g
-            .node_indices()
-            .filter_map(|i| match self.node(NodeId(i)) {
-                Some(Node::Party(p)) => Some((NodeId(i), p)),
-                _ => None,
-            });
-        let new = self
-            .dirty
-            .then(|| {
-                self.d
-                    .nodes
-                    .range(bound..)
-                    .filter_map(|(i, w)| match w.as_deref() {
-                        Some(Node::Party(p)) => Some((NodeId(NodeIndex::new(*i as usize)), p)),
-                        _ => None,
-                    })
-            })
-            .into_iter()
-            .flatten();
-        base.chain(new)
-    }
-    /// Every resource, in the order they were defined.
-    pub fn resources(&self) -> impl Iterator<Item = (NodeId, &Resource)> {
-        let over = self.order();
-        let base = over
-            .is_none()
-            .then(|| self.base.resource_order.iter())
-            .into_iter()
-            .flatten();
-        over.into_iter()
-            .flatten()
-            .chain(base)
-            .filter_map(|n| Some((*n, self.resource(*n)?)))
-    }
-
-    /// An edge with its endpoints.
     fn edge_full(&self, e: EdgeId) -> Option<(NodeId, NodeId, &Edge)> {
         if self.dirty
-            && let Some(v) = self.d.edges.get(&(e.0.index() as u32))
+            && let Some(v) = self.d.edges.get(&e.ix)
         {
             return v.as_deref().map(|(a, b, w)| (*a, *b, w));
         }
-        let (a, b) = self.base.g.edge_endpoints(e.0)?;
-        Some((NodeId(a), NodeId(b), self.base.g.edge_weight(e.0)?))
+        self.base.edge_full(e)
     }
 
     fn adj(&self, n: NodeId, dir: Direction) -> Option<&imbl::Vector<EdgeId>> {
@@ -768,32 +618,6 @@ impl Graph {
             Direction::Outgoing => self.d.out_adj.get(&n),
             Direction::Incoming => self.d.in_adj.get(&n),
         }
-    }
-
-    /// Edges at `n` in direction `dir`: (edge, the other end, weight).
-    ///
-    /// The base walk is the hot path of every check, so it stays a small petgraph
-    /// iterator; an overridden adjacency list is walked through a box, because an
-    /// `imbl` vector iterator is hundreds of bytes and the adapters that resolution
-    /// stacks on top of this one move it around (measured: 60 % of a check in `memmove`
-    /// when both kinds were chained inline).
-    fn edges_at(&self, n: NodeId, dir: Direction) -> EdgesAt<'_> {
-        match self.adj(n, dir) {
-            Some(over) => EdgesAt::Delta(Box::new(over.iter().filter_map(move |e| {
-                let (a, b, w) = self.edge_full(*e)?;
-                Some((*e, if dir == Direction::Outgoing { b } else { a }, w))
-            }))),
-            None => EdgesAt::Base(self.base.g.edges_directed(n.0, dir), dir),
-        }
-    }
-
-    /// Edges ending at `n`: (edge, source, weight).
-    pub fn incoming(&self, n: NodeId) -> impl Iterator<Item = (EdgeId, NodeId, &Edge)> + '_ {
-        self.edges_at(n, Direction::Incoming)
-    }
-    /// Edges starting at `n`: (edge, target, weight).
-    pub fn outgoing(&self, n: NodeId) -> impl Iterator<Item = (EdgeId, NodeId, &Edge)> + '_ {
-        self.edges_at(n, Direction::Outgoing)
     }
 
     /// (incoming, outgoing) edge counts of `n`.
@@ -815,6 +639,651 @@ impl Graph {
             return *k;
         }
         self.base.loops.get(&n).copied().unwrap_or(0)
+    }
+
+    fn main_of(&self, sub: NodeId) -> Option<NodeId> {
+        if self.dirty
+            && let Some(v) = self.d.main_of.get(&sub)
+        {
+            return *v;
+        }
+        self.base.main_of.get(&sub).copied()
+    }
+
+    fn subs(&self, main: NodeId) -> &[NodeId] {
+        if self.dirty
+            && let Some(v) = self.d.subs_of.get(&main)
+        {
+            return v;
+        }
+        self.base.subs_of.get(&main).map_or(&[], |v| v.as_slice())
+    }
+
+    fn key_edges(&self, n: NodeId) -> &[EdgeId] {
+        if self.dirty
+            && let Some(v) = self.d.key_in.get(&n)
+        {
+            return v;
+        }
+        self.base.key_in.get(&n).map_or(&[], |v| v.as_slice())
+    }
+
+    fn ident_keys(&self, n: NodeId) -> &[(IdentKind, String)] {
+        if self.dirty
+            && let Some(v) = self.d.ident_keys.get(&n)
+        {
+            return v;
+        }
+        self.base.ident_keys.get(&n).map_or(&[], |v| v.as_slice())
+    }
+
+    fn ident(&self, kind: IdentKind, v: &str) -> Option<NodeId> {
+        if self.dirty
+            && let Some(x) = self.d.idents[kind as usize].get(v)
+        {
+            return *x;
+        }
+        self.base.idents[kind as usize].get(v).copied()
+    }
+
+    fn parties(&self) -> impl Iterator<Item = (NodeId, &Party)> {
+        let part = self.index();
+        let bound = self.base.g.node_bound() as u32;
+        let base = self.base.g.node_indices().filter_map(move |i| {
+            let n = self.base.id(i);
+            match self.node(n.ix) {
+                Some(Node::Party(p)) => Some((n, p)),
+                _ => None,
+            }
+        });
+        let new = self
+            .dirty
+            .then(|| {
+                self.d
+                    .nodes
+                    .range(bound..)
+                    .filter_map(move |(i, w)| match w.as_deref() {
+                        Some(Node::Party(p)) => Some((NodeId { part, ix: *i }, p)),
+                        _ => None,
+                    })
+            })
+            .into_iter()
+            .flatten();
+        base.chain(new)
+    }
+
+    /// This part with its delta folded into a new base (the same nodes and edges at the
+    /// same indices). None if the delta does not fit its base (an engine bug).
+    fn compacted(&self) -> Option<Part> {
+        if !self.dirty {
+            return Some(self.clone());
+        }
+        let d = &self.d;
+        let part = self.index();
+        let mut c = (*self.base).clone();
+        let base_bound = self.base.g.node_bound() as u32;
+        let edge_bound = self.base.g.edge_bound() as u32;
+        // New nodes and edges at their own indices: a slot the base left free is filled
+        // with a stand-in first, removed again at the end.
+        let mut fill_nodes = Vec::new();
+        for (i, w) in d.nodes.range(base_bound..) {
+            let Some(w) = w else { continue };
+            loop {
+                let got = c.g.add_node((**w).clone());
+                let got_i = got.index() as u32;
+                if got_i == *i {
+                    break;
+                }
+                if got_i > *i {
+                    return None;
+                }
+                fill_nodes.push(got);
+            }
+        }
+        let mut gone_nodes = Vec::new();
+        for (i, w) in d.nodes.range(..base_bound) {
+            let n = NodeIndex::new(*i as usize);
+            match w {
+                Some(w) => *c.g.node_weight_mut(n)? = (**w).clone(),
+                None => gone_nodes.push(n),
+            }
+        }
+        let mut fill_edges = Vec::new();
+        for (i, w) in d.edges.range(edge_bound..REMOTE) {
+            let Some(w) = w else { continue };
+            let (a, b, w) = &**w;
+            if a.part != part || b.part != part {
+                return None;
+            }
+            loop {
+                let got = c.g.add_edge(a.local(), b.local(), w.clone());
+                let got_i = got.index() as u32;
+                if got_i == *i {
+                    break;
+                }
+                if got_i > *i {
+                    return None;
+                }
+                fill_edges.push(got);
+            }
+        }
+        for (i, w) in d.edges.range(..edge_bound) {
+            let e = EdgeIndex::new(*i as usize);
+            match w {
+                Some(w) => *c.g.edge_weight_mut(e)? = w.2.clone(),
+                None => {
+                    c.g.remove_edge(e);
+                }
+            }
+        }
+        for (i, w) in d.edges.range(REMOTE..) {
+            let slot = (*i & !REMOTE) as usize;
+            if c.remote.len() <= slot {
+                c.remote.resize(slot + 1, None);
+            }
+            *c.remote.get_mut(slot)? = w.as_deref().cloned();
+        }
+        c.remote_n = c.remote.iter().filter(|e| e.is_some()).count();
+        for e in fill_edges {
+            c.g.remove_edge(e);
+        }
+        for n in fill_nodes.into_iter().chain(gone_nodes) {
+            c.g.remove_node(n);
+        }
+        // The indexes: every delta entry is an absolute value.
+        fn put<K: std::hash::Hash + Eq + Clone, V: Clone, S: std::hash::BuildHasher>(
+            m: &mut HashMap<K, V, S>,
+            d: &Map<K, Option<V>>,
+        ) {
+            for (k, v) in d {
+                match v {
+                    Some(v) => m.insert(k.clone(), v.clone()),
+                    None => m.remove(k),
+                };
+            }
+        }
+        fn put_fx<K: std::hash::Hash + Eq + Clone, V: Clone>(
+            m: &mut FxHashMap<K, V>,
+            d: &Map<K, V>,
+            empty: impl Fn(&V) -> bool,
+        ) {
+            for (k, v) in d {
+                if empty(v) {
+                    m.remove(k);
+                } else {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        put(&mut c.parties, &d.parties);
+        put(&mut c.resources, &d.resources);
+        put(&mut c.main_of, &d.main_of);
+        for (m, dm) in c.idents.iter_mut().zip(&d.idents) {
+            put(m, dm);
+        }
+        put_fx(&mut c.loops, &d.loops, |v| *v == 0);
+        put_fx(&mut c.subs_of, &d.subs_of, Vec::is_empty);
+        put_fx(&mut c.key_in, &d.key_in, Vec::is_empty);
+        put_fx(&mut c.ident_keys, &d.ident_keys, Vec::is_empty);
+        // Remote edges at overridden nodes: the remote part of each override.
+        for (n, list) in &d.out_adj {
+            let r: Vec<EdgeId> = list.iter().copied().filter(|e| e.is_remote()).collect();
+            if r.is_empty() {
+                c.remote_out.remove(n);
+            } else {
+                c.remote_out.insert(*n, r);
+            }
+        }
+        for (n, list) in &d.in_adj {
+            let r: Vec<EdgeId> = list.iter().copied().filter(|e| e.part != part).collect();
+            if r.is_empty() {
+                c.remote_in.remove(n);
+            } else {
+                c.remote_in.insert(*n, r);
+            }
+        }
+        for n in d.out_adj.keys().chain(d.in_adj.keys()) {
+            let deg = self.degree(*n);
+            c.degree.insert(*n, deg);
+        }
+        Some(Part {
+            base: Arc::new(c),
+            dirty: false,
+            d: Delta::default(),
+        })
+    }
+
+    /// This part (a later state of `from`, which shares its base) over `onto`, the
+    /// result of `from.compacted()`: keeps only what changed after `from`. None when this
+    /// part is not a later state of `from`.
+    fn rebased(&self, from: &Part, onto: &Part) -> Option<Part> {
+        if !Arc::ptr_eq(&self.base, &from.base) || onto.dirty {
+            return None;
+        }
+        if !self.dirty {
+            return (!from.dirty).then(|| onto.clone());
+        }
+        fn newer<K: std::hash::Hash + Eq + Clone, V: Clone + PartialEq>(
+            now: &Map<K, V>,
+            then: &Map<K, V>,
+        ) -> Map<K, V> {
+            now.iter()
+                .filter(|(k, v)| then.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }
+        fn newer_ord<V: Clone>(
+            now: &imbl::OrdMap<u32, Option<Arc<V>>>,
+            then: &imbl::OrdMap<u32, Option<Arc<V>>>,
+        ) -> imbl::OrdMap<u32, Option<Arc<V>>> {
+            now.iter()
+                .filter(|(k, v)| match (then.get(*k), v) {
+                    (Some(Some(a)), Some(b)) => !Arc::ptr_eq(a, b),
+                    (Some(None), None) => false,
+                    _ => true,
+                })
+                .map(|(k, v)| (*k, v.clone()))
+                .collect()
+        }
+        let (n, t) = (&self.d, &from.d);
+        let d = Delta {
+            nodes: newer_ord(&n.nodes, &t.nodes),
+            edges: newer_ord(&n.edges, &t.edges),
+            out_adj: newer(&n.out_adj, &t.out_adj),
+            in_adj: newer(&n.in_adj, &t.in_adj),
+            parties: newer(&n.parties, &t.parties),
+            resources: newer(&n.resources, &t.resources),
+            loops: newer(&n.loops, &t.loops),
+            main_of: newer(&n.main_of, &t.main_of),
+            subs_of: newer(&n.subs_of, &t.subs_of),
+            key_in: newer(&n.key_in, &t.key_in),
+            idents: [0, 1, 2, 3, 4].map(|k| newer(&n.idents[k], &t.idents[k])),
+            ident_keys: newer(&n.ident_keys, &t.ident_keys),
+            next_node: n.next_node.max(onto.base.g.node_bound() as u32),
+            next_edge: n.next_edge.max(onto.base.g.edge_bound() as u32),
+            next_remote: n.next_remote.max(onto.base.remote.len() as u32),
+            parties_n: n.parties_n - t.parties_n,
+            resources_n: n.resources_n - t.resources_n,
+            edges_n: n.edges_n - t.edges_n,
+        };
+        Some(Part {
+            base: onto.base.clone(),
+            dirty: true,
+            d,
+        })
+    }
+}
+
+/// The graph of parties, resources and grants behind the engine's own facade.
+///
+/// P parts (see the module doc), each a frozen base plus a persistent delta, behind a
+/// copy-on-write array: cloning is O(1), so a version of the world can be published
+/// while the writer goes on with a copy, and a write copies only the parts it touches.
+/// While a part's base is not shared and its delta is empty (loading, the reference
+/// engine, the scenario runner) changes to it go straight into the base.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    parts: Arc<[Arc<Part>]>,
+    /// Resource nodes in definition order (a whole-graph scan for them would cost a
+    /// walk over millions of parties).
+    order: imbl::Vector<NodeId>,
+}
+
+impl Default for Graph {
+    fn default() -> Self {
+        Graph::with_partitions(1)
+    }
+}
+
+/// A part folded into a new base by [`Graph::compacted_part`], to be installed with
+/// [`Graph::rebase_part`].
+#[derive(Debug, Clone)]
+pub struct PartBase {
+    index: usize,
+    part: Arc<Part>,
+}
+
+impl PartBase {
+    /// The part it is a base of.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl Graph {
+    /// An empty graph in one part.
+    pub fn new() -> Graph {
+        Graph::with_partitions(1)
+    }
+
+    /// An empty graph in `p` parts (at least 1, at most [`MAX_PARTS`]).
+    pub fn with_partitions(p: usize) -> Graph {
+        let p = p.clamp(1, MAX_PARTS);
+        Graph {
+            parts: (0..p).map(|i| Arc::new(Part::new(i as u32))).collect(),
+            order: imbl::Vector::new(),
+        }
+    }
+
+    /// How many parts the graph has.
+    pub fn partitions(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// The part a party or resource id lives in.
+    fn home(&self, id: &str) -> u32 {
+        let n = self.parts.len();
+        if n == 1 { 0 } else { partition_of(id, n) as u32 }
+    }
+
+    fn part(&self, i: u32) -> Option<&Part> {
+        self.parts.get(i as usize).map(|p| &**p)
+    }
+
+    /// Part `i` to change (ids of this graph always name one of its parts): the array
+    /// and the part are copied first if anything else shares them.
+    fn part_mut(&mut self, i: u32) -> &mut Part {
+        let slots = Arc::make_mut(&mut self.parts);
+        // A graph has at least one part (`with_partitions`), so `k` is in range.
+        let k = (i as usize) % slots.len().max(1);
+        Arc::make_mut(&mut slots[k])
+    }
+
+    fn w(&mut self, i: u32) -> W<'_> {
+        self.part_mut(i).w()
+    }
+
+    /// How many nodes and edges the deltas hold, over all parts.
+    pub fn delta_len(&self) -> usize {
+        self.parts.iter().map(|p| p.delta_len()).sum()
+    }
+
+    /// How many nodes and edges part `i`'s delta holds (compaction folds it past a bound).
+    pub fn part_delta_len(&self, i: usize) -> usize {
+        self.parts.get(i).map_or(0, |p| p.delta_len())
+    }
+
+    pub fn party_count(&self) -> usize {
+        self.parts.iter().map(|p| p.party_count()).sum::<i64>().max(0) as usize
+    }
+    pub fn resource_count(&self) -> usize {
+        self.parts.iter().map(|p| p.resource_count()).sum::<i64>().max(0) as usize
+    }
+    pub fn edge_count(&self) -> usize {
+        self.parts.iter().map(|p| p.edge_count()).sum::<i64>().max(0) as usize
+    }
+
+    pub fn party_node(&self, id: &str) -> Option<NodeId> {
+        self.part(self.home(id))?.party_node(id)
+    }
+    pub fn resource_node(&self, id: &str) -> Option<NodeId> {
+        self.part(self.home(id))?.resource_node(id)
+    }
+
+    fn node(&self, n: NodeId) -> Option<&Node> {
+        self.part(n.part)?.node(n.ix)
+    }
+
+    pub fn party(&self, n: NodeId) -> Option<&Party> {
+        match self.node(n) {
+            Some(Node::Party(p)) => Some(p),
+            _ => None,
+        }
+    }
+    pub fn party_mut(&mut self, n: NodeId) -> Option<&mut Party> {
+        self.party(n)?;
+        let node = match self.w(n.part) {
+            W::Direct(c) => c.g.node_weight_mut(n.local()),
+            W::Delta(d, base) => node_mut(d, base, n.ix),
+        };
+        match node {
+            Some(Node::Party(p)) => Some(p),
+            _ => None,
+        }
+    }
+    pub fn resource(&self, n: NodeId) -> Option<&Resource> {
+        match self.node(n) {
+            Some(Node::Resource(r)) => Some(r),
+            _ => None,
+        }
+    }
+    pub fn resource_mut(&mut self, n: NodeId) -> Option<&mut Resource> {
+        self.resource(n)?;
+        let node = match self.w(n.part) {
+            W::Direct(c) => c.g.node_weight_mut(n.local()),
+            W::Delta(d, base) => node_mut(d, base, n.ix),
+        };
+        match node {
+            Some(Node::Resource(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The external id of a party or resource node ("?" for a node that is gone).
+    pub fn ext_id(&self, n: NodeId) -> &str {
+        match self.node(n) {
+            Some(Node::Party(p)) => &p.id,
+            Some(Node::Resource(r)) => &r.id,
+            None => "?",
+        }
+    }
+
+    /// Adds a node in the part of its id (new nodes get indices past the base's).
+    fn add_node(&mut self, id: String, node: Node) -> NodeId {
+        let i = self.home(&id);
+        let is_party = matches!(node, Node::Party(_));
+        match self.w(i) {
+            W::Direct(c) => {
+                let n = c.add_node(node);
+                if is_party {
+                    c.parties.insert(id, n);
+                } else {
+                    c.resources.insert(id, n);
+                }
+                n
+            }
+            W::Delta(d, _) => {
+                let n = NodeId {
+                    part: i,
+                    ix: d.next_node,
+                };
+                d.next_node += 1;
+                d.nodes.insert(n.ix, Some(Arc::new(node)));
+                if is_party {
+                    d.parties.insert(id, Some(n));
+                    d.parties_n += 1;
+                } else {
+                    d.resources.insert(id, Some(n));
+                    d.resources_n += 1;
+                }
+                n
+            }
+        }
+    }
+
+    pub fn add_party(&mut self, p: Party) -> NodeId {
+        let n = self.add_node(p.id.clone(), Node::Party(p));
+        self.reindex_party(n);
+        n
+    }
+
+    fn ident_keys(&self, n: NodeId) -> &[(IdentKind, String)] {
+        self.part(n.part).map_or(&[], |p| p.ident_keys(n))
+    }
+
+    fn ident(&self, kind: IdentKind, v: &str) -> Option<NodeId> {
+        self.part(self.home(v))?.ident(kind, v)
+    }
+
+    /// Points identifier `v` of `kind` at `n` (None: at nobody), in the value's part.
+    fn set_ident(&mut self, kind: IdentKind, v: String, n: Option<NodeId>) {
+        let i = self.home(&v);
+        match self.w(i) {
+            W::Direct(c) => {
+                let m = &mut c.idents[kind as usize];
+                match n {
+                    Some(n) => m.insert(v, n),
+                    None => m.remove(&v),
+                };
+            }
+            W::Delta(d, _) => {
+                d.idents[kind as usize].insert(v, n);
+            }
+        }
+    }
+
+    fn set_ident_keys(&mut self, n: NodeId, keys: Vec<(IdentKind, String)>) {
+        match self.w(n.part) {
+            W::Direct(c) => {
+                if keys.is_empty() {
+                    c.ident_keys.remove(&n);
+                } else {
+                    c.ident_keys.insert(n, keys);
+                }
+            }
+            W::Delta(d, _) => {
+                d.ident_keys.insert(n, keys);
+            }
+        }
+    }
+
+    /// Records the legacy identifiers of party `n` (after it was created or changed).
+    pub fn reindex_party(&mut self, n: NodeId) {
+        self.unindex_party(n);
+        let Some(p) = self.party(n) else { return };
+        let keys = ident_keys_of(p);
+        if keys.is_empty() {
+            return;
+        }
+        for (kind, v) in &keys {
+            self.set_ident(*kind, v.clone(), Some(n));
+        }
+        self.set_ident_keys(n, keys);
+    }
+
+    fn unindex_party(&mut self, n: NodeId) {
+        let keys = self.ident_keys(n).to_vec();
+        if keys.is_empty() {
+            return;
+        }
+        for (kind, v) in keys {
+            if self.ident(kind, &v) == Some(n) {
+                self.set_ident(kind, v, None);
+            }
+        }
+        self.set_ident_keys(n, Vec::new());
+    }
+
+    /// The party with this legacy identifier (uuids compare case-insensitively).
+    pub fn party_by_ident(&self, kind: IdentKind, value: &str) -> Option<NodeId> {
+        let v = value.trim();
+        let v: std::borrow::Cow<'_, str> =
+            if kind == IdentKind::Uuid && v.bytes().any(|b| b.is_ascii_uppercase()) {
+                v.to_ascii_lowercase().into()
+            } else {
+                v.into()
+            };
+        let n = self.ident(kind, v.as_ref())?;
+        // Checked on read: never answer with a party that no longer has the identifier.
+        self.party(n).is_some_and(|p| kind.is(p, &v)).then_some(n)
+    }
+
+    pub fn add_resource(&mut self, r: Resource) -> NodeId {
+        let n = self.add_node(r.id.clone(), Node::Resource(r));
+        self.order.push_back(n);
+        n
+    }
+
+    /// Removes a node with no edges (used only to undo its creation).
+    pub fn remove_node(&mut self, n: NodeId) {
+        let Some(node) = self.node(n) else { return };
+        let (id, is_party) = match node {
+            Node::Party(p) => (p.id.clone(), true),
+            Node::Resource(r) => (r.id.clone(), false),
+        };
+        match self.w(n.part) {
+            W::Direct(c) => c.remove_node(n),
+            W::Delta(d, _) => {
+                if is_party {
+                    d.parties.insert(id, None);
+                    d.parties_n -= 1;
+                } else {
+                    d.resources.insert(id, None);
+                    d.resources_n -= 1;
+                }
+                d.nodes.insert(n.ix, None);
+            }
+        }
+        if !is_party {
+            self.order.retain(|x| *x != n);
+        }
+        self.unindex_party(n);
+    }
+
+    /// Every party, part by part.
+    pub fn parties(&self) -> impl Iterator<Item = (NodeId, &Party)> {
+        self.parts.iter().flat_map(|p| p.parties())
+    }
+    /// Every resource, in the order they were defined.
+    pub fn resources(&self) -> impl Iterator<Item = (NodeId, &Resource)> {
+        self.order.iter().filter_map(|n| Some((*n, self.resource(*n)?)))
+    }
+
+    /// An edge with its endpoints.
+    fn edge_full(&self, e: EdgeId) -> Option<(NodeId, NodeId, &Edge)> {
+        self.part(e.part)?.edge_full(e)
+    }
+
+    /// Edges at `n` in direction `dir`: (edge, the other end, weight).
+    ///
+    /// The base walk is the hot path of every check, so it stays a small petgraph
+    /// iterator; an overridden adjacency list (and a base list with remote edges) is
+    /// walked through a box, because an `imbl` vector iterator is hundreds of bytes and
+    /// the adapters that resolution stacks on top of this one move it around (measured:
+    /// 60 % of a check in `memmove` when both kinds were chained inline).
+    fn edges_at(&self, n: NodeId, dir: Direction) -> EdgesAt<'_> {
+        let Some(p) = self.part(n.part) else {
+            return EdgesAt::Empty;
+        };
+        let out = dir == Direction::Outgoing;
+        if let Some(over) = p.adj(n, dir) {
+            return EdgesAt::Delta(Box::new(over.iter().filter_map(move |e| {
+                let (a, b, w) = self.edge_full(*e)?;
+                Some((*e, if out { b } else { a }, w))
+            })));
+        }
+        let c = &*p.base;
+        let local = c.g.edges_directed(n.local(), dir);
+        let remote = if out { &c.remote_out } else { &c.remote_in };
+        if !remote.is_empty()
+            && let Some(r) = remote.get(&n)
+        {
+            return EdgesAt::Delta(Box::new(EdgesAt::Base(local, dir, c).chain(r.iter().filter_map(
+                move |e| {
+                    let (a, b, w) = self.edge_full(*e)?;
+                    Some((*e, if out { b } else { a }, w))
+                },
+            ))));
+        }
+        EdgesAt::Base(local, dir, c)
+    }
+
+    /// Edges ending at `n`: (edge, source, weight).
+    pub fn incoming(&self, n: NodeId) -> impl Iterator<Item = (EdgeId, NodeId, &Edge)> + '_ {
+        self.edges_at(n, Direction::Incoming)
+    }
+    /// Edges starting at `n`: (edge, target, weight).
+    pub fn outgoing(&self, n: NodeId) -> impl Iterator<Item = (EdgeId, NodeId, &Edge)> + '_ {
+        self.edges_at(n, Direction::Outgoing)
+    }
+
+    /// (incoming, outgoing) edge counts of `n`.
+    fn degree(&self, n: NodeId) -> (u32, u32) {
+        self.part(n.part).map_or((0, 0), |p| p.degree(n))
+    }
+
+    fn loops(&self, n: NodeId) -> u32 {
+        self.part(n.part).map_or(0, |p| p.loops(n))
     }
 
     /// Edges `a → b`, walking whichever side has fewer edges.
@@ -884,32 +1353,17 @@ impl Graph {
 
     /// The main unit of a sub-unit.
     pub fn main_unit(&self, sub: NodeId) -> Option<NodeId> {
-        if self.dirty
-            && let Some(v) = self.d.main_of.get(&sub)
-        {
-            return *v;
-        }
-        self.base.main_of.get(&sub).copied()
+        self.part(sub.part)?.main_of(sub)
     }
     fn subs(&self, main: NodeId) -> &[NodeId] {
-        if self.dirty
-            && let Some(v) = self.d.subs_of.get(&main)
-        {
-            return v;
-        }
-        self.base.subs_of.get(&main).map_or(&[], |v| v.as_slice())
+        self.part(main.part).map_or(&[], |p| p.subs(main))
     }
     /// The sub-units of a main unit.
     pub fn sub_units(&self, main: NodeId) -> impl Iterator<Item = NodeId> + '_ {
         self.subs(main).iter().copied()
     }
     fn key_edges(&self, n: NodeId) -> &[EdgeId] {
-        if self.dirty
-            && let Some(v) = self.d.key_in.get(&n)
-        {
-            return v;
-        }
-        self.base.key_in.get(&n).map_or(&[], |v| v.as_slice())
+        self.part(n.part).map_or(&[], |p| p.key_edges(n))
     }
     /// Incoming assignments of `n` whose role is a key role: (edge, source, assignment).
     pub fn key_roles_held(&self, n: NodeId) -> impl Iterator<Item = (EdgeId, NodeId, &Assignment)> + '_ {
@@ -952,91 +1406,200 @@ impl Graph {
         }
     }
 
-    /// The delta's adjacency list of `n` (copied from the base on first change).
-    fn adj_mut(&mut self, n: NodeId, dir: Direction) -> &mut imbl::Vector<EdgeId> {
-        let init: Option<imbl::Vector<EdgeId>> = self.adj(n, dir).is_none().then(|| {
-            self.base
-                .g
-                .edges_directed(n.0, dir)
-                .map(|e| EdgeId(e.id()))
-                .collect()
-        });
-        let d = self.delta();
-        let map = match dir {
-            Direction::Outgoing => &mut d.out_adj,
-            Direction::Incoming => &mut d.in_adj,
-        };
-        map.entry(n).or_insert_with(|| init.unwrap_or_default())
-    }
-
+    /// Adds an edge `from → to`, kept by the part of `from` (a remote edge when `to` is
+    /// in another part); the indexes of `to` are kept by its own part.
     pub fn add_edge(&mut self, from: NodeId, to: NodeId, w: Edge) -> EdgeId {
-        if self.direct() {
-            let c = Arc::make_mut(&mut self.base);
-            return c.add_edge(from, to, w);
-        }
         let is_key = is_key_edge(&w);
         let is_main = matches!(w, Edge::MainUnit(_));
+        let same = from.part == to.part;
+        // What the delta's absolute entries start from (read before writing).
         let loops = self.loops(from);
-        let mut key_in = is_key.then(|| self.key_edges(to).to_vec());
-        let mut subs = is_main.then(|| self.subs(to).to_vec());
-        let d = self.delta();
-        let e = EdgeId(EdgeIndex::new(d.next_edge as usize));
-        d.next_edge += 1;
-        d.edges.insert(e.0.index() as u32, Some(Arc::new((from, to, w))));
-        d.edges_n += 1;
-        if from == to {
-            d.loops.insert(from, loops + 1);
+        let key_in = is_key.then(|| self.key_edges(to).to_vec());
+        let subs = is_main.then(|| self.subs(to).to_vec());
+        let e = match self.w(from.part) {
+            W::Direct(c) => {
+                let e = if same {
+                    {
+                        let i = c.g.add_edge(from.local(), to.local(), w);
+                        c.edge_id(i)
+                    }
+                } else {
+                    let e = EdgeId {
+                        part: c.part,
+                        ix: c.remote.len() as u32 | REMOTE,
+                    };
+                    c.remote.push(Some((from, to, w)));
+                    c.remote_n += 1;
+                    c.remote_out.entry(from).or_default().push(e);
+                    e
+                };
+                c.degree.entry(from).or_default().1 += 1;
+                if from == to {
+                    *c.loops.entry(from).or_default() += 1;
+                }
+                if is_main {
+                    c.main_of.insert(from, to);
+                }
+                if same {
+                    // petgraph keeps the target's list; the indexes are this part's too.
+                    c.degree.entry(to).or_default().0 += 1;
+                    if is_key {
+                        c.key_in.entry(to).or_default().push(e);
+                    }
+                    if is_main {
+                        c.subs_of.entry(to).or_default().push(from);
+                    }
+                    return e;
+                }
+                e
+            }
+            W::Delta(d, base) => {
+                let e = if same {
+                    let e = EdgeId {
+                        part: base.part,
+                        ix: d.next_edge,
+                    };
+                    d.next_edge += 1;
+                    e
+                } else {
+                    let e = EdgeId {
+                        part: base.part,
+                        ix: d.next_remote | REMOTE,
+                    };
+                    d.next_remote += 1;
+                    e
+                };
+                d.edges.insert(e.ix, Some(Arc::new((from, to, w))));
+                d.edges_n += 1;
+                if from == to {
+                    d.loops.insert(from, loops + 1);
+                }
+                if is_main {
+                    d.main_of.insert(from, Some(to));
+                }
+                // petgraph puts a new edge first in both lists; so does the delta.
+                adj_mut(d, base, from, Direction::Outgoing).push_front(e);
+                e
+            }
+        };
+        match self.w(to.part) {
+            W::Direct(c) => {
+                // Only for an edge from another part (a same-part direct add returned).
+                c.degree.entry(to).or_default().0 += 1;
+                c.remote_in.entry(to).or_default().push(e);
+                if is_key {
+                    c.key_in.entry(to).or_default().push(e);
+                }
+                if is_main {
+                    c.subs_of.entry(to).or_default().push(from);
+                }
+            }
+            W::Delta(d, base) => {
+                adj_mut(d, base, to, Direction::Incoming).push_front(e);
+                if let Some(mut v) = key_in {
+                    v.push(e);
+                    d.key_in.insert(to, v);
+                }
+                if let Some(mut v) = subs {
+                    v.push(from);
+                    d.subs_of.insert(to, v);
+                }
+            }
         }
-        if let Some(v) = key_in.as_mut() {
-            v.push(e);
-            d.key_in.insert(to, std::mem::take(v));
-        }
-        if let Some(v) = subs.as_mut() {
-            v.push(from);
-            d.main_of.insert(from, Some(to));
-            d.subs_of.insert(to, std::mem::take(v));
-        }
-        // petgraph puts a new edge first in both lists; so does the delta.
-        self.adj_mut(from, Direction::Outgoing).push_front(e);
-        self.adj_mut(to, Direction::Incoming).push_front(e);
         e
     }
 
     pub fn remove_edge(&mut self, e: EdgeId) -> Option<Edge> {
-        if self.direct() {
-            let c = Arc::make_mut(&mut self.base);
-            return c.remove_edge(e);
-        }
         let (a, b, w) = self.edge_full(e)?;
         let w = w.clone();
+        let same = a.part == b.part;
+        let is_main = matches!(w, Edge::MainUnit(_));
         let loops = self.loops(a);
-        let key_in: Vec<EdgeId> = self.key_edges(b).iter().copied().filter(|x| *x != e).collect();
-        let key_changed = key_in.len() != self.key_edges(b).len();
-        let subs = matches!(w, Edge::MainUnit(_)).then(|| {
+        let key_now = self.key_edges(b);
+        let key_in: Vec<EdgeId> = key_now.iter().copied().filter(|x| *x != e).collect();
+        let key_changed = key_in.len() != key_now.len();
+        let subs = is_main.then(|| {
             self.subs(b)
                 .iter()
                 .copied()
                 .filter(|x| *x != a)
                 .collect::<Vec<_>>()
         });
-        for (n, dir) in [(a, Direction::Outgoing), (b, Direction::Incoming)] {
-            let list = self.adj_mut(n, dir);
-            if let Some(i) = list.index_of(&e) {
-                list.remove(i);
+        match self.w(e.part) {
+            W::Direct(c) => {
+                if let Some(dg) = c.degree.get_mut(&a) {
+                    dg.1 = dg.1.saturating_sub(1);
+                }
+                if a == b
+                    && let Some(k) = c.loops.get_mut(&a)
+                {
+                    *k = k.saturating_sub(1);
+                    if *k == 0 {
+                        c.loops.remove(&a);
+                    }
+                }
+                if is_main {
+                    c.main_of.remove(&a);
+                }
+                if e.is_remote() {
+                    if let Some(slot) = c.remote.get_mut(e.slot())
+                        && slot.take().is_some()
+                    {
+                        c.remote_n -= 1;
+                    }
+                    drop_from(&mut c.remote_out, &a, &e);
+                } else {
+                    c.g.remove_edge(e.local());
+                }
+                if same {
+                    if let Some(dg) = c.degree.get_mut(&b) {
+                        dg.0 = dg.0.saturating_sub(1);
+                    }
+                    drop_from(&mut c.key_in, &b, &e);
+                    if is_main {
+                        drop_from(&mut c.subs_of, &b, &a);
+                    }
+                    return Some(w);
+                }
+            }
+            W::Delta(d, base) => {
+                let list = adj_mut(d, base, a, Direction::Outgoing);
+                if let Some(i) = list.index_of(&e) {
+                    list.remove(i);
+                }
+                d.edges.insert(e.ix, None);
+                d.edges_n -= 1;
+                if a == b {
+                    d.loops.insert(a, loops.saturating_sub(1));
+                }
+                if is_main {
+                    d.main_of.insert(a, None);
+                }
             }
         }
-        let d = self.delta();
-        d.edges.insert(e.0.index() as u32, None);
-        d.edges_n -= 1;
-        if a == b {
-            d.loops.insert(a, loops.saturating_sub(1));
-        }
-        if key_changed {
-            d.key_in.insert(b, key_in);
-        }
-        if let Some(v) = subs {
-            d.main_of.insert(a, None);
-            d.subs_of.insert(b, v);
+        match self.w(b.part) {
+            W::Direct(c) => {
+                if let Some(dg) = c.degree.get_mut(&b) {
+                    dg.0 = dg.0.saturating_sub(1);
+                }
+                drop_from(&mut c.remote_in, &b, &e);
+                drop_from(&mut c.key_in, &b, &e);
+                if is_main {
+                    drop_from(&mut c.subs_of, &b, &a);
+                }
+            }
+            W::Delta(d, base) => {
+                let list = adj_mut(d, base, b, Direction::Incoming);
+                if let Some(i) = list.index_of(&e) {
+                    list.remove(i);
+                }
+                if key_changed {
+                    d.key_in.insert(b, key_in);
+                }
+                if let Some(v) = subs {
+                    d.subs_of.insert(b, v);
+                }
+            }
         }
         Some(w)
     }
@@ -1051,192 +1614,83 @@ impl Graph {
         old
     }
 
-    /// This graph with its delta folded into a new base (the same nodes and edges at the
-    /// same indices, so every id stays valid); O(size of the graph), meant for a
-    /// background thread. None if the delta does not fit its base (an engine bug:
+    /// This graph with every part's delta folded into a new base (the same nodes and
+    /// edges at the same indices, so every id stays valid); O(size of the graph), meant
+    /// for a background thread. None if a delta does not fit its base (an engine bug:
     /// the caller keeps the uncompacted graph, which is still correct).
     pub fn compacted(&self) -> Option<Graph> {
-        if !self.dirty {
-            return Some(self.clone());
-        }
-        let d = &self.d;
-        let mut c = (*self.base).clone();
-        let base_bound = self.base.g.node_bound() as u32;
-        let edge_bound = self.base.g.edge_bound() as u32;
-        // New nodes and edges at their own indices: a slot the base left free is filled
-        // with a stand-in first, removed again at the end.
-        let mut fill_nodes = Vec::new();
-        for (i, w) in d.nodes.range(base_bound..) {
-            let Some(w) = w else { continue };
-            loop {
-                let got = c.g.add_node((**w).clone());
-                let got_i = got.index() as u32;
-                if got_i == *i {
-                    break;
-                }
-                if got_i > *i {
-                    return None;
-                }
-                fill_nodes.push(got);
-            }
-        }
-        let mut gone_nodes = Vec::new();
-        for (i, w) in d.nodes.range(..base_bound) {
-            let n = NodeIndex::new(*i as usize);
-            match w {
-                Some(w) => *c.g.node_weight_mut(n)? = (**w).clone(),
-                None => gone_nodes.push(n),
-            }
-        }
-        let mut fill_edges = Vec::new();
-        for (i, w) in d.edges.range(edge_bound..) {
-            let Some(w) = w else { continue };
-            let (a, b, w) = &**w;
-            loop {
-                let got = c.g.add_edge(a.0, b.0, w.clone());
-                let got_i = got.index() as u32;
-                if got_i == *i {
-                    break;
-                }
-                if got_i > *i {
-                    return None;
-                }
-                fill_edges.push(got);
-            }
-        }
-        for (i, w) in d.edges.range(..edge_bound) {
-            let e = EdgeIndex::new(*i as usize);
-            match w {
-                Some(w) => *c.g.edge_weight_mut(e)? = w.2.clone(),
-                None => {
-                    c.g.remove_edge(e);
-                }
-            }
-        }
-        for e in fill_edges {
-            c.g.remove_edge(e);
-        }
-        for n in fill_nodes.into_iter().chain(gone_nodes) {
-            c.g.remove_node(n);
-        }
-        // The indexes: every delta entry is an absolute value.
-        fn put<K: std::hash::Hash + Eq + Clone, V: Clone, S: std::hash::BuildHasher>(
-            m: &mut HashMap<K, V, S>,
-            d: &Map<K, Option<V>>,
-        ) {
-            for (k, v) in d {
-                match v {
-                    Some(v) => m.insert(k.clone(), v.clone()),
-                    None => m.remove(k),
-                };
-            }
-        }
-        fn put_fx<K: std::hash::Hash + Eq + Clone, V: Clone>(
-            m: &mut FxHashMap<K, V>,
-            d: &Map<K, V>,
-            empty: impl Fn(&V) -> bool,
-        ) {
-            for (k, v) in d {
-                if empty(v) {
-                    m.remove(k);
+        let parts = self
+            .parts
+            .iter()
+            .map(|p| {
+                if p.dirty {
+                    p.compacted().map(Arc::new)
                 } else {
-                    m.insert(k.clone(), v.clone());
+                    Some(p.clone())
                 }
-            }
-        }
-        put(&mut c.parties, &d.parties);
-        put(&mut c.resources, &d.resources);
-        for (k, v) in &d.main_of {
-            match v {
-                Some(v) => c.main_of.insert(*k, *v),
-                None => c.main_of.remove(k),
-            };
-        }
-        for (m, dm) in c.idents.iter_mut().zip(&d.idents) {
-            for (k, v) in dm {
-                match v {
-                    Some(v) => m.insert(k.clone(), *v),
-                    None => m.remove(k),
-                };
-            }
-        }
-        put_fx(&mut c.loops, &d.loops, |v| *v == 0);
-        put_fx(&mut c.subs_of, &d.subs_of, Vec::is_empty);
-        put_fx(&mut c.key_in, &d.key_in, Vec::is_empty);
-        put_fx(&mut c.ident_keys, &d.ident_keys, Vec::is_empty);
-        for n in d.out_adj.keys().chain(d.in_adj.keys()) {
-            let deg = self.degree(*n);
-            c.degree.insert(*n, deg);
-        }
-        if let Some(o) = &d.resource_order {
-            c.resource_order = o.iter().copied().collect();
-        }
+            })
+            .collect::<Option<Arc<[Arc<Part>]>>>()?;
         Some(Graph {
-            base: Arc::new(c),
-            dirty: false,
-            d: Delta::default(),
+            parts,
+            order: self.order.clone(),
         })
     }
 
-    /// This graph (a later state of `from`, which shares its base) over `onto`, the
+    /// Part `i` with its delta folded into a new base, for [`Graph::rebase_part`]; O(size
+    /// of the part). None for a part that does not exist or whose delta does not fit its
+    /// base (an engine bug: the caller keeps the uncompacted part, which is still correct).
+    pub fn compacted_part(&self, i: usize) -> Option<PartBase> {
+        let p = self.parts.get(i)?;
+        Some(PartBase {
+            index: i,
+            part: Arc::new(p.compacted()?),
+        })
+    }
+
+    /// Folds part `i`'s delta into a new base in place (on a private copy of a world,
+    /// before it is published); false if there is no such part or its delta does not
+    /// fit its base (an engine bug: the part is left as it was, still correct).
+    pub fn compact_part(&mut self, i: usize) -> bool {
+        let Some(next) = self.parts.get(i).and_then(|p| p.compacted()) else {
+            return false;
+        };
+        *self.part_mut(i as u32) = next;
+        true
+    }
+
+    /// Moves this graph's part (a later state of `from`'s, which shares its base) onto
+    /// `onto`, made from `from` by [`Graph::compacted_part`]: keeps only what changed
+    /// after `from`. False (and nothing changed) when this part is not a later state of
+    /// `from`'s.
+    pub fn rebase_part(&mut self, from: &Graph, onto: &PartBase) -> bool {
+        let i = onto.index;
+        let (Some(now), Some(then)) = (self.parts.get(i), from.parts.get(i)) else {
+            return false;
+        };
+        let Some(next) = now.rebased(then, &onto.part) else {
+            return false;
+        };
+        *self.part_mut(i as u32) = next;
+        true
+    }
+
+    /// This graph (a later state of `from`, which shares its bases) over `onto`, the
     /// result of `from.compacted()`: keeps only what changed after `from`. None when this
     /// graph is not a later state of `from`.
     pub fn rebased(&self, from: &Graph, onto: &Graph) -> Option<Graph> {
-        if !Arc::ptr_eq(&self.base, &from.base) || onto.dirty {
+        if self.parts.len() != from.parts.len() || from.parts.len() != onto.parts.len() {
             return None;
         }
-        if !self.dirty {
-            return (!from.dirty).then(|| onto.clone());
-        }
-        fn newer<K: std::hash::Hash + Eq + Clone, V: Clone + PartialEq>(
-            now: &Map<K, V>,
-            then: &Map<K, V>,
-        ) -> Map<K, V> {
-            now.iter()
-                .filter(|(k, v)| then.get(*k) != Some(*v))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        }
-        fn newer_ord<V: Clone>(
-            now: &imbl::OrdMap<u32, Option<Arc<V>>>,
-            then: &imbl::OrdMap<u32, Option<Arc<V>>>,
-        ) -> imbl::OrdMap<u32, Option<Arc<V>>> {
-            now.iter()
-                .filter(|(k, v)| match (then.get(*k), v) {
-                    (Some(Some(a)), Some(b)) => !Arc::ptr_eq(a, b),
-                    (Some(None), None) => false,
-                    _ => true,
-                })
-                .map(|(k, v)| (*k, v.clone()))
-                .collect()
-        }
-        let (n, t) = (&self.d, &from.d);
-        let d = Delta {
-            nodes: newer_ord(&n.nodes, &t.nodes),
-            edges: newer_ord(&n.edges, &t.edges),
-            out_adj: newer(&n.out_adj, &t.out_adj),
-            in_adj: newer(&n.in_adj, &t.in_adj),
-            parties: newer(&n.parties, &t.parties),
-            resources: newer(&n.resources, &t.resources),
-            loops: newer(&n.loops, &t.loops),
-            main_of: newer(&n.main_of, &t.main_of),
-            subs_of: newer(&n.subs_of, &t.subs_of),
-            key_in: newer(&n.key_in, &t.key_in),
-            resource_order: (n.resource_order != t.resource_order)
-                .then(|| n.resource_order.clone())
-                .flatten(),
-            idents: [0, 1, 2, 3, 4].map(|k| newer(&n.idents[k], &t.idents[k])),
-            ident_keys: newer(&n.ident_keys, &t.ident_keys),
-            next_node: n.next_node.max(onto.base.g.node_bound() as u32),
-            next_edge: n.next_edge.max(onto.base.g.edge_bound() as u32),
-            parties_n: n.parties_n - t.parties_n,
-            resources_n: n.resources_n - t.resources_n,
-            edges_n: n.edges_n - t.edges_n,
-        };
+        let parts = self
+            .parts
+            .iter()
+            .zip(from.parts.iter())
+            .zip(onto.parts.iter())
+            .map(|((now, then), onto)| now.rebased(then, onto).map(Arc::new))
+            .collect::<Option<Arc<[Arc<Part>]>>>()?;
         Some(Graph {
-            base: onto.base.clone(),
-            dirty: true,
-            d,
+            parts,
+            order: self.order.clone(),
         })
     }
 }
@@ -1282,30 +1736,53 @@ impl PreparedParties {
 }
 
 /// Building in bulk (loading a snapshot): room reserved up front, then parties and
-/// edges added in batches without a delta.
+/// edges added in batches without a delta, the parts filled in parallel.
 impl Graph {
-    /// Reserves room for this many more parties, resources and edges in the node and
-    /// edge arrays and the id maps, so that loading a large world never regrows (and
-    /// for a moment doubles) them. Does nothing to a graph that shares its base.
-    pub fn reserve(&mut self, parties: usize, resources: usize, edges: usize) {
-        if !self.direct() {
-            return;
+    /// The bases of every part, when all of them take changes directly (none shared,
+    /// no delta); else None.
+    fn cores_mut(&mut self) -> Option<Vec<&mut Core>> {
+        let slots = Arc::make_mut(&mut self.parts);
+        let mut out = Vec::with_capacity(slots.len());
+        for p in slots.iter_mut() {
+            out.push(Arc::make_mut(p).direct_core()?);
         }
-        let c = Arc::make_mut(&mut self.base);
-        c.g.reserve_exact_nodes(parties + resources);
-        c.g.reserve_exact_edges(edges);
-        c.parties.reserve(parties);
-        c.resources.reserve(resources);
-        c.degree.reserve(parties.min(edges.saturating_mul(2)));
+        Some(out)
     }
 
-    /// Adds prepared parties, batch after batch, with room for all of them and their
-    /// identifiers reserved first. The nodes and id map are built on one thread while
-    /// the identifier maps are built on another (a fresh graph gives node indices in
-    /// order, so both know every party's node). Each id must be new: on a duplicate the
-    /// id is returned as the error, with the graph partly built (a loader drops it).
+    /// Reserves room for this many more parties, resources and edges in the node and
+    /// edge arrays and the id maps (spread evenly over the parts, with a margin), so
+    /// that loading a large world never regrows (and for a moment doubles) them. Does
+    /// nothing to a part that shares its base.
+    pub fn reserve(&mut self, parties: usize, resources: usize, edges: usize) {
+        let n = self.parts.len();
+        let share = |x: usize| if n == 1 { x } else { x / n + x / (8 * n) + 16 };
+        let (parties, resources, edges) = (share(parties), share(resources), share(edges));
+        for i in 0..n {
+            let Some(c) = self.part_mut(i as u32).direct_core() else {
+                continue;
+            };
+            c.g.reserve_exact_nodes(parties + resources);
+            c.g.reserve_exact_edges(edges);
+            c.parties.reserve(parties);
+            c.resources.reserve(resources);
+            c.degree.reserve(parties.min(edges.saturating_mul(2)));
+        }
+    }
+
+    /// Adds prepared parties, batch after batch, each to its part, with room for all of
+    /// them and their identifiers reserved first. With one part, the nodes and id map
+    /// are built on one thread while the identifier maps are built on another (a fresh
+    /// graph gives node indices in order, so both know every party's node); with more,
+    /// the parts are filled in parallel (a batch whose parties all live in one part —
+    /// a snapshot section read into as many parts — goes there whole). Each id must be
+    /// new: on a duplicate the id is returned as the error, with the graph partly built
+    /// (a loader drops it).
     pub fn add_prepared(&mut self, batches: Vec<PreparedParties>) -> Result<(), String> {
-        let fresh = self.direct() && self.base.g.node_count() == self.base.g.node_bound();
+        let n = self.parts.len();
+        let fresh = self.cores_mut().is_some_and(|cs| {
+            cs.iter()
+                .all(|c| c.g.node_count() == c.g.node_bound() && c.remote.is_empty())
+        });
         if !fresh {
             for b in batches {
                 for p in b.parties {
@@ -1317,126 +1794,399 @@ impl Graph {
             }
             return Ok(());
         }
-        let c = Arc::make_mut(&mut self.base);
-        let mut kinds = [0usize; 5];
-        let mut total = 0;
-        for b in &batches {
-            total += b.len();
-            for (_, k, _) in &b.values {
-                kinds[*k as usize] += 1;
-            }
+        let Some(mut cores) = self.cores_mut() else {
+            return Ok(());
+        };
+        if n == 1 {
+            return match cores.pop() {
+                Some(c) => fill_one(c, batches),
+                None => Ok(()),
+            };
         }
-        let with_idents: usize = batches
-            .iter()
-            .map(|b| b.idents.iter().filter(|v| !v.is_empty()).count())
-            .sum();
-        let first = c.g.node_bound();
-        let mut nodes = Vec::with_capacity(batches.len());
-        let mut maps = Vec::with_capacity(batches.len());
-        let mut at = first;
+        // Each batch to the part of its parties (split when they are of several).
+        let mut per: Vec<Vec<PreparedParties>> = (0..n).map(|_| Vec::new()).collect();
         for b in batches {
-            let n = b.len();
-            nodes.push((b.parties, b.keys));
-            maps.push((at, b.idents, b.values));
-            at += n;
-        }
-        let Core {
-            g,
-            parties,
-            idents,
-            ident_keys,
-            ..
-        } = c;
-        g.reserve_nodes(total);
-        parties.reserve(total);
-        ident_keys.reserve(with_idents);
-        for (m, k) in idents.iter_mut().zip(kinds) {
-            m.reserve(k);
-        }
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                for (at, keys, values) in maps {
-                    for (i, (kind, v)) in values.into_iter().map(|(i, k, v)| (i, (k, v))) {
-                        idents[kind as usize].insert(v, NodeId(NodeIndex::new(at + i as usize)));
-                    }
-                    for (i, k) in keys.into_iter().enumerate() {
-                        if !k.is_empty() {
-                            ident_keys.insert(NodeId(NodeIndex::new(at + i)), k);
-                        }
-                    }
+            let homes: Vec<usize> = b.keys.iter().map(|k| partition_of(k, n)).collect();
+            if let Some(&h) = homes.first()
+                && homes.iter().all(|x| *x == h)
+            {
+                if let Some(v) = per.get_mut(h) {
+                    v.push(b);
                 }
-            });
-            for (ps, keys) in nodes {
-                for (p, key) in ps.into_iter().zip(keys) {
-                    match parties.entry(key) {
-                        std::collections::hash_map::Entry::Occupied(e) => return Err(e.key().clone()),
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(NodeId(g.add_node(Node::Party(p))));
-                        }
-                    }
+                continue;
+            }
+            let mut split: Vec<PreparedParties> = (0..n).map(|_| PreparedParties::default()).collect();
+            let mut values = b.values.into_iter().peekable();
+            for (j, ((p, key), idents)) in b.parties.into_iter().zip(b.keys).zip(b.idents).enumerate() {
+                let Some(to) = homes.get(j).and_then(|h| split.get_mut(*h)) else {
+                    continue;
+                };
+                let at = to.parties.len() as u32;
+                while let Some((_, k, v)) = values.next_if(|(i, _, _)| *i as usize == j) {
+                    to.values.push((at, k, v));
+                }
+                to.parties.push(p);
+                to.keys.push(key);
+                to.idents.push(idents);
+            }
+            for (h, s) in split.into_iter().enumerate() {
+                if !s.is_empty()
+                    && let Some(v) = per.get_mut(h)
+                {
+                    v.push(s);
                 }
             }
-            Ok(())
-        })
+        }
+        // The nodes and id maps part by part in parallel; each part's identifier values
+        // go to the parts they hash to, filled in a second parallel pass.
+        let jobs: Vec<(&mut Core, Vec<PreparedParties>)> = cores.into_iter().zip(per).collect();
+        let results = on_parts(jobs, |(c, batches)| fill_part(c, batches, n));
+        let mut cores = Vec::with_capacity(n);
+        let mut inbox: Vec<Vec<Vec<(IdentKind, String, NodeId)>>> = (0..n).map(|_| Vec::new()).collect();
+        for r in results {
+            let (c, outbox) = r?;
+            cores.push(c);
+            for (to, v) in outbox.into_iter().enumerate() {
+                if let Some(b) = inbox.get_mut(to) {
+                    b.push(v);
+                }
+            }
+        }
+        on_parts(cores.into_iter().zip(inbox).collect(), |(c, lists)| {
+            for (kind, v, node) in lists.into_iter().flatten() {
+                c.idents[kind as usize].insert(v, node);
+            }
+        });
+        Ok(())
     }
 
     /// Adds batches of edges whose endpoints exist (the caller has checked that none
-    /// of them duplicates another: this adds, it does not replace). On a fresh graph the
-    /// petgraph edges are added on one thread while the indexes (degrees, key roles,
-    /// main units) are built on another.
-    pub fn add_edges(&mut self, batches: Vec<Vec<(NodeId, NodeId, Edge)>>) {
-        let fresh = self.direct() && self.base.g.edge_count() == self.base.g.edge_bound();
-        if !fresh {
+    /// of them duplicates another: this adds, it does not replace), each to the part of
+    /// its source. With one part, on a fresh graph, the petgraph edges are added on one
+    /// thread while the indexes (degrees, key roles, main units) are built on another;
+    /// with more, the parts are filled in parallel (a batch whose edges all have their
+    /// source in one part goes there whole), then each part's list of remote edges
+    /// coming in.
+    pub fn add_edges(&mut self, batches: Vec<Vec<FullEdge>>) {
+        let n = self.parts.len();
+        let fresh = self
+            .cores_mut()
+            .is_some_and(|cs| cs.iter().all(|c| c.g.edge_count() == c.g.edge_bound()));
+        let cores = if fresh { self.cores_mut() } else { None };
+        let Some(mut cores) = cores else {
             for (a, b, w) in batches.into_iter().flatten() {
                 self.add_edge(a, b, w);
             }
             return;
+        };
+        if n == 1 {
+            if let Some(c) = cores.pop() {
+                edges_one(c, batches);
+            }
+            return;
         }
-        let c = Arc::make_mut(&mut self.base);
-        // (from, to, is_key, is_main) of every edge, in the order they are added.
-        let meta: Vec<Vec<(NodeId, NodeId, bool, bool)>> = batches
-            .iter()
-            .map(|b| {
-                b.iter()
-                    .map(|(a, t, w)| (*a, *t, is_key_edge(w), matches!(w, Edge::MainUnit(_))))
-                    .collect()
-            })
-            .collect();
-        let first = c.g.edge_bound();
-        let Core {
-            g,
-            degree,
-            loops,
-            main_of,
-            subs_of,
-            key_in,
-            ..
-        } = c;
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                for (e, (from, to, is_key, is_main)) in (first..).zip(meta.into_iter().flatten()) {
-                    degree.entry(from).or_default().1 += 1;
-                    degree.entry(to).or_default().0 += 1;
-                    if from == to {
-                        *loops.entry(from).or_default() += 1;
-                    }
-                    if is_key {
-                        key_in.entry(to).or_default().push(EdgeId(EdgeIndex::new(e)));
-                    }
-                    if is_main {
-                        main_of.insert(from, to);
-                        subs_of.entry(to).or_default().push(from);
-                    }
+        let mut per: Vec<Vec<Vec<FullEdge>>> = (0..n).map(|_| Vec::new()).collect();
+        for b in batches {
+            if let Some((first, _, _)) = b.first()
+                && b.iter().all(|(a, _, _)| a.part == first.part)
+            {
+                if let Some(v) = per.get_mut(first.part as usize) {
+                    v.push(b);
                 }
-            });
-            g.reserve_edges(batches.iter().map(Vec::len).sum());
-            for b in batches {
-                for (a, t, w) in b {
-                    g.add_edge(a.0, t.0, w);
+                continue;
+            }
+            let mut split: Vec<Vec<FullEdge>> = (0..n).map(|_| Vec::new()).collect();
+            for e in b {
+                if let Some(v) = split.get_mut(e.0.part as usize) {
+                    v.push(e);
+                }
+            }
+            for (h, s) in split.into_iter().enumerate() {
+                if !s.is_empty()
+                    && let Some(v) = per.get_mut(h)
+                {
+                    v.push(s);
+                }
+            }
+        }
+        let jobs: Vec<(&mut Core, Vec<Vec<FullEdge>>)> = cores.into_iter().zip(per).collect();
+        let results = on_parts(jobs, |(c, batches)| {
+            let outbox = edges_part(c, batches, n);
+            (c, outbox)
+        });
+        let mut cores = Vec::with_capacity(n);
+        let mut inbox: Vec<Vec<Vec<Incoming>>> = (0..n).map(|_| Vec::new()).collect();
+        for (c, outbox) in results {
+            cores.push(c);
+            for (to, v) in outbox.into_iter().enumerate() {
+                if let Some(b) = inbox.get_mut(to) {
+                    b.push(v);
+                }
+            }
+        }
+        on_parts(cores.into_iter().zip(inbox).collect(), |(c, lists)| {
+            for x in lists.into_iter().flatten() {
+                c.degree.entry(x.to).or_default().0 += 1;
+                c.remote_in.entry(x.to).or_default().push(x.edge);
+                if x.is_key {
+                    c.key_in.entry(x.to).or_default().push(x.edge);
+                }
+                if let Some(sub) = x.main_from {
+                    c.subs_of.entry(x.to).or_default().push(sub);
                 }
             }
         });
     }
+}
+
+/// A remote edge as the part of its target indexes it.
+struct Incoming {
+    to: NodeId,
+    edge: EdgeId,
+    is_key: bool,
+    /// The sub-unit, for a main-unit link.
+    main_from: Option<NodeId>,
+}
+
+/// Runs `f` on every job, on one worker per core (at most one per job); the results in
+/// the order of the jobs.
+fn on_parts<T: Send, R: Send>(jobs: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let total = jobs.len();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(total)
+        .max(1);
+    if workers == 1 {
+        return jobs.into_iter().map(f).collect();
+    }
+    let queue = parking_lot::Mutex::new(jobs.into_iter().enumerate());
+    let done = parking_lot::Mutex::new(Vec::with_capacity(total));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let next = queue.lock().next();
+                    let Some((i, job)) = next else { break };
+                    let r = f(job);
+                    done.lock().push((i, r));
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner();
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Fills a fresh single-part graph: nodes and id map on this thread, identifier maps on
+/// another.
+fn fill_one(c: &mut Core, batches: Vec<PreparedParties>) -> Result<(), String> {
+    let mut kinds = [0usize; 5];
+    let mut total = 0;
+    for b in &batches {
+        total += b.len();
+        for (_, k, _) in &b.values {
+            kinds[*k as usize] += 1;
+        }
+    }
+    let with_idents: usize = batches
+        .iter()
+        .map(|b| b.idents.iter().filter(|v| !v.is_empty()).count())
+        .sum();
+    let part = c.part;
+    let first = c.g.node_bound();
+    let mut nodes = Vec::with_capacity(batches.len());
+    let mut maps = Vec::with_capacity(batches.len());
+    let mut at = first;
+    for b in batches {
+        let n = b.len();
+        nodes.push((b.parties, b.keys));
+        maps.push((at, b.idents, b.values));
+        at += n;
+    }
+    let Core {
+        g,
+        parties,
+        idents,
+        ident_keys,
+        ..
+    } = c;
+    g.reserve_nodes(total);
+    parties.reserve(total);
+    ident_keys.reserve(with_idents);
+    for (m, k) in idents.iter_mut().zip(kinds) {
+        m.reserve(k);
+    }
+    let node = move |i: usize| NodeId { part, ix: i as u32 };
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for (at, keys, values) in maps {
+                for (i, (kind, v)) in values.into_iter().map(|(i, k, v)| (i, (k, v))) {
+                    idents[kind as usize].insert(v, node(at + i as usize));
+                }
+                for (i, k) in keys.into_iter().enumerate() {
+                    if !k.is_empty() {
+                        ident_keys.insert(node(at + i), k);
+                    }
+                }
+            }
+        });
+        for (ps, keys) in nodes {
+            for (p, key) in ps.into_iter().zip(keys) {
+                match parties.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(e) => return Err(e.key().clone()),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(node(g.add_node(Node::Party(p)).index()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Fills one fresh part of a graph in `n` parts with its parties; returns the
+/// identifier values to index, by the part each lives in.
+#[allow(clippy::type_complexity)]
+fn fill_part(
+    c: &mut Core,
+    batches: Vec<PreparedParties>,
+    n: usize,
+) -> Result<(&mut Core, Vec<Vec<(IdentKind, String, NodeId)>>), String> {
+    let total: usize = batches.iter().map(PreparedParties::len).sum();
+    c.g.reserve_nodes(total);
+    c.parties.reserve(total);
+    let mut outbox: Vec<Vec<(IdentKind, String, NodeId)>> = (0..n).map(|_| Vec::new()).collect();
+    for b in batches {
+        let mut nodes = Vec::with_capacity(b.len());
+        for (p, key) in b.parties.into_iter().zip(b.keys) {
+            match c.parties.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => return Err(e.key().clone()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let i = c.g.add_node(Node::Party(p));
+                    let node = NodeId {
+                        part: c.part,
+                        ix: i.index() as u32,
+                    };
+                    e.insert(node);
+                    nodes.push(node);
+                }
+            }
+        }
+        for (i, k) in b.idents.into_iter().enumerate() {
+            if !k.is_empty()
+                && let Some(node) = nodes.get(i)
+            {
+                c.ident_keys.insert(*node, k);
+            }
+        }
+        for (i, kind, v) in b.values {
+            if let (Some(node), Some(out)) = (nodes.get(i as usize), outbox.get_mut(partition_of(&v, n))) {
+                out.push((kind, v, *node));
+            }
+        }
+    }
+    Ok((c, outbox))
+}
+
+/// Adds edges to a fresh single-part graph: petgraph edges on this thread, indexes on
+/// another.
+fn edges_one(c: &mut Core, batches: Vec<Vec<FullEdge>>) {
+    // (from, to, is_key, is_main) of every edge, in the order they are added.
+    let meta: Vec<Vec<(NodeId, NodeId, bool, bool)>> = batches
+        .iter()
+        .map(|b| {
+            b.iter()
+                .map(|(a, t, w)| (*a, *t, is_key_edge(w), matches!(w, Edge::MainUnit(_))))
+                .collect()
+        })
+        .collect();
+    let part = c.part;
+    let first = c.g.edge_bound();
+    let Core {
+        g,
+        degree,
+        loops,
+        main_of,
+        subs_of,
+        key_in,
+        ..
+    } = c;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for (e, (from, to, is_key, is_main)) in (first..).zip(meta.into_iter().flatten()) {
+                degree.entry(from).or_default().1 += 1;
+                degree.entry(to).or_default().0 += 1;
+                if from == to {
+                    *loops.entry(from).or_default() += 1;
+                }
+                if is_key {
+                    key_in.entry(to).or_default().push(EdgeId { part, ix: e as u32 });
+                }
+                if is_main {
+                    main_of.insert(from, to);
+                    subs_of.entry(to).or_default().push(from);
+                }
+            }
+        });
+        g.reserve_edges(batches.iter().map(Vec::len).sum());
+        for b in batches {
+            for (a, t, w) in b {
+                g.add_edge(a.local(), t.local(), w);
+            }
+        }
+    });
+}
+
+/// Adds the edges whose source is in this fresh part of a graph in `n` parts; returns
+/// the remote edges by the part of their target, for it to index.
+fn edges_part(c: &mut Core, batches: Vec<Vec<FullEdge>>, n: usize) -> Vec<Vec<Incoming>> {
+    let mut outbox: Vec<Vec<Incoming>> = (0..n).map(|_| Vec::new()).collect();
+    let part = c.part;
+    for (a, b, w) in batches.into_iter().flatten() {
+        let is_key = is_key_edge(&w);
+        let is_main = matches!(w, Edge::MainUnit(_));
+        let same = b.part == part;
+        let e = if same {
+            {
+                let i = c.g.add_edge(a.local(), b.local(), w);
+                c.edge_id(i)
+            }
+        } else {
+            let e = EdgeId {
+                part,
+                ix: c.remote.len() as u32 | REMOTE,
+            };
+            c.remote.push(Some((a, b, w)));
+            c.remote_n += 1;
+            c.remote_out.entry(a).or_default().push(e);
+            e
+        };
+        c.degree.entry(a).or_default().1 += 1;
+        if a == b {
+            *c.loops.entry(a).or_default() += 1;
+        }
+        if is_main {
+            c.main_of.insert(a, b);
+        }
+        if same {
+            c.degree.entry(b).or_default().0 += 1;
+            if is_key {
+                c.key_in.entry(b).or_default().push(e);
+            }
+            if is_main {
+                c.subs_of.entry(b).or_default().push(a);
+            }
+        } else if let Some(out) = outbox.get_mut(b.part as usize) {
+            out.push(Incoming {
+                to: b,
+                edge: e,
+                is_key,
+                main_from: is_main.then_some(a),
+            });
+        }
+    }
+    outbox
 }
 
 /// The partition a party id belongs to among `n`: FNV-1a of the id, stable across
@@ -1451,14 +2201,17 @@ pub fn partition_of(party: &str, n: usize) -> usize {
     if n == 0 { 0 } else { (h % n as u64) as usize }
 }
 
-/// The edges at one node: straight from the base, or from the delta's override of its
-/// adjacency list (see [`Graph::edges_at`]).
+/// The edges at one node: straight from a base, or from a boxed walk of the delta's
+/// override of its adjacency list or of a base list with remote edges (see
+/// [`Graph::edges_at`]).
 enum EdgesAt<'g> {
     Base(
         petgraph::stable_graph::Edges<'g, Edge, petgraph::Directed, u32>,
         Direction,
+        &'g Core,
     ),
     Delta(Box<dyn Iterator<Item = (EdgeId, NodeId, &'g Edge)> + 'g>),
+    Empty,
 }
 
 impl<'g> Iterator for EdgesAt<'g> {
@@ -1466,15 +2219,16 @@ impl<'g> Iterator for EdgesAt<'g> {
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
-            EdgesAt::Base(it, dir) => it.next().map(|e| {
+            EdgesAt::Base(it, dir, c) => it.next().map(|e| {
                 let other = if *dir == Direction::Outgoing {
                     e.target()
                 } else {
                     e.source()
                 };
-                (EdgeId(e.id()), NodeId(other), e.weight())
+                (c.edge_id(e.id()), c.id(other), e.weight())
             }),
             EdgesAt::Delta(it) => it.next(),
+            EdgesAt::Empty => None,
         }
     }
 }

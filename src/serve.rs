@@ -22,7 +22,7 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     bind: String,
-    /// Partition actors owning the write path.
+    /// Partitions of the graph, each owned by an actor (its write queue and compaction).
     #[arg(long, default_value_t = 2)]
     partitions: usize,
     /// HTTP worker threads (default: one per core).
@@ -147,9 +147,9 @@ fn auth(a: &ServeArgs) -> anyhow::Result<Auth> {
     }
 }
 
-fn load_snapshot(path: &Path) -> anyhow::Result<World> {
+fn load_snapshot(path: &Path, partitions: usize) -> anyhow::Result<World> {
     let t = Instant::now();
-    let (world, _) = snapshot::load(path, &mut |_| {})
+    let (world, _) = snapshot::load_in(path, partitions, &mut |_| {})
         .with_context(|| format!("cannot load the snapshot `{}`", path.display()))?;
     eprintln!(
         "loaded `{}`: {} parties, {} resources, {} edges in {:.2?}",
@@ -166,10 +166,11 @@ fn load_snapshot(path: &Path) -> anyhow::Result<World> {
 /// (seeded from `--snapshot` when the directory is new), or `--snapshot` (or an empty
 /// world) with the in-memory journal.
 fn open_state(a: &ServeArgs) -> anyhow::Result<(World, Arc<dyn Journal>)> {
+    let parts = a.partitions.max(1);
     let Some(dir) = &a.data_dir else {
         let world = match &a.snapshot {
-            Some(p) => load_snapshot(p)?,
-            None => World::new(),
+            Some(p) => load_snapshot(p, parts)?,
+            None => World::with_partitions(parts),
         };
         eprintln!(
             "note: no --data-dir: writes are kept in memory only (the in-memory journal) and are lost when the server stops"
@@ -177,7 +178,11 @@ fn open_state(a: &ServeArgs) -> anyhow::Result<(World, Arc<dyn Journal>)> {
         return Ok((world, Arc::new(MemoryJournal::new())));
     };
     let t = Instant::now();
-    let (mut world, log, rec) = recover(dir, &Options::default())
+    let opts = Options {
+        partitions: parts,
+        ..Options::default()
+    };
+    let (mut world, log, rec) = recover(dir, &opts)
         .with_context(|| format!("cannot recover the data directory `{}`", dir.display()))?;
     for s in &rec.skipped_snapshots {
         eprintln!("warning: passed over an unreadable snapshot: {s}");
@@ -187,7 +192,7 @@ fn open_state(a: &ServeArgs) -> anyhow::Result<(World, Arc<dyn Journal>)> {
     }
     match &a.snapshot {
         Some(p) if rec.fresh => {
-            world = load_snapshot(p)?;
+            world = load_snapshot(p, parts)?;
             // The seed becomes the directory's first checkpoint (sequence 0), so a
             // restart recovers it without `--snapshot`.
             log.write_checkpoint(&world, 0)

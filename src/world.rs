@@ -36,9 +36,15 @@ impl Default for World {
 }
 
 impl World {
+    /// An empty world whose graph is one part.
     pub fn new() -> World {
+        World::with_partitions(1)
+    }
+
+    /// An empty world whose graph has `p` parts (at least 1; see `graph`).
+    pub fn with_partitions(p: usize) -> World {
         World {
-            graph: Graph::new(),
+            graph: Graph::with_partitions(p),
             catalog: Catalog::builtin(),
             now: None,
             a2_retired: false,
@@ -47,12 +53,6 @@ impl World {
             consent: Shared::default(),
             suppliers: Shared::default(),
         }
-    }
-
-    /// An empty world whose graph has `p` partitions (arrives with issue 16: one until then).
-    pub fn with_partitions(p: usize) -> World {
-        let _ = p;
-        World::new()
     }
 }
 

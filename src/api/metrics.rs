@@ -115,6 +115,31 @@ impl Metrics {
     }
 }
 
+/// The gauges of the graph's parts: the entries in each part's delta (of the published
+/// version), the bound every delta is kept below, and the compactions done per part.
+pub fn partition_gauges(deltas: &[usize], compactions: &[u64], bound: usize) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "# HELP delegraph_partition_delta_entries Nodes and edges changed in a partition of the graph since its base.\n",
+    );
+    out.push_str("# TYPE delegraph_partition_delta_entries gauge\n");
+    for (i, d) in deltas.iter().enumerate() {
+        let _ = writeln!(out, "delegraph_partition_delta_entries{{partition=\"{i}\"}} {d}");
+    }
+    out.push_str("# HELP delegraph_partition_delta_bound The bound every partition's delta is kept below.\n");
+    out.push_str("# TYPE delegraph_partition_delta_bound gauge\n");
+    let _ = writeln!(out, "delegraph_partition_delta_bound {bound}");
+    out.push_str("# HELP delegraph_partition_compactions_total Compactions of a partition of the graph.\n");
+    out.push_str("# TYPE delegraph_partition_compactions_total counter\n");
+    for (i, c) in compactions.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "delegraph_partition_compactions_total{{partition=\"{i}\"}} {c}"
+        );
+    }
+    out
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

@@ -883,7 +883,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let (parties, resources, edges) = store.graph_size();
     let position = store.journal().position();
     let visible = store.visible();
-    let text = state.metrics.render(&[
+    let mut text = state.metrics.render(&[
         ("delegraph_graph_parties", "Parties in the graph.", parties as u64),
         (
             "delegraph_graph_resources",
@@ -916,6 +916,11 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             state.partitions.count() as u64,
         ),
     ]);
+    text.push_str(&super::metrics::partition_gauges(
+        &store.partition_deltas(),
+        &store.compactions(),
+        store.delta_bound(),
+    ));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(text)

@@ -1,6 +1,7 @@
 //! The store and its write front: immutable published versions that readers pin
 //! without a lock, one sequencer that applies each batch once, and a configurable
-//! number of actix actors (partitions) that order writes per party in front of it.
+//! number of actix actors (partitions) that order writes per party in front of it and
+//! keep their parts of the graph compacted.
 //!
 //! # Design
 //!
@@ -10,9 +11,20 @@
 //!   checkpoint holds. A world clone is O(1) (`graph` is a frozen base plus a persistent
 //!   delta; `sys` and `pdp` are shared until changed), so each commit publishes a new
 //!   version and the old one stays readable as long as someone holds it. The last
-//!   [`RING`] versions serve exact-token reads ([`Store::read_at`], `at_token`). Past
-//!   [`COMPACT_AFTER`] delta entries a background thread folds a published version's
-//!   delta into a new base and moves the pending state onto it.
+//!   [`RING`] versions serve exact-token reads ([`Store::read_at`], `at_token`). The
+//!   world's graph is P parts (`serve --partitions`; `graph` says what lives where),
+//!   each a frozen petgraph base plus a persistent delta, so a version is the token and
+//!   one pinned snapshot per part (and the global state).
+//! * **Compaction, per part.** When a published version has a part whose delta passes
+//!   half of the bound ([`DELTA_BOUND`], [`Store::set_delta_bound`]), that part's actor
+//!   (part `i` belongs to actor `i % N`) folds it into a new base on a blocking thread —
+//!   no lock held, its mailbox still taking writes, readers on their pinned versions —
+//!   and hands the base to the sequencer, which moves the pending part's later changes
+//!   onto it under its lock (O(delta)). Without running actors (the CLI's durable store,
+//!   tests) a thread does the same. No version is published with a part past the bound:
+//!   if the background falls behind, the sequencer compacts that part of the batch's
+//!   copy before publishing it. `/metrics` reports every part's delta, the bound and
+//!   the compactions.
 //! * **Partitions.** Every party id hashes (FNV-1a, stable across runs) to one of `N`
 //!   partition actors, each on its own arbiter thread. A batch goes to the partitions of
 //!   every party its events name ([`touched_partitions`]); events without a home party
@@ -36,10 +48,15 @@
 //!
 //! # Limits (honestly)
 //!
-//! * The graph is one structure and a cascade can reach any partition (ending a client
-//!   relationship removes delegations homed at other parties), so batches are applied
-//!   one at a time by the sequencer whatever `N` is: partitions give ordering and
-//!   isolation of the write queues, not parallel applies.
+//! * A cascade can reach any partition (ending a client relationship removes delegations
+//!   homed at other parties), so batches are applied one at a time by the sequencer
+//!   whatever `N` is: partitions give ordering and isolation of the write queues and
+//!   their own compaction, not parallel applies. The actors do not yet write or load
+//!   their snapshot sections (a checkpoint encodes every section on all cores from the
+//!   pinned version; a load fills the parts in parallel).
+//! * The bound is kept by compacting before a publish when the background falls behind:
+//!   under a write rate that outpaces compaction, the writers of that partition then
+//!   wait for a fold of its part (O(part size)).
 //! * A journal that fails after it queued a record leaves the outcome unknown: the
 //!   writer gets [`CommitError::OutcomeUnknown`] (HTTP 503 `outcome_unknown`: read
 //!   before retrying), and the store refuses further writes and fails readiness until
@@ -52,7 +69,7 @@ pub mod journal;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -61,6 +78,7 @@ use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
 
 use crate::event::Event;
+use crate::graph::PartBase;
 use crate::model::Error;
 use crate::mutate::{self, Outcome};
 use crate::world::World;
@@ -123,9 +141,10 @@ pub struct Version {
 /// How many recent versions stay available for exact-token reads (`at_token`).
 pub const RING: usize = 64;
 
-/// The delta size (nodes and edges changed since the base) past which the published
-/// graph is folded into a new base in the background.
-pub const COMPACT_AFTER: usize = 50_000;
+/// The default bound on each part's delta (nodes and edges changed since its base): a
+/// part whose published delta passes half of it is compacted in the background by its
+/// partition actor, and no version is published with a part past it.
+pub const DELTA_BOUND: usize = 100_000;
 
 /// The sequencer's state: the newest applied state (possibly not yet durable).
 struct Pending {
@@ -173,7 +192,12 @@ pub struct Store {
     unpublished: Mutex<VecDeque<Arc<Version>>>,
     /// Why the store stopped taking writes (set once, with `healthy` false).
     unhealthy: Mutex<Option<String>>,
-    compacting: Arc<AtomicBool>,
+    /// Per graph part: compaction in flight, compactions done.
+    upkeep: Arc<Upkeep>,
+    /// See [`DELTA_BOUND`].
+    delta_bound: AtomicUsize,
+    /// The partition actors, while they run: part `i` is compacted by actor `i % n`.
+    compactors: parking_lot::RwLock<Vec<Addr<Partition>>>,
     /// Test hook: while set, [`Store::exclusive`] parks before answering (to hold a
     /// simulation open on its pinned version).
     pause: Arc<(Mutex<(bool, usize)>, parking_lot::Condvar)>,
@@ -186,6 +210,7 @@ impl Store {
     /// world with a fresh journal, or what recovery rebuilt).
     pub fn new(world: World, journal: Arc<dyn Journal>) -> Store {
         let token = journal.position();
+        let parts = world.graph.partitions();
         let v = Arc::new(Version {
             token,
             world: world.clone(),
@@ -201,7 +226,12 @@ impl Store {
             publishing: Mutex::new(()),
             unpublished: Mutex::new(VecDeque::new()),
             unhealthy: Mutex::new(None),
-            compacting: Arc::new(AtomicBool::new(false)),
+            upkeep: Arc::new(Upkeep {
+                compacting: (0..parts).map(|_| AtomicBool::new(false)).collect(),
+                done: (0..parts).map(|_| AtomicU64::new(0)).collect(),
+            }),
+            delta_bound: AtomicUsize::new(DELTA_BOUND),
+            compactors: parking_lot::RwLock::new(Vec::new()),
             pause: Arc::default(),
             fail_next_apply: AtomicBool::new(false),
         }
@@ -365,6 +395,14 @@ impl Store {
             Ok(r) => r?,
             Err(_) => return Err(CommitError::Panicked),
         };
+        // The bound holds for every version: a part the background compactions have
+        // not kept up with is compacted here (a stall for writers, only then).
+        let bound = self.delta_bound();
+        for i in 0..next.graph.partitions() {
+            if next.graph.part_delta_len(i) > bound && next.graph.compact_part(i) {
+                self.upkeep.count(i);
+            }
+        }
         let digest = journal::outcome_digest(&outcome);
         let token = match self.journal.enqueue(events, Some(digest)) {
             Ok(t) => t,
@@ -469,44 +507,111 @@ impl Store {
             }
             newer
         });
-        if v.world.graph.delta_len() > COMPACT_AFTER {
-            self.compact_in_background(v);
+        let trigger = (self.delta_bound() / 2).max(1);
+        for i in 0..v.world.graph.partitions() {
+            if v.world.graph.part_delta_len(i) > trigger {
+                self.compact_in_background(v.clone(), i);
+            }
         }
     }
 
-    /// Folds the graph's delta into a new base on a background thread, then moves the
-    /// pending state onto it; the next published version reads the new base.
-    fn compact_in_background(&self, v: Arc<Version>) {
-        if self.compacting.swap(true, Ordering::SeqCst) {
+    /// Has part `i` of version `v` folded into a new base in the background — by its
+    /// partition actor when they run, else on a thread of its own — then moves the
+    /// pending state's part onto it; the next published version reads the new base.
+    fn compact_in_background(&self, v: Arc<Version>, i: usize) {
+        if !self.upkeep.start(i) {
+            return;
+        }
+        let sent = {
+            let actors = self.compactors.read();
+            match actors.get(i % actors.len().max(1)) {
+                Some(a) => a
+                    .try_send(CompactPart {
+                        version: v.clone(),
+                        part: i,
+                    })
+                    .is_ok(),
+                None => false,
+            }
+        };
+        if sent {
             return;
         }
         let seq = self.seq.clone();
-        let flag = self.compacting.clone();
+        let upkeep = self.upkeep.clone();
         let spawned = std::thread::Builder::new().name("compact".into()).spawn(move || {
-            fold(&seq, &v);
-            flag.store(false, Ordering::SeqCst);
+            let base = v.world.graph.compacted_part(i);
+            install(&seq, &upkeep, &v, i, base);
         });
         if spawned.is_err() {
-            self.compacting.store(false, Ordering::SeqCst);
+            self.upkeep.stop(i);
         }
     }
 
-    /// Folds the graph of published version `v` into a new base and moves the pending
-    /// state onto it (what the background compaction runs); false if the pending state
-    /// no longer shares `v`'s base (another compaction came first).
+    /// Moves the pending state's part onto `base`, folded from published version `v`
+    /// (the last step of a compaction, under the sequencer's lock for O(delta)).
+    fn install(&self, v: &Version, i: usize, base: Option<PartBase>) -> bool {
+        install(&self.seq, &self.upkeep, v, i, base)
+    }
+
+    /// Folds the graph of published version `v` into new bases, part by part, and moves
+    /// the pending state onto them (what the background compactions run); false if the
+    /// pending state no longer shares `v`'s bases (another compaction came first).
     pub fn compact(&self, v: &Version) -> bool {
-        fold(&self.seq, v)
+        let mut all = true;
+        for i in 0..v.world.graph.partitions() {
+            if !self.upkeep.start(i) {
+                all = false;
+                continue;
+            }
+            let base = v.world.graph.compacted_part(i);
+            all &= install(&self.seq, &self.upkeep, v, i, base);
+        }
+        all
+    }
+
+    /// The bound on every part's delta (see [`DELTA_BOUND`]).
+    pub fn delta_bound(&self) -> usize {
+        self.delta_bound.load(Ordering::Relaxed)
+    }
+
+    /// Sets the bound on every part's delta (at least 2; tests use a small one).
+    pub fn set_delta_bound(&self, bound: usize) {
+        self.delta_bound.store(bound.max(2), Ordering::Relaxed);
+    }
+
+    /// Per part of the published version's graph: the entries in its delta.
+    pub fn partition_deltas(&self) -> Vec<usize> {
+        let v = self.pin();
+        (0..v.world.graph.partitions())
+            .map(|i| v.world.graph.part_delta_len(i))
+            .collect()
+    }
+
+    /// Per part: the compactions done so far (in the background or before a publish).
+    pub fn compactions(&self) -> Vec<u64> {
+        self.upkeep
+            .done
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The partition actors that compact the parts (empty: compactions run on threads).
+    fn set_compactors(&self, actors: Vec<Addr<Partition>>) {
+        *self.compactors.write() = actors;
     }
 
     /// Empties the world (admin reset), recorded in the journal first.
     pub fn reset(&self) -> Result<u64, CommitError> {
         let mut p = self.seq.lock();
         let token = self.journal.reset()?;
-        p.world = World::new();
+        let parts = p.world.graph.partitions();
+        p.world = World::with_partitions(parts);
         p.token = token;
         self.publish(Arc::new(Version {
             token,
-            world: World::new(),
+            world: World::with_partitions(parts),
         }));
         Ok(token)
     }
@@ -542,20 +647,42 @@ impl Store {
     }
 }
 
-/// The fold behind [`Store::compact`]: the slow part runs without the lock; the lock is
-/// held only to move the pending state's later changes onto the new base.
-fn fold(seq: &Mutex<Pending>, v: &Version) -> bool {
-    let Some(folded) = v.world.graph.compacted() else {
-        return false;
-    };
-    let mut p = seq.lock();
-    match p.world.graph.rebased(&v.world.graph, &folded) {
-        Some(g) => {
-            p.world.graph = g;
-            true
-        }
-        None => false,
+/// Per graph part: whether a compaction is in flight, and how many were done.
+struct Upkeep {
+    compacting: Box<[AtomicBool]>,
+    done: Box<[AtomicU64]>,
+}
+
+impl Upkeep {
+    /// Claims part `i` for a compaction (false: one is in flight).
+    fn start(&self, i: usize) -> bool {
+        self.compacting
+            .get(i)
+            .is_some_and(|f| !f.swap(true, Ordering::SeqCst))
     }
+    fn stop(&self, i: usize) {
+        if let Some(f) = self.compacting.get(i) {
+            f.store(false, Ordering::SeqCst);
+        }
+    }
+    fn count(&self, i: usize) {
+        if let Some(d) = self.done.get(i) {
+            d.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The end of a compaction of part `i` of published version `v` (the slow fold ran
+/// without any lock): the sequencer's lock is held only to move the pending state's
+/// later changes of that part onto the new base. False if the fold failed or the
+/// pending part no longer shares `v`'s base (a compaction before a publish came first).
+fn install(seq: &Mutex<Pending>, upkeep: &Upkeep, v: &Version, i: usize, base: Option<PartBase>) -> bool {
+    let done = base.is_some_and(|b| seq.lock().world.graph.rebase_part(&v.world.graph, &b));
+    if done {
+        upkeep.count(i);
+    }
+    upkeep.stop(i);
+    done
 }
 
 /// The partition a party id belongs to among `n` (FNV-1a; defined beside the graph, so
@@ -659,6 +786,36 @@ impl Handler<Commit> for Partition {
     }
 }
 
+/// Compact this partition's part of the graph of a published version: the fold runs on
+/// a blocking thread (the mailbox goes on taking writes), then the actor hands the new
+/// base to the sequencer, which moves the pending part onto it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CompactPart {
+    pub version: Arc<Version>,
+    pub part: usize,
+}
+
+impl Handler<CompactPart> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, msg: CompactPart, ctx: &mut Context<Self>) {
+        tracing::debug!(partition = self.index, part = msg.part, "compact");
+        let CompactPart { version, part } = msg;
+        let fold = async move {
+            let v = version.clone();
+            let base = tokio::task::spawn_blocking(move || v.world.graph.compacted_part(part))
+                .await
+                .ok()
+                .flatten();
+            (version, base)
+        };
+        ctx.spawn(fold.into_actor(self).map(move |(v, base), act, _| {
+            act.store.install(&v, part, base);
+        }));
+    }
+}
+
 /// Park this partition's mailbox until `release` fires or is dropped; `held` reports
 /// that the partition is parked.
 #[derive(Message)]
@@ -706,6 +863,7 @@ impl Partitions {
             }));
             arbiters.push(arbiter);
         }
+        store.set_compactors(addrs.clone());
         Partitions {
             addrs,
             arbiters: Mutex::new(arbiters),
@@ -761,6 +919,7 @@ impl Partitions {
 
     /// Stops the partition actors and their threads (after the HTTP server stopped).
     pub fn stop(&self) {
+        self.store.set_compactors(Vec::new());
         let arbiters = std::mem::take(&mut *self.arbiters.lock());
         for a in arbiters {
             a.stop();

@@ -52,7 +52,7 @@ type Result<T, E = DurableError> = std::result::Result<T, E>;
 pub struct Options {
     /// A log segment is closed and a new one started once it reaches this size.
     pub segment_limit: u64,
-    /// Graph partitions of the recovered world ([`World::with_partitions`]).
+    /// The parts of the recovered world's graph (`graph::Graph::with_partitions`).
     pub partitions: usize,
 }
 
@@ -179,7 +179,7 @@ pub fn recover(dir: &Path, opts: &Options) -> Result<(World, Log, Recovery)> {
             ));
             break;
         }
-        match snapshot::load(path, &mut |_| {}) {
+        match snapshot::load_in(path, opts.partitions, &mut |_| {}) {
             Ok((w, l)) if l.header.last_seq == *seq => {
                 loaded = Some((w, *seq));
                 break;

@@ -1253,8 +1253,13 @@ impl Default for Loader {
 
 impl Loader {
     pub fn new() -> Loader {
+        Loader::with_partitions(1)
+    }
+
+    /// A loader that builds a world whose graph has `p` parts.
+    pub fn with_partitions(p: usize) -> Loader {
         Loader {
-            world: World::new(),
+            world: World::with_partitions(p),
             index: 0,
             saw_world: false,
             last_source: None,
@@ -1735,7 +1740,7 @@ pub struct Loaded {
 pub fn read_world<R: Read>(mut input: R, progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
     let mut bytes = Vec::new();
     input.read_to_end(&mut bytes)?;
-    decode_with(&bytes, progress)
+    decode_with(&bytes, 1, progress)
 }
 
 /// The schema version named by a file's first bytes, if they are a snapshot's.
@@ -1743,17 +1748,17 @@ fn version_of(bytes: &[u8]) -> Option<u32> {
     (bytes.get(..8) == Some(&MAGIC[..]) && bytes.len() >= 12).then(|| u32_at(bytes, 8))
 }
 
-fn decode_with(bytes: &[u8], progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
+fn decode_with(bytes: &[u8], parts: usize, progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
     match version_of(bytes) {
-        Some(v) if v >= SECTIONED_VERSION => sections::read_world(&sections::Bytes(bytes), progress),
-        _ => read_stream(bytes, progress),
+        Some(v) if v >= SECTIONED_VERSION => sections::read_world(&sections::Bytes(bytes), parts, progress),
+        _ => read_stream(bytes, parts, progress),
     }
 }
 
 /// Reads a file of the stream layout (versions 1 to 3) record by record.
-fn read_stream<R: Read>(input: R, progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
+fn read_stream<R: Read>(input: R, parts: usize, progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
     let mut rd = SnapshotReader::new(input)?;
-    let mut loader = Loader::new();
+    let mut loader = Loader::with_partitions(parts);
     let mut n = 0u64;
     while let Some(rec) = rd.next_record()? {
         loader.add(rec)?;
@@ -1776,7 +1781,25 @@ fn read_stream<R: Read>(input: R, progress: &mut dyn FnMut(u64)) -> Result<(Worl
 
 /// Decodes a snapshot held in memory (used by tests and the fuzz target).
 pub fn decode(bytes: &[u8]) -> Result<World> {
-    decode_with(bytes, &mut |_| {}).map(|(w, _)| w)
+    decode_in(bytes, 1)
+}
+
+/// [`decode`] into a world whose graph has `parts` parts.
+pub fn decode_in(bytes: &[u8], parts: usize) -> Result<World> {
+    decode_with(bytes, parts, &mut |_| {}).map(|(w, _)| w)
+}
+
+/// `w` with its graph in `parts` parts: the same world rebuilt record by record (node
+/// ids change; every answer stays the same), or a clone when the count is already that.
+pub fn repartitioned(w: &World, parts: usize) -> Result<World> {
+    if w.graph.partitions() == parts.clamp(1, crate::graph::MAX_PARTS) {
+        return Ok(w.clone());
+    }
+    let mut loader = Loader::with_partitions(parts);
+    for rec in records(w) {
+        loader.add(rec)?;
+    }
+    loader.finish()
 }
 
 /// Writes a world to a stream in the current version (sections of
@@ -1912,6 +1935,14 @@ pub fn read_world_pipelined<R: Read + Send>(
     input: R,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(World, Loaded)> {
+    pipelined(input, 1, progress)
+}
+
+fn pipelined<R: Read + Send>(
+    input: R,
+    parts: usize,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(World, Loaded)> {
     const CHUNK: usize = 4096;
     let mut rd = SnapshotReader::new(input)?;
     let header = rd.header.clone();
@@ -1940,7 +1971,7 @@ pub fn read_world_pipelined<R: Read + Send>(
                 }
             }
         });
-        let mut loader = Loader::new();
+        let mut loader = Loader::with_partitions(parts);
         let mut n = 0u64;
         let mut result = Ok(());
         for chunk in rx.iter() {
@@ -1986,16 +2017,22 @@ pub fn read_world_pipelined<R: Read + Send>(
 /// its sections through its own handle), an older one streamed through a buffered
 /// reader and decoded on a second thread.
 pub fn load(path: &Path, progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
+    load_in(path, 1, progress)
+}
+
+/// [`load`] into a world whose graph has `parts` parts (a version 4 file written in as
+/// many partitions loads each section straight into its part).
+pub fn load_in(path: &Path, parts: usize, progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
     let mut inner = || {
         let mut f = File::open(path)?;
         let mut first = [0u8; 12];
         let got = f.read(&mut first)?;
         let len = f.metadata()?.len();
         if version_of(first.get(..got).unwrap_or_default()).is_some_and(|v| v >= SECTIONED_VERSION) {
-            return sections::read_world(&sections::FileAt { path, len }, progress);
+            return sections::read_world(&sections::FileAt { path, len }, parts, progress);
         }
         let f = File::open(path)?;
-        read_world_pipelined(BufReader::with_capacity(1 << 20, f), progress)
+        pipelined(BufReader::with_capacity(1 << 20, f), parts, progress)
     };
     inner().map_err(|e| e.at(path))
 }

@@ -326,3 +326,98 @@ fn a_failed_append_answers_outcome_unknown_and_fails_readiness() {
     );
     server.stop();
 }
+
+/// The ids among `p{i}` that live in partition `part` of `n`.
+fn ids_in(part: usize, n: usize, count: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("p{i}"))
+        .filter(|id| delegraph::graph::partition_of(id, n) == part)
+        .take(count)
+        .collect()
+}
+
+/// Drives `writes` grants into partition 0 of a four-part world through `submit`, and
+/// after each one checks every part's delta in the published version against the bound.
+fn drive_one_partition(s: &Store, bound: usize, submit: &mut dyn FnMut(Vec<Event>)) {
+    let ids = ids_in(0, 4, 61);
+    let (org, people) = ids.split_first().unwrap();
+    submit(vec![ev(
+        json!({"party": {"id": org, "kind": "organisation", "unit_type": "AS"}}),
+    )]);
+    let mut worst = 0;
+    for (i, p) in people.iter().enumerate() {
+        submit(vec![person(p)]);
+        submit(vec![ev(
+            json!({"grant": {"from": org, "to": p, "package": "skattegrunnlag"}}),
+        )]);
+        if i % 3 == 0 {
+            submit(vec![ev(
+                json!({"revoke": {"from": org, "to": p, "package": "skattegrunnlag"}}),
+            )]);
+        }
+        let deltas = s.partition_deltas();
+        assert_eq!(deltas.len(), 4);
+        for (part, d) in deltas.iter().enumerate() {
+            assert!(
+                *d <= bound,
+                "after write {i}: partition {part} holds {d} delta entries, bound {bound}"
+            );
+        }
+        worst = worst.max(deltas[0]);
+    }
+    // The writes did go to partition 0, and it was compacted along the way.
+    assert!(worst > 0);
+    assert!(s.compactions()[0] > 0, "{:?}", s.compactions());
+    assert_eq!(&s.compactions()[1..], &[0, 0, 0]);
+    // Compaction changed no answer.
+    for (i, p) in people.iter().enumerate() {
+        let (r, _) = s.read(|w| rights(w, p, org));
+        assert_eq!(r.to_string().contains("skattegrunnlag"), i % 3 != 0, "{p}: {r}");
+    }
+}
+
+/// Item 5 of issue 16: many writes into one partition, and no published version has a
+/// partition whose delta passes the bound (compactions in the background, or before a
+/// publish when they fall behind).
+#[test]
+fn every_partition_delta_stays_below_the_bound() {
+    let s = Store::new(World::with_partitions(4), Arc::new(MemoryJournal::new()));
+    let bound = 24;
+    s.set_delta_bound(bound);
+    assert_eq!(s.delta_bound(), bound);
+    drive_one_partition(&s, bound, &mut |events| {
+        s.commit(&events).unwrap();
+    });
+}
+
+/// The same through the partition actors, which compact their own parts.
+#[test]
+fn partition_actors_keep_their_deltas_below_the_bound() {
+    use delegraph::partition::Partitions;
+    actix_web::rt::System::new().block_on(async {
+        let s = Arc::new(Store::new(
+            World::with_partitions(4),
+            Arc::new(MemoryJournal::new()),
+        ));
+        let bound = 24;
+        s.set_delta_bound(bound);
+        let parts = Partitions::start(4, s.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Event>>(1);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let store = s.clone();
+        // The checks block, so they run on a thread of their own; each write is sent
+        // here and submitted through the partitions.
+        let driver = std::thread::spawn(move || {
+            drive_one_partition(&store, bound, &mut |events| {
+                tx.blocking_send(events).unwrap();
+                done_rx.recv().unwrap();
+            });
+        });
+        while let Some(events) = rx.recv().await {
+            parts.submit(events).await.unwrap();
+            done_tx.send(()).unwrap();
+        }
+        driver.join().unwrap();
+        parts.stop();
+    });
+}

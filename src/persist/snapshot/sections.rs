@@ -908,7 +908,11 @@ enum Decoded {
 
 /// Reads a version 4 file: global section and parties on all cores, then the nodes,
 /// then the edges on all cores, then the edges into the graph.
-pub(super) fn read_world(src: &dyn Source, progress: &mut dyn FnMut(u64)) -> Result<(World, Loaded)> {
+pub(super) fn read_world(
+    src: &dyn Source,
+    parts: usize,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(World, Loaded)> {
     let (header, version, _, footer) = read_index(src)?;
     let p = footer.partitions;
     let secs = &footer.sections;
@@ -924,7 +928,8 @@ pub(super) fn read_world(src: &dyn Source, progress: &mut dyn FnMut(u64)) -> Res
         .map_err(in_section(e, p))
     })?;
     let c = header.counts;
-    let mut loader = Loader::new();
+    // Into a graph of `parts` parts: with as many sections, each goes to its part whole.
+    let mut loader = Loader::with_partitions(parts);
     loader.world.graph.reserve(
         c.parties as usize,
         c.resources as usize,
