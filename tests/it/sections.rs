@@ -248,3 +248,26 @@ fn an_index_that_does_not_fit_the_file_is_refused() {
     let e = snapshot::decode(&rewrite(&moved)).unwrap_err().to_string();
     assert!(e.contains("starts at byte"), "{e}");
 }
+
+/// A file loads into a graph of any number of parts: section by section into the parts
+/// when the counts agree, routed by `partition_of` when they differ; the same world
+/// comes back either way, and so it does from a world re-partitioned in memory.
+#[test]
+fn a_file_loads_into_any_number_of_graph_parts() {
+    let w = from_jsonl("graph-snapshots/sample.jsonl");
+    let want = dump(&w);
+    for p in [1, 7, 16] {
+        let bytes = encode_in(&w, p);
+        for parts in [1, 3, 7, 16] {
+            let back = snapshot::decode_in(&bytes, parts).unwrap();
+            assert_eq!(back.graph.partitions(), parts);
+            assert_eq!(dump(&back), want, "{p} sections into {parts} parts");
+            assert!(invariants::violations(&back).is_empty());
+            assert_eq!(back.graph.party_count(), w.graph.party_count());
+            assert_eq!(back.graph.edge_count(), w.graph.edge_count());
+        }
+    }
+    let re = snapshot::repartitioned(&w, 5).unwrap();
+    assert_eq!(re.graph.partitions(), 5);
+    assert_eq!(dump(&re), want);
+}
