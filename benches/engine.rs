@@ -301,7 +301,7 @@ fn snapshot_checks(path: &str) {
         }
         for (_, t, _) in g.outgoing(n) {
             let Some(to) = g.party(t) else { continue };
-            if pair_hash(&org.id, &to.id) % keep != 0 {
+            if !pair_hash(&org.id, &to.id).is_multiple_of(keep) {
                 continue;
             }
             match to.kind {
