@@ -1304,18 +1304,23 @@ impl Graph {
     /// the identifier maps are built on another (a fresh graph gives node indices in
     /// order, so both know every party's node). Each id must be new: on a duplicate the
     /// id is returned as the error, with the graph partly built (a loader drops it).
-    pub fn add_prepared(&mut self, batches: Vec<PreparedParties>) -> Result<(), String> {
+    /// Returns the node of every party, batch by batch in the order given (a loader
+    /// resolves references by position with them instead of looking ids up).
+    pub fn add_prepared(&mut self, batches: Vec<PreparedParties>) -> Result<Vec<Vec<NodeId>>, String> {
         let fresh = self.direct() && self.base.g.node_count() == self.base.g.node_bound();
         if !fresh {
+            let mut placed = Vec::with_capacity(batches.len());
             for b in batches {
+                let mut nodes = Vec::with_capacity(b.parties.len());
                 for p in b.parties {
                     if self.party_node(&p.id).is_some() {
                         return Err(p.id);
                     }
-                    self.add_party(p);
+                    nodes.push(self.add_party(p));
                 }
+                placed.push(nodes);
             }
-            return Ok(());
+            return Ok(placed);
         }
         let c = Arc::make_mut(&mut self.base);
         let mut kinds = [0usize; 5];
@@ -1333,11 +1338,13 @@ impl Graph {
         let first = c.g.node_bound();
         let mut nodes = Vec::with_capacity(batches.len());
         let mut maps = Vec::with_capacity(batches.len());
+        let mut placed = Vec::with_capacity(batches.len());
         let mut at = first;
         for b in batches {
             let n = b.len();
             nodes.push((b.parties, b.keys));
             maps.push((at, b.idents, b.values));
+            placed.push((at..at + n).map(|i| NodeId(NodeIndex::new(i))).collect());
             at += n;
         }
         let Core {
@@ -1376,7 +1383,7 @@ impl Graph {
                     }
                 }
             }
-            Ok(())
+            Ok(placed)
         })
     }
 
