@@ -874,7 +874,28 @@ fn supplier_records(w: &World) -> impl Iterator<Item = Record> + '_ {
 /// Counts the records of a world (one pass over the edges).
 pub fn count(w: &World) -> Counts {
     let g = &w.graph;
-    let mut k = Counts {
+    let mut k = count_but_edges(w);
+    for (n, _) in g.parties() {
+        count_edges(w, n, &mut k);
+    }
+    k
+}
+
+/// Counts the edges leaving party `n` into `k`.
+fn count_edges(w: &World, n: NodeId, k: &mut Counts) {
+    for (_, _, e) in w.graph.outgoing(n) {
+        match e {
+            Edge::Assignment(_) => k.assignments += 1,
+            Edge::Delegation(_) => k.delegations += 1,
+            Edge::MainUnit(_) => k.main_units += 1,
+        }
+    }
+}
+
+/// Counts the records of a world but its edges (no pass over the graph).
+fn count_but_edges(w: &World) -> Counts {
+    let g = &w.graph;
+    Counts {
         parties: g.party_count() as u64,
         resources: g.resource_count() as u64,
         systems: w.sys.systems.len() as u64,
@@ -892,17 +913,7 @@ pub fn count(w: &World) -> Counts {
         scope_resources: w.suppliers.scope_resources().count() as u64,
         suppliers: w.suppliers.relationships() as u64,
         ..Counts::default()
-    };
-    for (n, _) in g.parties() {
-        for (_, _, e) in g.outgoing(n) {
-            match e {
-                Edge::Assignment(_) => k.assignments += 1,
-                Edge::Delegation(_) => k.delegations += 1,
-                Edge::MainUnit(_) => k.main_units += 1,
-            }
-        }
     }
-    k
 }
 
 /// Writes the magic bytes, the version and the checksummed header; returns the bytes

@@ -53,8 +53,8 @@ use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BLOCK_TARGET, Counts, Header, Loaded, Loader, MAX_BLOCK, Record, Result, SnapshotReader, bad, count,
-    resource_record, state_records, u32_at,
+    BLOCK_TARGET, Counts, Header, Loaded, Loader, MAX_BLOCK, Record, Result, SnapshotReader, bad,
+    count_but_edges, count_edges, resource_record, state_records, u32_at,
 };
 use crate::catalog::{Catalog, PackageSet};
 use crate::graph::{Actions, Assignment, Delegation, Edge, NodeId, Party, PreparedParties, partition_of};
@@ -399,17 +399,35 @@ enum EdgeOut<'a> {
 struct Places(Vec<Vec<NodeId>>);
 
 impl Places {
-    fn of(g: &crate::graph::Graph, p: usize) -> Places {
+    /// Each of `k` workers hashes the ids of every k-th party (reading an id is a cache
+    /// miss on a large world, walking the node array is not).
+    fn of(g: &crate::graph::Graph, p: usize) -> Result<Places> {
+        let k = workers(usize::MAX);
+        let parts = run_jobs(k, |j| {
+            let mut homes: Vec<Vec<NodeId>> = vec![Vec::new(); p];
+            for (n, party) in g.parties().skip(j).step_by(k) {
+                if let Some(h) = homes.get_mut(partition_of(&party.id, p)) {
+                    h.push(n);
+                }
+            }
+            Ok(homes)
+        })?;
         let mut homes: Vec<Vec<NodeId>> = vec![Vec::new(); p];
-        for (n, party) in g.parties() {
-            if let Some(h) = homes.get_mut(partition_of(&party.id, p)) {
-                h.push(n);
+        for part in parts {
+            for (h, more) in homes.iter_mut().zip(part) {
+                h.extend(more);
             }
         }
-        for h in &mut homes {
-            h.sort_unstable();
-        }
-        Places(homes)
+        std::thread::scope(|s| {
+            for chunk in homes.chunks_mut(p.div_ceil(k).max(1)) {
+                s.spawn(move || {
+                    for h in chunk {
+                        h.sort_unstable();
+                    }
+                });
+            }
+        });
+        Ok(Places(homes))
     }
 
     /// The place of party `t` (partition << 32 | position).
@@ -482,18 +500,29 @@ pub fn write_world<W: Write>(
             "{partitions} partitions: between 1 and {MAX_PARTITIONS}"
         )));
     }
+    let p = partitions as usize;
+    let g = &w.graph;
+    let places = Places::of(g, p)?;
+    // The edges are counted on all cores, a partition at a time.
+    let mut counts = count_but_edges(w);
+    for c in run_jobs(p, |j| {
+        let mut c = Counts::default();
+        for n in places.0.get(j).map_or(&[][..], |v| v.as_slice()) {
+            count_edges(w, *n, &mut c);
+        }
+        Ok(c)
+    })? {
+        counts = counts.plus(&c);
+    }
     let header = Header {
         created_at: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         last_seq,
-        counts: count(w),
+        counts,
         compression: "lz4-block".to_string(),
         engine: env!("CARGO_PKG_VERSION").to_string(),
     };
     let mut offset = super::write_prefix(&mut out, PLACED_VERSION, &header)?;
-    let p = partitions as usize;
-    let g = &w.graph;
-    let places = Places::of(g, p);
     let jobs = 1 + 2 * p;
     let kind_of = |j: usize| match j {
         0 => (SectionKind::Global, 0),
