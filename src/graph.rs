@@ -1776,37 +1776,57 @@ impl Graph {
     /// the parts are filled in parallel (a batch whose parties all live in one part —
     /// a snapshot section read into as many parts — goes there whole). Each id must be
     /// new: on a duplicate the id is returned as the error, with the graph partly built
-    /// (a loader drops it).
-    pub fn add_prepared(&mut self, batches: Vec<PreparedParties>) -> Result<(), String> {
+    /// (a loader drops it). Returns the node of every party, batch by batch in the order
+    /// given (a loader resolves references by position with them instead of looking ids
+    /// up).
+    pub fn add_prepared(&mut self, batches: Vec<PreparedParties>) -> Result<Vec<Vec<NodeId>>, String> {
         let n = self.parts.len();
         let fresh = self.cores_mut().is_some_and(|cs| {
             cs.iter()
                 .all(|c| c.g.node_count() == c.g.node_bound() && c.remote.is_empty())
         });
         if !fresh {
+            let mut placed = Vec::with_capacity(batches.len());
             for b in batches {
+                let mut nodes = Vec::with_capacity(b.parties.len());
                 for p in b.parties {
                     if self.party_node(&p.id).is_some() {
                         return Err(p.id);
                     }
-                    self.add_party(p);
+                    nodes.push(self.add_party(p));
                 }
+                placed.push(nodes);
             }
-            return Ok(());
+            return Ok(placed);
         }
         let Some(mut cores) = self.cores_mut() else {
-            return Ok(());
+            return Err("the graph's base is shared: nothing can be added in bulk".into());
+        };
+        // A fresh part gives node indices in order from its bound: every party's node
+        // is known before it is added.
+        let mut next: Vec<u32> = cores.iter().map(|c| c.g.node_bound() as u32).collect();
+        let mut placed: Vec<Vec<NodeId>> = Vec::with_capacity(batches.len());
+        let mut take = |h: usize| {
+            let ix = next.get(h).copied().unwrap_or(0);
+            if let Some(x) = next.get_mut(h) {
+                *x += 1;
+            }
+            NodeId { part: h as u32, ix }
         };
         if n == 1 {
+            for b in &batches {
+                placed.push((0..b.len()).map(|_| take(0)).collect());
+            }
             return match cores.pop() {
-                Some(c) => fill_one(c, batches),
-                None => Ok(()),
+                Some(c) => fill_one(c, batches).map(|()| placed),
+                None => Ok(placed),
             };
         }
         // Each batch to the part of its parties (split when they are of several).
         let mut per: Vec<Vec<PreparedParties>> = (0..n).map(|_| Vec::new()).collect();
         for b in batches {
             let homes: Vec<usize> = b.keys.iter().map(|k| partition_of(k, n)).collect();
+            placed.push(homes.iter().map(|h| take(*h)).collect());
             if let Some(&h) = homes.first()
                 && homes.iter().all(|x| *x == h)
             {
@@ -1857,7 +1877,7 @@ impl Graph {
                 c.idents[kind as usize].insert(v, node);
             }
         });
-        Ok(())
+        Ok(placed)
     }
 
     /// Adds batches of edges whose endpoints exist (the caller has checked that none

@@ -42,6 +42,13 @@ pub enum SnapshotCommand {
     Verify { file: PathBuf },
     /// Print a snapshot's header (version, creation time, counts) without loading it.
     Stats { file: PathBuf },
+    /// Load a snapshot of any version this build reads and save it in the current
+    /// version (printing the load and the save time).
+    Upgrade {
+        file: PathBuf,
+        /// The snapshot file to write (atomically: temp file, fsync, rename).
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -220,6 +227,17 @@ fn run_snapshot(cmd: SnapshotCommand) -> Result<()> {
                 loaded.version,
                 loaded.header.counts.total()
             );
+            Ok(())
+        }
+        SnapshotCommand::Upgrade { file, out } => {
+            let (world, loaded, took) = load(&file)?;
+            println!(
+                "loaded `{}` (schema version {}) in {took:.2?}",
+                file.display(),
+                loaded.version
+            );
+            save(&world, &out)?;
+            std::mem::forget(world);
             Ok(())
         }
         SnapshotCommand::Stats { file } => {

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! magic        8 bytes  "DELEGSNP"
-//! version      u32 LE   schema version (4; 1 to 3 are still read)
+//! version      u32 LE   schema version (5; 1 to 4 are still read)
 //! header_len   u32 LE   length of the header (at most 64 KiB)
 //! header       rmp      Header { created_at, last_seq, counts, compression, engine }
 //! header_crc   u32 LE   crc32 of version, header_len and header
@@ -68,6 +68,12 @@
 //! version 3, for tests and tools. `graph-snapshots/fixture-v4.snap` is its committed
 //! fixture.
 //!
+//! Version 5 keeps the layout of version 4 and its party records, but its edge records
+//! name parties by place (partition and position in that partition's parties section)
+//! instead of by external id, so that a load resolves them by indexing rather than by
+//! hashing and comparing millions of ids (`snapshot/sections.rs`).
+//! `graph-snapshots/fixture-v5.snap` is its committed fixture; version 4 is still read.
+//!
 //! INVARIANT: nothing of petgraph's layout (node or edge indices) is written; parties
 //! and resources are named by external id, roles and packages by catalogue code.
 
@@ -93,11 +99,11 @@ pub const MAGIC: [u8; 8] = *b"DELEGSNP";
 mod sections;
 
 pub use sections::{
-    DEFAULT_PARTITIONS, Footer, MAX_PARTITIONS, SECTIONED_VERSION, SectionEntry, SectionKind,
+    DEFAULT_PARTITIONS, Footer, MAX_PARTITIONS, PLACED_VERSION, SECTIONED_VERSION, SectionEntry, SectionKind,
 };
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 /// The newest version of the stream layout (one run of blocks ended by an `End` record),
 /// which [`SnapshotWriter`] still writes for tests and tools.
 pub const STREAM_VERSION: u32 = 3;
@@ -868,7 +874,28 @@ fn supplier_records(w: &World) -> impl Iterator<Item = Record> + '_ {
 /// Counts the records of a world (one pass over the edges).
 pub fn count(w: &World) -> Counts {
     let g = &w.graph;
-    let mut k = Counts {
+    let mut k = count_but_edges(w);
+    for (n, _) in g.parties() {
+        count_edges(w, n, &mut k);
+    }
+    k
+}
+
+/// Counts the edges leaving party `n` into `k`.
+fn count_edges(w: &World, n: NodeId, k: &mut Counts) {
+    for (_, _, e) in w.graph.outgoing(n) {
+        match e {
+            Edge::Assignment(_) => k.assignments += 1,
+            Edge::Delegation(_) => k.delegations += 1,
+            Edge::MainUnit(_) => k.main_units += 1,
+        }
+    }
+}
+
+/// Counts the records of a world but its edges (no pass over the graph).
+fn count_but_edges(w: &World) -> Counts {
+    let g = &w.graph;
+    Counts {
         parties: g.party_count() as u64,
         resources: g.resource_count() as u64,
         systems: w.sys.systems.len() as u64,
@@ -886,17 +913,7 @@ pub fn count(w: &World) -> Counts {
         scope_resources: w.suppliers.scope_resources().count() as u64,
         suppliers: w.suppliers.relationships() as u64,
         ..Counts::default()
-    };
-    for (n, _) in g.parties() {
-        for (_, _, e) in g.outgoing(n) {
-            match e {
-                Edge::Assignment(_) => k.assignments += 1,
-                Edge::Delegation(_) => k.delegations += 1,
-                Edge::MainUnit(_) => k.main_units += 1,
-            }
-        }
     }
-    k
 }
 
 /// Writes the magic bytes, the version and the checksummed header; returns the bytes

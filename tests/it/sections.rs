@@ -1,5 +1,5 @@
-//! Snapshots by partition (schema version 4) through the public API: the committed
-//! fixture, every partition count giving the same world, the older stream layout still
+//! Snapshots by partition (schema versions 4 and 5) through the public API: the committed
+//! fixtures, every partition count giving the same world, the older stream layout still
 //! read, and damaged sections or footers refused with a message that names them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -70,6 +70,49 @@ fn fixture_v4_snapshot_matches_its_source() {
     let (v1, l1) = snapshot::load(&repo("graph-snapshots/fixture-v1.snap"), &mut |_| {}).unwrap();
     assert_eq!(l1.version, 1);
     assert_eq!(dump(&v1), dump(&loaded));
+}
+
+/// The committed fixture of version 5 (edges naming parties by place) holds the same
+/// world as its source and as the version 4 fixture.
+#[test]
+fn fixture_v5_snapshot_matches_its_source() {
+    let (loaded, l) = snapshot::load(&repo("graph-snapshots/fixture-v5.snap"), &mut |_| {}).unwrap();
+    assert_eq!(l.version, 5);
+    let c = l.header.counts;
+    assert_eq!(
+        (c.parties, c.resources, c.assignments, c.delegations, c.main_units),
+        (8, 2, 7, 1, 1)
+    );
+    assert!(invariants::violations(&loaded).is_empty());
+    let built = from_jsonl("graph-snapshots/fixture-v1.jsonl");
+    assert_eq!(
+        dump(&built),
+        dump(&loaded),
+        "rebuild graph-snapshots/fixture-v5.snap only together with a schema version bump"
+    );
+    let (v4, _) = snapshot::load(&repo("graph-snapshots/fixture-v4.snap"), &mut |_| {}).unwrap();
+    assert_eq!(dump(&v4), dump(&loaded));
+}
+
+/// `delegraph snapshot upgrade` writes an older file in the current version, with the
+/// same world.
+#[test]
+fn snapshot_upgrade_writes_the_current_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("up.snap");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_delegraph"))
+        .args(["snapshot", "upgrade"])
+        .arg(repo("graph-snapshots/fixture-v4.snap"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(text.contains("schema version 4"), "{text}");
+    let (up, l) = snapshot::load(&out, &mut |_| {}).unwrap();
+    assert_eq!(l.version, snapshot::SCHEMA_VERSION);
+    let (v4, _) = snapshot::load(&repo("graph-snapshots/fixture-v4.snap"), &mut |_| {}).unwrap();
+    assert_eq!(dump(&up), dump(&v4));
 }
 
 #[test]

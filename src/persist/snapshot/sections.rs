@@ -1,7 +1,7 @@
-//! Schema version 4: one file, many sections, read and written in parallel.
+//! Schema versions 4 and 5: one file, many sections, read and written in parallel.
 //!
 //! ```text
-//! magic, version (4), header_len, header, header_crc    as in versions 1 to 3
+//! magic, version (5), header_len, header, header_crc    as in versions 1 to 3
 //! section*              the global section, then the parties of partitions 0..P, then
 //!                       their edges; each a run of blocks:
 //!   raw_len    u32 LE   length of the decompressed block (at most MAX_BLOCK)
@@ -25,8 +25,18 @@
 //! Why a partition has two sections: edges name parties of other partitions, so every
 //! node must exist before any edge is resolved. The loader decodes the global section
 //! and every partition's parties on all cores, adds the nodes (room reserved from the
-//! footer's counts), then decodes every partition's edges on all cores against the
-//! finished id maps (borrowed strings: no allocation for ids or codes) and adds them.
+//! footer's counts), then decodes every partition's edges on all cores and adds them.
+//!
+//! Version 4 edge records are the stream's `Record`s, naming parties by external id,
+//! resolved against the finished id maps. Version 5 (written now) names a party in an
+//! edge by its *place*: `partition << 32 | position` in that partition's parties
+//! section (the parties of a section are in node order), and the source by its
+//! position alone, since it is in the section's own partition. The loader keeps the
+//! node each party got, by place, and resolves an edge by indexing: on a Norway-scale
+//! world the id lookups (two cache misses each, millions of them) were the largest
+//! cost of a load. A section's edges come in source order, so that the duplicate
+//! checks (no edge twice, one main unit per sub-unit) need only one source's edges at
+//! a time.
 //! The global section holds what is not a party's: resources, the system-user and
 //! decision-point state, and last the `World` record; new kinds of record go there
 //! unless they belong to one party.
@@ -43,17 +53,20 @@ use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BLOCK_TARGET, Counts, Header, Loaded, Loader, MAX_BLOCK, Record, Result, SnapshotReader, bad, count,
-    edge_records, party_record, resource_record, state_records, u32_at,
+    BLOCK_TARGET, Counts, Header, Loaded, Loader, MAX_BLOCK, Record, Result, SnapshotReader, bad,
+    count_but_edges, count_edges, resource_record, state_records, u32_at,
 };
-use crate::catalog::PackageSet;
+use crate::catalog::{Catalog, PackageSet};
 use crate::graph::{Actions, Assignment, Delegation, Edge, NodeId, Party, PreparedParties, partition_of};
-use crate::model::RoleId;
+use crate::model::{PartyKind, RoleId, SystemUserKind};
 use crate::persist::error::SnapshotError;
 use crate::world::World;
 
 /// The first schema version written in sections.
 pub const SECTIONED_VERSION: u32 = 4;
+/// The first schema version whose edge records name parties by place (the version
+/// written).
+pub const PLACED_VERSION: u32 = 5;
 /// The number of partitions a snapshot is written in unless told otherwise: enough
 /// for every core of a large machine to have work while loading, small enough that
 /// a tiny world's empty sections cost nothing to speak of. Fixed (not the number of
@@ -195,6 +208,19 @@ impl SectionWriter {
         let at = self.block.len();
         self.block.extend_from_slice(&[0; 4]);
         rmp_serde::encode::write(&mut self.block, r).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+        self.frame(at)
+    }
+
+    /// Appends one record given by a borrowed mirror (the caller counts it).
+    fn push_ser<T: Serialize>(&mut self, r: &T) -> Result<()> {
+        let at = self.block.len();
+        self.block.extend_from_slice(&[0; 4]);
+        rmp_serde::encode::write(&mut self.block, r).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+        self.frame(at)
+    }
+
+    /// Fills in the length of the frame that starts at `at` and flushes a full block.
+    fn frame(&mut self, at: usize) -> Result<()> {
         let len = self.block.len() - at - 4;
         if len > MAX_BLOCK as usize / 2 {
             return Err(SnapshotError::Encode("a record is larger than 32 MiB".into()));
@@ -223,6 +249,243 @@ impl SectionWriter {
     }
 }
 
+// Borrowed mirrors of the records for writing. A party record's variant name, fields
+// and their order are those of [`Record`] (rmp writes a variant by its name and a
+// struct as an array), so its bytes are the owned record's without copying a string;
+// grants are written as arrays of the fields of `ResourceGrant` and `InstanceGrant`.
+
+#[derive(Serialize)]
+struct PartyOut<'a> {
+    id: &'a str,
+    kind: PartyKind,
+    name: Option<&'a str>,
+    unit_type: Option<&'a str>,
+    org_no: Option<&'a str>,
+    ssn: Option<&'a str>,
+    alive: bool,
+    system_user_kind: Option<SystemUserKind>,
+    owner: Option<&'a str>,
+    system: Option<&'a str>,
+    uuid: Option<&'a str>,
+    party_id: Option<i64>,
+    user_id: Option<i64>,
+}
+
+impl<'a> PartyOut<'a> {
+    fn of(p: &'a Party) -> PartyOut<'a> {
+        PartyOut {
+            id: &p.id,
+            kind: p.kind,
+            name: p.name.as_deref(),
+            unit_type: p.unit_type.as_deref(),
+            org_no: p.org_no.as_deref(),
+            ssn: p.ssn.as_deref(),
+            alive: p.alive,
+            system_user_kind: p.system_user_kind,
+            owner: p.owner.as_deref(),
+            system: p.system.as_deref(),
+            uuid: p.uuid.as_deref(),
+            party_id: p.party_id,
+            user_id: p.user_id,
+        }
+    }
+}
+
+/// The party variant of [`Record`], by the same name.
+#[derive(Serialize)]
+enum PartyRecordOut<'a> {
+    Party(PartyOut<'a>),
+}
+
+/// Package codes of a set, as an array.
+struct CodesOut<'a>(&'a PackageSet, &'a Catalog);
+
+impl Serialize for CodesOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for p in self.0.iter() {
+            seq.serialize_element(self.1.package(p).code.as_str())?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct GrantOut<'a> {
+    resource: &'a str,
+    actions: &'a Actions,
+}
+
+/// Resource grants (resource node → actions), as an array of [`GrantOut`].
+struct GrantsOut<'a>(&'a std::collections::BTreeMap<NodeId, Actions>, &'a World);
+
+impl Serialize for GrantsOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let g = &self.1.graph;
+        s.collect_seq(self.0.iter().map(|(n, actions)| GrantOut {
+            resource: g.ext_id(*n),
+            actions,
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct InstanceOut<'a> {
+    resource: &'a str,
+    instance: &'a str,
+    actions: &'a Actions,
+}
+
+/// Instance grants ((resource node, instance) → actions), as an array of
+/// [`InstanceOut`].
+struct InstancesOut<'a>(
+    &'a std::collections::BTreeMap<(NodeId, String), Actions>,
+    &'a World,
+);
+
+impl Serialize for InstancesOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let g = &self.1.graph;
+        s.collect_seq(self.0.iter().map(|((n, instance), actions)| InstanceOut {
+            resource: g.ext_id(*n),
+            instance,
+            actions,
+        }))
+    }
+}
+
+// The edge records of version 5: a party is named by its place, `partition << 32 |
+// position in that partition's parties section`, the source by its position alone (it
+// is in the section's own partition). Roles, packages and resources by code and id,
+// as before.
+
+#[derive(Serialize)]
+struct AssignmentOut<'a> {
+    from: u32,
+    to: u64,
+    role: &'a str,
+    packages: CodesOut<'a>,
+    resources: GrantsOut<'a>,
+    instances: InstancesOut<'a>,
+}
+
+#[derive(Serialize)]
+struct DelegationOut<'a> {
+    client: u32,
+    facilitator: u64,
+    agent: u64,
+    role: &'a str,
+    packages: CodesOut<'a>,
+    resources: GrantsOut<'a>,
+}
+
+#[derive(Serialize)]
+struct MainUnitOut<'a> {
+    sub: u32,
+    main: u64,
+    role: &'a str,
+}
+
+#[derive(Serialize)]
+enum EdgeOut<'a> {
+    Assignment(AssignmentOut<'a>),
+    Delegation(DelegationOut<'a>),
+    MainUnit(MainUnitOut<'a>),
+}
+
+/// The parties of every partition, each list sorted by node: a party's position in its
+/// list is its position in its parties section.
+struct Places(Vec<Vec<NodeId>>);
+
+impl Places {
+    /// Each of `k` workers hashes the ids of every k-th party (reading an id is a cache
+    /// miss on a large world, walking the node array is not).
+    fn of(g: &crate::graph::Graph, p: usize) -> Result<Places> {
+        let k = workers(usize::MAX);
+        let parts = run_jobs(k, |j| {
+            let mut homes: Vec<Vec<NodeId>> = vec![Vec::new(); p];
+            for (n, party) in g.parties().skip(j).step_by(k) {
+                if let Some(h) = homes.get_mut(partition_of(&party.id, p)) {
+                    h.push(n);
+                }
+            }
+            Ok(homes)
+        })?;
+        let mut homes: Vec<Vec<NodeId>> = vec![Vec::new(); p];
+        for part in parts {
+            for (h, more) in homes.iter_mut().zip(part) {
+                h.extend(more);
+            }
+        }
+        std::thread::scope(|s| {
+            for chunk in homes.chunks_mut(p.div_ceil(k).max(1)) {
+                s.spawn(move || {
+                    for h in chunk {
+                        h.sort_unstable();
+                    }
+                });
+            }
+        });
+        Ok(Places(homes))
+    }
+
+    /// The place of party `t` (partition << 32 | position).
+    fn of_party(&self, g: &crate::graph::Graph, t: NodeId) -> Result<u64> {
+        let part = partition_of(g.ext_id(t), self.0.len());
+        self.0
+            .get(part)
+            .and_then(|h| h.binary_search(&t).ok())
+            .map(|i| ((part as u64) << 32) | i as u64)
+            .ok_or_else(|| SnapshotError::Encode(format!("an edge names `{}`, not a party", g.ext_id(t))))
+    }
+}
+
+/// Encodes the edges leaving the parties of one partition (`home`, in place order).
+fn write_edges(sw: &mut SectionWriter, w: &World, places: &Places, home: &[NodeId]) -> Result<()> {
+    let g = &w.graph;
+    let c = w.catalog;
+    for (from, n) in home.iter().enumerate() {
+        let from = u32::try_from(from).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+        for (_, t, e) in g.outgoing(*n) {
+            let r = match e {
+                Edge::Assignment(a) => {
+                    sw.counts.assignments += 1;
+                    EdgeOut::Assignment(AssignmentOut {
+                        from,
+                        to: places.of_party(g, t)?,
+                        role: &c.role(a.role).code,
+                        packages: CodesOut(&a.packages, c),
+                        resources: GrantsOut(&a.resources, w),
+                        instances: InstancesOut(&a.instances, w),
+                    })
+                }
+                Edge::Delegation(d) => {
+                    sw.counts.delegations += 1;
+                    EdgeOut::Delegation(DelegationOut {
+                        client: from,
+                        facilitator: places.of_party(g, d.facilitator)?,
+                        agent: places.of_party(g, t)?,
+                        role: &c.role(d.role).code,
+                        packages: CodesOut(&d.packages, c),
+                        resources: GrantsOut(&d.resources, w),
+                    })
+                }
+                Edge::MainUnit(role) => {
+                    sw.counts.main_units += 1;
+                    EdgeOut::MainUnit(MainUnitOut {
+                        sub: from,
+                        main: places.of_party(g, t)?,
+                        role: &c.role(*role).code,
+                    })
+                }
+            };
+            sw.push_ser(&r)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes a world as a version 4 file in `partitions` partitions, encoding the sections
 /// on all cores; returns the output and the counts written.
 pub fn write_world<W: Write>(
@@ -237,23 +500,29 @@ pub fn write_world<W: Write>(
             "{partitions} partitions: between 1 and {MAX_PARTITIONS}"
         )));
     }
+    let p = partitions as usize;
+    let g = &w.graph;
+    let places = Places::of(g, p)?;
+    // The edges are counted on all cores, a partition at a time.
+    let mut counts = count_but_edges(w);
+    for c in run_jobs(p, |j| {
+        let mut c = Counts::default();
+        for n in places.0.get(j).map_or(&[][..], |v| v.as_slice()) {
+            count_edges(w, *n, &mut c);
+        }
+        Ok(c)
+    })? {
+        counts = counts.plus(&c);
+    }
     let header = Header {
         created_at: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         last_seq,
-        counts: count(w),
+        counts,
         compression: "lz4-block".to_string(),
         engine: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let mut offset = super::write_prefix(&mut out, SECTIONED_VERSION, &header)?;
-    let p = partitions as usize;
-    let g = &w.graph;
-    let mut homes: Vec<Vec<NodeId>> = vec![Vec::new(); p];
-    for (n, party) in g.parties() {
-        if let Some(h) = homes.get_mut(partition_of(&party.id, p)) {
-            h.push(n);
-        }
-    }
+    let mut offset = super::write_prefix(&mut out, PLACED_VERSION, &header)?;
     let jobs = 1 + 2 * p;
     let kind_of = |j: usize| match j {
         0 => (SectionKind::Global, 0),
@@ -263,7 +532,7 @@ pub fn write_world<W: Write>(
     let encode = |j: usize| -> Result<(Vec<u8>, Counts)> {
         let mut sw = SectionWriter::new();
         let (kind, part) = kind_of(j);
-        let home = homes.get(part).map_or(&[][..], |v| v.as_slice());
+        let home = places.0.get(part).map_or(&[][..], |v| v.as_slice());
         match kind {
             SectionKind::Global => {
                 for (_, r) in g.resources() {
@@ -276,17 +545,12 @@ pub fn write_world<W: Write>(
             SectionKind::Parties => {
                 for n in home {
                     if let Some(party) = g.party(*n) {
-                        sw.push(&Record::Party(party_record(party)))?;
+                        sw.counts.parties += 1;
+                        sw.push_ser(&PartyRecordOut::Party(PartyOut::of(party)))?;
                     }
                 }
             }
-            SectionKind::Edges => {
-                for n in home {
-                    for r in edge_records(w, *n) {
-                        sw.push(&r)?;
-                    }
-                }
-            }
+            SectionKind::Edges => write_edges(&mut sw, w, &places, home)?,
         }
         sw.finish()
     };
@@ -607,31 +871,58 @@ fn decode_record(index: u64, rec: &[u8]) -> Result<Record> {
     rmp_serde::from_slice(rec).map_err(|e| bad(index, e.to_string()))
 }
 
+// A borrowed mirror of the party record (the same fields in the same order), decoded
+// without allocating; the party's own strings are then made once, at their final size.
+
+#[derive(Deserialize)]
+struct PartyRef<'a> {
+    id: &'a str,
+    kind: PartyKind,
+    name: Option<&'a str>,
+    unit_type: Option<&'a str>,
+    org_no: Option<&'a str>,
+    ssn: Option<&'a str>,
+    alive: bool,
+    system_user_kind: Option<SystemUserKind>,
+    owner: Option<&'a str>,
+    system: Option<&'a str>,
+    uuid: Option<&'a str>,
+    party_id: Option<i64>,
+    user_id: Option<i64>,
+}
+
+/// The party variant of [`Record`], by the same name.
+#[derive(Deserialize)]
+enum PartyRecordRef<'a> {
+    #[serde(borrow)]
+    Party(PartyRef<'a>),
+}
+
 /// The parties of one partition, checked and made ready for the graph.
 fn read_parties(src: &dyn Source, e: &SectionEntry, partitions: u32) -> Result<PreparedParties> {
     let mut out = PreparedParties::with_capacity(e.counts.parties as usize);
     let mut index = 0;
+    let own = |s: Option<&str>| s.map(str::to_string);
     read_section(src, e, |block| {
         frames(block, &mut index, |i, rec| {
-            let Record::Party(p) = decode_record(i, rec)? else {
-                return Err(bad(i, "not a party record in a parties section".into()));
-            };
-            crate::model::check_id("party id", &p.id).map_err(|err| bad(i, err.message))?;
-            if partition_of(&p.id, partitions as usize) != e.partition as usize {
+            let PartyRecordRef::Party(p) = rmp_serde::from_slice(rec)
+                .map_err(|err| bad(i, format!("not a party record in a parties section: {err}")))?;
+            crate::model::check_id("party id", p.id).map_err(|err| bad(i, err.message))?;
+            if partition_of(p.id, partitions as usize) != e.partition as usize {
                 return Err(bad(i, format!("party `{}` belongs to another partition", p.id)));
             }
             out.push(Party {
-                id: p.id,
+                id: p.id.to_string(),
                 kind: p.kind,
-                name: p.name,
-                unit_type: p.unit_type,
-                org_no: p.org_no,
-                ssn: p.ssn,
+                name: own(p.name),
+                unit_type: own(p.unit_type),
+                org_no: own(p.org_no),
+                ssn: own(p.ssn),
                 alive: p.alive,
                 system_user_kind: p.system_user_kind,
-                owner: p.owner,
-                system: p.system,
-                uuid: p.uuid,
+                owner: own(p.owner),
+                system: own(p.system),
+                uuid: own(p.uuid),
                 party_id: p.party_id,
                 user_id: p.user_id,
             });
@@ -900,6 +1191,208 @@ fn read_edges(src: &dyn Source, e: &SectionEntry, w: &World, partitions: u32) ->
     Ok(out)
 }
 
+// The edge records of version 5 (see `AssignmentOut`), borrowed.
+
+#[derive(Deserialize)]
+struct AssignmentAt<'a> {
+    from: u32,
+    to: u64,
+    role: &'a str,
+    #[serde(borrow)]
+    packages: Vec<&'a str>,
+    #[serde(borrow)]
+    resources: Vec<GrantRef<'a>>,
+    #[serde(borrow)]
+    instances: Vec<InstanceGrantRef<'a>>,
+}
+
+#[derive(Deserialize)]
+struct DelegationAt<'a> {
+    client: u32,
+    facilitator: u64,
+    agent: u64,
+    role: &'a str,
+    #[serde(borrow)]
+    packages: Vec<&'a str>,
+    #[serde(borrow)]
+    resources: Vec<GrantRef<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MainUnitAt<'a> {
+    sub: u32,
+    main: u64,
+    role: &'a str,
+}
+
+#[derive(Deserialize)]
+enum EdgeAt<'a> {
+    #[serde(borrow)]
+    Assignment(AssignmentAt<'a>),
+    #[serde(borrow)]
+    Delegation(DelegationAt<'a>),
+    #[serde(borrow)]
+    MainUnit(MainUnitAt<'a>),
+}
+
+/// What one edge of a source says, for the duplicate checks at the end of its group:
+/// (kind, receiver, facilitator or receiver, role).
+type EdgeKey = (u8, NodeId, NodeId, RoleId);
+
+/// The edges of the same source: none may repeat another, at most one main unit.
+fn check_group(w: &World, source: NodeId, keys: &mut Vec<EdgeKey>, index: u64) -> Result<()> {
+    keys.sort_unstable();
+    let id = || w.graph.ext_id(source).to_string();
+    if keys.iter().filter(|k| k.0 == 2).count() > 1 {
+        return Err(bad(index, format!("`{}` has two main units", id())));
+    }
+    if let Some(k) = keys
+        .windows(2)
+        .find(|p| p.first() == p.get(1))
+        .and_then(|p| p.first())
+    {
+        let what = if k.0 == 0 { "assignment" } else { "delegation" };
+        return Err(bad(
+            index,
+            format!(
+                "duplicate {what} `{}` → `{}` ({})",
+                id(),
+                w.graph.ext_id(k.1),
+                w.catalog.role(k.3).code
+            ),
+        ));
+    }
+    keys.clear();
+    Ok(())
+}
+
+/// The edges of one partition in a version 5 file, resolved by place against the nodes
+/// the parties got (`placed`, by partition and position) and checked: sources in
+/// place order (so that all of a source's edges are together), no duplicate edge, one
+/// main unit per sub-unit.
+fn read_edges_placed(
+    src: &dyn Source,
+    e: &SectionEntry,
+    w: &World,
+    placed: &[Vec<NodeId>],
+) -> Result<Vec<FullEdge>> {
+    let c = e.counts;
+    let mut out = Vec::with_capacity((c.assignments + c.delegations + c.main_units) as usize);
+    let mut index = 0;
+    let mut seen = Counts::default();
+    let own = placed.get(e.partition as usize).map_or(&[][..], |v| v.as_slice());
+    let mut r = Resolve {
+        w,
+        partitions: placed.len(),
+        partition: e.partition as usize,
+        index: 0,
+        last_source: None,
+    };
+    let mut group: Option<(u32, NodeId)> = None;
+    let mut keys: Vec<EdgeKey> = Vec::new();
+    let mut last = 0;
+    read_section(src, e, |block| {
+        frames(block, &mut index, |i, rec| {
+            r.index = i;
+            last = i;
+            let edge: EdgeAt<'_> = rmp_serde::from_slice(rec)
+                .map_err(|err| bad(i, format!("not an edge record in an edges section: {err}")))?;
+            let from = match &edge {
+                EdgeAt::Assignment(a) => a.from,
+                EdgeAt::Delegation(d) => d.client,
+                EdgeAt::MainUnit(m) => m.sub,
+            };
+            let source = match group {
+                Some((at, n)) if at == from => n,
+                Some((at, _)) if at > from => {
+                    return Err(bad(
+                        i,
+                        format!("source {from} after source {at}: edges out of order"),
+                    ));
+                }
+                _ => {
+                    if let Some((_, n)) = group {
+                        check_group(w, n, &mut keys, i)?;
+                    }
+                    let n = own.get(from as usize).copied().ok_or_else(|| {
+                        bad(
+                            i,
+                            format!(
+                                "names party {from} of partition {}, which does not exist",
+                                e.partition
+                            ),
+                        )
+                    })?;
+                    group = Some((from, n));
+                    n
+                }
+            };
+            let party = |at: u64| -> Result<NodeId> {
+                let (p, k) = ((at >> 32) as usize, (at & 0xffff_ffff) as usize);
+                placed.get(p).and_then(|v| v.get(k)).copied().ok_or_else(|| {
+                    bad(
+                        i,
+                        format!("names party {k} of partition {p}, which does not exist"),
+                    )
+                })
+            };
+            match edge {
+                EdgeAt::Assignment(a) => {
+                    seen.assignments += 1;
+                    let to = party(a.to)?;
+                    let role = r.role(a.role)?;
+                    keys.push((0, to, to, role));
+                    let mut instances = std::collections::BTreeMap::new();
+                    for g in &a.instances {
+                        instances.insert(
+                            (r.resource(g.resource)?, g.instance.to_string()),
+                            g.actions.iter().map(|x| x.to_string()).collect(),
+                        );
+                    }
+                    let edge = Assignment {
+                        role,
+                        packages: r.packages(&a.packages)?,
+                        resources: r.grants(&a.resources)?,
+                        instances,
+                    };
+                    out.push((source, to, Edge::Assignment(edge)));
+                }
+                EdgeAt::Delegation(d) => {
+                    seen.delegations += 1;
+                    let facilitator = party(d.facilitator)?;
+                    let agent = party(d.agent)?;
+                    let role = r.role(d.role)?;
+                    keys.push((1, agent, facilitator, role));
+                    let edge = Delegation {
+                        facilitator,
+                        role,
+                        packages: r.packages(&d.packages)?,
+                        resources: r.grants(&d.resources)?,
+                    };
+                    out.push((source, agent, Edge::Delegation(edge)));
+                }
+                EdgeAt::MainUnit(m) => {
+                    seen.main_units += 1;
+                    let main = party(m.main)?;
+                    let role = r.role(m.role)?;
+                    keys.push((2, main, main, role));
+                    out.push((source, main, Edge::MainUnit(role)));
+                }
+            }
+            Ok(())
+        })
+    })?;
+    if let Some((_, n)) = group {
+        check_group(w, n, &mut keys, last)?;
+    }
+    if seen != c {
+        return Err(SnapshotError::Corrupt(format!(
+            "records {seen:?} where the footer says {c:?}"
+        )));
+    }
+    Ok(out)
+}
+
 /// What the first phase of a load decodes from one section.
 enum Decoded {
     Global(Vec<Record>),
@@ -947,7 +1440,7 @@ pub(super) fn read_world(
             }
         }
     }
-    loader
+    let placed = loader
         .world
         .graph
         .add_prepared(batches)
@@ -966,8 +1459,14 @@ pub(super) fn read_world(
     let world = &loader.world;
     let edges = run_jobs(edge_secs.len(), |j| {
         let e = edge_secs.get(j).ok_or(SnapshotError::Truncated("section"))?;
-        read_edges(src, e, world, p).map_err(in_section(e, p))
+        if version >= PLACED_VERSION {
+            read_edges_placed(src, e, world, &placed)
+        } else {
+            read_edges(src, e, world, p)
+        }
+        .map_err(in_section(e, p))
     })?;
+    drop(placed);
     done += edges.iter().map(|v| v.len() as u64).sum::<u64>();
     loader.world.graph.add_edges(edges);
     progress(done);
