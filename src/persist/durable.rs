@@ -330,10 +330,10 @@ impl Durable {
     }
 
     /// Validates and applies a batch atomically through the store's sequencer, waits
-    /// until it is durable, and returns its sequence number (the consistency token). A
-    /// refused batch changes nothing.
+    /// until it is durable, and returns the sequence number of its record. A refused
+    /// batch changes nothing.
     pub fn apply_batch(&self, events: &[Event]) -> Result<u64> {
-        self.store.commit(events).map(|c| c.token).map_err(commit_error)
+        self.store.commit(events).map(|c| c.seq).map_err(commit_error)
     }
 
     /// Runs `f` on the current (published, durable) version.
@@ -498,6 +498,11 @@ impl Journal for Log {
 
     fn wait_durable(&self, seq: u64) -> std::result::Result<(), JournalError> {
         Log::wait_durable(self, seq).map_err(journal_error)
+    }
+
+    fn seal(&self, seq: u64) {
+        // A failed log reports itself to whoever waits for the record.
+        let _ = self.wal.seal(seq);
     }
 
     fn reset(&self) -> std::result::Result<u64, JournalError> {
