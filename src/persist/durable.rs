@@ -4,10 +4,11 @@
 //! # Invariants
 //!
 //! * INVARIANT: a batch is acknowledged (its sequence number returned) only after its
-//!   log record is durable; a refused batch is neither applied nor logged.
-//! * INVARIANT: log order is apply order. The sequencer applies a batch and queues its
-//!   record under one mutex ([`Store::stage`]), so sequence numbers follow the order in
-//!   which batches changed the world, and replaying the log reproduces the world. Each
+//!   log record is durable; a refused batch is undone (never published) and not logged.
+//! * INVARIANT: log order is apply order. The store's sequencer thread applies a batch
+//!   and queues its record under one mutex, one batch after another, so sequence
+//!   numbers follow the order in which batches changed the world, and replaying the log
+//!   reproduces the world. Each
 //!   record carries the digest of its outcome; replay recomputes it and stops at a
 //!   mismatch.
 //! * A batch is one record with one checksum: after a crash it is replayed whole or

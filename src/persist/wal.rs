@@ -1015,10 +1015,14 @@ fn flusher(s: &Shared) {
             }
             let first = q.pending_first;
             let sealed = q.sealed.saturating_sub(first) as usize;
-            if q.sealing && !q.shutdown && q.sealed < q.pending_last {
+            let prefix = if q.sealing && !q.shutdown && q.sealed < q.pending_last {
+                q.ends.get(sealed).copied()
+            } else {
+                None
+            };
+            if let Some(cut) = prefix {
                 // Only a prefix is sealed: it is the group; the rest waits, behind a new
                 // reserved group header.
-                let Some(&cut) = q.ends.get(sealed) else { return };
                 let mut rest = std::mem::take(&mut q.spare);
                 rest.extend_from_slice(&[0u8; GROUP_HEADER]);
                 rest.extend_from_slice(q.pending.get(cut..).unwrap_or_default());
