@@ -5,8 +5,9 @@
 //! The requests are drawn from a snapshot of the world the server holds, so they name
 //! parties and packages that exist: each check asks about a (subject, party, package)
 //! that the snapshot says holds, or (one in four) a package the subject does not hold.
-//! Writes are `grant`/`revoke` pairs of one package between two existing parties, so the
-//! world is the same after the run. Only loopback targets are accepted: this is a tool
+//! Writes are one-event batches: each connection alternately grants and revokes its own
+//! (organisation → person, package), with `by` one who may delegate the package for the
+//! organisation, so every write changes something and the world ends as it began. Only loopback targets are accepted: this is a tool
 //! for measuring one's own server, never for sending load elsewhere.
 
 use std::net::{IpAddr, ToSocketAddrs};
@@ -233,8 +234,8 @@ struct Pool {
     /// (subject, party, package, holds)
     checks: Vec<(String, String, String, bool)>,
     subjects: Vec<String>,
-    /// (from, to, package) for grant/revoke pairs.
-    writes: Vec<(String, String, String)>,
+    /// (from, to, package, by) for grant/revoke pairs, no two alike.
+    writes: Vec<(String, String, String, String)>,
     /// (client, firm): a REGN relationship of the accounting firm with most clients.
     regn: Option<(String, String)>,
 }
@@ -272,6 +273,8 @@ fn pool(w: &World, seed: u64) -> Result<Pool, LoadError> {
     let mut checks = Vec::new();
     let mut subjects = Vec::new();
     let mut writes = Vec::new();
+    let mut written = std::collections::HashSet::new();
+    let ulykke = c.package_id("ulykke");
     let tries = parties.len().min(20_000);
     for _ in 0..tries {
         let x = parties[rng.below(parties.len())];
@@ -300,8 +303,15 @@ fn pool(w: &World, seed: u64) -> Result<Pool, LoadError> {
             && w.graph
                 .party(x)
                 .is_some_and(|p| p.kind == crate::model::PartyKind::Person)
+            && let Some(pk) = ulykke
+            && writes.len() < MAX_WRITES
+            && written.insert((ap.party, x))
+            && let Some(by) = resolve::holders(w, ap.party, pk).into_iter().find(|u| {
+                resolve::can_delegate_package(w, *u, ap.party, pk) == resolve::DelegationVerdict::Yes
+            })
         {
-            writes.push((fid, xid, "ulykke".to_string()));
+            let by = w.graph.ext_id(by).to_string();
+            writes.push((fid, xid, "ulykke".to_string(), by));
         }
     }
     if checks.is_empty() {
@@ -314,6 +324,9 @@ fn pool(w: &World, seed: u64) -> Result<Pool, LoadError> {
         regn: biggest_regn(w),
     })
 }
+
+/// At most this many distinct grant/revoke pairs are drawn.
+const MAX_WRITES: usize = 4096;
 
 const KINDS: [&str; 4] = ["check", "batch", "authorized_parties", "events"];
 
@@ -377,6 +390,11 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
                 s.spawn(move || {
                     let mut rng = Rng(plan.seed.wrapping_add(t as u64 * 7919) | 1);
                     let mut stats: KindStats = std::array::from_fn(|_| (histogram(), 0, 0, 0));
+                    let mut writer = Writer {
+                        next: t,
+                        step: plan.concurrency.max(1),
+                        revoke: false,
+                    };
                     loop {
                         if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
                             break;
@@ -394,7 +412,8 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
                             }
                             pick -= wgt;
                         }
-                        let (path, body, decisions) = request(&pool, kind, plan.batch_size, &mut rng);
+                        let (path, body, decisions) =
+                            request(&pool, kind, plan.batch_size, &mut rng, &mut writer);
                         let t0 = Instant::now();
                         let mut req = agent
                             .post(&format!("{base}{path}"))
@@ -527,18 +546,18 @@ fn during_loop(
         During::A2Impact => script.push(("a2-impact", true, "/v1/a2-impact?limit=100".into(), Value::Null)),
         During::Checkpoint => script.push(("checkpoint", false, "/v1/admin/checkpoint".into(), Value::Null)),
         During::Writes => {
-            if let Some((f, t, p)) = pool.writes.get(conn * 7 % pool.writes.len().max(1)) {
+            if let Some((f, t, p, by)) = pool.writes.get(conn * 7 % pool.writes.len().max(1)) {
                 script.push((
                     "write grant",
                     false,
                     "/v1/events".into(),
-                    json!([{"grant": {"from": f, "to": t, "package": p}}]),
+                    json!([{"grant": {"from": f, "to": t, "package": p, "by": by}}]),
                 ));
                 script.push((
                     "write revoke",
                     false,
                     "/v1/events".into(),
-                    json!([{"revoke": {"from": f, "to": t, "package": p}}]),
+                    json!([{"revoke": {"from": f, "to": t, "package": p, "by": by}}]),
                 ));
             }
         }
@@ -657,8 +676,22 @@ fn histogram() -> Option<Histogram<u64>> {
     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok()
 }
 
+/// The writes of one connection: the pairs `next`, `next + step`, ... of the pool (no
+/// other connection's), each granted, then revoked.
+struct Writer {
+    next: usize,
+    step: usize,
+    revoke: bool,
+}
+
 /// One request of `kind`: (path, body, decisions it asks for).
-fn request(pool: &Pool, kind: usize, batch: usize, rng: &mut Rng) -> (&'static str, Value, u64) {
+fn request(
+    pool: &Pool,
+    kind: usize,
+    batch: usize,
+    rng: &mut Rng,
+    writer: &mut Writer,
+) -> (&'static str, Value, u64) {
     let check = |rng: &mut Rng| {
         let (s, p, pk, _) = &pool.checks[rng.below(pool.checks.len())];
         json!({"subject": s, "party": p, "package": pk})
@@ -677,16 +710,20 @@ fn request(pool: &Pool, kind: usize, batch: usize, rng: &mut Rng) -> (&'static s
             let s = &pool.subjects[rng.below(pool.subjects.len())];
             ("/v1/authorized_parties", json!({ "subject": s }), 1)
         }
-        _ => match pool.writes.get(rng.below(pool.writes.len())) {
-            // grant then revoke in one atomic batch: the world ends as it began.
-            Some((f, t, p)) => (
-                "/v1/events",
-                json!([
-                    {"grant": {"from": f, "to": t, "package": p}},
-                    {"revoke": {"from": f, "to": t, "package": p}}
-                ]),
-                1,
-            ),
+        _ => match pool.writes.get(writer.next % pool.writes.len().max(1)) {
+            // One event, acting as `by`: the grant, then (next time) its revoke.
+            Some((f, t, p, by)) => {
+                let what = if writer.revoke { "revoke" } else { "grant" };
+                if writer.revoke {
+                    writer.next += writer.step;
+                }
+                writer.revoke = !writer.revoke;
+                (
+                    "/v1/events",
+                    json!([{ what: {"from": f, "to": t, "package": p, "by": by} }]),
+                    1,
+                )
+            }
             None => ("/v1/check", check(rng), 1),
         },
     }

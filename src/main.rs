@@ -168,8 +168,9 @@ enum Command {
     /// Drive a running delegraph server over loopback and report latency percentiles.
     ///
     /// Draws its requests from a snapshot of the world the server holds (checks of
-    /// packages held and not held, batched checks, authorized parties, and grant+revoke
-    /// write pairs that leave the world as it was), sends them from --concurrency
+    /// packages held and not held, batched checks, authorized parties, and one-event
+    /// writes: each connection grants, then revokes, a package of its own pair, acting as
+    /// `by`, so the world ends as it was), sends them from --concurrency
     /// connections until --requests are sent or --duration has passed, and reports
     /// throughput and p50/p90/p99/p99.9 per request kind as text (and JSON with --json).
     /// Refuses any target that is not a loopback address.
@@ -180,8 +181,8 @@ enum Command {
         /// The snapshot of the world the server holds (to draw requests from).
         #[arg(long)]
         snapshot: PathBuf,
-        /// Bearer token: `delegraph:admin`, or `delegraph:read` plus `delegraph:import` for
-        /// the events (grant+revoke without `by`).
+        /// Bearer token: `delegraph:admin`, or `delegraph:read` plus `delegraph:write` for
+        /// the events (grants and revokes with `by`).
         #[arg(long, env = "DELEGRAPH_TOKEN")]
         token: Option<String>,
         /// Stop after this many requests.

@@ -88,6 +88,10 @@ pub trait Journal: Send + Sync {
     fn wait_durable(&self, _seq: u64) -> Result<(), JournalError> {
         Ok(())
     }
+    /// Lets the journal make every record up to `seq` durable now. A journal may hold
+    /// records back until they are sealed or waited for, so that the store decides
+    /// where a group (one fsync) ends and can make one version per group.
+    fn seal(&self, _seq: u64) {}
     /// Enqueues a record without a digest and waits until it is durable.
     fn append(&self, events: &[Event]) -> Result<u64, JournalError> {
         let seq = self.enqueue(events, None)?;

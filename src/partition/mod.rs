@@ -22,9 +22,9 @@
 //!   and hands the base to the sequencer, which moves the pending part's later changes
 //!   onto it under its lock (O(delta)). Without running actors (the CLI's durable store,
 //!   tests) a thread does the same. No version is published with a part past the bound:
-//!   if the background falls behind, the sequencer compacts that part of the batch's
-//!   copy before publishing it. `/metrics` reports every part's delta, the bound and
-//!   the compactions.
+//!   if the background falls behind, the sequencer compacts that part at the end of its
+//!   pass before making the pass's version. `/metrics` reports every part's delta, the
+//!   bound and the compactions.
 //! * **Partitions.** Every party id hashes (FNV-1a, stable across runs) to one of `N`
 //!   partition actors, each on its own arbiter thread. A batch goes to the partitions of
 //!   every party its events name ([`touched_partitions`]); events without a home party
@@ -37,14 +37,21 @@
 //!   on a [`Hold`] (an atomic response that blocks its mailbox), then the highest one
 //!   stages the batch. Dropping the hold guards releases them, also when the request is
 //!   cancelled.
-//! * **The sequencer** ([`Store::stage`]) holds one mutex for: a private O(1) copy of
-//!   the pending state, the one apply of the batch on it (a refusal or a panic drops the
-//!   copy: nothing changed, nothing logged), and the journal's enqueue (no I/O). The
-//!   partition is then free; [`Store::finish`] waits without any lock until the journal
-//!   has made the record durable — one fsync for every batch queued meanwhile (group
-//!   commit) — and publishes the version. Records become durable in order, so a
-//!   version is published only when it and all before it are durable; a reader never
-//!   sees a state the journal does not have.
+//! * **The sequencer** is a thread of the store. [`Store::stage`] hands it a batch and
+//!   returns a [`Ticket`] at once; each pass of the sequencer takes every batch staged
+//!   since the last one and applies them one after another, in staging order, on the
+//!   pending state (an overlay nobody else sees), each once and all or nothing: a
+//!   refusal is undone by the batch's undo log, a panic (or a record the journal does
+//!   not take) rebuilds the overlay from the pass's start without that batch. Each
+//!   accepted record is queued in the journal (no I/O) as it is applied, so log order is
+//!   apply order; the pass then makes one version. **The publisher**, another thread,
+//!   waits without any lock until the journal has made a pass's records durable — one
+//!   fsync for every record queued meanwhile (group commit) —, publishes the newest
+//!   durable version with one swap and answers the pass's writers; only those writers
+//!   wake. Records become durable in order, so a version is published only when it and
+//!   all before it are durable; a reader never sees a state the journal does not have.
+//!   A write's token is its pass's version (the first that shows it), so a pass's
+//!   writers share one token.
 //!
 //! # Limits (honestly)
 //!
@@ -68,13 +75,16 @@
 pub mod journal;
 
 use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tokio::sync::{oneshot, watch};
 
 use crate::event::Event;
@@ -87,8 +97,11 @@ use journal::{Journal, JournalError};
 /// A batch the store has made durable and applied.
 #[derive(Debug, Clone)]
 pub struct Committed {
-    /// The journal's sequence number: the consistency token.
+    /// The consistency token: the version that first shows the batch (the last record
+    /// of the sequencer's pass that applied it, so at least `seq`).
     pub token: u64,
+    /// The batch's own record: its sequence number in the journal.
+    pub seq: u64,
     pub outcome: Outcome,
 }
 
@@ -152,17 +165,204 @@ struct Pending {
     token: u64,
 }
 
-/// A batch applied to the pending state and queued in the journal, not yet durable:
-/// [`Store::finish`] waits for the journal and publishes it.
+/// The answer to a batch handed to the sequencer ([`Store::stage`]): committed (durable
+/// and published), or why not. Wait for it on a thread ([`Ticket::wait`]) or await it;
+/// either way only this writer is woken when it is ready.
 #[must_use]
-pub struct Staged {
-    version: Arc<Version>,
-    outcome: Outcome,
+pub struct Ticket(Arc<Reply>);
+
+/// One writer's answer slot: filled once by the sequencer (a refusal) or the publisher
+/// (durable and published, or the outcome unknown).
+struct Reply {
+    state: Mutex<ReplyState>,
+    ready: Condvar,
 }
 
-impl Staged {
-    pub fn token(&self) -> u64 {
-        self.version.token
+enum ReplyState {
+    /// Not answered yet; the waker of an awaiting task.
+    Waiting(Option<Waker>),
+    /// The answer, and old versions for the writer to drop (freeing a version's own
+    /// copies of the overlay's paths is work the publisher hands to its writers).
+    Done(Result<Committed, CommitError>, Option<Garbage>),
+    Taken,
+}
+
+/// Something whose drop frees memory, handed to a writer to drop on its own thread.
+type Garbage = Arc<VecDeque<Arc<Version>>>;
+
+impl Ticket {
+    fn new() -> (Ticket, Answer) {
+        let r = Arc::new(Reply {
+            state: Mutex::new(ReplyState::Waiting(None)),
+            ready: Condvar::new(),
+        });
+        (Ticket(r.clone()), Answer(Some(r)))
+    }
+
+    /// A ticket answered already.
+    fn done(r: Result<Committed, CommitError>) -> Ticket {
+        let (t, a) = Ticket::new();
+        a.send(r);
+        t
+    }
+
+    /// Blocks this thread until the batch is answered.
+    pub fn wait(self) -> Result<Committed, CommitError> {
+        let mut s = self.0.state.lock();
+        loop {
+            match std::mem::replace(&mut *s, ReplyState::Taken) {
+                ReplyState::Done(r, garbage) => {
+                    drop(s);
+                    drop(garbage);
+                    return r;
+                }
+                ReplyState::Taken => return Err(answered_twice()),
+                w @ ReplyState::Waiting(_) => {
+                    *s = w;
+                    self.0.ready.wait(&mut s);
+                }
+            }
+        }
+    }
+}
+
+fn answered_twice() -> CommitError {
+    CommitError::OutcomeUnknown {
+        token: 0,
+        reason: "the answer was already taken".into(),
+    }
+}
+
+impl Future for Ticket {
+    type Output = Result<Committed, CommitError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut s = self.0.state.lock();
+        match std::mem::replace(&mut *s, ReplyState::Taken) {
+            ReplyState::Done(r, garbage) => {
+                drop(s);
+                drop(garbage);
+                Poll::Ready(r)
+            }
+            ReplyState::Taken => Poll::Ready(Err(answered_twice())),
+            ReplyState::Waiting(_) => {
+                *s = ReplyState::Waiting(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The sending half of a [`Ticket`]. Dropped unanswered (a thread of the store stopped
+/// before it answered), it answers "outcome unknown".
+struct Answer(Option<Arc<Reply>>);
+
+impl Answer {
+    fn send(self, r: Result<Committed, CommitError>) {
+        self.send_with(r, None);
+    }
+
+    /// Answers, handing the writer `garbage` to drop.
+    fn send_with(mut self, r: Result<Committed, CommitError>, garbage: Option<Garbage>) {
+        if let Some(reply) = self.0.take() {
+            let waker = {
+                let mut s = reply.state.lock();
+                let w = match std::mem::replace(&mut *s, ReplyState::Done(r, garbage)) {
+                    ReplyState::Waiting(w) => w,
+                    _ => None,
+                };
+                reply.ready.notify_one();
+                w
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            let a = Answer(self.0.take());
+            a.send(Err(CommitError::OutcomeUnknown {
+                token: 0,
+                reason: "the store stopped before it answered this batch".into(),
+            }));
+        }
+    }
+}
+
+/// A batch waiting for the sequencer.
+struct Request {
+    events: Arc<Vec<Event>>,
+    answer: Answer,
+}
+
+/// A batch the sequencer applied and queued in the journal.
+struct Accepted {
+    events: Arc<Vec<Event>>,
+    token: u64,
+    digest: u64,
+    outcome: Outcome,
+    answer: Answer,
+}
+
+/// What one pass of the sequencer applied: one version for all its batches, and their
+/// writers, answered once the journal has made the version's record durable.
+struct Group {
+    version: Arc<Version>,
+    /// Each writer's record, outcome and answer.
+    writers: Vec<(u64, Outcome, Answer)>,
+}
+
+/// A queue that one worker thread of the store drains.
+struct Queue<T> {
+    items: Mutex<QueueState<T>>,
+    work: Condvar,
+}
+
+struct QueueState<T> {
+    items: Vec<T>,
+    shutdown: bool,
+}
+
+impl<T> Queue<T> {
+    fn new() -> Queue<T> {
+        Queue {
+            items: Mutex::new(QueueState {
+                items: Vec::new(),
+                shutdown: false,
+            }),
+            work: Condvar::new(),
+        }
+    }
+
+    fn push(&self, item: T) {
+        self.items.lock().items.push(item);
+        self.work.notify_one();
+    }
+
+    /// Everything queued, waiting for something; `None` once shut down and empty.
+    fn take(&self) -> Option<Vec<T>> {
+        let mut q = self.items.lock();
+        while q.items.is_empty() && !q.shutdown {
+            self.work.wait(&mut q);
+        }
+        if q.items.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut q.items))
+    }
+
+    /// What is queued now, without waiting.
+    fn drain(&self) -> Vec<T> {
+        std::mem::take(&mut self.items.lock().items)
+    }
+
+    fn shut_down(&self) {
+        self.items.lock().shutdown = true;
+        self.work.notify_all();
     }
 }
 
@@ -170,12 +370,26 @@ impl Staged {
 ///
 /// * **Readers** ([`Store::read`], [`Store::pin`]) load the current [`Version`] from an
 ///   `ArcSwap`: no lock, whatever a writer, a simulation, a report or a checkpoint does.
-/// * **The sequencer** ([`Store::stage`]) holds a small mutex for the apply (once, on a
-///   private O(1) copy of the pending state) and the journal's enqueue; a refused batch
-///   or a panic drops the copy, so nothing changed. [`Store::finish`] then waits, without
-///   any lock, for the journal to make the record durable (one fsync for every batch
-///   queued meanwhile) and publishes the version.
+/// * **The sequencer** (a thread of the store) takes every batch handed to it
+///   ([`Store::stage`]) since its last pass and applies them one after another, in the
+///   order they came, on one private overlay of the pending state (each all or nothing:
+///   a refusal is rolled back by the batch's undo log, a panic or a journal that does not
+///   take the record rebuilds the overlay without it), queues each accepted record in
+///   the journal, and makes one version of the pass.
+/// * **The publisher** (another thread) waits, without any lock, until the journal has
+///   made a pass's records durable (one fsync for every record queued meanwhile),
+///   publishes its version and answers its writers.
 pub struct Store {
+    inner: Arc<Inner>,
+    /// The sequencer and the publisher, stopped and joined on drop.
+    workers: Vec<std::thread::JoinHandle<()>>,
+    /// Test hook: while set, [`Store::exclusive`] parks before answering (to hold a
+    /// simulation open on its pinned version).
+    pause: Arc<(Mutex<(bool, usize)>, parking_lot::Condvar)>,
+}
+
+/// The state a [`Store`] shares with its sequencer and publisher threads.
+struct Inner {
     // INVARIANT: `current` holds exactly the journal's records up to its token, all of
     // them durable; `seq.world` holds exactly the records queued so far. A version is
     // published only after its record is durable, and tokens only grow.
@@ -186,10 +400,12 @@ pub struct Store {
     /// The token of the newest published version (for `min_token` waits).
     visible: watch::Sender<u64>,
     healthy: AtomicBool,
-    /// Serialises publishers (not readers).
+    /// Serialises publishers (the publisher thread and a reset), not readers.
     publishing: Mutex<()>,
-    /// Staged versions not yet published, in token order (pushed under the sequencer).
-    unpublished: Mutex<VecDeque<Arc<Version>>>,
+    /// Batches handed to the sequencer, in arrival order.
+    incoming: Queue<Request>,
+    /// Passes applied and queued in the journal, not yet durable, in token order.
+    waiting: Queue<Group>,
     /// Why the store stopped taking writes (set once, with `healthy` false).
     unhealthy: Mutex<Option<String>>,
     /// Per graph part: compaction in flight, compactions done.
@@ -198,10 +414,7 @@ pub struct Store {
     delta_bound: AtomicUsize,
     /// The partition actors, while they run: part `i` is compacted by actor `i % n`.
     compactors: parking_lot::RwLock<Vec<Addr<Partition>>>,
-    /// Test hook: while set, [`Store::exclusive`] parks before answering (to hold a
-    /// simulation open on its pinned version).
-    pause: Arc<(Mutex<(bool, usize)>, parking_lot::Condvar)>,
-    /// Test hook: the next apply panics after changing its copy.
+    /// Test hook: the next apply panics after changing the overlay.
     fail_next_apply: AtomicBool,
 }
 
@@ -216,7 +429,7 @@ impl Store {
             world: world.clone(),
         });
         let (visible, _) = watch::channel(token);
-        Store {
+        let inner = Arc::new(Inner {
             current: ArcSwap::new(v.clone()),
             ring: ArcSwap::from_pointee(VecDeque::from([v])),
             seq: Arc::new(Mutex::new(Pending { world, token })),
@@ -224,7 +437,8 @@ impl Store {
             visible,
             healthy: AtomicBool::new(true),
             publishing: Mutex::new(()),
-            unpublished: Mutex::new(VecDeque::new()),
+            incoming: Queue::new(),
+            waiting: Queue::new(),
             unhealthy: Mutex::new(None),
             upkeep: Arc::new(Upkeep {
                 compacting: (0..parts).map(|_| AtomicBool::new(false)).collect(),
@@ -232,19 +446,37 @@ impl Store {
             }),
             delta_bound: AtomicUsize::new(DELTA_BOUND),
             compactors: parking_lot::RwLock::new(Vec::new()),
-            pause: Arc::default(),
             fail_next_apply: AtomicBool::new(false),
+        });
+        let mut workers = Vec::with_capacity(2);
+        let spawn = |name: &str, f: fn(&Inner)| {
+            let i = inner.clone();
+            std::thread::Builder::new().name(name.into()).spawn(move || f(&i))
+        };
+        for (name, f) in [
+            ("sequencer", sequencer as fn(&Inner)),
+            ("publisher", publisher as fn(&Inner)),
+        ] {
+            match spawn(name, f) {
+                Ok(h) => workers.push(h),
+                Err(e) => inner.fail(format!("cannot start the store's {name} thread: {e}")),
+            }
+        }
+        Store {
+            inner,
+            workers,
+            pause: Arc::default(),
         }
     }
 
     /// The current version, pinned: it stays readable however many commits follow.
     pub fn pin(&self) -> Arc<Version> {
-        self.current.load_full()
+        self.inner.current.load_full()
     }
 
     /// The version with exactly this token, while it is among the last [`RING`].
     pub fn pin_at(&self, token: u64) -> Result<Arc<Version>, StaleRead> {
-        let ring = self.ring.load();
+        let ring = self.inner.ring.load();
         if let Some(v) = ring.iter().find(|v| v.token == token) {
             return Ok(v.clone());
         }
@@ -310,30 +542,188 @@ impl Store {
         self.pause.0.lock().1
     }
 
-    /// Makes the next apply panic after it changed its private copy (tests).
+    /// Makes the next apply panic after it changed the overlay (tests).
     #[doc(hidden)]
     pub fn fail_next_apply(&self) {
-        self.fail_next_apply.store(true, Ordering::SeqCst);
+        self.inner.fail_next_apply.store(true, Ordering::SeqCst);
     }
 
     /// The token of the newest visible state.
     pub fn visible(&self) -> u64 {
-        *self.visible.borrow()
+        *self.inner.visible.borrow()
     }
 
     pub fn journal(&self) -> &Arc<dyn Journal> {
-        &self.journal
+        &self.inner.journal
     }
 
     /// False after the journal failed; readiness reports it. Healthy again means a
     /// restart: recovery from the data directory decides what the log holds.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::SeqCst)
+        self.inner.healthy.load(Ordering::SeqCst)
     }
 
     /// Why the store stopped taking writes (None while it is healthy).
     pub fn unhealthy_reason(&self) -> Option<String> {
-        if self.is_healthy() {
+        self.inner.unhealthy_reason()
+    }
+
+    /// Waits (at most `max_wait`) until the state at `token` is visible.
+    pub async fn wait_visible(&self, token: u64, max_wait: Duration) -> Result<(), StaleRead> {
+        if self.visible() >= token {
+            return Ok(());
+        }
+        let position = self.inner.journal.position();
+        if token > position {
+            return Err(StaleRead::Ahead { token, position });
+        }
+        let mut rx = self.inner.visible.subscribe();
+        match tokio::time::timeout(max_wait, rx.wait_for(|v| *v >= token)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(StaleRead::NotYet {
+                token,
+                waited_ms: max_wait.as_millis(),
+            }),
+        }
+    }
+
+    /// Hands `events` (one batch, all or nothing) to the sequencer and returns at once;
+    /// the [`Ticket`] answers once the batch is durable and published, or refused. The
+    /// sequencer applies batches in the order they were staged.
+    pub fn stage(&self, events: Arc<Vec<Event>>) -> Ticket {
+        if let Some(reason) = self.unhealthy_reason() {
+            return Ticket::done(Err(CommitError::Unhealthy(reason)));
+        }
+        let (ticket, answer) = Ticket::new();
+        self.inner.incoming.push(Request { events, answer });
+        ticket
+    }
+
+    /// Stages a batch and waits for its answer (blocks this thread).
+    pub fn commit(&self, events: &[Event]) -> Result<Committed, CommitError> {
+        self.stage(Arc::new(events.to_vec())).wait()
+    }
+
+    /// Moves the pending state's part onto `base`, folded from published version `v`
+    /// (the last step of a compaction, under the sequencer's lock for O(delta)).
+    fn install(&self, v: &Version, i: usize, base: Option<PartBase>) -> bool {
+        install(&self.inner.seq, &self.inner.upkeep, v, i, base)
+    }
+
+    /// Folds the graph of published version `v` into new bases, part by part, and moves
+    /// the pending state onto them (what the background compactions run); false if the
+    /// pending state no longer shares `v`'s bases (another compaction came first).
+    pub fn compact(&self, v: &Version) -> bool {
+        let mut all = true;
+        for i in 0..v.world.graph.partitions() {
+            if !self.inner.upkeep.start(i) {
+                all = false;
+                continue;
+            }
+            let base = v.world.graph.compacted_part(i);
+            all &= install(&self.inner.seq, &self.inner.upkeep, v, i, base);
+        }
+        all
+    }
+
+    /// The bound on every part's delta (see [`DELTA_BOUND`]).
+    pub fn delta_bound(&self) -> usize {
+        self.inner.delta_bound()
+    }
+
+    /// Sets the bound on every part's delta (at least 2; tests use a small one).
+    pub fn set_delta_bound(&self, bound: usize) {
+        self.inner.delta_bound.store(bound.max(2), Ordering::Relaxed);
+    }
+
+    /// Per part of the published version's graph: the entries in its delta.
+    pub fn partition_deltas(&self) -> Vec<usize> {
+        let v = self.pin();
+        (0..v.world.graph.partitions())
+            .map(|i| v.world.graph.part_delta_len(i))
+            .collect()
+    }
+
+    /// Per part: the compactions done so far (in the background or before a publish).
+    pub fn compactions(&self) -> Vec<u64> {
+        self.inner
+            .upkeep
+            .done
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The partition actors that compact the parts (empty: compactions run on threads).
+    fn set_compactors(&self, actors: Vec<Addr<Partition>>) {
+        *self.inner.compactors.write() = actors;
+    }
+
+    /// Empties the world (admin reset), recorded in the journal first.
+    pub fn reset(&self) -> Result<u64, CommitError> {
+        let mut p = self.inner.seq.lock();
+        let token = self.inner.journal.reset()?;
+        let parts = p.world.graph.partitions();
+        p.world = World::with_partitions(parts);
+        p.token = token;
+        let _turn = self.inner.publishing.lock();
+        self.inner.publish_all(&[Arc::new(Version {
+            token,
+            world: World::with_partitions(parts),
+        })]);
+        Ok(token)
+    }
+
+    /// Writes a checkpoint of the published version (pinned: durable by the store's
+    /// invariant) through the journal. No lock is held: writers and readers go on while
+    /// the snapshot is written. None when the journal keeps none.
+    pub fn checkpoint(&self) -> Result<Option<u64>, JournalError> {
+        let v = self.pin();
+        self.inner.journal.checkpoint(&v.world, v.token)
+    }
+
+    /// Graceful shutdown, after the partitions stopped: makes the journal durable and,
+    /// with `checkpoint`, writes a checkpoint so that the next start replays nothing.
+    pub fn close(&self, checkpoint: bool) -> Result<(), JournalError> {
+        self.inner.journal.flush()?;
+        if checkpoint && self.is_healthy() {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Graph size for metrics: (parties, resources, edges).
+    pub fn graph_size(&self) -> (usize, usize, usize) {
+        self.read(|w| {
+            (
+                w.graph.party_count(),
+                w.graph.resource_count(),
+                w.graph.edge_count(),
+            )
+        })
+        .0
+    }
+}
+
+impl Drop for Store {
+    /// Lets the sequencer apply what was staged and the publisher answer it, then joins
+    /// both.
+    fn drop(&mut self) {
+        self.inner.incoming.shut_down();
+        let mut workers = std::mem::take(&mut self.workers).into_iter();
+        if let Some(s) = workers.next() {
+            let _ = s.join();
+        }
+        self.inner.waiting.shut_down();
+        for w in workers {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Inner {
+    fn unhealthy_reason(&self) -> Option<String> {
+        if self.healthy.load(Ordering::SeqCst) {
             return None;
         }
         Some(
@@ -354,132 +744,124 @@ impl Store {
         self.healthy.store(false, Ordering::SeqCst);
     }
 
-    /// Waits (at most `max_wait`) until the state at `token` is visible.
-    pub async fn wait_visible(&self, token: u64, max_wait: Duration) -> Result<(), StaleRead> {
-        if self.visible() >= token {
-            return Ok(());
-        }
-        let position = self.journal.position();
-        if token > position {
-            return Err(StaleRead::Ahead { token, position });
-        }
-        let mut rx = self.visible.subscribe();
-        match tokio::time::timeout(max_wait, rx.wait_for(|v| *v >= token)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(StaleRead::NotYet {
-                token,
-                waited_ms: max_wait.as_millis(),
-            }),
-        }
-    }
-
-    /// Validates and applies `events` once, on a private copy of the pending state, and
-    /// queues the record in the journal. A refusal, a panic or a journal that cannot take
-    /// the record drops the copy: nothing changed.
-    pub fn stage(&self, events: &[Event]) -> Result<Staged, CommitError> {
+    /// One pass of the sequencer: applies `batch` in order on the pending state (the
+    /// overlay: nothing else sees it), queues each accepted record in the journal, then
+    /// makes one version of the pass, seals its records (the journal writes them as one
+    /// group, with any other pass sealed meanwhile) and hands the version and its
+    /// writers to the publisher.
+    fn apply_pass(&self, batch: Vec<Request>) {
         let mut p = self.seq.lock();
-        if let Some(reason) = self.unhealthy_reason() {
-            return Err(CommitError::Unhealthy(reason));
-        }
-        let mut next = p.world.clone();
-        let fail = self.fail_next_apply.swap(false, Ordering::SeqCst);
-        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let r = mutate::apply_batch(&mut next, events);
-            #[allow(clippy::panic)]
-            if fail {
-                panic!("test hook: the apply fails after changing the copy");
+        // The state before this pass, shared with the last version: what a failed
+        // apply rebuilds from.
+        let base = p.world.clone();
+        let mut accepted: Vec<Accepted> = Vec::with_capacity(batch.len());
+        for r in batch {
+            if let Some(reason) = self.unhealthy_reason() {
+                r.answer.send(Err(CommitError::Unhealthy(reason)));
+                continue;
             }
-            r
-        }));
-        let outcome = match applied {
-            Ok(r) => r?,
-            Err(_) => return Err(CommitError::Panicked),
-        };
+            let fail = self.fail_next_apply.swap(false, Ordering::SeqCst);
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let o = mutate::apply_batch(&mut p.world, &r.events);
+                #[allow(clippy::panic)]
+                if fail {
+                    panic!("test hook: the apply fails after changing the overlay");
+                }
+                o
+            }));
+            let outcome = match applied {
+                Ok(Ok(o)) => o,
+                // Refused: the batch's undo log put everything back.
+                Ok(Err(e)) => {
+                    r.answer.send(Err(CommitError::Refused(e)));
+                    continue;
+                }
+                Err(_) => {
+                    self.restore(&mut p.world, &base, &mut accepted);
+                    r.answer.send(Err(CommitError::Panicked));
+                    continue;
+                }
+            };
+            let digest = journal::outcome_digest(&outcome);
+            match self.journal.enqueue(&r.events, Some(digest)) {
+                // Records are numbered in the order they are queued, all under this lock.
+                Ok(token) => {
+                    p.token = token;
+                    accepted.push(Accepted {
+                        events: r.events,
+                        token,
+                        digest,
+                        outcome,
+                        answer: r.answer,
+                    });
+                }
+                Err(e) => {
+                    if e.is_failure() {
+                        self.fail(e.to_string());
+                    }
+                    self.restore(&mut p.world, &base, &mut accepted);
+                    r.answer.send(Err(CommitError::Journal(e)));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return;
+        }
         // The bound holds for every version: a part the background compactions have
         // not kept up with is compacted here (a stall for writers, only then).
         let bound = self.delta_bound();
-        for i in 0..next.graph.partitions() {
-            if next.graph.part_delta_len(i) > bound && next.graph.compact_part(i) {
+        for i in 0..p.world.graph.partitions() {
+            if p.world.graph.part_delta_len(i) > bound && p.world.graph.compact_part(i) {
                 self.upkeep.count(i);
             }
         }
-        let digest = journal::outcome_digest(&outcome);
-        let token = match self.journal.enqueue(events, Some(digest)) {
-            Ok(t) => t,
-            Err(e) => {
-                if e.is_failure() {
-                    self.fail(e.to_string());
-                }
-                return Err(CommitError::Journal(e));
-            }
-        };
-        p.world = next.clone();
-        p.token = token;
-        let version = Arc::new(Version { token, world: next });
-        self.unpublished.lock().push_back(version.clone());
-        Ok(Staged { version, outcome })
+        let version = Arc::new(Version {
+            token: p.token,
+            world: p.world.clone(),
+        });
+        self.journal.seal(p.token);
+        let writers = accepted
+            .into_iter()
+            .map(|a| (a.token, a.outcome, a.answer))
+            .collect();
+        self.waiting.push(Group { version, writers });
     }
 
-    /// Waits until the staged record is durable and publishes its version. A journal
-    /// that fails here leaves the outcome unknown: the store refuses further writes.
-    pub fn finish(&self, staged: Staged) -> Result<Committed, CommitError> {
-        let token = staged.version.token;
-        if let Err(e) = self.journal.wait_durable(token) {
-            self.fail(e.to_string());
-            return Err(CommitError::OutcomeUnknown {
-                token,
-                reason: e.to_string(),
-            });
-        }
-        self.publish_durable(token);
-        Ok(Committed {
-            token,
-            outcome: staged.outcome,
-        })
-    }
-
-    /// Whether the staged record is already durable (then finishing it never blocks).
-    pub fn is_durable(&self, staged: &Staged) -> bool {
-        self.journal.position() >= staged.version.token
-    }
-
-    /// Stage and finish in one call (blocks for the journal).
-    pub fn commit(&self, events: &[Event]) -> Result<Committed, CommitError> {
-        let staged = self.stage(events)?;
-        self.finish(staged)
-    }
-
-    /// Publishes every staged version whose record is durable, `token`'s included.
-    /// The writers of one group wake together: the first publishes the whole group with
-    /// one swap (each swap costs arc-swap a walk over every reader thread), the others
-    /// find their version already out.
-    fn publish_durable(&self, token: u64) {
-        let _turn = self.publishing.lock();
-        if self.current.load().token >= token {
+    /// Puts the pending state back to `base` plus the batches of this pass already
+    /// queued (after a panic half-way through an apply, or a record the journal did not
+    /// take). Applying is deterministic, so they do again what they did (their digests
+    /// are checked); if not, the store fails and their outcome is unknown.
+    fn restore(&self, world: &mut World, base: &World, accepted: &mut Vec<Accepted>) {
+        let mut w = base.clone();
+        let same = accepted.iter().all(|a| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                mutate::apply_batch(&mut w, &a.events)
+            }))
+            .ok()
+            .and_then(Result::ok)
+            .is_some_and(|o| journal::outcome_digest(&o) == a.digest)
+        });
+        if same {
+            *world = w;
             return;
         }
-        let durable = self.journal.position().max(token);
-        let vs: Vec<Arc<Version>> = {
-            let mut u = self.unpublished.lock();
-            let n = u.partition_point(|v| v.token <= durable);
-            u.drain(..n).collect()
-        };
-        self.publish_all(&vs);
-    }
-
-    /// Makes `v` the current version unless a newer one is already published.
-    fn publish(&self, v: Arc<Version>) {
-        let _turn = self.publishing.lock();
-        self.publish_all(&[v]);
+        *world = base.clone();
+        let reason = "a batch applied again after a failed apply did something else".to_string();
+        self.fail(reason.clone());
+        for a in accepted.drain(..) {
+            a.answer.send(Err(CommitError::OutcomeUnknown {
+                token: a.token,
+                reason: reason.clone(),
+            }));
+        }
     }
 
     /// Makes the newest of `vs` (ascending tokens) the current version unless a newer
     /// one is already published (records become durable in order, so a newer version
     /// holds their records), and keeps them in the ring. The caller holds `publishing`.
-    fn publish_all(&self, vs: &[Arc<Version>]) {
-        let Some(v) = vs.last().cloned() else {
-            return;
-        };
+    /// Returns the ring as it was before.
+    fn publish_all(&self, vs: &[Arc<Version>]) -> Option<Garbage> {
+        let v = vs.last().cloned()?;
         self.current.rcu(|cur| {
             if cur.token >= v.token {
                 cur.clone()
@@ -487,7 +869,7 @@ impl Store {
                 v.clone()
             }
         });
-        self.ring.rcu(|ring| {
+        let old = self.ring.rcu(|ring| {
             let mut r = VecDeque::clone(ring);
             for v in vs.iter().skip(vs.len().saturating_sub(RING)) {
                 let at = r.partition_point(|x| x.token < v.token);
@@ -513,6 +895,12 @@ impl Store {
                 self.compact_in_background(v.clone(), i);
             }
         }
+        Some(old)
+    }
+
+    /// The bound on every part's delta (see [`DELTA_BOUND`]).
+    fn delta_bound(&self) -> usize {
+        self.delta_bound.load(Ordering::Relaxed)
     }
 
     /// Has part `i` of version `v` folded into a new base in the background — by its
@@ -547,103 +935,66 @@ impl Store {
             self.upkeep.stop(i);
         }
     }
+}
 
-    /// Moves the pending state's part onto `base`, folded from published version `v`
-    /// (the last step of a compaction, under the sequencer's lock for O(delta)).
-    fn install(&self, v: &Version, i: usize, base: Option<PartBase>) -> bool {
-        install(&self.seq, &self.upkeep, v, i, base)
+/// The sequencer thread: applies what was staged since its last pass, pass by pass.
+fn sequencer(inner: &Inner) {
+    while let Some(batch) = inner.incoming.take() {
+        inner.apply_pass(batch);
     }
+}
 
-    /// Folds the graph of published version `v` into new bases, part by part, and moves
-    /// the pending state onto them (what the background compactions run); false if the
-    /// pending state no longer shares `v`'s bases (another compaction came first).
-    pub fn compact(&self, v: &Version) -> bool {
-        let mut all = true;
-        for i in 0..v.world.graph.partitions() {
-            if !self.upkeep.start(i) {
-                all = false;
-                continue;
+/// The publisher thread: waits until the oldest waiting pass is durable, then publishes
+/// every pass the journal has made durable (one swap) and answers their writers. A
+/// journal that fails leaves the outcome of every waiting pass unknown.
+fn publisher(inner: &Inner) {
+    let mut groups: VecDeque<Group> = VecDeque::new();
+    loop {
+        if groups.is_empty() {
+            match inner.waiting.take() {
+                Some(g) => groups.extend(g),
+                None => return,
             }
-            let base = v.world.graph.compacted_part(i);
-            all &= install(&self.seq, &self.upkeep, v, i, base);
         }
-        all
-    }
-
-    /// The bound on every part's delta (see [`DELTA_BOUND`]).
-    pub fn delta_bound(&self) -> usize {
-        self.delta_bound.load(Ordering::Relaxed)
-    }
-
-    /// Sets the bound on every part's delta (at least 2; tests use a small one).
-    pub fn set_delta_bound(&self, bound: usize) {
-        self.delta_bound.store(bound.max(2), Ordering::Relaxed);
-    }
-
-    /// Per part of the published version's graph: the entries in its delta.
-    pub fn partition_deltas(&self) -> Vec<usize> {
-        let v = self.pin();
-        (0..v.world.graph.partitions())
-            .map(|i| v.world.graph.part_delta_len(i))
-            .collect()
-    }
-
-    /// Per part: the compactions done so far (in the background or before a publish).
-    pub fn compactions(&self) -> Vec<u64> {
-        self.upkeep
-            .done
-            .iter()
-            .map(|d| d.load(Ordering::Relaxed))
-            .collect()
-    }
-
-    /// The partition actors that compact the parts (empty: compactions run on threads).
-    fn set_compactors(&self, actors: Vec<Addr<Partition>>) {
-        *self.compactors.write() = actors;
-    }
-
-    /// Empties the world (admin reset), recorded in the journal first.
-    pub fn reset(&self) -> Result<u64, CommitError> {
-        let mut p = self.seq.lock();
-        let token = self.journal.reset()?;
-        let parts = p.world.graph.partitions();
-        p.world = World::with_partitions(parts);
-        p.token = token;
-        self.publish(Arc::new(Version {
-            token,
-            world: World::with_partitions(parts),
-        }));
-        Ok(token)
-    }
-
-    /// Writes a checkpoint of the published version (pinned: durable by the store's
-    /// invariant) through the journal. No lock is held: writers and readers go on while
-    /// the snapshot is written. None when the journal keeps none.
-    pub fn checkpoint(&self) -> Result<Option<u64>, JournalError> {
-        let v = self.pin();
-        self.journal.checkpoint(&v.world, v.token)
-    }
-
-    /// Graceful shutdown, after the partitions stopped: makes the journal durable and,
-    /// with `checkpoint`, writes a checkpoint so that the next start replays nothing.
-    pub fn close(&self, checkpoint: bool) -> Result<(), JournalError> {
-        self.journal.flush()?;
-        if checkpoint && self.is_healthy() {
-            self.checkpoint()?;
+        let Some(oldest) = groups.front().map(|g| g.version.token) else {
+            continue;
+        };
+        let waited = inner.journal.wait_durable(oldest);
+        // Passes queued meanwhile may be durable too.
+        groups.extend(inner.waiting.drain());
+        if let Err(e) = waited {
+            inner.fail(e.to_string());
+            for g in groups.drain(..) {
+                for (seq, _, a) in g.writers {
+                    a.send(Err(CommitError::OutcomeUnknown {
+                        token: seq,
+                        reason: e.to_string(),
+                    }));
+                }
+            }
+            continue;
         }
-        Ok(())
-    }
-
-    /// Graph size for metrics: (parties, resources, edges).
-    pub fn graph_size(&self) -> (usize, usize, usize) {
-        self.read(|w| {
-            (
-                w.graph.party_count(),
-                w.graph.resource_count(),
-                w.graph.edge_count(),
-            )
-        })
-        .0
+        let durable = inner.journal.position().max(oldest);
+        let n = groups.partition_point(|g| g.version.token <= durable);
+        let done: Vec<Group> = groups.drain(..n).collect();
+        let versions: Vec<Arc<Version>> = done.iter().map(|g| g.version.clone()).collect();
+        // The ring before this publication holds the versions it evicts: the last
+        // writer answered drops it (and what only they held), not this thread.
+        let mut garbage = {
+            let _turn = inner.publishing.lock();
+            inner.publish_all(&versions)
+        };
+        drop(versions);
+        let mut writers: Vec<(u64, u64, Outcome, Answer)> = Vec::new();
+        for g in done {
+            let token = g.version.token;
+            writers.extend(g.writers.into_iter().map(|(seq, o, a)| (token, seq, o, a)));
+        }
+        let n = writers.len();
+        for (i, (token, seq, outcome, a)) in writers.into_iter().enumerate() {
+            let g = if i + 1 == n { garbage.take() } else { None };
+            a.send_with(Ok(Committed { token, seq, outcome }), g);
+        }
     }
 }
 
@@ -764,25 +1115,24 @@ impl Actor for Partition {
     type Context = Context<Self>;
 }
 
-/// Stage a batch in this partition (all other partitions it touches are held): apply
-/// it to the sequencer's pending state and queue its record; the caller waits for the
-/// record to be durable outside the partition.
+/// Stage a batch in this partition (all other partitions it touches are held): hand it
+/// to the sequencer, whose queue fixes its order; the caller awaits the [`Ticket`]
+/// outside the partition.
 #[derive(Message)]
-#[rtype(result = "Result<Staged, CommitError>")]
+#[rtype(result = "Ticket")]
 pub struct Commit {
     pub events: Arc<Vec<Event>>,
 }
 
 impl Handler<Commit> for Partition {
-    type Result = Result<Staged, CommitError>;
+    type Result = MessageResult<Commit>;
 
-    // Runs synchronously on this partition's own arbiter thread: the mailbox waits, which
-    // is the per-partition ordering; other partitions and every reader go on. Only the
-    // apply and the enqueue run here, never the fsync, so the next batch is staged while
-    // the journal makes this one durable (group commit).
+    // Runs on this partition's own arbiter thread: the mailbox waits, which is the
+    // per-partition ordering; other partitions and every reader go on. Only the hand-off
+    // to the sequencer runs here, never the apply or the fsync.
     fn handle(&mut self, msg: Commit, _: &mut Context<Self>) -> Self::Result {
         tracing::debug!(partition = self.index, events = msg.events.len(), "stage");
-        self.store.stage(&msg.events)
+        MessageResult(self.store.stage(msg.events))
     }
 }
 
@@ -900,21 +1250,15 @@ impl Partitions {
             held_rx.await.map_err(|_| CommitError::PartitionGone(p))?;
         }
         let addr = self.addrs.get(last).ok_or(CommitError::PartitionGone(last))?;
-        let staged = addr
+        let ticket = addr
             .send(Commit {
                 events: Arc::new(events),
             })
             .await
             .map_err(|_| CommitError::PartitionGone(last))?;
         drop(releases);
-        let staged = staged?;
-        if self.store.is_durable(&staged) {
-            return self.store.finish(staged);
-        }
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.finish(staged))
-            .await
-            .map_err(|_| CommitError::PartitionGone(last))?
+        // Answered by the store's publisher once durable: no thread waits for it.
+        ticket.await
     }
 
     /// Stops the partition actors and their threads (after the HTTP server stopped).

@@ -4,10 +4,11 @@
 //! # Invariants
 //!
 //! * INVARIANT: a batch is acknowledged (its sequence number returned) only after its
-//!   log record is durable; a refused batch is neither applied nor logged.
-//! * INVARIANT: log order is apply order. The sequencer applies a batch and queues its
-//!   record under one mutex ([`Store::stage`]), so sequence numbers follow the order in
-//!   which batches changed the world, and replaying the log reproduces the world. Each
+//!   log record is durable; a refused batch is undone (never published) and not logged.
+//! * INVARIANT: log order is apply order. The store's sequencer thread applies a batch
+//!   and queues its record under one mutex, one batch after another, so sequence
+//!   numbers follow the order in which batches changed the world, and replaying the log
+//!   reproduces the world. Each
 //!   record carries the digest of its outcome; replay recomputes it and stops at a
 //!   mismatch.
 //! * A batch is one record with one checksum: after a crash it is replayed whole or
@@ -333,10 +334,10 @@ impl Durable {
     }
 
     /// Validates and applies a batch atomically through the store's sequencer, waits
-    /// until it is durable, and returns its sequence number (the consistency token). A
-    /// refused batch changes nothing.
+    /// until it is durable, and returns the sequence number of its record. A refused
+    /// batch changes nothing.
     pub fn apply_batch(&self, events: &[Event]) -> Result<u64> {
-        self.store.commit(events).map(|c| c.token).map_err(commit_error)
+        self.store.commit(events).map(|c| c.seq).map_err(commit_error)
     }
 
     /// Runs `f` on the current (published, durable) version.
@@ -501,6 +502,11 @@ impl Journal for Log {
 
     fn wait_durable(&self, seq: u64) -> std::result::Result<(), JournalError> {
         Log::wait_durable(self, seq).map_err(journal_error)
+    }
+
+    fn seal(&self, seq: u64) {
+        // A failed log reports itself to whoever waits for the record.
+        let _ = self.wal.seal(seq);
     }
 
     fn reset(&self) -> std::result::Result<u64, JournalError> {

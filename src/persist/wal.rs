@@ -58,6 +58,12 @@
 //! [`MAX_GATHER`]) for as many records as the previous group held: the writers it just
 //! woke come back within microseconds, and without the wait they split into two halves
 //! that alternate, each waiting two syncs.
+//!
+//! The server's store instead *seals* ([`Wal::seal`]): once it has sealed a record, the
+//! flusher writes only sealed records and never waits to gather. The store's sequencer
+//! seals each of its passes when it ends, so a group is whole passes (each one version
+//! of the world), written as soon as the flusher is free; a record waited for is sealed
+//! too.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -648,6 +654,19 @@ struct Queue {
     spare: Vec<u8>,
     /// While the flusher gathers a group: wake it once this many records wait.
     gather_target: u64,
+    /// The offset in `pending` just past each record in it, in order.
+    ends: Vec<usize>,
+    /// Set by the first [`Wal::seal`]: from then on the flusher writes only records up
+    /// to `sealed` (the writer decides where groups end) and never gathers.
+    sealing: bool,
+    sealed: u64,
+}
+
+impl Queue {
+    /// Whether the flusher has something to write.
+    fn writable(&self) -> bool {
+        !self.pending.is_empty() && (!self.sealing || self.shutdown || self.sealed >= self.pending_first)
+    }
 }
 
 struct Shared {
@@ -661,6 +680,8 @@ struct Shared {
     segment_limit: u64,
     /// Bytes written by the flusher since the log was opened (checkpoint trigger).
     written: std::sync::atomic::AtomicU64,
+    /// `Queue::durable`, readable without the lock.
+    durable: std::sync::atomic::AtomicU64,
     /// Groups written, and nanoseconds spent in their write + fdatasync.
     groups: std::sync::atomic::AtomicU64,
     sync_nanos: std::sync::atomic::AtomicU64,
@@ -714,6 +735,9 @@ impl Wal {
                 shutdown: false,
                 spare: Vec::new(),
                 gather_target: u64::MAX,
+                ends: Vec::new(),
+                sealing: false,
+                sealed: last_seq,
             }),
             work: Condvar::new(),
             done: Condvar::new(),
@@ -721,6 +745,7 @@ impl Wal {
             dir: dir.to_path_buf(),
             segment_limit,
             written: std::sync::atomic::AtomicU64::new(0),
+            durable: std::sync::atomic::AtomicU64::new(last_seq),
             groups: std::sync::atomic::AtomicU64::new(0),
             sync_nanos: std::sync::atomic::AtomicU64::new(0),
         });
@@ -751,6 +776,8 @@ impl Wal {
             }
             return Err(e);
         }
+        let end = q.pending.len();
+        q.ends.push(end);
         self.queued(q, seq, fresh);
         Ok(())
     }
@@ -766,6 +793,8 @@ impl Wal {
             q.pending.extend_from_slice(&[0u8; GROUP_HEADER]);
         }
         q.pending.extend_from_slice(record);
+        let end = q.pending.len();
+        q.ends.push(end);
         self.queued(q, seq, fresh);
         Ok(())
     }
@@ -789,15 +818,41 @@ impl Wal {
         }
         q.pending_last = seq;
         // The first record of a group wakes the flusher, and the one that completes the
-        // group it is gathering; the others just join.
-        if fresh || seq + 1 - q.pending_first == q.gather_target {
+        // group it is gathering; the others just join. Once sealing, `seal` wakes it.
+        let wake = if q.sealing {
+            seq <= q.sealed
+        } else {
+            fresh || seq + 1 - q.pending_first == q.gather_target
+        };
+        if wake {
             self.shared.work.notify_one();
+        }
+    }
+
+    /// Lets the flusher write every record up to `seq` (one group, with whatever else is
+    /// sealed when it takes them). After the first call the log writes only sealed
+    /// records: the writer that queues them decides where groups end, so it can make one
+    /// version of the world per group. Waiting for a record seals it too.
+    pub fn seal(&self, seq: u64) -> Result<()> {
+        let mut q = lock(&self.shared.queue)?;
+        Self::seal_in(&self.shared, &mut q, seq);
+        Ok(())
+    }
+
+    fn seal_in(shared: &Shared, q: &mut Queue, seq: u64) {
+        q.sealing = true;
+        if seq > q.sealed {
+            q.sealed = seq;
+            shared.work.notify_one();
         }
     }
 
     /// Waits until the record `seq` is durable.
     pub fn wait_durable(&self, seq: u64) -> Result<()> {
         let mut q = lock(&self.shared.queue)?;
+        if q.sealing && q.sealed < seq {
+            Self::seal_in(&self.shared, &mut q, seq);
+        }
         loop {
             if q.durable >= seq {
                 return Ok(());
@@ -815,7 +870,7 @@ impl Wal {
 
     /// The last durable sequence number.
     pub fn durable_seq(&self) -> Result<u64> {
-        Ok(lock(&self.shared.queue)?.durable)
+        Ok(self.shared.durable.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Why the log stopped taking records, if it did.
@@ -852,6 +907,10 @@ impl Wal {
         q.pending_last = seq;
         q.pending_first = seq + 1;
         q.durable = seq;
+        q.sealed = q.sealed.max(seq);
+        self.shared
+            .durable
+            .store(seq, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -925,7 +984,7 @@ fn flusher(s: &Shared) {
     loop {
         let (mut bytes, first, last) = {
             let Ok(mut q) = s.queue.lock() else { return };
-            while q.pending.is_empty() && !q.shutdown {
+            while !q.writable() && !q.shutdown {
                 q = match s.work.wait(q) {
                     Ok(q) => q,
                     Err(_) => return,
@@ -939,7 +998,7 @@ fn flusher(s: &Shared) {
             // splits them in two halves that alternate, each waiting two syncs. So wait
             // (at most half the last sync, at most MAX_GATHER) until as many records
             // wait as the previous group held. One writer never waits.
-            if last_count > 1 && !q.shutdown {
+            if last_count > 1 && !q.shutdown && !q.sealing {
                 let deadline = std::time::Instant::now() + (last_sync / 2).min(MAX_GATHER);
                 q.gather_target = last_count;
                 while q.pending_last + 1 - q.pending_first < last_count && !q.shutdown {
@@ -954,12 +1013,33 @@ fn flusher(s: &Shared) {
                 }
                 q.gather_target = u64::MAX;
             }
-            let spare = std::mem::take(&mut q.spare);
-            (
-                std::mem::replace(&mut q.pending, spare),
-                q.pending_first,
-                q.pending_last,
-            )
+            let first = q.pending_first;
+            let sealed = q.sealed.saturating_sub(first) as usize;
+            let prefix = if q.sealing && !q.shutdown && q.sealed < q.pending_last {
+                q.ends.get(sealed).copied()
+            } else {
+                None
+            };
+            if let Some(cut) = prefix {
+                // Only a prefix is sealed: it is the group; the rest waits, behind a new
+                // reserved group header.
+                let mut rest = std::mem::take(&mut q.spare);
+                rest.extend_from_slice(&[0u8; GROUP_HEADER]);
+                rest.extend_from_slice(q.pending.get(cut..).unwrap_or_default());
+                let shift = cut - GROUP_HEADER;
+                q.ends.drain(..=sealed);
+                for e in &mut q.ends {
+                    *e -= shift;
+                }
+                let mut group = std::mem::replace(&mut q.pending, rest);
+                group.truncate(cut);
+                q.pending_first = q.sealed + 1;
+                (group, first, q.sealed)
+            } else {
+                q.ends.clear();
+                let spare = std::mem::take(&mut q.spare);
+                (std::mem::replace(&mut q.pending, spare), first, q.pending_last)
+            }
         };
         let t = std::time::Instant::now();
         let result = write_group(s, &mut bytes, first, last);
@@ -967,7 +1047,10 @@ fn flusher(s: &Shared) {
         last_count = last + 1 - first;
         let Ok(mut q) = s.queue.lock() else { return };
         match result {
-            Ok(()) => q.durable = last,
+            Ok(()) => {
+                q.durable = last;
+                s.durable.store(last, std::sync::atomic::Ordering::Release);
+            }
             Err(e) => {
                 q.failed = Some(e.to_string());
                 s.done.notify_all();
