@@ -10,9 +10,9 @@
 //! change in a new version copies no consent.
 //!
 //! `consent_check` and the decision on a consent resource read the index
-//! [`ConsentState::by_holder`]: (from, holder) → consent ids, where the holder is the
-//! consent's `to` and, when it has one, its `handled_by`. A lookup is one ordered-map
-//! range plus the candidates found, whatever the number of consents.
+//! [`ConsentState::by_holder`]: (from, holder) → the consents (by id), where the holder
+//! is the consent's `to` and, when it has one, its `handled_by`. A lookup is one search
+//! among pairs of node ids plus the candidates found, whatever the number of consents.
 //!
 //! Expiry is never stored: a consent whose stored state is `created` or `accepted` is
 //! *reported* `expired` while the engine clock ([`World::now`]) is later than its

@@ -16,6 +16,16 @@
 //! per organisation. [`generate`] is the entry point; the command line (flags, progress
 //! bars, timings) is the binary's `cli::generate`.
 //!
+//! With [`Params::consents`] > 0 (off by default, so that other worlds stay as they were)
+//! a last phase before the deaths adds consent (domain.md §9): a handful of consent
+//! resources, banks and other consumers with a heavy tail, a few operators
+//! (`handled_by`), and that many consent requests, mostly from persons answering for
+//! themselves, some from organisations answered by their managing director (now and then
+//! named as `required_delegator`). Most are accepted; some stay created, are rejected,
+//! revoked or used (a one-time consent is used up), and some run out: the engine clock
+//! moves through 90 days while the requests come in, so short ones are reported expired
+//! at the end.
+//!
 //! System users (standard and agent) are not generated yet: see `Gen::system_users`.
 
 use std::collections::BTreeMap;
@@ -23,8 +33,8 @@ use std::fmt;
 
 use crate::catalog::Catalog;
 use crate::event::{
-    AgentEvent, ClockEvent, DelegateEvent, DiedEvent, Event, GrantEvent, PartyEvent, ResourceEvent,
-    RoleEvent, RuleSpec,
+    AgentEvent, ClockEvent, ConsentActionEvent, ConsentRequestEvent, ConsentRightSpec, DelegateEvent,
+    DiedEvent, Event, GrantEvent, PartyEvent, ResourceEvent, RoleEvent, RuleSpec, UseConsentEvent,
 };
 use crate::model::{EntityType, PartyKind};
 
@@ -199,6 +209,9 @@ pub struct Params {
     pub with_actor: bool,
     /// Give parties names (costs memory in the world: off for lean benchmarks).
     pub names: bool,
+    /// Consent requests to generate (domain.md §9); 0, the default, adds no consent
+    /// resource, request or clock event, so the world is the same as without consents.
+    pub consents: u64,
 }
 
 impl Params {
@@ -229,6 +242,7 @@ impl Params {
             person_grant_rate: 0.05,
             with_actor: true,
             names: true,
+            consents: 0,
         }
     }
 }
@@ -403,6 +417,76 @@ const POLICY_ROLE_TOKENS: &[&str] = &[
     "urn:altinn:rolecode:priut",
 ];
 
+/// A consent resource the generator makes with `--consents` (domain.md §9.1).
+struct ConsentRes {
+    id: &'static str,
+    owner: &'static str,
+    one_time: bool,
+    /// Rules: (actions, any-of tokens): who may consent to these actions for a party.
+    rules: &'static [(&'static [&'static str], &'static [&'static str])],
+    /// Whether an organisation's managing director (or an ENK's owner) may consent to it
+    /// for the organisation: its rules name a role or package those roles give.
+    for_orgs: bool,
+}
+
+const SKATTEGRUNNLAG: &str = "urn:altinn:accesspackage:skattegrunnlag";
+const INNBYGGER_SKATT: &str = "urn:altinn:accesspackage:innbygger-skatteforhold-privatpersoner";
+const FINANSIERING: &str = "urn:altinn:accesspackage:finansiering-og-forsikring";
+const INNBYGGER_BANK: &str = "urn:altinn:accesspackage:innbygger-bank-finans";
+
+/// The consent resources: income data and a tax return for banks, a bank's loan
+/// application (naming the managing director's role too), employment data a person
+/// shares, and a one-time credit check.
+const CONSENT_RESOURCES: &[ConsentRes] = &[
+    ConsentRes {
+        id: "skd-inntekt-samtykke",
+        owner: "skd",
+        one_time: false,
+        rules: &[(&["consent"], &[SKATTEGRUNNLAG, INNBYGGER_SKATT])],
+        for_orgs: true,
+    },
+    ConsentRes {
+        id: "bank-laanesoknad-samtykke",
+        owner: "skd",
+        one_time: false,
+        rules: &[(
+            &["consent"],
+            &[
+                "urn:altinn:external-role:ccr:daglig-leder",
+                FINANSIERING,
+                INNBYGGER_BANK,
+            ],
+        )],
+        for_orgs: true,
+    },
+    ConsentRes {
+        id: "skd-skattemelding-samtykke",
+        owner: "skd",
+        one_time: false,
+        rules: &[(&["read", "consent"], &[SKATTEGRUNNLAG, INNBYGGER_SKATT])],
+        for_orgs: true,
+    },
+    ConsentRes {
+        id: "nav-aareg-samtykke",
+        owner: "nav",
+        one_time: false,
+        rules: &[(&["consent"], &["urn:altinn:accesspackage:innbygger-arbeidsliv"])],
+        for_orgs: false,
+    },
+    ConsentRes {
+        id: "bank-kredittsjekk-engangs",
+        owner: "skd",
+        one_time: true,
+        rules: &[(&["consent"], &[FINANSIERING, INNBYGGER_BANK])],
+        for_orgs: true,
+    },
+];
+
+/// The generator's first engine clock (the consent phase moves it on).
+const START_CLOCK: &str = "2025-06-02T08:00:00+02:00";
+/// Days the clock moves through while the consent requests come in.
+const CONSENT_DAYS: u64 = 90;
+
 const FIRST_NAMES: &[&str] = &[
     "Kari", "Ola", "Ingrid", "Lars", "Anne", "Jon", "Marit", "Per", "Sigrid", "Nils", "Liv", "Knut", "Hilde",
     "Arne", "Astrid", "Bjørn", "Eva", "Tor", "Nora", "Emil", "Sofie", "Jakob", "Ida", "Henrik",
@@ -505,6 +589,9 @@ pub struct Summary {
     pub instance_grants: u64,
     pub guardianships: u64,
     pub deaths: u64,
+    /// Consent requests by the status reported at the end of the stream (`expired` for
+    /// those created or accepted whose `valid_to` the final clock has passed).
+    pub consents: BTreeMap<&'static str, u64>,
 }
 
 impl Summary {
@@ -564,6 +651,9 @@ impl fmt::Display for Summary {
         writeln!(f, "  {:<22} {}", "resource grants", self.resource_grants)?;
         writeln!(f, "  {:<22} {}", "instance grants", self.instance_grants)?;
         writeln!(f, "  {:<22} {}", "guardianships", self.guardianships)?;
+        if !self.consents.is_empty() {
+            map_line(f, "consents", &self.consents)?;
+        }
         write!(f, "  {:<22} {}", "deaths", self.deaths)
     }
 }
@@ -593,6 +683,18 @@ impl Firms {
         let b = self.agent_start.get(k + 1).copied().unwrap_or(a);
         self.agents.get(a..b).unwrap_or(&[])
     }
+}
+
+/// The consent phase's state: consumers and operators, and the revocations and uses
+/// waiting for their hour.
+struct ConsentCx {
+    consumers: Vec<u32>,
+    pick: Weighted,
+    operators: Vec<u32>,
+    /// The engine clock at the end of the phase.
+    end: chrono::DateTime<chrono::FixedOffset>,
+    /// Hour of the phase → events due then.
+    later: BTreeMap<u64, Vec<Event>>,
 }
 
 struct Gen<'p, 'q, F, E>
@@ -800,7 +902,7 @@ where
             return Ok(());
         }
         self.emit(Event::Clock(ClockEvent {
-            now: "2025-06-02T08:00:00+02:00".to_string(),
+            now: START_CLOCK.to_string(),
             forward_only: None,
         }))?;
         self.resources_phase()?;
@@ -830,6 +932,7 @@ where
         self.a2_phase()?;
         self.guardianship_phase()?;
         self.system_users()?;
+        self.consents_phase()?;
         self.deaths_phase()?;
         Ok(())
     }
@@ -1584,6 +1687,248 @@ where
         Ok(())
     }
 
+    /// Consumers of consents (banks and lenders, by rank: clients pick them by a Zipf
+    /// law) and operators that handle consents for them: distinct limited companies.
+    fn consent_orgs(&self, rng: &mut Rng) -> (Vec<u32>, Vec<u32>) {
+        let main = self.n_main();
+        let consumers = (self.p.orgs / 20_000).max(3) as usize;
+        let operators = (self.p.orgs / 100_000).max(1) as usize;
+        let want = (consumers + operators).min(main as usize);
+        let mut chosen: Vec<u32> = Vec::with_capacity(want);
+        let mut tries = 0u64;
+        while chosen.len() < want && main > 0 {
+            tries += 1;
+            let o = rng.below(u64::from(main)) as u32;
+            let relaxed = tries > 10_000;
+            if (relaxed || matches!(self.type_of(o), "ASA" | "AS" | "SA")) && !chosen.contains(&o) {
+                chosen.push(o);
+            }
+        }
+        let ops = chosen.split_off(consumers.min(chosen.len()));
+        (chosen, ops)
+    }
+
+    /// Consent (domain.md §9): the consent resources, then `p.consents` requests from
+    /// persons and organisations to consumers, answered, revoked and used through the
+    /// ordinary events while the engine clock moves through [`CONSENT_DAYS`] days, one
+    /// hour at a time. Revocations and uses come within 14 days of the answer (and so
+    /// within the consent's 30 days or more).
+    fn consents_phase(&mut self) -> Result<(), E> {
+        let n = self.p.consents;
+        if n == 0 {
+            return Ok(());
+        }
+        self.progress.phase("consents", n);
+        if self.n_persons() == 0 || self.n_main() < 2 {
+            return Ok(());
+        }
+        for r in CONSENT_RESOURCES {
+            self.emit(Event::Resource(ResourceEvent {
+                id: r.id.to_string(),
+                owner: Some(r.owner.to_string()),
+                delegable: None,
+                rules: r
+                    .rules
+                    .iter()
+                    .map(|(actions, any_of)| RuleSpec {
+                        actions: actions.iter().map(|a| a.to_string()).collect(),
+                        any_of: any_of.iter().map(|t| t.to_string()).collect(),
+                    })
+                    .collect(),
+                access_lists: None,
+                access_list_mode: None,
+                kind: Some(crate::event::ResourceKind::Consent),
+                one_time: r.one_time.then_some(true),
+                scopes: None,
+            }))?;
+        }
+        let (consumers, operators) = self.consent_orgs(&mut self.rng(14));
+        let Ok(start) = chrono::DateTime::parse_from_rfc3339(START_CLOCK) else {
+            return Ok(());
+        };
+        let steps = CONSENT_DAYS * 24;
+        let hour = |step: u64| start + chrono::Duration::hours(step as i64);
+        let mut cx = ConsentCx {
+            pick: Weighted::zipf(consumers.len(), 1.0),
+            consumers,
+            operators,
+            end: hour((n - 1) * steps / n),
+            later: BTreeMap::new(),
+        };
+        let mut rng = self.rng(13);
+        let mut at_step = 0;
+        for i in 0..n {
+            let step = i * steps / n;
+            if step != at_step {
+                // What falls due up to the next hour happens before the clock moves on:
+                // after the answer and before it is due (so before `valid_to`).
+                while let Some(entry) = cx.later.first_entry() {
+                    if *entry.key() > step {
+                        break;
+                    }
+                    for ev in entry.remove() {
+                        self.emit(ev)?;
+                    }
+                }
+                at_step = step;
+                self.emit(Event::Clock(ClockEvent {
+                    now: hour(step).to_rfc3339(),
+                    forward_only: None,
+                }))?;
+            }
+            self.consent(&mut rng, &mut cx, i, step, hour(step))?;
+            self.progress.inc(1);
+        }
+        // What falls due after the last hour happens at it (before it is due).
+        for (_, evs) in std::mem::take(&mut cx.later) {
+            for ev in evs {
+                self.emit(ev)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One consent request at `now` (hour `step` of the consent phase) and what becomes
+    /// of it.
+    fn consent(
+        &mut self,
+        rng: &mut Rng,
+        cx: &mut ConsentCx,
+        i: u64,
+        step: u64,
+        now: chrono::DateTime<chrono::FixedOffset>,
+    ) -> Result<(), E> {
+        let k = cx.pick.sample(rng);
+        let to = cx.consumers.get(k).copied().unwrap_or(0);
+        let handled_by = if rng.chance(0.2) {
+            rng.pick(&cx.operators).copied()
+        } else {
+            None
+        };
+        // Who is asked: mostly a person, sometimes an organisation with a managing
+        // director (who answers for it).
+        let mut org_from = None;
+        if rng.chance(0.15) {
+            for _ in 0..8 {
+                let o = rng.below(u64::from(self.n_main())) as u32;
+                let ceo = self.org_ceo.get(o as usize).copied().unwrap_or(NONE);
+                if ceo != NONE && o != to && Some(o) != handled_by {
+                    org_from = Some((o, ceo));
+                    break;
+                }
+            }
+        }
+        let (from, answerer) = match org_from {
+            Some((o, ceo)) => (org_id(o), person_id(ceo)),
+            None => {
+                let p = person_id(rng.below(u64::from(self.n_persons())) as u32);
+                (p.clone(), p)
+            }
+        };
+        let required_delegator = (org_from.is_some() && rng.chance(0.5)).then(|| answerer.clone());
+        // What is asked: the one-time credit check alone, or one or two others.
+        let one_time = rng.chance(0.12);
+        let candidates: Vec<&ConsentRes> = CONSENT_RESOURCES
+            .iter()
+            .filter(|r| r.one_time == one_time && (org_from.is_none() || r.for_orgs))
+            .collect();
+        let mut rights: Vec<ConsentRightSpec> = Vec::new();
+        for _ in 0..if rng.chance(0.3) { 2 } else { 1 } {
+            let Some(r) = rng.pick(&candidates) else { break };
+            if rights.iter().any(|x| x.resource == r.id) {
+                continue;
+            }
+            let named: Vec<&str> = r.rules.iter().flat_map(|(a, _)| a.iter().copied()).collect();
+            let mut actions: Vec<String> = named
+                .iter()
+                .filter(|_| rng.chance(0.6))
+                .map(|a| a.to_string())
+                .collect();
+            if actions.is_empty() {
+                actions.push(named.first().copied().unwrap_or("consent").to_string());
+            }
+            rights.push(ConsentRightSpec {
+                resource: r.id.to_string(),
+                actions,
+            });
+        }
+        // Most run 30 days to two years; one in ten only a few days.
+        let short = rng.chance(0.1);
+        let valid_to = if short {
+            now + chrono::Duration::hours(24 + rng.below(20 * 24) as i64)
+        } else {
+            now + chrono::Duration::days(30 + rng.below(700) as i64)
+        };
+        let id = format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{i:012x}",
+            rng.next_u64() as u32,
+            rng.below(0x1_0000),
+            rng.below(0x1000),
+            0x8000 | rng.below(0x4000)
+        );
+        let holder = match handled_by {
+            Some(h) if rng.chance(0.5) => org_id(h),
+            _ => org_id(to),
+        };
+        self.emit(Event::ConsentRequest(ConsentRequestEvent {
+            id: id.clone(),
+            from,
+            to: org_id(to),
+            handled_by: handled_by.map(org_id),
+            required_delegator,
+            rights,
+            valid_to: valid_to.to_rfc3339(),
+        }))?;
+        let by = self.p.with_actor.then_some(answerer);
+        let answer = |consent: &str| ConsentActionEvent {
+            consent: consent.to_string(),
+            by: by.clone(),
+        };
+        let u = rng.unit();
+        let stored = if u < 0.06 {
+            "created"
+        } else if u < 0.13 {
+            self.emit(Event::RejectConsent(answer(&id)))?;
+            "rejected"
+        } else {
+            self.emit(Event::AcceptConsent(answer(&id)))?;
+            let v = rng.unit();
+            let mut later = |ev: Event, rng: &mut Rng| {
+                let due = step + 1 + rng.below(14 * 24);
+                cx.later.entry(due).or_default().push(ev);
+            };
+            let use_it = || {
+                Event::UseConsent(UseConsentEvent {
+                    consent: id.clone(),
+                    by: holder.clone(),
+                })
+            };
+            if short {
+                "accepted"
+            } else if v < 0.1 {
+                later(Event::RevokeConsent(answer(&id)), rng);
+                "revoked"
+            } else if one_time && v < 0.7 {
+                later(use_it(), rng);
+                "used"
+            } else if !one_time && v < 0.3 {
+                // An ordinary consent stays accepted when used (once or twice).
+                for _ in 0..1 + rng.below(2) {
+                    later(use_it(), rng);
+                }
+                "accepted"
+            } else {
+                "accepted"
+            }
+        };
+        let reported = match stored {
+            "created" | "accepted" if cx.end > valid_to => "expired",
+            s => s,
+        };
+        *self.sum.consents.entry(reported).or_default() += 1;
+        Ok(())
+    }
+
     fn deaths_phase(&mut self) -> Result<(), E> {
         let mut rng = self.rng(12);
         let n = self.n_persons();
@@ -1663,6 +2008,98 @@ mod tests {
         }
     }
 
+    fn with_consents(seed: u64, n: u64) -> Params {
+        let mut p = small(seed);
+        p.consents = n;
+        p
+    }
+
+    #[test]
+    fn consents_apply_without_refusals_and_reach_every_status() {
+        for seed in [1, 2] {
+            let mut w = World::new();
+            let mut refused = Vec::new();
+            let summary = generate(&with_consents(seed, 3_000), &mut NoProgress, |ev| {
+                if let Err(e) = mutate::apply(&mut w, &ev) {
+                    refused.push(format!("{e:?} {ev:?}"));
+                }
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .unwrap();
+            assert!(
+                refused.is_empty(),
+                "seed {seed}: {} refused, first: {}",
+                refused.len(),
+                refused[0]
+            );
+            assert_eq!(w.consent.len(), 3_000);
+            // The engine reports the status the generator meant for every consent.
+            let mut reported: BTreeMap<&str, u64> = BTreeMap::new();
+            for c in w.consent.consents.values() {
+                *reported
+                    .entry(crate::consent::status(&w, c).as_str())
+                    .or_default() += 1;
+            }
+            assert_eq!(reported, summary.consents);
+            for s in ["created", "accepted", "rejected", "revoked", "used", "expired"] {
+                assert!(
+                    reported.get(s).copied().unwrap_or(0) > 0,
+                    "no {s} consent: {reported:?}"
+                );
+            }
+            assert!(
+                reported["accepted"] * 2 > 3_000,
+                "most are accepted: {reported:?}"
+            );
+            let cs: Vec<_> = w.consent.consents.values().collect();
+            let org =
+                |n: crate::graph::NodeId| w.graph.party(n).map(|p| p.kind) == Some(PartyKind::Organisation);
+            assert!(cs.iter().any(|c| org(c.from) && c.required_delegator.is_some()));
+            assert!(cs.iter().any(|c| org(c.from) && c.required_delegator.is_none()));
+            assert!(cs.iter().any(|c| c.handled_by.is_some()));
+            assert!(cs.iter().any(|c| c.one_time) && cs.iter().any(|c| c.rights.len() == 2));
+            // Answers went through the acceptance check: they name who answered.
+            assert!(
+                cs.iter()
+                    .all(|c| c.state != crate::consent::Status::Accepted || c.accepted_by.is_some())
+            );
+            // An ordinary consent used stays accepted, with its `used` entries.
+            assert!(cs.iter().any(|c| {
+                !c.one_time
+                    && c.state == crate::consent::Status::Accepted
+                    && c.entries.iter().any(|e| e.what == crate::consent::Status::Used)
+            }));
+        }
+    }
+
+    #[test]
+    fn consents_leave_the_rest_of_the_world_alone() {
+        let plain = generate_vec(&small(1));
+        let with = generate_vec(&with_consents(1, 500));
+        assert!(with.len() > plain.len() + 500);
+        let consent_phase = |i: usize, e: &Event| match e {
+            Event::ConsentRequest(_)
+            | Event::AcceptConsent(_)
+            | Event::RejectConsent(_)
+            | Event::RevokeConsent(_)
+            | Event::UseConsent(_) => true,
+            Event::Resource(r) => r.kind == Some(crate::event::ResourceKind::Consent),
+            Event::Clock(_) => i > 0,
+            _ => false,
+        };
+        let rest: Vec<Event> = with
+            .into_iter()
+            .enumerate()
+            .filter(|(i, e)| !consent_phase(*i, e))
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(rest, plain);
+        assert_eq!(
+            generate_vec(&with_consents(1, 500)),
+            generate_vec(&with_consents(1, 500))
+        );
+    }
+
     #[test]
     fn firm_sizes_are_heavy_tailed() {
         let p = Params::sized(40_000, 10_000, 2_000, 50);
@@ -1693,6 +2130,11 @@ mod tests {
         }
         for t in POLICY_ROLE_TOKENS {
             assert!(mutate::parse_token(c, t).is_ok(), "bad token {t}");
+        }
+        for r in CONSENT_RESOURCES {
+            for t in r.rules.iter().flat_map(|(_, any_of)| any_of.iter()) {
+                assert!(mutate::parse_token(c, t).is_ok(), "bad token {t} in {}", r.id);
+            }
         }
     }
 

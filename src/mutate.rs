@@ -471,6 +471,11 @@ fn class_permits(
     let (roles, packages) = &key;
     let mut out = Vec::new();
     for (n, res) in w.graph.resources() {
+        // Records never permit on a consent resource (domain.md §9.5), so simulate's
+        // lost set leaves it out (as `decide::permitted_actions` does).
+        if matches!(res.kind, crate::graph::ResourceKind::Consent { .. }) {
+            continue;
+        }
         // The actions of rules naming a held token (as `decide::permitted_actions`
         // gathers them).
         let mut actions = BTreeSet::new();

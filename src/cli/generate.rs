@@ -65,6 +65,16 @@ pub struct GenerateArgs {
     /// Leave out party names.
     #[arg(long)]
     pub no_names: bool,
+    /// Add N consent requests (samtykke, domain.md §9) after the rest of the world: five
+    /// consent resources (income data, a tax return, a bank's loan application, employment
+    /// data, a one-time credit check), banks and lenders as consumers (a few large ones
+    /// get most), some handled by an operator. Most requests come from persons answering
+    /// for themselves, some from organisations answered by their managing director. About
+    /// 80 % are accepted; the rest stay created, are rejected, revoked, used up (one-time)
+    /// or expire: the engine clock moves through 90 days while they come in. 0 (the
+    /// default) adds nothing, so the world is the same as without the flag.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub consents: u64,
     /// Write the events as JSON Lines to FILE (streamed) instead of building the world.
     #[arg(long, value_name = "FILE")]
     pub jsonl: Option<PathBuf>,
@@ -100,6 +110,7 @@ impl GenerateArgs {
         }
         p.with_actor = !self.no_actor;
         p.names = !self.no_names;
+        p.consents = self.consents;
         p
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset};
-use imbl::{OrdMap, OrdSet};
+use imbl::OrdMap;
 
 use crate::graph::{Actions, NodeId};
 use crate::world::World;
@@ -98,9 +98,11 @@ impl Consent {
 #[derive(Debug, Clone, Default)]
 pub struct ConsentState {
     pub consents: OrdMap<String, Arc<Consent>>,
-    /// (from, holder) → ids of the consents from `from` that `holder` holds as `to` or
-    /// `handled_by`.
-    pub by_holder: OrdMap<(NodeId, NodeId), OrdSet<String>>,
+    /// (from, holder) → the consents from `from` that `holder` holds as `to` or
+    /// `handled_by`, by id. The index holds the consents themselves, so a lookup is one
+    /// search among integer pairs and never a search among the ids of every consent
+    /// (at 1 M consents that search alone cost microseconds of cache misses).
+    pub by_holder: OrdMap<(NodeId, NodeId), OrdMap<String, Arc<Consent>>>,
 }
 
 impl ConsentState {
@@ -130,7 +132,7 @@ impl ConsentState {
                 self.by_holder
                     .entry((c.from, h))
                     .or_default()
-                    .insert(id.to_string());
+                    .insert(id.to_string(), c.clone());
             }
         }
         old
@@ -141,8 +143,7 @@ impl ConsentState {
         self.by_holder
             .get(&(from, holder))
             .into_iter()
-            .flat_map(|ids| ids.iter())
-            .filter_map(|id| self.consents.get(id))
+            .flat_map(|cs| cs.values())
     }
 
     pub fn len(&self) -> usize {

@@ -6,7 +6,10 @@
 //! every request and the rights of every system user, and what `simulate` predicts for a
 //! few candidate events. The worlds have resources whose `rules` are replaced by XACML
 //! policies and back, access lists and access-list mode, standard system users made by
-//! vendor requests and changed by change requests, and access requests (drafts too).
+//! vendor requests and changed by change requests, and access requests (drafts too),
+//! Maskinporten suppliers and scope delegations, person grants of citizen packages, and
+//! consents (requests, answers, revocations, uses and the engine clock that expires them;
+//! compared on their status, event list, `consent_check` and `check`).
 //!
 //! On a failure the message carries the whole event sequence in the JSON Lines import
 //! format (one event per line, with what each answered), so it can be replayed.
@@ -434,6 +437,8 @@ pub(crate) enum Op {
         cascade: Option<bool>,
         by: Option<u8>,
     },
+    /// §9: a consent operation (see [`ConsentOp`]).
+    Consent(ConsentOp),
 }
 
 /// The scope resources of the skeleton, and a service and an unknown one.
@@ -1025,6 +1030,7 @@ pub(crate) fn concretize(op: &Op, r: &RefWorld) -> Event {
                 }
             }
         }
+        Op::Consent(op) => consent_json(op, r),
     };
     ev(clean(v))
 }
@@ -1233,6 +1239,7 @@ pub(crate) fn compare(w: &World, r: &RefWorld) -> Result<(), String> {
             ));
         }
     }
+    compare_consents(w, r)?;
     for f in &ids {
         let fn_ = node(w, f);
         for p in HOLDER_PACKAGES {
@@ -1523,6 +1530,532 @@ fn generated_events_reach_successes_and_refusals() {
         assert!(
             seen.get(want).is_some_and(|n| *n >= 3),
             "the generator rarely produces `{want}`: {seen:#?}"
+        );
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// §9 Consent: operations, their events, and the comparison of every consent answer.
+
+/// A consent operation. Small numbers, turned into a concrete event against the
+/// reference state by [`consent_json`].
+#[derive(Debug, Clone)]
+pub(crate) enum ConsentOp {
+    /// A consent request (the consent resource it names is added first while missing).
+    Request {
+        from: u8,
+        to: u8,
+        handled: u8,
+        rd: u8,
+        rights: u8,
+        valid: u8,
+        reuse: bool,
+    },
+    /// `accept_consent`, `reject_consent`, `revoke_consent` or `use_consent`.
+    Act { pick: u8, verb: u8, by: u8 },
+    /// The engine clock moves to one of a few instants, the consents' `valid_to` among
+    /// them (so expiry is tried at the exact instant).
+    Clock { at: u8, forward_only: bool },
+    /// A grant or an access request of a consent resource (never granted: §9.1).
+    Misuse { from: u8, to: u8, access: bool },
+}
+
+/// The consent resources the cases add: income data (a package, or a citizen package
+/// for a person), a loan application whose `consent` names the CEO's role and whose
+/// `read` names a package and an Altinn 2 role, and a one-time one.
+const CONSENT_RESOURCES: [&str; 3] = ["cr1", "cr2", "cr3"];
+/// Actions asked in requests and lookups (`write` is named by no consent resource).
+const CONSENT_ACTIONS: [&str; 3] = ["consent", "read", "write"];
+
+fn consent_resource_json(id: &str) -> serde_json::Value {
+    match id {
+        "cr1" => json!({"resource": {"id": "cr1", "owner": "skd", "kind": "consent", "rules": [
+            {"actions": ["consent"], "any_of": ["urn:altinn:accesspackage:skattegrunnlag",
+                "urn:altinn:accesspackage:innbygger-skatteforhold-privatpersoner"]}]}}),
+        "cr2" => json!({"resource": {"id": "cr2", "owner": "skd", "kind": "consent", "rules": [
+            {"actions": ["consent"], "any_of": ["urn:altinn:external-role:ccr:daglig-leder"]},
+            {"actions": ["read"], "any_of": ["urn:altinn:accesspackage:a-ordning", "urn:altinn:rolecode:utinn"]}]}}),
+        _ => json!({"resource": {"id": "cr3", "owner": "skd", "kind": "consent", "one_time": true, "rules": [
+            {"actions": ["consent"], "any_of": ["urn:altinn:accesspackage:skattegrunnlag",
+                "urn:altinn:accesspackage:innbygger-tilgangsstyring-privatperson"]}]}}),
+    }
+}
+
+fn start_instant() -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap()
+}
+
+/// The instants of the cases: half-hours from a fixed start (a case spans less than the
+/// ten days after which a system-user request times out), sometimes written with
+/// another offset (the same instant).
+fn instant(k: u32, offset: bool) -> String {
+    let t = start_instant() + chrono::Duration::minutes(30 * i64::from(k));
+    if offset {
+        t.with_timezone(&chrono::FixedOffset::east_opt(3600).unwrap())
+            .to_rfc3339()
+    } else {
+        t.to_rfc3339()
+    }
+}
+
+/// The half-hour of the reference's engine clock (0 while it is unset).
+fn now_index(r: &RefWorld) -> u32 {
+    r.now
+        .map_or(0, |n| ((n - start_instant()).num_minutes() / 30).max(0) as u32)
+}
+
+pub(crate) fn consent_op_strategy() -> impl Strategy<Value = ConsentOp> {
+    let b = any::<u8>;
+    prop_oneof![
+        5 => (b(), b(), b(), b(), b(), b(), proptest::bool::weighted(0.15)).prop_map(
+            |(from, to, handled, rd, rights, valid, reuse)| ConsentOp::Request {
+                from, to, handled, rd, rights, valid, reuse
+            }
+        ),
+        7 => (b(), b(), b()).prop_map(|(pick, verb, by)| ConsentOp::Act { pick, verb, by }),
+        2 => (b(), proptest::bool::weighted(0.2)).prop_map(|(at, forward_only)| ConsentOp::Clock { at, forward_only }),
+        1 => (b(), b(), any::<bool>()).prop_map(|(from, to, access)| ConsentOp::Misuse { from, to, access }),
+    ]
+}
+
+/// The rights of a request: mostly valid combinations, sometimes a faulty one.
+fn consent_rights(i: u8) -> serde_json::Value {
+    match i % 32 {
+        0..=6 => json!([{"resource": "cr1", "actions": ["consent"]}]),
+        7..=9 => json!([{"resource": "cr2", "actions": ["consent", "read"]}]),
+        10 => json!([{"resource": "cr2", "actions": ["READ"]}]),
+        11..=13 => {
+            json!([{"resource": "cr1", "actions": ["consent"]}, {"resource": "cr2", "actions": ["consent"]}])
+        }
+        14..=23 => json!([{"resource": "cr3", "actions": ["consent"]}]),
+        24 | 25 => json!([{"resource": "cr2", "actions": ["consent"]}]),
+        // Faults: one-time mixed with ordinary, an action no rule names, a service, a
+        // scope resource, an unknown resource, a resource twice, no actions, no rights.
+        26 => {
+            json!([{"resource": "cr1", "actions": ["consent"]}, {"resource": "cr3", "actions": ["consent"]}])
+        }
+        27 => json!([{"resource": "cr1", "actions": ["write"]}]),
+        28 => json!([{"resource": pick(&["r1", "mp1"], i / 32), "actions": ["read"]}]),
+        29 => json!([{"resource": "no-such-consent", "actions": ["consent"]}]),
+        30 => {
+            json!([{"resource": "cr1", "actions": ["consent"]}, {"resource": "cr1", "actions": ["consent"]}])
+        }
+        _ => {
+            if i & 32 == 0 {
+                json!([{"resource": "cr1", "actions": []}])
+            } else {
+                json!([])
+            }
+        }
+    }
+}
+
+/// A concrete event for a consent operation against the reference state.
+pub(crate) fn consent_json(op: &ConsentOp, r: &RefWorld) -> serde_json::Value {
+    match op {
+        ConsentOp::Request {
+            from,
+            to,
+            handled,
+            rd,
+            rights,
+            valid,
+            reuse,
+        } => {
+            let rights = consent_rights(*rights);
+            // A consent resource the request names is added first while it is missing.
+            let named: Vec<&str> = rights
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x["resource"].as_str())
+                .collect();
+            if let Some(missing) = CONSENT_RESOURCES
+                .iter()
+                .find(|c| named.contains(c) && !r.consent_resources.contains_key(**c))
+            {
+                return consent_resource_json(missing);
+            }
+            let seed = *from;
+            let from = match from % 5 {
+                4 => party_name(*from).to_string(),
+                0 | 2 => pick(&PERSONS, *from / 5).to_string(),
+                _ => org_name(*from / 5).to_string(),
+            };
+            let to = if to % 8 == 7 {
+                party_name(*to).to_string()
+            } else {
+                org_name(*to).to_string()
+            };
+            let handled_by = match handled % 16 {
+                15 => json!(party_name(*handled / 16)),
+                14 => json!(to),
+                h if h % 3 == 0 => json!(org_name(*handled / 16)),
+                _ => serde_json::Value::Null,
+            };
+            let required_delegator = match rd % 6 {
+                2 => json!(people_of(r, &from, *rd / 6)),
+                3 => json!(pick(&PERSONS, *rd / 6)),
+                4 if rd % 12 == 10 => json!(party_name(*rd / 6)),
+                _ => serde_json::Value::Null,
+            };
+            // Mostly a little after the clock, so that moving it on expires some.
+            let now = now_index(r);
+            let valid_to = match valid % 16 {
+                15 => "not-a-time".to_string(),
+                14 => "2030-01-01T00:00:00Z".to_string(),
+                13 => instant(now, false),
+                v => instant(now + 1 + 2 * u32::from(v % 6), v >= 7),
+            };
+            let id = match r.consents.keys().nth(usize::from(seed) % r.consents.len().max(1)) {
+                Some(k) if *reuse => k.clone(),
+                _ => format!("k{}", r.consents.len()),
+            };
+            json!({"consent_request": {
+                "id": id, "from": from, "to": to, "handled_by": handled_by,
+                "required_delegator": required_delegator, "rights": rights, "valid_to": valid_to
+            }})
+        }
+        ConsentOp::Act { pick: i, verb, by } => {
+            if r.consents.is_empty() {
+                // Nothing to act on yet: a request that can succeed.
+                let ask = ConsentOp::Request {
+                    from: (i % 4) * 5,
+                    to: *verb,
+                    handled: *by,
+                    rd: 0,
+                    rights: *i / 4,
+                    valid: *by % 13,
+                    reuse: false,
+                };
+                return consent_json(&ask, r);
+            }
+            let verb = [
+                "accept_consent",
+                "accept_consent",
+                "accept_consent",
+                "reject_consent",
+                "revoke_consent",
+                "revoke_consent",
+                "use_consent",
+                "use_consent",
+            ][usize::from(*verb) % 8];
+            // Mostly a consent in the status the verb needs (for a use, half the time a
+            // one-time one).
+            let needs = if verb.starts_with("accept") || verb.starts_with("reject") {
+                crate::reference::CState::Created
+            } else {
+                crate::reference::CState::Accepted
+            };
+            let one_time_only = verb == "use_consent" && by % 2 == 0;
+            let fitting: Vec<&String> = r
+                .consents
+                .iter()
+                .filter(|(_, c)| r.consent_status(c) == needs && (c.one_time || !one_time_only))
+                .map(|(k, _)| k)
+                .collect();
+            let ids: Vec<&String> = if fitting.is_empty() || i % 4 == 0 {
+                r.consents.keys().collect()
+            } else {
+                fitting
+            };
+            let chosen = ids
+                .get(usize::from(*i) % ids.len().max(1))
+                .filter(|_| i % 16 != 15);
+            let id = chosen.map_or("no-such-consent".to_string(), |k| k.to_string());
+            let c = chosen.and_then(|k| r.consents.get(*k));
+            if verb == "use_consent" {
+                let by = match (c, by % 4) {
+                    (Some(c), 0 | 1) => c.to.clone(),
+                    (Some(c), 2) => c.handled_by.clone().unwrap_or_else(|| c.to.clone()),
+                    _ => party_name(*by / 4).to_string(),
+                };
+                return json!({ verb: {"consent": id, "by": by} });
+            }
+            let from = c.map_or("p0".to_string(), |c| c.from.clone());
+            let by = match by % 8 {
+                0 => serde_json::Value::Null,
+                1 | 7 => json!(from),
+                2 | 3 => json!(people_of(r, &from, *by / 8)),
+                4 => json!(
+                    c.and_then(|c| c.required_delegator.clone())
+                        .unwrap_or_else(|| people_of(r, &from, *by / 8))
+                ),
+                5 => json!(pick(&PERSONS, *by / 8)),
+                _ => json!(party_name(*by / 8)),
+            };
+            json!({ verb: {"consent": id, "by": by} })
+        }
+        ConsentOp::Clock { at, forward_only } => {
+            // Mostly on by one to three half-hours; now and then anywhere in the first hours.
+            let k = match at % 4 {
+                0 => u32::from(at / 4 % 12),
+                step => now_index(r) + u32::from(step),
+            };
+            let mut body = json!({"now": instant(k, at & 0x80 != 0)});
+            if *forward_only {
+                body["forward_only"] = json!(true);
+            }
+            json!({ "clock": body })
+        }
+        ConsentOp::Misuse { from, to, access } => {
+            let res = pick(&CONSENT_RESOURCES, *to);
+            if *access {
+                json!({"access_request": {"id": format!("q{}", r.requests.len()), "from": pick(&PERSONS, *from),
+                    "to": org_name(*to), "resource": res, "action": "consent"}})
+            } else {
+                json!({"grant": {"from": org_name(*from), "to": pick(&PERSONS, *to), "resource": res,
+                    "actions": ["consent"]}})
+            }
+        }
+    }
+}
+
+/// Compares every consent answer: the set of consents, each one's status (with who
+/// accepted it and whether that person is still entitled), its fields and event list,
+/// and `consent_check` and `check` for every pair among the consents' parties and a few
+/// others, every consent resource and action, with and without a consent id.
+pub(crate) fn compare_consents(w: &World, r: &RefWorld) -> Result<(), String> {
+    use delegraph::query::{self, CheckQuery, ConsentCheckQuery, ConsentEventsQuery, ConsentStatusQuery};
+    if w.consent.len() != r.consents.len() {
+        return Err(format!(
+            "consents: engine has {}, reference {:?}",
+            w.consent.len(),
+            r.consents.keys().collect::<Vec<_>>()
+        ));
+    }
+    let instant_of = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
+    for (id, c) in &r.consents {
+        let e = query::consent_status(w, &ConsentStatusQuery { consent: id.clone() })
+            .map_err(|e| format!("consent_status `{id}`: engine {e}, reference has it"))?;
+        let entitled = c
+            .accepted_by
+            .as_deref()
+            .is_some_and(|u| r.may_answer_consent(c, u));
+        let rights: Vec<(String, Vec<String>)> = c
+            .rights
+            .iter()
+            .map(|(k, a)| (k.clone(), a.iter().cloned().collect()))
+            .collect();
+        let e_rights: Vec<(String, Vec<String>)> = e
+            .rights
+            .iter()
+            .map(|x| (x.resource.clone(), x.actions.clone()))
+            .collect();
+        let same = e.status == r.consent_status(c).as_str()
+            && e.accepted_by == c.accepted_by
+            && e.acceptor_entitled == entitled
+            && (e.from.as_str(), e.to.as_str()) == (c.from.as_str(), c.to.as_str())
+            && e.handled_by == c.handled_by
+            && e.required_delegator == c.required_delegator
+            && e_rights == rights
+            && instant_of(&e.valid_to) == Some(c.valid_to);
+        if !same {
+            return Err(format!(
+                "consent_status `{id}`: engine {e:?}, reference status {} accepted_by {:?} entitled {entitled} {c:?}",
+                r.consent_status(c).as_str(),
+                c.accepted_by
+            ));
+        }
+        let ev = query::consent_events(w, &ConsentEventsQuery { consent: id.clone() })
+            .map_err(|e| format!("consent_events `{id}`: {e}"))?;
+        let got: Vec<(
+            String,
+            Option<String>,
+            Option<chrono::DateTime<chrono::FixedOffset>>,
+        )> = ev
+            .events
+            .iter()
+            .map(|x| {
+                (
+                    x.event.clone(),
+                    x.by.clone(),
+                    x.at.as_deref().and_then(instant_of),
+                )
+            })
+            .collect();
+        let want: Vec<(
+            String,
+            Option<String>,
+            Option<chrono::DateTime<chrono::FixedOffset>>,
+        )> = r
+            .consent_events(c)
+            .into_iter()
+            .map(|x| (x.what.as_str().to_string(), x.by, x.at))
+            .collect();
+        if got != want {
+            return Err(format!(
+                "consent_events `{id}`: engine {got:?}, reference {want:?}"
+            ));
+        }
+    }
+    // consent_check and check over the consents' parties and a few others.
+    let mut froms: BTreeSet<String> = r.consents.values().map(|c| c.from.clone()).collect();
+    froms.extend(["p0".to_string(), "as2".to_string()]);
+    let mut tos: BTreeSet<String> = r
+        .consents
+        .values()
+        .flat_map(|c| std::iter::once(c.to.clone()).chain(c.handled_by.clone()))
+        .collect();
+    tos.insert("as1".to_string());
+    let resources: Vec<&String> = r.consent_resources.keys().collect();
+    let mut asks: Vec<(String, String, Option<String>)> = Vec::new();
+    for f in &froms {
+        for t in &tos {
+            asks.push((f.clone(), t.clone(), None));
+        }
+    }
+    for (id, c) in &r.consents {
+        asks.push((c.from.clone(), c.to.clone(), Some(id.clone())));
+        asks.push((c.from.clone(), "as1".to_string(), Some(id.clone())));
+    }
+    for (f, t, id) in &asks {
+        if w.graph.party_node(f).is_none() || w.graph.party_node(t).is_none() {
+            continue;
+        }
+        for res in &resources {
+            for a in CONSENT_ACTIONS {
+                let q = ConsentCheckQuery {
+                    from: f.clone(),
+                    to: t.clone(),
+                    resource: res.to_string(),
+                    action: a.to_string(),
+                    consent: id.clone(),
+                };
+                let e = query::consent_check(w, &q).map_err(|e| format!("consent_check {q:?}: {e}"))?;
+                let (want, valid) = r.consent_check(f, t, res, a, id.as_deref());
+                let got = match (e.allowed, e.reason.as_deref()) {
+                    (true, None) => crate::reference::CCheck::Yes,
+                    (false, Some("not_found")) => crate::reference::CCheck::NotFound,
+                    (false, Some("not_authorized")) => crate::reference::CCheck::NotAuthorized,
+                    (false, Some("conflict")) => crate::reference::CCheck::Conflict,
+                    other => return Err(format!("consent_check {q:?}: engine answered {other:?}")),
+                };
+                let by_one = e.consent.as_ref().is_none_or(|k| valid.contains(k));
+                if got != want || !by_one {
+                    return Err(format!(
+                        "consent_check {q:?}: engine {got:?} by {:?}, reference {want:?} by one of {valid:?}",
+                        e.consent
+                    ));
+                }
+                if id.is_none() {
+                    let cq = CheckQuery {
+                        subject: t.clone(),
+                        party: f.clone(),
+                        package: None,
+                        role: None,
+                        resource: Some(res.to_string()),
+                        action: Some(a.to_string()),
+                        instance: None,
+                    };
+                    let e = query::check(w, &cq)
+                        .map_err(|e| format!("check {cq:?}: {e}"))?
+                        .allowed;
+                    let rf = r.consent_permits(t, f, res, a);
+                    if e != rf {
+                        return Err(format!("check {cq:?}: engine {e}, reference {rf}"));
+                    }
+                }
+            }
+        }
+    }
+    // A resource that is not a consent resource is not a consent_check question.
+    let q = ConsentCheckQuery {
+        from: "p0".into(),
+        to: "as1".into(),
+        resource: "r1".into(),
+        action: "read".into(),
+        consent: None,
+    };
+    match query::consent_check(w, &q) {
+        Err(e) if e.code == ErrorCode::InvalidInput => Ok(()),
+        other => Err(format!(
+            "consent_check on a service: engine {other:?}, want invalid_input"
+        )),
+    }
+}
+
+proptest! {
+    #![proptest_config(config(300))]
+
+    /// Histories rich in consents (with the other operations around them, so rights
+    /// come and go between request, answer and revocation): the engine and the
+    /// reference agree after every event.
+    #[test]
+    fn consents_agree_with_reference(
+        ops in proptest::collection::vec(
+            prop_oneof![1 => op_strategy(), 1 => consent_op_strategy().prop_map(Op::Consent)],
+            1..40,
+        ),
+        sims in proptest::collection::vec(
+            prop_oneof![1 => op_strategy(), 1 => consent_op_strategy().prop_map(Op::Consent)],
+            0..3,
+        ),
+    ) {
+        if let Err(m) = run_case(&ops, &sims) {
+            prop_assert!(false, "{}", m);
+        }
+    }
+}
+
+/// The consent operations must reach every outcome that matters, or the property above
+/// would pass on refusals alone.
+#[test]
+fn consent_events_reach_successes_and_refusals() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut statuses: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let strategy = proptest::collection::vec(
+        prop_oneof![1 => op_strategy(), 1 => consent_op_strategy().prop_map(Op::Consent)],
+        1..40,
+    );
+    for _ in 0..300 {
+        let ops = strategy.new_tree(&mut runner).unwrap().current();
+        let mut r = RefWorld::new();
+        setup_reference(&mut r, &setup_events());
+        for op in &ops {
+            let e = concretize(op, &r);
+            let res = r.apply(&e).map(|_| ());
+            *seen.entry(format!("{} {}", e.name(), code_of(&res))).or_default() += 1;
+        }
+        for c in r.consents.values() {
+            *statuses.entry(r.consent_status(c).as_str()).or_default() += 1;
+        }
+    }
+    for want in [
+        "consent_request ok",
+        "consent_request invalid_input",
+        "consent_request not_assignable",
+        "consent_request unknown_resource",
+        "consent_request unknown_party",
+        "consent_request conflict",
+        "accept_consent ok",
+        "accept_consent not_authorized",
+        "accept_consent conflict",
+        "accept_consent not_found",
+        "accept_consent invalid_input",
+        "reject_consent ok",
+        "revoke_consent ok",
+        "revoke_consent not_authorized",
+        "revoke_consent conflict",
+        "use_consent ok",
+        "use_consent not_authorized",
+        "use_consent conflict",
+        "clock ok",
+        "grant not_assignable",
+        "access_request not_assignable",
+    ] {
+        assert!(
+            seen.get(want).is_some_and(|n| *n >= 3),
+            "the generator rarely produces `{want}`: {seen:#?}"
+        );
+    }
+    for s in ["created", "accepted", "rejected", "revoked", "used", "expired"] {
+        assert!(
+            statuses.get(s).is_some_and(|n| *n >= 3),
+            "consents rarely end {s}: {statuses:?}"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! A deliberately naive reference model of the rules of domain.md: resolution (§4), the
 //! delegation check (§5), and enough of the mutations (§3, §6) to follow random event
-//! sequences.
+//! sequences; system users and requests (§7), consent (§9), Maskinporten suppliers (§10)
+//! and citizen power of attorney (§11), with the engine clock for consent expiry.
 //!
 //! It is written from the spec text, not from the engine, so that the two can disagree:
 //! plain vectors of assignments and delegations, every query a loop over all of them,
@@ -13,6 +14,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
+
+use chrono::{DateTime, FixedOffset};
 
 use delegraph::catalog::{Catalog, Provider, RolePackageRow};
 use delegraph::event::{Event, GrantEvent, ResourceEvent};
@@ -130,6 +133,10 @@ pub struct RefWorld {
     // §10: scope resources → their scopes; (consumer, supplier) → delegated resources.
     pub scope_resources: BTreeMap<String, BTreeSet<String>>,
     pub suppliers: BTreeMap<(String, String), BTreeSet<String>>,
+    // §9: the engine clock, consent resources → one-time, consents by id.
+    pub now: Option<DateTime<FixedOffset>>,
+    pub consent_resources: BTreeMap<String, bool>,
+    pub consents: BTreeMap<String, RefConsent>,
 }
 
 /// A request's state (§7).
@@ -360,6 +367,9 @@ impl RefWorld {
             system_users: BTreeMap::new(),
             scope_resources: BTreeMap::new(),
             suppliers: BTreeMap::new(),
+            now: None,
+            consent_resources: BTreeMap::new(),
+            consents: BTreeMap::new(),
         }
     }
 
@@ -403,6 +413,12 @@ impl RefWorld {
             self.scope_resources.insert(ev.id.clone(), scopes);
         } else {
             self.scope_resources.remove(&ev.id);
+        }
+        if ev.kind == Some(delegraph::event::ResourceKind::Consent) {
+            self.consent_resources
+                .insert(ev.id.clone(), ev.one_time.unwrap_or(false));
+        } else {
+            self.consent_resources.remove(&ev.id);
         }
         let old = self.resources.get(&ev.id).cloned();
         let policy = old
@@ -618,6 +634,13 @@ impl RefWorld {
     /// on NotApplicable the resource grants, and a Permit on a resource in access-list
     /// mode stands only for an organisation on one of its lists admitting the action.
     pub fn permits_with(&self, recs: &[&Record], f: &str, res: &str, action: &str) -> bool {
+        // §9.5: records never permit on a consent resource (only a consent does).
+        !self.consent_resources.contains_key(res) && self.policy_permits(recs, f, res, action)
+    }
+
+    /// The decision order of [`Self::permits_with`] for any resource, a consent
+    /// resource's rules included (read only by the consent acceptance check, §9.4).
+    fn policy_permits(&self, recs: &[&Record], f: &str, res: &str, action: &str) -> bool {
         let Some(resource) = self.resources.get(res) else {
             return false;
         };
@@ -1201,6 +1224,19 @@ impl RefWorld {
             Event::DelegateScope(e) | Event::UndelegateScope(e) => {
                 self.scope_event(e, matches!(ev, Event::DelegateScope(_)))
             }
+            Event::Clock(c) => {
+                let t = DateTime::parse_from_rfc3339(c.now.trim()).map_err(|_| ErrorCode::InvalidInput)?;
+                // A forward-only tick never moves the clock back.
+                if c.forward_only != Some(true) || self.now.is_none_or(|cur| cur < t) {
+                    self.now = Some(t);
+                }
+                Ok(())
+            }
+            Event::ConsentRequest(e) => self.consent_request(e),
+            Event::AcceptConsent(e) => self.answer_consent(e, CState::Accepted),
+            Event::RejectConsent(e) => self.answer_consent(e, CState::Rejected),
+            Event::RevokeConsent(e) => self.revoke_consent(e),
+            Event::UseConsent(e) => self.use_consent(e),
             other => panic!("reference does not model `{}` events", other.name()),
         }
     }
@@ -1396,7 +1432,8 @@ impl RefWorld {
                 }
             }
             What::Resource(r, _) => {
-                if self.scope_resources.contains_key(r) {
+                // §9.1, §10.1: consent and scope resources are never granted.
+                if self.scope_resources.contains_key(r) || self.consent_resources.contains_key(r) {
                     return Err(ErrorCode::NotAssignable);
                 }
                 if g.by.is_some() && !self.resources[r].delegable {
@@ -1741,7 +1778,7 @@ impl RefWorld {
                 }
             }
             AccessTarget::Resource(r, _) => {
-                if self.scope_resources.contains_key(r) {
+                if self.scope_resources.contains_key(r) || self.consent_resources.contains_key(r) {
                     return Err(ErrorCode::NotAssignable);
                 }
                 if !self.resources[r].delegable {
@@ -1992,6 +2029,383 @@ impl RefWorld {
             ReqState::Withdrawn
         };
         self.requests.insert(e.request.clone(), req);
+        Ok(())
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// §9 Consent
+
+/// A consent's status (§9.3). `Expired` is never stored, only reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CState {
+    Created,
+    Accepted,
+    Rejected,
+    Revoked,
+    Used,
+    Expired,
+}
+
+impl CState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CState::Created => "created",
+            CState::Accepted => "accepted",
+            CState::Rejected => "rejected",
+            CState::Revoked => "revoked",
+            CState::Used => "used",
+            CState::Expired => "expired",
+        }
+    }
+}
+
+/// One entry of a consent's event list (§9.6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CEntry {
+    pub what: CState,
+    pub by: Option<String>,
+    pub at: Option<DateTime<FixedOffset>>,
+}
+
+/// A consent request and what became of it.
+#[derive(Debug, Clone)]
+pub struct RefConsent {
+    pub from: String,
+    pub to: String,
+    pub handled_by: Option<String>,
+    pub required_delegator: Option<String>,
+    /// Consent resource → actions (lower case).
+    pub rights: BTreeMap<String, Acts>,
+    pub valid_to: DateTime<FixedOffset>,
+    pub one_time: bool,
+    /// The stored state (never `Expired`).
+    pub state: CState,
+    pub accepted_by: Option<String>,
+    pub entries: Vec<CEntry>,
+}
+
+impl RefConsent {
+    /// `to` and, when it has one, `handled_by`: who holds the consent (§9.5).
+    pub fn held_by(&self, x: &str) -> bool {
+        self.to == x || self.handled_by.as_deref() == Some(x)
+    }
+}
+
+/// The answer of `consent_check` (§9.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CCheck {
+    Yes,
+    NotFound,
+    NotAuthorized,
+    Conflict,
+}
+
+impl RefWorld {
+    /// The reported status: a created or accepted consent is expired while the clock is
+    /// later than `valid_to` (valid up to and including that instant); without a clock
+    /// nothing expires.
+    pub fn consent_status(&self, c: &RefConsent) -> CState {
+        let late = self.now.is_some_and(|now| now > c.valid_to);
+        match c.state {
+            CState::Created | CState::Accepted if late => CState::Expired,
+            s => s,
+        }
+    }
+
+    /// The event list with the derived `expired` entry at `valid_to` (§9.6).
+    pub fn consent_events(&self, c: &RefConsent) -> Vec<CEntry> {
+        let mut out = c.entries.clone();
+        if self.now.is_some_and(|now| now > c.valid_to) {
+            out.push(CEntry {
+                what: CState::Expired,
+                by: None,
+                at: Some(c.valid_to),
+            });
+        }
+        out
+    }
+
+    /// §9.4(b) for one right: `u` holds `action` on `res` for `from` by the resource's
+    /// rules through records other than client delegations, with §11.3 for a person
+    /// `from`; the `delegable` flag is not consulted.
+    fn may_consent(&self, u: &str, from: &str, res: &str, action: &str) -> bool {
+        let recs = self.records_for(u, from);
+        let recs: Vec<&Record> = recs.iter().collect();
+        if !self.person_party_allows(u, &recs, from) {
+            return false;
+        }
+        let counted: Vec<&Record> = recs
+            .into_iter()
+            .filter(|r| r.how != How::ClientDelegation)
+            .collect();
+        self.policy_permits(&counted, from, res, action)
+    }
+
+    /// §9.4(b): a living person who is `from`, or who may consent to every requested
+    /// action for `from`.
+    fn passes_consent_rights(&self, c: &RefConsent, u: &str) -> bool {
+        self.is_living_person(u)
+            && (u == c.from
+                || c.rights
+                    .iter()
+                    .all(|(res, acts)| acts.iter().all(|a| self.may_consent(u, &c.from, res, a))))
+    }
+
+    /// The acceptance check (§9.4): the required delegator, if named, and 9.4(b).
+    pub fn may_answer_consent(&self, c: &RefConsent, u: &str) -> bool {
+        c.required_delegator.as_deref().is_none_or(|rd| rd == u) && self.passes_consent_rights(c, u)
+    }
+
+    /// Who may revoke (§9.3): `from` itself, an access manager of `from` (`tilgangsstyrer`
+    /// for an organisation as in §5's revoke rule; for a person §11.4), or whoever passes
+    /// 9.4(b) (the required delegator not asked).
+    fn may_revoke_consent(&self, c: &RefConsent, u: &str) -> bool {
+        if !self.is_living_person(u) {
+            return false;
+        }
+        let manager = match self.parties.get(&c.from).map(|p| p.kind) {
+            Some(PartyKind::Organisation) => self.holds_package(u, &c.from, package("tilgangsstyrer")),
+            Some(PartyKind::Person) => {
+                let recs = self.records_for(u, &c.from);
+                self.is_person_access_manager(u, &recs.iter().collect::<Vec<_>>(), &c.from)
+            }
+            _ => false,
+        };
+        u == c.from || manager || self.passes_consent_rights(c, u)
+    }
+
+    /// `consent_check` (§9.7): the candidates are the consent `id` (when its `from` and
+    /// holder fit) or every consent from `from` held by `to`; the answer and, for a yes,
+    /// every consent that permits.
+    pub fn consent_check(
+        &self,
+        from: &str,
+        to: &str,
+        res: &str,
+        action: &str,
+        id: Option<&str>,
+    ) -> (CCheck, BTreeSet<String>) {
+        let candidates: Vec<(&String, &RefConsent)> = self
+            .consents
+            .iter()
+            .filter(|(k, c)| id.is_none_or(|i| i == k.as_str()) && c.from == from && c.held_by(to))
+            .collect();
+        if candidates.is_empty() {
+            return (CCheck::NotFound, BTreeSet::new());
+        }
+        let covering: Vec<&(&String, &RefConsent)> = candidates
+            .iter()
+            .filter(|(_, c)| c.rights.get(res).is_some_and(|a| a.contains(action)))
+            .collect();
+        if covering.is_empty() {
+            return (CCheck::NotAuthorized, BTreeSet::new());
+        }
+        let valid: BTreeSet<String> = covering
+            .iter()
+            .filter(|(_, c)| self.consent_status(c) == CState::Accepted)
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        if valid.is_empty() {
+            (CCheck::Conflict, valid)
+        } else {
+            (CCheck::Yes, valid)
+        }
+    }
+
+    /// `check` on a consent resource (§9.5): a valid consent from `party` held by
+    /// `subject` names the action on the resource; nothing else permits.
+    pub fn consent_permits(&self, subject: &str, party: &str, res: &str, action: &str) -> bool {
+        self.consents.values().any(|c| {
+            c.from == party
+                && c.held_by(subject)
+                && self.consent_status(c) == CState::Accepted
+                && c.rights.get(res).is_some_and(|a| a.contains(action))
+        })
+    }
+
+    fn consent_request(&mut self, e: &delegraph::event::ConsentRequestEvent) -> Result<(), ErrorCode> {
+        // Shape.
+        let blank = |s: &str| s.trim().is_empty();
+        if blank(&e.id)
+            || blank(&e.from)
+            || blank(&e.to)
+            || e.handled_by.as_deref().is_some_and(blank)
+            || e.required_delegator.as_deref().is_some_and(blank)
+            || e.from == e.to
+            || e.handled_by.as_ref() == Some(&e.to)
+            || e.rights.is_empty()
+        {
+            return Err(ErrorCode::InvalidInput);
+        }
+        let mut rights: BTreeMap<String, Acts> = BTreeMap::new();
+        for r in &e.rights {
+            if blank(&r.resource) || r.actions.is_empty() || r.actions.iter().any(|a| blank(a)) {
+                return Err(ErrorCode::InvalidInput);
+            }
+            let acts = r.actions.iter().map(|a| a.trim().to_lowercase()).collect();
+            if rights.insert(r.resource.clone(), acts).is_some() {
+                return Err(ErrorCode::InvalidInput);
+            }
+        }
+        let valid_to =
+            DateTime::parse_from_rfc3339(e.valid_to.trim()).map_err(|_| ErrorCode::InvalidInput)?;
+        // References.
+        self.party_exists(&e.from)?;
+        self.party_exists(&e.to)?;
+        for x in e.handled_by.iter().chain(&e.required_delegator) {
+            self.party_exists(x)?;
+        }
+        for res in rights.keys() {
+            self.lookup_resource(res)?;
+        }
+        // Structure. Spec choice (engine): the resources' kind is reported first, then
+        // the look-ups of the same rank (parties' kinds, actions, one-time, the clock).
+        if rights.keys().any(|r| !self.consent_resources.contains_key(r)) {
+            return Err(ErrorCode::NotAssignable);
+        }
+        let kind = |x: &str| self.parties[x].kind;
+        let bad_kinds = !matches!(kind(&e.from), PartyKind::Person | PartyKind::Organisation)
+            || kind(&e.to) != PartyKind::Organisation
+            || e.handled_by
+                .as_deref()
+                .is_some_and(|h| kind(h) != PartyKind::Organisation)
+            || e.required_delegator
+                .as_deref()
+                .is_some_and(|p| kind(p) != PartyKind::Person);
+        let unnamed = rights
+            .iter()
+            .any(|(res, acts)| !acts.is_subset(&self.actions_named(res)));
+        let one_time: BTreeSet<bool> = rights.keys().map(|r| self.consent_resources[r]).collect();
+        let too_late = self.now.is_some_and(|now| valid_to <= now);
+        if bad_kinds || unnamed || one_time.len() > 1 || too_late {
+            return Err(ErrorCode::InvalidInput);
+        }
+        // State: consent ids are their own namespace.
+        if self.consents.contains_key(&e.id) {
+            return Err(ErrorCode::Conflict);
+        }
+        let creator = e.handled_by.clone().unwrap_or_else(|| e.to.clone());
+        self.consents.insert(
+            e.id.clone(),
+            RefConsent {
+                from: e.from.clone(),
+                to: e.to.clone(),
+                handled_by: e.handled_by.clone(),
+                required_delegator: e.required_delegator.clone(),
+                rights,
+                valid_to,
+                one_time: one_time.contains(&true),
+                state: CState::Created,
+                accepted_by: None,
+                entries: vec![CEntry {
+                    what: CState::Created,
+                    by: Some(creator),
+                    at: self.now,
+                }],
+            },
+        );
+        Ok(())
+    }
+
+    /// The consent and the acting person of an answer or a revocation: shape, the
+    /// consent (`not_found`), `by` (`unknown_party`), `by` a person (`invalid_input`).
+    fn consent_and_person(&self, e: &delegraph::event::ConsentActionEvent) -> Result<RefConsent, ErrorCode> {
+        if e.consent.trim().is_empty() || e.by.as_deref().is_some_and(|b| b.trim().is_empty()) {
+            return Err(ErrorCode::InvalidInput);
+        }
+        let c = self
+            .consents
+            .get(&e.consent)
+            .cloned()
+            .ok_or(ErrorCode::NotFound)?;
+        if let Some(b) = &e.by {
+            self.party_exists(b)?;
+            if self.parties[b].kind != PartyKind::Person {
+                return Err(ErrorCode::InvalidInput);
+            }
+        }
+        Ok(c)
+    }
+
+    fn record_consent(
+        &mut self,
+        id: &str,
+        mut c: RefConsent,
+        state: CState,
+        what: CState,
+        by: Option<String>,
+    ) {
+        c.state = state;
+        c.entries.push(CEntry {
+            what,
+            by,
+            at: self.now,
+        });
+        self.consents.insert(id.to_string(), c);
+    }
+
+    /// `accept_consent` / `reject_consent`: the acceptance check, then `created`.
+    fn answer_consent(
+        &mut self,
+        e: &delegraph::event::ConsentActionEvent,
+        to: CState,
+    ) -> Result<(), ErrorCode> {
+        let mut c = self.consent_and_person(e)?;
+        if let Some(b) = &e.by
+            && !self.may_answer_consent(&c, b)
+        {
+            return Err(ErrorCode::NotAuthorized);
+        }
+        if self.consent_status(&c) != CState::Created {
+            return Err(ErrorCode::Conflict);
+        }
+        if to == CState::Accepted {
+            c.accepted_by = e.by.clone();
+        }
+        self.record_consent(&e.consent, c, to, to, e.by.clone());
+        Ok(())
+    }
+
+    /// `revoke_consent`: who may, then `accepted` (not expired).
+    fn revoke_consent(&mut self, e: &delegraph::event::ConsentActionEvent) -> Result<(), ErrorCode> {
+        let c = self.consent_and_person(e)?;
+        if let Some(b) = &e.by
+            && !self.may_revoke_consent(&c, b)
+        {
+            return Err(ErrorCode::NotAuthorized);
+        }
+        if self.consent_status(&c) != CState::Accepted {
+            return Err(ErrorCode::Conflict);
+        }
+        self.record_consent(&e.consent, c, CState::Revoked, CState::Revoked, e.by.clone());
+        Ok(())
+    }
+
+    /// `use_consent`: by the consumer or its operator, of a valid consent; a one-time
+    /// consent is used up, another stays accepted; a `used` entry either way.
+    fn use_consent(&mut self, e: &delegraph::event::UseConsentEvent) -> Result<(), ErrorCode> {
+        if e.consent.trim().is_empty() || e.by.trim().is_empty() {
+            return Err(ErrorCode::InvalidInput);
+        }
+        let c = self
+            .consents
+            .get(&e.consent)
+            .cloned()
+            .ok_or(ErrorCode::NotFound)?;
+        self.party_exists(&e.by)?;
+        if !c.held_by(&e.by) {
+            return Err(ErrorCode::NotAuthorized);
+        }
+        if self.consent_status(&c) != CState::Accepted {
+            return Err(ErrorCode::Conflict);
+        }
+        let state = if c.one_time {
+            CState::Used
+        } else {
+            CState::Accepted
+        };
+        self.record_consent(&e.consent, c, state, CState::Used, Some(e.by.clone()));
         Ok(())
     }
 }
