@@ -36,6 +36,11 @@ pub enum SnapshotCommand {
         /// How many example answers (authorized parties of some persons) to print.
         #[arg(long, default_value_t = 3)]
         examples: usize,
+        /// Load into a graph of this many parts, as `serve --partitions` does (the parts
+        /// are filled in parallel; a file written in as many sections loads each section
+        /// straight into its part).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        partitions: u16,
     },
     /// Check a snapshot: every checksum, the counts, every reference and the
     /// structural invariants of the world it holds. Exits non-zero on any fault.
@@ -128,10 +133,14 @@ fn save(world: &World, out: &Path) -> Result<()> {
 }
 
 fn load(file: &Path) -> Result<(World, snapshot::Loaded, std::time::Duration)> {
+    load_in(file, 1)
+}
+
+fn load_in(file: &Path, parts: usize) -> Result<(World, snapshot::Loaded, std::time::Duration)> {
     let (header, _) = snapshot::read_header(file)?;
     let pb = bar(header.counts.total(), "load");
     let t = Instant::now();
-    let (world, loaded) = snapshot::load(file, &mut |n| pb.set_position(n))?;
+    let (world, loaded) = snapshot::load_in(file, parts, &mut |n| pb.set_position(n))?;
     let took = t.elapsed();
     pb.finish_and_clear();
     Ok((world, loaded, took))
@@ -201,8 +210,13 @@ fn run_snapshot(cmd: SnapshotCommand) -> Result<()> {
             let world = import_file(&from)?;
             save(&world, &out)
         }
-        SnapshotCommand::Load { file, examples: n } => {
-            let (world, loaded, took) = load(&file)?;
+        SnapshotCommand::Load {
+            file,
+            examples: n,
+            partitions,
+        } => {
+            let (world, loaded, took) = load_in(&file, usize::from(partitions))?;
+            println!("graph parts     {}", world.graph.partitions());
             print_header(&loaded.header, loaded.version);
             println!("file size       {} bytes", loaded.bytes);
             println!("load time       {took:.2?}");

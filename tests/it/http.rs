@@ -31,7 +31,13 @@ pub(crate) fn start(partitions: usize, auth: Auth) -> (RunningServer, Arc<Memory
         workers: Some(2),
         ..ServerConfig::default()
     };
-    let server = spawn(config, "127.0.0.1:0", World::with_partitions(partitions), journal.clone()).expect("server starts");
+    let server = spawn(
+        config,
+        "127.0.0.1:0",
+        World::with_partitions(partitions),
+        journal.clone(),
+    )
+    .expect("server starts");
     (server, journal)
 }
 
