@@ -286,6 +286,13 @@ fn policy_import(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A command whose output is piped into `head` (or any reader that stops early) ends
+    // quietly, as Unix tools do, instead of panicking on the closed pipe. The server and
+    // the load tester keep Rust's default (SIGPIPE ignored): a peer closing a socket must
+    // be an error on that connection, not the end of the process.
+    if !matches!(cli.command, Some(Command::Serve(_) | Command::Loadtest { .. })) {
+        restore_sigpipe();
+    }
     let Some(command) = cli.command else {
         return cli::demo::run();
     };
@@ -707,4 +714,14 @@ fn loadtest(
         eprintln!("wrote {}", p.display());
     }
     Ok(())
+}
+
+/// Puts SIGPIPE back to its default action (end the process), which Rust's runtime sets
+/// to "ignore" before `main`.
+fn restore_sigpipe() {
+    // SAFETY: `signal` with a valid signal number and `SIG_DFL` has no preconditions; it
+    // runs before any other thread of this process is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

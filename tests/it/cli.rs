@@ -681,3 +681,23 @@ fn a2_impact_over_http_refuses_unknown_ids_too() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.body["lost"].as_u64().unwrap() > 0, "{}", r.text);
 }
+
+/// Output piped into a reader that has gone (`delegraph … | head`) ends the command
+/// quietly, as Unix tools do: no panic message about a broken pipe.
+#[test]
+fn output_into_a_closed_pipe_ends_without_a_panic() {
+    let sample = repo().join("graph-snapshots/sample.snap");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_delegraph"))
+        .args(["snapshot", "load", "--examples", "50"])
+        .arg(&sample)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the command writes anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+}
