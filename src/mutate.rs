@@ -896,17 +896,23 @@ pub fn simulate_streaming(
     };
     // Subjects in the order of their external ids, so that the first N lost accesses a
     // caller keeps are the first N of the sorted answer.
-    let mut subjects: Vec<NodeId> = if global {
-        g.parties().map(|(n, _)| n).collect()
+    // Sorted as (id, node) pairs: comparing the ids in place, not looking each node's
+    // id up again per comparison (a global event on a national world sorts millions).
+    let mut keyed: Vec<(&str, NodeId)> = if global {
+        g.parties().map(|(n, p)| (p.id.as_str(), n)).collect()
     } else {
         region
             .subjects
             .iter()
             .filter(|n| g.party(**n).is_some())
-            .copied()
+            .map(|n| (g.ext_id(*n), *n))
             .collect()
     };
-    subjects.sort_by(|a, b| g.ext_id(*a).cmp(g.ext_id(*b)));
+    budget.check_time()?;
+    // Ids are unique: an unstable sort gives the one order.
+    keyed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let subjects: Vec<NodeId> = keyed.into_iter().map(|(_, n)| n).collect();
+    budget.check_time()?;
     let parties: BTreeSet<NodeId> = region
         .parties
         .iter()
