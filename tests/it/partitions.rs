@@ -32,7 +32,8 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn yaml_in(dir: &Path) -> Option<Vec<PathBuf>> {
+/// The `.yaml` files in `dir`, sorted (None when `dir` cannot be read).
+pub(crate) fn yaml_in(dir: &Path) -> Option<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -6,14 +6,7 @@ use std::path::{Path, PathBuf};
 use delegraph::scenario;
 
 fn shared_scenarios() -> Option<Vec<PathBuf>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    Some(files)
+    crate::partitions::yaml_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scenarios"))
 }
 
 /// Scenario files that need parts of the engine not built yet, with the reason.

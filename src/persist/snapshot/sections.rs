@@ -1078,6 +1078,29 @@ impl<'w> Resolve<'w> {
             .role_id(code)
             .ok_or_else(|| bad(self.index, format!("names unknown role `{code}`")))
     }
+    /// The weight of an assignment edge (versions 4 and 5 name the same grants alike).
+    fn assignment(
+        &self,
+        role: RoleId,
+        packages: &[&str],
+        resources: &[GrantRef<'_>],
+        instances: &[InstanceGrantRef<'_>],
+    ) -> Result<Assignment> {
+        let mut by_instance = std::collections::BTreeMap::new();
+        for g in instances {
+            by_instance.insert(
+                (self.resource(g.resource)?, g.instance.to_string()),
+                g.actions.iter().map(|x| x.to_string()).collect(),
+            );
+        }
+        Ok(Assignment {
+            role,
+            packages: self.packages(packages)?,
+            resources: self.grants(resources)?,
+            instances: by_instance,
+        })
+    }
+
     fn packages(&self, codes: &[&str]) -> Result<PackageSet> {
         codes
             .iter()
@@ -1137,19 +1160,7 @@ fn read_edges(src: &dyn Source, e: &SectionEntry, w: &World, partitions: u32) ->
                             format!("duplicate assignment `{}` → `{}` ({})", a.from, a.to, a.role),
                         ));
                     }
-                    let mut instances = std::collections::BTreeMap::new();
-                    for g in &a.instances {
-                        instances.insert(
-                            (r.resource(g.resource)?, g.instance.to_string()),
-                            g.actions.iter().map(|x| x.to_string()).collect(),
-                        );
-                    }
-                    let edge = Assignment {
-                        role,
-                        packages: r.packages(&a.packages)?,
-                        resources: r.grants(&a.resources)?,
-                        instances,
-                    };
+                    let edge = r.assignment(role, &a.packages, &a.resources, &a.instances)?;
                     out.push((from, to, Edge::Assignment(edge)));
                 }
                 EdgeRef::Delegation(d) => {
@@ -1342,19 +1353,7 @@ fn read_edges_placed(
                     let to = party(a.to)?;
                     let role = r.role(a.role)?;
                     keys.push((0, to, to, role));
-                    let mut instances = std::collections::BTreeMap::new();
-                    for g in &a.instances {
-                        instances.insert(
-                            (r.resource(g.resource)?, g.instance.to_string()),
-                            g.actions.iter().map(|x| x.to_string()).collect(),
-                        );
-                    }
-                    let edge = Assignment {
-                        role,
-                        packages: r.packages(&a.packages)?,
-                        resources: r.grants(&a.resources)?,
-                        instances,
-                    };
+                    let edge = r.assignment(role, &a.packages, &a.resources, &a.instances)?;
                     out.push((source, to, Edge::Assignment(edge)));
                 }
                 EdgeAt::Delegation(d) => {
