@@ -53,7 +53,7 @@ pub struct Verified {
 
 /// Reads a version 5 (or later) file back section by section (see the module doc) on at
 /// most `threads` workers; `on_thread` runs first on each worker (to lower its priority).
-pub(in crate::persist) fn verify(
+pub(in crate::persist::snapshot) fn verify(
     src: &dyn Source,
     threads: usize,
     on_thread: &(dyn Fn() + Sync),
