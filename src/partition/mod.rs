@@ -25,6 +25,11 @@
 //!   if the background falls behind, the sequencer compacts that part at the end of its
 //!   pass before making the pass's version. `/metrics` reports every part's delta, the
 //!   bound and the compactions.
+//! * **Checkpoints, per part.** [`Store::checkpoint`] pins the published version and
+//!   plans its snapshot; each actor encodes the sections of the parts it owns
+//!   ([`WriteSections`], on a low-priority thread of its own, the mailbox still taking
+//!   writes) while the checkpoint encodes the global section; the journal writes the
+//!   file and reads it back section by section.
 //! * **Partitions.** Every party id hashes (FNV-1a, stable across runs) to one of `N`
 //!   partition actors, each on its own arbiter thread. A batch goes to the partitions of
 //!   every party its events name ([`touched_partitions`]); events without a home party
