@@ -83,6 +83,12 @@ impl NodeId {
     pub fn part(self) -> usize {
         self.part as usize
     }
+    /// Its slot in its part: below [`Graph::part_slots`], for tables kept beside a graph
+    /// that does not change meanwhile (a snapshot writer's party places). Not an
+    /// identity across versions: use the node itself for that.
+    pub fn slot(self) -> usize {
+        self.ix as usize
+    }
 }
 
 impl EdgeId {
@@ -968,6 +974,14 @@ impl Graph {
     /// How many parts the graph has.
     pub fn partitions(&self) -> usize {
         self.parts.len()
+    }
+
+    /// One more than the highest [`NodeId::slot`] of part `i` (0 for no such part).
+    pub fn part_slots(&self, i: usize) -> usize {
+        self.parts.get(i).map_or(0, |p| {
+            let bound = p.base.g.node_bound() as u32;
+            (if p.dirty { p.d.next_node.max(bound) } else { bound }) as usize
+        })
     }
 
     /// The part a party or resource id lives in.

@@ -6,11 +6,17 @@
 //! flusher has synced its group); `delegraph serve --data-dir` uses it. [`MemoryJournal`]
 //! only counts, which is what the tests and `serve` without a data directory use.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::event::Event;
 use crate::mutate::Outcome;
+use crate::persist::error::SnapshotError;
+use crate::persist::snapshot::{Encoded, Plan};
 use crate::world::World;
+
+/// Encodes every section of a planned snapshot (see [`Journal::checkpoint_by`]).
+pub type EncodeSections<'a> = dyn Fn(&Arc<Plan>) -> Result<Vec<Encoded>, SnapshotError> + 'a;
 
 /// A journal that could not take a record, or could not make one durable.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +117,18 @@ pub trait Journal: Send + Sync {
     /// checkpoints. Takes no lock the sequencer or a reader needs.
     fn checkpoint(&self, _world: &World, _seq: u64) -> Result<Option<u64>, JournalError> {
         Ok(None)
+    }
+    /// [`Journal::checkpoint`] with the snapshot planned in `partitions` partitions and
+    /// its sections encoded by `sections` (the server's partition actors each encode
+    /// theirs); a journal that writes no sections ignores it.
+    fn checkpoint_by(
+        &self,
+        world: &World,
+        seq: u64,
+        _partitions: u32,
+        _sections: &EncodeSections<'_>,
+    ) -> Result<Option<u64>, JournalError> {
+        self.checkpoint(world, seq)
     }
     /// Log bytes written since the last checkpoint (what `serve` checkpoints by).
     fn bytes_since_checkpoint(&self) -> u64 {

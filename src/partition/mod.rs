@@ -25,6 +25,11 @@
 //!   if the background falls behind, the sequencer compacts that part at the end of its
 //!   pass before making the pass's version. `/metrics` reports every part's delta, the
 //!   bound and the compactions.
+//! * **Checkpoints, per part.** [`Store::checkpoint`] pins the published version and
+//!   plans its snapshot; each actor encodes the sections of the parts it owns
+//!   ([`WriteSections`], on a low-priority thread of its own, the mailbox still taking
+//!   writes) while the checkpoint encodes the global section; the journal writes the
+//!   file and reads it back section by section.
 //! * **Partitions.** Every party id hashes (FNV-1a, stable across runs) to one of `N`
 //!   partition actors, each on its own arbiter thread. A batch goes to the partitions of
 //!   every party its events name ([`touched_partitions`]); events without a home party
@@ -91,6 +96,8 @@ use crate::event::Event;
 use crate::graph::PartBase;
 use crate::model::Error;
 use crate::mutate::{self, Outcome};
+use crate::persist::error::SnapshotError;
+use crate::persist::snapshot::{DEFAULT_PARTITIONS, Encoded, Plan, SectionKind, encode_section};
 use crate::world::World;
 use journal::{Journal, JournalError};
 
@@ -677,9 +684,52 @@ impl Store {
     /// Writes a checkpoint of the published version (pinned: durable by the store's
     /// invariant) through the journal. No lock is held: writers and readers go on while
     /// the snapshot is written. None when the journal keeps none.
+    ///
+    /// With partition actors running, each encodes the sections of the partitions whose
+    /// parties live in its parts of the graph ([`WriteSections`]), while this thread
+    /// plans the file and encodes the global section; the journal then writes the file
+    /// and reads it back. Without actors (the CLI's durable store, shutdown after the
+    /// actors stopped) the journal encodes every section itself.
     pub fn checkpoint(&self) -> Result<Option<u64>, JournalError> {
         let v = self.pin();
-        self.inner.journal.checkpoint(&v.world, v.token)
+        let actors = self.inner.compactors.read().clone();
+        if actors.is_empty() {
+            return self.inner.journal.checkpoint(&v.world, v.token);
+        }
+        let parts = v.world.graph.partitions();
+        let partitions = checkpoint_partitions(parts);
+        let encode = |plan: &Arc<Plan>| -> Result<Vec<Encoded>, SnapshotError> {
+            let mut replies = Vec::with_capacity(actors.len());
+            for (a, addr) in actors.iter().enumerate() {
+                // Partition j's parties all live in graph part j % parts (the part count
+                // divides the partition count), which actor (j % parts) % N owns.
+                let mine: Vec<u32> = (0..plan.partitions())
+                    .filter(|j| (*j as usize % parts) % actors.len() == a)
+                    .collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                let (tx, rx) = std::sync::mpsc::channel();
+                addr.do_send(WriteSections {
+                    version: v.clone(),
+                    plan: plan.clone(),
+                    partitions: mine,
+                    reply: tx,
+                });
+                replies.push((a, rx));
+            }
+            let mut out = vec![encode_section(&v.world, plan, SectionKind::Global, 0)?];
+            for (a, rx) in replies {
+                let got = rx.recv().map_err(|_| {
+                    SnapshotError::Encode(format!("partition {a} stopped before it encoded its sections"))
+                })??;
+                out.extend(got);
+            }
+            Ok(out)
+        };
+        self.inner
+            .journal
+            .checkpoint_by(&v.world, v.token, partitions, &encode)
     }
 
     /// Graceful shutdown, after the partitions stopped: makes the journal durable and,
@@ -1187,6 +1237,62 @@ impl Handler<Hold> for Partition {
             }
             .into_actor(self),
         ))
+    }
+}
+
+/// The partitions a checkpoint's snapshot is written in for a graph of `parts` parts:
+/// the smallest multiple of `parts` that is at least [`DEFAULT_PARTITIONS`], so that
+/// every snapshot partition's parties live in one part (`partition_of` modulo a
+/// multiple of `parts` refines `partition_of` modulo `parts`) and a load still has
+/// sections for many cores.
+pub fn checkpoint_partitions(parts: usize) -> u32 {
+    let parts = parts.max(1) as u32;
+    parts * DEFAULT_PARTITIONS.div_ceil(parts)
+}
+
+/// Encode this actor's sections of a checkpoint: the parties and the edges of each of
+/// `partitions`, from the pinned `version` the checkpoint planned (`plan`), with the
+/// snapshot codec. The encoding runs on a low-priority thread of its own (readers keep
+/// their CPU; the mailbox goes on taking writes); the sections, or the first error, go
+/// to `reply`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WriteSections {
+    pub version: Arc<Version>,
+    pub plan: Arc<Plan>,
+    pub partitions: Vec<u32>,
+    pub reply: std::sync::mpsc::Sender<Result<Vec<Encoded>, SnapshotError>>,
+}
+
+impl Handler<WriteSections> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriteSections, _: &mut Context<Self>) {
+        tracing::debug!(
+            partition = self.index,
+            sections = 2 * msg.partitions.len(),
+            "encode checkpoint sections"
+        );
+        let reply = msg.reply.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("checkpoint-{}", self.index))
+            .spawn(move || {
+                crate::background::lower_priority();
+                let w = &msg.version.world;
+                let r = msg
+                    .partitions
+                    .iter()
+                    .flat_map(|j| [(SectionKind::Parties, *j), (SectionKind::Edges, *j)])
+                    .map(|(kind, j)| encode_section(w, &msg.plan, kind, j))
+                    .collect();
+                let _ = msg.reply.send(r);
+            });
+        if let Err(e) = spawned {
+            let _ = reply.send(Err(SnapshotError::Encode(format!(
+                "partition {} cannot start its encoding thread: {e}",
+                self.index
+            ))));
+        }
     }
 }
 

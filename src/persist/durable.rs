@@ -18,8 +18,9 @@
 //! * If the log cannot be written the store fails: every later write is refused until
 //!   the process restarts and recovery rebuilds the world from disk.
 //! * A snapshot `snap-<seq>.snap` holds exactly the effect of records 1..=seq; a
-//!   checkpoint writes it from a published (durable) version, reads it back whole, and
-//!   only then retires what the *previous* snapshot made unnecessary: two snapshots are
+//!   checkpoint writes it from a published (durable) version, reads it back (section by
+//!   section, every checksum and record, without building a second world), and only
+//!   then retires what the *previous* snapshot made unnecessary: two snapshots are
 //!   kept, and the log from the older one's sequence on.
 //!
 //! # Recovery
@@ -39,7 +40,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::event::Event;
 use crate::mutate;
-use crate::partition::journal::{Journal, JournalError, outcome_digest};
+use crate::partition::journal::{EncodeSections, Journal, JournalError, outcome_digest};
 use crate::partition::{CommitError, Store};
 use crate::persist::error::{DurableError, SnapshotError, WalError};
 use crate::persist::snapshot::{self, sync_dir};
@@ -129,23 +130,28 @@ fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Reads a snapshot file back whole (every section's and block's checksum, every record
-/// and reference, the counts); checks that it is the snapshot at `seq`.
+/// Reads a snapshot file back (every section's and block's checksum, every record, the
+/// counts and the references the file alone can check) without building a world
+/// ([`snapshot::verify_file`]), on [`verify_threads`] low-priority threads; checks that
+/// it is the snapshot at `seq`.
 pub fn verify_snapshot(path: &Path, seq: u64) -> Result<(), SnapshotError> {
-    let inner = || -> Result<(), SnapshotError> {
-        // A full load: every section's checksum, every record and every reference. (It
-        // builds the world once more beside the live one; a checkpoint of a national
-        // world therefore needs room for two for a few seconds.)
-        let (_, loaded) = snapshot::load(path, &mut |_| {})?;
-        if loaded.header.last_seq != seq {
-            return Err(SnapshotError::Corrupt(format!(
-                "it records sequence {} but was written as {seq}",
-                loaded.header.last_seq
-            )));
-        }
-        Ok(())
-    };
-    inner().map_err(|e| e.at(path))
+    let v = snapshot::verify_file(path, verify_threads(), &crate::background::lower_priority)?;
+    if v.header.last_seq != seq {
+        return Err(SnapshotError::Corrupt(format!(
+            "it records sequence {} but was written as {seq}",
+            v.header.last_seq
+        ))
+        .at(path));
+    }
+    Ok(())
+}
+
+/// The threads a checkpoint's read-back uses: half the cores (at least one), so that
+/// the readers keep the others.
+pub fn verify_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get() / 2)
+        .max(1)
 }
 
 /// Opens (creating if needed) the log in `dir` and recovers its world: the newest
@@ -412,12 +418,38 @@ impl Log {
     }
 
     /// Writes `world`, which holds exactly records 1..=`seq` (all durable), as the
-    /// snapshot at `seq`, reads it back whole, and only then deletes the snapshots
+    /// snapshot at `seq`, reads it back (`verify_snapshot`), and only then deletes the snapshots
     /// before the previous one and the log segments that only the previous snapshot
     /// needed. Two snapshots stay, with the log from the older one on, so a newest
     /// snapshot found unreadable later falls back to the older plus the log. Holds no
     /// lock the sequencer or a reader needs.
     pub fn write_checkpoint(&self, world: &World, seq: u64) -> Result<u64> {
+        self.write_checkpoint_with(seq, |path| snapshot::save(world, path, seq, &mut |_| {}))
+    }
+
+    /// [`Log::write_checkpoint`] of a snapshot in `partitions` partitions whose sections
+    /// `encode` gives (the server's partition actors encode their own; see
+    /// `partition::Store::checkpoint`).
+    pub fn write_checkpoint_by(
+        &self,
+        world: &World,
+        seq: u64,
+        partitions: u32,
+        encode: &EncodeSections<'_>,
+    ) -> Result<u64> {
+        self.write_checkpoint_with(seq, |path| {
+            let plan = Arc::new(snapshot::Plan::of(world, partitions)?);
+            let sections = encode(&plan)?;
+            snapshot::save_sections(path, &plan, seq, sections, &mut |_| {})
+        })
+    }
+
+    /// A checkpoint at `seq` whose snapshot file `save` writes.
+    fn write_checkpoint_with(
+        &self,
+        seq: u64,
+        save: impl FnOnce(&Path) -> Result<snapshot::Counts, SnapshotError>,
+    ) -> Result<u64> {
         let _one = self.checkpointing.lock().map_err(|_| DurableError::Poisoned)?;
         let io = |error| DurableError::Dir {
             path: self.dir.clone(),
@@ -432,7 +464,7 @@ impl Log {
         }
         let mark = self.initial_bytes + self.wal.written();
         let path = snapshot_path(&self.dir, seq);
-        snapshot::save(world, &path, seq, &mut |_| {})?;
+        save(&path)?;
         if let Err(e) = verify_snapshot(&path, seq) {
             // Never retire anything behind a snapshot that does not read back.
             let _ = std::fs::remove_file(&path);
@@ -524,6 +556,17 @@ impl Journal for Log {
 
     fn checkpoint(&self, world: &World, seq: u64) -> std::result::Result<Option<u64>, JournalError> {
         self.write_checkpoint(world, seq).map(Some).map_err(journal_error)
+    }
+    fn checkpoint_by(
+        &self,
+        world: &World,
+        seq: u64,
+        partitions: u32,
+        sections: &EncodeSections<'_>,
+    ) -> std::result::Result<Option<u64>, JournalError> {
+        self.write_checkpoint_by(world, seq, partitions, sections)
+            .map(Some)
+            .map_err(journal_error)
     }
 
     fn bytes_since_checkpoint(&self) -> u64 {

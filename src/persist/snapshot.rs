@@ -99,7 +99,8 @@ pub const MAGIC: [u8; 8] = *b"DELEGSNP";
 mod sections;
 
 pub use sections::{
-    DEFAULT_PARTITIONS, Footer, MAX_PARTITIONS, PLACED_VERSION, SECTIONED_VERSION, SectionEntry, SectionKind,
+    DEFAULT_PARTITIONS, Encoded, Footer, MAX_PARTITIONS, PLACED_VERSION, Plan, SECTIONED_VERSION,
+    SectionEntry, SectionKind, encode_section, write_sections,
 };
 
 /// The schema version this build writes.
@@ -1914,7 +1915,29 @@ pub fn save_in(
     partitions: u32,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Counts> {
-    let mut inner = || -> Result<Counts> {
+    save_with(path, |out| write_world_in(w, out, last_seq, partitions, progress))
+}
+
+/// [`save`] of the file planned by `plan` from sections encoded elsewhere (the server's
+/// partition actors encode theirs; see [`write_sections`]).
+pub fn save_sections(
+    path: &Path,
+    plan: &Plan,
+    last_seq: u64,
+    sections: Vec<Encoded>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Counts> {
+    save_with(path, |out| {
+        write_sections(out, plan, last_seq, sections, progress)
+    })
+}
+
+/// The atomic save of [`save`] around `write`, which writes the whole file.
+fn save_with(
+    path: &Path,
+    write: impl FnOnce(BufWriter<File>) -> Result<(BufWriter<File>, Counts)>,
+) -> Result<Counts> {
+    let inner = || -> Result<Counts> {
         let dir = parent_of(path);
         let name = path
             .file_name()
@@ -1924,13 +1947,7 @@ pub fn save_in(
         let tmp = dir.join(tmp_name);
         let file = File::create(&tmp)?;
         let result = (|| {
-            let (buf, counts) = write_world_in(
-                w,
-                BufWriter::with_capacity(1 << 20, file),
-                last_seq,
-                partitions,
-                progress,
-            )?;
+            let (buf, counts) = write(BufWriter::with_capacity(1 << 20, file))?;
             let file = buf.into_inner().map_err(|e| SnapshotError::Io(e.into_error()))?;
             file.sync_all()?;
             drop(file);
@@ -2060,6 +2077,35 @@ pub fn read_header(path: &Path) -> Result<(Header, u32)> {
         let f = File::open(path)?;
         let rd = SnapshotReader::new(BufReader::new(f))?;
         Ok((rd.header.clone(), rd.version))
+    };
+    inner().map_err(|e: SnapshotError| e.at(path))
+}
+
+pub use sections::verify::Verified;
+
+/// Reads a snapshot file back without building a world (`snapshot/sections/verify.rs`:
+/// every checksum, every record decoded, the counts and the references that the file
+/// alone can check), on at most `threads` workers that each call `on_thread` first. A
+/// file of a version before 5 is loaded whole instead (a world is built and dropped).
+pub fn verify_file(path: &Path, threads: usize, on_thread: &(dyn Fn() + Sync)) -> Result<Verified> {
+    let (header, version) = read_header(path)?;
+    if version < PLACED_VERSION {
+        let (_, loaded) = load(path, &mut |_| {})?;
+        return Ok(Verified {
+            records: loaded.header.counts.total(),
+            header: loaded.header,
+            version: loaded.version,
+        });
+    }
+    let inner = || {
+        let len = std::fs::metadata(path)?.len();
+        let v = sections::verify::verify(&sections::FileAt { path, len }, threads, on_thread)?;
+        if v.header != header {
+            return Err(SnapshotError::Corrupt(
+                "the header changed while it was read".into(),
+            ));
+        }
+        Ok(v)
     };
     inner().map_err(|e: SnapshotError| e.at(path))
 }

@@ -18,6 +18,7 @@ mod pdp;
 mod pdp_http;
 mod persist;
 mod prop;
+mod readback;
 mod reference;
 mod roundtrip;
 mod scenarios;

@@ -185,6 +185,8 @@ fn run_jobs<T: Send>(jobs: usize, job: impl Fn(usize) -> Result<T> + Sync) -> Re
     }
 }
 
+pub(super) mod verify;
+
 // ---------------------------------------------------------------- writing
 
 /// Encodes the records of one section into checksummed blocks in memory.
@@ -394,49 +396,72 @@ enum EdgeOut<'a> {
     MainUnit(MainUnitOut<'a>),
 }
 
-/// The parties of every partition, each list sorted by node: a party's position in its
-/// list is its position in its parties section.
-struct Places(Vec<Vec<NodeId>>);
+/// The parties of every partition in node order (a party's position in its list is its
+/// position in its parties section), and every party's place by graph part and slot, so
+/// that an edge's ends are placed by one indexed read (no id hashed, no search).
+struct Places {
+    homes: Vec<Vec<NodeId>>,
+    at: Vec<Vec<u64>>,
+}
+
+/// Not a party's place (a resource's slot, or a slot no node holds).
+const NO_PLACE: u64 = u64::MAX;
 
 impl Places {
     /// Each of `k` workers hashes the ids of every k-th party (reading an id is a cache
-    /// miss on a large world, walking the node array is not).
+    /// miss on a large world, walking the node array is not); the places are then given
+    /// in node order.
     fn of(g: &crate::graph::Graph, p: usize) -> Result<Places> {
         let k = workers(usize::MAX);
         let parts = run_jobs(k, |j| {
-            let mut homes: Vec<Vec<NodeId>> = vec![Vec::new(); p];
-            for (n, party) in g.parties().skip(j).step_by(k) {
-                if let Some(h) = homes.get_mut(partition_of(&party.id, p)) {
-                    h.push(n);
-                }
-            }
-            Ok(homes)
+            Ok(g.parties()
+                .skip(j)
+                .step_by(k)
+                .map(|(n, party)| (n, partition_of(&party.id, p) as u32))
+                .collect::<Vec<_>>())
         })?;
-        let mut homes: Vec<Vec<NodeId>> = vec![Vec::new(); p];
-        for part in parts {
-            for (h, more) in homes.iter_mut().zip(part) {
-                h.extend(more);
+        let mut sizes = vec![0usize; p];
+        for (_, part) in parts.iter().flatten() {
+            if let Some(s) = sizes.get_mut(*part as usize) {
+                *s += 1;
             }
         }
-        std::thread::scope(|s| {
-            for chunk in homes.chunks_mut(p.div_ceil(k).max(1)) {
-                s.spawn(move || {
-                    for h in chunk {
-                        h.sort_unstable();
-                    }
-                });
+        let mut homes: Vec<Vec<NodeId>> = sizes.iter().map(|s| Vec::with_capacity(*s)).collect();
+        let mut at: Vec<Vec<u64>> = (0..g.partitions())
+            .map(|i| vec![NO_PLACE; g.part_slots(i)])
+            .collect();
+        // Party i of the walk is the (i / k)-th of worker i % k: round robin is node order.
+        let mut its: Vec<_> = parts.iter().map(|v| v.iter()).collect();
+        'walk: loop {
+            for it in its.iter_mut() {
+                let Some((n, part)) = it.next() else {
+                    break 'walk;
+                };
+                let (Some(h), Some(slot)) = (
+                    homes.get_mut(*part as usize),
+                    at.get_mut(n.part()).and_then(|v| v.get_mut(n.slot())),
+                ) else {
+                    return Err(SnapshotError::Encode("a party outside its graph's parts".into()));
+                };
+                *slot = (u64::from(*part) << 32) | h.len() as u64;
+                h.push(*n);
             }
-        });
-        Ok(Places(homes))
+        }
+        Ok(Places { homes, at })
+    }
+
+    /// The parties of partition `j`, in place order.
+    fn home(&self, j: usize) -> &[NodeId] {
+        self.homes.get(j).map_or(&[][..], |v| v.as_slice())
     }
 
     /// The place of party `t` (partition << 32 | position).
     fn of_party(&self, g: &crate::graph::Graph, t: NodeId) -> Result<u64> {
-        let part = partition_of(g.ext_id(t), self.0.len());
-        self.0
-            .get(part)
-            .and_then(|h| h.binary_search(&t).ok())
-            .map(|i| ((part as u64) << 32) | i as u64)
+        self.at
+            .get(t.part())
+            .and_then(|v| v.get(t.slot()))
+            .copied()
+            .filter(|p| *p != NO_PLACE)
             .ok_or_else(|| SnapshotError::Encode(format!("an edge names `{}`, not a party", g.ext_id(t))))
     }
 }
@@ -486,8 +511,215 @@ fn write_edges(sw: &mut SectionWriter, w: &World, places: &Places, home: &[NodeI
     Ok(())
 }
 
-/// Writes a world as a version 4 file in `partitions` partitions, encoding the sections
-/// on all cores; returns the output and the counts written.
+/// What every section of one snapshot is encoded against: the partition count, every
+/// party's place, and the counts of the whole file (its header). Made once per snapshot
+/// ([`Plan::of`]); the sections can then be encoded by whoever owns their parties
+/// ([`encode_section`]: the server's partition actors) and put together with
+/// [`write_sections`].
+pub struct Plan {
+    partitions: u32,
+    places: Places,
+    counts: Counts,
+}
+
+impl Plan {
+    /// Places the parties of `w` in `partitions` partitions (1 to [`MAX_PARTITIONS`]) and
+    /// counts what the file will hold, on all cores.
+    pub fn of(w: &World, partitions: u32) -> Result<Plan> {
+        if partitions == 0 || partitions > MAX_PARTITIONS {
+            return Err(SnapshotError::Encode(format!(
+                "{partitions} partitions: between 1 and {MAX_PARTITIONS}"
+            )));
+        }
+        let p = partitions as usize;
+        let places = Places::of(&w.graph, p)?;
+        // The edges are counted on all cores, a partition at a time.
+        let mut counts = count_but_edges(w);
+        for c in run_jobs(p, |j| {
+            let mut c = Counts::default();
+            for n in places.home(j) {
+                count_edges(w, *n, &mut c);
+            }
+            Ok(c)
+        })? {
+            counts = counts.plus(&c);
+        }
+        Ok(Plan {
+            partitions,
+            places,
+            counts,
+        })
+    }
+
+    /// The number of partitions.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The parties of partition `j`, in place order (all in one part of the graph when
+    /// the graph's part count divides the partition count).
+    pub fn parties_of(&self, j: u32) -> &[NodeId] {
+        self.places.home(j as usize)
+    }
+
+    /// Every section of the file, in file order.
+    pub fn sections(&self) -> impl Iterator<Item = (SectionKind, u32)> + use<> {
+        let p = self.partitions;
+        std::iter::once((SectionKind::Global, 0))
+            .chain((0..p).map(|i| (SectionKind::Parties, i)))
+            .chain((0..p).map(|i| (SectionKind::Edges, i)))
+    }
+}
+
+/// One section, encoded (its checksummed blocks) with the records it holds.
+pub struct Encoded {
+    pub kind: SectionKind,
+    pub partition: u32,
+    pub bytes: Vec<u8>,
+    pub counts: Counts,
+}
+
+/// Encodes one section of the snapshot of `w` planned by `plan` (which must have been
+/// made from `w`).
+pub fn encode_section(w: &World, plan: &Plan, kind: SectionKind, part: u32) -> Result<Encoded> {
+    let g = &w.graph;
+    let mut sw = SectionWriter::new();
+    let home = plan.places.home(part as usize);
+    match kind {
+        SectionKind::Global => {
+            for (_, r) in g.resources() {
+                sw.push(&Record::Resource(resource_record(r)))?;
+            }
+            for r in state_records(w) {
+                sw.push(&r)?;
+            }
+        }
+        SectionKind::Parties => {
+            for n in home {
+                if let Some(party) = g.party(*n) {
+                    sw.counts.parties += 1;
+                    sw.push_ser(&PartyRecordOut::Party(PartyOut::of(party)))?;
+                }
+            }
+        }
+        SectionKind::Edges => write_edges(&mut sw, w, &plan.places, home)?,
+    }
+    let (bytes, counts) = sw.finish()?;
+    Ok(Encoded {
+        kind,
+        partition: part,
+        bytes,
+        counts,
+    })
+}
+
+/// The header of a file planned by `plan`.
+fn header_of(plan: &Plan, last_seq: u64) -> Header {
+    Header {
+        created_at: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        last_seq,
+        counts: plan.counts,
+        compression: "lz4-block".to_string(),
+        engine: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// Appends one section at `offset` and its footer entry.
+fn put_section<W: Write>(
+    out: &mut W,
+    offset: &mut u64,
+    entries: &mut Vec<SectionEntry>,
+    e: Encoded,
+) -> Result<()> {
+    out.write_all(&e.bytes)?;
+    entries.push(SectionEntry {
+        kind: e.kind,
+        partition: e.partition,
+        offset: *offset,
+        len: e.bytes.len() as u64,
+        crc: crc32fast::hash(&e.bytes),
+        counts: e.counts,
+    });
+    *offset += e.bytes.len() as u64;
+    Ok(())
+}
+
+/// Checks what was written against the header and ends the file with its footer.
+fn finish_file<W: Write>(mut out: W, plan: &Plan, entries: Vec<SectionEntry>) -> Result<(W, Counts)> {
+    let total = entries.iter().fold(Counts::default(), |t, e| t.plus(&e.counts));
+    if total != plan.counts {
+        return Err(SnapshotError::Encode(format!(
+            "counted {:?} before writing but wrote {total:?}",
+            plan.counts
+        )));
+    }
+    let footer = rmp_serde::to_vec(&Footer {
+        partitions: plan.partitions,
+        sections: entries,
+    })
+    .map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    let len = u32::try_from(footer.len())
+        .ok()
+        .filter(|l| *l <= MAX_FOOTER)
+        .ok_or_else(|| SnapshotError::Encode("footer too large".into()))?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&len.to_le_bytes());
+    crc.update(&footer);
+    out.write_all(&footer)?;
+    out.write_all(&len.to_le_bytes())?;
+    out.write_all(&crc.finalize().to_le_bytes())?;
+    out.write_all(&END_MAGIC)?;
+    out.flush()?;
+    Ok((out, total))
+}
+
+/// Writes the file planned by `plan` from its sections, encoded elsewhere (each exactly
+/// once, in any order).
+pub fn write_sections<W: Write>(
+    mut out: W,
+    plan: &Plan,
+    last_seq: u64,
+    sections: Vec<Encoded>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(W, Counts)> {
+    let p = plan.partitions;
+    let at = |kind: SectionKind, j: u32| match kind {
+        SectionKind::Global if j == 0 => Some(0),
+        SectionKind::Parties if j < p => Some(1 + j as usize),
+        SectionKind::Edges if j < p => Some(1 + (p + j) as usize),
+        _ => None,
+    };
+    let mut slots: Vec<Option<Encoded>> = (0..1 + 2 * p as usize).map(|_| None).collect();
+    for e in sections {
+        let name = section_name(e.kind, e.partition, p);
+        let slot = at(e.kind, e.partition)
+            .and_then(|i| slots.get_mut(i))
+            .ok_or_else(|| SnapshotError::Encode(format!("section `{name}` is not in the plan")))?;
+        if slot.replace(e).is_some() {
+            return Err(SnapshotError::Encode(format!("section `{name}` encoded twice")));
+        }
+    }
+    let mut offset = super::write_prefix(&mut out, PLACED_VERSION, &header_of(plan, last_seq))?;
+    let mut entries = Vec::with_capacity(slots.len());
+    let mut done = 0;
+    for ((kind, part), e) in plan.sections().zip(slots) {
+        let e = e.ok_or_else(|| {
+            SnapshotError::Encode(format!(
+                "section `{}` was not encoded",
+                section_name(kind, part, plan.partitions)
+            ))
+        })?;
+        done += e.counts.total();
+        put_section(&mut out, &mut offset, &mut entries, e)?;
+        progress(done);
+    }
+    finish_file(out, plan, entries)
+}
+
+/// Writes a world as a version 5 file in `partitions` partitions, encoding the sections
+/// on all cores and writing each as soon as those before it are; returns the output
+/// and the counts written.
 pub fn write_world<W: Write>(
     w: &World,
     mut out: W,
@@ -495,70 +727,18 @@ pub fn write_world<W: Write>(
     partitions: u32,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(W, Counts)> {
-    if partitions == 0 || partitions > MAX_PARTITIONS {
-        return Err(SnapshotError::Encode(format!(
-            "{partitions} partitions: between 1 and {MAX_PARTITIONS}"
-        )));
-    }
-    let p = partitions as usize;
-    let g = &w.graph;
-    let places = Places::of(g, p)?;
-    // The edges are counted on all cores, a partition at a time.
-    let mut counts = count_but_edges(w);
-    for c in run_jobs(p, |j| {
-        let mut c = Counts::default();
-        for n in places.0.get(j).map_or(&[][..], |v| v.as_slice()) {
-            count_edges(w, *n, &mut c);
-        }
-        Ok(c)
-    })? {
-        counts = counts.plus(&c);
-    }
-    let header = Header {
-        created_at: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        last_seq,
-        counts,
-        compression: "lz4-block".to_string(),
-        engine: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    let mut offset = super::write_prefix(&mut out, PLACED_VERSION, &header)?;
-    let jobs = 1 + 2 * p;
-    let kind_of = |j: usize| match j {
-        0 => (SectionKind::Global, 0),
-        j if j <= p => (SectionKind::Parties, j - 1),
-        j => (SectionKind::Edges, j - 1 - p),
-    };
-    let encode = |j: usize| -> Result<(Vec<u8>, Counts)> {
-        let mut sw = SectionWriter::new();
-        let (kind, part) = kind_of(j);
-        let home = places.0.get(part).map_or(&[][..], |v| v.as_slice());
-        match kind {
-            SectionKind::Global => {
-                for (_, r) in g.resources() {
-                    sw.push(&Record::Resource(resource_record(r)))?;
-                }
-                for r in state_records(w) {
-                    sw.push(&r)?;
-                }
-            }
-            SectionKind::Parties => {
-                for n in home {
-                    if let Some(party) = g.party(*n) {
-                        sw.counts.parties += 1;
-                        sw.push_ser(&PartyRecordOut::Party(PartyOut::of(party)))?;
-                    }
-                }
-            }
-            SectionKind::Edges => write_edges(&mut sw, w, &places, home)?,
-        }
-        sw.finish()
+    let plan = Plan::of(w, partitions)?;
+    let mut offset = super::write_prefix(&mut out, PLACED_VERSION, &header_of(&plan, last_seq))?;
+    let kinds: Vec<(SectionKind, u32)> = plan.sections().collect();
+    let jobs = kinds.len();
+    let encode = |j: usize| -> Result<Encoded> {
+        let (kind, part) = kinds.get(j).copied().ok_or(SnapshotError::Truncated("section"))?;
+        encode_section(w, &plan, kind, part)
     };
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<(Vec<u8>, Counts)>)>();
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Encoded>)>();
     let mut entries = Vec::with_capacity(jobs);
-    let mut total = Counts::default();
     let written: Result<()> = std::thread::scope(|s| {
         for _ in 0..workers(jobs) {
             let tx = tx.clone();
@@ -583,6 +763,7 @@ pub fn write_world<W: Write>(
         // Sections are written in job order as they arrive.
         let mut pending = std::collections::BTreeMap::new();
         let mut want = 0;
+        let mut done = 0;
         for (j, r) in rx.iter() {
             let r = match r {
                 Ok(x) => x,
@@ -592,20 +773,10 @@ pub fn write_world<W: Write>(
                 }
             };
             pending.insert(j, r);
-            while let Some((bytes, counts)) = pending.remove(&want) {
-                let (kind, part) = kind_of(want);
-                out.write_all(&bytes)?;
-                entries.push(SectionEntry {
-                    kind,
-                    partition: part as u32,
-                    offset,
-                    len: bytes.len() as u64,
-                    crc: crc32fast::hash(&bytes),
-                    counts,
-                });
-                offset += bytes.len() as u64;
-                total = total.plus(&counts);
-                progress(total.total());
+            while let Some(e) = pending.remove(&want) {
+                done += e.counts.total();
+                put_section(&mut out, &mut offset, &mut entries, e)?;
+                progress(done);
                 want += 1;
             }
         }
@@ -615,30 +786,7 @@ pub fn write_world<W: Write>(
         Ok(())
     });
     written?;
-    if total != header.counts {
-        return Err(SnapshotError::Encode(format!(
-            "counted {:?} before writing but wrote {total:?}",
-            header.counts
-        )));
-    }
-    let footer = rmp_serde::to_vec(&Footer {
-        partitions,
-        sections: entries,
-    })
-    .map_err(|e| SnapshotError::Encode(e.to_string()))?;
-    let len = u32::try_from(footer.len())
-        .ok()
-        .filter(|l| *l <= MAX_FOOTER)
-        .ok_or_else(|| SnapshotError::Encode("footer too large".into()))?;
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&len.to_le_bytes());
-    crc.update(&footer);
-    out.write_all(&footer)?;
-    out.write_all(&len.to_le_bytes())?;
-    out.write_all(&crc.finalize().to_le_bytes())?;
-    out.write_all(&END_MAGIC)?;
-    out.flush()?;
-    Ok((out, total))
+    finish_file(out, &plan, entries)
 }
 
 // ---------------------------------------------------------------- reading
