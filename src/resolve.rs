@@ -190,8 +190,11 @@ fn sources_for(w: &World, target: NodeId) -> Vec<NodeId> {
 /// the Norway world the check p99 was lowest at 256 (of 32, 128, 256 and 1 024).
 const SHORT_OUT: usize = 256;
 
-/// The edges out of `s` (edge, target, weight) when there are at most [`SHORT_OUT`].
-fn short_outgoing(w: &World, s: NodeId) -> Option<Vec<(EdgeId, NodeId, &Edge)>> {
+/// Edges out of one node: (edge, target, weight).
+type OutList<'g> = Vec<(EdgeId, NodeId, &'g Edge)>;
+
+/// The edges out of `s` when there are at most [`SHORT_OUT`].
+fn short_outgoing(w: &World, s: NodeId) -> Option<OutList<'_>> {
     let mut out = Vec::new();
     for e in w.graph.outgoing(s) {
         if out.len() == SHORT_OUT {
@@ -211,7 +214,7 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
     // (the subject, each key-role holder) is then a scan of a short warm list instead
     // of a walk of the other end's edges, which on a large world is a cache miss per
     // node and edge touched. A source with many edges is asked pair by pair.
-    let source_edges: Vec<(NodeId, Option<Vec<(EdgeId, NodeId, &Edge)>>)> = sources
+    let source_edges: Vec<(NodeId, Option<OutList<'_>>)> = sources
         .iter()
         .flatten()
         .map(|s| (*s, short_outgoing(w, *s)))
