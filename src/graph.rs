@@ -266,8 +266,73 @@ pub enum EdgeKey {
 /// External id → node. foldhash rather than the std SipHash: the ids are short strings
 /// and a Norway load does millions of lookups, foldhash is several times faster there
 /// and, seeded per process, still does not let a caller choose colliding ids ahead of
-/// time (rustc-hash's fixed seed would).
-type IdMap = HashMap<String, NodeId, foldhash::fast::RandomState>;
+/// time (rustc-hash's fixed seed would). Keys are [`IdKey`]s: a lookup compares the
+/// probed key without following a pointer.
+type IdMap = HashMap<IdKey, NodeId, foldhash::fast::RandomState>;
+
+/// An external id as the id maps keep it: up to [`IdKey::INLINE`] bytes inline (the
+/// ids of generated and most real worlds), longer ones on the heap. A `String` key
+/// costs a lookup a third cache miss on a large world (table group, bucket, then the
+/// string's bytes); an inline key is compared where the bucket is. Hashes and compares
+/// as the `str` it holds, so the maps are asked with a `&str`.
+#[derive(Clone)]
+enum IdKey {
+    Inline(u8, [u8; IdKey::INLINE]),
+    Heap(Box<str>),
+}
+
+impl IdKey {
+    /// The most bytes kept inline (the key is then as large as a `String`).
+    const INLINE: usize = 22;
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Made from a `str` cut at its length, so always UTF-8.
+            IdKey::Inline(len, b) => {
+                std::str::from_utf8(b.get(..usize::from(*len)).unwrap_or(&[])).unwrap_or("")
+            }
+            IdKey::Heap(s) => s,
+        }
+    }
+}
+
+impl From<String> for IdKey {
+    fn from(s: String) -> IdKey {
+        if s.len() <= IdKey::INLINE {
+            let mut b = [0u8; IdKey::INLINE];
+            b[..s.len()].copy_from_slice(s.as_bytes());
+            IdKey::Inline(s.len() as u8, b)
+        } else {
+            IdKey::Heap(s.into_boxed_str())
+        }
+    }
+}
+
+impl std::borrow::Borrow<str> for IdKey {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::hash::Hash for IdKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
+    }
+}
+
+impl PartialEq for IdKey {
+    fn eq(&self, other: &IdKey) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for IdKey {}
+
+impl std::fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
 
 /// An edge with its endpoints, as the delta and the remote-edge table keep it.
 type FullEdge = (NodeId, NodeId, Edge);
@@ -387,10 +452,10 @@ impl Core {
     fn remove_node(&mut self, n: NodeId) {
         match self.g.remove_node(n.local()) {
             Some(Node::Party(p)) => {
-                self.parties.remove(&p.id);
+                self.parties.remove(p.id.as_str());
             }
             Some(Node::Resource(r)) => {
-                self.resources.remove(&r.id);
+                self.resources.remove(r.id.as_str());
             }
             None => {}
         }
@@ -821,8 +886,14 @@ impl Part {
                 }
             }
         }
-        put(&mut c.parties, &d.parties);
-        put(&mut c.resources, &d.resources);
+        for (m, dm) in [(&mut c.parties, &d.parties), (&mut c.resources, &d.resources)] {
+            for (k, v) in dm {
+                match v {
+                    Some(v) => m.insert(k.clone().into(), *v),
+                    None => m.remove(k.as_str()),
+                };
+            }
+        }
         put(&mut c.main_of, &d.main_of);
         for (m, dm) in c.idents.iter_mut().zip(&d.idents) {
             put(m, dm);
@@ -1090,9 +1161,9 @@ impl Graph {
             W::Direct(c) => {
                 let n = c.add_node(node);
                 if is_party {
-                    c.parties.insert(id, n);
+                    c.parties.insert(id.into(), n);
                 } else {
-                    c.resources.insert(id, n);
+                    c.resources.insert(id.into(), n);
                 }
                 n
             }
@@ -1291,11 +1362,6 @@ impl Graph {
         self.edges_at(n, Direction::Outgoing)
     }
 
-    /// (incoming, outgoing) edge counts of `n`.
-    fn degree(&self, n: NodeId) -> (u32, u32) {
-        self.part(n.part).map_or((0, 0), |p| p.degree(n))
-    }
-
     fn loops(&self, n: NodeId) -> u32 {
         self.part(n.part).map_or(0, |p| p.loops(n))
     }
@@ -1305,14 +1371,31 @@ impl Graph {
         self.between_iter(a, b).collect()
     }
 
+    /// Whether `a` has no more outgoing edges than `b` has incoming ones: the choice of
+    /// side [`Graph::between_iter`] walks. Found by walking both lists in step until the
+    /// shorter ends, not from the degree map: on a large world each degree lookup is a
+    /// hash probe into a cold table (two cache misses), while the lists are short for
+    /// nearly every pair and the walk warms the side that is then read. For two hubs it
+    /// costs at most twice the shorter list.
+    fn out_not_longer(&self, a: NodeId, b: NodeId) -> bool {
+        let mut out = self.outgoing(a);
+        let mut inc = self.incoming(b);
+        loop {
+            if out.next().is_none() {
+                return true;
+            }
+            if inc.next().is_none() {
+                return false;
+            }
+        }
+    }
+
     /// [`Graph::between`] without collecting.
     pub fn between_iter(&self, a: NodeId, b: NodeId) -> impl Iterator<Item = (EdgeId, &Edge)> + '_ {
         // Both adjacency lists of a hub are long, and edges from a node to itself are
         // rare (a client delegation whose agent is the client): counted, not searched.
         let none = a == b && self.loops(a) == 0;
-        let out_a = self.degree(a).1;
-        let in_b = self.degree(b).0;
-        let walk_out = !none && out_a <= in_b;
+        let walk_out = !none && self.out_not_longer(a, b);
         let walk_in = !none && !walk_out;
         let from_out = walk_out
             .then(|| {
@@ -2067,8 +2150,10 @@ fn fill_one(c: &mut Core, batches: Vec<PreparedParties>) -> Result<(), String> {
         });
         for (ps, keys) in nodes {
             for (p, key) in ps.into_iter().zip(keys) {
-                match parties.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(e) => return Err(e.key().clone()),
+                match parties.entry(key.into()) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        return Err(e.key().as_str().to_string());
+                    }
                     std::collections::hash_map::Entry::Vacant(e) => {
                         e.insert(node(g.add_node(Node::Party(p)).index()));
                     }
@@ -2094,8 +2179,8 @@ fn fill_part(
     for b in batches {
         let mut nodes = Vec::with_capacity(b.len());
         for (p, key) in b.parties.into_iter().zip(b.keys) {
-            match c.parties.entry(key) {
-                std::collections::hash_map::Entry::Occupied(e) => return Err(e.key().clone()),
+            match c.parties.entry(key.into()) {
+                std::collections::hash_map::Entry::Occupied(e) => return Err(e.key().as_str().to_string()),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     let i = c.g.add_node(Node::Party(p));
                     let node = NodeId {

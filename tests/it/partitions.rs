@@ -540,3 +540,59 @@ fn test_partitions_refuses_zero_and_a_server() {
         );
     }
 }
+
+/// Party ids of every length around what the id maps keep inline (22 bytes), multibyte
+/// ones included, are found after being added to a base, to a delta over a shared base
+/// and after the delta is folded into a new base; a prefix or an extension of an id is
+/// not, and a removed id is gone in every one.
+#[test]
+fn ids_short_and_long_are_found_in_base_delta_and_compacted_graph() {
+    use delegraph::graph::{Graph, Party};
+    use delegraph::model::PartyKind;
+
+    let ids: Vec<String> = (1..=30)
+        .map(|n| "p".repeat(n))
+        .chain([
+            "ø".repeat(11),
+            "ø".repeat(12),
+            "x-øæå-0123456789012345".to_string(),
+        ])
+        .collect();
+    for p in PS {
+        let mut g = Graph::with_partitions(p);
+        let (first, later) = ids.split_at(ids.len() / 2);
+        for id in first {
+            g.add_party(Party::new(id, PartyKind::Person));
+        }
+        let base = g.clone();
+        for id in later {
+            g.add_party(Party::new(id, PartyKind::Person));
+        }
+        let gone = g
+            .party_node(&ids[3])
+            .unwrap_or_else(|| panic!("P={p}: `{}` missing", ids[3]));
+        g.remove_node(gone);
+        let compacted = g
+            .compacted()
+            .unwrap_or_else(|| panic!("P={p}: compaction failed"));
+        for (what, graph) in [("delta", &g), ("compacted", &compacted)] {
+            for (i, id) in ids.iter().enumerate() {
+                let found = graph
+                    .party_node(id)
+                    .and_then(|n| graph.party(n))
+                    .map(|x| x.id.clone());
+                let want = (i != 3).then(|| id.clone());
+                assert_eq!(found, want, "P={p}, {what}: `{id}`");
+            }
+            assert_eq!(graph.party_node("q"), None, "P={p}, {what}");
+            assert_eq!(graph.party_node(&"p".repeat(31)), None, "P={p}, {what}");
+            assert_eq!(graph.party_node(&"ø".repeat(13)), None, "P={p}, {what}");
+        }
+        for id in first {
+            assert!(base.party_node(id).is_some(), "P={p}, base: `{id}`");
+        }
+        for id in later {
+            assert!(base.party_node(id).is_none(), "P={p}, base has later `{id}`");
+        }
+    }
+}
