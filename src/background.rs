@@ -5,9 +5,10 @@
 //!   [`MAX_WAITING`] more wait for a turn, and past that a job is refused
 //!   ([`PoolError::Busy`]: the server answers 503 `busy` with `Retry-After`).
 //! * **Low priority.** Each job runs on a thread of its own that first lowers its own
-//!   scheduling priority (Linux: `setpriority(PRIO_PROCESS, gettid(), 10)`, i.e. nice
-//!   10, per thread), so the HTTP workers win the CPU whenever both want it. Threads the
-//!   job starts itself (the report's) call [`lower_priority`] too.
+//!   scheduling priority (Linux: `setpriority(PRIO_PROCESS, gettid(), …)`, nice 10 above
+//!   the process's own, at most 19, per thread), so the HTTP workers win the CPU
+//!   whenever both want it. Threads the job starts itself (the report's) call
+//!   [`lower_priority`] too.
 //! * **Cancellable.** A job gets a [`Cancel`] flag; the request that started it holds a
 //!   [`CancelOnDrop`], so a client that goes away (or the request time limit, which drops
 //!   the request) sets the flag and the job stops at its next check. The permit is held
@@ -21,7 +22,7 @@ use tokio::sync::{Semaphore, oneshot};
 /// How many jobs may wait for a turn beyond those running.
 pub const MAX_WAITING: usize = 16;
 
-/// The scheduling priority (nice value) background threads give themselves.
+/// How many nice steps background threads put themselves below the process.
 pub const NICE: i32 = 10;
 
 /// A flag that asks a job to stop.
@@ -124,16 +125,37 @@ impl Pool {
     }
 }
 
-/// Lowers the calling thread's scheduling priority to nice [`NICE`] (Linux, per thread);
-/// elsewhere, or if the system refuses, the thread keeps its priority.
+/// Lowers the calling thread's scheduling priority to [`NICE`] steps below the process's
+/// own (its main thread's nice value, capped at 19), so background work stays below the
+/// HTTP workers also when the whole server was started under `nice`. Linux, per thread;
+/// elsewhere, or if the system refuses, the thread keeps its priority. Calling it again
+/// (or from a thread started by a lowered one) gives the same value, not a lower one.
 pub fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: `gettid` has no preconditions; `setpriority` only reads its arguments, and
     // on Linux PRIO_PROCESS with a thread id changes that one thread.
     unsafe {
         let tid = libc::gettid();
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE);
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, lowered(process_nice()));
     }
+}
+
+/// The nice value background threads take in a process whose main thread runs at `base`.
+pub fn lowered(base: i32) -> i32 {
+    base.saturating_add(NICE).min(19)
+}
+
+/// The nice value of the process's main thread (Linux; 0 elsewhere).
+pub fn process_nice() -> i32 {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `getpid` has no preconditions; `getpriority` only reads its arguments (the
+    // main thread's id is the process id).
+    unsafe {
+        let pid = libc::getpid();
+        libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t)
+    }
+    #[cfg(not(target_os = "linux"))]
+    0
 }
 
 /// The nice value of the calling thread (Linux; 0 elsewhere), for tests.
