@@ -338,9 +338,26 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
     require_loopback(&plan.server)?;
     let pool = Arc::new(pool(w, plan.seed)?);
     let base = plan.server.trim_end_matches('/').to_string();
+    // What the client itself costs per request must stay small beside the server's:
+    // * every connection goes back to the pool after its request, so each of the
+    //   `concurrency` threads (and the background connections) keeps one connection
+    //   open (ureq keeps 3 idle connections per host by default; a request that finds
+    //   none opens a new one);
+    // * no timeout covers the address lookup: with one (e.g. a global timeout) ureq
+    //   resolves on a new thread for every request, pooled connection or not. The
+    //   target is a loopback address (`require_loopback`), so the lookup is a parse;
+    //   every step after it has the 30 s limit.
+    let connections = plan.concurrency.max(1) + WRITE_CONNECTIONS + 1;
+    let limit = Some(Duration::from_secs(30));
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
+        .timeout_connect(limit)
+        .timeout_send_request(limit)
+        .timeout_send_body(limit)
+        .timeout_recv_response(limit)
+        .timeout_recv_body(limit)
+        .max_idle_connections(connections)
+        .max_idle_connections_per_host(connections)
         .build()
         .into();
     agent

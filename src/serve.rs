@@ -22,7 +22,7 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     bind: String,
-    /// Partitions of the graph, each owned by an actor (its write queue and compaction).
+    /// Partitions of the graph, each compacted by an actor.
     #[arg(long, default_value_t = 2)]
     partitions: usize,
     /// HTTP worker threads (default: one per core).

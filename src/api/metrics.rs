@@ -140,6 +140,32 @@ pub fn partition_gauges(deltas: &[usize], compactions: &[u64], bound: usize) -> 
     out
 }
 
+/// The write path's counters: the sequencer's passes and the batches they applied
+/// (batches per pass = writers per version), and the log's groups (one sync each) with
+/// the time spent writing and syncing them (absent without a data directory).
+pub fn write_path(passes: (u64, u64), groups: Option<(u64, std::time::Duration)>) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP delegraph_store_passes_total Sequencer passes that applied at least one batch (one version each).\n");
+    out.push_str("# TYPE delegraph_store_passes_total counter\n");
+    let _ = writeln!(out, "delegraph_store_passes_total {}", passes.0);
+    out.push_str(
+        "# HELP delegraph_store_batches_total Batches the sequencer applied and queued in the log.\n",
+    );
+    out.push_str("# TYPE delegraph_store_batches_total counter\n");
+    let _ = writeln!(out, "delegraph_store_batches_total {}", passes.1);
+    if let Some((groups, spent)) = groups {
+        out.push_str("# HELP delegraph_log_groups_total Groups the log wrote, one fdatasync each.\n");
+        out.push_str("# TYPE delegraph_log_groups_total counter\n");
+        let _ = writeln!(out, "delegraph_log_groups_total {groups}");
+        out.push_str(
+            "# HELP delegraph_log_sync_seconds_total Time the log spent writing and syncing its groups.\n",
+        );
+        out.push_str("# TYPE delegraph_log_sync_seconds_total counter\n");
+        let _ = writeln!(out, "delegraph_log_sync_seconds_total {}", spent.as_secs_f64());
+    }
+    out
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

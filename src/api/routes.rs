@@ -916,6 +916,10 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             state.partitions.count() as u64,
         ),
     ]);
+    text.push_str(&super::metrics::write_path(
+        store.pass_stats(),
+        store.journal().group_stats(),
+    ));
     text.push_str(&super::metrics::partition_gauges(
         &store.partition_deltas(),
         &store.compactions(),

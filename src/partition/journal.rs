@@ -134,6 +134,11 @@ pub trait Journal: Send + Sync {
     fn bytes_since_checkpoint(&self) -> u64 {
         0
     }
+    /// Groups written (one sync each) and the time spent writing and syncing them, for
+    /// a journal that writes groups (None otherwise).
+    fn group_stats(&self) -> Option<(u64, std::time::Duration)> {
+        None
+    }
 }
 
 /// A journal that keeps nothing but the sequence counter: durability is "none", and

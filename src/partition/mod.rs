@@ -1,7 +1,6 @@
-//! The store and its write front: immutable published versions that readers pin
-//! without a lock, one sequencer that applies each batch once, and a configurable
-//! number of actix actors (partitions) that order writes per party in front of it and
-//! keep their parts of the graph compacted.
+//! The store: immutable published versions that readers pin without a lock, one
+//! sequencer that applies each batch once, and a configurable number of actix actors
+//! (partitions) that keep their parts of the graph compacted.
 //!
 //! # Design
 //!
@@ -18,7 +17,7 @@
 //! * **Compaction, per part.** When a published version has a part whose delta passes
 //!   half of the bound ([`DELTA_BOUND`], [`Store::set_delta_bound`]), that part's actor
 //!   (part `i` belongs to actor `i % N`) folds it into a new base on a blocking thread —
-//!   no lock held, its mailbox still taking writes, readers on their pinned versions —
+//!   no lock held, its mailbox still taking messages, readers on their pinned versions —
 //!   and hands the base to the sequencer, which moves the pending part's later changes
 //!   onto it under its lock (O(delta)). Without running actors (the CLI's durable store,
 //!   tests) a thread does the same. No version is published with a part past the bound:
@@ -31,17 +30,17 @@
 //!   writes) while the checkpoint encodes the global section; the journal writes the
 //!   file and reads it back section by section.
 //! * **Partitions.** Every party id hashes (FNV-1a, stable across runs) to one of `N`
-//!   partition actors, each on its own arbiter thread. A batch goes to the partitions of
-//!   every party its events name ([`touched_partitions`]); events without a home party
-//!   (`clock`, `retire_a2_roles`, `resource`) touch all of them. A partition handles one
-//!   message at a time, so two writes that name the same party are staged in the order
-//!   they reached its mailbox (per-party FIFO). The partitions are the sequencer's
-//!   front: they order, the sequencer applies.
-//! * **Batches spanning partitions** hold every partition they touch, acquired in
-//!   ascending order (so two such batches cannot deadlock): each lower partition parks
-//!   on a [`Hold`] (an atomic response that blocks its mailbox), then the highest one
-//!   stages the batch. Dropping the hold guards releases them, also when the request is
-//!   cancelled.
+//!   parts of the graph, each compacted by its partition actor (part `i` by actor
+//!   `i % N`, each on its own arbiter thread).
+//! * **Writes are staged where they arrive.** [`Partitions::submit`] (the HTTP write
+//!   routes) hands the batch straight to the sequencer's queue from the request's own
+//!   task and awaits its ticket. The queue is one total order of every batch, so two
+//!   writes naming the same party are applied in the order they were staged (the
+//!   per-party FIFO the partition mailboxes used to give, and more). The actors were
+//!   the sequencer's front until this was measured: a hop through one or two mailboxes
+//!   (a batch naming parties of two partitions parked the lower one first) cost two to
+//!   four thread wake-ups per write on a 2-core server and ordered nothing the queue
+//!   does not (BENCHMARKS.md, "HTTP writes against checks").
 //! * **The sequencer** is a thread of the store. [`Store::stage`] hands it a batch and
 //!   returns a [`Ticket`] at once; each pass of the sequencer takes every batch staged
 //!   since the last one and applies them one after another, in staging order, on the
@@ -62,8 +61,7 @@
 //!
 //! * A cascade can reach any partition (ending a client relationship removes delegations
 //!   homed at other parties), so batches are applied one at a time by the sequencer
-//!   whatever `N` is: partitions give ordering and isolation of the write queues and
-//!   their own compaction, not parallel applies. The actors do not yet write or load
+//!   whatever `N` is: partitions give their own compaction, not parallel applies. The actors do not yet write or load
 //!   their snapshot sections (a checkpoint encodes every section on all cores from the
 //!   pinned version; a load fills the parts in parallel).
 //! * The bound is kept by compacting before a publish when the background falls behind:
@@ -74,12 +72,12 @@
 //!   before retrying), and the store refuses further writes and fails readiness until
 //!   the process restarts — recovery from the data directory then decides what the
 //!   log holds (after a failed `fdatasync` nothing in this process can know it).
-//! * A write whose HTTP request times out may still commit: the partition's mailbox
+//! * A write whose HTTP request times out may still commit: the sequencer's queue
 //!   already holds it. The answer is lost, the token is not; a client retries by reading.
 
 pub mod journal;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -90,7 +88,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::event::Event;
 use crate::graph::PartBase;
@@ -423,6 +421,9 @@ struct Inner {
     compactors: parking_lot::RwLock<Vec<Addr<Partition>>>,
     /// Test hook: the next apply panics after changing the overlay.
     fail_next_apply: AtomicBool,
+    /// Sequencer passes that queued at least one record, and the batches they queued.
+    passes: AtomicU64,
+    batches: AtomicU64,
 }
 
 impl Store {
@@ -454,6 +455,8 @@ impl Store {
             delta_bound: AtomicUsize::new(DELTA_BOUND),
             compactors: parking_lot::RwLock::new(Vec::new()),
             fail_next_apply: AtomicBool::new(false),
+            passes: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
         });
         let mut workers = Vec::with_capacity(2);
         let spawn = |name: &str, f: fn(&Inner)| {
@@ -609,6 +612,15 @@ impl Store {
     /// Stages a batch and waits for its answer (blocks this thread).
     pub fn commit(&self, events: &[Event]) -> Result<Committed, CommitError> {
         self.stage(Arc::new(events.to_vec())).wait()
+    }
+
+    /// Sequencer passes that queued records, and the batches they queued (their ratio
+    /// is the mean number of writers that share one version).
+    pub fn pass_stats(&self) -> (u64, u64) {
+        (
+            self.inner.passes.load(Ordering::Relaxed),
+            self.inner.batches.load(Ordering::Relaxed),
+        )
     }
 
     /// Moves the pending state's part onto `base`, folded from published version `v`
@@ -857,6 +869,8 @@ impl Inner {
         if accepted.is_empty() {
             return;
         }
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        self.batches.fetch_add(accepted.len() as u64, Ordering::Relaxed);
         // The bound holds for every version: a part the background compactions have
         // not kept up with is compacted here (a stall for writers, only then).
         let bound = self.delta_bound();
@@ -1090,72 +1104,7 @@ fn install(seq: &Mutex<Pending>, upkeep: &Upkeep, v: &Version, i: usize, base: O
 /// that snapshot sections use the same rule).
 pub use crate::graph::partition_of;
 
-/// The parties an event names (not `by`, which is only read); `None` for an event that
-/// has no home party and so touches every partition.
-fn named_parties(ev: &Event) -> Option<Vec<&str>> {
-    Some(match ev {
-        Event::Party(p) => {
-            let mut v = vec![p.id.as_str()];
-            v.extend(p.main_unit.as_deref());
-            v.extend(p.owner.as_deref());
-            v
-        }
-        Event::RegisterRole(r) | Event::UnregisterRole(r) | Event::A2Role(r) | Event::RemoveA2Role(r) => {
-            vec![r.from.as_str(), r.to.as_str()]
-        }
-        Event::Grant(g) | Event::Revoke(g) => vec![g.from.as_str(), g.to.as_str()],
-        Event::RemoveConnection(c) => vec![c.from.as_str(), c.to.as_str()],
-        Event::AddAgent(a) | Event::RemoveAgent(a) => vec![a.facilitator.as_str(), a.agent.as_str()],
-        Event::Delegate(d) | Event::Undelegate(d) => {
-            vec![d.client.as_str(), d.facilitator.as_str(), d.agent.as_str()]
-        }
-        Event::Died(d) => vec![d.person.as_str()],
-        // Policies and global state can change any party's answers.
-        Event::Resource(_) | Event::RetireA2Roles(_) | Event::Clock(_) => return None,
-        // Decision-point state (policies, instances, access lists) is read by every
-        // partition's decisions.
-        Event::Policy(_) | Event::Instance(_) | Event::AccessList(_) => return None,
-        // System-user and request events name requests and systems, and approving one
-        // creates parties and grants elsewhere: coordinate them with every partition.
-        Event::System(_)
-        | Event::SystemUserRequest(_)
-        | Event::ChangeRequest(_)
-        | Event::AccessRequest(_)
-        | Event::Approve(_)
-        | Event::Reject(_)
-        | Event::Confirm(_)
-        | Event::Withdraw(_)
-        | Event::Escalate(_)
-        | Event::AddClient(_)
-        | Event::RemoveClient(_) => return None,
-        // Consents are global state (domain.md §9), named by id: every partition.
-        Event::ConsentRequest(_)
-        | Event::AcceptConsent(_)
-        | Event::RejectConsent(_)
-        | Event::RevokeConsent(_)
-        | Event::UseConsent(_) => return None,
-        // §10: the supplier relationship's two parties.
-        Event::AddSupplier(e) | Event::RemoveSupplier(e) => vec![e.consumer.as_str(), e.supplier.as_str()],
-        Event::DelegateScope(e) | Event::UndelegateScope(e) => vec![e.consumer.as_str(), e.supplier.as_str()],
-    })
-}
-
-/// The partitions (ascending) that a batch touches among `n`.
-pub fn touched_partitions(events: &[Event], n: usize) -> Vec<usize> {
-    let mut out = BTreeSet::new();
-    for ev in events {
-        match named_parties(ev) {
-            Some(ps) => out.extend(ps.into_iter().map(|p| partition_of(p, n))),
-            None => return (0..n).collect(),
-        }
-    }
-    if out.is_empty() {
-        return (0..n).collect();
-    }
-    out.into_iter().collect()
-}
-
-/// One partition: the actor that owns the write queue of the parties hashed to it.
+/// One partition: the actor that keeps its parts of the graph compacted.
 pub struct Partition {
     index: usize,
     store: Arc<Store>,
@@ -1165,29 +1114,8 @@ impl Actor for Partition {
     type Context = Context<Self>;
 }
 
-/// Stage a batch in this partition (all other partitions it touches are held): hand it
-/// to the sequencer, whose queue fixes its order; the caller awaits the [`Ticket`]
-/// outside the partition.
-#[derive(Message)]
-#[rtype(result = "Ticket")]
-pub struct Commit {
-    pub events: Arc<Vec<Event>>,
-}
-
-impl Handler<Commit> for Partition {
-    type Result = MessageResult<Commit>;
-
-    // Runs on this partition's own arbiter thread: the mailbox waits, which is the
-    // per-partition ordering; other partitions and every reader go on. Only the hand-off
-    // to the sequencer runs here, never the apply or the fsync.
-    fn handle(&mut self, msg: Commit, _: &mut Context<Self>) -> Self::Result {
-        tracing::debug!(partition = self.index, events = msg.events.len(), "stage");
-        MessageResult(self.store.stage(msg.events))
-    }
-}
-
 /// Compact this partition's part of the graph of a published version: the fold runs on
-/// a blocking thread (the mailbox goes on taking writes), then the actor hands the new
+/// a blocking thread (the mailbox goes on taking messages), then the actor hands the new
 /// base to the sequencer, which moves the pending part onto it.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -1213,30 +1141,6 @@ impl Handler<CompactPart> for Partition {
         ctx.spawn(fold.into_actor(self).map(move |(v, base), act, _| {
             act.store.install(&v, part, base);
         }));
-    }
-}
-
-/// Park this partition's mailbox until `release` fires or is dropped; `held` reports
-/// that the partition is parked.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Hold {
-    pub held: oneshot::Sender<()>,
-    pub release: oneshot::Receiver<()>,
-}
-
-impl Handler<Hold> for Partition {
-    type Result = AtomicResponse<Self, ()>;
-
-    fn handle(&mut self, msg: Hold, _: &mut Context<Self>) -> Self::Result {
-        let _ = msg.held.send(());
-        let release = msg.release;
-        AtomicResponse::new(Box::pin(
-            async move {
-                let _ = release.await;
-            }
-            .into_actor(self),
-        ))
     }
 }
 
@@ -1296,7 +1200,7 @@ impl Handler<WriteSections> for Partition {
     }
 }
 
-/// The running partitions and the router in front of them.
+/// The running partitions, and the write entry point ([`Partitions::submit`]).
 pub struct Partitions {
     addrs: Vec<Addr<Partition>>,
     /// Taken (and stopped) by [`Partitions::stop`].
@@ -1335,36 +1239,11 @@ impl Partitions {
         &self.store
     }
 
-    /// Commits a batch through the partitions it touches (see the module doc).
+    /// Commits a batch: stages it straight into the sequencer's queue from the calling
+    /// task (no hop through a partition actor; see the module doc) and awaits its
+    /// [`Ticket`], answered by the store's publisher once durable — no thread waits.
     pub async fn submit(&self, events: Vec<Event>) -> Result<Committed, CommitError> {
-        let parts = touched_partitions(&events, self.addrs.len());
-        let Some((&last, lower)) = parts.split_last() else {
-            return Err(CommitError::PartitionGone(0));
-        };
-        // Held partitions stay parked until these senders are dropped (end of scope,
-        // including cancellation of this future).
-        let mut releases = Vec::with_capacity(lower.len());
-        for &p in lower {
-            let addr = self.addrs.get(p).ok_or(CommitError::PartitionGone(p))?;
-            let (held_tx, held_rx) = oneshot::channel();
-            let (release_tx, release_rx) = oneshot::channel();
-            addr.do_send(Hold {
-                held: held_tx,
-                release: release_rx,
-            });
-            releases.push(release_tx);
-            held_rx.await.map_err(|_| CommitError::PartitionGone(p))?;
-        }
-        let addr = self.addrs.get(last).ok_or(CommitError::PartitionGone(last))?;
-        let ticket = addr
-            .send(Commit {
-                events: Arc::new(events),
-            })
-            .await
-            .map_err(|_| CommitError::PartitionGone(last))?;
-        drop(releases);
-        // Answered by the store's publisher once durable: no thread waits for it.
-        ticket.await
+        self.store.stage(Arc::new(events)).await
     }
 
     /// Stops the partition actors and their threads (after the HTTP server stopped).

@@ -572,4 +572,8 @@ impl Journal for Log {
     fn bytes_since_checkpoint(&self) -> u64 {
         Log::bytes_since_checkpoint(self)
     }
+
+    fn group_stats(&self) -> Option<(u64, std::time::Duration)> {
+        Some(Log::group_stats(self))
+    }
 }

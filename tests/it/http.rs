@@ -761,9 +761,14 @@ fn metrics_count_requests_and_report_the_log_position() {
         "delegraph_http_request_duration_seconds_bucket{route=\"/v1/events\",le=\"+Inf\"} 1",
         "delegraph_log_position 1",
         "delegraph_graph_parties 2",
+        // The one write so far: one sequencer pass, one batch.
+        "delegraph_store_passes_total 1",
+        "delegraph_store_batches_total 1",
     ] {
         assert!(r.text.contains(needle), "`{needle}` in\n{}", r.text);
     }
+    // Without a data directory there is no log writing groups.
+    assert!(!r.text.contains("delegraph_log_groups_total"), "{}", r.text);
     assert_eq!(send(&server, "GET", "/healthz", None, None).status, 200);
     assert_eq!(send(&server, "GET", "/readyz", None, None).status, 200);
 }
@@ -803,6 +808,38 @@ fn durable_answers(server: &RunningServer) -> Vec<String> {
             format!("{path} {q} -> {} {}", r.status, r.body)
         })
         .collect()
+}
+
+/// The value of metric `name` (a line `name value`).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no `{name}` in\n{text}"))
+}
+
+#[test]
+fn metrics_report_the_write_path_batches_passes_and_log_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = start_on(dir.path());
+    let r = post_json(&server, "/v1/events", &kari_and_bergen(), None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A refused batch is no batch of the log.
+    let bad = json!([{"grant": {"from": "bergen", "to": "nobody", "package": "skattegrunnlag"}}]);
+    assert_ne!(post_json(&server, "/v1/events", &bad, None).status, 200);
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"party": {"id": "ola", "kind": "person"}}]),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let text = send(&server, "GET", "/metrics", None, None).text;
+    assert_eq!(metric(&text, "delegraph_store_batches_total"), 2.0);
+    // Each write waited for its answer before the next was sent: a pass and a group each.
+    assert_eq!(metric(&text, "delegraph_store_passes_total"), 2.0);
+    assert_eq!(metric(&text, "delegraph_log_groups_total"), 2.0);
+    assert!(metric(&text, "delegraph_log_sync_seconds_total") > 0.0, "{text}");
+    server.stop();
 }
 
 #[test]
