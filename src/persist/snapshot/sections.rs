@@ -1679,8 +1679,6 @@ pub(super) fn build_part(src: &dyn Source, plan: &Plan, j: usize) -> Result<Part
                 })
                 .map_err(in_section(e, p))?;
             }
-            out.flush()?;
-            idents.index();
             Ok(())
         },
         |party| {
@@ -1689,7 +1687,7 @@ pub(super) fn build_part(src: &dyn Source, plan: &Plan, j: usize) -> Result<Part
             Ok(())
         },
     )?;
-    b.put_idents(idents);
+
     if b.party_count() != parties {
         return Err(SnapshotError::Corrupt(format!(
             "part {j}: {} parties where the footer says {parties}",
@@ -1703,19 +1701,33 @@ pub(super) fn build_part(src: &dyn Source, plan: &Plan, j: usize) -> Result<Part
         let (c, f) = (plan.counts.get(s)?, plan.first.get(s)?);
         (k < *c).then(|| NodeId::placed(s % plan.parts, f + k))
     };
-    pipe(
-        |out: &mut Chunks<FullEdge>| {
-            for e in &edge_secs {
-                decode_edges_at(e, src, &names, &plan.resources, pn, &place, out)
-                    .map_err(in_section(e, p))?;
-            }
-            Ok(())
-        },
-        |(from, to, w)| {
-            b.add_edge(from, to, w);
-            Ok(())
-        },
-    )?;
+    // The identifier maps are filled on a third thread meanwhile (the edges do not
+    // need them): a tight loop of inserts, which overlap their cache misses.
+    let edges = std::thread::scope(|s| {
+        let indexer = s.spawn(move || {
+            idents.index();
+            idents
+        });
+        let edges = pipe(
+            |out: &mut Chunks<FullEdge>| {
+                for e in &edge_secs {
+                    decode_edges_at(e, src, &names, &plan.resources, pn, &place, out)
+                        .map_err(in_section(e, p))?;
+                }
+                Ok(())
+            },
+            |(from, to, w)| {
+                b.add_edge(from, to, w);
+                Ok(())
+            },
+        );
+        match indexer.join() {
+            Ok(idents) => b.put_idents(idents),
+            Err(_) => return Err(SnapshotError::Corrupt("a worker thread panicked".into())),
+        }
+        edges
+    });
+    edges?;
     Ok(b)
 }
 
