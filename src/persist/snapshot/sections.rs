@@ -1538,7 +1538,7 @@ pub(super) struct Plan {
 pub(super) fn plan(src: &dyn Source, parts: usize) -> Result<Option<Plan>> {
     let (header, version, _, footer) = read_index(src)?;
     let p = footer.partitions as usize;
-    if version < PLACED_VERSION || parts == 0 || parts > crate::graph::MAX_PARTS || p % parts != 0 {
+    if version < PLACED_VERSION || parts == 0 || parts > crate::graph::MAX_PARTS || !p.is_multiple_of(parts) {
         return Ok(None);
     }
     let global = match footer.sections.first() {
@@ -1940,7 +1940,7 @@ impl PartsLoad {
             let mut first = [0u8; 12];
             let got = f.read(&mut first)?;
             let len = f.metadata()?.len();
-            if !super::version_of(first.get(..got).unwrap_or_default()).is_some_and(|v| v >= PLACED_VERSION) {
+            if super::version_of(first.get(..got).unwrap_or_default()).is_none_or(|v| v < PLACED_VERSION) {
                 return Ok(None);
             }
             let src = FileAt { path, len };
