@@ -89,6 +89,15 @@ impl NodeId {
     pub fn slot(self) -> usize {
         self.ix as usize
     }
+
+    /// The node at `index` of part `part`: for a bulk loader that knows where each node
+    /// is placed before it is added ([`PartBuilder::next_node`]).
+    pub fn placed(part: usize, index: usize) -> NodeId {
+        NodeId {
+            part: part as u32,
+            ix: index as u32,
+        }
+    }
 }
 
 impl EdgeId {
@@ -308,6 +317,18 @@ impl From<String> for IdKey {
     }
 }
 
+impl From<&str> for IdKey {
+    fn from(s: &str) -> IdKey {
+        if s.len() <= IdKey::INLINE {
+            let mut b = [0u8; IdKey::INLINE];
+            b[..s.len()].copy_from_slice(s.as_bytes());
+            IdKey::Inline(s.len() as u8, b)
+        } else {
+            IdKey::Heap(s.into())
+        }
+    }
+}
+
 impl std::borrow::Borrow<str> for IdKey {
     fn borrow(&self) -> &str {
         self.as_str()
@@ -360,7 +381,7 @@ struct Core {
     /// Edge counts (in, out) per node, remote edges included, to walk the smaller side
     /// when looking for an edge between two nodes (a hub such as an accounting firm may
     /// have tens of thousands).
-    degree: FxHashMap<NodeId, (u32, u32)>,
+    degree: Degrees,
     /// Edges from a node to itself (a client delegation whose agent is the client).
     loops: FxHashMap<NodeId, u32>,
     /// Sub-unit → main unit (keyed by the sub-unit, here), and main unit → sub-units
@@ -376,9 +397,34 @@ struct Core {
     /// two parties share an identifier, the last one written holds it.
     /// Per identifier kind (`IdentKind as usize`), the party holding each value.
     idents: [FxHashMap<String, NodeId>; 5],
-    /// The identifier keys indexed for each party of this part, to drop them when they
-    /// change.
+    /// The identifier keys indexed for a party of this part whose node weight was
+    /// changed in place after they were indexed (a direct write: see
+    /// [`Graph::party_mut`]), to drop them at its reindex. Every other party's keys are
+    /// those of its weight ([`ident_keys_of`]), so a loaded world stores none.
     ident_keys: FxHashMap<NodeId, Vec<(IdentKind, String)>>,
+}
+
+/// Edge counts (in, out) per node of a part, by node index: a dense array (a load adds
+/// millions of nodes in index order; a hash map cost a hash insert per edge end).
+#[derive(Debug, Clone, Default)]
+struct Degrees(Vec<(u32, u32)>);
+
+impl Degrees {
+    fn get(&self, n: NodeId) -> (u32, u32) {
+        self.0.get(n.ix as usize).copied().unwrap_or_default()
+    }
+    /// The counts of `n`, to change (the array grows to hold it).
+    fn at(&mut self, n: NodeId) -> &mut (u32, u32) {
+        let i = n.ix as usize;
+        if self.0.len() <= i {
+            self.0.resize(i + 1, (0, 0));
+        }
+        // In range: resized above.
+        &mut self.0[i]
+    }
+    fn reserve(&mut self, n: usize) {
+        self.0.reserve_exact(n);
+    }
 }
 
 /// The kinds of legacy identifier a decision request may name a party by.
@@ -459,7 +505,7 @@ impl Core {
             }
             None => {}
         }
-        self.degree.remove(&n);
+        *self.degree.at(n) = (0, 0);
     }
 
     /// A base edge with its endpoints.
@@ -693,7 +739,7 @@ impl Part {
 
     /// (incoming, outgoing) edge counts of `n`.
     fn degree(&self, n: NodeId) -> (u32, u32) {
-        let base = self.base.degree.get(&n).copied().unwrap_or_default();
+        let base = self.base.degree.get(n);
         let i = self
             .adj(n, Direction::Incoming)
             .map_or(base.0, |v| v.len() as u32);
@@ -739,13 +785,21 @@ impl Part {
         self.base.key_in.get(&n).map_or(&[], |v| v.as_slice())
     }
 
-    fn ident_keys(&self, n: NodeId) -> &[(IdentKind, String)] {
+    /// The identifier keys indexed for party `n`: recorded ones (a changed party), else
+    /// those of its weight in the base.
+    fn ident_keys(&self, n: NodeId) -> Vec<(IdentKind, String)> {
         if self.dirty
             && let Some(v) = self.d.ident_keys.get(&n)
         {
-            return v;
+            return v.clone();
         }
-        self.base.ident_keys.get(&n).map_or(&[], |v| v.as_slice())
+        if let Some(v) = self.base.ident_keys.get(&n) {
+            return v.clone();
+        }
+        match self.base.g.node_weight(n.local()) {
+            Some(Node::Party(p)) => ident_keys_of(p),
+            _ => Vec::new(),
+        }
     }
 
     fn ident(&self, kind: IdentKind, v: &str) -> Option<NodeId> {
@@ -921,7 +975,7 @@ impl Part {
         }
         for n in d.out_adj.keys().chain(d.in_adj.keys()) {
             let deg = self.degree(*n);
-            c.degree.insert(*n, deg);
+            *c.degree.at(*n) = deg;
         }
         Some(Part {
             base: Arc::new(c),
@@ -1118,7 +1172,19 @@ impl Graph {
     pub fn party_mut(&mut self, n: NodeId) -> Option<&mut Party> {
         self.party(n)?;
         let node = match self.w(n.part) {
-            W::Direct(c) => c.g.node_weight_mut(n.local()),
+            W::Direct(c) => {
+                // The keys indexed for it, before its weight changes in place (a
+                // reindex drops them; see `Core::ident_keys`).
+                if !c.ident_keys.contains_key(&n)
+                    && let Some(Node::Party(p)) = c.g.node_weight(n.local())
+                {
+                    let keys = ident_keys_of(p);
+                    if !keys.is_empty() {
+                        c.ident_keys.insert(n, keys);
+                    }
+                }
+                c.g.node_weight_mut(n.local())
+            }
             W::Delta(d, base) => node_mut(d, base, n.ix),
         };
         match node {
@@ -1192,8 +1258,8 @@ impl Graph {
         n
     }
 
-    fn ident_keys(&self, n: NodeId) -> &[(IdentKind, String)] {
-        self.part(n.part).map_or(&[], |p| p.ident_keys(n))
+    fn ident_keys(&self, n: NodeId) -> Vec<(IdentKind, String)> {
+        self.part(n.part).map_or_else(Vec::new, |p| p.ident_keys(n))
     }
 
     fn ident(&self, kind: IdentKind, v: &str) -> Option<NodeId> {
@@ -1217,14 +1283,12 @@ impl Graph {
         }
     }
 
+    /// Records the keys now indexed for party `n`: those of its weight (after a reindex)
+    /// or none (it is being removed), so a base keeps no list.
     fn set_ident_keys(&mut self, n: NodeId, keys: Vec<(IdentKind, String)>) {
         match self.w(n.part) {
             W::Direct(c) => {
-                if keys.is_empty() {
-                    c.ident_keys.remove(&n);
-                } else {
-                    c.ident_keys.insert(n, keys);
-                }
+                c.ident_keys.remove(&n);
             }
             W::Delta(d, _) => {
                 d.ident_keys.insert(n, keys);
@@ -1247,7 +1311,7 @@ impl Graph {
     }
 
     fn unindex_party(&mut self, n: NodeId) {
-        let keys = self.ident_keys(n).to_vec();
+        let keys = self.ident_keys(n);
         if keys.is_empty() {
             return;
         }
@@ -1286,6 +1350,8 @@ impl Graph {
             Node::Party(p) => (p.id.clone(), true),
             Node::Resource(r) => (r.id.clone(), false),
         };
+        // While its weight is there to give the keys indexed for it.
+        self.unindex_party(n);
         match self.w(n.part) {
             W::Direct(c) => c.remove_node(n),
             W::Delta(d, _) => {
@@ -1302,7 +1368,6 @@ impl Graph {
         if !is_party {
             self.order.retain(|x| *x != n);
         }
-        self.unindex_party(n);
     }
 
     /// Every party, part by part.
@@ -1530,7 +1595,7 @@ impl Graph {
                     c.remote_out.entry(from).or_default().push(e);
                     e
                 };
-                c.degree.entry(from).or_default().1 += 1;
+                c.degree.at(from).1 += 1;
                 if from == to {
                     *c.loops.entry(from).or_default() += 1;
                 }
@@ -1539,7 +1604,7 @@ impl Graph {
                 }
                 if same {
                     // petgraph keeps the target's list; the indexes are this part's too.
-                    c.degree.entry(to).or_default().0 += 1;
+                    c.degree.at(to).0 += 1;
                     if is_key {
                         c.key_in.entry(to).or_default().push(e);
                     }
@@ -1582,7 +1647,7 @@ impl Graph {
         match self.w(to.part) {
             W::Direct(c) => {
                 // Only for an edge from another part (a same-part direct add returned).
-                c.degree.entry(to).or_default().0 += 1;
+                c.degree.at(to).0 += 1;
                 c.remote_in.entry(to).or_default().push(e);
                 if is_key {
                     c.key_in.entry(to).or_default().push(e);
@@ -1624,7 +1689,8 @@ impl Graph {
         });
         match self.w(e.part) {
             W::Direct(c) => {
-                if let Some(dg) = c.degree.get_mut(&a) {
+                {
+                    let dg = c.degree.at(a);
                     dg.1 = dg.1.saturating_sub(1);
                 }
                 if a == b
@@ -1649,7 +1715,8 @@ impl Graph {
                     c.g.remove_edge(e.local());
                 }
                 if same {
-                    if let Some(dg) = c.degree.get_mut(&b) {
+                    {
+                        let dg = c.degree.at(b);
                         dg.0 = dg.0.saturating_sub(1);
                     }
                     drop_from(&mut c.key_in, &b, &e);
@@ -1676,7 +1743,8 @@ impl Graph {
         }
         match self.w(b.part) {
             W::Direct(c) => {
-                if let Some(dg) = c.degree.get_mut(&b) {
+                {
+                    let dg = c.degree.at(b);
                     dg.0 = dg.0.saturating_sub(1);
                 }
                 drop_from(&mut c.remote_in, &b, &e);
@@ -1800,8 +1868,6 @@ impl Graph {
 pub struct PreparedParties {
     parties: Vec<Party>,
     keys: Vec<String>,
-    /// Per party, the identifier keys indexed for it.
-    idents: Vec<Vec<(IdentKind, String)>>,
     /// (position in this batch, kind, value): the keys of the identifier maps.
     values: Vec<(u32, IdentKind, String)>,
 }
@@ -1811,16 +1877,16 @@ impl PreparedParties {
         PreparedParties {
             parties: Vec::with_capacity(n),
             keys: Vec::with_capacity(n),
-            idents: Vec::with_capacity(n),
             values: Vec::new(),
         }
     }
     pub fn push(&mut self, party: Party) {
         let at = self.parties.len() as u32;
-        let idents = ident_keys_of(&party);
-        self.values
-            .extend(idents.iter().map(|(k, v)| (at, *k, v.clone())));
-        self.idents.push(idents);
+        self.values.extend(
+            IdentKind::ALL
+                .iter()
+                .filter_map(|k| Some((at, *k, k.of(&party)?))),
+        );
         self.keys.push(party.id.clone());
         self.parties.push(party);
     }
@@ -1862,7 +1928,7 @@ impl Graph {
             c.g.reserve_exact_edges(edges);
             c.parties.reserve(parties);
             c.resources.reserve(resources);
-            c.degree.reserve(parties.min(edges.saturating_mul(2)));
+            c.degree.reserve(parties + resources);
         }
     }
 
@@ -1934,7 +2000,7 @@ impl Graph {
             }
             let mut split: Vec<PreparedParties> = (0..n).map(|_| PreparedParties::default()).collect();
             let mut values = b.values.into_iter().peekable();
-            for (j, ((p, key), idents)) in b.parties.into_iter().zip(b.keys).zip(b.idents).enumerate() {
+            for (j, (p, key)) in b.parties.into_iter().zip(b.keys).enumerate() {
                 let Some(to) = homes.get(j).and_then(|h| split.get_mut(*h)) else {
                     continue;
                 };
@@ -1944,7 +2010,6 @@ impl Graph {
                 }
                 to.parties.push(p);
                 to.keys.push(key);
-                to.idents.push(idents);
             }
             for (h, s) in split.into_iter().enumerate() {
                 if !s.is_empty()
@@ -2043,7 +2108,7 @@ impl Graph {
         }
         on_parts(cores.into_iter().zip(inbox).collect(), |(c, lists)| {
             for x in lists.into_iter().flatten() {
-                c.degree.entry(x.to).or_default().0 += 1;
+                c.degree.at(x.to).0 += 1;
                 c.remote_in.entry(x.to).or_default().push(x.edge);
                 if x.is_key {
                     c.key_in.entry(x.to).or_default().push(x.edge);
@@ -2056,7 +2121,260 @@ impl Graph {
     }
 }
 
+/// One part of a graph built from nothing on a worker of its own (a snapshot's sections
+/// loaded by the part's actor): its parties in index order (the node of each is known
+/// before it is added: [`PartBuilder::next_node`]), then the edges out of them. What
+/// belongs to other parts (identifiers whose value hashes there, the incoming side of
+/// remote edges) is kept for [`Graph::from_builders`] to hand over once every part is
+/// built. Nothing is reserved with a margin: the counts come from the snapshot's index.
+#[derive(Debug)]
+pub struct PartBuilder {
+    c: Core,
+    parts: usize,
+    /// Identifier values of this part's parties that hash to another part, by that part.
+    idents_out: Vec<Vec<(IdentKind, String, NodeId)>>,
+    /// Remote edges out of this part, by the part of their target.
+    incoming_out: Vec<Vec<Incoming>>,
+}
+
+/// The identifier maps of a [`PartBuilder`]'s part, filled apart from its nodes: the
+/// values that hash to this part are gathered by kind and put into its maps at the end
+/// with room reserved for all of them ([`PartIdents::index`]); the others are kept for
+/// their parts.
+#[derive(Debug)]
+pub struct PartIdents {
+    part: u32,
+    parts: usize,
+    maps: [FxHashMap<String, NodeId>; 5],
+    vals: [Vec<(String, NodeId)>; 5],
+    out: Vec<Vec<(IdentKind, String, NodeId)>>,
+}
+
+impl PartIdents {
+    /// Gathers the identifiers of party `p`, whose node is `node`.
+    pub fn add(&mut self, p: &Party, node: NodeId) {
+        for k in IdentKind::ALL {
+            let Some(v) = k.of(p) else { continue };
+            let to = if self.parts == 1 {
+                self.part as usize
+            } else {
+                partition_of(&v, self.parts)
+            };
+            if to == self.part as usize {
+                if let Some(m) = self.vals.get_mut(k as usize) {
+                    m.push((v, node));
+                }
+            } else if let Some(out) = self.out.get_mut(to) {
+                out.push((k, v, node));
+            }
+        }
+    }
+
+    /// Puts the gathered values into the maps (each reserved for all of them first: a
+    /// map regrown rehashes every key and for a moment holds two tables).
+    pub fn index(&mut self) {
+        for (m, v) in self.maps.iter_mut().zip(&mut self.vals) {
+            m.reserve(v.len());
+            for (k, n) in std::mem::take(v) {
+                m.insert(k, n);
+            }
+        }
+    }
+}
+
+impl PartBuilder {
+    /// Part `part` of `parts`, with room for exactly this many parties, resources and
+    /// edges (edges out of its parties, remote ones included).
+    pub fn new(part: usize, parts: usize, parties: usize, resources: usize, edges: usize) -> PartBuilder {
+        let parts = parts.clamp(1, MAX_PARTS);
+        let mut c = Core::new(part as u32);
+        c.g.reserve_exact_nodes(parties + resources);
+        c.g.reserve_exact_edges(edges);
+        c.parties.reserve(parties);
+        c.resources.reserve(resources);
+        c.degree.reserve(parties + resources);
+        PartBuilder {
+            c,
+            parts,
+            idents_out: (0..parts).map(|_| Vec::new()).collect(),
+            incoming_out: (0..parts).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// The node the next party added gets.
+    pub fn next_node(&self) -> NodeId {
+        NodeId {
+            part: self.c.part,
+            ix: self.c.g.node_bound() as u32,
+        }
+    }
+
+    /// How many parties were added.
+    pub fn party_count(&self) -> usize {
+        self.c.parties.len()
+    }
+
+    /// Adds a party with a new id (else the id is the error). Its identifiers are
+    /// indexed apart ([`PartIdents`]).
+    pub fn add_party(&mut self, p: Party) -> Result<NodeId, String> {
+        let node = self.next_node();
+        match self.c.parties.entry(p.id.as_str().into()) {
+            std::collections::hash_map::Entry::Occupied(e) => return Err(e.key().as_str().to_string()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(node);
+            }
+        }
+        self.c.g.add_node(Node::Party(p));
+        Ok(node)
+    }
+
+    /// The identifier maps of this part, to fill apart from its nodes (on the thread
+    /// that decodes the parties while this one adds them); given back with
+    /// [`PartBuilder::put_idents`].
+    pub fn take_idents(&mut self) -> PartIdents {
+        PartIdents {
+            part: self.c.part,
+            parts: self.parts,
+            maps: std::mem::take(&mut self.c.idents),
+            vals: Default::default(),
+            out: std::mem::take(&mut self.idents_out),
+        }
+    }
+
+    pub fn put_idents(&mut self, i: PartIdents) {
+        self.c.idents = i.maps;
+        self.idents_out = i.out;
+    }
+
+    /// The party at `n` of this part (for messages).
+    pub fn party(&self, n: NodeId) -> Option<&Party> {
+        if n.part != self.c.part {
+            return None;
+        }
+        match self.c.g.node_weight(n.local()) {
+            Some(Node::Party(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Adds an edge out of a party of this part (the caller has checked that it is new
+    /// and that both ends exist).
+    pub fn add_edge(&mut self, from: NodeId, to: NodeId, w: Edge) {
+        let c = &mut self.c;
+        let part = c.part;
+        let is_key = is_key_edge(&w);
+        let is_main = matches!(w, Edge::MainUnit(_));
+        let same = to.part == part;
+        let e = if same {
+            let i = c.g.add_edge(from.local(), to.local(), w);
+            c.edge_id(i)
+        } else {
+            let e = EdgeId {
+                part,
+                ix: c.remote.len() as u32 | REMOTE,
+            };
+            c.remote.push(Some((from, to, w)));
+            c.remote_n += 1;
+            c.remote_out.entry(from).or_default().push(e);
+            e
+        };
+        c.degree.at(from).1 += 1;
+        if from == to {
+            *c.loops.entry(from).or_default() += 1;
+        }
+        if is_main {
+            c.main_of.insert(from, to);
+        }
+        if same {
+            c.degree.at(to).0 += 1;
+            if is_key {
+                c.key_in.entry(to).or_default().push(e);
+            }
+            if is_main {
+                c.subs_of.entry(to).or_default().push(from);
+            }
+        } else if let Some(out) = self.incoming_out.get_mut(to.part as usize) {
+            out.push(Incoming {
+                to,
+                edge: e,
+                is_key,
+                main_from: is_main.then_some(from),
+            });
+        }
+    }
+}
+
+impl Graph {
+    /// The graph of parts built by [`PartBuilder`]s (part `i` by the `i`-th, of as many
+    /// parts as builders): each part takes the identifiers and the incoming remote edges
+    /// the others kept for it, the parts in parallel. Errors when the builders are not
+    /// parts 0.. of one graph.
+    pub fn from_builders(builders: Vec<PartBuilder>) -> Result<Graph, String> {
+        let n = builders.len();
+        if n == 0 || n > MAX_PARTS {
+            return Err(format!("{n} parts built"));
+        }
+        let mut cores = Vec::with_capacity(n);
+        let mut idents_in: Vec<Vec<Vec<(IdentKind, String, NodeId)>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut incoming_in: Vec<Vec<Vec<Incoming>>> = (0..n).map(|_| Vec::new()).collect();
+        for (i, b) in builders.into_iter().enumerate() {
+            if b.c.part as usize != i || b.parts != n {
+                return Err(format!(
+                    "part {} of {} built where part {i} of {n} belongs",
+                    b.c.part, b.parts
+                ));
+            }
+            cores.push(b.c);
+            for (to, v) in b.idents_out.into_iter().enumerate() {
+                if let Some(x) = idents_in.get_mut(to) {
+                    x.push(v);
+                }
+            }
+            for (to, v) in b.incoming_out.into_iter().enumerate() {
+                if let Some(x) = incoming_in.get_mut(to) {
+                    x.push(v);
+                }
+            }
+        }
+        let jobs: Vec<_> = cores.into_iter().zip(idents_in).zip(incoming_in).collect();
+        let cores = on_parts(jobs, |((mut c, idents), incoming)| {
+            let mut kinds = [0usize; 5];
+            for (k, _, _) in idents.iter().flatten() {
+                kinds[*k as usize] += 1;
+            }
+            for (m, k) in c.idents.iter_mut().zip(kinds) {
+                m.reserve(k);
+            }
+            for (kind, v, node) in idents.into_iter().flatten() {
+                c.idents[kind as usize].insert(v, node);
+            }
+            let remote: usize = incoming.iter().map(Vec::len).sum();
+            c.remote_in.reserve(remote);
+            for x in incoming.into_iter().flatten() {
+                c.degree.at(x.to).0 += 1;
+                c.remote_in.entry(x.to).or_default().push(x.edge);
+                if x.is_key {
+                    c.key_in.entry(x.to).or_default().push(x.edge);
+                }
+                if let Some(sub) = x.main_from {
+                    c.subs_of.entry(x.to).or_default().push(sub);
+                }
+            }
+            Arc::new(Part {
+                base: Arc::new(c),
+                dirty: false,
+                d: Delta::default(),
+            })
+        });
+        Ok(Graph {
+            parts: cores.into_iter().collect(),
+            order: imbl::Vector::new(),
+        })
+    }
+}
+
 /// A remote edge as the part of its target indexes it.
+#[derive(Debug)]
 struct Incoming {
     to: NodeId,
     edge: EdgeId,
@@ -2106,10 +2424,6 @@ fn fill_one(c: &mut Core, batches: Vec<PreparedParties>) -> Result<(), String> {
             kinds[*k as usize] += 1;
         }
     }
-    let with_idents: usize = batches
-        .iter()
-        .map(|b| b.idents.iter().filter(|v| !v.is_empty()).count())
-        .sum();
     let part = c.part;
     let first = c.g.node_bound();
     let mut nodes = Vec::with_capacity(batches.len());
@@ -2118,33 +2432,23 @@ fn fill_one(c: &mut Core, batches: Vec<PreparedParties>) -> Result<(), String> {
     for b in batches {
         let n = b.len();
         nodes.push((b.parties, b.keys));
-        maps.push((at, b.idents, b.values));
+        maps.push((at, b.values));
         at += n;
     }
     let Core {
-        g,
-        parties,
-        idents,
-        ident_keys,
-        ..
+        g, parties, idents, ..
     } = c;
     g.reserve_nodes(total);
     parties.reserve(total);
-    ident_keys.reserve(with_idents);
     for (m, k) in idents.iter_mut().zip(kinds) {
         m.reserve(k);
     }
     let node = move |i: usize| NodeId { part, ix: i as u32 };
     std::thread::scope(|s| {
         s.spawn(move || {
-            for (at, keys, values) in maps {
-                for (i, (kind, v)) in values.into_iter().map(|(i, k, v)| (i, (k, v))) {
+            for (at, values) in maps {
+                for (i, kind, v) in values {
                     idents[kind as usize].insert(v, node(at + i as usize));
-                }
-                for (i, k) in keys.into_iter().enumerate() {
-                    if !k.is_empty() {
-                        ident_keys.insert(node(at + i), k);
-                    }
                 }
             }
         });
@@ -2192,13 +2496,6 @@ fn fill_part(
                 }
             }
         }
-        for (i, k) in b.idents.into_iter().enumerate() {
-            if !k.is_empty()
-                && let Some(node) = nodes.get(i)
-            {
-                c.ident_keys.insert(*node, k);
-            }
-        }
         for (i, kind, v) in b.values {
             if let (Some(node), Some(out)) = (nodes.get(i as usize), outbox.get_mut(partition_of(&v, n))) {
                 out.push((kind, v, *node));
@@ -2234,8 +2531,8 @@ fn edges_one(c: &mut Core, batches: Vec<Vec<FullEdge>>) {
     std::thread::scope(|s| {
         s.spawn(move || {
             for (e, (from, to, is_key, is_main)) in (first..).zip(meta.into_iter().flatten()) {
-                degree.entry(from).or_default().1 += 1;
-                degree.entry(to).or_default().0 += 1;
+                degree.at(from).1 += 1;
+                degree.at(to).0 += 1;
                 if from == to {
                     *loops.entry(from).or_default() += 1;
                 }
@@ -2281,7 +2578,7 @@ fn edges_part(c: &mut Core, batches: Vec<Vec<FullEdge>>, n: usize) -> Vec<Vec<In
             c.remote_out.entry(a).or_default().push(e);
             e
         };
-        c.degree.entry(a).or_default().1 += 1;
+        c.degree.at(a).1 += 1;
         if a == b {
             *c.loops.entry(a).or_default() += 1;
         }
@@ -2289,7 +2586,7 @@ fn edges_part(c: &mut Core, batches: Vec<Vec<FullEdge>>, n: usize) -> Vec<Vec<In
             c.main_of.insert(a, b);
         }
         if same {
-            c.degree.entry(b).or_default().0 += 1;
+            c.degree.at(b).0 += 1;
             if is_key {
                 c.key_in.entry(b).or_default().push(e);
             }

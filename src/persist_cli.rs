@@ -140,7 +140,12 @@ fn load_in(file: &Path, parts: usize) -> Result<(World, snapshot::Loaded, std::t
     let (header, _) = snapshot::read_header(file)?;
     let pb = bar(header.counts.total(), "load");
     let t = Instant::now();
-    let (world, loaded) = snapshot::load_in(file, parts, &mut |n| pb.set_position(n))?;
+    // A version 5 file: each partition's loading actor builds its part (no progress in
+    // between); older ones report their progress.
+    let (world, loaded) = match snapshot::PartsLoad::open(file, parts)? {
+        Some(_) => delegraph::partition::load_snapshot(file, parts)?,
+        None => snapshot::load_in(file, parts, &mut |n| pb.set_position(n))?,
+    };
     let took = t.elapsed();
     pb.finish_and_clear();
     Ok((world, loaded, took))

@@ -13,8 +13,8 @@ use delegraph::api::limits::Limits;
 use delegraph::api::{ServerConfig, serve};
 use delegraph::partition::Store;
 use delegraph::partition::journal::{Journal, MemoryJournal};
+use delegraph::persist::Options;
 use delegraph::persist::durable::recover;
-use delegraph::persist::{Options, snapshot};
 use delegraph::world::World;
 
 #[derive(Args)]
@@ -149,7 +149,8 @@ fn auth(a: &ServeArgs) -> anyhow::Result<Auth> {
 
 fn load_snapshot(path: &Path, partitions: usize) -> anyhow::Result<World> {
     let t = Instant::now();
-    let (world, _) = snapshot::load_in(path, partitions, &mut |_| {})
+    // Each partition's loading actor builds its part (see `partition::load_snapshot`).
+    let (world, _) = delegraph::partition::load_snapshot(path, partitions)
         .with_context(|| format!("cannot load the snapshot `{}`", path.display()))?;
     eprintln!(
         "loaded `{}`: {} parties, {} resources, {} edges in {:.2?}",

@@ -1256,3 +1256,91 @@ impl Partitions {
         }
     }
 }
+
+// ---------------------------------------------------------------- loading a snapshot
+
+/// The loading actor of one partition: builds that partition's part of the graph from
+/// its own sections of a snapshot ([`snapshot::PartsLoad::build`], a codec function:
+/// the codec knows records and graph parts, this layer knows who runs them).
+///
+/// [`snapshot::PartsLoad::build`]: crate::persist::snapshot::PartsLoad::build
+pub struct PartLoader {
+    index: usize,
+}
+
+impl Actor for PartLoader {
+    type Context = Context<Self>;
+}
+
+/// Build this partition's part of the graph from the snapshot.
+#[derive(Message)]
+#[rtype(result = "Result<crate::graph::PartBuilder, crate::persist::error::SnapshotError>")]
+pub struct LoadPart {
+    pub load: Arc<crate::persist::snapshot::PartsLoad>,
+}
+
+impl Handler<LoadPart> for PartLoader {
+    type Result = Result<crate::graph::PartBuilder, crate::persist::error::SnapshotError>;
+
+    // Runs on this partition's own arbiter thread (the part's sections are decoded on
+    // one more thread beside it); the partitions build their parts at the same time.
+    fn handle(&mut self, msg: LoadPart, _: &mut Context<Self>) -> Self::Result {
+        tracing::debug!(partition = self.index, "load part");
+        msg.load.build(self.index)
+    }
+}
+
+/// Loads a snapshot file into a world whose graph has `parts` parts: each part is built
+/// by the loading actor of its partition ([`PartLoader`]), one per part, each on an
+/// arbiter of its own in a short-lived actix system, then the parts are put together
+/// ([`snapshot::PartsLoad::finish`]). A file that cannot be loaded part by part (a
+/// version before 5, or `parts` does not divide the file's partitions) — and a call
+/// from inside a running actix system — loads through [`snapshot::load_in`] instead.
+///
+/// [`snapshot::PartsLoad::finish`]: crate::persist::snapshot::PartsLoad::finish
+/// [`snapshot::load_in`]: crate::persist::snapshot::load_in
+pub fn load_snapshot(
+    path: &std::path::Path,
+    parts: usize,
+) -> Result<(World, crate::persist::snapshot::Loaded), crate::persist::error::SnapshotError> {
+    use crate::persist::error::SnapshotError;
+    use crate::persist::snapshot::{self, PartsLoad};
+    let by_actors = actix::System::try_current().is_none();
+    let load = match PartsLoad::open(path, parts)? {
+        Some(l) if by_actors => Arc::new(l),
+        _ => return snapshot::load_in(path, parts, &mut |_| {}),
+    };
+    let n = load.parts();
+    let (built, arbiters) = actix::System::new().block_on(async {
+        let mut arbiters = Vec::with_capacity(n);
+        let mut waits = Vec::with_capacity(n);
+        for index in 0..n {
+            let arbiter = Arbiter::new();
+            let addr = PartLoader::start_in_arbiter(&arbiter.handle(), move |_| PartLoader { index });
+            waits.push(addr.send(LoadPart { load: load.clone() }));
+            arbiters.push(arbiter);
+        }
+        let mut built = Vec::with_capacity(n);
+        let mut failed = None;
+        for w in waits {
+            match w.await {
+                Ok(Ok(b)) => built.push(b),
+                Ok(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
+                Err(_) => {
+                    failed.get_or_insert(SnapshotError::Corrupt("a loading actor stopped".into()));
+                }
+            }
+        }
+        (failed.map_or(Ok(built), Err), arbiters)
+    });
+    for a in arbiters {
+        a.stop();
+        let _ = a.join();
+    }
+    let built = built?;
+    let load = Arc::try_unwrap(load)
+        .map_err(|_| SnapshotError::Corrupt("the snapshot is still held by a loading actor".into()))?;
+    load.finish(built)
+}

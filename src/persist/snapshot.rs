@@ -99,7 +99,7 @@ pub const MAGIC: [u8; 8] = *b"DELEGSNP";
 mod sections;
 
 pub use sections::{
-    DEFAULT_PARTITIONS, Encoded, Footer, MAX_PARTITIONS, PLACED_VERSION, Plan, SECTIONED_VERSION,
+    DEFAULT_PARTITIONS, Encoded, Footer, MAX_PARTITIONS, PLACED_VERSION, PartsLoad, Plan, SECTIONED_VERSION,
     SectionEntry, SectionKind, encode_section, write_sections,
 };
 
@@ -1261,6 +1261,9 @@ pub struct Loader {
     /// The last party looked up as an edge's source: the writer emits edges grouped by
     /// source, so this saves one id lookup per edge on load.
     last_source: Option<(String, NodeId)>,
+    /// The edges were built apart from the records (a version 5 file loaded part by
+    /// part): the global section's resources may come after them.
+    edges_apart: bool,
 }
 
 impl Default for Loader {
@@ -1281,6 +1284,7 @@ impl Loader {
             index: 0,
             saw_world: false,
             last_source: None,
+            edges_apart: false,
         }
     }
 
@@ -1332,7 +1336,7 @@ impl Loader {
             .collect()
     }
     fn no_edges_yet(&self, what: &str) -> Result<()> {
-        if self.world.graph.edge_count() > 0 || self.saw_world {
+        if (self.world.graph.edge_count() > 0 && !self.edges_apart) || self.saw_world {
             return Err(bad(self.index, format!("{what} after the edges")));
         }
         Ok(())

@@ -314,3 +314,83 @@ fn a_file_loads_into_any_number_of_graph_parts() {
     assert_eq!(re.graph.partitions(), 5);
     assert_eq!(dump(&re), want);
 }
+
+/// A version 5 file loaded by the partitions' loading actors (one part each) gives the
+/// same world as its records, for part counts that divide the file's partitions, and
+/// (through the threads) for one that does not; a damaged section is refused by name.
+#[test]
+fn partition_actors_load_their_parts_of_a_file() {
+    let w = from_jsonl("graph-snapshots/sample.jsonl");
+    let want = dump(&w);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.snap");
+    snapshot::save_in(&w, &path, 0, 4, &mut |_| {}).unwrap();
+    for parts in [1, 2, 4, 3] {
+        let by_parts = snapshot::PartsLoad::open(&path, parts).unwrap();
+        assert_eq!(by_parts.is_some(), parts != 3, "{parts} parts");
+        let (back, l) = delegraph::partition::load_snapshot(&path, parts).unwrap();
+        assert_eq!(l.version, snapshot::SCHEMA_VERSION);
+        assert_eq!(back.graph.partitions(), parts);
+        assert_eq!(dump(&back), want, "{parts} parts");
+        assert!(invariants::violations(&back).is_empty());
+        assert_eq!(back.graph.edge_count(), w.graph.edge_count());
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    let f = footer(&bytes);
+    let s = section(&f, snapshot::SectionKind::Edges, 1);
+    let mut b = bytes.clone();
+    b[(s.offset + s.len / 2) as usize] ^= 0x40;
+    let bad = dir.path().join("bad.snap");
+    std::fs::write(&bad, &b).unwrap();
+    let e = delegraph::partition::load_snapshot(&bad, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bad.snap") && e.contains("section `edges 1 of 4`"),
+        "{e}"
+    );
+}
+
+/// A loaded world keeps no list of each party's identifiers: they are read from the
+/// party. Changing one afterwards (in place, and in a copy's delta) still drops the old
+/// value and indexes the new one.
+#[test]
+fn identifiers_of_a_loaded_party_follow_its_changes() {
+    use delegraph::graph::IdentKind;
+    let w = from_jsonl("graph-snapshots/sample.jsonl");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.snap");
+    snapshot::save_in(&w, &path, 0, 4, &mut |_| {}).unwrap();
+    for parts in [1, 2] {
+        for shared in [false, true] {
+            let (loaded, _) = delegraph::partition::load_snapshot(&path, parts).unwrap();
+            let (n, old) = loaded
+                .graph
+                .parties()
+                .find_map(|(n, p)| Some((n, p.org_no.clone()?)))
+                .expect("a party with an organisation number");
+            assert_eq!(loaded.graph.party_by_ident(IdentKind::OrgNo, &old), Some(n));
+            // Unshared, a change goes into the base in place; shared, into a delta.
+            let mut g = loaded.graph.clone();
+            let kept = shared.then_some(loaded);
+            for new in ["999000111", "999000222"] {
+                let before = g.party(n).unwrap().org_no.clone().unwrap();
+                g.party_mut(n).unwrap().org_no = Some(new.to_string());
+                g.reindex_party(n);
+                assert_eq!(
+                    g.party_by_ident(IdentKind::OrgNo, &before),
+                    None,
+                    "{parts} {shared}"
+                );
+                assert_eq!(
+                    g.party_by_ident(IdentKind::OrgNo, new),
+                    Some(n),
+                    "{parts} {shared}"
+                );
+            }
+            if let Some(k) = kept {
+                assert_eq!(k.graph.party_by_ident(IdentKind::OrgNo, &old), Some(n));
+            }
+        }
+    }
+}

@@ -49,7 +49,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -57,7 +57,9 @@ use super::{
     count_but_edges, count_edges, resource_record, state_records, u32_at,
 };
 use crate::catalog::{Catalog, PackageSet};
-use crate::graph::{Actions, Assignment, Delegation, Edge, NodeId, Party, PreparedParties, partition_of};
+use crate::graph::{
+    Actions, Assignment, Delegation, Edge, NodeId, PartBuilder, Party, PreparedParties, partition_of,
+};
 use crate::model::{PartyKind, RoleId, SystemUserKind};
 use crate::persist::error::SnapshotError;
 use crate::world::World;
@@ -1046,10 +1048,15 @@ enum PartyRecordRef<'a> {
     Party(PartyRef<'a>),
 }
 
-/// The parties of one partition, checked and made ready for the graph.
-fn read_parties(src: &dyn Source, e: &SectionEntry, partitions: u32) -> Result<PreparedParties> {
-    let mut out = PreparedParties::with_capacity(e.counts.parties as usize);
+/// The parties of one partition, checked, one by one to `each`.
+fn decode_parties(
+    src: &dyn Source,
+    e: &SectionEntry,
+    partitions: u32,
+    mut each: impl FnMut(Party) -> Result<()>,
+) -> Result<()> {
     let mut index = 0;
+    let mut n = 0u64;
     let own = |s: Option<&str>| s.map(str::to_string);
     read_section(src, e, |block| {
         frames(block, &mut index, |i, rec| {
@@ -1059,7 +1066,8 @@ fn read_parties(src: &dyn Source, e: &SectionEntry, partitions: u32) -> Result<P
             if partition_of(p.id, partitions as usize) != e.partition as usize {
                 return Err(bad(i, format!("party `{}` belongs to another partition", p.id)));
             }
-            out.push(Party {
+            n += 1;
+            each(Party {
                 id: p.id.to_string(),
                 kind: p.kind,
                 name: own(p.name),
@@ -1073,17 +1081,25 @@ fn read_parties(src: &dyn Source, e: &SectionEntry, partitions: u32) -> Result<P
                 uuid: own(p.uuid),
                 party_id: p.party_id,
                 user_id: p.user_id,
-            });
-            Ok(())
+            })
         })
     })?;
-    if out.len() as u64 != e.counts.parties {
+    if n != e.counts.parties {
         return Err(SnapshotError::Corrupt(format!(
-            "{} parties where the footer says {}",
-            out.len(),
+            "{n} parties where the footer says {}",
             e.counts.parties
         )));
     }
+    Ok(())
+}
+
+/// The parties of one partition, checked and made ready for the graph.
+fn read_parties(src: &dyn Source, e: &SectionEntry, partitions: u32) -> Result<PreparedParties> {
+    let mut out = PreparedParties::with_capacity(e.counts.parties as usize);
+    decode_parties(src, e, partitions, |p| {
+        out.push(p);
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -1183,6 +1199,9 @@ enum EdgeRef<'a> {
 /// Resolves the names in edge records against a world whose nodes are all present.
 struct Resolve<'w> {
     w: &'w World,
+    /// Where the resources are, when the world does not hold them yet (a file loaded
+    /// part by part: see [`Plan`]).
+    resources: Option<&'w FxHashMap<String, NodeId>>,
     partitions: usize,
     partition: usize,
     index: u64,
@@ -1215,10 +1234,11 @@ impl<'w> Resolve<'w> {
         Ok(n)
     }
     fn resource(&self, id: &str) -> Result<NodeId> {
-        self.w
-            .graph
-            .resource_node(id)
-            .ok_or_else(|| bad(self.index, format!("names unknown resource `{id}`")))
+        match self.resources {
+            Some(m) => m.get(id).copied(),
+            None => self.w.graph.resource_node(id),
+        }
+        .ok_or_else(|| bad(self.index, format!("names unknown resource `{id}`")))
     }
     fn role(&self, code: &str) -> Result<RoleId> {
         self.w
@@ -1286,6 +1306,7 @@ fn read_edges(src: &dyn Source, e: &SectionEntry, w: &World, partitions: u32) ->
     let mut subs: FxHashSet<NodeId> = FxHashSet::default();
     let mut r = Resolve {
         w,
+        resources: None,
         partitions: partitions as usize,
         partition: e.partition as usize,
         index: 0,
@@ -1442,6 +1463,7 @@ fn read_edges_placed(
     let own = placed.get(e.partition as usize).map_or(&[][..], |v| v.as_slice());
     let mut r = Resolve {
         w,
+        resources: None,
         partitions: placed.len(),
         partition: e.partition as usize,
         index: 0,
@@ -1553,6 +1575,11 @@ pub(super) fn read_world(
     parts: usize,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(World, Loaded)> {
+    if let Some(plan) = plan(src, parts)? {
+        let built = run_jobs(plan.parts, |j| build_part(src, &plan, j))?;
+        progress(plan.header.counts.total());
+        return finish_parts(plan, built, src.len());
+    }
     let (header, version, _, footer) = read_index(src)?;
     let p = footer.partitions;
     let secs = &footer.sections;
@@ -1626,4 +1653,471 @@ pub(super) fn read_world(
             bytes: src.len(),
         },
     ))
+}
+
+// ---------------------------------------------------------------- loading part by part
+
+/// How a version 5 file is loaded into a graph of `parts` parts, each part built whole
+/// by a worker of its own from its own sections ([`build_part`]), then the parts put
+/// together ([`finish_parts`]). Possible when the file's partitions fall whole into the
+/// parts (`parts` divides their number: file partition `s` is then graph part
+/// `s % parts`, both being the same FNV hash modulo): then every party's node is known
+/// from the footer's counts alone (the parties of part `j` are those of its file
+/// partitions in order), so a part resolves its edges without waiting for the others,
+/// and the resources' nodes (after the parties of their part) from the global section.
+pub(super) struct PartsPlan {
+    header: Header,
+    version: u32,
+    footer: Footer,
+    parts: usize,
+    /// Per file partition: its parties, and the index in its graph part of the first.
+    counts: Vec<usize>,
+    first: Vec<usize>,
+    /// Per graph part: its parties and its resources.
+    part_parties: Vec<usize>,
+    part_resources: Vec<usize>,
+    /// Resource id → the node it gets when the global section is added.
+    resources: FxHashMap<String, NodeId>,
+    global: Vec<Record>,
+}
+
+/// The plan to load `src` into `parts` parts, or None when it cannot be loaded part by
+/// part (an older version, or `parts` does not divide the file's partitions).
+pub(super) fn plan(src: &dyn Source, parts: usize) -> Result<Option<PartsPlan>> {
+    let (header, version, _, footer) = read_index(src)?;
+    let p = footer.partitions as usize;
+    if version < PLACED_VERSION || parts == 0 || parts > crate::graph::MAX_PARTS || !p.is_multiple_of(parts) {
+        return Ok(None);
+    }
+    let global = match footer.sections.first() {
+        Some(e) => read_global(src, e).map_err(in_section(e, footer.partitions))?,
+        None => return Err(SnapshotError::Truncated("section")),
+    };
+    let mut counts = vec![0; p];
+    let mut first = vec![0; p];
+    let mut part_parties = vec![0; parts];
+    // The footer was checked: parties sections 0..p follow the global section.
+    for e in footer.sections.iter().skip(1).take(p) {
+        let s = e.partition as usize;
+        let j = s % parts;
+        let (Some(c), Some(f), Some(n)) = (counts.get_mut(s), first.get_mut(s), part_parties.get_mut(j))
+        else {
+            continue;
+        };
+        *c = e.counts.parties as usize;
+        *f = *n;
+        *n += *c;
+    }
+    let mut part_resources = vec![0; parts];
+    let mut resources = FxHashMap::default();
+    for r in &global {
+        if let Record::Resource(r) = r {
+            let j = partition_of(&r.id, parts);
+            if let (Some(n), Some(k)) = (part_parties.get(j), part_resources.get_mut(j)) {
+                resources.insert(r.id.clone(), NodeId::placed(j, n + *k));
+                *k += 1;
+            }
+        }
+    }
+    Ok(Some(PartsPlan {
+        header,
+        version,
+        footer,
+        parts,
+        counts,
+        first,
+        part_parties,
+        part_resources,
+        resources,
+        global,
+    }))
+}
+
+/// How many items go from a decoding thread to a building one at a time: small enough
+/// that the memory of a chunk is reused (malloc's arena, not fresh pages), large enough
+/// that the hand-over costs nothing to speak of.
+const CHUNK: usize = 2048;
+
+/// What a decoding thread hands over, a chunk at a time.
+struct Chunks<T> {
+    tx: std::sync::mpsc::SyncSender<Vec<T>>,
+    buf: Vec<T>,
+}
+
+impl<T> Chunks<T> {
+    fn push(&mut self, t: T) -> Result<()> {
+        self.buf.push(t);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<()> {
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(full)
+            .map_err(|_| SnapshotError::Corrupt("the loader stopped".into()))
+    }
+}
+
+/// Runs `produce` on a second thread, handing what it makes to `consume` on this one
+/// chunk by chunk (decoding beside building). The first error stops both: the
+/// consumer's if it failed (the producer then fails to hand over), else the producer's.
+fn pipe<T: Send>(
+    produce: impl FnOnce(&mut Chunks<T>) -> Result<()> + Send,
+    mut consume: impl FnMut(T) -> Result<()>,
+) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<T>>(4);
+    std::thread::scope(|s| {
+        let h = s.spawn(move || {
+            let mut c = Chunks {
+                tx,
+                buf: Vec::with_capacity(CHUNK),
+            };
+            produce(&mut c).and_then(|()| c.flush())
+        });
+        let mut res = Ok(());
+        'all: for chunk in rx.iter() {
+            for t in chunk {
+                if let Err(e) = consume(t) {
+                    res = Err(e);
+                    break 'all;
+                }
+            }
+        }
+        drop(rx);
+        let produced = h
+            .join()
+            .unwrap_or_else(|_| Err(SnapshotError::Corrupt("a worker thread panicked".into())));
+        res.and(produced)
+    })
+}
+
+/// Builds graph part `j` of the plan from its own sections: its parties decoded on a
+/// second thread while this one adds them, then its edges the same way (resolved by
+/// place against the plan, checked as in [`read_edges_placed`]).
+pub(super) fn build_part(src: &dyn Source, plan: &PartsPlan, j: usize) -> Result<PartBuilder> {
+    let p = plan.footer.partitions;
+    let pn = p as usize;
+    let secs = &plan.footer.sections;
+    let mine = |kind: SectionKind| -> Vec<&SectionEntry> {
+        secs.iter()
+            .filter(|e| e.kind == kind && e.partition as usize % plan.parts == j)
+            .collect()
+    };
+    let (party_secs, edge_secs) = (mine(SectionKind::Parties), mine(SectionKind::Edges));
+    let parties = plan.part_parties.get(j).copied().unwrap_or(0);
+    let edges: usize = edge_secs
+        .iter()
+        .map(|e| (e.counts.assignments + e.counts.delegations + e.counts.main_units) as usize)
+        .sum();
+    let resources = plan.part_resources.get(j).copied().unwrap_or(0);
+    let mut b = PartBuilder::new(j, plan.parts, parties, resources, edges);
+    // The identifiers are indexed on the decoding thread, the nodes added on this one:
+    // both know every party's node (the parties of a part are added in order).
+    let mut idents = b.take_idents();
+    pipe(
+        |out: &mut Chunks<Party>| {
+            let mut at = 0;
+            for e in &party_secs {
+                decode_parties(src, e, p, |party| {
+                    idents.add(&party, NodeId::placed(j, at));
+                    at += 1;
+                    out.push(party)
+                })
+                .map_err(in_section(e, p))?;
+            }
+            Ok(())
+        },
+        |party| {
+            let id_of = |id: String| SnapshotError::Corrupt(format!("duplicate party `{id}`"));
+            b.add_party(party).map_err(id_of)?;
+            Ok(())
+        },
+    )?;
+
+    if b.party_count() != parties {
+        return Err(SnapshotError::Corrupt(format!(
+            "part {j}: {} parties where the footer says {parties}",
+            b.party_count()
+        )));
+    }
+    // Only the catalogue of this world is read (roles, packages); the resources come
+    // from the plan.
+    let names = World::new();
+    let place = |s: usize, k: usize| -> Option<NodeId> {
+        let (c, f) = (plan.counts.get(s)?, plan.first.get(s)?);
+        (k < *c).then(|| NodeId::placed(s % plan.parts, f + k))
+    };
+    // The identifier maps are filled on a third thread meanwhile (the edges do not
+    // need them): a tight loop of inserts, which overlap their cache misses.
+    let edges = std::thread::scope(|s| {
+        let indexer = s.spawn(move || {
+            idents.index();
+            idents
+        });
+        let edges = pipe(
+            |out: &mut Chunks<FullEdge>| {
+                for e in &edge_secs {
+                    decode_edges_at(e, src, &names, &plan.resources, pn, &place, out)
+                        .map_err(in_section(e, p))?;
+                }
+                Ok(())
+            },
+            |(from, to, w)| {
+                b.add_edge(from, to, w);
+                Ok(())
+            },
+        );
+        match indexer.join() {
+            Ok(idents) => b.put_idents(idents),
+            Err(_) => return Err(SnapshotError::Corrupt("a worker thread panicked".into())),
+        }
+        edges
+    });
+    edges?;
+    Ok(b)
+}
+
+/// The edges of one partition's section by place (see [`read_edges_placed`], which
+/// checks the same), to `out`.
+fn decode_edges_at(
+    e: &SectionEntry,
+    src: &dyn Source,
+    names: &World,
+    resources: &FxHashMap<String, NodeId>,
+    partitions: usize,
+    place: &(dyn Fn(usize, usize) -> Option<NodeId> + Sync),
+    out: &mut Chunks<FullEdge>,
+) -> Result<()> {
+    let c = e.counts;
+    let mut index = 0;
+    let mut seen = Counts::default();
+    let s = e.partition as usize;
+    let mut r = Resolve {
+        w: names,
+        resources: Some(resources),
+        partitions,
+        partition: s,
+        index: 0,
+        last_source: None,
+    };
+    // (source position, its node) of the current group, and its edges' keys: (kind,
+    // receiver, facilitator or receiver, role), the parties by place.
+    let mut group: Option<(u32, NodeId)> = None;
+    let mut keys: Vec<(u8, u64, u64, RoleId)> = Vec::new();
+    let mut last = 0;
+    let named = |at: u64| format!("party {} of partition {}", at & 0xffff_ffff, at >> 32);
+    let check = |keys: &mut Vec<(u8, u64, u64, RoleId)>, source: u32, index: u64| -> Result<()> {
+        let source = (s as u64) << 32 | u64::from(source);
+        keys.sort_unstable();
+        if keys.iter().filter(|k| k.0 == 2).count() > 1 {
+            return Err(bad(index, format!("{} has two main units", named(source))));
+        }
+        if let Some(k) = keys
+            .windows(2)
+            .find(|p| p.first() == p.get(1))
+            .and_then(|p| p.first())
+        {
+            let what = if k.0 == 0 { "assignment" } else { "delegation" };
+            return Err(bad(
+                index,
+                format!(
+                    "duplicate {what} {} → {} ({})",
+                    named(source),
+                    named(k.1),
+                    names.catalog.role(k.3).code
+                ),
+            ));
+        }
+        keys.clear();
+        Ok(())
+    };
+    read_section(src, e, |block| {
+        frames(block, &mut index, |i, rec| {
+            r.index = i;
+            last = i;
+            let edge: EdgeAt<'_> = rmp_serde::from_slice(rec)
+                .map_err(|err| bad(i, format!("not an edge record in an edges section: {err}")))?;
+            let from = match &edge {
+                EdgeAt::Assignment(a) => a.from,
+                EdgeAt::Delegation(d) => d.client,
+                EdgeAt::MainUnit(m) => m.sub,
+            };
+            let source = match group {
+                Some((at, n)) if at == from => n,
+                Some((at, _)) if at > from => {
+                    return Err(bad(
+                        i,
+                        format!("source {from} after source {at}: edges out of order"),
+                    ));
+                }
+                _ => {
+                    if let Some((at, _)) = group {
+                        check(&mut keys, at, i)?;
+                    }
+                    let n = place(s, from as usize).ok_or_else(|| {
+                        bad(
+                            i,
+                            format!("names party {from} of partition {s}, which does not exist"),
+                        )
+                    })?;
+                    group = Some((from, n));
+                    n
+                }
+            };
+            let party = |at: u64| -> Result<NodeId> {
+                let (p, k) = ((at >> 32) as usize, (at & 0xffff_ffff) as usize);
+                place(p, k).ok_or_else(|| {
+                    bad(
+                        i,
+                        format!("names party {k} of partition {p}, which does not exist"),
+                    )
+                })
+            };
+            match edge {
+                EdgeAt::Assignment(a) => {
+                    seen.assignments += 1;
+                    let to = party(a.to)?;
+                    let role = r.role(a.role)?;
+                    keys.push((0, a.to, a.to, role));
+                    let edge = r.assignment(role, &a.packages, &a.resources, &a.instances)?;
+                    out.push((source, to, Edge::Assignment(edge)))
+                }
+                EdgeAt::Delegation(d) => {
+                    seen.delegations += 1;
+                    let facilitator = party(d.facilitator)?;
+                    let agent = party(d.agent)?;
+                    let role = r.role(d.role)?;
+                    keys.push((1, d.agent, d.facilitator, role));
+                    let edge = Delegation {
+                        facilitator,
+                        role,
+                        packages: r.packages(&d.packages)?,
+                        resources: r.grants(&d.resources)?,
+                    };
+                    out.push((source, agent, Edge::Delegation(edge)))
+                }
+                EdgeAt::MainUnit(m) => {
+                    seen.main_units += 1;
+                    let main = party(m.main)?;
+                    let role = r.role(m.role)?;
+                    keys.push((2, m.main, m.main, role));
+                    out.push((source, main, Edge::MainUnit(role)))
+                }
+            }
+        })
+    })?;
+    if let Some((at, _)) = group {
+        check(&mut keys, at, last)?;
+    }
+    if seen != c {
+        return Err(SnapshotError::Corrupt(format!(
+            "records {seen:?} where the footer says {c:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The world of the parts built by [`build_part`] (part `j` the `j`-th): the parts put
+/// together, then the global section's records added (the resources land where the
+/// plan placed them; checked).
+pub(super) fn finish_parts(plan: PartsPlan, built: Vec<PartBuilder>, bytes: u64) -> Result<(World, Loaded)> {
+    let PartsPlan {
+        header,
+        version,
+        footer,
+        parts,
+        resources,
+        global,
+        ..
+    } = plan;
+    if built.len() != parts {
+        return Err(SnapshotError::Corrupt(format!(
+            "{} parts built of {parts}",
+            built.len()
+        )));
+    }
+    let graph = crate::graph::Graph::from_builders(built).map_err(SnapshotError::Corrupt)?;
+    let mut loader = Loader::with_partitions(parts);
+    loader.world.graph = graph;
+    loader.edges_apart = true;
+    let Some(g) = footer.sections.first() else {
+        return Err(SnapshotError::Truncated("section"));
+    };
+    let wrap = in_section(g, footer.partitions);
+    for rec in global {
+        loader.add(rec).map_err(&wrap)?;
+    }
+    for (id, n) in &resources {
+        if loader.world.graph.resource_node(id) != Some(*n) {
+            return Err(wrap(SnapshotError::Corrupt(format!(
+                "resource `{id}` is not where the edges were resolved to"
+            ))));
+        }
+    }
+    let world = loader.finish()?;
+    Ok((
+        world,
+        Loaded {
+            header,
+            version,
+            bytes,
+        },
+    ))
+}
+
+/// A version 5 file opened to be loaded part by part: [`PartsLoad::build`] builds one
+/// part of the graph from that part's own sections (the caller runs one per part, each
+/// on a worker of its own: the partition actors of `serve` and `snapshot load` do),
+/// then [`PartsLoad::finish`] puts the parts together into the world. The codec knows
+/// records and graph parts, not who runs the builds.
+pub struct PartsLoad {
+    plan: PartsPlan,
+    path: std::path::PathBuf,
+    len: u64,
+}
+
+impl PartsLoad {
+    /// Opens `path` to be loaded into `parts` parts; None when it cannot be loaded part
+    /// by part (a version before 5, or `parts` does not divide the file's partitions):
+    /// [`super::load_in`] loads any file.
+    pub fn open(path: &Path, parts: usize) -> Result<Option<PartsLoad>> {
+        let inner = || {
+            let mut f = std::fs::File::open(path)?;
+            let mut first = [0u8; 12];
+            let got = f.read(&mut first)?;
+            let len = f.metadata()?.len();
+            if super::version_of(first.get(..got).unwrap_or_default()).is_none_or(|v| v < PLACED_VERSION) {
+                return Ok(None);
+            }
+            let src = FileAt { path, len };
+            Ok(plan(&src, parts)?.map(|plan| PartsLoad {
+                plan,
+                path: path.to_path_buf(),
+                len,
+            }))
+        };
+        inner().map_err(|e: SnapshotError| e.at(path))
+    }
+
+    /// How many parts the graph is loaded into.
+    pub fn parts(&self) -> usize {
+        self.plan.parts
+    }
+
+    /// Builds part `part` (on the caller's thread and one more).
+    pub fn build(&self, part: usize) -> Result<PartBuilder> {
+        let src = FileAt {
+            path: &self.path,
+            len: self.len,
+        };
+        build_part(&src, &self.plan, part).map_err(|e| e.at(&self.path))
+    }
+
+    /// The world of the built parts (part `j` the `j`-th).
+    pub fn finish(self, built: Vec<PartBuilder>) -> Result<(World, Loaded)> {
+        let path = self.path;
+        finish_parts(self.plan, built, self.len).map_err(|e| e.at(&path))
+    }
 }
