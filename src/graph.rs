@@ -15,7 +15,7 @@
 //! place things in parts (fixed, independent of history, so every copy agrees):
 //!
 //! * **Nodes.** A party or a resource lives in part [`partition_of`] its external id
-//!   (the FNV rule of the write queues and snapshot sections); its id map entry, its
+//!   (the FNV rule of the graph's parts and snapshot sections); its id map entry, its
 //!   legacy identifier list, its degree and the indexes keyed by it (main unit of a
 //!   sub-unit, sub-units of a main unit, key-role edges into it) live there too.
 //! * **Edges** live with their source (the `from` of an assignment, the client of a
@@ -2606,7 +2606,7 @@ fn edges_part(c: &mut Core, batches: Vec<Vec<FullEdge>>, n: usize) -> Vec<Vec<In
 }
 
 /// The partition a party id belongs to among `n`: FNV-1a of the id, stable across
-/// runs, builds and platforms (unlike the std hasher), so the write queues of the store
+/// runs, builds and platforms (unlike the std hasher), so the parts of the graph
 /// and the sections of a snapshot agree on it.
 pub fn partition_of(party: &str, n: usize) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
