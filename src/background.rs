@@ -6,8 +6,8 @@
 //!   ([`PoolError::Busy`]: the server answers 503 `busy` with `Retry-After`).
 //! * **Low priority.** Each job runs on a thread of its own that first lowers its own
 //!   scheduling priority (Linux: `setpriority(PRIO_PROCESS, gettid(), …)`, nice 10 above
-//!   the process's own, at most 19, per thread), so the HTTP workers win the CPU
-//!   whenever both want it. Threads the job starts itself (the report's) call
+//!   the process's own, at most 19, and the `SCHED_IDLE` class, per thread), so the
+//!   HTTP workers win the CPU whenever both want it. Threads the job starts itself (the report's) call
 //!   [`lower_priority`] too.
 //! * **Cancellable.** A job gets a [`Cancel`] flag; the request that started it holds a
 //!   [`CancelOnDrop`], so a client that goes away (or the request time limit, which drops
@@ -137,7 +137,23 @@ pub fn lower_priority() {
     unsafe {
         let tid = libc::gettid();
         let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, lowered(process_nice()));
+        // SCHED_IDLE: the thread runs only on a core no normal thread wants, and a
+        // waking reader preempts it at once (a nice value alone still gives it a share
+        // of a busy core, which readers saw as milliseconds at p99.9).
+        let param = libc::sched_param { sched_priority: 0 };
+        let _ = libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param);
     }
+}
+
+/// Whether the calling thread runs under `SCHED_IDLE` (Linux; false elsewhere), for tests.
+pub fn is_idle_class() -> bool {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `gettid` has no preconditions; `sched_getscheduler` only reads its argument.
+    unsafe {
+        libc::sched_getscheduler(libc::gettid()) == libc::SCHED_IDLE
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
 }
 
 /// The nice value background threads take in a process whose main thread runs at `base`.

@@ -225,10 +225,17 @@ fn the_checkpoint_route_answers_and_without_a_log_writes_nothing() {
 #[test]
 fn background_jobs_run_on_low_priority_threads() {
     let pool = delegraph::background::Pool::new(1);
-    let nice = actix_web::rt::System::new()
-        .block_on(pool.run("test", delegraph::background::current_nice))
+    let (nice, idle) = actix_web::rt::System::new()
+        .block_on(pool.run("test", || {
+            (
+                delegraph::background::current_nice(),
+                delegraph::background::is_idle_class(),
+            )
+        }))
         .unwrap();
     if cfg!(target_os = "linux") {
+        assert!(idle, "background jobs run in the SCHED_IDLE class");
+        assert!(!delegraph::background::is_idle_class());
         // Below the process's own priority, also when the tests run under `nice`.
         let base = delegraph::background::process_nice();
         assert_eq!(nice, delegraph::background::lowered(base));
