@@ -2260,47 +2260,7 @@ impl PartBuilder {
     /// Adds an edge out of a party of this part (the caller has checked that it is new
     /// and that both ends exist).
     pub fn add_edge(&mut self, from: NodeId, to: NodeId, w: Edge) {
-        let c = &mut self.c;
-        let part = c.part;
-        let is_key = is_key_edge(&w);
-        let is_main = matches!(w, Edge::MainUnit(_));
-        let same = to.part == part;
-        let e = if same {
-            let i = c.g.add_edge(from.local(), to.local(), w);
-            c.edge_id(i)
-        } else {
-            let e = EdgeId {
-                part,
-                ix: c.remote.len() as u32 | REMOTE,
-            };
-            c.remote.push(Some((from, to, w)));
-            c.remote_n += 1;
-            c.remote_out.entry(from).or_default().push(e);
-            e
-        };
-        c.degree.at(from).1 += 1;
-        if from == to {
-            *c.loops.entry(from).or_default() += 1;
-        }
-        if is_main {
-            c.main_of.insert(from, to);
-        }
-        if same {
-            c.degree.at(to).0 += 1;
-            if is_key {
-                c.key_in.entry(to).or_default().push(e);
-            }
-            if is_main {
-                c.subs_of.entry(to).or_default().push(from);
-            }
-        } else if let Some(out) = self.incoming_out.get_mut(to.part as usize) {
-            out.push(Incoming {
-                to,
-                edge: e,
-                is_key,
-                main_from: is_main.then_some(from),
-            });
-        }
+        self.c.add_fresh_edge(from, to, w, &mut self.incoming_out);
     }
 }
 
@@ -2558,51 +2518,59 @@ fn edges_one(c: &mut Core, batches: Vec<Vec<FullEdge>>) {
 /// the remote edges by the part of their target, for it to index.
 fn edges_part(c: &mut Core, batches: Vec<Vec<FullEdge>>, n: usize) -> Vec<Vec<Incoming>> {
     let mut outbox: Vec<Vec<Incoming>> = (0..n).map(|_| Vec::new()).collect();
-    let part = c.part;
     for (a, b, w) in batches.into_iter().flatten() {
+        c.add_fresh_edge(a, b, w, &mut outbox);
+    }
+    outbox
+}
+
+impl Core {
+    /// Adds an edge out of a party of this fresh part (the caller has checked that it is
+    /// new and that both ends exist): the degrees, loops and indexes kept here, and for
+    /// an edge to another part its entry in `outbox` (by the target's part) for that part
+    /// to index.
+    fn add_fresh_edge(&mut self, from: NodeId, to: NodeId, w: Edge, outbox: &mut [Vec<Incoming>]) {
+        let part = self.part;
         let is_key = is_key_edge(&w);
         let is_main = matches!(w, Edge::MainUnit(_));
-        let same = b.part == part;
+        let same = to.part == part;
         let e = if same {
-            {
-                let i = c.g.add_edge(a.local(), b.local(), w);
-                c.edge_id(i)
-            }
+            let i = self.g.add_edge(from.local(), to.local(), w);
+            self.edge_id(i)
         } else {
             let e = EdgeId {
                 part,
-                ix: c.remote.len() as u32 | REMOTE,
+                ix: self.remote.len() as u32 | REMOTE,
             };
-            c.remote.push(Some((a, b, w)));
-            c.remote_n += 1;
-            c.remote_out.entry(a).or_default().push(e);
+            self.remote.push(Some((from, to, w)));
+            self.remote_n += 1;
+            self.remote_out.entry(from).or_default().push(e);
             e
         };
-        c.degree.at(a).1 += 1;
-        if a == b {
-            *c.loops.entry(a).or_default() += 1;
+        self.degree.at(from).1 += 1;
+        if from == to {
+            *self.loops.entry(from).or_default() += 1;
         }
         if is_main {
-            c.main_of.insert(a, b);
+            self.main_of.insert(from, to);
         }
         if same {
-            c.degree.at(b).0 += 1;
+            self.degree.at(to).0 += 1;
             if is_key {
-                c.key_in.entry(b).or_default().push(e);
+                self.key_in.entry(to).or_default().push(e);
             }
             if is_main {
-                c.subs_of.entry(b).or_default().push(a);
+                self.subs_of.entry(to).or_default().push(from);
             }
-        } else if let Some(out) = outbox.get_mut(b.part as usize) {
+        } else if let Some(out) = outbox.get_mut(to.part as usize) {
             out.push(Incoming {
-                to: b,
+                to,
                 edge: e,
                 is_key,
-                main_from: is_main.then_some(a),
+                main_from: is_main.then_some(from),
             });
         }
     }
-    outbox
 }
 
 /// The partition a party id belongs to among `n`: FNV-1a of the id, stable across

@@ -183,14 +183,19 @@ fn ask(w: &mut World, name: &str, body: &Value) -> Asked {
     query::evaluate_mut(w, &q).map_err(|e| (e.code.as_str().to_string(), e.message))
 }
 
-/// Questions about every party after each batch: authorized parties and holders.
-fn light_questions(r: &RefWorld) -> Vec<(&'static str, Value)> {
-    let mut q = Vec::new();
-    let subjects: Vec<String> = all_parties()
+/// Every party and system user of the reference world, as subjects of questions.
+fn subjects(r: &RefWorld) -> Vec<String> {
+    all_parties()
         .into_iter()
         .map(str::to_string)
         .chain(r.system_users.keys().cloned())
-        .collect();
+        .collect()
+}
+
+/// Questions about every party after each batch: authorized parties and holders.
+fn light_questions(r: &RefWorld) -> Vec<(&'static str, Value)> {
+    let mut q = Vec::new();
+    let subjects = subjects(r);
     for x in &subjects {
         q.push(("authorized_parties", json!({"subject": x})));
     }
@@ -208,11 +213,7 @@ fn light_questions(r: &RefWorld) -> Vec<(&'static str, Value)> {
 /// consents, and what `simulate` says of the candidate events.
 fn all_questions(r: &RefWorld, consents: &BTreeSet<String>, sims: &[Value]) -> Vec<(&'static str, Value)> {
     let mut q = light_questions(r);
-    let subjects: Vec<String> = all_parties()
-        .into_iter()
-        .map(str::to_string)
-        .chain(r.system_users.keys().cloned())
-        .collect();
+    let subjects = subjects(r);
     for x in &subjects {
         for f in all_parties() {
             q.push(("rights", json!({"subject": x, "party": f})));

@@ -1415,6 +1415,23 @@ enum EdgeAt<'a> {
     MainUnit(MainUnitAt<'a>),
 }
 
+impl<'a> EdgeAt<'a> {
+    /// Record `i` of an edges section, decoded borrowed.
+    fn decode(i: u64, rec: &'a [u8]) -> Result<EdgeAt<'a>> {
+        rmp_serde::from_slice(rec)
+            .map_err(|err| bad(i, format!("not an edge record in an edges section: {err}")))
+    }
+
+    /// Its source's place in the section's partition (the key edges are ordered by).
+    fn source(&self) -> u32 {
+        match self {
+            EdgeAt::Assignment(a) => a.from,
+            EdgeAt::Delegation(d) => d.client,
+            EdgeAt::MainUnit(m) => m.sub,
+        }
+    }
+}
+
 /// What one edge of a source says, for the duplicate checks at the end of its group:
 /// (kind, receiver, facilitator or receiver, role).
 type EdgeKey = (u8, NodeId, NodeId, RoleId);
@@ -1476,13 +1493,8 @@ fn read_edges_placed(
         frames(block, &mut index, |i, rec| {
             r.index = i;
             last = i;
-            let edge: EdgeAt<'_> = rmp_serde::from_slice(rec)
-                .map_err(|err| bad(i, format!("not an edge record in an edges section: {err}")))?;
-            let from = match &edge {
-                EdgeAt::Assignment(a) => a.from,
-                EdgeAt::Delegation(d) => d.client,
-                EdgeAt::MainUnit(m) => m.sub,
-            };
+            let edge = EdgeAt::decode(i, rec)?;
+            let from = edge.source();
             let source = match group {
                 Some((at, n)) if at == from => n,
                 Some((at, _)) if at > from => {
@@ -1937,13 +1949,8 @@ fn decode_edges_at(
         frames(block, &mut index, |i, rec| {
             r.index = i;
             last = i;
-            let edge: EdgeAt<'_> = rmp_serde::from_slice(rec)
-                .map_err(|err| bad(i, format!("not an edge record in an edges section: {err}")))?;
-            let from = match &edge {
-                EdgeAt::Assignment(a) => a.from,
-                EdgeAt::Delegation(d) => d.client,
-                EdgeAt::MainUnit(m) => m.sub,
-            };
+            let edge = EdgeAt::decode(i, rec)?;
+            let from = edge.source();
             let source = match group {
                 Some((at, n)) if at == from => n,
                 Some((at, _)) if at > from => {

@@ -281,13 +281,8 @@ fn verify_edges(
     read_section(src, e, |block| {
         frames(block, &mut index, |i, rec| {
             last = i;
-            let edge: EdgeAt<'_> = rmp_serde::from_slice(rec)
-                .map_err(|err| bad(i, format!("not an edge record in an edges section: {err}")))?;
-            let from = match &edge {
-                EdgeAt::Assignment(a) => a.from,
-                EdgeAt::Delegation(d) => d.client,
-                EdgeAt::MainUnit(m) => m.sub,
-            };
+            let edge = EdgeAt::decode(i, rec)?;
+            let from = edge.source();
             match group {
                 Some(at) if at == from => {}
                 Some(at) if at > from => {
