@@ -393,8 +393,8 @@ struct Core {
     key_in: FxHashMap<NodeId, Vec<EdgeId>>,
     /// Legacy identifiers (uuid, party id, user id, org number, national id) → party,
     /// for decision requests, for the values that hash to this part. A party's old
-    /// identifiers are dropped when it changes; entries are also checked on read. When
-    /// two parties share an identifier, the last one written holds it.
+    /// identifiers are dropped when it changes; entries are also checked on read. Events
+    /// never let two parties share one (`Graph::ident_clash`).
     /// Per identifier kind (`IdentKind as usize`), the party holding each value.
     idents: [FxHashMap<String, NodeId>; 5],
     /// The identifier keys indexed for a party of this part whose node weight was
@@ -456,6 +456,16 @@ impl IdentKind {
             IdentKind::UserId => p.user_id.is_some_and(|x| v.parse::<i64>() == Ok(x)),
             IdentKind::OrgNo => p.org_no.as_deref() == Some(v),
             IdentKind::Ssn => p.ssn.as_deref() == Some(v),
+        }
+    }
+    /// The party field that holds identifiers of this kind, as events name it.
+    pub fn field(self) -> &'static str {
+        match self {
+            IdentKind::Uuid => "uuid",
+            IdentKind::PartyId => "party_id",
+            IdentKind::UserId => "user_id",
+            IdentKind::OrgNo => "org_no",
+            IdentKind::Ssn => "ssn",
         }
     }
     const ALL: [IdentKind; 5] = [
@@ -1321,6 +1331,16 @@ impl Graph {
             }
         }
         self.set_ident_keys(n, Vec::new());
+    }
+
+    /// The first legacy identifier of `p` that a live party other than `me` already
+    /// holds: its kind, value and holder. Identifiers are unique among parties, as in
+    /// Altinn's register, so an event that would share one is refused.
+    pub fn ident_clash(&self, p: &Party, me: Option<NodeId>) -> Option<(IdentKind, String, NodeId)> {
+        ident_keys_of(p).into_iter().find_map(|(kind, v)| {
+            let holder = self.party_by_ident(kind, &v)?;
+            (Some(holder) != me).then_some((kind, v, holder))
+        })
     }
 
     /// The party with this legacy identifier (uuids compare case-insensitively).

@@ -1205,6 +1205,17 @@ fn party_event(tx: &mut Tx<'_>, p: &PartyEvent) -> Result<()> {
     if p.kind == PartyKind::SystemUser && party.system_user_kind.is_none() {
         party.system_user_kind = Some(SystemUserKind::Standard);
     }
+    if let Some((kind, v, holder)) = tx.w.graph.ident_clash(&party, existing) {
+        return Err(Error::new(
+            ErrorCode::Conflict,
+            format!(
+                "{} `{v}` of `{}` already belongs to `{}`",
+                kind.field(),
+                p.id,
+                tx.w.graph.ext_id(holder)
+            ),
+        ));
+    }
     let n = match existing {
         Some(n) => {
             let old = tx.w.graph.party(n).cloned();
