@@ -925,6 +925,7 @@ pub fn report_with(
                             break;
                         };
                         for (x, f) in chunk {
+                            crate::background::pace();
                             worker.visit(k, *x, *f);
                         }
                         done.fetch_add(chunk.len(), Ordering::Relaxed);

@@ -9,13 +9,25 @@
 //!   the process's own, at most 19, and the `SCHED_IDLE` class, per thread), so the
 //!   HTTP workers win the CPU whenever both want it. Threads the job starts itself (the report's) call
 //!   [`lower_priority`] too.
+//! * **Giving way.** `SCHED_IDLE` alone is not enough: a reader that wakes while a
+//!   normal thread runs is queued, and when that thread blocks the scheduler (EEVDF)
+//!   may pick the background thread over the queued reader, which then waits for the
+//!   next tick (4 ms at 250 Hz) before it is preempted. So background loops call
+//!   [`pace`] often: after [`SLICE`] of work since it last did, the thread yields the
+//!   CPU to whoever is runnable (nothing happens when no one is). Threads started by a
+//!   background thread inherit its class and pace too; on other threads (the CLI,
+//!   tests, the HTTP workers) [`pace`] does nothing. Files are written in pieces of at
+//!   most [`PIECE`] bytes with a [`pace`] between them ([`Paced`]).
 //! * **Cancellable.** A job gets a [`Cancel`] flag; the request that started it holds a
 //!   [`CancelOnDrop`], so a client that goes away (or the request time limit, which drops
 //!   the request) sets the flag and the job stops at its next check. The permit is held
 //!   until the job's thread ends, so a cancelled job still counts until it has stopped.
 
+use std::cell::Cell;
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, oneshot};
 
@@ -142,6 +154,86 @@ pub fn lower_priority() {
         // of a busy core, which readers saw as milliseconds at p99.9).
         let param = libc::sched_param { sched_priority: 0 };
         let _ = libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param);
+    }
+    // The next `pace` asks the class again.
+    BACKGROUND.with(|b| b.set(None));
+}
+
+/// How long a background thread works between two [`pace`] yields.
+pub const SLICE: Duration = Duration::from_micros(100);
+
+/// The most bytes a [`Paced`] writer hands the kernel in one call.
+pub const PIECE: usize = 64 * 1024;
+
+thread_local! {
+    /// Whether this thread runs in the `SCHED_IDLE` class (None: not asked yet).
+    static BACKGROUND: Cell<Option<bool>> = const { Cell::new(None) };
+    /// When this thread last gave way.
+    static LAST_YIELD: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// On a background thread (one in the `SCHED_IDLE` class): yields the CPU when the
+/// thread has worked [`SLICE`] since it last did, so that a reader queued on this core
+/// runs now rather than at the next tick. Costs a clock read; does nothing elsewhere.
+#[inline]
+pub fn pace() {
+    let background = BACKGROUND.with(|b| match b.get() {
+        Some(v) => v,
+        None => {
+            let v = is_idle_class();
+            b.set(Some(v));
+            v
+        }
+    });
+    if !background {
+        return;
+    }
+    let now = Instant::now();
+    LAST_YIELD.with(|l| match l.get() {
+        Some(t) if now.duration_since(t) < SLICE => {}
+        Some(_) => {
+            give_way();
+            l.set(Some(Instant::now()));
+        }
+        None => l.set(Some(now)),
+    });
+}
+
+/// Yields the CPU to any runnable thread (Linux: `sched_yield`; elsewhere the standard
+/// library's yield).
+fn give_way() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `sched_yield` takes no arguments and has no preconditions.
+    unsafe {
+        libc::sched_yield();
+    }
+    #[cfg(not(target_os = "linux"))]
+    std::thread::yield_now();
+}
+
+/// A writer that hands its bytes to the inner writer in pieces of at most [`PIECE`],
+/// with a [`pace`] before each: a background thread copying megabytes into the page
+/// cache stays in the kernel (where, without kernel preemption, a waking reader cannot
+/// take the core) for one piece at a time.
+#[derive(Debug)]
+pub struct Paced<W: Write>(pub W);
+
+impl<W: Write> Paced<W> {
+    pub fn into_inner(self) -> W {
+        self.0
+    }
+}
+
+impl<W: Write> Write for Paced<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        pace();
+        let n = buf.len().min(PIECE);
+        self.0.write(buf.get(..n).unwrap_or(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        pace();
+        self.0.flush()
     }
 }
 

@@ -714,6 +714,8 @@ impl Budget {
     }
 
     fn check_time(&self) -> std::result::Result<(), SimError> {
+        // Called between steps: on a background thread, give way to waiting readers.
+        crate::background::pace();
         if self
             .cancel
             .as_ref()

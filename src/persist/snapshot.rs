@@ -85,6 +85,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::background::Paced;
 use crate::catalog::{Catalog, PackageSet};
 use crate::graph::{Assignment, Delegation, Edge, NodeId, Party, Resource, Rule};
 use crate::model::{PartyKind, SystemUserKind};
@@ -1939,7 +1940,7 @@ pub fn save_sections(
 /// The atomic save of [`save`] around `write`, which writes the whole file.
 fn save_with(
     path: &Path,
-    write: impl FnOnce(BufWriter<File>) -> Result<(BufWriter<File>, Counts)>,
+    write: impl FnOnce(BufWriter<Paced<File>>) -> Result<(BufWriter<Paced<File>>, Counts)>,
 ) -> Result<Counts> {
     let inner = || -> Result<Counts> {
         let dir = parent_of(path);
@@ -1951,8 +1952,13 @@ fn save_with(
         let tmp = dir.join(tmp_name);
         let file = File::create(&tmp)?;
         let result = (|| {
-            let (buf, counts) = write(BufWriter::with_capacity(1 << 20, file))?;
-            let file = buf.into_inner().map_err(|e| SnapshotError::Io(e.into_error()))?;
+            // The kernel gets the bytes in pieces, with a pause for waiting readers
+            // between them when a checkpoint writes on a background thread.
+            let (buf, counts) = write(BufWriter::with_capacity(1 << 20, Paced(file)))?;
+            let file = buf
+                .into_inner()
+                .map_err(|e| SnapshotError::Io(e.into_error()))?
+                .into_inner();
             file.sync_all()?;
             drop(file);
             std::fs::rename(&tmp, path)?;

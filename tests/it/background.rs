@@ -247,6 +247,49 @@ fn background_jobs_run_on_low_priority_threads() {
     }
 }
 
+/// Records the size of every write it is given.
+struct Pieces(Vec<u8>, Vec<usize>);
+
+impl std::io::Write for Pieces {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        self.1.push(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_paced_writer_hands_on_every_byte_in_bounded_pieces_on_any_thread() {
+    use delegraph::background::{PIECE, Paced, pace};
+    use std::io::Write;
+    let data: Vec<u8> = (0..3 * PIECE + 17).map(|i| (i * 7 % 251) as u8).collect();
+    let write = |data: Vec<u8>| {
+        let mut w = Paced(Pieces(Vec::new(), Vec::new()));
+        for _ in 0..1000 {
+            pace();
+        }
+        w.write_all(&data).unwrap();
+        w.flush().unwrap();
+        w.into_inner()
+    };
+    // On a test thread (normal priority) and on a background job's thread.
+    let here = write(data.clone());
+    let pool = delegraph::background::Pool::new(1);
+    let d = data.clone();
+    let there = actix_web::rt::System::new()
+        .block_on(pool.run("paced", move || write(d)))
+        .unwrap();
+    for Pieces(bytes, sizes) in [here, there] {
+        assert_eq!(bytes, data);
+        assert!(sizes.iter().all(|n| *n <= PIECE), "{sizes:?}");
+        assert_eq!(sizes.len(), 4, "{sizes:?}");
+    }
+}
+
 #[test]
 fn loadtest_during_simulate_reports_both_tables() {
     use delegraph::loadtest::{During, Mix, Plan, run};

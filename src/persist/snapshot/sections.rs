@@ -225,6 +225,8 @@ impl SectionWriter {
 
     /// Fills in the length of the frame that starts at `at` and flushes a full block.
     fn frame(&mut self, at: usize) -> Result<()> {
+        // A checkpoint encodes on background threads: give way to waiting readers.
+        crate::background::pace();
         let len = self.block.len() - at - 4;
         if len > MAX_BLOCK as usize / 2 {
             return Err(SnapshotError::Encode("a record is larger than 32 MiB".into()));
@@ -419,7 +421,10 @@ impl Places {
             Ok(g.parties()
                 .skip(j)
                 .step_by(k)
-                .map(|(n, party)| (n, partition_of(&party.id, p) as u32))
+                .map(|(n, party)| {
+                    crate::background::pace();
+                    (n, partition_of(&party.id, p) as u32)
+                })
                 .collect::<Vec<_>>())
         })?;
         let mut sizes = vec![0usize; p];
@@ -540,6 +545,7 @@ impl Plan {
         for c in run_jobs(p, |j| {
             let mut c = Counts::default();
             for n in places.home(j) {
+                crate::background::pace();
                 count_edges(w, *n, &mut c);
             }
             Ok(c)
