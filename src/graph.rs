@@ -2270,10 +2270,7 @@ fn insert_by_slot<K, V, S>(
             *c = sum;
         }
         for r in 0..ranges {
-            loop {
-                let (Some(&i), Some(&e)) = (next.get(r), end.get(r)) else {
-                    break;
-                };
+            while let (Some(&i), Some(&e)) = (next.get(r), end.get(r)) {
                 if i >= e {
                     break;
                 }
