@@ -60,7 +60,7 @@ use crate::catalog::{Catalog, PackageSet};
 use crate::graph::{
     Actions, Assignment, Delegation, Edge, NodeId, PartBuilder, Party, PreparedParties, partition_of,
 };
-use crate::model::{PartyKind, RoleId, SystemUserKind};
+use crate::model::{PackageId, PartyKind, RoleId, SystemUserKind};
 use crate::persist::error::SnapshotError;
 use crate::world::World;
 
@@ -1212,6 +1212,11 @@ struct Resolve<'w> {
     partition: usize,
     index: u64,
     last_source: Option<(&'w str, NodeId)>,
+    /// Role and package codes as written → their ids: an edge section names a few dozen
+    /// codes millions of times, and the catalogue's lookup lowercases a copy of the
+    /// code and hashes it with SipHash each time.
+    roles: std::cell::RefCell<FxHashMap<String, RoleId>>,
+    packages: std::cell::RefCell<FxHashMap<String, PackageId>>,
 }
 
 impl<'w> Resolve<'w> {
@@ -1247,10 +1252,28 @@ impl<'w> Resolve<'w> {
         .ok_or_else(|| bad(self.index, format!("names unknown resource `{id}`")))
     }
     fn role(&self, code: &str) -> Result<RoleId> {
-        self.w
+        if let Some(r) = self.roles.borrow().get(code) {
+            return Ok(*r);
+        }
+        let r = self
+            .w
             .catalog
             .role_id(code)
-            .ok_or_else(|| bad(self.index, format!("names unknown role `{code}`")))
+            .ok_or_else(|| bad(self.index, format!("names unknown role `{code}`")))?;
+        self.roles.borrow_mut().insert(code.to_string(), r);
+        Ok(r)
+    }
+    fn package(&self, code: &str) -> Result<PackageId> {
+        if let Some(p) = self.packages.borrow().get(code) {
+            return Ok(*p);
+        }
+        let p = self
+            .w
+            .catalog
+            .package_id(code)
+            .ok_or_else(|| bad(self.index, format!("names unknown package `{code}`")))?;
+        self.packages.borrow_mut().insert(code.to_string(), p);
+        Ok(p)
     }
     /// The weight of an assignment edge (versions 4 and 5 name the same grants alike).
     fn assignment(
@@ -1276,15 +1299,7 @@ impl<'w> Resolve<'w> {
     }
 
     fn packages(&self, codes: &[&str]) -> Result<PackageSet> {
-        codes
-            .iter()
-            .map(|p| {
-                self.w
-                    .catalog
-                    .package_id(p)
-                    .ok_or_else(|| bad(self.index, format!("names unknown package `{p}`")))
-            })
-            .collect()
+        codes.iter().map(|p| self.package(p)).collect()
     }
     fn grants(&self, gs: &[GrantRef<'_>]) -> Result<std::collections::BTreeMap<NodeId, Actions>> {
         gs.iter()
@@ -1317,6 +1332,8 @@ fn read_edges(src: &dyn Source, e: &SectionEntry, w: &World, partitions: u32) ->
         partition: e.partition as usize,
         index: 0,
         last_source: None,
+        roles: Default::default(),
+        packages: Default::default(),
     };
     read_section(src, e, |block| {
         frames(block, &mut index, |i, rec| {
@@ -1491,6 +1508,8 @@ fn read_edges_placed(
         partition: e.partition as usize,
         index: 0,
         last_source: None,
+        roles: Default::default(),
+        packages: Default::default(),
     };
     let mut group: Option<(u32, NodeId)> = None;
     let mut keys: Vec<EdgeKey> = Vec::new();
@@ -1831,25 +1850,19 @@ pub(super) fn build_part(src: &dyn Source, plan: &PartsPlan, j: usize) -> Result
         .sum();
     let resources = plan.part_resources.get(j).copied().unwrap_or(0);
     let mut b = PartBuilder::new(j, plan.parts, parties, resources, edges);
-    // The identifiers are indexed on the decoding thread, the nodes added on this one:
-    // both know every party's node (the parties of a part are added in order).
+    // The parties are decoded on a second thread; this one adds their nodes and gathers
+    // their ids and identifiers, put into the maps on a third thread during the edges.
     let mut idents = b.take_idents();
     pipe(
         |out: &mut Chunks<Party>| {
-            let mut at = 0;
             for e in &party_secs {
-                decode_parties(src, e, p, |party| {
-                    idents.add(&party, NodeId::placed(j, at));
-                    at += 1;
-                    out.push(party)
-                })
-                .map_err(in_section(e, p))?;
+                decode_parties(src, e, p, |party| out.push(party)).map_err(in_section(e, p))?;
             }
             Ok(())
         },
         |party| {
-            let id_of = |id: String| SnapshotError::Corrupt(format!("duplicate party `{id}`"));
-            b.add_party(party).map_err(id_of)?;
+            idents.add(&party, b.next_node());
+            b.add_party(party);
             Ok(())
         },
     )?;
@@ -1871,8 +1884,8 @@ pub(super) fn build_part(src: &dyn Source, plan: &PartsPlan, j: usize) -> Result
     // need them): a tight loop of inserts, which overlap their cache misses.
     let edges = std::thread::scope(|s| {
         let indexer = s.spawn(move || {
-            idents.index();
-            idents
+            let done = idents.index();
+            (idents, done)
         });
         let edges = pipe(
             |out: &mut Chunks<FullEdge>| {
@@ -1888,7 +1901,10 @@ pub(super) fn build_part(src: &dyn Source, plan: &PartsPlan, j: usize) -> Result
             },
         );
         match indexer.join() {
-            Ok(idents) => b.put_idents(idents),
+            Ok((idents, done)) => {
+                b.put_idents(idents);
+                done.map_err(|id| SnapshotError::Corrupt(format!("duplicate party `{id}`")))?;
+            }
             Err(_) => return Err(SnapshotError::Corrupt("a worker thread panicked".into())),
         }
         edges
@@ -1919,6 +1935,8 @@ fn decode_edges_at(
         partition: s,
         index: 0,
         last_source: None,
+        roles: Default::default(),
+        packages: Default::default(),
     };
     // (source position, its node) of the current group, and its edges' keys: (kind,
     // receiver, facilitator or receiver, role), the parties by place.
