@@ -584,10 +584,11 @@ type Map<K, V> = imbl::HashMap<K, V>;
 /// the base's (an empty list or 0 where the base's index has no entry; `None` for a
 /// removed node, edge or key).
 ///
-/// INVARIANT: the adjacency lists of both endpoints of every edge added or removed in the
-/// delta are overridden (`out_adj` in the source's part, `in_adj` in the target's part),
-/// so a node without an override has exactly its base edges (petgraph's and remote
-/// ones), which the delta never changes in place. New nodes, edges and remote edges get
+/// INVARIANT: the adjacency lists of both endpoints of every edge added, removed or
+/// given a new weight in the delta are overridden (`out_adj` in the source's part,
+/// `in_adj` in the target's part), so a node without an override has exactly its base
+/// edges (petgraph's and remote ones) and the walk of its petgraph edges may read their
+/// weights from the base (remote edges are always read through `edges`). New nodes, edges and remote edges get
 /// indices from `next_node`/`next_edge`/`next_remote`, which start at the base's bounds
 /// and never go back, so an index names one node or edge for the life of the delta, and
 /// [`Graph::compacted_part`] places each at the same index in the next base.
@@ -886,7 +887,12 @@ impl Part {
                 None => gone_nodes.push(n),
             }
         }
+        // Stand-in edges are loops on one stand-in node, removed newest first: each is
+        // then at the head of the stand-in's lists, so removing it is O(1). (On the real
+        // edge's endpoints, a hub's lists grew with every stand-in and each removal
+        // walked them: quadratic in the delta's revoked edges.)
         let mut fill_edges = Vec::new();
+        let mut stand_in: Option<NodeIndex<u32>> = None;
         for (i, w) in d.edges.range(edge_bound..REMOTE) {
             let Some(w) = w else { continue };
             let (a, b, w) = &**w;
@@ -894,13 +900,33 @@ impl Part {
                 return None;
             }
             loop {
-                let got = c.g.add_edge(a.local(), b.local(), w.clone());
+                let got = match stand_in {
+                    Some(t) => c.g.add_edge(t, t, w.clone()),
+                    None => c.g.add_edge(a.local(), b.local(), w.clone()),
+                };
                 let got_i = got.index() as u32;
                 if got_i == *i {
+                    if stand_in.is_some() {
+                        // The real edge's slot: onto its real endpoints.
+                        c.g.remove_edge(got);
+                        if c.g.add_edge(a.local(), b.local(), w.clone()) != got {
+                            return None;
+                        }
+                    }
                     break;
                 }
                 if got_i > *i {
                     return None;
+                }
+                if stand_in.is_none() {
+                    // The first stand-in went onto the real endpoints: move it.
+                    c.g.remove_edge(got);
+                    let t = c.g.add_node(c.g.node_weight(a.local())?.clone());
+                    stand_in = Some(t);
+                    let again = c.g.add_edge(t, t, w.clone());
+                    if again != got {
+                        return None;
+                    }
                 }
                 fill_edges.push(got);
             }
@@ -922,10 +948,17 @@ impl Part {
             *c.remote.get_mut(slot)? = w.as_deref().cloned();
         }
         c.remote_n = c.remote.iter().filter(|e| e.is_some()).count();
-        for e in fill_edges {
+        for e in fill_edges.into_iter().rev() {
             c.g.remove_edge(e);
         }
-        for n in fill_nodes.into_iter().chain(gone_nodes) {
+        if let Some(t) = stand_in {
+            c.g.remove_node(t);
+        }
+        // Highest first, so that the free list hands the slots out lowest first (a
+        // later compaction places new nodes in index order).
+        let mut gone: Vec<NodeIndex<u32>> = fill_nodes.into_iter().chain(gone_nodes).collect();
+        gone.sort_unstable_by(|a, b| b.cmp(a));
+        for n in gone {
             c.g.remove_node(n);
         }
         // The indexes: every delta entry is an absolute value.
@@ -1794,12 +1827,62 @@ impl Graph {
 
     /// Sets the edge with `key` to `w` (None removes it); returns the previous value.
     pub fn set_edge(&mut self, key: EdgeKey, w: Option<Edge>) -> Option<Edge> {
-        let old = self.find(key).and_then(|e| self.remove_edge(e));
+        let found = self.find(key);
+        if let (Some(e), Some(w)) = (found, &w) {
+            // The key fixes the endpoints and the kind, so the edge keeps its place.
+            if let Some(old) = self.replace_edge_weight(e, w.clone()) {
+                return Some(old);
+            }
+        }
+        let old = found.and_then(|e| self.remove_edge(e));
         if let Some(w) = w {
             let (a, b) = endpoints_of(key);
             self.add_edge(a, b, w);
         }
         old
+    }
+
+    /// Replaces the weight of edge `e` in place: same index, same endpoints, same place
+    /// in both adjacency lists, so no index changes (a grant or a revoke on an existing
+    /// edge changes one delta entry, not two adjacency lists and a fresh index). The
+    /// new weight must index as the old one does (both key-role assignments or neither,
+    /// both main-unit edges or neither); otherwise nothing changes and None is returned,
+    /// as for an edge that does not exist.
+    fn replace_edge_weight(&mut self, e: EdgeId, w: Edge) -> Option<Edge> {
+        let (a, b, old) = self.edge_full(e)?;
+        if is_key_edge(old) != is_key_edge(&w)
+            || matches!(old, Edge::MainUnit(_)) != matches!(w, Edge::MainUnit(_))
+        {
+            return None;
+        }
+        let old = old.clone();
+        match self.w(e.part) {
+            W::Direct(c) => {
+                if e.is_remote() {
+                    *c.remote.get_mut(e.slot())? = Some((a, b, w));
+                } else {
+                    *c.g.edge_weight_mut(e.local())? = w;
+                }
+            }
+            W::Delta(d, base) => {
+                // A base edge's weight is read from the base by the walk of an endpoint
+                // without an overridden list (see `Delta`): override both first. Remote
+                // edges are always read through the delta's edge map.
+                if !e.is_remote() {
+                    for (n, dir) in [(a, Direction::Outgoing), (b, Direction::Incoming)] {
+                        let map = match dir {
+                            Direction::Outgoing => &d.out_adj,
+                            Direction::Incoming => &d.in_adj,
+                        };
+                        if !map.contains_key(&n) {
+                            adj_mut(d, base, n, dir);
+                        }
+                    }
+                }
+                d.edges.insert(e.ix, Some(Arc::new((a, b, w))));
+            }
+        }
+        Some(old)
     }
 
     /// This graph with every part's delta folded into a new base (the same nodes and
