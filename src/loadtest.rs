@@ -274,6 +274,7 @@ fn pool(w: &World, seed: u64) -> Result<Pool, LoadError> {
     let mut subjects = Vec::new();
     let mut writes = Vec::new();
     let mut written = std::collections::HashSet::new();
+    let mut actors = std::collections::HashSet::new();
     let ulykke = c.package_id("ulykke");
     let tries = parties.len().min(20_000);
     for _ in 0..tries {
@@ -305,11 +306,19 @@ fn pool(w: &World, seed: u64) -> Result<Pool, LoadError> {
                 .is_some_and(|p| p.kind == crate::model::PartyKind::Person)
             && let Some(pk) = ulykke
             && writes.len() < MAX_WRITES
-            && written.insert((ap.party, x))
+            && !written.contains(&(ap.party, x))
+            && !actors.contains(&(ap.party, x))
             && let Some(by) = resolve::holders(w, ap.party, pk).into_iter().find(|u| {
-                resolve::can_delegate_package(w, *u, ap.party, pk) == resolve::DelegationVerdict::Yes
+                *u != x
+                    && !written.contains(&(ap.party, *u))
+                    && resolve::can_delegate_package(w, *u, ap.party, pk) == resolve::DelegationVerdict::Yes
             })
         {
+            // No actor of an organisation is also a receiver for it: a revoke of the
+            // pool would otherwise take away the right its actor grants with, and that
+            // actor's next grant would be (rightly) refused.
+            written.insert((ap.party, x));
+            actors.insert((ap.party, by));
             let by = w.graph.ext_id(by).to_string();
             writes.push((fid, xid, "ulykke".to_string(), by));
         }
