@@ -321,3 +321,57 @@ fn loadtest_during_simulate_reports_both_tables() {
     );
     server.stop();
 }
+
+/// The load tester's writes (`--mix events=1`: a grant of `ulykke` by an actor, then its
+/// revoke) are all accepted: no pair of its pool revokes the right another pair's actor
+/// grants with. Here each of twenty firms gave `ulykke` to one employee (who may pass it
+/// on) and something else to two more. (The pool once made an actor the receiver of a pair: that
+/// pair's revoke took her right away, and every later grant she made was refused.)
+#[test]
+fn loadtest_writes_never_take_away_an_actors_right() {
+    use delegraph::loadtest::{Mix, Plan, run};
+    let mut events = Vec::new();
+    for o in 0..20 {
+        events.push(json!({"party": {"id": format!("o{o}"), "kind": "organisation", "unit_type": "AS"}}));
+        for i in 0..3 {
+            let package = if i == 0 { "ulykke" } else { "skattegrunnlag" };
+            let p = format!("p{o}-{i}");
+            events.push(json!({"party": {"id": p, "kind": "person"}}));
+            events.push(json!({"grant": {"from": format!("o{o}"), "to": p, "package": package}}));
+        }
+    }
+    let mut world = World::new();
+    for e in events {
+        delegraph::mutate::apply(&mut world, &Event::from_json(e).unwrap()).unwrap();
+    }
+    let server = start_with(world.clone(), Limits::default());
+    let plan = Plan {
+        server: server.url(),
+        token: None,
+        requests: 2_000,
+        duration: Duration::from_secs(120),
+        concurrency: 2,
+        mix: Mix::parse("events=1").unwrap(),
+        batch_size: 1,
+        seed: 1,
+        during: None,
+    };
+    let report = run(&world, &plan, &|_| {}).unwrap();
+    assert_eq!(report.requests, 2_000);
+    assert_eq!(report.errors, 0, "{}", delegraph::loadtest::to_text(&report));
+    // They were writes (an empty pool would send checks instead).
+    let metrics = agent()
+        .get(format!("{}/metrics", server.url()))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let batches: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("delegraph_store_batches_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(batches >= 2_000, "{batches} batches");
+    server.stop();
+}
