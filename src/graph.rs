@@ -1636,37 +1636,9 @@ impl Graph {
         let subs = is_main.then(|| self.subs(to).to_vec());
         let e = match self.w(from.part) {
             W::Direct(c) => {
-                let e = if same {
-                    {
-                        let i = c.g.add_edge(from.local(), to.local(), w);
-                        c.edge_id(i)
-                    }
-                } else {
-                    let e = EdgeId {
-                        part: c.part,
-                        ix: c.remote.len() as u32 | REMOTE,
-                    };
-                    c.remote.push(Some((from, to, w)));
-                    c.remote_n += 1;
-                    c.remote_out.entry(from).or_default().push(e);
-                    e
-                };
-                c.degree.at(from).1 += 1;
-                if from == to {
-                    *c.loops.entry(from).or_default() += 1;
-                }
-                if is_main {
-                    c.main_of.insert(from, to);
-                }
-                if same {
+                let (e, incoming) = c.add_fresh_edge(from, to, w);
+                if incoming.is_none() {
                     // petgraph keeps the target's list; the indexes are this part's too.
-                    c.degree.at(to).0 += 1;
-                    if is_key {
-                        c.key_in.entry(to).or_default().push(e);
-                    }
-                    if is_main {
-                        c.subs_of.entry(to).or_default().push(from);
-                    }
                     return e;
                 }
                 e
@@ -1703,14 +1675,12 @@ impl Graph {
         match self.w(to.part) {
             W::Direct(c) => {
                 // Only for an edge from another part (a same-part direct add returned).
-                c.degree.at(to).0 += 1;
-                c.remote_in.entry(to).or_default().push(e);
-                if is_key {
-                    c.key_in.entry(to).or_default().push(e);
-                }
-                if is_main {
-                    c.subs_of.entry(to).or_default().push(from);
-                }
+                c.index_incoming(Incoming {
+                    to,
+                    edge: e,
+                    is_key,
+                    main_from: is_main.then_some(from),
+                });
             }
             W::Delta(d, base) => {
                 adj_mut(d, base, to, Direction::Incoming).push_front(e);
@@ -2214,14 +2184,7 @@ impl Graph {
         }
         on_parts(cores.into_iter().zip(inbox).collect(), |(c, lists)| {
             for x in lists.into_iter().flatten() {
-                c.degree.at(x.to).0 += 1;
-                c.remote_in.entry(x.to).or_default().push(x.edge);
-                if x.is_key {
-                    c.key_in.entry(x.to).or_default().push(x.edge);
-                }
-                if let Some(sub) = x.main_from {
-                    c.subs_of.entry(x.to).or_default().push(sub);
-                }
+                c.index_incoming(x);
             }
         });
     }
@@ -2488,7 +2451,8 @@ impl PartBuilder {
     /// Adds an edge out of a party of this part (the caller has checked that it is new
     /// and that both ends exist).
     pub fn add_edge(&mut self, from: NodeId, to: NodeId, w: Edge) {
-        self.c.add_fresh_edge(from, to, w, &mut self.incoming_out);
+        let (_, incoming) = self.c.add_fresh_edge(from, to, w);
+        post(&mut self.incoming_out, incoming);
     }
 }
 
@@ -2539,14 +2503,7 @@ impl Graph {
             let remote: usize = incoming.iter().map(Vec::len).sum();
             c.remote_in.reserve(remote);
             for x in incoming.into_iter().flatten() {
-                c.degree.at(x.to).0 += 1;
-                c.remote_in.entry(x.to).or_default().push(x.edge);
-                if x.is_key {
-                    c.key_in.entry(x.to).or_default().push(x.edge);
-                }
-                if let Some(sub) = x.main_from {
-                    c.subs_of.entry(x.to).or_default().push(sub);
-                }
+                c.index_incoming(x);
             }
             Arc::new(Part {
                 base: Arc::new(c),
@@ -2558,6 +2515,15 @@ impl Graph {
             parts: cores.into_iter().collect(),
             order: imbl::Vector::new(),
         })
+    }
+}
+
+/// Puts a remote edge in the outbox of its target's part.
+fn post(outbox: &mut [Vec<Incoming>], incoming: Option<Incoming>) {
+    if let Some(x) = incoming
+        && let Some(out) = outbox.get_mut(x.to.part as usize)
+    {
+        out.push(x);
     }
 }
 
@@ -2747,17 +2713,18 @@ fn edges_one(c: &mut Core, batches: Vec<Vec<FullEdge>>) {
 fn edges_part(c: &mut Core, batches: Vec<Vec<FullEdge>>, n: usize) -> Vec<Vec<Incoming>> {
     let mut outbox: Vec<Vec<Incoming>> = (0..n).map(|_| Vec::new()).collect();
     for (a, b, w) in batches.into_iter().flatten() {
-        c.add_fresh_edge(a, b, w, &mut outbox);
+        let (_, incoming) = c.add_fresh_edge(a, b, w);
+        post(&mut outbox, incoming);
     }
     outbox
 }
 
 impl Core {
-    /// Adds an edge out of a party of this fresh part (the caller has checked that it is
-    /// new and that both ends exist): the degrees, loops and indexes kept here, and for
-    /// an edge to another part its entry in `outbox` (by the target's part) for that part
-    /// to index.
-    fn add_fresh_edge(&mut self, from: NodeId, to: NodeId, w: Edge, outbox: &mut [Vec<Incoming>]) {
+    /// Adds an edge out of a party of this part, kept in place (a fresh part, or one no
+    /// version shares; the caller has checked that it is new and that both ends exist):
+    /// the degrees, loops and indexes kept here. For an edge to another part it returns
+    /// the entry that part indexes ([`Core::index_incoming`]).
+    fn add_fresh_edge(&mut self, from: NodeId, to: NodeId, w: Edge) -> (EdgeId, Option<Incoming>) {
         let part = self.part;
         let is_key = is_key_edge(&w);
         let is_main = matches!(w, Edge::MainUnit(_));
@@ -2782,21 +2749,34 @@ impl Core {
         if is_main {
             self.main_of.insert(from, to);
         }
-        if same {
-            self.degree.at(to).0 += 1;
-            if is_key {
-                self.key_in.entry(to).or_default().push(e);
-            }
-            if is_main {
-                self.subs_of.entry(to).or_default().push(from);
-            }
-        } else if let Some(out) = outbox.get_mut(to.part as usize) {
-            out.push(Incoming {
+        if !same {
+            let incoming = Incoming {
                 to,
                 edge: e,
                 is_key,
                 main_from: is_main.then_some(from),
-            });
+            };
+            return (e, Some(incoming));
+        }
+        self.degree.at(to).0 += 1;
+        if is_key {
+            self.key_in.entry(to).or_default().push(e);
+        }
+        if is_main {
+            self.subs_of.entry(to).or_default().push(from);
+        }
+        (e, None)
+    }
+
+    /// Indexes, on the part of its target, an edge kept by another part.
+    fn index_incoming(&mut self, x: Incoming) {
+        self.degree.at(x.to).0 += 1;
+        self.remote_in.entry(x.to).or_default().push(x.edge);
+        if x.is_key {
+            self.key_in.entry(x.to).or_default().push(x.edge);
+        }
+        if let Some(sub) = x.main_from {
+            self.subs_of.entry(x.to).or_default().push(sub);
         }
     }
 }
