@@ -1594,12 +1594,13 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
         to,
         role: c.known.rettighetshaver,
     };
-    let mut a = match tx.edge(key) {
+    let found = tx.edge(key);
+    let existed = found.is_some();
+    let mut a = match found {
         Some(Edge::Assignment(a)) => a,
         _ => Assignment::new(c.known.rettighetshaver),
     };
     let before = a.clone();
-    let existed = tx.edge(key).is_some();
     match target {
         GrantTarget::Package(p) => a.packages.insert(p),
         GrantTarget::Resource(r, acts) => a.resources.entry(r).or_default().extend(acts),
@@ -1612,20 +1613,29 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
 }
 
 /// May `by` remove what is named from the connection `from → to` (§5)?
+///
+/// `by`'s records for `from` are read once and answer every question below (each of
+/// [`holds`], [`resolve::is_person_access_manager`] and [`resolve::can_delegate_package`]
+/// would read the same records again).
 fn may_remove(w: &World, by: NodeId, from: NodeId, to: NodeId, what: &[GrantTarget]) -> bool {
-    if by == to || holds(w, by, from, w.catalog.known.tilgangsstyrer) {
+    if by == to {
+        return true;
+    }
+    let recs = resolve::records(w, by, Some(from));
+    let tilgangsstyrer = w.catalog.known.tilgangsstyrer;
+    if recs.iter().any(|r| r.packages.contains(tilgangsstyrer)) {
         return true;
     }
     // §11.4: a person's outgoing grants are theirs and their access managers' to remove.
     if kind_of(w, from) == Some(PartyKind::Person)
-        && (by == from || resolve::is_person_access_manager(w, by, from))
+        && (by == from || resolve::is_person_access_manager_in(w, by, from, &recs))
     {
         return true;
     }
     !what.is_empty()
         && what.iter().all(|t| match t {
             GrantTarget::Package(p) => {
-                resolve::can_delegate_package(w, by, from, *p) == DelegationVerdict::Yes
+                resolve::can_delegate_package_in(w, by, from, *p, &recs) == DelegationVerdict::Yes
             }
             GrantTarget::Resource(r, acts) | GrantTarget::Instance(r, _, acts) => acts
                 .iter()

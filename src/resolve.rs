@@ -591,15 +591,42 @@ pub enum DelegationVerdict {
 
 /// The delegation check (§5): may `u`, acting for `party`, grant package `p`?
 pub fn can_delegate_package(w: &World, u: NodeId, party: NodeId, p: PackageId) -> DelegationVerdict {
-    let c = w.catalog;
-    let pkg = c.package(p);
+    match package_refusal(w, party, p) {
+        Some(v) => v,
+        None => held_verdict(held_delegable_packages(w, u, party), p),
+    }
+}
+
+/// [`can_delegate_package`] given `u`'s records for `party` (`records(w, u,
+/// Some(party))`), for a caller that reads them for more than one question.
+pub fn can_delegate_package_in(
+    w: &World,
+    u: NodeId,
+    party: NodeId,
+    p: PackageId,
+    recs: &[Record],
+) -> DelegationVerdict {
+    match package_refusal(w, party, p) {
+        Some(v) => v,
+        None => held_verdict(held_delegable_in(w, u, party, recs), p),
+    }
+}
+
+/// The package's own conditions of the delegation check: why `p` cannot be passed on
+/// at `party` by anyone, or None.
+fn package_refusal(w: &World, party: NodeId, p: PackageId) -> Option<DelegationVerdict> {
+    let pkg = w.catalog.package(p);
     if !pkg.is_assignable {
-        return DelegationVerdict::NotAssignable;
+        return Some(DelegationVerdict::NotAssignable);
     }
     if entity_type_of(w, party) != Some(pkg.entity_type) {
-        return DelegationVerdict::WrongEntityType;
+        return Some(DelegationVerdict::WrongEntityType);
     }
-    if held_delegable_packages(w, u, party).contains(p) {
+    None
+}
+
+fn held_verdict(held: PackageSet, p: PackageId) -> DelegationVerdict {
+    if held.contains(p) {
         DelegationVerdict::Yes
     } else {
         DelegationVerdict::NotHeld
@@ -612,6 +639,12 @@ pub fn can_delegate_package(w: &World, u: NodeId, party: NodeId, p: PackageId) -
 /// `hovedadministrator` its template. [`can_delegate_package`] is this plus those
 /// conditions; the cut-off report asks it once per candidate instead of once per package.
 pub fn held_delegable_packages(w: &World, u: NodeId, party: NodeId) -> PackageSet {
+    held_delegable_in(w, u, party, &records(w, u, Some(party)))
+}
+
+/// [`held_delegable_packages`] given `u`'s records for `party` (`records(w, u,
+/// Some(party))`).
+fn held_delegable_in(w: &World, u: NodeId, party: NodeId, recs: &[Record]) -> PackageSet {
     let c = w.catalog;
     let admin_pkg = c.known.hovedadministrator;
     let ut = unit_type(w, party);
@@ -621,7 +654,7 @@ pub fn held_delegable_packages(w: &World, u: NodeId, party: NodeId) -> PackageSe
     // manager's package for P from the same sources.
     let person_party = u != party && w.graph.party(party).is_some_and(|p| p.kind == PartyKind::Person);
     let mut access_manager = false;
-    for r in records(w, u, Some(party)) {
+    for r in recs {
         if !r.counts_for_delegation() {
             continue;
         }
@@ -658,9 +691,17 @@ pub fn held_delegable_packages(w: &World, u: NodeId, party: NodeId) -> PackageSe
 pub fn is_person_access_manager(w: &World, u: NodeId, p: NodeId) -> bool {
     u != p
         && w.graph.party(p).is_some_and(|x| x.kind == PartyKind::Person)
-        && records(w, u, Some(p)).iter().any(|r| {
-            r.counts_for_delegation() && r.packages.contains(w.catalog.known.innbygger_tilgangsstyring)
-        })
+        && manages_person_in(w, &records(w, u, Some(p)))
+}
+
+/// [`is_person_access_manager`] given `u`'s records for `p` (`records(w, u, Some(p))`).
+pub fn is_person_access_manager_in(w: &World, u: NodeId, p: NodeId, recs: &[Record]) -> bool {
+    u != p && w.graph.party(p).is_some_and(|x| x.kind == PartyKind::Person) && manages_person_in(w, recs)
+}
+
+fn manages_person_in(w: &World, recs: &[Record]) -> bool {
+    recs.iter()
+        .any(|r| r.counts_for_delegation() && r.packages.contains(w.catalog.known.innbygger_tilgangsstyring))
 }
 
 /// The packages someone at `party` may pass on (§5): the union of
