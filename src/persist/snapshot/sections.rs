@@ -1215,6 +1215,67 @@ fn party_fast(rec: &[u8]) -> Option<PartyRef<'_>> {
     })
 }
 
+/// A resource grant of an edge record (`[resource, [action]]`), without serde.
+fn grant<'a>(m: &mut Mp<'a>) -> Option<GrantRef<'a>> {
+    if m.array()? != 2 {
+        return None;
+    }
+    let resource = m.str()?;
+    let actions = m.items(Mp::str)?;
+    Some(GrantRef { resource, actions })
+}
+
+/// An instance grant of an assignment record (`[resource, instance, [action]]`).
+fn instance_grant<'a>(m: &mut Mp<'a>) -> Option<InstanceGrantRef<'a>> {
+    if m.array()? != 3 {
+        return None;
+    }
+    let resource = m.str()?;
+    let instance = m.str()?;
+    let actions = m.items(Mp::str)?;
+    Some(InstanceGrantRef {
+        resource,
+        instance,
+        actions,
+    })
+}
+
+/// An edge record of version 4 (parties by external id) decoded without serde, as
+/// [`edge_fast`] does for version 5.
+fn edge_ref_fast(rec: &[u8]) -> Option<EdgeRef<'_>> {
+    let mut m = Mp { b: rec, at: 0 };
+    if m.byte()? != 0x81 {
+        return None;
+    }
+    let variant = m.str()?;
+    let fields = m.array()?;
+    let e = match (variant, fields) {
+        ("Assignment", 6) => EdgeRef::Assignment(AssignmentRef {
+            from: m.str()?,
+            to: m.str()?,
+            role: m.str()?,
+            packages: m.items(Mp::str)?,
+            resources: m.items(grant)?,
+            instances: m.items(instance_grant)?,
+        }),
+        ("Delegation", 6) => EdgeRef::Delegation(DelegationRef {
+            client: m.str()?,
+            facilitator: m.str()?,
+            agent: m.str()?,
+            role: m.str()?,
+            packages: m.items(Mp::str)?,
+            resources: m.items(grant)?,
+        }),
+        ("MainUnit", 3) => EdgeRef::MainUnit(MainUnitRef {
+            sub: m.str()?,
+            main: m.str()?,
+            role: m.str()?,
+        }),
+        _ => return None,
+    };
+    (m.at == rec.len()).then_some(e)
+}
+
 /// An edge record of version 5 decoded without serde, for the shapes the writer gives
 /// (as [`party_fast`]: None for anything else, left to rmp-serde).
 fn edge_fast(rec: &[u8]) -> Option<EdgeAt<'_>> {
@@ -1224,14 +1285,6 @@ fn edge_fast(rec: &[u8]) -> Option<EdgeAt<'_>> {
     }
     let variant = m.str()?;
     let fields = m.array()?;
-    fn grant<'a>(m: &mut Mp<'a>) -> Option<GrantRef<'a>> {
-        if m.array()? != 2 {
-            return None;
-        }
-        let resource = m.str()?;
-        let actions = m.items(Mp::str)?;
-        Some(GrantRef { resource, actions })
-    }
     let e = match (variant, fields) {
         ("Assignment", 6) => EdgeAt::Assignment(AssignmentAt {
             from: u32::try_from(m.uint()?).ok()?,
@@ -1239,19 +1292,7 @@ fn edge_fast(rec: &[u8]) -> Option<EdgeAt<'_>> {
             role: m.str()?,
             packages: m.items(Mp::str)?,
             resources: m.items(grant)?,
-            instances: m.items(|m| {
-                if m.array()? != 3 {
-                    return None;
-                }
-                let resource = m.str()?;
-                let instance = m.str()?;
-                let actions = m.items(Mp::str)?;
-                Some(InstanceGrantRef {
-                    resource,
-                    instance,
-                    actions,
-                })
-            })?,
+            instances: m.items(instance_grant)?,
         }),
         ("Delegation", 6) => EdgeAt::Delegation(DelegationAt {
             client: u32::try_from(m.uint()?).ok()?,
@@ -1382,7 +1423,7 @@ struct InstanceGrantRef<'a> {
     actions: Vec<&'a str>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct AssignmentRef<'a> {
     from: &'a str,
     to: &'a str,
@@ -1395,7 +1436,7 @@ struct AssignmentRef<'a> {
     instances: Vec<InstanceGrantRef<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct DelegationRef<'a> {
     client: &'a str,
     facilitator: &'a str,
@@ -1407,7 +1448,7 @@ struct DelegationRef<'a> {
     resources: Vec<GrantRef<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct MainUnitRef<'a> {
     sub: &'a str,
     main: &'a str,
@@ -1415,7 +1456,7 @@ struct MainUnitRef<'a> {
 }
 
 /// The edge variants of [`Record`], by the same names.
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 enum EdgeRef<'a> {
     #[serde(borrow)]
     Assignment(AssignmentRef<'a>),
@@ -1561,8 +1602,11 @@ fn read_edges(src: &dyn Source, e: &SectionEntry, w: &World, partitions: u32) ->
     read_section(src, e, |block| {
         frames(block, &mut index, |i, rec| {
             r.index = i;
-            let edge: EdgeRef<'_> = rmp_serde::from_slice(rec)
-                .map_err(|err| bad(i, format!("not an edge record in an edges section: {err}")))?;
+            let edge: EdgeRef<'_> = match edge_ref_fast(rec) {
+                Some(e) => e,
+                None => rmp_serde::from_slice(rec)
+                    .map_err(|err| bad(i, format!("not an edge record in an edges section: {err}")))?,
+            };
             match edge {
                 EdgeRef::Assignment(a) => {
                     seen.assignments += 1;
@@ -2451,6 +2495,32 @@ mod tests {
         MainUnit((u32, u64, &'a str)),
     }
 
+    #[derive(serde::Serialize)]
+    #[allow(clippy::type_complexity)]
+    enum EdgeMirror4<'a> {
+        Assignment(
+            (
+                &'a str,
+                &'a str,
+                &'a str,
+                Vec<&'a str>,
+                Vec<(&'a str, Vec<&'a str>)>,
+                Vec<(&'a str, &'a str, Vec<&'a str>)>,
+            ),
+        ),
+        Delegation(
+            (
+                &'a str,
+                &'a str,
+                &'a str,
+                &'a str,
+                Vec<&'a str>,
+                Vec<(&'a str, Vec<&'a str>)>,
+            ),
+        ),
+        MainUnit((&'a str, &'a str, &'a str)),
+    }
+
     #[test]
     fn edge_records_decode_as_rmp_serde_decodes_them() {
         let long = "r".repeat(300);
@@ -2481,6 +2551,42 @@ mod tests {
             let serde: Option<EdgeAt<'_>> = rmp_serde::from_slice(&rec).ok();
             assert_eq!(fast, serde);
             assert!(edge_fast(&rec[..rec.len() - 1]).is_none());
+        }
+        // The same shapes with parties by external id (version 4).
+        let refs = [
+            (
+                "Assignment",
+                rmp_serde::to_vec(&EdgeMirror4::Assignment((
+                    "o1",
+                    "p0",
+                    "daglig-leder",
+                    vec!["lonn"],
+                    vec![("skatt-mva", vec!["read"])],
+                    vec![("skatt-mva", "i-1", vec![])],
+                ))),
+            ),
+            (
+                "Delegation",
+                rmp_serde::to_vec(&EdgeMirror4::Delegation((
+                    "o1",
+                    "o2",
+                    "p1",
+                    "regnskapsforer",
+                    vec![],
+                    vec![],
+                ))),
+            ),
+            (
+                "MainUnit",
+                rmp_serde::to_vec(&EdgeMirror4::MainUnit(("o3", "o1", "hovedenhet"))),
+            ),
+        ];
+        for (what, rec) in refs {
+            let rec = rec.unwrap_or_default();
+            let fast = edge_ref_fast(&rec);
+            assert!(fast.is_some(), "{what} not read by the fast path");
+            let serde: Option<EdgeRef<'_>> = rmp_serde::from_slice(&rec).ok();
+            assert_eq!(fast, serde, "{what}");
         }
         // A source that does not fit 32 bits is left to rmp-serde (which refuses it).
         let rec = rmp_serde::to_vec(&EdgeMirror::MainUnit((0, 1, "x"))).unwrap_or_default();
