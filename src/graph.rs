@@ -306,7 +306,49 @@ impl IdKey {
             IdKey::Heap(s) => s,
         }
     }
+
+    /// `v` in decimal, as `v.to_string()` writes it (at most 20 bytes: inline).
+    fn int(v: i64) -> IdKey {
+        let mut b = [0u8; IdKey::INLINE];
+        let mut u = v.unsigned_abs();
+        let len = u.checked_ilog10().map_or(1, |d| d as usize + 1) + usize::from(v < 0);
+        if v < 0 {
+            b[0] = b'-';
+        }
+        // Two digits at a time from the end.
+        let mut i = len;
+        while u >= 10 {
+            let d = (u % 100) as usize;
+            u /= 100;
+            if let Some(two) = b.get_mut(i.saturating_sub(2)..i) {
+                two.copy_from_slice(&DIGITS[2 * d..2 * d + 2]);
+            }
+            i = i.saturating_sub(2);
+        }
+        if (u > 0 || v == 0)
+            && let Some(x) = b.get_mut(i.wrapping_sub(1))
+        {
+            *x = b'0' + u as u8;
+        }
+        IdKey::Inline(len as u8, b)
+    }
+
+    /// Where the key keeps its bytes apart from itself (a long key's heap).
+    fn heap_bytes(&self) -> Option<*const u8> {
+        match self {
+            IdKey::Inline(..) => None,
+            IdKey::Heap(s) => Some(s.as_ptr()),
+        }
+    }
 }
+
+/// "00" to "99", for [`IdKey::int`].
+const DIGITS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
 
 impl From<String> for IdKey {
     fn from(s: String) -> IdKey {
@@ -398,8 +440,10 @@ struct Core {
     /// for decision requests, for the values that hash to this part. A party's old
     /// identifiers are dropped when it changes; entries are also checked on read. Events
     /// never let two parties share one (`Graph::ident_clash`).
-    /// Per identifier kind (`IdentKind as usize`), the party holding each value.
-    idents: [FxHashMap<String, NodeId>; 5],
+    /// Per identifier kind (`IdentKind as usize`), the party holding each value. Keys
+    /// are [`IdKey`]s: a national id, organisation number, party or user id is kept
+    /// inline, so a load makes no string per identifier.
+    idents: [FxHashMap<IdKey, NodeId>; 5],
     /// The identifier keys indexed for a party of this part whose node weight was
     /// changed in place after they were indexed (a direct write: see
     /// [`Graph::party_mut`]), to drop them at its reindex. Every other party's keys are
@@ -449,6 +493,17 @@ impl IdentKind {
             IdentKind::UserId => p.user_id.map(|v| v.to_string()),
             IdentKind::OrgNo => p.org_no.clone(),
             IdentKind::Ssn => p.ssn.clone(),
+        }
+    }
+    /// [`IdentKind::of`] as the identifier maps keep it: numbers and short values are
+    /// made in place, without a string on the heap.
+    fn key(self, p: &Party) -> Option<IdKey> {
+        match self {
+            IdentKind::Uuid => p.uuid.as_ref().map(|s| IdKey::from(s.to_ascii_lowercase())),
+            IdentKind::PartyId => p.party_id.map(IdKey::int),
+            IdentKind::UserId => p.user_id.map(IdKey::int),
+            IdentKind::OrgNo => p.org_no.as_deref().map(IdKey::from),
+            IdentKind::Ssn => p.ssn.as_deref().map(IdKey::from),
         }
     }
     /// Whether party `p` has identifier `v` (in its canonical form) of this kind.
@@ -996,7 +1051,12 @@ impl Part {
         }
         put(&mut c.main_of, &d.main_of);
         for (m, dm) in c.idents.iter_mut().zip(&d.idents) {
-            put(m, dm);
+            for (k, v) in dm {
+                match v {
+                    Some(v) => m.insert(k.as_str().into(), *v),
+                    None => m.remove(k.as_str()),
+                };
+            }
         }
         put_fx(&mut c.loops, &d.loops, |v| *v == 0);
         put_fx(&mut c.subs_of, &d.subs_of, Vec::is_empty);
@@ -1319,8 +1379,8 @@ impl Graph {
             W::Direct(c) => {
                 let m = &mut c.idents[kind as usize];
                 match n {
-                    Some(n) => m.insert(v, n),
-                    None => m.remove(&v),
+                    Some(n) => m.insert(v.into(), n),
+                    None => m.remove(v.as_str()),
                 };
             }
             W::Delta(d, _) => {
@@ -1945,7 +2005,7 @@ pub struct PreparedParties {
     parties: Vec<Party>,
     keys: Vec<String>,
     /// (position in this batch, kind, value): the keys of the identifier maps.
-    values: Vec<(u32, IdentKind, String)>,
+    values: Vec<(u32, IdentKind, IdKey)>,
 }
 
 impl PreparedParties {
@@ -1961,7 +2021,7 @@ impl PreparedParties {
         self.values.extend(
             IdentKind::ALL
                 .iter()
-                .filter_map(|k| Some((at, *k, k.of(&party)?))),
+                .filter_map(|k| Some((at, *k, k.key(&party)?))),
         );
         self.keys.push(party.id.clone());
         self.parties.push(party);
@@ -2100,7 +2160,7 @@ impl Graph {
         let jobs: Vec<(&mut Core, Vec<PreparedParties>)> = cores.into_iter().zip(per).collect();
         let results = on_parts(jobs, |(c, batches)| fill_part(c, batches, n));
         let mut cores = Vec::with_capacity(n);
-        let mut inbox: Vec<Vec<Vec<(IdentKind, String, NodeId)>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut inbox: Vec<Vec<Vec<(IdentKind, IdKey, NodeId)>>> = (0..n).map(|_| Vec::new()).collect();
         for r in results {
             let (c, outbox) = r?;
             cores.push(c);
@@ -2201,7 +2261,7 @@ pub struct PartBuilder {
     c: Core,
     parts: usize,
     /// Identifier values of this part's parties that hash to another part, by that part.
-    idents_out: Vec<Vec<(IdentKind, String, NodeId)>>,
+    idents_out: Vec<Vec<(IdentKind, IdKey, NodeId)>>,
     /// Remote edges out of this part, by the part of their target.
     incoming_out: Vec<Vec<Incoming>>,
 }
@@ -2214,9 +2274,9 @@ pub struct PartBuilder {
 pub struct PartIdents {
     part: u32,
     parts: usize,
-    maps: [FxHashMap<String, NodeId>; 5],
-    vals: [Vec<(String, NodeId)>; 5],
-    out: Vec<Vec<(IdentKind, String, NodeId)>>,
+    maps: [FxHashMap<IdKey, NodeId>; 5],
+    vals: [Vec<(IdKey, NodeId)>; 5],
+    out: Vec<Vec<(IdentKind, IdKey, NodeId)>>,
     /// The part's id map (external id → node), filled the same way.
     ids: IdMap,
     keys: Vec<(IdKey, NodeId)>,
@@ -2227,11 +2287,11 @@ impl PartIdents {
     pub fn add(&mut self, p: &Party, node: NodeId) {
         self.keys.push((p.id.as_str().into(), node));
         for k in IdentKind::ALL {
-            let Some(v) = k.of(p) else { continue };
+            let Some(v) = k.key(p) else { continue };
             let to = if self.parts == 1 {
                 self.part as usize
             } else {
-                partition_of(&v, self.parts)
+                partition_of(v.as_str(), self.parts)
             };
             if to == self.part as usize {
                 if let Some(m) = self.vals.get_mut(k as usize) {
@@ -2264,8 +2324,9 @@ impl PartIdents {
         }
         for (m, v) in self.maps.iter_mut().zip(&mut self.vals) {
             // The value goes to the later party (they are gathered in node order).
-            let bytes = |k: &String| Some(k.as_ptr());
-            insert_by_slot(m, std::mem::take(v), bytes, |_, held, new| new.ix > held.ix);
+            insert_by_slot(m, std::mem::take(v), IdKey::heap_bytes, |_, held, new| {
+                new.ix > held.ix
+            });
         }
         Ok(())
     }
@@ -2467,7 +2528,7 @@ impl Graph {
             return Err(format!("{n} parts built"));
         }
         let mut cores = Vec::with_capacity(n);
-        let mut idents_in: Vec<Vec<Vec<(IdentKind, String, NodeId)>>> = (0..n).map(|_| Vec::new()).collect();
+        let mut idents_in: Vec<Vec<Vec<(IdentKind, IdKey, NodeId)>>> = (0..n).map(|_| Vec::new()).collect();
         let mut incoming_in: Vec<Vec<Vec<Incoming>>> = (0..n).map(|_| Vec::new()).collect();
         for (i, b) in builders.into_iter().enumerate() {
             if b.c.part as usize != i || b.parts != n {
@@ -2629,11 +2690,11 @@ fn fill_part(
     c: &mut Core,
     batches: Vec<PreparedParties>,
     n: usize,
-) -> Result<(&mut Core, Vec<Vec<(IdentKind, String, NodeId)>>), String> {
+) -> Result<(&mut Core, Vec<Vec<(IdentKind, IdKey, NodeId)>>), String> {
     let total: usize = batches.iter().map(PreparedParties::len).sum();
     c.g.reserve_nodes(total);
     c.parties.reserve(total);
-    let mut outbox: Vec<Vec<(IdentKind, String, NodeId)>> = (0..n).map(|_| Vec::new()).collect();
+    let mut outbox: Vec<Vec<(IdentKind, IdKey, NodeId)>> = (0..n).map(|_| Vec::new()).collect();
     for b in batches {
         let mut nodes = Vec::with_capacity(b.len());
         for (p, key) in b.parties.into_iter().zip(b.keys) {
@@ -2651,7 +2712,9 @@ fn fill_part(
             }
         }
         for (i, kind, v) in b.values {
-            if let (Some(node), Some(out)) = (nodes.get(i as usize), outbox.get_mut(partition_of(&v, n))) {
+            if let (Some(node), Some(out)) =
+                (nodes.get(i as usize), outbox.get_mut(partition_of(v.as_str(), n)))
+            {
                 out.push((kind, v, *node));
             }
         }
@@ -2830,6 +2893,34 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+
+    /// A number kept as an identifier key reads as `to_string` writes it.
+    #[test]
+    fn int_keys_are_the_numbers_in_decimal() {
+        let mut vs = vec![
+            0,
+            1,
+            -1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ];
+        let mut x: i64 = 1;
+        for _ in 0..18 {
+            x *= 10;
+            vs.extend([x - 1, x, x + 1, -x, 7 * x / 3]);
+        }
+        for v in vs {
+            assert_eq!(IdKey::int(v).as_str(), v.to_string());
+        }
+    }
 
     /// Ids of `n` parties, with every seventh a repeat of an earlier one.
     fn ids(n: usize) -> Vec<String> {

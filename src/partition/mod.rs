@@ -1303,13 +1303,37 @@ pub fn load_snapshot(
     path: &std::path::Path,
     parts: usize,
 ) -> Result<(World, crate::persist::snapshot::Loaded), crate::persist::error::SnapshotError> {
-    use crate::persist::error::SnapshotError;
     use crate::persist::snapshot::{self, PartsLoad};
     let by_actors = actix::System::try_current().is_none();
-    let load = match PartsLoad::open(path, parts)? {
-        Some(l) if by_actors => Arc::new(l),
-        _ => return snapshot::load_in(path, parts, &mut |_| {}),
-    };
+    match PartsLoad::open(path, parts)? {
+        Some(l) if by_actors => load_parts(l),
+        _ => snapshot::load_in(path, parts, &mut |_| {}),
+    }
+}
+
+/// [`load_snapshot`] of a file already opened to be loaded part by part (the plan read
+/// once). Inside a running actix system (where a short-lived one cannot start) the
+/// parts are built on plain threads instead.
+pub fn load_parts(
+    load: crate::persist::snapshot::PartsLoad,
+) -> Result<(World, crate::persist::snapshot::Loaded), crate::persist::error::SnapshotError> {
+    use crate::persist::error::SnapshotError;
+    if actix::System::try_current().is_some() {
+        let built: Result<Vec<_>, SnapshotError> = std::thread::scope(|s| {
+            let load = &load;
+            let hs: Vec<_> = (0..load.parts())
+                .map(|j| s.spawn(move || load.build(j)))
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(SnapshotError::Corrupt("a loading thread panicked".into())))
+                })
+                .collect()
+        });
+        return load.finish(built?);
+    }
+    let load = Arc::new(load);
     let n = load.parts();
     let (built, arbiters) = actix::System::new().block_on(async {
         let mut arbiters = Vec::with_capacity(n);

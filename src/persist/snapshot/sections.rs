@@ -1030,7 +1030,7 @@ fn decode_record(index: u64, rec: &[u8]) -> Result<Record> {
 // A borrowed mirror of the party record (the same fields in the same order), decoded
 // without allocating; the party's own strings are then made once, at their final size.
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct PartyRef<'a> {
     id: &'a str,
     kind: PartyKind,
@@ -1054,6 +1054,264 @@ enum PartyRecordRef<'a> {
     Party(PartyRef<'a>),
 }
 
+/// A cursor over the MessagePack bytes of one record, for the shapes rmp-serde writes
+/// a party record in (see [`party_fast`]).
+struct Mp<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Mp<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let x = *self.b.get(self.at)?;
+        self.at += 1;
+        Some(x)
+    }
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.at).copied()
+    }
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+    fn be(&mut self, n: usize) -> Option<u64> {
+        Some(self.take(n)?.iter().fold(0u64, |v, x| v << 8 | u64::from(*x)))
+    }
+    fn str(&mut self) -> Option<&'a str> {
+        let len = match self.byte()? {
+            m @ 0xa0..=0xbf => usize::from(m & 0x1f),
+            0xd9 => self.be(1)? as usize,
+            0xda => self.be(2)? as usize,
+            0xdb => self.be(4)? as usize,
+            _ => return None,
+        };
+        let s = self.take(len)?;
+        if s.is_ascii() {
+            // SAFETY: ASCII bytes are valid UTF-8.
+            Some(unsafe { std::str::from_utf8_unchecked(s) })
+        } else {
+            std::str::from_utf8(s).ok()
+        }
+    }
+    fn nil(&mut self) -> bool {
+        if self.peek() == Some(0xc0) {
+            self.at += 1;
+            return true;
+        }
+        false
+    }
+    fn opt_str(&mut self) -> Option<Option<&'a str>> {
+        if self.nil() {
+            return Some(None);
+        }
+        self.str().map(Some)
+    }
+    fn int(&mut self) -> Option<i64> {
+        Some(match self.byte()? {
+            m @ 0x00..=0x7f => i64::from(m),
+            m @ 0xe0..=0xff => i64::from(m as i8),
+            0xcc => self.be(1)? as i64,
+            0xcd => self.be(2)? as i64,
+            0xce => self.be(4)? as i64,
+            0xcf => i64::try_from(self.be(8)?).ok()?,
+            0xd0 => i64::from(self.be(1)? as u8 as i8),
+            0xd1 => i64::from(self.be(2)? as u16 as i16),
+            0xd2 => i64::from(self.be(4)? as u32 as i32),
+            0xd3 => self.be(8)? as i64,
+            _ => return None,
+        })
+    }
+    fn uint(&mut self) -> Option<u64> {
+        Some(match self.byte()? {
+            m @ 0x00..=0x7f => u64::from(m),
+            0xcc => self.be(1)?,
+            0xcd => self.be(2)?,
+            0xce => self.be(4)?,
+            0xcf => self.be(8)?,
+            _ => return None,
+        })
+    }
+    fn array(&mut self) -> Option<usize> {
+        Some(match self.byte()? {
+            m @ 0x90..=0x9f => usize::from(m & 0x0f),
+            0xdc => self.be(2)? as usize,
+            0xdd => self.be(4)? as usize,
+            _ => return None,
+        })
+    }
+    /// An array of `n` items read by `item` (room for at most what the bytes left can
+    /// hold: a corrupt length allocates nothing large).
+    fn items<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        let n = self.array()?;
+        if n > self.b.len() - self.at {
+            return None;
+        }
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(item(self)?);
+        }
+        Some(v)
+    }
+    fn opt_int(&mut self) -> Option<Option<i64>> {
+        if self.nil() {
+            return Some(None);
+        }
+        self.int().map(Some)
+    }
+}
+
+/// A party record decoded without serde, for the one shape the writer gives it (a map
+/// of one entry `Party` → an array of the 13 fields of [`PartyRef`], unit variants by
+/// name): on a medium world rmp-serde's generic decoding was a third of a load's
+/// instructions. None for anything else, which the caller then decodes with rmp-serde
+/// (the same answer, or its error).
+fn party_fast(rec: &[u8]) -> Option<PartyRef<'_>> {
+    let mut m = Mp { b: rec, at: 0 };
+    if m.byte()? != 0x81 || m.str()? != "Party" || m.byte()? != 0x9d {
+        return None;
+    }
+    let id = m.str()?;
+    let kind = match m.str()? {
+        "person" => PartyKind::Person,
+        "organisation" => PartyKind::Organisation,
+        "system_user" => PartyKind::SystemUser,
+        _ => return None,
+    };
+    let name = m.opt_str()?;
+    let unit_type = m.opt_str()?;
+    let org_no = m.opt_str()?;
+    let ssn = m.opt_str()?;
+    let alive = match m.byte()? {
+        0xc2 => false,
+        0xc3 => true,
+        _ => return None,
+    };
+    let system_user_kind = match m.opt_str()? {
+        None => None,
+        Some("standard") => Some(SystemUserKind::Standard),
+        Some("agent") => Some(SystemUserKind::Agent),
+        Some(_) => return None,
+    };
+    let owner = m.opt_str()?;
+    let system = m.opt_str()?;
+    let uuid = m.opt_str()?;
+    let party_id = m.opt_int()?;
+    let user_id = m.opt_int()?;
+    (m.at == rec.len()).then_some(PartyRef {
+        id,
+        kind,
+        name,
+        unit_type,
+        org_no,
+        ssn,
+        alive,
+        system_user_kind,
+        owner,
+        system,
+        uuid,
+        party_id,
+        user_id,
+    })
+}
+
+/// A resource grant of an edge record (`[resource, [action]]`), without serde.
+fn grant<'a>(m: &mut Mp<'a>) -> Option<GrantRef<'a>> {
+    if m.array()? != 2 {
+        return None;
+    }
+    let resource = m.str()?;
+    let actions = m.items(Mp::str)?;
+    Some(GrantRef { resource, actions })
+}
+
+/// An instance grant of an assignment record (`[resource, instance, [action]]`).
+fn instance_grant<'a>(m: &mut Mp<'a>) -> Option<InstanceGrantRef<'a>> {
+    if m.array()? != 3 {
+        return None;
+    }
+    let resource = m.str()?;
+    let instance = m.str()?;
+    let actions = m.items(Mp::str)?;
+    Some(InstanceGrantRef {
+        resource,
+        instance,
+        actions,
+    })
+}
+
+/// An edge record of version 4 (parties by external id) decoded without serde, as
+/// [`edge_fast`] does for version 5.
+fn edge_ref_fast(rec: &[u8]) -> Option<EdgeRef<'_>> {
+    let mut m = Mp { b: rec, at: 0 };
+    if m.byte()? != 0x81 {
+        return None;
+    }
+    let variant = m.str()?;
+    let fields = m.array()?;
+    let e = match (variant, fields) {
+        ("Assignment", 6) => EdgeRef::Assignment(AssignmentRef {
+            from: m.str()?,
+            to: m.str()?,
+            role: m.str()?,
+            packages: m.items(Mp::str)?,
+            resources: m.items(grant)?,
+            instances: m.items(instance_grant)?,
+        }),
+        ("Delegation", 6) => EdgeRef::Delegation(DelegationRef {
+            client: m.str()?,
+            facilitator: m.str()?,
+            agent: m.str()?,
+            role: m.str()?,
+            packages: m.items(Mp::str)?,
+            resources: m.items(grant)?,
+        }),
+        ("MainUnit", 3) => EdgeRef::MainUnit(MainUnitRef {
+            sub: m.str()?,
+            main: m.str()?,
+            role: m.str()?,
+        }),
+        _ => return None,
+    };
+    (m.at == rec.len()).then_some(e)
+}
+
+/// An edge record of version 5 decoded without serde, for the shapes the writer gives
+/// (as [`party_fast`]: None for anything else, left to rmp-serde).
+fn edge_fast(rec: &[u8]) -> Option<EdgeAt<'_>> {
+    let mut m = Mp { b: rec, at: 0 };
+    if m.byte()? != 0x81 {
+        return None;
+    }
+    let variant = m.str()?;
+    let fields = m.array()?;
+    let e = match (variant, fields) {
+        ("Assignment", 6) => EdgeAt::Assignment(AssignmentAt {
+            from: u32::try_from(m.uint()?).ok()?,
+            to: m.uint()?,
+            role: m.str()?,
+            packages: m.items(Mp::str)?,
+            resources: m.items(grant)?,
+            instances: m.items(instance_grant)?,
+        }),
+        ("Delegation", 6) => EdgeAt::Delegation(DelegationAt {
+            client: u32::try_from(m.uint()?).ok()?,
+            facilitator: m.uint()?,
+            agent: m.uint()?,
+            role: m.str()?,
+            packages: m.items(Mp::str)?,
+            resources: m.items(grant)?,
+        }),
+        ("MainUnit", 3) => EdgeAt::MainUnit(MainUnitAt {
+            sub: u32::try_from(m.uint()?).ok()?,
+            main: m.uint()?,
+            role: m.str()?,
+        }),
+        _ => return None,
+    };
+    (m.at == rec.len()).then_some(e)
+}
+
 /// The parties of one partition, checked, one by one to `each`.
 fn decode_parties(
     src: &dyn Source,
@@ -1066,8 +1324,14 @@ fn decode_parties(
     let own = |s: Option<&str>| s.map(str::to_string);
     read_section(src, e, |block| {
         frames(block, &mut index, |i, rec| {
-            let PartyRecordRef::Party(p) = rmp_serde::from_slice(rec)
-                .map_err(|err| bad(i, format!("not a party record in a parties section: {err}")))?;
+            let p = match party_fast(rec) {
+                Some(p) => p,
+                None => {
+                    let PartyRecordRef::Party(p) = rmp_serde::from_slice(rec)
+                        .map_err(|err| bad(i, format!("not a party record in a parties section: {err}")))?;
+                    p
+                }
+            };
             crate::model::check_id("party id", p.id).map_err(|err| bad(i, err.message))?;
             if partition_of(p.id, partitions as usize) != e.partition as usize {
                 return Err(bad(i, format!("party `{}` belongs to another partition", p.id)));
@@ -1144,14 +1408,14 @@ fn read_global(src: &dyn Source, e: &SectionEntry) -> Result<Vec<Record>> {
 // Borrowed mirrors of the edge records: the same fields in the same order (records are
 // rmp arrays), decoded without allocating the ids and codes they name.
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct GrantRef<'a> {
     resource: &'a str,
     #[serde(borrow)]
     actions: Vec<&'a str>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct InstanceGrantRef<'a> {
     resource: &'a str,
     instance: &'a str,
@@ -1159,7 +1423,7 @@ struct InstanceGrantRef<'a> {
     actions: Vec<&'a str>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct AssignmentRef<'a> {
     from: &'a str,
     to: &'a str,
@@ -1172,7 +1436,7 @@ struct AssignmentRef<'a> {
     instances: Vec<InstanceGrantRef<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct DelegationRef<'a> {
     client: &'a str,
     facilitator: &'a str,
@@ -1184,7 +1448,7 @@ struct DelegationRef<'a> {
     resources: Vec<GrantRef<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct MainUnitRef<'a> {
     sub: &'a str,
     main: &'a str,
@@ -1192,7 +1456,7 @@ struct MainUnitRef<'a> {
 }
 
 /// The edge variants of [`Record`], by the same names.
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 enum EdgeRef<'a> {
     #[serde(borrow)]
     Assignment(AssignmentRef<'a>),
@@ -1338,8 +1602,11 @@ fn read_edges(src: &dyn Source, e: &SectionEntry, w: &World, partitions: u32) ->
     read_section(src, e, |block| {
         frames(block, &mut index, |i, rec| {
             r.index = i;
-            let edge: EdgeRef<'_> = rmp_serde::from_slice(rec)
-                .map_err(|err| bad(i, format!("not an edge record in an edges section: {err}")))?;
+            let edge: EdgeRef<'_> = match edge_ref_fast(rec) {
+                Some(e) => e,
+                None => rmp_serde::from_slice(rec)
+                    .map_err(|err| bad(i, format!("not an edge record in an edges section: {err}")))?,
+            };
             match edge {
                 EdgeRef::Assignment(a) => {
                     seen.assignments += 1;
@@ -1396,7 +1663,7 @@ fn read_edges(src: &dyn Source, e: &SectionEntry, w: &World, partitions: u32) ->
 
 // The edge records of version 5 (see `AssignmentOut`), borrowed.
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct AssignmentAt<'a> {
     from: u32,
     to: u64,
@@ -1409,7 +1676,7 @@ struct AssignmentAt<'a> {
     instances: Vec<InstanceGrantRef<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct DelegationAt<'a> {
     client: u32,
     facilitator: u64,
@@ -1421,14 +1688,14 @@ struct DelegationAt<'a> {
     resources: Vec<GrantRef<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct MainUnitAt<'a> {
     sub: u32,
     main: u64,
     role: &'a str,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 enum EdgeAt<'a> {
     #[serde(borrow)]
     Assignment(AssignmentAt<'a>),
@@ -1441,6 +1708,9 @@ enum EdgeAt<'a> {
 impl<'a> EdgeAt<'a> {
     /// Record `i` of an edges section, decoded borrowed.
     fn decode(i: u64, rec: &'a [u8]) -> Result<EdgeAt<'a>> {
+        if let Some(e) = edge_fast(rec) {
+            return Ok(e);
+        }
         rmp_serde::from_slice(rec)
             .map_err(|err| bad(i, format!("not an edge record in an edges section: {err}")))
     }
@@ -2150,5 +2420,195 @@ impl PartsLoad {
     pub fn finish(self, built: Vec<PartBuilder>) -> Result<(World, Loaded)> {
         let path = self.path;
         finish_parts(self.plan, built, self.len).map_err(|e| e.at(&path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(p: &Party) -> Vec<u8> {
+        rmp_serde::to_vec(&PartyRecordOut::Party(PartyOut::of(p))).unwrap_or_default()
+    }
+
+    fn by_serde(rec: &[u8]) -> Option<PartyRef<'_>> {
+        let PartyRecordRef::Party(p) = rmp_serde::from_slice(rec).ok()?;
+        Some(p)
+    }
+
+    /// Parties of every shape the writer gives: the fast decoder reads each as rmp-serde
+    /// does.
+    #[test]
+    fn party_records_decode_as_rmp_serde_decodes_them() {
+        let mut parties = vec![Party::new("p0", PartyKind::Person)];
+        let mut kari = Party::new("kari-nordmann", PartyKind::Person);
+        kari.name = Some("Kåre Ødegård".into());
+        kari.ssn = Some("01014000000".into());
+        kari.party_id = Some(50_000_000);
+        kari.user_id = Some(i64::MAX);
+        kari.alive = false;
+        parties.push(kari);
+        let mut org = Party::new("o1", PartyKind::Organisation);
+        org.unit_type = Some("AS".into());
+        org.org_no = Some("910000001".into());
+        org.uuid = Some("A1B2C3D4-0000-4000-8000-000000000001".into());
+        org.party_id = Some(-1);
+        org.user_id = Some(i64::MIN);
+        org.name = Some("x".repeat(40_000));
+        parties.push(org);
+        for (i, k) in [SystemUserKind::Standard, SystemUserKind::Agent]
+            .into_iter()
+            .enumerate()
+        {
+            let mut su = Party::new(&format!("su{i}"), PartyKind::SystemUser);
+            su.system_user_kind = Some(k);
+            su.owner = Some("o1".into());
+            su.system = Some("vendor-system".repeat(20));
+            su.party_id = Some(200 + 70_000 * i as i64);
+            su.user_id = Some(-200 - 70_000 * i as i64);
+            parties.push(su);
+        }
+        for p in &parties {
+            let rec = record(p);
+            let fast = party_fast(&rec);
+            assert!(fast.is_some(), "{p:?} not read by the fast path");
+            assert_eq!(fast, by_serde(&rec), "{p:?}");
+        }
+    }
+
+    /// The edge records as the writer shapes them (variant name → array of fields;
+    /// grants as arrays), from a mirror of tuples.
+    #[derive(serde::Serialize)]
+    #[allow(clippy::type_complexity)]
+    enum EdgeMirror<'a> {
+        Assignment(
+            (
+                u32,
+                u64,
+                &'a str,
+                Vec<&'a str>,
+                Vec<(&'a str, Vec<&'a str>)>,
+                Vec<(&'a str, &'a str, Vec<&'a str>)>,
+            ),
+        ),
+        Delegation((u32, u64, u64, &'a str, Vec<&'a str>, Vec<(&'a str, Vec<&'a str>)>)),
+        MainUnit((u32, u64, &'a str)),
+    }
+
+    #[derive(serde::Serialize)]
+    #[allow(clippy::type_complexity)]
+    enum EdgeMirror4<'a> {
+        Assignment(
+            (
+                &'a str,
+                &'a str,
+                &'a str,
+                Vec<&'a str>,
+                Vec<(&'a str, Vec<&'a str>)>,
+                Vec<(&'a str, &'a str, Vec<&'a str>)>,
+            ),
+        ),
+        Delegation(
+            (
+                &'a str,
+                &'a str,
+                &'a str,
+                &'a str,
+                Vec<&'a str>,
+                Vec<(&'a str, Vec<&'a str>)>,
+            ),
+        ),
+        MainUnit((&'a str, &'a str, &'a str)),
+    }
+
+    #[test]
+    fn edge_records_decode_as_rmp_serde_decodes_them() {
+        let long = "r".repeat(300);
+        let edges = [
+            EdgeMirror::Assignment((0, 0, "daglig-leder", vec![], vec![], vec![])),
+            EdgeMirror::Assignment((
+                u32::MAX,
+                (15 << 32) | 70_000,
+                "regnskapsforer",
+                vec!["regnskapsforer-lonn", "ansvarlig-revisor"],
+                vec![("skatt-mva", vec!["read", "write"]), (&long, vec![])],
+                vec![("skatt-mva", "inst-1", vec!["sign"])],
+            )),
+            EdgeMirror::Delegation((
+                7,
+                u64::MAX,
+                300,
+                "revisor",
+                vec!["revisormedarbeider"],
+                vec![("a", vec!["b"])],
+            )),
+            EdgeMirror::MainUnit((65_536, 1 << 40, "hovedenhet")),
+        ];
+        for e in &edges {
+            let rec = rmp_serde::to_vec(e).unwrap_or_default();
+            let fast = edge_fast(&rec);
+            assert!(fast.is_some(), "not read by the fast path: {rec:?}");
+            let serde: Option<EdgeAt<'_>> = rmp_serde::from_slice(&rec).ok();
+            assert_eq!(fast, serde);
+            assert!(edge_fast(&rec[..rec.len() - 1]).is_none());
+        }
+        // The same shapes with parties by external id (version 4).
+        let refs = [
+            (
+                "Assignment",
+                rmp_serde::to_vec(&EdgeMirror4::Assignment((
+                    "o1",
+                    "p0",
+                    "daglig-leder",
+                    vec!["lonn"],
+                    vec![("skatt-mva", vec!["read"])],
+                    vec![("skatt-mva", "i-1", vec![])],
+                ))),
+            ),
+            (
+                "Delegation",
+                rmp_serde::to_vec(&EdgeMirror4::Delegation((
+                    "o1",
+                    "o2",
+                    "p1",
+                    "regnskapsforer",
+                    vec![],
+                    vec![],
+                ))),
+            ),
+            (
+                "MainUnit",
+                rmp_serde::to_vec(&EdgeMirror4::MainUnit(("o3", "o1", "hovedenhet"))),
+            ),
+        ];
+        for (what, rec) in refs {
+            let rec = rec.unwrap_or_default();
+            let fast = edge_ref_fast(&rec);
+            assert!(fast.is_some(), "{what} not read by the fast path");
+            let serde: Option<EdgeRef<'_>> = rmp_serde::from_slice(&rec).ok();
+            assert_eq!(fast, serde, "{what}");
+        }
+        // A source that does not fit 32 bits is left to rmp-serde (which refuses it).
+        let rec = rmp_serde::to_vec(&EdgeMirror::MainUnit((0, 1, "x"))).unwrap_or_default();
+        let mut wide = rec.clone();
+        wide.splice(11..12, [0xcf, 0, 0, 0, 1, 0, 0, 0, 0]);
+        assert!(edge_fast(&wide).is_none());
+        assert!(rmp_serde::from_slice::<EdgeAt<'_>>(&wide).is_err());
+    }
+
+    /// A record of another shape (cut short, a byte too many, another variant) is left
+    /// to rmp-serde.
+    #[test]
+    fn other_records_are_left_to_rmp_serde() {
+        let rec = record(&Party::new("p0", PartyKind::Person));
+        assert!(party_fast(&rec[..rec.len() - 1]).is_none());
+        let mut longer = rec.clone();
+        longer.push(0xc0);
+        assert!(party_fast(&longer).is_none());
+        let mut other = rec;
+        if let Some(b) = other.get_mut(2) {
+            *b = b'Q';
+        }
+        assert!(party_fast(&other).is_none());
     }
 }
