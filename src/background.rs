@@ -167,8 +167,39 @@ pub fn lower_priority() {
         let param = libc::sched_param { sched_priority: 0 };
         let _ = libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param);
     }
+    if knobs().half_cores {
+        keep_to_upper_half();
+    }
     // The next `pace` asks the class again.
     BACKGROUND.with(|b| b.set(None));
+}
+
+/// Keeps the calling thread to the upper half of the cores the process may use (at least
+/// one; Linux): the other half never has a background thread runnable, so a core there
+/// that runs out of readers pulls a queued one at once. From the process's own set (its
+/// main thread's), so calling it again does not halve it again.
+fn keep_to_upper_half() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `cpu_set_t` is plain data (all zeroes is the empty set); the calls only read
+    // and write the set passed with its size; `getpid`/`gettid` have no preconditions.
+    unsafe {
+        let mut all: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(libc::getpid(), size, &mut all) != 0 {
+            return;
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|c| libc::CPU_ISSET(*c, &all))
+            .collect();
+        if cpus.len() < 2 {
+            return;
+        }
+        let mut upper: libc::cpu_set_t = std::mem::zeroed();
+        for c in cpus.iter().skip(cpus.len() / 2) {
+            libc::CPU_SET(*c, &mut upper);
+        }
+        let _ = libc::sched_setaffinity(libc::gettid(), size, &upper);
+    }
 }
 
 /// How long a background thread works between two [`pace`] yields.
@@ -310,7 +341,10 @@ impl Gate {
     }
 
     fn ended(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.waiting.load(Ordering::SeqCst) > 0 {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.waiting.load(Ordering::SeqCst) > 0
+            && knobs().wake_on_quiet
+        {
             // Under the lock: a waiter between its check and its wait is not missed.
             let _g = self
                 .quiet
@@ -383,6 +417,10 @@ struct Knobs {
     slice: Duration,
     defer_job: Duration,
     defer_checkpoint: Duration,
+    /// Background threads keep to the upper half of the cores.
+    half_cores: bool,
+    /// The end of the last request in flight wakes the threads that stepped aside.
+    wake_on_quiet: bool,
 }
 
 fn knobs() -> &'static Knobs {
@@ -400,6 +438,8 @@ fn knobs() -> &'static Knobs {
             slice: us("DELEGRAPH_BG_SLICE_US", SLICE.as_micros() as u64),
             defer_job: us("DELEGRAPH_BG_DEFER_US", DEFER_JOB.as_micros() as u64),
             defer_checkpoint: us("DELEGRAPH_CKPT_DEFER_US", DEFER_CHECKPOINT.as_micros() as u64),
+            half_cores: std::env::var("DELEGRAPH_BG_ALL_CORES").is_err(),
+            wake_on_quiet: std::env::var("DELEGRAPH_BG_NO_WAKE").is_err(),
         }
     })
 }
