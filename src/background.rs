@@ -35,8 +35,8 @@
 use std::cell::Cell;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, oneshot};
@@ -274,8 +274,9 @@ pub struct Gate {
     in_flight: AtomicIsize,
     /// Threads waiting in [`Gate::step_aside`].
     waiting: AtomicUsize,
-    /// Where they wait; the last request in flight signals it when it ends.
-    quiet: (Mutex<()>, Condvar),
+    /// Bumped each time the last request in flight ends; waiters wait on it (a futex:
+    /// no lock a reader could wait for behind a starved background thread).
+    quiet: AtomicU32,
 }
 
 /// Why [`Gate::step_aside`] returned.
@@ -295,7 +296,7 @@ impl Gate {
         Gate {
             in_flight: AtomicIsize::new(0),
             waiting: AtomicUsize::new(0),
-            quiet: (Mutex::new(()), Condvar::new()),
+            quiet: AtomicU32::new(0),
         }
     }
 
@@ -318,24 +319,17 @@ impl Gate {
     pub fn step_aside(&self, most: Duration) -> Stepped {
         let deadline = Instant::now() + most;
         self.waiting.fetch_add(1, Ordering::SeqCst);
-        let mut guard = self
-            .quiet
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut why = Stepped::Quiet;
-        while self.busy() {
+        let why = loop {
+            let seen = self.quiet.load(Ordering::SeqCst);
+            if !self.busy() {
+                break Stepped::Quiet;
+            }
             let now = Instant::now();
             if now >= deadline {
-                why = Stepped::Bound;
-                break;
+                break Stepped::Bound;
             }
-            guard = match self.quiet.1.wait_timeout(guard, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
-        drop(guard);
+            wait_while_equal(&self.quiet, seen, deadline - now);
+        };
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         why
     }
@@ -345,15 +339,54 @@ impl Gate {
             && self.waiting.load(Ordering::SeqCst) > 0
             && knobs().wake_on_quiet
         {
-            // Under the lock: a waiter between its check and its wait is not missed.
-            let _g = self
-                .quiet
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.quiet.1.notify_all();
+            self.quiet.fetch_add(1, Ordering::SeqCst);
+            wake_all(&self.quiet);
         }
     }
+}
+
+/// Blocks while `word` holds `seen`, for at most `most` (Linux: a futex wait, which
+/// returns at once if the word already changed; elsewhere a short sleep).
+fn wait_while_equal(word: &AtomicU32, seen: u32, most: Duration) {
+    #[cfg(target_os = "linux")]
+    {
+        let ts = libc::timespec {
+            tv_sec: most.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: most.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: the address is a live, aligned 32-bit atomic for the whole call; the
+        // kernel only reads it and the timespec.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                seen,
+                &ts as *const libc::timespec,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (word, seen);
+        std::thread::sleep(most.min(Duration::from_millis(1)));
+    }
+}
+
+/// Wakes every thread in [`wait_while_equal`] on `word`.
+fn wake_all(word: &AtomicU32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: as in `wait_while_equal`; FUTEX_WAKE only reads the address.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = word;
 }
 
 impl Default for Gate {
