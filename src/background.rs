@@ -17,7 +17,16 @@
 //!   CPU to whoever is runnable (nothing happens when no one is). Threads started by a
 //!   background thread inherit its class and pace too; on other threads (the CLI,
 //!   tests, the HTTP workers) [`pace`] does nothing. Files are written in pieces of at
-//!   most [`PIECE`] bytes with a [`pace`] between them ([`Paced`]).
+//!   most [`PIECE`] bytes with a [`pace_checkpoint`] between them ([`Paced`]).
+//! * **Stepping aside.** Yielding is still not enough on a machine the readers keep
+//!   busy: a background thread that is *runnable* but starved keeps its core from
+//!   pulling a reader queued on the other core until the next balancing tick (a core
+//!   with only `SCHED_IDLE` threads runnable does not look for work), so reads saw
+//!   milliseconds while a starved checkpoint made almost no progress. So while HTTP
+//!   requests are in flight (the middleware counts them in a [`Gate`]), [`pace`] blocks
+//!   the thread until none is, for at most [`DEFER_JOB`] (simulate, the report: a client
+//!   waits within a budget) or [`DEFER_CHECKPOINT`] ([`pace_checkpoint`]) at a time,
+//!   then it works one more slice. A request waiting for its own job does not count.
 //! * **Cancellable.** A job gets a [`Cancel`] flag; the request that started it holds a
 //!   [`CancelOnDrop`], so a client that goes away (or the request time limit, which drops
 //!   the request) sets the flag and the job stops at its next check. The permit is held
@@ -26,7 +35,8 @@
 use std::cell::Cell;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, oneshot};
@@ -108,6 +118,8 @@ impl Pool {
         name: &str,
         job: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, PoolError> {
+        // The request waiting for its job is not a reader the job should make room for.
+        let _aside = Aside::new();
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -155,8 +167,39 @@ pub fn lower_priority() {
         let param = libc::sched_param { sched_priority: 0 };
         let _ = libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param);
     }
+    if knobs().half_cores {
+        keep_to_upper_half();
+    }
     // The next `pace` asks the class again.
     BACKGROUND.with(|b| b.set(None));
+}
+
+/// Keeps the calling thread to the upper half of the cores the process may use (at least
+/// one; Linux): the other half never has a background thread runnable, so a core there
+/// that runs out of readers pulls a queued one at once. From the process's own set (its
+/// main thread's), so calling it again does not halve it again.
+fn keep_to_upper_half() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `cpu_set_t` is plain data (all zeroes is the empty set); the calls only read
+    // and write the set passed with its size; `getpid`/`gettid` have no preconditions.
+    unsafe {
+        let mut all: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(libc::getpid(), size, &mut all) != 0 {
+            return;
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|c| libc::CPU_ISSET(*c, &all))
+            .collect();
+        if cpus.len() < 2 {
+            return;
+        }
+        let mut upper: libc::cpu_set_t = std::mem::zeroed();
+        for c in cpus.iter().skip(cpus.len() / 2) {
+            libc::CPU_SET(*c, &mut upper);
+        }
+        let _ = libc::sched_setaffinity(libc::gettid(), size, &upper);
+    }
 }
 
 /// How long a background thread works between two [`pace`] yields.
@@ -172,11 +215,25 @@ thread_local! {
     static LAST_YIELD: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-/// On a background thread (one in the `SCHED_IDLE` class): yields the CPU when the
-/// thread has worked [`SLICE`] since it last did, so that a reader queued on this core
-/// runs now rather than at the next tick. Costs a clock read; does nothing elsewhere.
+/// On a background thread (one in the `SCHED_IDLE` class), after [`SLICE`] of work since
+/// it last did: while HTTP requests are being served, steps aside (blocks, off the run
+/// queue) until none is or for at most [`DEFER_JOB`]; otherwise yields the CPU, so that
+/// a reader queued on this core runs now rather than at the next tick. Costs a clock
+/// read; does nothing on other threads. For `simulate` and the `a2-impact` report.
 #[inline]
 pub fn pace() {
+    pace_with(knobs().defer_job);
+}
+
+/// [`pace`] for a checkpoint's work (its plan, encoding, file writes and read-back),
+/// which no client waits for: steps aside for at most [`DEFER_CHECKPOINT`] at a time.
+#[inline]
+pub fn pace_checkpoint() {
+    pace_with(knobs().defer_checkpoint);
+}
+
+#[inline]
+fn pace_with(defer: Duration) {
     let background = BACKGROUND.with(|b| match b.get() {
         Some(v) => v,
         None => {
@@ -190,13 +247,234 @@ pub fn pace() {
     }
     let now = Instant::now();
     LAST_YIELD.with(|l| match l.get() {
-        Some(t) if now.duration_since(t) < SLICE => {}
+        Some(t) if now.duration_since(t) < knobs().slice => {}
         Some(_) => {
-            give_way();
+            if !defer.is_zero() && readers_busy() {
+                step_aside(defer);
+            } else {
+                give_way();
+            }
             l.set(Some(Instant::now()));
         }
         None => l.set(Some(now)),
     });
+}
+
+/// Blocks the calling thread while HTTP requests are being served, for at most `most`
+/// ([`Gate::step_aside`] on the server's gate).
+fn step_aside(most: Duration) {
+    GATE.step_aside(most);
+}
+
+/// What background work steps aside for: the HTTP requests being served.
+#[derive(Debug)]
+pub struct Gate {
+    /// Requests being served, less those waiting for a background job of their own (a
+    /// checkpoint asked for over HTTP is not a reader it should make room for).
+    in_flight: AtomicIsize,
+    /// Threads waiting in [`Gate::step_aside`].
+    waiting: AtomicUsize,
+    /// Bumped each time the last request in flight ends; waiters wait on it (a futex:
+    /// no lock a reader could wait for behind a starved background thread).
+    quiet: AtomicU32,
+}
+
+/// Why [`Gate::step_aside`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stepped {
+    /// No request was (or is any longer) in flight.
+    Quiet,
+    /// Requests were still in flight when the bound ran out.
+    Bound,
+}
+
+/// The server's gate: its middleware counts every request here.
+static GATE: Gate = Gate::new();
+
+impl Gate {
+    pub const fn new() -> Gate {
+        Gate {
+            in_flight: AtomicIsize::new(0),
+            waiting: AtomicUsize::new(0),
+            quiet: AtomicU32::new(0),
+        }
+    }
+
+    /// Counts one request as being served while the answer lives.
+    pub fn serving(&self) -> Serving<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Serving(self)
+    }
+
+    /// Whether some request is being served right now.
+    pub fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 0
+    }
+
+    /// Blocks the calling thread while requests are being served, for at most `most`:
+    /// off the run queue, a background thread neither takes a core nor keeps one from
+    /// pulling a queued reader (a core with only `SCHED_IDLE` threads runnable does not
+    /// look for work elsewhere until the next balancing tick). Woken as soon as the last
+    /// request in flight ends.
+    pub fn step_aside(&self, most: Duration) -> Stepped {
+        let deadline = Instant::now() + most;
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let why = loop {
+            let seen = self.quiet.load(Ordering::SeqCst);
+            if !self.busy() {
+                break Stepped::Quiet;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Stepped::Bound;
+            }
+            wait_while_equal(&self.quiet, seen, deadline - now);
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        why
+    }
+
+    fn ended(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.waiting.load(Ordering::SeqCst) > 0
+            && knobs().wake_on_quiet
+        {
+            self.quiet.fetch_add(1, Ordering::SeqCst);
+            wake_all(&self.quiet);
+        }
+    }
+}
+
+/// Blocks while `word` holds `seen`, for at most `most` (Linux: a futex wait, which
+/// returns at once if the word already changed; elsewhere a short sleep).
+fn wait_while_equal(word: &AtomicU32, seen: u32, most: Duration) {
+    #[cfg(target_os = "linux")]
+    {
+        let ts = libc::timespec {
+            tv_sec: most.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: most.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: the address is a live, aligned 32-bit atomic for the whole call; the
+        // kernel only reads it and the timespec.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                seen,
+                &ts as *const libc::timespec,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (word, seen);
+        std::thread::sleep(most.min(Duration::from_millis(1)));
+    }
+}
+
+/// Wakes every thread in [`wait_while_equal`] on `word`.
+fn wake_all(word: &AtomicU32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: as in `wait_while_equal`; FUTEX_WAKE only reads the address.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = word;
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate::new()
+    }
+}
+
+/// One request being served ([`Gate::serving`]); ends when dropped.
+#[derive(Debug)]
+pub struct Serving<'a>(&'a Gate);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.ended();
+    }
+}
+
+/// Counts one HTTP request of the server as being served while the answer lives (the
+/// server's middleware holds one per request).
+pub fn serving() -> Serving<'static> {
+    GATE.serving()
+}
+
+/// A request that waits for its background job does not count as being served.
+struct Aside(());
+
+impl Aside {
+    fn new() -> Aside {
+        GATE.in_flight.fetch_sub(1, Ordering::SeqCst);
+        Aside(())
+    }
+}
+
+impl Drop for Aside {
+    fn drop(&mut self) {
+        GATE.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether some HTTP request of the server is being served right now.
+pub fn readers_busy() -> bool {
+    GATE.busy()
+}
+
+/// Longest a `simulate` or report thread steps aside at a time while requests are being
+/// served (a client waits for it within a time budget): with [`SLICE`] of work between
+/// two, at least about 2 % of a core.
+pub const DEFER_JOB: Duration = Duration::from_millis(5);
+
+/// Longest a checkpoint's thread steps aside at a time while requests are being served:
+/// with [`SLICE`] of work between two, at least about 0.5 % of a core per thread, so a
+/// checkpoint under a load that never pauses still ends (on the medium world, ~0.3 s of
+/// CPU, within about a minute); at full speed whenever no request is in flight.
+pub const DEFER_CHECKPOINT: Duration = Duration::from_millis(20);
+
+/// Pacing settings: the constants above, which the environment may override for a
+/// measurement (`DELEGRAPH_BG_SLICE_US`, `DELEGRAPH_BG_DEFER_US`,
+/// `DELEGRAPH_CKPT_DEFER_US`, in microseconds; 0 defers nothing, only yields). Read once.
+struct Knobs {
+    slice: Duration,
+    defer_job: Duration,
+    defer_checkpoint: Duration,
+    /// Background threads keep to the upper half of the cores.
+    half_cores: bool,
+    /// The end of the last request in flight wakes the threads that stepped aside.
+    wake_on_quiet: bool,
+}
+
+fn knobs() -> &'static Knobs {
+    static K: OnceLock<Knobs> = OnceLock::new();
+    K.get_or_init(|| {
+        let us = |name: &str, default: u64| {
+            Duration::from_micros(
+                std::env::var(name)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(default),
+            )
+        };
+        Knobs {
+            slice: us("DELEGRAPH_BG_SLICE_US", SLICE.as_micros() as u64),
+            defer_job: us("DELEGRAPH_BG_DEFER_US", DEFER_JOB.as_micros() as u64),
+            defer_checkpoint: us("DELEGRAPH_CKPT_DEFER_US", DEFER_CHECKPOINT.as_micros() as u64),
+            half_cores: std::env::var("DELEGRAPH_BG_ALL_CORES").is_err(),
+            wake_on_quiet: std::env::var("DELEGRAPH_BG_NO_WAKE").is_err(),
+        }
+    })
 }
 
 /// Yields the CPU to any runnable thread (Linux: `sched_yield`; elsewhere the standard
@@ -226,13 +504,13 @@ impl<W: Write> Paced<W> {
 
 impl<W: Write> Write for Paced<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        pace();
+        pace_checkpoint();
         let n = buf.len().min(PIECE);
         self.0.write(buf.get(..n).unwrap_or(buf))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        pace();
+        pace_checkpoint();
         self.0.flush()
     }
 }
@@ -320,5 +598,29 @@ impl Jobs {
             report: Arc::default(),
             checkpoint: Arc::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_background_thread_steps_aside_until_the_last_request_ends() {
+        let gate = Gate::new();
+        assert_eq!(gate.step_aside(Duration::from_secs(60)), Stepped::Quiet);
+        let first = gate.serving();
+        let second = gate.serving();
+        assert!(gate.busy());
+        // Still busy when the bound runs out: the thread goes back to work.
+        assert_eq!(gate.step_aside(Duration::from_millis(5)), Stepped::Bound);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| gate.step_aside(Duration::from_secs(600)));
+            drop(first);
+            drop(second);
+            // Woken by the end of the last request, not by its (ten-minute) bound.
+            assert_eq!(waiter.join().ok(), Some(Stepped::Quiet));
+        });
+        assert!(!gate.busy());
     }
 }

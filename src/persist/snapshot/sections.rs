@@ -226,7 +226,7 @@ impl SectionWriter {
     /// Fills in the length of the frame that starts at `at` and flushes a full block.
     fn frame(&mut self, at: usize) -> Result<()> {
         // A checkpoint encodes on background threads: give way to waiting readers.
-        crate::background::pace();
+        crate::background::pace_checkpoint();
         let len = self.block.len() - at - 4;
         if len > MAX_BLOCK as usize / 2 {
             return Err(SnapshotError::Encode("a record is larger than 32 MiB".into()));
@@ -422,7 +422,7 @@ impl Places {
                 .skip(j)
                 .step_by(k)
                 .map(|(n, party)| {
-                    crate::background::pace();
+                    crate::background::pace_checkpoint();
                     (n, partition_of(&party.id, p) as u32)
                 })
                 .collect::<Vec<_>>())
@@ -545,7 +545,7 @@ impl Plan {
         for c in run_jobs(p, |j| {
             let mut c = Counts::default();
             for n in places.home(j) {
-                crate::background::pace();
+                crate::background::pace_checkpoint();
                 count_edges(w, *n, &mut c);
             }
             Ok(c)

@@ -145,7 +145,7 @@ fn verify_global(src: &dyn Source, e: &SectionEntry, catalog: &'static Catalog) 
     let mut resources = FxHashSet::default();
     read_section(src, e, |block| {
         frames(block, &mut index, |i, rec| {
-            crate::background::pace();
+            crate::background::pace_checkpoint();
             let r = decode_record(i, rec)?;
             match &r {
                 Record::Party(_)
@@ -224,7 +224,7 @@ fn verify_parties(src: &dyn Source, e: &SectionEntry, partitions: u32) -> Result
     let mut n = 0u64;
     read_section(src, e, |block| {
         frames(block, &mut index, |i, rec| {
-            crate::background::pace();
+            crate::background::pace_checkpoint();
             let PartyRecordRef::Party(p) = rmp_serde::from_slice(rec)
                 .map_err(|err| bad(i, format!("not a party record in a parties section: {err}")))?;
             crate::model::check_id("party id", p.id).map_err(|err| bad(i, err.message))?;
@@ -282,7 +282,7 @@ fn verify_edges(
     };
     read_section(src, e, |block| {
         frames(block, &mut index, |i, rec| {
-            crate::background::pace();
+            crate::background::pace_checkpoint();
             last = i;
             let edge = EdgeAt::decode(i, rec)?;
             let from = edge.source();
