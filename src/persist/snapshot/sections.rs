@@ -1240,15 +1240,22 @@ fn instance_grant<'a>(m: &mut Mp<'a>) -> Option<InstanceGrantRef<'a>> {
     })
 }
 
-/// An edge record of version 4 (parties by external id) decoded without serde, as
-/// [`edge_fast`] does for version 5.
-fn edge_ref_fast(rec: &[u8]) -> Option<EdgeRef<'_>> {
+/// The head of an edge record, an enum as rmp-serde writes it (`{variant: [fields]}`):
+/// the reader after it, the variant and its number of fields.
+fn variant_head(rec: &[u8]) -> Option<(Mp<'_>, &str, usize)> {
     let mut m = Mp { b: rec, at: 0 };
     if m.byte()? != 0x81 {
         return None;
     }
     let variant = m.str()?;
     let fields = m.array()?;
+    Some((m, variant, fields))
+}
+
+/// An edge record of version 4 (parties by external id) decoded without serde, as
+/// [`edge_fast`] does for version 5.
+fn edge_ref_fast(rec: &[u8]) -> Option<EdgeRef<'_>> {
+    let (mut m, variant, fields) = variant_head(rec)?;
     let e = match (variant, fields) {
         ("Assignment", 6) => EdgeRef::Assignment(AssignmentRef {
             from: m.str()?,
@@ -1279,12 +1286,7 @@ fn edge_ref_fast(rec: &[u8]) -> Option<EdgeRef<'_>> {
 /// An edge record of version 5 decoded without serde, for the shapes the writer gives
 /// (as [`party_fast`]: None for anything else, left to rmp-serde).
 fn edge_fast(rec: &[u8]) -> Option<EdgeAt<'_>> {
-    let mut m = Mp { b: rec, at: 0 };
-    if m.byte()? != 0x81 {
-        return None;
-    }
-    let variant = m.str()?;
-    let fields = m.array()?;
+    let (mut m, variant, fields) = variant_head(rec)?;
     let e = match (variant, fields) {
         ("Assignment", 6) => EdgeAt::Assignment(AssignmentAt {
             from: u32::try_from(m.uint()?).ok()?,
