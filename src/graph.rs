@@ -486,15 +486,11 @@ pub enum IdentKind {
 }
 
 impl IdentKind {
+    /// The value of this identifier of `p` as a lookup keys it (a uuid in lower case).
     fn of(self, p: &Party) -> Option<String> {
-        match self {
-            IdentKind::Uuid => p.uuid.as_ref().map(|s| s.to_ascii_lowercase()),
-            IdentKind::PartyId => p.party_id.map(|v| v.to_string()),
-            IdentKind::UserId => p.user_id.map(|v| v.to_string()),
-            IdentKind::OrgNo => p.org_no.clone(),
-            IdentKind::Ssn => p.ssn.clone(),
-        }
+        self.key(p).map(|k| k.as_str().to_owned())
     }
+
     /// [`IdentKind::of`] as the identifier maps keep it: numbers and short values are
     /// made in place, without a string on the heap.
     fn key(self, p: &Party) -> Option<IdKey> {
