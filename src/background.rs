@@ -249,8 +249,8 @@ fn pace_with(defer: Duration) {
     LAST_YIELD.with(|l| match l.get() {
         Some(t) if now.duration_since(t) < knobs().slice => {}
         Some(_) => {
-            if !defer.is_zero() && readers_busy() {
-                step_aside(defer);
+            if !defer.is_zero() && GATE.busy() {
+                GATE.step_aside(defer);
             } else {
                 give_way();
             }
@@ -258,12 +258,6 @@ fn pace_with(defer: Duration) {
         }
         None => l.set(Some(now)),
     });
-}
-
-/// Blocks the calling thread while HTTP requests are being served, for at most `most`
-/// ([`Gate::step_aside`] on the server's gate).
-fn step_aside(most: Duration) {
-    GATE.step_aside(most);
 }
 
 /// What background work steps aside for: the HTTP requests being served.
@@ -425,11 +419,6 @@ impl Drop for Aside {
     fn drop(&mut self) {
         GATE.in_flight.fetch_add(1, Ordering::SeqCst);
     }
-}
-
-/// Whether some HTTP request of the server is being served right now.
-pub fn readers_busy() -> bool {
-    GATE.busy()
 }
 
 /// Longest a `simulate` or report thread steps aside at a time while requests are being
