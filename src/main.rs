@@ -6,14 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli;
-mod hugepages;
 mod persist_cli;
 mod serve;
-
-/// Large blocks (≥ 2 MiB: node and edge arrays, hash tables) on transparent huge pages,
-/// small ones from the system allocator: see `hugepages`.
-#[global_allocator]
-static ALLOC: hugepages::HugePages = hugepages::HugePages;
 
 /// One example per command, shown by `delegraph --help`.
 const EXAMPLES: &str = "\
