@@ -606,6 +606,48 @@ impl Event {
     }
 }
 
+/// A whole batch `[{"name": {fields}}, ...]` read straight from its text into events,
+/// for the kinds the HTTP write route sees most (`grant`, `revoke`, `remove_connection`,
+/// `add_agent`, `remove_agent`, the four role events, `died`): no `serde_json::Value` in
+/// between. It answers only what the general reading ([`Event::from_json`] of each item
+/// of the strict JSON list) answers too, and `None` for everything else — any other
+/// kind, any string the id rule refuses, any text the typed reading refuses (an unknown
+/// or repeated field, a repeated key, a wrong type, not JSON) — so that the caller takes
+/// the general reading, which gives the errors. Equal answers: the structs are read by
+/// the same derived code (which refuses unknown and repeated fields), these kinds hold
+/// only strings, lists of strings and booleans, and every string here is checked with
+/// the same rule [`crate::model::check_strings`] applies (their keys are field and event
+/// names, all valid). `tests::typed_batch_agrees_with_the_general_reading` holds the two
+/// together.
+pub fn typed_batch(body: &[u8]) -> Option<Vec<Event>> {
+    let events: Vec<Event> = serde_json::from_slice(body).ok()?;
+    events.iter().all(typed_ok).then_some(events)
+}
+
+/// Whether `ev` is of a kind [`typed_batch`] answers for, every string of it valid.
+fn typed_ok(ev: &Event) -> bool {
+    let ok = |s: &str| crate::model::check_id("a value", s).is_ok();
+    let opt = |s: &Option<String>| s.as_deref().is_none_or(ok);
+    match ev {
+        Event::Grant(e) | Event::Revoke(e) => {
+            ok(&e.from)
+                && ok(&e.to)
+                && opt(&e.package)
+                && opt(&e.resource)
+                && opt(&e.instance)
+                && opt(&e.by)
+                && e.actions.as_ref().is_none_or(|a| a.iter().all(|x| ok(x)))
+        }
+        Event::RemoveConnection(e) => ok(&e.from) && ok(&e.to) && opt(&e.by),
+        Event::AddAgent(e) | Event::RemoveAgent(e) => ok(&e.facilitator) && ok(&e.agent) && opt(&e.by),
+        Event::RegisterRole(e) | Event::UnregisterRole(e) | Event::A2Role(e) | Event::RemoveA2Role(e) => {
+            ok(&e.from) && ok(&e.to) && ok(&e.role)
+        }
+        Event::Died(e) => ok(&e.person),
+        _ => false,
+    }
+}
+
 /// The (possibly nested, dotted) name of a field of `body` whose value is the string
 /// `value`, for error messages that name the wrong field.
 fn field_with_value(body: &serde_json::Value, value: &str) -> Option<String> {
@@ -616,5 +658,139 @@ fn field_with_value(body: &serde_json::Value, value: &str) -> Option<String> {
         }),
         serde_json::Value::Array(a) => a.iter().find_map(|v| field_with_value(v, value)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Event, typed_batch};
+
+    /// The general reading of a batch, as the HTTP route takes it: strict JSON, a list,
+    /// each item through [`Event::from_json`].
+    fn general(body: &[u8]) -> Option<Vec<Event>> {
+        match crate::api::strict::parse(body, 32).ok()? {
+            serde_json::Value::Array(items) => items.into_iter().map(|v| Event::from_json(v).ok()).collect(),
+            _ => None,
+        }
+    }
+
+    /// The typed reading answers only what the general reading answers, and the same.
+    fn agrees(body: &[u8]) -> bool {
+        match typed_batch(body) {
+            None => true,
+            Some(t) => general(body).is_some_and(|g| g == t),
+        }
+    }
+
+    const READ: &[&str] = &[
+        r#"[{"grant": {"from": "o1", "to": "p1", "package": "ulykke", "by": "p2"}}]"#,
+        r#"[{"revoke": {"by": "p2", "to": "p1", "from": "o1", "package": "ulykke", "cascade": true}}]"#,
+        r#"[{"grant": {"from": "o1", "to": "p1", "resource": "r", "actions": ["read", "write"]}}]"#,
+        r#"[{"grant": {"from": "o1", "to": "p1", "resource": "r", "instance": "i", "actions": []}}]"#,
+        r#"[{"grant": {"from": "o1", "to": "p1", "package": "ulykke", "by": null, "cascade": null}}]"#,
+        r#" [ {"grant":{"from":"o\u0031","to":"p1","package":"\u00e6\u00f8\u00e5"}} ] "#,
+        r#"[{"remove_connection": {"from": "o1", "to": "p1", "cascade": false, "by": "p2"}}]"#,
+        r#"[{"add_agent": {"facilitator": "o1", "agent": "p1"}}, {"remove_agent": {"facilitator": "o1", "agent": "p1", "by": "p2"}}]"#,
+        r#"[{"register_role": {"from": "o1", "to": "p1", "role": "daglig-leder"}}, {"unregister_role": {"from": "o1", "to": "p1", "role": "x"}}]"#,
+        r#"[{"a2_role": {"from": "o1", "to": "p1", "role": "A"}}, {"remove_a2_role": {"from": "o1", "to": "p1", "role": "A"}}]"#,
+        r#"[{"died": {"person": "p1"}}]"#,
+        r#"[]"#,
+    ];
+
+    const REFUSED_OR_GENERAL: &[&str] = &[
+        // unknown and repeated fields, repeated keys, two events in one item
+        r#"[{"grant": {"from": "o1", "to": "p1", "package": "ulykke", "color": "red"}}]"#,
+        r#"[{"grant": {"from": "o1", "to": "p1", "by": "p2", "by": "p3"}}]"#,
+        r#"[{"grant": {"from": "o1", "to": "p1", "by": "p2", "by": null}}]"#,
+        r#"[{"grant": {"from": "o1", "to": "p1"}, "grant": {"from": "o1", "to": "p1"}}]"#,
+        r#"[{"grant": {"from": "o1", "to": "p1"}, "revoke": {"from": "o1", "to": "p1"}}]"#,
+        r#"[{"grant": {"from": "o1", "to": "p1", "actions": ["a"], "actions": ["b"]}}]"#,
+        // missing fields, wrong types, null bodies, unknown events
+        r#"[{"grant": {"from": "o1"}}]"#,
+        r#"[{"grant": {"from": 1, "to": "p1"}}]"#,
+        r#"[{"grant": {"from": "o1", "to": "p1", "cascade": "yes"}}]"#,
+        r#"[{"grant": {"from": "o1", "to": "p1", "actions": "read"}}]"#,
+        r#"[{"grant": null}]"#,
+        r#"[{"died": {}}]"#,
+        r#"[{"teleport": {"from": "o1"}}]"#,
+        r#"[{}]"#,
+        r#"["grant"]"#,
+        r#"[null]"#,
+        // the id rule: control and bidirectional-override characters, overlong ids
+        r#"[{"grant": {"from": "o\u0007", "to": "p1"}}]"#,
+        r#"[{"grant": {"from": "o1", "to": "p1", "by": "p\u202e2"}}]"#,
+        r#"[{"grant": {"from": "o1", "to": "p1", "actions": ["a\u0000"]}}]"#,
+        r#"[{"died": {"person": "\u2066p"}}]"#,
+        // not a list of events, not JSON, trailing text
+        r#"{"grant": {"from": "o1", "to": "p1"}}"#,
+        r#"[{"grant": {"from": "o1", "to": "p1"}}] []"#,
+        r#"[{"grant": {"from": "o1", "to": "p1"}},]"#,
+        r#"[{"grant": {"from": "o1", "to": "p1""#,
+        r#"[{"grant": {"from": "\ud800", "to": "p1"}}]"#,
+        // other kinds take the general reading
+        r#"[{"party": {"id": "p1", "kind": "person"}}]"#,
+        r#"[{"grant": {"from": "o1", "to": "p1"}}, {"party": {"id": "p1", "kind": "person"}}]"#,
+        r#"[{"approve": {"id": "r1", "by": "p1"}}]"#,
+        r#"[{"retire_a2_roles": null}]"#,
+    ];
+
+    #[test]
+    fn typed_batch_agrees_with_the_general_reading() {
+        for text in READ {
+            let t = typed_batch(text.as_bytes());
+            assert!(t.is_some(), "the typed reading should read {text}");
+            assert!(agrees(text.as_bytes()), "{text}");
+        }
+        for text in REFUSED_OR_GENERAL {
+            assert!(typed_batch(text.as_bytes()).is_none(), "{text}");
+        }
+        let long = format!(
+            r#"[{{"died": {{"person": "{}"}}}}]"#,
+            "p".repeat(crate::model::MAX_ID_BYTES + 1)
+        );
+        assert!(typed_batch(long.as_bytes()).is_none() && general(long.as_bytes()).is_none());
+        let at_limit = format!(
+            r#"[{{"died": {{"person": "{}"}}}}]"#,
+            "p".repeat(crate::model::MAX_ID_BYTES)
+        );
+        assert!(typed_batch(at_limit.as_bytes()).is_some() && agrees(at_limit.as_bytes()));
+        let invalid_utf8 = b"[{\"died\": {\"person\": \"p\xff\"}}]";
+        assert!(typed_batch(invalid_utf8).is_none() && general(invalid_utf8).is_none());
+    }
+
+    #[test]
+    fn typed_batch_agrees_on_mutated_batches() {
+        // Every text one edit away from a readable batch: the two readings never differ.
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet = br#"{}[]",:\ u0aenull7truefalse"#;
+        let (mut read, mut tried) = (0, 0);
+        for text in READ {
+            let bytes = text.as_bytes();
+            for _ in 0..400 {
+                let mut b = bytes.to_vec();
+                let at = (next() % b.len() as u64) as usize;
+                let c = alphabet[(next() % alphabet.len() as u64) as usize];
+                match next() % 3 {
+                    0 => {
+                        b.remove(at);
+                    }
+                    1 => b.insert(at, c),
+                    _ => b[at] = c,
+                }
+                tried += 1;
+                if typed_batch(&b).is_some() {
+                    read += 1;
+                }
+                assert!(agrees(&b), "{}", String::from_utf8_lossy(&b));
+            }
+        }
+        // Some edits keep a readable batch (e.g. inside an id), so the comparison bit.
+        assert!(read > 0 && read < tried, "{read} of {tried}");
     }
 }

@@ -203,3 +203,17 @@ pub fn decode_batch(caller: &Caller, items: Vec<Value>) -> Result<Vec<Event>, Pr
     }
     Ok(events)
 }
+
+/// Binds a batch read already ([`crate::event::typed_batch`]) to `caller`, as
+/// [`decode_batch`] does after decoding: the first refused event refuses it, its index in
+/// the message. (The kinds read that way name `by` as optional, so the filling of a
+/// required `by` in [`decode`] does not arise.)
+pub fn bind_batch(caller: &Caller, mut events: Vec<Event>) -> Result<Vec<Event>, Problem> {
+    for (i, ev) in events.iter_mut().enumerate() {
+        bind(caller, ev).map_err(|mut p| {
+            p.detail = format!("event {i}: {}", p.detail);
+            p
+        })?;
+    }
+    Ok(events)
+}
