@@ -161,6 +161,9 @@ pub struct Report {
     pub errors: u64,
     pub requests_per_s: f64,
     pub decisions_per_s: f64,
+    /// The load tester's own CPU time (user, system seconds) while the load ran (not
+    /// while it read the snapshot and drew its questions); None where not measured.
+    pub client_cpu_s: Option<(f64, f64)>,
     pub kinds: Vec<KindReport>,
     /// The background work's latencies (`--during`), one row per request kind it sent.
     pub during: Option<DuringReport>,
@@ -231,13 +234,46 @@ impl Rng {
 
 /// The questions to ask, drawn from the world.
 struct Pool {
-    /// (subject, party, package, holds)
-    checks: Vec<(String, String, String, bool)>,
-    subjects: Vec<String>,
     /// (from, to, package, by) for grant/revoke pairs, no two alike.
     writes: Vec<(String, String, String, String)>,
     /// (client, firm): a REGN relationship of the accounting firm with most clients.
     regn: Option<(String, String)>,
+    /// The JSON bodies, written once: one per check, one per subject (authorized
+    /// parties) and a (grant, revoke) pair per write, so a request costs the client a
+    /// copy.
+    bodies: Bodies,
+}
+
+struct Bodies {
+    checks: Vec<String>,
+    subjects: Vec<String>,
+    writes: Vec<(String, String)>,
+}
+
+impl Bodies {
+    fn of(
+        checks: &[(String, String, String, bool)],
+        subjects: &[String],
+        writes: &[(String, String, String, String)],
+    ) -> Bodies {
+        let write = |what: &str, (f, t, p, by): &(String, String, String, String)| {
+            json!([{ what: {"from": f, "to": t, "package": p, "by": by} }]).to_string()
+        };
+        Bodies {
+            checks: checks
+                .iter()
+                .map(|(s, p, pk, _)| json!({"subject": s, "party": p, "package": pk}).to_string())
+                .collect(),
+            subjects: subjects
+                .iter()
+                .map(|s| json!({ "subject": s }).to_string())
+                .collect(),
+            writes: writes
+                .iter()
+                .map(|w| (write("grant", w), write("revoke", w)))
+                .collect(),
+        }
+    }
 }
 
 /// A REGN relationship (client → firm, `regnskapsforer`) of the firm with most clients.
@@ -327,8 +363,7 @@ fn pool(w: &World, seed: u64) -> Result<Pool, LoadError> {
         return Err(LoadError::NothingToAsk);
     }
     Ok(Pool {
-        checks,
-        subjects,
+        bodies: Bodies::of(&checks, &subjects, &writes),
         writes,
         regn: biggest_regn(w),
     })
@@ -347,11 +382,15 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
     require_loopback(&plan.server)?;
     let pool = Arc::new(pool(w, plan.seed)?);
     let base = plan.server.trim_end_matches('/').to_string();
-    // What the client itself costs per request must stay small beside the server's:
-    // * every connection goes back to the pool after its request, so each of the
-    //   `concurrency` threads (and the background connections) keeps one connection
-    //   open (ureq keeps 3 idle connections per host by default; a request that finds
-    //   none opens a new one);
+    // What the client itself costs per request must stay small beside the server's, and
+    // it shares the cores with the server: the load threads each keep one connection of
+    // their own ([`Conn`]: a request is one write of bodies written beforehand, the
+    // answer one read, where ureq writes head and body apart and probes the connection
+    // twice before reusing it). The health check and the background work (`--during`,
+    // a few requests a second) go through ureq:
+    // * every connection goes back to the pool after its request, so each background
+    //   connection stays open (ureq keeps 3 idle connections per host by default; a
+    //   request that finds none opens a new one);
     // * no timeout covers the address lookup: with one (e.g. a global timeout) ureq
     //   resolves on a new thread for every request, pooled connection or not. The
     //   target is a loopback address (`require_loopback`), so the lookup is a parse;
@@ -373,8 +412,10 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
         .get(&format!("{base}/healthz"))
         .call()
         .map_err(|e| LoadError::Unreachable(base.clone(), e.to_string()))?;
+    let target = Target::of(&base, plan.token.as_deref())?;
     let sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = cpu_time();
     let start = Instant::now();
     let deadline = start + plan.duration;
     let weights = [
@@ -406,13 +447,8 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
         };
         let handles: Vec<_> = (0..plan.concurrency.max(1))
             .map(|t| {
-                let (pool, sent, stop, agent, base) = (
-                    pool.clone(),
-                    sent.clone(),
-                    stop.clone(),
-                    agent.clone(),
-                    base.clone(),
-                );
+                let (pool, sent, stop) = (pool.clone(), sent.clone(), stop.clone());
+                let mut conn = Conn::new(&target);
                 s.spawn(move || {
                     let mut rng = Rng(plan.seed.wrapping_add(t as u64 * 7919) | 1);
                     let mut stats: KindStats = std::array::from_fn(|_| (histogram(), 0, 0, 0));
@@ -421,6 +457,7 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
                         step: plan.concurrency.max(1),
                         revoke: false,
                     };
+                    let mut body = String::new();
                     loop {
                         if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
                             break;
@@ -438,23 +475,12 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
                             }
                             pick -= wgt;
                         }
-                        let (path, body, decisions) =
-                            request(&pool, kind, plan.batch_size, &mut rng, &mut writer);
+                        let (path, decisions) =
+                            request(&pool, kind, plan.batch_size, &mut rng, &mut writer, &mut body);
                         let t0 = Instant::now();
-                        let mut req = agent
-                            .post(&format!("{base}{path}"))
-                            .content_type("application/json");
-                        if let Some(tok) = &plan.token {
-                            req = req.header("Authorization", format!("Bearer {tok}"));
-                        }
-                        let ok = match req.send(body.to_string()) {
-                            Ok(mut res) => {
-                                let good = res.status().is_success();
-                                let _ = res.body_mut().read_to_vec();
-                                good
-                            }
-                            Err(_) => false,
-                        };
+                        let ok = conn
+                            .post(path, &body)
+                            .is_ok_and(|status| (200..300).contains(&status));
                         let us = t0.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
                         if let Some(st) = stats.get_mut(kind) {
                             if let Some(h) = st.0.as_mut() {
@@ -485,6 +511,10 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
     });
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
+    let client_cpu_s = match (cpu_before, cpu_time()) {
+        (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1)),
+        _ => None,
+    };
     let mut kinds = Vec::new();
     let (mut requests, mut errors, mut decisions) = (0, 0, 0);
     for (k, name) in KINDS.iter().enumerate() {
@@ -528,6 +558,7 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
         errors,
         requests_per_s: requests as f64 / elapsed,
         decisions_per_s: decisions as f64 / elapsed,
+        client_cpu_s,
         kinds,
         during: plan.during.map(|work| during_report(work, background)),
     })
@@ -710,49 +741,230 @@ struct Writer {
     revoke: bool,
 }
 
-/// One request of `kind`: (path, body, decisions it asks for).
+/// One request of `kind`, its JSON body written into `body`: (path, decisions it asks
+/// for). The bodies are the pool's, written once ([`Bodies`]).
 fn request(
     pool: &Pool,
     kind: usize,
     batch: usize,
     rng: &mut Rng,
     writer: &mut Writer,
-) -> (&'static str, Value, u64) {
-    let check = |rng: &mut Rng| {
-        let (s, p, pk, _) = &pool.checks[rng.below(pool.checks.len())];
-        json!({"subject": s, "party": p, "package": pk})
-    };
+    body: &mut String,
+) -> (&'static str, u64) {
+    let checks = &pool.bodies.checks;
+    body.clear();
     match kind {
-        0 => ("/v1/check", check(rng), 1),
+        0 => {
+            body.push_str(&checks[rng.below(checks.len())]);
+            ("/v1/check", 1)
+        }
         1 => {
-            let checks: Vec<Value> = (0..batch.max(1)).map(|_| check(rng)).collect();
-            (
-                "/v1/check/batch",
-                json!({ "checks": checks }),
-                batch.max(1) as u64,
-            )
+            body.push_str(r#"{"checks":["#);
+            for i in 0..batch.max(1) {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(&checks[rng.below(checks.len())]);
+            }
+            body.push_str("]}");
+            ("/v1/check/batch", batch.max(1) as u64)
         }
         2 => {
-            let s = &pool.subjects[rng.below(pool.subjects.len())];
-            ("/v1/authorized_parties", json!({ "subject": s }), 1)
+            let subjects = &pool.bodies.subjects;
+            body.push_str(&subjects[rng.below(subjects.len())]);
+            ("/v1/authorized_parties", 1)
         }
-        _ => match pool.writes.get(writer.next % pool.writes.len().max(1)) {
+        _ => match pool.bodies.writes.get(writer.next % pool.writes.len().max(1)) {
             // One event, acting as `by`: the grant, then (next time) its revoke.
-            Some((f, t, p, by)) => {
-                let what = if writer.revoke { "revoke" } else { "grant" };
+            Some((grant, revoke)) => {
+                body.push_str(if writer.revoke { revoke } else { grant });
                 if writer.revoke {
                     writer.next += writer.step;
                 }
                 writer.revoke = !writer.revoke;
-                (
-                    "/v1/events",
-                    json!([{ what: {"from": f, "to": t, "package": p, "by": by} }]),
-                    1,
-                )
+                ("/v1/events", 1)
             }
-            None => ("/v1/check", check(rng), 1),
+            None => {
+                body.push_str(&checks[rng.below(checks.len())]);
+                ("/v1/check", 1)
+            }
         },
     }
+}
+
+/// Where the load goes: the server's address, and the head every request starts with.
+struct Target {
+    addrs: Vec<std::net::SocketAddr>,
+    /// The path prefix of the server's URL (usually empty).
+    prefix: String,
+    /// The header lines after the request line, before `content-length`.
+    headers: String,
+}
+
+impl Target {
+    fn of(base: &str, token: Option<&str>) -> Result<Target, LoadError> {
+        let bad = || LoadError::BadUrl(base.to_string());
+        let rest = base.strip_prefix("http://").ok_or_else(bad)?;
+        let (hostport, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let with_port = if hostport.starts_with('[') || hostport.matches(':').count() == 1 {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:80")
+        };
+        let addrs: Vec<_> = with_port.to_socket_addrs().map_err(|_| bad())?.collect();
+        if addrs.is_empty() {
+            return Err(bad());
+        }
+        let mut headers = format!(
+            "host: {hostport}\r\nuser-agent: delegraph-loadtest\r\ncontent-type: application/json\r\n"
+        );
+        if let Some(t) = token {
+            headers.push_str(&format!("authorization: Bearer {t}\r\n"));
+        }
+        Ok(Target {
+            addrs,
+            prefix: prefix.to_string(),
+            headers,
+        })
+    }
+}
+
+/// One kept-alive HTTP/1.1 connection of a load thread. A request goes out whole in one
+/// write — head and body together, as a client that buffers its request sends it — and
+/// the answer is read by its `content-length`. Any failure drops the connection; the
+/// next request opens a new one.
+struct Conn {
+    addrs: Vec<std::net::SocketAddr>,
+    prefix: String,
+    headers: String,
+    stream: Option<std::net::TcpStream>,
+    out: Vec<u8>,
+    input: Vec<u8>,
+}
+
+/// Longest answer head read (the API's are a few hundred bytes).
+const MAX_HEAD: usize = 64 * 1024;
+
+impl Conn {
+    fn new(t: &Target) -> Conn {
+        Conn {
+            addrs: t.addrs.clone(),
+            prefix: t.prefix.clone(),
+            headers: t.headers.clone(),
+            stream: None,
+            out: Vec::with_capacity(1024),
+            input: Vec::with_capacity(4096),
+        }
+    }
+
+    /// POSTs `body` (JSON) to `path`; the answer's status.
+    fn post(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
+        use std::io::Write;
+        self.out.clear();
+        let _ = write!(
+            self.out,
+            "POST {}{path} HTTP/1.1\r\n{}content-length: {}\r\n\r\n",
+            self.prefix,
+            self.headers,
+            body.len()
+        );
+        self.out.extend_from_slice(body.as_bytes());
+        let answer = self.exchange();
+        if !matches!(answer, Ok((_, true))) {
+            self.stream = None;
+        }
+        answer.map(|(status, _)| status)
+    }
+
+    /// Sends `out` and reads one answer: (status, whether the connection stays open).
+    fn exchange(&mut self) -> std::io::Result<(u16, bool)> {
+        use std::io::{Error, ErrorKind, Read, Write};
+        let limit = Some(Duration::from_secs(30));
+        let stream = match &mut self.stream {
+            Some(s) => s,
+            None => {
+                let s = std::net::TcpStream::connect(&self.addrs[..])?;
+                s.set_nodelay(true)?;
+                s.set_read_timeout(limit)?;
+                s.set_write_timeout(limit)?;
+                self.stream.insert(s)
+            }
+        };
+        stream.write_all(&self.out)?;
+        let bad = |what: &str| Error::new(ErrorKind::InvalidData, what.to_string());
+        let input = &mut self.input;
+        input.clear();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(ErrorKind::UnexpectedEof.into());
+            }
+            let from = input.len().saturating_sub(3);
+            input.extend_from_slice(&chunk[..n]);
+            if let Some(i) = input[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+                break from + i + 4;
+            }
+            if input.len() > MAX_HEAD {
+                return Err(bad("the answer's head is too long"));
+            }
+        };
+        let head =
+            std::str::from_utf8(&input[..head_end]).map_err(|_| bad("the answer's head is not text"))?;
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.strip_prefix("HTTP/1.1 "))
+            .and_then(|l| l.get(..3))
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(|| bad("no HTTP/1.1 status line"))?;
+        let (mut length, mut keep) = (None, true);
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse::<usize>().ok();
+            } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
+                keep = false;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err(bad("a chunked answer"));
+            }
+        }
+        let want = head_end + length.ok_or_else(|| bad("no content-length"))?;
+        while input.len() < want {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(ErrorKind::UnexpectedEof.into());
+            }
+            input.extend_from_slice(&chunk[..n]);
+        }
+        // Nothing was asked beyond this answer: anything more is not HTTP we speak.
+        Ok((status, keep && input.len() == want))
+    }
+}
+
+/// This process's CPU time so far: (user, system) seconds.
+fn cpu_time() -> Option<(f64, f64)> {
+    #[cfg(unix)]
+    {
+        let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `u` is a valid, writable rusage; getrusage only writes it.
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) };
+        if rc != 0 {
+            return None;
+        }
+        // SAFETY: getrusage succeeded, so it filled the struct (zeroed before anyway).
+        let u = unsafe { u.assume_init() };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        Some((secs(u.ru_utime), secs(u.ru_stime)))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// The report as text.
@@ -764,6 +976,18 @@ pub fn to_text(r: &Report) -> String {
         "{} requests in {:.1} s ({:.0} req/s, {:.0} decisions/s), {} errors, {} connections, batch {}",
         r.requests, r.elapsed_s, r.requests_per_s, r.decisions_per_s, r.errors, r.concurrency, r.batch_size
     );
+    if let Some((user, sys)) = r.client_cpu_s {
+        let per = |t: f64| t * 1e6 / r.requests.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "client CPU during the load: {:.2} s user + {:.2} s system = {:.1} µs per request ({:.1} + {:.1})",
+            user,
+            sys,
+            per(user + sys),
+            per(user),
+            per(sys)
+        );
+    }
     let _ = writeln!(
         s,
         "{:<20} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",

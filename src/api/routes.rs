@@ -308,22 +308,7 @@ pub async fn post_events(
     super::guard::same_origin(&req)?;
     super::guard::json_body(&req)?;
     let body = state.limits.read_body(&req, payload).await?;
-    let Value::Array(items) = state.limits.parse_json(&body)? else {
-        return Err(Problem::invalid(
-            "the body of `POST /v1/events` is a JSON list of events",
-        ));
-    };
-    if items.is_empty() {
-        return Err(Problem::invalid("the batch holds no event"));
-    }
-    if items.len() > state.limits.max_batch_events {
-        return Err(Problem::limit(format!(
-            "the batch holds {} events, more than the limit of {}",
-            items.len(),
-            state.limits.max_batch_events
-        )));
-    }
-    let events = super::actor::decode_batch(&caller, items)?;
+    let events = batch_of(&state.limits, &caller, &body)?;
     let committed = state.partitions.submit(events).await?;
     let changes = Changes::from(&committed.outcome);
     let answer = EventsAnswer {
@@ -333,6 +318,40 @@ pub async fn post_events(
         removed_delegations: changes.removed_delegations,
     };
     Ok(json_ok(committed.token, &answer))
+}
+
+/// The events of a `POST /v1/events` body, bound to `caller`. A batch of the common
+/// kinds is read straight into events ([`crate::event::typed_batch`]); any other body
+/// takes the general reading — strict JSON, then each event through [`super::actor`] —
+/// which also gives every refusal its message. Both answer the same events.
+fn batch_of(
+    limits: &super::limits::Limits,
+    caller: &Caller,
+    body: &[u8],
+) -> Result<Vec<crate::event::Event>, Problem> {
+    if super::limits::json_depth(body) <= limits.max_json_depth
+        && let Some(events) = crate::event::typed_batch(body)
+        && !events.is_empty()
+        && events.len() <= limits.max_batch_events
+    {
+        return super::actor::bind_batch(caller, events);
+    }
+    let Value::Array(items) = limits.parse_json(body)? else {
+        return Err(Problem::invalid(
+            "the body of `POST /v1/events` is a JSON list of events",
+        ));
+    };
+    if items.is_empty() {
+        return Err(Problem::invalid("the batch holds no event"));
+    }
+    if items.len() > limits.max_batch_events {
+        return Err(Problem::limit(format!(
+            "the batch holds {} events, more than the limit of {}",
+            items.len(),
+            limits.max_batch_events
+        )));
+    }
+    super::actor::decode_batch(caller, items)
 }
 
 /// Empty the world (for `delegraph test --server`); needs `--allow-reset`.
