@@ -1854,6 +1854,12 @@ impl Graph {
     /// Sets the edge with `key` to `w` (None removes it); returns the previous value.
     pub fn set_edge(&mut self, key: EdgeKey, w: Option<Edge>) -> Option<Edge> {
         let found = self.find(key);
+        self.set_found_edge(key, found, w)
+    }
+
+    /// [`Graph::set_edge`] for a caller that has just looked the key up: `found` must be
+    /// `self.find(key)` (a write reads the edge it changes first; one lookup, not two).
+    pub fn set_found_edge(&mut self, key: EdgeKey, found: Option<EdgeId>, w: Option<Edge>) -> Option<Edge> {
         if let (Some(e), Some(w)) = (found, &w) {
             // The key fixes the endpoints and the kind, so the edge keeps its place.
             if let Some(old) = self.replace_edge_weight(e, w.clone()) {

@@ -207,17 +207,36 @@ fn short_outgoing(w: &World, s: NodeId) -> Option<OutList<'_>> {
 
 /// Every record by which `x` acts for some party; with `target`, only those for it.
 pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
+    records_with::<false>(w, x, target)
+}
+
+/// The records of `x` for `target` — the same as `records(w, x, Some(target))`, up to
+/// their order — found from the subject's side: each source of `target` is asked pair by
+/// pair ([`crate::graph::Graph::between_iter`], which walks the shorter of the two
+/// lists) for its edges to `x` and to the holders of `x`'s key roles, instead of reading
+/// the source's outgoing list first. A write's actor check asks this: the actor is
+/// usually a person with a few edges, while the organisation it acts for may have
+/// hundreds, which after a write are read through the delta's maps (a tree lookup per
+/// edge). The checks keep [`records`], whose warm short lists suit a large unchanged base.
+pub fn actor_records(w: &World, x: NodeId, target: NodeId) -> Vec<Record> {
+    records_with::<true>(w, x, Some(target))
+}
+
+/// [`records`], or with `PAIRWISE` [`actor_records`]: the one implementation of §4's
+/// paths; the flag only chooses how the edges from a source to a node are found.
+fn records_with<const PAIRWISE: bool>(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
     let c = w.catalog;
     let g = &w.graph;
     let sources = target.map(|t| sources_for(w, t));
     // The edges out of each source, read once when there are few: every lookup below
     // (the subject, each key-role holder) is then a scan of a short warm list instead
     // of a walk of the other end's edges, which on a large world is a cache miss per
-    // node and edge touched. A source with many edges is asked pair by pair.
+    // node and edge touched. A source with many edges (or every source, `PAIRWISE`) is
+    // asked pair by pair.
     let source_edges: Vec<(NodeId, Option<OutList<'_>>)> = sources
         .iter()
         .flatten()
-        .map(|s| (*s, short_outgoing(w, *s)))
+        .map(|s| (*s, if PAIRWISE { None } else { short_outgoing(w, *s) }))
         .collect();
     let mut base: Vec<Record> = Vec::new();
 
@@ -597,8 +616,18 @@ pub fn can_delegate_package(w: &World, u: NodeId, party: NodeId, p: PackageId) -
     }
 }
 
+/// [`can_delegate_package`] answered from `u`'s side ([`actor_records`]): the same
+/// verdict, for a write's actor check.
+pub fn actor_can_delegate_package(w: &World, u: NodeId, party: NodeId, p: PackageId) -> DelegationVerdict {
+    match package_refusal(w, party, p) {
+        Some(v) => v,
+        None => held_verdict(held_delegable_in(w, u, party, &actor_records(w, u, party)), p),
+    }
+}
+
 /// [`can_delegate_package`] given `u`'s records for `party` (`records(w, u,
-/// Some(party))`), for a caller that reads them for more than one question.
+/// Some(party))` or [`actor_records`]), for a caller that reads them for more than one
+/// question.
 pub fn can_delegate_package_in(
     w: &World,
     u: NodeId,
