@@ -19,7 +19,9 @@ use crate::catalog::{Catalog, PackageSet};
 use crate::event::{
     AgentEvent, ConnectionEvent, DelegateEvent, Event, GrantEvent, PartyEvent, ResourceEvent, RoleEvent,
 };
-use crate::graph::{Actions, Assignment, Delegation, Edge, EdgeId, EdgeKey, NodeId, Party, Resource, Rule, Token};
+use crate::graph::{
+    Actions, Assignment, Delegation, Edge, EdgeId, EdgeKey, NodeId, Party, Resource, Rule, Token,
+};
 use crate::model::{Error, ErrorCode, PackageId, PartyKind, Result, RoleId, SystemUserKind};
 use crate::resolve::{self, DelegationVerdict};
 use crate::world::World;
