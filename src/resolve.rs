@@ -245,10 +245,21 @@ fn records_with<const PAIRWISE: bool>(w: &World, x: NodeId, target: Option<NodeI
         .iter()
         .flatten()
         .map(|s| {
-            let read = held_first
-                .as_ref()
-                .is_none_or(|held| !held.is_empty() || g.out_degree(*s) <= 2 * g.in_degree(x));
-            (*s, if read { short_outgoing(w, *s) } else { None })
+            let list = match &held_first {
+                None => short_outgoing(w, *s),
+                Some(held) => {
+                    // The count is known: a list too long to read is not walked at all,
+                    // and one that is read is allocated once.
+                    let out = g.out_degree(*s);
+                    let read = out <= SHORT_OUT && (!held.is_empty() || out <= 2 * g.in_degree(x));
+                    read.then(|| {
+                        let mut l = Vec::with_capacity(out);
+                        l.extend(g.outgoing(*s));
+                        l
+                    })
+                }
+            };
+            (*s, list)
         })
         .collect();
     // A write's actor has a few records; growing the list from empty reallocates.
