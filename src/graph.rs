@@ -814,6 +814,18 @@ impl Part {
         (i, o)
     }
 
+    /// The number of edges at `n` in direction `dir`: the length of its delta's list
+    /// when it has one (no walk), else the base's count.
+    fn count(&self, n: NodeId, dir: Direction) -> u32 {
+        match self.adj(n, dir) {
+            Some(v) => v.len() as u32,
+            None => {
+                let (i, o) = self.base.degree.get(n);
+                if dir == Direction::Outgoing { o } else { i }
+            }
+        }
+    }
+
     fn loops(&self, n: NodeId) -> u32 {
         if self.dirty
             && let Some(k) = self.d.loops.get(&n)
@@ -1569,10 +1581,42 @@ impl Graph {
 
     /// [`Graph::between`] without collecting.
     pub fn between_iter(&self, a: NodeId, b: NodeId) -> impl Iterator<Item = (EdgeId, &Edge)> + '_ {
+        self.between_by(a, b, false)
+    }
+
+    /// The number of edges out of `n` (from its delta's list or the base's counts: no
+    /// walk).
+    pub fn out_degree(&self, n: NodeId) -> usize {
+        self.part(n.part)
+            .map_or(0, |p| p.count(n, Direction::Outgoing) as usize)
+    }
+
+    /// The number of edges into `n` (see [`Graph::out_degree`]).
+    pub fn in_degree(&self, n: NodeId) -> usize {
+        self.part(n.part)
+            .map_or(0, |p| p.count(n, Direction::Incoming) as usize)
+    }
+
+    /// Edges `a → b`, walking the side with fewer edges. With `counted` the side is
+    /// chosen from the two counts ([`Graph::out_degree`], [`Graph::in_degree`]): the
+    /// writes' lookups, where a list overridden by the delta costs a tree lookup per
+    /// edge walked, so walking both in step ([`Graph::out_not_longer`]) costs more than
+    /// the counts. Without, as [`Graph::between_iter`] (the checks' lookups).
+    pub fn between_by(
+        &self,
+        a: NodeId,
+        b: NodeId,
+        counted: bool,
+    ) -> impl Iterator<Item = (EdgeId, &Edge)> + '_ {
         // Both adjacency lists of a hub are long, and edges from a node to itself are
         // rare (a client delegation whose agent is the client): counted, not searched.
         let none = a == b && self.loops(a) == 0;
-        let walk_out = !none && self.out_not_longer(a, b);
+        let walk_out = !none
+            && if counted {
+                self.out_degree(a) <= self.in_degree(b)
+            } else {
+                self.out_not_longer(a, b)
+            };
         let walk_in = !none && !walk_out;
         let from_out = walk_out
             .then(|| {
@@ -1601,7 +1645,7 @@ impl Graph {
     }
 
     pub fn find_assignment(&self, from: NodeId, to: NodeId, role: RoleId) -> Option<EdgeId> {
-        self.between_iter(from, to).find_map(|(e, w)| match w {
+        self.between_by(from, to, true).find_map(|(e, w)| match w {
             Edge::Assignment(a) if a.role == role => Some(e),
             _ => None,
         })
@@ -1619,7 +1663,7 @@ impl Graph {
         facilitator: NodeId,
         role: RoleId,
     ) -> Option<EdgeId> {
-        self.between_iter(client, agent).find_map(|(e, w)| match w {
+        self.between_by(client, agent, true).find_map(|(e, w)| match w {
             Edge::Delegation(d) if d.facilitator == facilitator && d.role == role => Some(e),
             _ => None,
         })
@@ -1675,7 +1719,7 @@ impl Graph {
                 role,
             } => self.find_delegation(client, agent, facilitator, role),
             EdgeKey::MainUnit { sub, main } => self
-                .between_iter(sub, main)
+                .between_by(sub, main, true)
                 .find_map(|(e, w)| matches!(w, Edge::MainUnit(_)).then_some(e)),
         }
     }
@@ -1854,6 +1898,12 @@ impl Graph {
     /// Sets the edge with `key` to `w` (None removes it); returns the previous value.
     pub fn set_edge(&mut self, key: EdgeKey, w: Option<Edge>) -> Option<Edge> {
         let found = self.find(key);
+        self.set_found_edge(key, found, w)
+    }
+
+    /// [`Graph::set_edge`] for a caller that has just looked the key up: `found` must be
+    /// `self.find(key)` (a write reads the edge it changes first; one lookup, not two).
+    pub fn set_found_edge(&mut self, key: EdgeKey, found: Option<EdgeId>, w: Option<Edge>) -> Option<Edge> {
         if let (Some(e), Some(w)) = (found, &w) {
             // The key fixes the endpoints and the kind, so the edge keeps its place.
             if let Some(old) = self.replace_edge_weight(e, w.clone()) {

@@ -19,7 +19,9 @@ use crate::catalog::{Catalog, PackageSet};
 use crate::event::{
     AgentEvent, ConnectionEvent, DelegateEvent, Event, GrantEvent, PartyEvent, ResourceEvent, RoleEvent,
 };
-use crate::graph::{Actions, Assignment, Delegation, Edge, EdgeKey, NodeId, Party, Resource, Rule, Token};
+use crate::graph::{
+    Actions, Assignment, Delegation, Edge, EdgeId, EdgeKey, NodeId, Party, Resource, Rule, Token,
+};
 use crate::model::{Error, ErrorCode, PackageId, PartyKind, Result, RoleId, SystemUserKind};
 use crate::resolve::{self, DelegationVerdict};
 use crate::world::World;
@@ -69,6 +71,19 @@ impl<'w> Tx<'w> {
 
     pub(crate) fn edge(&self, key: EdgeKey) -> Option<Edge> {
         self.w.graph.find(key).and_then(|e| self.w.graph.edge(e)).cloned()
+    }
+
+    /// [`Tx::edge`] with where it was found, for [`Tx::set_found_edge`].
+    pub(crate) fn edge_found(&self, key: EdgeKey) -> (Option<EdgeId>, Option<Edge>) {
+        let found = self.w.graph.find(key);
+        (found, found.and_then(|e| self.w.graph.edge(e)).cloned())
+    }
+
+    /// [`Tx::set_edge`] given `found` from [`Tx::edge_found`] of the same key, with no
+    /// change to that edge since (other edges may have changed: indices are stable).
+    pub(crate) fn set_found_edge(&mut self, key: EdgeKey, found: Option<EdgeId>, new: Option<Edge>) {
+        let old = self.w.graph.set_found_edge(key, found, new);
+        self.undo.push(Undo::Edge(key, old));
     }
 
     /// Adds a new party node, undoably.
@@ -1045,9 +1060,11 @@ fn kind_of(w: &World, n: NodeId) -> Option<PartyKind> {
     w.graph.party(n).map(|p| p.kind)
 }
 
-/// Does `by` hold package `p` for `party` (through any path)?
+/// Does `by` hold package `p` for `party` (through any path; read from `by`'s side)?
 fn holds(w: &World, by: NodeId, party: NodeId, p: PackageId) -> bool {
-    resolve::has_package(w, by, party, p)
+    resolve::actor_records(w, by, party)
+        .iter()
+        .any(|r| r.packages.contains(p))
 }
 
 fn require_client_admin(w: &World, by: Option<NodeId>, facilitator: NodeId) -> Result<()> {
@@ -1564,7 +1581,7 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
     if let Some(b) = by {
         match &target {
             GrantTarget::Package(p) => {
-                let v = resolve::can_delegate_package(w, b, from, *p);
+                let v = resolve::actor_can_delegate_package(w, b, from, *p);
                 if v != DelegationVerdict::Yes {
                     return Err(Error::not_authorized(format!(
                         "`{}` may not grant package `{}` for `{}`",
@@ -1594,7 +1611,7 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
         to,
         role: c.known.rettighetshaver,
     };
-    let found = tx.edge(key);
+    let (at, found) = tx.edge_found(key);
     let existed = found.is_some();
     let mut a = match found {
         Some(Edge::Assignment(a)) => a,
@@ -1607,21 +1624,22 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
         GrantTarget::Instance(r, i, acts) => a.instances.entry((r, i)).or_default().extend(acts),
     }
     if !existed || a != before {
-        tx.set_edge(key, Some(Edge::Assignment(a)));
+        tx.set_found_edge(key, at, Some(Edge::Assignment(a)));
     }
     Ok(())
 }
 
 /// May `by` remove what is named from the connection `from → to` (§5)?
 ///
-/// `by`'s records for `from` are read once and answer every question below (each of
-/// [`holds`], [`resolve::is_person_access_manager`] and [`resolve::can_delegate_package`]
-/// would read the same records again).
+/// `by`'s records for `from` are read once, from `by`'s side ([`resolve::actor_records`]),
+/// and answer every question below (each of [`holds`],
+/// [`resolve::is_person_access_manager`] and [`resolve::can_delegate_package`] would read
+/// the same records again).
 fn may_remove(w: &World, by: NodeId, from: NodeId, to: NodeId, what: &[GrantTarget]) -> bool {
     if by == to {
         return true;
     }
-    let recs = resolve::records(w, by, Some(from));
+    let recs = resolve::actor_records(w, by, from);
     let tilgangsstyrer = w.catalog.known.tilgangsstyrer;
     if recs.iter().any(|r| r.packages.contains(tilgangsstyrer)) {
         return true;
@@ -1661,7 +1679,7 @@ fn revoke(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
     }
     let rh = c.known.rettighetshaver;
     let key = EdgeKey::Assignment { from, to, role: rh };
-    let Some(Edge::Assignment(mut a)) = tx.edge(key) else {
+    let (at, Some(Edge::Assignment(mut a))) = tx.edge_found(key) else {
         return Ok(()); // nothing to revoke: not an error
     };
     // The forwarded copies: client delegations built on this assignment that carry it.
@@ -1743,8 +1761,9 @@ fn revoke(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
             }
         }
     }
-    // An emptied rightholder assignment stays until it is removed (§3).
-    tx.set_edge(key, Some(Edge::Assignment(a)));
+    // An emptied rightholder assignment stays until it is removed (§3). The copies
+    // changed above are other edges, so `at` still names this one.
+    tx.set_found_edge(key, at, Some(Edge::Assignment(a)));
     Ok(())
 }
 

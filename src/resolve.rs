@@ -207,19 +207,67 @@ fn short_outgoing(w: &World, s: NodeId) -> Option<OutList<'_>> {
 
 /// Every record by which `x` acts for some party; with `target`, only those for it.
 pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
+    records_with::<false>(w, x, target)
+}
+
+/// The records of `x` for `target` — the same as `records(w, x, Some(target))`, up to
+/// their order — for a write's actor check, where `target` (an organisation, say) may
+/// have hundreds of edges that after a write are read through the delta's maps (a tree
+/// lookup per edge), and the actor may hold many key roles. A source of `target` is
+/// asked pair by pair ([`crate::graph::Graph::between_by`], walking the shorter list as
+/// the counts say) unless reading its outgoing list costs no more; a list that is read is
+/// scanned once for all the key-role holders (sorted), not once per holder. The checks
+/// keep [`records`], whose warm short lists suit a large unchanged base.
+pub fn actor_records(w: &World, x: NodeId, target: NodeId) -> Vec<Record> {
+    records_with::<true>(w, x, Some(target))
+}
+
+/// [`records`], or with `PAIRWISE` [`actor_records`]: the one implementation of §4's
+/// paths; the flag only chooses how the edges from a source to a node are found.
+fn records_with<const PAIRWISE: bool>(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
     let c = w.catalog;
     let g = &w.graph;
     let sources = target.map(|t| sources_for(w, t));
     // The edges out of each source, read once when there are few: every lookup below
     // (the subject, each key-role holder) is then a scan of a short warm list instead
     // of a walk of the other end's edges, which on a large world is a cache miss per
-    // node and edge touched. A source with many edges is asked pair by pair.
+    // node and edge touched. A source with many edges (or every source, `PAIRWISE`) is
+    // asked pair by pair.
+    //
+    // `PAIRWISE` reads the key-role holders first. A source's list is then read when the
+    // subject holds key roles (the list is scanned once for all of them, below; an actor
+    // may hold many) or when it is no longer than the two walks pair by pair for paths 1
+    // and 4 (each walks the shorter of the source's outgoing list and the subject's
+    // incoming one; the counts are known without a walk).
+    let held_first: Option<Vec<(NodeId, RoleId)>> =
+        PAIRWISE.then(|| g.key_roles_held(x).map(|(_, h, k)| (h, k.role)).collect());
     let source_edges: Vec<(NodeId, Option<OutList<'_>>)> = sources
         .iter()
         .flatten()
-        .map(|s| (*s, short_outgoing(w, *s)))
+        .map(|s| {
+            let list = match &held_first {
+                None => short_outgoing(w, *s),
+                Some(held) => {
+                    // The count is known: a list too long to read is not walked at all,
+                    // and one that is read is allocated once.
+                    let out = g.out_degree(*s);
+                    let read = out <= SHORT_OUT && (!held.is_empty() || out <= 2 * g.in_degree(x));
+                    read.then(|| {
+                        let mut l = Vec::with_capacity(out);
+                        l.extend(g.outgoing(*s));
+                        l
+                    })
+                }
+            };
+            (*s, list)
+        })
         .collect();
-    let mut base: Vec<Record> = Vec::new();
+    // A write's actor has a few records; growing the list from empty reallocates.
+    let mut base: Vec<Record> = if PAIRWISE {
+        Vec::with_capacity(16)
+    } else {
+        Vec::new()
+    };
 
     // Edges from a source to `to`, or every edge into `to` when there is no target.
     let edges_into = |to: NodeId| {
@@ -231,7 +279,7 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
             });
             let long = list
                 .is_none()
-                .then(|| g.between_iter(*s, to).map(move |(e, edge)| (e, *s, edge)));
+                .then(|| g.between_by(*s, to, PAIRWISE).map(move |(e, edge)| (e, *s, edge)));
             short.into_iter().flatten().chain(long.into_iter().flatten())
         });
         let all = sources.is_none().then(|| g.incoming(to)).into_iter().flatten();
@@ -270,33 +318,69 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
     // Path 2: key roles, one hop. The key-role edges are read in a loop of their own
     // first: each is a cache miss on a large world, and with nothing else in the loop
     // the processor has several of them in flight at once.
-    let held: Vec<(NodeId, RoleId)> = g.key_roles_held(x).map(|(_, h, k)| (h, k.role)).collect();
-    for (holder, key_role) in held {
-        // IKS exception (a): a DTPR holder of an IKS does not inherit through it.
-        if key_role == c.known.deltaker_delt_ansvar && is_iks(w, holder) {
-            continue;
+    let held: Vec<(NodeId, RoleId)> = match held_first {
+        Some(h) => h,
+        None => g.key_roles_held(x).map(|(_, h, k)| (h, k.role)).collect(),
+    };
+    // One inherited record: assignment `e` (`from` → `holder`), through `key_role`.
+    let key_record = |holder: NodeId, key_role: RoleId, e: EdgeId, from: NodeId, edge: &Edge| {
+        let Edge::Assignment(a) = edge else { return None };
+        if !yields_records(c, a.role) {
+            return None;
         }
-        for (e, from, edge) in edges_into(holder) {
-            let Edge::Assignment(a) = edge else { continue };
-            if !yields_records(c, a.role) {
+        // IKS exception (b): the participant's DTPR role on an IKS is not inherited.
+        if a.role == c.known.deltaker_delt_ansvar && is_iks(w, from) {
+            return None;
+        }
+        Some(Record {
+            from,
+            role: a.role,
+            packages: packages_of(w, a.role, Some(edge), from),
+            origin: Origin::KeyRole {
+                edge: e,
+                holder,
+                key_role,
+            },
+            mapped_from: None,
+            repeat: None,
+        })
+    };
+    // IKS exception (a): a DTPR holder of an IKS does not inherit through it.
+    let inherits =
+        |holder: NodeId, key_role: RoleId| !(key_role == c.known.deltaker_delt_ansvar && is_iks(w, holder));
+    if PAIRWISE {
+        // A source's list, when read, is scanned once for every holder; a source with
+        // a long list is asked pair by pair.
+        let held: Vec<(NodeId, RoleId)> = held.into_iter().filter(|(h, k)| inherits(*h, *k)).collect();
+        let mut holders: Vec<NodeId> = held.iter().map(|(h, _)| *h).collect();
+        holders.sort_unstable();
+        holders.dedup();
+        for (s, list) in source_edges.iter().filter(|_| !held.is_empty()) {
+            match list {
+                Some(l) => {
+                    for (e, t, edge) in l.iter().filter(|(_, t, _)| holders.binary_search(t).is_ok()) {
+                        for (holder, key_role) in held.iter().filter(|(h, _)| h == t) {
+                            base.extend(key_record(*holder, *key_role, *e, *s, edge));
+                        }
+                    }
+                }
+                None => {
+                    for (holder, key_role) in &held {
+                        for (e, edge) in g.between_by(*s, *holder, true) {
+                            base.extend(key_record(*holder, *key_role, e, *s, edge));
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        for (holder, key_role) in held {
+            if !inherits(holder, key_role) {
                 continue;
             }
-            // IKS exception (b): the participant's DTPR role on an IKS is not inherited.
-            if a.role == c.known.deltaker_delt_ansvar && is_iks(w, from) {
-                continue;
+            for (e, from, edge) in edges_into(holder) {
+                base.extend(key_record(holder, key_role, e, from, edge));
             }
-            base.push(Record {
-                from,
-                role: a.role,
-                packages: packages_of(w, a.role, Some(edge), from),
-                origin: Origin::KeyRole {
-                    edge: e,
-                    holder,
-                    key_role,
-                },
-                mapped_from: None,
-                repeat: None,
-            });
         }
     }
 
@@ -597,8 +681,18 @@ pub fn can_delegate_package(w: &World, u: NodeId, party: NodeId, p: PackageId) -
     }
 }
 
+/// [`can_delegate_package`] answered from `u`'s side ([`actor_records`]): the same
+/// verdict, for a write's actor check.
+pub fn actor_can_delegate_package(w: &World, u: NodeId, party: NodeId, p: PackageId) -> DelegationVerdict {
+    match package_refusal(w, party, p) {
+        Some(v) => v,
+        None => held_verdict(held_delegable_in(w, u, party, &actor_records(w, u, party)), p),
+    }
+}
+
 /// [`can_delegate_package`] given `u`'s records for `party` (`records(w, u,
-/// Some(party))`), for a caller that reads them for more than one question.
+/// Some(party))` or [`actor_records`]), for a caller that reads them for more than one
+/// question.
 pub fn can_delegate_package_in(
     w: &World,
     u: NodeId,

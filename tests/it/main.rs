@@ -5,6 +5,7 @@
 
 mod a2http;
 mod a2impact;
+mod actor;
 mod background;
 mod cli;
 mod consent;
