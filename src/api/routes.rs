@@ -310,6 +310,11 @@ pub async fn post_events(
     let body = state.limits.read_body(&req, payload).await?;
     let events = batch_of(&state.limits, &caller, &body)?;
     let committed = state.partitions.submit(events).await?;
+    Ok(committed_answer(&committed))
+}
+
+/// The answer to a committed write: its token (also in the header) and what it changed.
+pub(super) fn committed_answer(committed: &crate::partition::Committed) -> HttpResponse {
     let changes = Changes::from(&committed.outcome);
     let answer = EventsAnswer {
         token: committed.token,
@@ -317,7 +322,7 @@ pub async fn post_events(
         removed_assignments: changes.removed_assignments,
         removed_delegations: changes.removed_delegations,
     };
-    Ok(json_ok(committed.token, &answer))
+    json_ok(committed.token, &answer)
 }
 
 /// The events of a `POST /v1/events` body, bound to `caller`. A batch of the common

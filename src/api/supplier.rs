@@ -24,8 +24,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::problem::{Problem, ProblemDetails};
-use super::routes::{EventsAnswer, MinToken, TOKEN_HEADER};
-use crate::query::{Changes, ScopeDelegationsAnswer, ScopeDelegationsQuery};
+use super::routes::{EventsAnswer, MinToken};
+use crate::query::{ScopeDelegationsAnswer, ScopeDelegationsQuery};
 
 /// `POST /v1/maskinporten/suppliers`: make `supplier` a supplier of `consumer`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -78,16 +78,7 @@ async fn submit(
 ) -> Result<HttpResponse, Problem> {
     let caller = super::routes::event_writer(state, req, name)?;
     let committed = super::routes::commit_one(state, &caller, name, fields).await?;
-    let changes = Changes::from(&committed.outcome);
-    let answer = EventsAnswer {
-        token: committed.token,
-        changed: changes.changed,
-        removed_assignments: changes.removed_assignments,
-        removed_delegations: changes.removed_delegations,
-    };
-    Ok(HttpResponse::Ok()
-        .insert_header((TOKEN_HEADER, committed.token.to_string()))
-        .json(answer))
+    Ok(super::routes::committed_answer(&committed))
 }
 
 /// The JSON object of a POST body (no `min_token` here: this is a write).
