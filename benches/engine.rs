@@ -305,16 +305,16 @@ fn snapshot_checks(path: &str) {
                 continue;
             }
             match to.kind {
-                PartyKind::Person => pairs.push((to.id.clone(), org.id.clone())),
+                PartyKind::Person => pairs.push((to.id.to_string(), org.id.to_string())),
                 PartyKind::Organisation => {
                     let person = g
                         .outgoing(t)
                         .filter_map(|(_, y, _)| g.party(y))
                         .filter(|y| y.kind == PartyKind::Person)
-                        .map(|y| y.id.as_str())
+                        .map(|y| &*y.id)
                         .min();
                     if let Some(y) = person {
-                        pairs.push((y.to_string(), org.id.clone()));
+                        pairs.push((y.to_string(), org.id.to_string()));
                     }
                 }
                 PartyKind::SystemUser => {}

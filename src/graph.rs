@@ -115,42 +115,89 @@ impl EdgeId {
 /// A set of actions on a resource (`read`, `write`, `sign`, ...).
 pub type Actions = BTreeSet<String>;
 
+/// A party node. Kept small (see `party_node_is_small`): a medium world holds ≈ 128 000
+/// of them in one array, and a load's time is mostly fresh memory. Strings are boxed
+/// (no capacity), and the fields only system users or a few parties have live in one
+/// optional box, [`PartyExtra`], behind accessors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Party {
-    pub id: String,
+    pub id: Box<str>,
     pub kind: PartyKind,
-    pub name: Option<String>,
-    /// ER unit type (organisasjonsform) of an organisation: AS, ENK, BEDR, ...
-    pub unit_type: Option<String>,
-    pub org_no: Option<String>,
-    pub ssn: Option<String>,
     pub alive: bool,
-    pub system_user_kind: Option<SystemUserKind>,
-    /// The owner organisation of a system user (external id).
-    pub owner: Option<String>,
-    /// The vendor system a system user belongs to.
-    pub system: Option<String>,
-    pub uuid: Option<String>,
+    pub name: Option<Box<str>>,
+    /// ER unit type (organisasjonsform) of an organisation: AS, ENK, BEDR, ...
+    pub unit_type: Option<Box<str>>,
+    pub org_no: Option<Box<str>>,
+    pub ssn: Option<Box<str>>,
     pub party_id: Option<i64>,
     pub user_id: Option<i64>,
+    /// The rare fields; None when all of them are unset (never a box of nothing, so
+    /// equal parties compare equal).
+    extra: Option<Box<PartyExtra>>,
+}
+
+/// The rare fields of a [`Party`]: a system user's, and the uuid.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct PartyExtra {
+    system_user_kind: Option<SystemUserKind>,
+    /// The owner organisation of a system user (external id).
+    owner: Option<String>,
+    /// The vendor system a system user belongs to.
+    system: Option<String>,
+    uuid: Option<String>,
 }
 
 impl Party {
     pub fn new(id: &str, kind: PartyKind) -> Party {
         Party {
-            id: id.to_string(),
+            id: id.into(),
             kind,
+            alive: true,
             name: None,
             unit_type: None,
             org_no: None,
             ssn: None,
-            alive: true,
-            system_user_kind: None,
-            owner: None,
-            system: None,
-            uuid: None,
             party_id: None,
             user_id: None,
+            extra: None,
+        }
+    }
+    pub fn system_user_kind(&self) -> Option<SystemUserKind> {
+        self.extra.as_ref().and_then(|x| x.system_user_kind)
+    }
+    /// The owner organisation of a system user (external id).
+    pub fn owner(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|x| x.owner.as_deref())
+    }
+    /// The vendor system a system user belongs to.
+    pub fn system(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|x| x.system.as_deref())
+    }
+    pub fn uuid(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|x| x.uuid.as_deref())
+    }
+    pub fn set_system_user_kind(&mut self, v: Option<SystemUserKind>) {
+        self.with_extra(v.is_some(), |x| x.system_user_kind = v);
+    }
+    pub fn set_owner(&mut self, v: Option<String>) {
+        self.with_extra(v.is_some(), |x| x.owner = v);
+    }
+    pub fn set_system(&mut self, v: Option<String>) {
+        self.with_extra(v.is_some(), |x| x.system = v);
+    }
+    pub fn set_uuid(&mut self, v: Option<String>) {
+        self.with_extra(v.is_some(), |x| x.uuid = v);
+    }
+    /// Changes the rare fields (`set`: whether the change sets one), keeping `extra`
+    /// None when they are all unset.
+    fn with_extra(&mut self, set: bool, f: impl FnOnce(&mut PartyExtra)) {
+        if !set && self.extra.is_none() {
+            return;
+        }
+        let mut x = self.extra.take().unwrap_or_default();
+        f(&mut x);
+        if *x != PartyExtra::default() {
+            self.extra = Some(x);
         }
     }
     pub fn is_unit_type(&self, t: &str) -> bool {
@@ -495,7 +542,7 @@ impl IdentKind {
     /// made in place, without a string on the heap.
     fn key(self, p: &Party) -> Option<IdKey> {
         match self {
-            IdentKind::Uuid => p.uuid.as_ref().map(|s| IdKey::from(s.to_ascii_lowercase())),
+            IdentKind::Uuid => p.uuid().map(|s| IdKey::from(s.to_ascii_lowercase())),
             IdentKind::PartyId => p.party_id.map(IdKey::int),
             IdentKind::UserId => p.user_id.map(IdKey::int),
             IdentKind::OrgNo => p.org_no.as_deref().map(IdKey::from),
@@ -505,7 +552,7 @@ impl IdentKind {
     /// Whether party `p` has identifier `v` (in its canonical form) of this kind.
     fn is(self, p: &Party, v: &str) -> bool {
         match self {
-            IdentKind::Uuid => p.uuid.as_ref().is_some_and(|u| u.eq_ignore_ascii_case(v)),
+            IdentKind::Uuid => p.uuid().is_some_and(|u| u.eq_ignore_ascii_case(v)),
             IdentKind::PartyId => p.party_id.is_some_and(|x| v.parse::<i64>() == Ok(x)),
             IdentKind::UserId => p.user_id.is_some_and(|x| v.parse::<i64>() == Ok(x)),
             IdentKind::OrgNo => p.org_no.as_deref() == Some(v),
@@ -562,7 +609,7 @@ impl Core {
     fn remove_node(&mut self, n: NodeId) {
         match self.g.remove_node(n.local()) {
             Some(Node::Party(p)) => {
-                self.parties.remove(p.id.as_str());
+                self.parties.remove(&*p.id);
             }
             Some(Node::Resource(r)) => {
                 self.resources.remove(r.id.as_str());
@@ -1367,7 +1414,7 @@ impl Graph {
     }
 
     pub fn add_party(&mut self, p: Party) -> NodeId {
-        let n = self.add_node(p.id.clone(), Node::Party(p));
+        let n = self.add_node(p.id.to_string(), Node::Party(p));
         self.reindex_party(n);
         n
     }
@@ -1471,7 +1518,7 @@ impl Graph {
     pub fn remove_node(&mut self, n: NodeId) {
         let Some(node) = self.node(n) else { return };
         let (id, is_party) = match node {
-            Node::Party(p) => (p.id.clone(), true),
+            Node::Party(p) => (p.id.to_string(), true),
             Node::Resource(r) => (r.id.clone(), false),
         };
         // While its weight is there to give the keys indexed for it.
@@ -2069,7 +2116,7 @@ impl PreparedParties {
                 .iter()
                 .filter_map(|k| Some((at, *k, k.key(&party)?))),
         );
-        self.keys.push(party.id.clone());
+        self.keys.push(party.id.to_string());
         self.parties.push(party);
     }
     pub fn len(&self) -> usize {
@@ -2136,7 +2183,7 @@ impl Graph {
                 let mut nodes = Vec::with_capacity(b.parties.len());
                 for p in b.parties {
                     if self.party_node(&p.id).is_some() {
-                        return Err(p.id);
+                        return Err(p.id.into());
                     }
                     nodes.push(self.add_party(p));
                 }
@@ -2331,7 +2378,7 @@ pub struct PartIdents {
 impl PartIdents {
     /// Gathers the id and the identifiers of party `p`, whose node is `node`.
     pub fn add(&mut self, p: &Party, node: NodeId) {
-        self.keys.push((p.id.as_str().into(), node));
+        self.keys.push((p.id[..].into(), node));
         for k in IdentKind::ALL {
             let Some(v) = k.key(p) else { continue };
             let to = if self.parts == 1 {
@@ -2969,6 +3016,47 @@ mod tests {
         }
     }
 
+    /// A medium world's load is mostly fresh memory, the node array the largest block:
+    /// a party node that grows back (e.g. a new field outside `PartyExtra`) shows here.
+    #[test]
+    fn party_node_is_small() {
+        assert!(
+            std::mem::size_of::<Party>() <= 128,
+            "{}",
+            std::mem::size_of::<Party>()
+        );
+        assert!(
+            std::mem::size_of::<Node>() <= 128,
+            "{}",
+            std::mem::size_of::<Node>()
+        );
+    }
+
+    /// The rare fields read back as set, and a party whose rare fields are all unset
+    /// again equals one that never had them.
+    #[test]
+    fn party_extra_fields_round_trip() {
+        let mut p = Party::new("su1", PartyKind::SystemUser);
+        let plain = p.clone();
+        p.set_uuid(None);
+        assert_eq!(p, plain);
+        p.set_system_user_kind(Some(SystemUserKind::Agent));
+        p.set_owner(Some("o1".into()));
+        p.set_system(Some("sys".into()));
+        p.set_uuid(Some("U-1".into()));
+        assert_eq!(p.system_user_kind(), Some(SystemUserKind::Agent));
+        assert_eq!(p.owner(), Some("o1"));
+        assert_eq!(p.system(), Some("sys"));
+        assert_eq!(p.uuid(), Some("U-1"));
+        assert_ne!(p, plain);
+        p.set_system_user_kind(None);
+        p.set_owner(None);
+        p.set_system(None);
+        assert_eq!(p.uuid(), Some("U-1"));
+        p.set_uuid(None);
+        assert_eq!(p, plain);
+    }
+
     /// Ids of `n` parties, with every seventh a repeat of an earlier one.
     fn ids(n: usize) -> Vec<String> {
         (0..n)
@@ -3042,7 +3130,7 @@ mod tests {
             let g = Graph::from_builders(vec![b]).unwrap();
             for i in (0..n).step_by(97) {
                 let node = g.party_node(&format!("p{i}")).unwrap();
-                assert_eq!(g.party(node).unwrap().id, format!("p{i}"));
+                assert_eq!(&*g.party(node).unwrap().id, format!("p{i}"));
                 assert_eq!(g.party_by_ident(IdentKind::PartyId, &i.to_string()), Some(node));
             }
         }

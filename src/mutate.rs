@@ -916,7 +916,7 @@ pub fn simulate_streaming(
     // Sorted as (id, node) pairs: comparing the ids in place, not looking each node's
     // id up again per comparison (a global event on a national world sorts millions).
     let mut keyed: Vec<(&str, NodeId)> = if global {
-        g.parties().map(|(n, p)| (p.id.as_str(), n)).collect()
+        g.parties().map(|(n, p)| (&*p.id, n)).collect()
     } else {
         region
             .subjects
@@ -1207,22 +1207,13 @@ fn party_event(tx: &mut Tx<'_>, p: &PartyEvent) -> Result<()> {
         None => Party::new(&p.id, p.kind),
     };
     macro_rules! upd {
-        ($($f:ident),*) => { $( if p.$f.is_some() { party.$f = p.$f.clone(); } )* };
+        ($($f:ident),*) => { $( if let Some(v) = &p.$f { party.$f = Some(v.clone().into()); } )* };
+        ($($f:ident: $set:ident),*) => { $( if p.$f.is_some() { party.$set(p.$f.clone()); } )* };
     }
-    upd!(
-        name,
-        unit_type,
-        org_no,
-        ssn,
-        system_user_kind,
-        owner,
-        system,
-        uuid,
-        party_id,
-        user_id
-    );
-    if p.kind == PartyKind::SystemUser && party.system_user_kind.is_none() {
-        party.system_user_kind = Some(SystemUserKind::Standard);
+    upd!(name, unit_type, org_no, ssn, party_id, user_id);
+    upd!(system_user_kind: set_system_user_kind, owner: set_owner, system: set_system, uuid: set_uuid);
+    if p.kind == PartyKind::SystemUser && party.system_user_kind().is_none() {
+        party.set_system_user_kind(Some(SystemUserKind::Standard));
     }
     if let Some((kind, v, holder)) = tx.w.graph.ident_clash(&party, existing) {
         return Err(Error::new(
@@ -1870,7 +1861,7 @@ fn check_agent(w: &World, ev_agent: &str, facilitator: NodeId, agent: NodeId) ->
     }
     let ok = match w.graph.party(agent) {
         Some(p) if p.kind == PartyKind::Person => p.alive,
-        Some(p) if p.kind == PartyKind::SystemUser => p.system_user_kind == Some(SystemUserKind::Agent),
+        Some(p) if p.kind == PartyKind::SystemUser => p.system_user_kind() == Some(SystemUserKind::Agent),
         _ => false,
     };
     if !ok || agent == facilitator {

@@ -892,7 +892,7 @@ pub fn clients(w: &World, q: &ClientsQuery) -> Result<ClientsAnswer> {
             let owner = w
                 .graph
                 .party(a)
-                .and_then(|p| p.owner.clone())
+                .and_then(|p| p.owner().map(str::to_string))
                 .ok_or_else(|| Error::invalid(format!("`{su}` is not a system user with an owner")))?;
             (party(w, &owner)?, a)
         }

@@ -489,14 +489,13 @@ fn system_user_request(tx: &mut Tx<'_>, e: &SystemUserRequestEvent) -> Result<()
 fn standard_system_user(w: &World, id: &str) -> Result<(NodeId, NodeId, Option<String>)> {
     let su = party(w, id)?;
     let p = w.graph.party(su).ok_or_else(|| Error::unknown_party(id))?;
-    if p.kind != PartyKind::SystemUser || p.system_user_kind != Some(SystemUserKind::Standard) {
+    if p.kind != PartyKind::SystemUser || p.system_user_kind() != Some(SystemUserKind::Standard) {
         return Err(Error::invalid(format!("`{id}` is not a standard system user")));
     }
     let owner = p
-        .owner
-        .as_deref()
+        .owner()
         .ok_or_else(|| Error::invalid(format!("system user `{id}` has no owner")))?;
-    Ok((su, party(w, owner)?, p.system.clone()))
+    Ok((su, party(w, owner)?, p.system().map(str::to_string)))
 }
 
 fn change_request(tx: &mut Tx<'_>, e: &ChangeRequestEvent) -> Result<()> {
@@ -802,10 +801,10 @@ fn answer_system_user(tx: &mut Tx<'_>, mut req: Request, by: NodeId, approve: bo
     }
     let name = w.sys.systems.get(&system).and_then(|s| s.name.clone());
     let mut p = Party::new(&system_user, PartyKind::SystemUser);
-    p.system_user_kind = Some(kind);
-    p.owner = Some(owner_id.clone());
-    p.system = Some(system.clone());
-    p.name = name;
+    p.set_system_user_kind(Some(kind));
+    p.set_owner(Some(owner_id.clone()));
+    p.set_system(Some(system.clone()));
+    p.name = name.map(Into::into);
     tx.add_party(p);
     match kind {
         SystemUserKind::Standard => give(tx, &owner_id, &system_user, &rights, true)?,
@@ -1084,13 +1083,13 @@ pub fn escalated_to(w: &World, id: &str) -> Result<BTreeSet<NodeId>> {
 pub fn agent_system_user(w: &World, id: &str) -> Result<(NodeId, NodeId, PackageSet)> {
     let su = party(w, id)?;
     let p = w.graph.party(su).ok_or_else(|| Error::unknown_party(id))?;
-    if p.kind != PartyKind::SystemUser || p.system_user_kind != Some(SystemUserKind::Agent) {
+    if p.kind != PartyKind::SystemUser || p.system_user_kind() != Some(SystemUserKind::Agent) {
         return Err(Error::new(
             ErrorCode::InvalidAgent,
             format!("`{id}` is not an agent system user"),
         ));
     }
-    let owner = p.owner.as_deref().ok_or_else(|| {
+    let owner = p.owner().ok_or_else(|| {
         Error::new(
             ErrorCode::InvalidAgent,
             format!("agent system user `{id}` has no owner"),
@@ -1100,8 +1099,7 @@ pub fn agent_system_user(w: &World, id: &str) -> Result<(NodeId, NodeId, Package
     let packages = match w.sys.agent_packages.get(id) {
         Some(s) => *s,
         None => p
-            .system
-            .as_deref()
+            .system()
             .and_then(|s| w.sys.systems.get(s))
             .map(|s| s.packages)
             .unwrap_or_default(),

@@ -114,8 +114,8 @@ fn load_run(w: &World, budget: Duration) -> String {
     let mut orgs = Vec::new();
     for (_, p) in w.graph.parties() {
         match p.kind {
-            PartyKind::Person => persons.push(p.id.clone()),
-            PartyKind::Organisation => orgs.push(p.id.clone()),
+            PartyKind::Person => persons.push(p.id.to_string()),
+            PartyKind::Organisation => orgs.push(p.id.to_string()),
             PartyKind::SystemUser => {}
         }
     }

@@ -225,7 +225,7 @@ fn subject_org(w: &World, x: NodeId) -> Option<NodeId> {
     let p = w.graph.party(x)?;
     match p.kind {
         PartyKind::Organisation => Some(x),
-        PartyKind::SystemUser => p.owner.as_deref().and_then(|o| w.graph.party_node(o)),
+        PartyKind::SystemUser => p.owner().and_then(|o| w.graph.party_node(o)),
         PartyKind::Person => None,
     }
 }

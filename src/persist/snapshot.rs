@@ -637,17 +637,17 @@ fn request_record(c: &Catalog, r: &Request) -> RequestRecord {
 
 fn party_record(p: &Party) -> PartyRecord {
     PartyRecord {
-        id: p.id.clone(),
+        id: p.id.to_string(),
         kind: p.kind,
-        name: p.name.clone(),
-        unit_type: p.unit_type.clone(),
-        org_no: p.org_no.clone(),
-        ssn: p.ssn.clone(),
+        name: p.name.as_deref().map(str::to_string),
+        unit_type: p.unit_type.as_deref().map(str::to_string),
+        org_no: p.org_no.as_deref().map(str::to_string),
+        ssn: p.ssn.as_deref().map(str::to_string),
         alive: p.alive,
-        system_user_kind: p.system_user_kind,
-        owner: p.owner.clone(),
-        system: p.system.clone(),
-        uuid: p.uuid.clone(),
+        system_user_kind: p.system_user_kind(),
+        owner: p.owner().map(str::to_string),
+        system: p.system().map(str::to_string),
+        uuid: p.uuid().map(str::to_string),
         party_id: p.party_id,
         user_id: p.user_id,
     }
@@ -1487,15 +1487,15 @@ impl Loader {
                     return Err(bad(self.index, format!("duplicate party `{}`", p.id)));
                 }
                 let mut party = Party::new(&p.id, p.kind);
-                party.name = p.name;
-                party.unit_type = p.unit_type;
-                party.org_no = p.org_no;
-                party.ssn = p.ssn;
+                party.name = p.name.map(Into::into);
+                party.unit_type = p.unit_type.map(Into::into);
+                party.org_no = p.org_no.map(Into::into);
+                party.ssn = p.ssn.map(Into::into);
                 party.alive = p.alive;
-                party.system_user_kind = p.system_user_kind;
-                party.owner = p.owner;
-                party.system = p.system;
-                party.uuid = p.uuid;
+                party.set_system_user_kind(p.system_user_kind);
+                party.set_owner(p.owner);
+                party.set_system(p.system);
+                party.set_uuid(p.uuid);
                 party.party_id = p.party_id;
                 party.user_id = p.user_id;
                 self.world.graph.add_party(party);

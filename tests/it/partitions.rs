@@ -581,7 +581,7 @@ fn ids_short_and_long_are_found_in_base_delta_and_compacted_graph() {
                 let found = graph
                     .party_node(id)
                     .and_then(|n| graph.party(n))
-                    .map(|x| x.id.clone());
+                    .map(|x| x.id.to_string());
                 let want = (i != 3).then(|| id.clone());
                 assert_eq!(found, want, "P={p}, {what}: `{id}`");
             }

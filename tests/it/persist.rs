@@ -614,14 +614,14 @@ fn sys_answers(w: &World) -> Vec<String> {
         .map(|id| Query::RequestStatus(RequestStatusQuery { request: id.clone() }))
         .collect();
     for (_, p) in w.graph.parties() {
-        if p.system_user_kind.is_some() {
+        if p.system_user_kind().is_some() {
             qs.push(Query::Clients(ClientsQuery {
-                system_user: Some(p.id.clone()),
+                system_user: Some(p.id.to_string()),
                 facilitator: None,
                 agent: None,
             }));
             qs.push(Query::AddableClients(AddableClientsQuery {
-                system_user: p.id.clone(),
+                system_user: p.id.to_string(),
             }));
         }
     }
@@ -629,7 +629,7 @@ fn sys_answers(w: &World) -> Vec<String> {
         for (_, f) in w.graph.parties() {
             qs.push(Query::Clients(ClientsQuery {
                 system_user: None,
-                facilitator: Some(f.id.clone()),
+                facilitator: Some(f.id.to_string()),
                 agent: Some(su.clone()),
             }));
         }

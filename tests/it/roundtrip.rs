@@ -17,7 +17,7 @@ fn generated_small_world_answers_the_same_after_save_and_load() {
     let path = dir.join("small.snap");
     snapshot::save(&w, &path, 0, &mut |_| {}).unwrap();
     let (loaded, _) = snapshot::load(&path, &mut |_| {}).unwrap();
-    let ids: Vec<String> = w.graph.parties().map(|(_, p)| p.id.clone()).collect();
+    let ids: Vec<String> = w.graph.parties().map(|(_, p)| p.id.to_string()).collect();
     assert!(ids.len() > 1000);
     // Random-looking but fixed sample of subjects: every 7th party, and their parties.
     for x in ids.iter().step_by(7) {

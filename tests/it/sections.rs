@@ -375,7 +375,7 @@ fn identifiers_of_a_loaded_party_follow_its_changes() {
             let kept = shared.then_some(loaded);
             for new in ["999000111", "999000222"] {
                 let before = g.party(n).unwrap().org_no.clone().unwrap();
-                g.party_mut(n).unwrap().org_no = Some(new.to_string());
+                g.party_mut(n).unwrap().org_no = Some(new.into());
                 g.reindex_party(n);
                 assert_eq!(
                     g.party_by_ident(IdentKind::OrgNo, &before),

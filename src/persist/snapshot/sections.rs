@@ -287,10 +287,10 @@ impl<'a> PartyOut<'a> {
             org_no: p.org_no.as_deref(),
             ssn: p.ssn.as_deref(),
             alive: p.alive,
-            system_user_kind: p.system_user_kind,
-            owner: p.owner.as_deref(),
-            system: p.system.as_deref(),
-            uuid: p.uuid.as_deref(),
+            system_user_kind: p.system_user_kind(),
+            owner: p.owner(),
+            system: p.system(),
+            uuid: p.uuid(),
             party_id: p.party_id,
             user_id: p.user_id,
         }
@@ -1323,7 +1323,7 @@ fn decode_parties(
 ) -> Result<()> {
     let mut index = 0;
     let mut n = 0u64;
-    let own = |s: Option<&str>| s.map(str::to_string);
+    let own = |s: Option<&str>| s.map(Box::<str>::from);
     read_section(src, e, |block| {
         frames(block, &mut index, |i, rec| {
             let p = match party_fast(rec) {
@@ -1339,21 +1339,19 @@ fn decode_parties(
                 return Err(bad(i, format!("party `{}` belongs to another partition", p.id)));
             }
             n += 1;
-            each(Party {
-                id: p.id.to_string(),
-                kind: p.kind,
-                name: own(p.name),
-                unit_type: own(p.unit_type),
-                org_no: own(p.org_no),
-                ssn: own(p.ssn),
-                alive: p.alive,
-                system_user_kind: p.system_user_kind,
-                owner: own(p.owner),
-                system: own(p.system),
-                uuid: own(p.uuid),
-                party_id: p.party_id,
-                user_id: p.user_id,
-            })
+            let mut party = Party::new(p.id, p.kind);
+            party.name = own(p.name);
+            party.unit_type = own(p.unit_type);
+            party.org_no = own(p.org_no);
+            party.ssn = own(p.ssn);
+            party.alive = p.alive;
+            party.party_id = p.party_id;
+            party.user_id = p.user_id;
+            party.set_system_user_kind(p.system_user_kind);
+            party.set_owner(p.owner.map(str::to_string));
+            party.set_system(p.system.map(str::to_string));
+            party.set_uuid(p.uuid.map(str::to_string));
+            each(party)
         })
     })?;
     if n != e.counts.parties {
@@ -2453,19 +2451,19 @@ mod tests {
         let mut org = Party::new("o1", PartyKind::Organisation);
         org.unit_type = Some("AS".into());
         org.org_no = Some("910000001".into());
-        org.uuid = Some("A1B2C3D4-0000-4000-8000-000000000001".into());
+        org.set_uuid(Some("A1B2C3D4-0000-4000-8000-000000000001".into()));
         org.party_id = Some(-1);
         org.user_id = Some(i64::MIN);
-        org.name = Some("x".repeat(40_000));
+        org.name = Some("x".repeat(40_000).into());
         parties.push(org);
         for (i, k) in [SystemUserKind::Standard, SystemUserKind::Agent]
             .into_iter()
             .enumerate()
         {
             let mut su = Party::new(&format!("su{i}"), PartyKind::SystemUser);
-            su.system_user_kind = Some(k);
-            su.owner = Some("o1".into());
-            su.system = Some("vendor-system".repeat(20));
+            su.set_system_user_kind(Some(k));
+            su.set_owner(Some("o1".into()));
+            su.set_system(Some("vendor-system".repeat(20)));
             su.party_id = Some(200 + 70_000 * i as i64);
             su.user_id = Some(-200 - 70_000 * i as i64);
             parties.push(su);
