@@ -1062,9 +1062,7 @@ fn kind_of(w: &World, n: NodeId) -> Option<PartyKind> {
 
 /// Does `by` hold package `p` for `party` (through any path; read from `by`'s side)?
 fn holds(w: &World, by: NodeId, party: NodeId, p: PackageId) -> bool {
-    resolve::actor_records(w, by, party)
-        .iter()
-        .any(|r| r.packages.contains(p))
+    resolve::actor_has_package(w, by, party, p)
 }
 
 fn require_client_admin(w: &World, by: Option<NodeId>, facilitator: NodeId) -> Result<()> {

@@ -861,6 +861,12 @@ pub fn has_package(w: &World, x: NodeId, f: NodeId, p: PackageId) -> bool {
     records(w, x, Some(f)).iter().any(|r| r.packages.contains(p))
 }
 
+/// [`has_package`] read from `x`'s side ([`actor_records`]): the same answer, for a
+/// write's actor check.
+pub fn actor_has_package(w: &World, x: NodeId, f: NodeId, p: PackageId) -> bool {
+    actor_records(w, x, f).iter().any(|r| r.packages.contains(p))
+}
+
 /// Does `x` hold role `role` for `f` (key-role and RoleMap paths included)?
 pub fn has_role(w: &World, x: NodeId, f: NodeId, role: RoleId) -> bool {
     records(w, x, Some(f)).iter().any(|r| r.held_role() == Some(role))
