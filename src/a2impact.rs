@@ -179,12 +179,17 @@ fn candidates(w: &World) -> Candidates {
         }
     };
     let privatperson_a2 = gives_a2(c.known.privatperson);
+    // On a background thread this whole walk and its sort give way to readers too (a
+    // step each is less than a clock read, so a `Pacer`).
+    let mut pacer = crate::background::Pacer::new();
     for (n, p) in g.parties() {
+        pacer.step();
         // Persons hold privatperson for themselves, which RoleMap maps to Altinn 2 roles.
         if p.is_living_person() && privatperson_a2 {
             add(&mut pairs, &[n], n, false);
         }
         for (_, to, e) in g.outgoing(n) {
+            pacer.step();
             let (role, is_delegation) = match e {
                 Edge::Assignment(a) => (a.role, false),
                 Edge::Delegation(d) => (d.role, true),
@@ -216,7 +221,10 @@ fn candidates(w: &World) -> Candidates {
             add(&mut pairs, &subjects, n, c.is_owner_rule_role(role));
         }
     }
-    pairs.sort_unstable();
+    pairs.sort_unstable_by(|a, b| {
+        pacer.step();
+        a.cmp(b)
+    });
     pairs.dedup();
     Candidates {
         pairs,
@@ -288,6 +296,7 @@ fn plan(w: &World, filter: &Filter, cand: &Candidates) -> Plan {
     };
     let mut any_policy = false;
     for (n, r) in g.resources() {
+        crate::background::pace();
         if filter.resource.as_ref().is_some_and(|f| *f != r.id)
             || filter.owner.as_ref().is_some_and(|o| r.owner.as_ref() != Some(o))
             // A consent resource is decided by consents, never by roles (§9.5).

@@ -23,10 +23,17 @@
 //!   pulling a reader queued on the other core until the next balancing tick (a core
 //!   with only `SCHED_IDLE` threads runnable does not look for work), so reads saw
 //!   milliseconds while a starved checkpoint made almost no progress. So while HTTP
-//!   requests are in flight (the middleware counts them in a [`Gate`]), [`pace`] blocks
-//!   the thread until none is, for at most [`DEFER_JOB`] (simulate, the report: a client
-//!   waits within a budget) or [`DEFER_CHECKPOINT`] ([`pace_checkpoint`]) at a time,
-//!   then it works one more slice. A request waiting for its own job does not count.
+//!   requests are being served (the middleware counts them in a [`Gate`]), [`pace`]
+//!   blocks the thread until none is, for at most [`DEFER_JOB`] (simulate, the report: a
+//!   client waits within a budget) or [`DEFER_CHECKPOINT`] ([`pace_checkpoint`]) at a
+//!   time, then it works one more slice. A request waiting for its own job does not
+//!   count.
+//! * **Bursts, not instants.** The middleware sees a request only for part of its life
+//!   (not while it is parsed or its answer written), and an idle-class thread runs
+//!   exactly when its core has no reader: sampled then, "requests in flight" read "none"
+//!   during a steady load, and the threads yielded instead of stepping aside. So the
+//!   gate counts as busy for [`BURST`] after a request began or ended: a load is one
+//!   burst, and the threads stay off the run queue until it has been quiet that long.
 //! * **Cancellable.** A job gets a [`Cancel`] flag; the request that started it holds a
 //!   [`CancelOnDrop`], so a client that goes away (or the request time limit, which drops
 //!   the request) sets the flag and the job stops at its next check. The permit is held
@@ -36,7 +43,7 @@ use std::cell::Cell;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, oneshot};
@@ -249,8 +256,8 @@ fn pace_with(defer: Duration) {
     LAST_YIELD.with(|l| match l.get() {
         Some(t) if now.duration_since(t) < knobs().slice => {}
         Some(_) => {
-            if !defer.is_zero() && GATE.busy() {
-                GATE.step_aside(defer);
+            if !defer.is_zero() && gate().busy_at(now) {
+                gate().step_aside(defer);
             } else {
                 give_way();
             }
@@ -260,35 +267,85 @@ fn pace_with(defer: Duration) {
     });
 }
 
-/// What background work steps aside for: the HTTP requests being served.
+/// Calls [`pace`] once every [`Pacer::EVERY`] steps: for tight loops (a sort's
+/// comparisons, a walk over every party) whose steps cost less than a clock read.
+#[derive(Debug, Default)]
+pub struct Pacer(u32);
+
+impl Pacer {
+    /// Steps between two [`pace`] calls.
+    pub const EVERY: u32 = 1024;
+
+    pub fn new() -> Pacer {
+        Pacer(0)
+    }
+
+    /// One step.
+    #[inline]
+    pub fn step(&mut self) {
+        self.0 += 1;
+        if self.0 >= Self::EVERY {
+            self.0 = 0;
+            pace();
+        }
+    }
+}
+
+/// What background work steps aside for: the HTTP requests being served, and the
+/// [`BURST`] after each.
 #[derive(Debug)]
 pub struct Gate {
     /// Requests being served, less those waiting for a background job of their own (a
     /// checkpoint asked for over HTTP is not a reader it should make room for).
     in_flight: AtomicIsize,
+    /// When a request last began or ended: microseconds since [`epoch`], plus one (0:
+    /// never).
+    last: AtomicU64,
+    /// How long the gate stays busy after a request began or ended (zero: only while
+    /// one is in flight).
+    burst: Duration,
     /// Threads waiting in [`Gate::step_aside`].
     waiting: AtomicUsize,
-    /// Bumped each time the last request in flight ends; waiters wait on it (a futex:
-    /// no lock a reader could wait for behind a starved background thread).
+    /// Bumped each time the last request in flight ends, when there is no burst to wait
+    /// out; waiters wait on it (a futex: no lock a reader could wait for behind a starved
+    /// background thread).
     quiet: AtomicU32,
 }
 
 /// Why [`Gate::step_aside`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stepped {
-    /// No request was (or is any longer) in flight.
+    /// No request was (or is any longer) being served, nor within the burst.
     Quiet,
-    /// Requests were still in flight when the bound ran out.
+    /// Requests were still being served when the bound ran out.
     Bound,
 }
 
 /// The server's gate: its middleware counts every request here.
-static GATE: Gate = Gate::new();
+fn gate() -> &'static Gate {
+    static GATE: OnceLock<Gate> = OnceLock::new();
+    GATE.get_or_init(|| Gate::new(knobs().burst))
+}
+
+/// The instant the gate's timestamps count from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `t` as a gate timestamp ([`Gate::last`]).
+fn stamp(t: Instant) -> u64 {
+    let us = t.saturating_duration_since(epoch()).as_micros();
+    u64::try_from(us).unwrap_or(u64::MAX - 1) + 1
+}
 
 impl Gate {
-    pub const fn new() -> Gate {
+    /// A gate that stays busy for `burst` after a request began or ended.
+    pub fn new(burst: Duration) -> Gate {
         Gate {
             in_flight: AtomicIsize::new(0),
+            last: AtomicU64::new(0),
+            burst,
             waiting: AtomicUsize::new(0),
             quiet: AtomicU32::new(0),
         }
@@ -297,39 +354,74 @@ impl Gate {
     /// Counts one request as being served while the answer lives.
     pub fn serving(&self) -> Serving<'_> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.touch();
         Serving(self)
     }
 
-    /// Whether some request is being served right now.
-    pub fn busy(&self) -> bool {
-        self.in_flight.load(Ordering::SeqCst) > 0
+    fn touch(&self) {
+        if !self.burst.is_zero() {
+            self.last.store(stamp(Instant::now()), Ordering::Relaxed);
+        }
     }
 
-    /// Blocks the calling thread while requests are being served, for at most `most`:
-    /// off the run queue, a background thread neither takes a core nor keeps one from
-    /// pulling a queued reader (a core with only `SCHED_IDLE` threads runnable does not
-    /// look for work elsewhere until the next balancing tick). Woken as soon as the last
-    /// request in flight ends.
+    /// Whether some request is being served right now, or began or ended within the
+    /// burst.
+    pub fn busy(&self) -> bool {
+        self.busy_at(Instant::now())
+    }
+
+    /// [`Gate::busy`] at `now` (a clock read the caller already made).
+    pub fn busy_at(&self, now: Instant) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 0 || self.quiet_in(now).is_some()
+    }
+
+    /// How long until the burst of the last request is over (None: it is, or there is
+    /// no burst).
+    fn quiet_in(&self, now: Instant) -> Option<Duration> {
+        let last = self.last.load(Ordering::Relaxed);
+        if last == 0 || self.burst.is_zero() {
+            return None;
+        }
+        let ends = Duration::from_micros(last - 1) + self.burst;
+        ends.checked_sub(now.saturating_duration_since(epoch()))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Blocks the calling thread while requests are being served (or within the burst
+    /// after the last one), for at most `most`: off the run queue, a background thread
+    /// neither takes a core nor keeps one from pulling a queued reader (a core with only
+    /// `SCHED_IDLE` threads runnable does not look for work elsewhere until the next
+    /// balancing tick). Without a burst, woken as soon as the last request in flight
+    /// ends; with one, it looks again every burst at most (a request ends, then the
+    /// burst has to pass anyway), so the requests never wake anyone.
     pub fn step_aside(&self, most: Duration) -> Stepped {
         let deadline = Instant::now() + most;
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let why = loop {
             let seen = self.quiet.load(Ordering::SeqCst);
-            if !self.busy() {
+            let now = Instant::now();
+            if !self.busy_at(now) {
                 break Stepped::Quiet;
             }
-            let now = Instant::now();
             if now >= deadline {
                 break Stepped::Bound;
             }
-            wait_while_equal(&self.quiet, seen, deadline - now);
+            let left = deadline - now;
+            if self.burst.is_zero() {
+                wait_while_equal(&self.quiet, seen, left);
+            } else {
+                let wait = self.quiet_in(now).unwrap_or(self.burst);
+                std::thread::sleep(wait.min(self.burst).min(left));
+            }
         };
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         why
     }
 
     fn ended(&self) {
+        self.touch();
         if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.burst.is_zero()
             && self.waiting.load(Ordering::SeqCst) > 0
             && knobs().wake_on_quiet
         {
@@ -385,7 +477,7 @@ fn wake_all(word: &AtomicU32) {
 
 impl Default for Gate {
     fn default() -> Gate {
-        Gate::new()
+        Gate::new(BURST)
     }
 }
 
@@ -402,7 +494,7 @@ impl Drop for Serving<'_> {
 /// Counts one HTTP request of the server as being served while the answer lives (the
 /// server's middleware holds one per request).
 pub fn serving() -> Serving<'static> {
-    GATE.serving()
+    gate().serving()
 }
 
 /// A request that waits for its background job does not count as being served.
@@ -410,14 +502,14 @@ struct Aside(());
 
 impl Aside {
     fn new() -> Aside {
-        GATE.in_flight.fetch_sub(1, Ordering::SeqCst);
+        gate().in_flight.fetch_sub(1, Ordering::SeqCst);
         Aside(())
     }
 }
 
 impl Drop for Aside {
     fn drop(&mut self) {
-        GATE.in_flight.fetch_add(1, Ordering::SeqCst);
+        gate().in_flight.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -432,16 +524,25 @@ pub const DEFER_JOB: Duration = Duration::from_millis(5);
 /// CPU, within about a minute); at full speed whenever no request is in flight.
 pub const DEFER_CHECKPOINT: Duration = Duration::from_millis(20);
 
+/// How long the [`Gate`] stays busy after a request began or ended: longer than the
+/// gaps between the requests of a steady load (a connection's next request, an answer
+/// being written), short enough that background work resumes at full speed about a
+/// millisecond after the load stops.
+pub const BURST: Duration = Duration::from_millis(1);
+
 /// Pacing settings: the constants above, which the environment may override for a
 /// measurement (`DELEGRAPH_BG_SLICE_US`, `DELEGRAPH_BG_DEFER_US`,
-/// `DELEGRAPH_CKPT_DEFER_US`, in microseconds; 0 defers nothing, only yields). Read once.
+/// `DELEGRAPH_CKPT_DEFER_US`, `DELEGRAPH_BG_BURST_US`, in microseconds; a zero defer
+/// only yields, a zero burst counts only the requests in flight). Read once.
 struct Knobs {
     slice: Duration,
     defer_job: Duration,
     defer_checkpoint: Duration,
+    burst: Duration,
     /// Background threads keep to the upper half of the cores.
     half_cores: bool,
-    /// The end of the last request in flight wakes the threads that stepped aside.
+    /// The end of the last request in flight wakes the threads that stepped aside
+    /// (without a burst; with one, they look again every burst).
     wake_on_quiet: bool,
 }
 
@@ -460,6 +561,7 @@ fn knobs() -> &'static Knobs {
             slice: us("DELEGRAPH_BG_SLICE_US", SLICE.as_micros() as u64),
             defer_job: us("DELEGRAPH_BG_DEFER_US", DEFER_JOB.as_micros() as u64),
             defer_checkpoint: us("DELEGRAPH_CKPT_DEFER_US", DEFER_CHECKPOINT.as_micros() as u64),
+            burst: us("DELEGRAPH_BG_BURST_US", BURST.as_micros() as u64),
             half_cores: std::env::var("DELEGRAPH_BG_ALL_CORES").is_err(),
             wake_on_quiet: std::env::var("DELEGRAPH_BG_NO_WAKE").is_err(),
         }
@@ -596,7 +698,8 @@ mod tests {
 
     #[test]
     fn a_background_thread_steps_aside_until_the_last_request_ends() {
-        let gate = Gate::new();
+        // Without a burst: only the requests in flight count.
+        let gate = Gate::new(Duration::ZERO);
         assert_eq!(gate.step_aside(Duration::from_secs(60)), Stepped::Quiet);
         let first = gate.serving();
         let second = gate.serving();
@@ -611,5 +714,36 @@ mod tests {
             assert_eq!(waiter.join().ok(), Some(Stepped::Quiet));
         });
         assert!(!gate.busy());
+    }
+
+    #[test]
+    fn the_gate_stays_busy_for_a_burst_after_the_last_request() {
+        // A load is the requests and the gaps between them: a background thread that
+        // runs in such a gap still finds the gate busy, and steps aside.
+        let gate = Gate::new(Duration::from_secs(3600));
+        assert!(!gate.busy(), "no request yet");
+        assert_eq!(gate.step_aside(Duration::from_secs(60)), Stepped::Quiet);
+        drop(gate.serving());
+        assert!(gate.busy(), "a request ended just now");
+        assert_eq!(gate.step_aside(Duration::from_millis(5)), Stepped::Bound);
+        // The burst counts from the last request: once it has passed, the gate is quiet.
+        let later = Instant::now() + Duration::from_secs(3601);
+        assert!(!gate.busy_at(later));
+        let gate = Gate::new(Duration::from_millis(2));
+        drop(gate.serving());
+        // Quiet once the (short) burst has passed; the bound is not what ends the wait.
+        assert_eq!(gate.step_aside(Duration::from_secs(600)), Stepped::Quiet);
+        assert!(!gate.busy());
+    }
+
+    #[test]
+    fn a_pacer_paces_once_every_so_many_steps() {
+        let mut p = Pacer::new();
+        for _ in 0..Pacer::EVERY - 1 {
+            p.step();
+        }
+        assert_eq!(p.0, Pacer::EVERY - 1);
+        p.step();
+        assert_eq!(p.0, 0);
     }
 }

@@ -486,6 +486,8 @@ fn class_permits(
     let (roles, packages) = &key;
     let mut out = Vec::new();
     for (n, res) in w.graph.resources() {
+        // On a background thread (simulate), give way to readers between resources.
+        crate::background::pace();
         // Records never permit on a consent resource (domain.md §9.5), so simulate's
         // lost set leaves it out (as `decide::permitted_actions` does).
         if matches!(res.kind, crate::graph::ResourceKind::Consent { .. }) {
@@ -915,8 +917,16 @@ pub fn simulate_streaming(
     // caller keeps are the first N of the sorted answer.
     // Sorted as (id, node) pairs: comparing the ids in place, not looking each node's
     // id up again per comparison (a global event on a national world sorts millions).
+    // On a background thread, this walk over every party and its sort give way to
+    // readers too.
+    let mut pacer = crate::background::Pacer::new();
     let mut keyed: Vec<(&str, NodeId)> = if global {
-        g.parties().map(|(n, p)| (&*p.id, n)).collect()
+        g.parties()
+            .map(|(n, p)| {
+                pacer.step();
+                (&*p.id, n)
+            })
+            .collect()
     } else {
         region
             .subjects
@@ -927,7 +937,10 @@ pub fn simulate_streaming(
     };
     budget.check_time()?;
     // Ids are unique: an unstable sort gives the one order.
-    keyed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    keyed.sort_unstable_by(|a, b| {
+        pacer.step();
+        a.0.cmp(b.0)
+    });
     let subjects: Vec<NodeId> = keyed.into_iter().map(|(_, n)| n).collect();
     budget.check_time()?;
     let parties: BTreeSet<NodeId> = region
@@ -2169,7 +2182,11 @@ fn retire_a2_roles(tx: &mut Tx<'_>) -> Result<()> {
     let w = &*tx.w;
     let c = w.catalog;
     let mut doomed = Vec::new();
+    // Under `simulate` this runs on a background thread: give way to readers (nothing
+    // happens on the write path's threads).
+    let mut pacer = crate::background::Pacer::new();
     for (n, _) in w.graph.parties() {
+        pacer.step();
         for (_, to, e) in w.graph.outgoing(n) {
             if let Edge::Assignment(a) = e
                 && c.is_altinn2_role(a.role)
@@ -2179,6 +2196,7 @@ fn retire_a2_roles(tx: &mut Tx<'_>) -> Result<()> {
         }
     }
     for (from, to, role) in doomed {
+        pacer.step();
         tx.remove_assignment_cascading(from, to, role);
     }
     if !tx.w.a2_retired {

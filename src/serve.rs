@@ -28,6 +28,12 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// Keep each HTTP worker to one core, in turn (Linux): two workers then never queue
+    /// behind each other on one core while the other core runs something else (on the
+    /// medium world, 2 cores, it lowered the p99.9 of checks beside background work and
+    /// idle; see BENCHMARKS.md, w15gate). `false`: the scheduler places them.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pin_workers: bool,
     /// Directory of the write-ahead log and checkpoints: recovered at start, every
     /// write durable before it is answered. Without it writes live in memory only.
     #[arg(long, value_name = "DIR")]
@@ -235,6 +241,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         auth,
         allow_reset: a.allow_reset,
         workers: a.workers,
+        pin_workers: a.pin_workers,
         clock_interval: (a.clock_interval_secs > 0).then(|| Duration::from_secs(a.clock_interval_secs)),
     };
     let listener = TcpListener::bind(&a.bind).with_context(|| format!("cannot listen on `{}`", a.bind))?;

@@ -57,6 +57,10 @@ pub struct ServerConfig {
     pub allow_reset: bool,
     /// HTTP worker threads (default: one per core).
     pub workers: Option<usize>,
+    /// Each HTTP worker keeps to one core of those the process may use, in turn
+    /// ([`pin_to_core`]), so that two workers never queue behind each other on one core
+    /// while the other runs something else.
+    pub pin_workers: bool,
     /// How often the engine clock follows the wall clock (a `clock` event through the
     /// log, never backwards); `None` leaves the clock to the events sent.
     pub clock_interval: Option<std::time::Duration>,
@@ -70,6 +74,7 @@ impl Default for ServerConfig {
             auth: Auth::Disabled,
             allow_reset: false,
             workers: None,
+            pin_workers: false,
             clock_interval: None,
         }
     }
@@ -307,19 +312,54 @@ fn http_server(
     state: web::Data<AppState>,
     listener: TcpListener,
     workers: Option<usize>,
+    pin_workers: bool,
 ) -> std::io::Result<actix_web::dev::Server> {
     let limits = state.limits.clone();
-    let mut server = HttpServer::new(move || app(state.clone()))
-        // Slow clients: the headers must arrive within this, and a closing connection gets
-        // this long to finish.
-        .client_request_timeout(limits.request_timeout)
-        .client_disconnect_timeout(std::time::Duration::from_secs(1))
-        .shutdown_timeout(10)
-        .listen(listener)?;
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut server = HttpServer::new(move || {
+        // The application is built once per worker, on the worker's own thread.
+        if pin_workers {
+            pin_to_core(started.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        }
+        app(state.clone())
+    })
+    // Slow clients: the headers must arrive within this, and a closing connection gets
+    // this long to finish.
+    .client_request_timeout(limits.request_timeout)
+    .client_disconnect_timeout(std::time::Duration::from_secs(1))
+    .shutdown_timeout(10)
+    .listen(listener)?;
     if let Some(n) = workers {
         server = server.workers(n.max(1));
     }
     Ok(server.run())
+}
+
+/// Keeps the calling thread to the `n`-th core (modulo their number) of those the process
+/// may use (its main thread's set; Linux; elsewhere, or if the system refuses, nothing
+/// changes).
+pub fn pin_to_core(n: usize) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `cpu_set_t` is plain data (all zeroes is the empty set); the calls only read
+    // and write the set passed with its size; `getpid`/`gettid` have no preconditions.
+    unsafe {
+        let mut all: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(libc::getpid(), size, &mut all) != 0 {
+            return;
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|c| libc::CPU_ISSET(*c, &all))
+            .collect();
+        let Some(cpu) = cpus.get(n % cpus.len().max(1)) else {
+            return;
+        };
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(*cpu, &mut one);
+        let _ = libc::sched_setaffinity(libc::gettid(), size, &one);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = n;
 }
 
 /// The engine clock follows the wall clock (issue 17 item 5): every `every`, a `clock`
@@ -365,7 +405,7 @@ pub async fn serve(config: ServerConfig, store: Arc<Store>, listener: TcpListene
     let partitions = Arc::new(Partitions::start(config.partitions, store.clone()));
     let clock = config.clock_interval.map(|d| start_clock(partitions.clone(), d));
     let state = app_state(&config, partitions.clone());
-    let res = http_server(state, listener, config.workers)?.await;
+    let res = http_server(state, listener, config.workers, config.pin_workers)?.await;
     if let Some(c) = clock {
         c.abort();
     }
@@ -448,7 +488,7 @@ pub fn spawn(
                 let partitions = Arc::new(Partitions::start(config.partitions, s.clone()));
                 let clock = config.clock_interval.map(|d| start_clock(partitions.clone(), d));
                 let state = app_state(&config, partitions.clone());
-                let server = match http_server(state, listener, config.workers) {
+                let server = match http_server(state, listener, config.workers, config.pin_workers) {
                     Ok(s) => s,
                     Err(e) => {
                         let _ = tx.send(Err(e.to_string()));

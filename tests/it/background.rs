@@ -375,3 +375,47 @@ fn loadtest_writes_never_take_away_an_actors_right() {
     assert!(batches >= 2_000, "{batches} batches");
     server.stop();
 }
+
+/// The cores a thread of this process may run on (Linux `Cpus_allowed_list`, e.g. `0-1`
+/// or `1`), by thread name.
+#[cfg(target_os = "linux")]
+fn thread_cores() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        if let Some(l) = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")) {
+            out.push((name.trim().to_string(), l.trim().to_string()));
+        }
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn pinned_http_workers_keep_to_one_core_each_in_turn() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let config = ServerConfig {
+        workers: Some(2),
+        pin_workers: true,
+        ..ServerConfig::default()
+    };
+    let server = spawn(
+        config,
+        "127.0.0.1:0",
+        small_world(),
+        Arc::new(MemoryJournal::new()),
+    )
+    .unwrap();
+    let (status, _, _) = get(&format!("{}/healthz", server.url()));
+    assert_eq!(status, 200);
+    // Other tests' servers (not pinned) run in this process too: look for single cores.
+    let single: std::collections::BTreeSet<String> = thread_cores()
+        .into_iter()
+        .filter(|(n, c)| n.starts_with("actix-rt") && !c.contains(['-', ',']))
+        .map(|(_, c)| c)
+        .collect();
+    server.stop();
+    // Two workers on two cores when there are two; on one core both share it.
+    assert_eq!(single.len(), cores.min(2), "{single:?}");
+}
