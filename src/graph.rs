@@ -690,11 +690,20 @@ type Map<K, V> = imbl::HashMap<K, V>;
 /// indices from `next_node`/`next_edge`/`next_remote`, which start at the base's bounds
 /// and never go back, so an index names one node or edge for the life of the delta, and
 /// [`Graph::compacted_part`] places each at the same index in the next base.
+///
+/// INVARIANT: every key of `edges` that names a base edge (below the base's bounds) has
+/// its bit in `base_edges` ([`BaseEdgeFilter`]), so a base edge whose bit is clear was
+/// never changed and is read from the base without a lookup in `edges`.
 #[derive(Debug, Clone, Default)]
 struct Delta {
     nodes: imbl::OrdMap<u32, Option<Arc<Node>>>,
     /// Edges of this part (local and remote, by [`EdgeId`] index).
     edges: imbl::OrdMap<u32, Option<Arc<FullEdge>>>,
+    base_edges: BaseEdgeFilter,
+    /// The base's edge bounds (local, remote) when this delta began: indices below them
+    /// name base edges.
+    base_edge_bound: u32,
+    base_remote_bound: u32,
     out_adj: Map<NodeId, imbl::Vector<EdgeId>>,
     in_adj: Map<NodeId, imbl::Vector<EdgeId>>,
     parties: Map<String, Option<NodeId>>,
@@ -711,6 +720,72 @@ struct Delta {
     parties_n: i64,
     resources_n: i64,
     edges_n: i64,
+}
+
+/// Which base edges a delta may have changed: one bit per base edge index modulo
+/// [`BaseEdgeFilter::BITS`], set when the delta's `edges` takes an entry for that index
+/// (never cleared while the delta lives). A clear bit says for sure that the edge is the
+/// base's; a set one (or a collision) sends the read to the delta's map, as before.
+///
+/// Why: once anything is written to a part, every read of an edge by id there — each
+/// edge of an overridden adjacency list, each key-role edge, each assignment looked
+/// up — was a tree lookup in `edges` first, although a write changes a handful of
+/// base edges; a write's own checks (its actor's records, its assignment) read dozens.
+/// The bits sit behind an `Arc` (8 KiB): the first change after a version shares them
+/// copies them, once per sequencer pass.
+#[derive(Debug, Clone, Default)]
+struct BaseEdgeFilter(Option<Arc<[u64; BaseEdgeFilter::WORDS]>>);
+
+impl BaseEdgeFilter {
+    const WORDS: usize = 1024;
+    const BITS: u32 = 64 * Self::WORDS as u32;
+
+    fn at(ix: u32) -> (usize, u64) {
+        let bit = ix % Self::BITS;
+        ((bit / 64) as usize, 1u64 << (bit % 64))
+    }
+
+    fn mark(&mut self, ix: u32) {
+        let (w, b) = Self::at(ix);
+        let words = self.0.get_or_insert_with(|| Arc::new([0; Self::WORDS]));
+        if let Some(word) = Arc::make_mut(words).get_mut(w) {
+            *word |= b;
+        }
+    }
+
+    /// False only if no entry for base edge `ix` was ever put in the delta.
+    fn may_hold(&self, ix: u32) -> bool {
+        let (w, b) = Self::at(ix);
+        self.0
+            .as_ref()
+            .is_some_and(|words| words.get(w).is_none_or(|x| x & b != 0))
+    }
+}
+
+impl Delta {
+    /// Whether edge index `ix` (local or remote) is below the base's bounds: an index
+    /// the base gave out, not one this delta did.
+    fn names_base_edge(&self, ix: u32) -> bool {
+        if ix & REMOTE != 0 {
+            ix & !REMOTE < self.base_remote_bound
+        } else {
+            ix < self.base_edge_bound
+        }
+    }
+
+    /// Puts edge `ix`'s entry (keeping the `base_edges` invariant).
+    fn put_edge(&mut self, ix: u32, v: Option<Arc<FullEdge>>) {
+        if self.names_base_edge(ix) {
+            self.base_edges.mark(ix);
+        }
+        self.edges.insert(ix, v);
+    }
+
+    /// Whether `edges` may hold an entry for edge `ix`: always for an edge of the
+    /// delta's own, for a base edge only if its bit is set.
+    fn may_hold_edge(&self, ix: u32) -> bool {
+        !self.names_base_edge(ix) || self.base_edges.may_hold(ix)
+    }
 }
 
 /// One part of a graph: a base and the delta of changes since.
@@ -777,6 +852,8 @@ impl Part {
             self.d.next_node = self.base.g.node_bound() as u32;
             self.d.next_edge = self.base.g.edge_bound() as u32;
             self.d.next_remote = self.base.remote.len() as u32;
+            self.d.base_edge_bound = self.d.next_edge;
+            self.d.base_remote_bound = self.d.next_remote;
         }
         W::Delta(&mut self.d, &self.base)
     }
@@ -832,6 +909,7 @@ impl Part {
 
     fn edge_full(&self, e: EdgeId) -> Option<(NodeId, NodeId, &Edge)> {
         if self.dirty
+            && self.d.may_hold_edge(e.ix)
             && let Some(v) = self.d.edges.get(&e.ix)
         {
             return v.as_deref().map(|(a, b, w)| (*a, *b, w));
@@ -1178,9 +1256,17 @@ impl Part {
                 .collect()
         }
         let (n, t) = (&self.d, &from.d);
-        let d = Delta {
+        let edges = newer_ord(&n.edges, &t.edges);
+        // The entries kept name edges of the new base too (the fold put every edge of
+        // the old delta into it): the filter is made again against that base.
+        let base_edge_bound = onto.base.g.edge_bound() as u32;
+        let base_remote_bound = onto.base.remote.len() as u32;
+        let mut d = Delta {
             nodes: newer_ord(&n.nodes, &t.nodes),
-            edges: newer_ord(&n.edges, &t.edges),
+            edges: imbl::OrdMap::new(),
+            base_edges: BaseEdgeFilter::default(),
+            base_edge_bound,
+            base_remote_bound,
             out_adj: newer(&n.out_adj, &t.out_adj),
             in_adj: newer(&n.in_adj, &t.in_adj),
             parties: newer(&n.parties, &t.parties),
@@ -1198,6 +1284,12 @@ impl Part {
             resources_n: n.resources_n - t.resources_n,
             edges_n: n.edges_n - t.edges_n,
         };
+        for ix in edges.keys() {
+            if d.names_base_edge(*ix) {
+                d.base_edges.mark(*ix);
+            }
+        }
+        d.edges = edges;
         Some(Part {
             base: onto.base.clone(),
             dirty: true,
@@ -1806,7 +1898,7 @@ impl Graph {
                     d.next_remote += 1;
                     e
                 };
-                d.edges.insert(e.ix, Some(Arc::new((from, to, w))));
+                d.put_edge(e.ix, Some(Arc::new((from, to, w))));
                 d.edges_n += 1;
                 if from == to {
                     d.loops.insert(from, loops + 1);
@@ -1904,7 +1996,7 @@ impl Graph {
                 if let Some(i) = list.index_of(&e) {
                     list.remove(i);
                 }
-                d.edges.insert(e.ix, None);
+                d.put_edge(e.ix, None);
                 d.edges_n -= 1;
                 if a == b {
                     d.loops.insert(a, loops.saturating_sub(1));
@@ -2002,7 +2094,7 @@ impl Graph {
                         }
                     }
                 }
-                d.edges.insert(e.ix, Some(Arc::new((a, b, w))));
+                d.put_edge(e.ix, Some(Arc::new((a, b, w))));
             }
         }
         Some(old)
@@ -3055,6 +3147,73 @@ mod tests {
         assert_eq!(p.uuid(), Some("U-1"));
         p.set_uuid(None);
         assert_eq!(p, plain);
+    }
+
+    /// A delta reads a base edge from the base unless its bit in the delta's filter is
+    /// set: a base edge changed after the world is shared reads its new weight, a
+    /// removed one is gone, and every other base edge — those that share a changed
+    /// one's bit (index + `BITS`) included — reads the base's; so after the part is
+    /// moved onto a compacted base (the filter made again) and changed again, and in
+    /// the version shared before.
+    #[test]
+    fn base_edges_read_through_the_delta_filter() {
+        let c = Catalog::builtin();
+        let role = c.known.rettighetshaver;
+        let pkg = |code: &str| c.package_id(code).unwrap();
+        let n = BaseEdgeFilter::BITS as usize + 4;
+        let mut g = Graph::new();
+        let hub = g.add_party(Party::new("hub", PartyKind::Organisation));
+        let key = |to: NodeId| EdgeKey::Assignment { from: hub, to, role };
+        let weight = |codes: &[&str]| {
+            let mut a = Assignment::new(role);
+            for code in codes {
+                a.packages.insert(pkg(code));
+            }
+            Edge::Assignment(a)
+        };
+        let mut to = Vec::new();
+        let mut want: Vec<Option<Edge>> = Vec::new();
+        for i in 0..n {
+            let t = g.add_party(Party::new(&format!("p{i}"), PartyKind::Person));
+            g.set_edge(key(t), Some(weight(&["ulykke"])));
+            to.push(t);
+            want.push(Some(weight(&["ulykke"])));
+        }
+        let check = |g: &Graph, want: &[Option<Edge>], what: &str| {
+            for (i, t) in to.iter().enumerate() {
+                let got = g.find(key(*t)).and_then(|e| g.edge(e));
+                assert_eq!(got, want[i].as_ref(), "{what}: edge to p{i}");
+            }
+            let listed = g
+                .outgoing(hub)
+                .filter(|(_, _, w)| **w == weight(&["ulykke"]))
+                .count();
+            let unchanged = want.iter().filter(|w| **w == Some(weight(&["ulykke"]))).count();
+            assert_eq!(listed, unchanged, "{what}: unchanged edges listed at the hub");
+        };
+        let first = g.clone();
+        let before = want.clone();
+        // Edges 1 and 2 of the base change in the delta; 1 + BITS shares edge 1's bit.
+        g.set_edge(key(to[1]), Some(weight(&["ulykke", "skatt-naering"])));
+        want[1] = Some(weight(&["ulykke", "skatt-naering"]));
+        g.set_edge(key(to[2]), None);
+        want[2] = None;
+        check(&g, &want, "delta");
+        check(&first, &before, "the version shared before");
+        // Moved onto the compacted base of that state, then changed again.
+        let folded = g.clone();
+        let onto = folded.compacted_part(0).unwrap();
+        g.set_edge(key(to[3]), Some(weight(&["skatt-naering"])));
+        want[3] = Some(weight(&["skatt-naering"]));
+        g.set_edge(key(to[1]), None);
+        want[1] = None;
+        assert!(g.rebase_part(&folded, &onto));
+        check(&g, &want, "rebased");
+        let shared = g.clone();
+        g.set_edge(key(to[5]), None);
+        want[5] = None;
+        check(&g, &want, "rebased, changed again");
+        drop(shared);
     }
 
     /// Ids of `n` parties, with every seventh a repeat of an earlier one.

@@ -207,7 +207,7 @@ fn short_outgoing(w: &World, s: NodeId) -> Option<OutList<'_>> {
 
 /// Every record by which `x` acts for some party; with `target`, only those for it.
 pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
-    records_with::<false>(w, x, target)
+    records_with::<false>(w, x, target, SourceLists::Counted)
 }
 
 /// The records of `x` for `target` — the same as `records(w, x, Some(target))`, up to
@@ -219,26 +219,57 @@ pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
 /// scanned once for all the key-role holders (sorted), not once per holder. The checks
 /// keep [`records`], whose warm short lists suit a large unchanged base.
 pub fn actor_records(w: &World, x: NodeId, target: NodeId) -> Vec<Record> {
-    records_with::<true>(w, x, Some(target))
+    actor_records_by(w, x, target, SourceLists::Counted)
 }
 
-/// [`records`], or with `PAIRWISE` [`actor_records`]: the one implementation of §4's
-/// paths; the flag only chooses how the edges from a source to a node are found.
-fn records_with<const PAIRWISE: bool>(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
+/// How [`actor_records_by`] finds the edges out of a source of its target.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceLists {
+    /// Read a source's outgoing list when the counts say that costs less than asking
+    /// pair by pair (what [`actor_records`] does).
+    Counted,
+    /// Read every source's list that is not too long to read (at most 256 edges).
+    Read,
+    /// Ask every source pair by pair.
+    Pairwise,
+}
+
+/// [`actor_records`] with the choice of how sources are read given (the equivalence
+/// test runs every choice against [`records`]: each must give the same records).
+#[doc(hidden)]
+pub fn actor_records_by(w: &World, x: NodeId, target: NodeId, lists: SourceLists) -> Vec<Record> {
+    records_with::<true>(w, x, Some(target), lists)
+}
+
+/// [`records`], or with `PAIRWISE` [`actor_records_by`]: the one implementation of §4's
+/// paths; the flag (and, with it, `lists`) only chooses how the edges from a source to
+/// a node are found.
+fn records_with<const PAIRWISE: bool>(
+    w: &World,
+    x: NodeId,
+    target: Option<NodeId>,
+    lists: SourceLists,
+) -> Vec<Record> {
     let c = w.catalog;
     let g = &w.graph;
     let sources = target.map(|t| sources_for(w, t));
     // The edges out of each source, read once when there are few: every lookup below
     // (the subject, each key-role holder) is then a scan of a short warm list instead
     // of a walk of the other end's edges, which on a large world is a cache miss per
-    // node and edge touched. A source with many edges (or every source, `PAIRWISE`) is
-    // asked pair by pair.
+    // node and edge touched. A source with many edges (with `PAIRWISE`, one that the
+    // counts say is cheaper to ask) is asked pair by pair.
     //
-    // `PAIRWISE` reads the key-role holders first. A source's list is then read when the
-    // subject holds key roles (the list is scanned once for all of them, below; an actor
-    // may hold many) or when it is no longer than the two walks pair by pair for paths 1
-    // and 4 (each walks the shorter of the source's outgoing list and the subject's
-    // incoming one; the counts are known without a walk).
+    // `PAIRWISE` reads the key-role holders first, then reads a source's list only when
+    // that costs less than asking pair by pair, as the counts say (no walk): reading
+    // costs the list's length; pair by pair, paths 1 and 4 each walk the shorter of the
+    // list and the subject's incoming edges, and path 2 the shorter of the list and
+    // each holder's incoming edges — nothing for the source itself, whose key-role
+    // holders' records from it would be edges to itself. A write's actor is typically
+    // the organisation's own manager: the organisation is both the source and the
+    // holder, the actor has a few incoming edges, and the organisation's list (read,
+    // after a write to it, through the delta's maps: a tree lookup per edge) is not
+    // read at all.
     let held_first: Option<Vec<(NodeId, RoleId)>> =
         PAIRWISE.then(|| g.key_roles_held(x).map(|(_, h, k)| (h, k.role)).collect());
     let source_edges: Vec<(NodeId, Option<OutList<'_>>)> = sources
@@ -251,7 +282,21 @@ fn records_with<const PAIRWISE: bool>(w: &World, x: NodeId, target: Option<NodeI
                     // The count is known: a list too long to read is not walked at all,
                     // and one that is read is allocated once.
                     let out = g.out_degree(*s);
-                    let read = out <= SHORT_OUT && (!held.is_empty() || out <= 2 * g.in_degree(x));
+                    let read = out <= SHORT_OUT
+                        && match lists {
+                            SourceLists::Read => true,
+                            SourceLists::Pairwise => false,
+                            SourceLists::Counted => {
+                                let mut pairwise = 2 * out.min(g.in_degree(x));
+                                for (h, _) in held.iter().filter(|(h, _)| h != s) {
+                                    if pairwise > out {
+                                        break;
+                                    }
+                                    pairwise += out.min(g.in_degree(*h));
+                                }
+                                out < pairwise
+                            }
+                        };
                     read.then(|| {
                         let mut l = Vec::with_capacity(out);
                         l.extend(g.outgoing(*s));
@@ -352,9 +397,12 @@ fn records_with<const PAIRWISE: bool>(w: &World, x: NodeId, target: Option<NodeI
         // A source's list, when read, is scanned once for every holder; a source with
         // a long list is asked pair by pair.
         let held: Vec<(NodeId, RoleId)> = held.into_iter().filter(|(h, k)| inherits(*h, *k)).collect();
-        let mut holders: Vec<NodeId> = held.iter().map(|(h, _)| *h).collect();
-        holders.sort_unstable();
-        holders.dedup();
+        let mut holders: Vec<NodeId> = Vec::new();
+        if source_edges.iter().any(|(_, l)| l.is_some()) {
+            holders.extend(held.iter().map(|(h, _)| *h));
+            holders.sort_unstable();
+            holders.dedup();
+        }
         for (s, list) in source_edges.iter().filter(|_| !held.is_empty()) {
             match list {
                 Some(l) => {

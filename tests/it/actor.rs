@@ -5,15 +5,16 @@
 //! — `tilgangsstyrer`, `innbygger-tilgangsstyring-privatperson` — and re-delegation),
 //! for every (subject, party) pair and every package of the test vocabulary, the two
 //! must give the same records (as multisets: their order may differ) and the same
-//! delegation verdicts. Part of the history is applied after the world is shared, so
-//! that the lookups also go through the graph's delta, and the worlds have 1 or 3
-//! graph partitions (remote edges).
+//! delegation verdicts — whichever way the actor's side finds a source's edges (its
+//! list read, or pair by pair: `resolve::SourceLists`). Part of the history is applied
+//! after the world is shared, so that the lookups also go through the graph's delta, and
+//! the worlds have 1 or 3 graph partitions (remote edges).
 
 use std::cell::Cell;
 
 use delegraph::graph::NodeId;
 use delegraph::mutate;
-use delegraph::resolve::{self, DelegationVerdict, Origin, Record, Repeat};
+use delegraph::resolve::{self, DelegationVerdict, Origin, Record, Repeat, SourceLists};
 use delegraph::world::World;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
@@ -52,13 +53,16 @@ fn compare_all(w: &World, seen: &Seen) -> Result<(), String> {
     for &x in &parties {
         for &t in &parties {
             let old = resolve::records(w, x, Some(t));
-            let new = resolve::actor_records(w, x, t);
-            if sorted(&old) != sorted(&new) {
-                return Err(format!(
-                    "records of `{}` for `{}`: records {old:?}, actor_records {new:?}",
-                    w.graph.ext_id(x),
-                    w.graph.ext_id(t)
-                ));
+            // The counted choice, and each source read or asked pair by pair throughout.
+            for lists in [SourceLists::Counted, SourceLists::Read, SourceLists::Pairwise] {
+                let new = resolve::actor_records_by(w, x, t, lists);
+                if sorted(&old) != sorted(&new) {
+                    return Err(format!(
+                        "records of `{}` for `{}`: records {old:?}, actor_records ({lists:?}) {new:?}",
+                        w.graph.ext_id(x),
+                        w.graph.ext_id(t)
+                    ));
+                }
             }
             for r in &old {
                 match (r.origin, r.repeat) {
