@@ -9,17 +9,6 @@ mod cli;
 mod persist_cli;
 mod serve;
 
-/// mimalloc instead of glibc's malloc. A durable write hands memory from thread to
-/// thread: the HTTP worker's batch is freed by the store's threads, the sequencer's
-/// outcome and the versions it made (the overlay's copied paths) are freed on the HTTP
-/// workers. glibc returns such a block to the arena of the thread that allocated it,
-/// under that arena's lock, so the sequencer and the workers contend for it (futex
-/// waits in `free` and `realloc` showed in their profiles); mimalloc frees into the
-/// owning thread's list without a lock. Measured: BENCHMARKS.md, "HTTP writes, fifth
-/// step (issue 15, w15wcpu)". The library leaves the choice to the binary.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// One example per command, shown by `delegraph --help`.
 const EXAMPLES: &str = "\
 Without a command, delegraph shows what it does on the bundled world (graph-snapshots/sample.snap).
