@@ -186,27 +186,52 @@ pub fn lower_priority() {
 /// that runs out of readers pulls a queued one at once. From the process's own set (its
 /// main thread's), so calling it again does not halve it again.
 fn keep_to_upper_half() {
+    let cores = process_cores();
+    if cores.len() >= 2 {
+        keep_thread_to(cores.get(cores.len() / 2..).unwrap_or_default());
+    }
+}
+
+/// The cores the process may use, in ascending order: its main thread's set (Linux;
+/// elsewhere, or if the system refuses, none).
+pub fn process_cores() -> Vec<usize> {
     #[cfg(target_os = "linux")]
-    // SAFETY: `cpu_set_t` is plain data (all zeroes is the empty set); the calls only read
-    // and write the set passed with its size; `getpid`/`gettid` have no preconditions.
+    // SAFETY: `cpu_set_t` is plain data (all zeroes is the empty set); the call only
+    // writes the set passed with its size; `getpid` has no preconditions.
     unsafe {
         let mut all: libc::cpu_set_t = std::mem::zeroed();
         let size = std::mem::size_of::<libc::cpu_set_t>();
         if libc::sched_getaffinity(libc::getpid(), size, &mut all) != 0 {
-            return;
+            return Vec::new();
         }
-        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        (0..libc::CPU_SETSIZE as usize)
             .filter(|c| libc::CPU_ISSET(*c, &all))
-            .collect();
-        if cpus.len() < 2 {
+            .collect()
+    }
+    #[cfg(not(target_os = "linux"))]
+    Vec::new()
+}
+
+/// Keeps the calling thread to `cores` (Linux; nothing changes for an empty list,
+/// elsewhere, or if the system refuses).
+pub fn keep_thread_to(cores: &[usize]) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `cpu_set_t` is plain data (all zeroes is the empty set); only numbers
+    // within the set's size are set; the call only reads the set passed with its size;
+    // `gettid` has no preconditions.
+    unsafe {
+        let within = |c: &&usize| **c < libc::CPU_SETSIZE as usize;
+        if !cores.iter().any(|c| within(&c)) {
             return;
         }
-        let mut upper: libc::cpu_set_t = std::mem::zeroed();
-        for c in cpus.iter().skip(cpus.len() / 2) {
-            libc::CPU_SET(*c, &mut upper);
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in cores.iter().filter(within) {
+            libc::CPU_SET(*c, &mut set);
         }
-        let _ = libc::sched_setaffinity(libc::gettid(), size, &upper);
+        let _ = libc::sched_setaffinity(libc::gettid(), std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cores;
 }
 
 /// How long a background thread works between two [`pace`] yields.

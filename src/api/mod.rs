@@ -339,27 +339,10 @@ fn http_server(
 /// may use (its main thread's set; Linux; elsewhere, or if the system refuses, nothing
 /// changes).
 pub fn pin_to_core(n: usize) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: `cpu_set_t` is plain data (all zeroes is the empty set); the calls only read
-    // and write the set passed with its size; `getpid`/`gettid` have no preconditions.
-    unsafe {
-        let mut all: libc::cpu_set_t = std::mem::zeroed();
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        if libc::sched_getaffinity(libc::getpid(), size, &mut all) != 0 {
-            return;
-        }
-        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-            .filter(|c| libc::CPU_ISSET(*c, &all))
-            .collect();
-        let Some(cpu) = cpus.get(n % cpus.len().max(1)) else {
-            return;
-        };
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(*cpu, &mut one);
-        let _ = libc::sched_setaffinity(libc::gettid(), size, &one);
+    let cores = crate::background::process_cores();
+    if let Some(core) = cores.get(n % cores.len().max(1)) {
+        crate::background::keep_thread_to(&[*core]);
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = n;
 }
 
 /// The engine clock follows the wall clock (issue 17 item 5): every `every`, a `clock`
