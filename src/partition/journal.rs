@@ -98,6 +98,14 @@ pub trait Journal: Send + Sync {
     /// records back until they are sealed or waited for, so that the store decides
     /// where a group (one fsync) ends and can make one version per group.
     fn seal(&self, _seq: u64) {}
+    /// Has the journal's own flusher call `hook` right after each group it made durable
+    /// ([`Journal::position`] has moved), and once when it fails (with `true`), so that
+    /// the store answers its writers there instead of on a thread that waits. False
+    /// when the journal has no such thread (the store then waits with
+    /// [`Journal::wait_durable`] on a publisher thread of its own).
+    fn on_durable(&self, _hook: Arc<crate::persist::wal::DurableHook>) -> bool {
+        false
+    }
     /// Enqueues a record without a digest and waits until it is durable.
     fn append(&self, events: &[Event]) -> Result<u64, JournalError> {
         let seq = self.enqueue(events, None)?;

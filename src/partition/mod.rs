@@ -48,14 +48,19 @@
 //!   refusal is undone by the batch's undo log, a panic (or a record the journal does
 //!   not take) rebuilds the overlay from the pass's start without that batch. Each
 //!   accepted record is queued in the journal (no I/O) as it is applied, so log order is
-//!   apply order; the pass then makes one version. **The publisher**, another thread,
-//!   waits without any lock until the journal has made a pass's records durable — one
-//!   fsync for every record queued meanwhile (group commit) —, publishes the newest
-//!   durable version with one swap and answers the pass's writers; only those writers
-//!   wake. Records become durable in order, so a version is published only when it and
-//!   all before it are durable; a reader never sees a state the journal does not have.
-//!   A write's token is its pass's version (the first that shows it), so a pass's
-//!   writers share one token.
+//!   apply order; the pass then makes one version, hands it to the waiting passes and
+//!   seals its records. **Publishing** happens once the journal has made a pass's
+//!   records durable — one fsync for every record sealed meanwhile (group commit): the
+//!   newest durable version is published with one swap and the pass's writers are
+//!   answered; only those writers wake. With the write-ahead log this runs on the log's
+//!   own flusher thread right after each `fdatasync` ([`Journal::on_durable`]: no
+//!   thread of the store waits for the log, one thread wake-up less per group); a
+//!   journal without a flusher of its own (the in-memory one) gets a **publisher**
+//!   thread that waits for durability without any lock and does the same. Records
+//!   become durable in order, so a version is published only when it and all before it
+//!   are durable; a reader never sees a state the journal does not have. A write's
+//!   token is its pass's version (the first that shows it), so a pass's writers share
+//!   one token.
 //!
 //! # Limits (honestly)
 //!
@@ -176,8 +181,9 @@ struct Pending {
 #[must_use]
 pub struct Ticket(Arc<Reply>);
 
-/// One writer's answer slot: filled once by the sequencer (a refusal) or the publisher
-/// (durable and published, or the outcome unknown).
+/// One writer's answer slot: filled once by the sequencer (a refusal) or by whoever
+/// publishes (durable and published, or the outcome unknown): the log's flusher, or the
+/// publisher thread.
 struct Reply {
     state: Mutex<ReplyState>,
     ready: Condvar,
@@ -187,7 +193,7 @@ enum ReplyState {
     /// Not answered yet; the waker of an awaiting task.
     Waiting(Option<Waker>),
     /// The answer, and old versions for the writer to drop (freeing a version's own
-    /// copies of the overlay's paths is work the publisher hands to its writers).
+    /// copies of the overlay's paths is work whoever publishes hands to the writers).
     Done(Result<Committed, CommitError>, Option<Garbage>),
     Taken,
 }
@@ -365,6 +371,21 @@ impl<T> Queue<T> {
         std::mem::take(&mut self.items.lock().items)
     }
 
+    /// The items queued now up to the first for which `keep` is false (not waiting).
+    fn take_prefix(&self, keep: impl Fn(&T) -> bool) -> Vec<T> {
+        let mut q = self.items.lock();
+        let n = q.items.iter().take_while(|x| keep(x)).count();
+        if n == q.items.len() {
+            return std::mem::take(&mut q.items);
+        }
+        q.items.drain(..n).collect()
+    }
+
+    /// Applies `f` to the newest item queued, if any.
+    fn newest<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        self.items.lock().items.last().map(f)
+    }
+
     fn shut_down(&self) {
         self.items.lock().shutdown = true;
         self.work.notify_all();
@@ -381,19 +402,22 @@ impl<T> Queue<T> {
 ///   a refusal is rolled back by the batch's undo log, a panic or a journal that does not
 ///   take the record rebuilds the overlay without it), queues each accepted record in
 ///   the journal, and makes one version of the pass.
-/// * **The publisher** (another thread) waits, without any lock, until the journal has
-///   made a pass's records durable (one fsync for every record queued meanwhile),
-///   publishes its version and answers its writers.
+/// * **Publishing**: once the journal has made a pass's records durable (one fsync for
+///   every record sealed meanwhile), its version is published and its writers are
+///   answered — on the log's flusher thread right after the fsync
+///   ([`Journal::on_durable`]), or by a publisher thread of the store that waits for
+///   durability when the journal has no flusher of its own.
 pub struct Store {
     inner: Arc<Inner>,
-    /// The sequencer and the publisher, stopped and joined on drop.
+    /// The sequencer (and the publisher, if there is one), stopped and joined on drop.
     workers: Vec<std::thread::JoinHandle<()>>,
     /// Test hook: while set, [`Store::exclusive`] parks before answering (to hold a
     /// simulation open on its pinned version).
     pause: Arc<(Mutex<(bool, usize)>, parking_lot::Condvar)>,
 }
 
-/// The state a [`Store`] shares with its sequencer and publisher threads.
+/// The state a [`Store`] shares with its sequencer, its publisher (if any) and the
+/// journal's flusher.
 struct Inner {
     // INVARIANT: `current` holds exactly the journal's records up to its token, all of
     // them durable; `seq.world` holds exactly the records queued so far. A version is
@@ -405,12 +429,16 @@ struct Inner {
     /// The token of the newest published version (for `min_token` waits).
     visible: watch::Sender<u64>,
     healthy: AtomicBool,
-    /// Serialises publishers (the publisher thread and a reset), not readers.
+    /// Serialises publishers (the flusher's hook or the publisher thread, and a reset),
+    /// not readers.
     publishing: Mutex<()>,
     /// Batches handed to the sequencer, in arrival order.
     incoming: Queue<Request>,
     /// Passes applied and queued in the journal, not yet durable, in token order.
     waiting: Queue<Group>,
+    /// Whether the journal's flusher answers the waiting passes itself
+    /// ([`Journal::on_durable`]: no publisher thread), set before the sequencer starts.
+    hooked: AtomicBool,
     /// Why the store stopped taking writes (set once, with `healthy` false).
     unhealthy: Mutex<Option<String>>,
     /// Per graph part: compaction in flight, compactions done.
@@ -447,6 +475,7 @@ impl Store {
             publishing: Mutex::new(()),
             incoming: Queue::new(),
             waiting: Queue::new(),
+            hooked: AtomicBool::new(false),
             unhealthy: Mutex::new(None),
             upkeep: Arc::new(Upkeep {
                 compacting: (0..parts).map(|_| AtomicBool::new(false)).collect(),
@@ -458,15 +487,31 @@ impl Store {
             passes: AtomicU64::new(0),
             batches: AtomicU64::new(0),
         });
+        // A journal with a flusher of its own answers the writers right after each
+        // group's sync, on that thread (one thread wake-up less per group); the log then
+        // writes sealed records only, from the start, so that a pass is waiting before
+        // any of its records can be durable.
+        let weak = Arc::downgrade(&inner);
+        let hooked = inner.journal.on_durable(Arc::new(move |failed| {
+            if let Some(i) = weak.upgrade() {
+                i.settle(failed);
+            }
+        }));
+        if hooked {
+            inner.hooked.store(true, Ordering::SeqCst);
+            inner.journal.seal(token);
+        }
         let mut workers = Vec::with_capacity(2);
         let spawn = |name: &str, f: fn(&Inner)| {
             let i = inner.clone();
             std::thread::Builder::new().name(name.into()).spawn(move || f(&i))
         };
-        for (name, f) in [
-            ("sequencer", sequencer as fn(&Inner)),
-            ("publisher", publisher as fn(&Inner)),
-        ] {
+        let threads: &[(&str, fn(&Inner))] = if hooked {
+            &[("sequencer", sequencer)]
+        } else {
+            &[("sequencer", sequencer), ("publisher", publisher)]
+        };
+        for &(name, f) in threads {
             match spawn(name, f) {
                 Ok(h) => workers.push(h),
                 Err(e) => inner.fail(format!("cannot start the store's {name} thread: {e}")),
@@ -768,13 +813,16 @@ impl Store {
 }
 
 impl Drop for Store {
-    /// Lets the sequencer apply what was staged and the publisher answer it, then joins
-    /// both.
+    /// Lets the sequencer apply what was staged and has it answered once durable (here,
+    /// waiting for the log; or by the publisher thread), then joins the threads.
     fn drop(&mut self) {
         self.inner.incoming.shut_down();
         let mut workers = std::mem::take(&mut self.workers).into_iter();
         if let Some(s) = workers.next() {
             let _ = s.join();
+        }
+        if self.inner.hooked.load(Ordering::SeqCst) {
+            self.inner.settle(true);
         }
         self.inner.waiting.shut_down();
         for w in workers {
@@ -808,9 +856,9 @@ impl Inner {
 
     /// One pass of the sequencer: applies `batch` in order on the pending state (the
     /// overlay: nothing else sees it), queues each accepted record in the journal, then
-    /// makes one version of the pass, seals its records (the journal writes them as one
-    /// group, with any other pass sealed meanwhile) and hands the version and its
-    /// writers to the publisher.
+    /// makes one version of the pass, hands the version and its writers to the waiting
+    /// passes and seals its records (the journal writes them as one group, with any
+    /// other pass sealed meanwhile).
     fn apply_pass(&self, batch: Vec<Request>) {
         let mut p = self.seq.lock();
         // The state before this pass, shared with the last version: what a failed
@@ -879,16 +927,59 @@ impl Inner {
                 self.upkeep.count(i);
             }
         }
+        let token = p.token;
         let version = Arc::new(Version {
-            token: p.token,
+            token,
             world: p.world.clone(),
         });
-        self.journal.seal(p.token);
+        drop(p);
         let writers = accepted
             .into_iter()
             .map(|a| (a.token, a.outcome, a.answer))
             .collect();
+        // Waiting before sealed: a flusher that answers (`hooked`) finds the pass.
         self.waiting.push(Group { version, writers });
+        self.journal.seal(token);
+        if self.hooked.load(Ordering::Relaxed) {
+            // Durable already (something else sealed it first), or a failed store:
+            // answer here, as the flusher may not come back.
+            if self.journal.position() >= token {
+                self.settle(false);
+            } else if !self.healthy.load(Ordering::SeqCst) {
+                self.settle(true);
+            }
+        }
+    }
+
+    /// Answers the passes the journal has made durable, after its flusher made a group
+    /// durable (`hooked`): publishes the newest durable version with one swap and
+    /// answers their writers. With `wait` (the log failed, or the store is stopping),
+    /// first waits until every waiting pass is durable or the log failed; if it failed,
+    /// the outcome of the passes not durable is unknown.
+    fn settle(&self, wait: bool) {
+        let waited = match wait.then(|| self.waiting.newest(|g| g.version.token)).flatten() {
+            Some(newest) => self.journal.wait_durable(newest),
+            None => Ok(()),
+        };
+        let durable = self.journal.position();
+        let (done, garbage) = {
+            let _turn = self.publishing.lock();
+            let done = self.waiting.take_prefix(|g| g.version.token <= durable);
+            let versions: Vec<Arc<Version>> = done.iter().map(|g| g.version.clone()).collect();
+            (done, self.publish_all(&versions))
+        };
+        answer_durable(done, garbage);
+        if let Err(e) = waited {
+            self.fail(e.to_string());
+            for g in self.waiting.drain() {
+                for (seq, _, a) in g.writers {
+                    a.send(Err(CommitError::OutcomeUnknown {
+                        token: seq,
+                        reason: e.to_string(),
+                    }));
+                }
+            }
+        }
     }
 
     /// Puts the pending state back to `base` plus the batches of this pass already
@@ -934,7 +1025,9 @@ impl Inner {
             }
         });
         let old = self.ring.rcu(|ring| {
-            let mut r = VecDeque::clone(ring);
+            // Room for the new versions: a clone has none, and growing it copies.
+            let mut r = VecDeque::with_capacity(ring.len() + vs.len().min(RING));
+            r.extend(ring.iter().cloned());
             for v in vs.iter().skip(vs.len().saturating_sub(RING)) {
                 let at = r.partition_point(|x| x.token < v.token);
                 if r.get(at).is_none_or(|x| x.token != v.token) {
@@ -1008,7 +1101,8 @@ fn sequencer(inner: &Inner) {
     }
 }
 
-/// The publisher thread: waits until the oldest waiting pass is durable, then publishes
+/// The publisher thread (a journal without a flusher of its own; with one, its flusher
+/// calls [`Inner::settle`] instead): waits until the oldest waiting pass is durable, then publishes
 /// every pass the journal has made durable (one swap) and answers their writers. A
 /// journal that fails leaves the outcome of every waiting pass unknown.
 fn publisher(inner: &Inner) {
@@ -1044,19 +1138,26 @@ fn publisher(inner: &Inner) {
         let versions: Vec<Arc<Version>> = done.iter().map(|g| g.version.clone()).collect();
         // The ring before this publication holds the versions it evicts: the last
         // writer answered drops it (and what only they held), not this thread.
-        let mut garbage = {
+        let garbage = {
             let _turn = inner.publishing.lock();
             inner.publish_all(&versions)
         };
         drop(versions);
-        let mut writers: Vec<(u64, u64, Outcome, Answer)> = Vec::new();
-        for g in done {
-            let token = g.version.token;
-            writers.extend(g.writers.into_iter().map(|(seq, o, a)| (token, seq, o, a)));
-        }
-        let n = writers.len();
-        for (i, (token, seq, outcome, a)) in writers.into_iter().enumerate() {
-            let g = if i + 1 == n { garbage.take() } else { None };
+        answer_durable(done, garbage);
+    }
+}
+
+/// Answers the writers of passes made durable and published: each gets its pass's
+/// token; the last one answered also gets `garbage` to drop.
+fn answer_durable(done: Vec<Group>, mut garbage: Option<Garbage>) {
+    let n: usize = done.iter().map(|g| g.writers.len()).sum();
+    let mut i = 0;
+    for g in done {
+        let token = g.version.token;
+        drop(g.version);
+        for (seq, outcome, a) in g.writers {
+            i += 1;
+            let g = if i == n { garbage.take() } else { None };
             a.send_with(Ok(Committed { token, seq, outcome }), g);
         }
     }
@@ -1241,7 +1342,8 @@ impl Partitions {
 
     /// Commits a batch: stages it straight into the sequencer's queue from the calling
     /// task (no hop through a partition actor; see the module doc) and awaits its
-    /// [`Ticket`], answered by the store's publisher once durable — no thread waits.
+    /// [`Ticket`], answered once durable (by the log's flusher, or the store's
+    /// publisher) — no thread waits.
     pub async fn submit(&self, events: Vec<Event>) -> Result<Committed, CommitError> {
         self.store.stage(Arc::new(events)).await
     }

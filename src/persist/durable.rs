@@ -541,6 +541,10 @@ impl Journal for Log {
         let _ = self.wal.seal(seq);
     }
 
+    fn on_durable(&self, hook: Arc<crate::persist::wal::DurableHook>) -> bool {
+        self.wal.on_durable(hook).is_ok()
+    }
+
     fn reset(&self) -> std::result::Result<u64, JournalError> {
         Log::reset(self).map_err(journal_error)
     }

@@ -63,7 +63,9 @@
 //! flusher writes only sealed records and never waits to gather. The store's sequencer
 //! seals each of its passes when it ends, so a group is whole passes (each one version
 //! of the world), written as soon as the flusher is free; a record waited for is sealed
-//! too.
+//! too. The store also has the flusher call a hook right after each group's
+//! `fdatasync` ([`Wal::on_durable`]): it publishes the new version and answers the
+//! group's writers there, so no thread of its own waits for the log.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -685,7 +687,15 @@ struct Shared {
     /// Groups written, and nanoseconds spent in their write + fdatasync.
     groups: std::sync::atomic::AtomicU64,
     sync_nanos: std::sync::atomic::AtomicU64,
+    /// Called by the flusher after each group it made durable, and once if it fails
+    /// ([`Wal::on_durable`]).
+    hook: Mutex<Option<Arc<DurableHook>>>,
 }
+
+/// What the flusher calls after each group it made durable (`false`), and once when
+/// the log fails (`true`), on its own thread, with no lock of the log held. See
+/// [`Wal::on_durable`].
+pub type DurableHook = dyn Fn(bool) + Send + Sync;
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
     m.lock()
@@ -748,6 +758,7 @@ impl Wal {
             durable: std::sync::atomic::AtomicU64::new(last_seq),
             groups: std::sync::atomic::AtomicU64::new(0),
             sync_nanos: std::sync::atomic::AtomicU64::new(0),
+            hook: Mutex::new(None),
         });
         let s = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
@@ -868,6 +879,16 @@ impl Wal {
         }
     }
 
+    /// Has the flusher call `hook` right after each group it made durable (the durable
+    /// position is already moved: [`Wal::durable_seq`]), and once when the log fails
+    /// (with `true`; [`Wal::wait_durable`] then returns the error), on its own thread
+    /// with no lock of the log held — so that the caller can answer its writers there,
+    /// without a thread of its own waiting. Replaces an earlier hook.
+    pub fn on_durable(&self, hook: Arc<DurableHook>) -> Result<()> {
+        *lock(&self.shared.hook)? = Some(hook);
+        Ok(())
+    }
+
     /// The last durable sequence number.
     pub fn durable_seq(&self) -> Result<u64> {
         Ok(self.shared.durable.load(std::sync::atomic::Ordering::Acquire))
@@ -967,7 +988,12 @@ impl Drop for Wal {
             q.shutdown = true;
             self.shared.work.notify_all();
         }
-        if let Some(h) = self.flusher.take() {
+        // The last owner of the log may be the flusher's own hook (a store dropped
+        // while its hook ran): the thread is then ending by itself, and cannot join
+        // itself.
+        if let Some(h) = self.flusher.take()
+            && h.thread().id() != std::thread::current().id()
+        {
             let _ = h.join();
         }
     }
@@ -1054,12 +1080,24 @@ fn flusher(s: &Shared) {
             Err(e) => {
                 q.failed = Some(e.to_string());
                 s.done.notify_all();
+                drop(q);
+                call_hook(s, true);
                 return;
             }
         }
         bytes.clear();
         q.spare = bytes;
         s.done.notify_all();
+        drop(q);
+        call_hook(s, false);
+    }
+}
+
+/// Calls the hook of [`Wal::on_durable`], if one is set (`failed`: the log failed).
+fn call_hook(s: &Shared, failed: bool) {
+    let hook = s.hook.lock().ok().and_then(|h| h.clone());
+    if let Some(h) = hook {
+        h(failed);
     }
 }
 
