@@ -1038,3 +1038,39 @@ fn supplier_events_survive_replay_and_checkpoint() {
     assert_eq!(s.recovery().replayed, 0);
     assert_eq!(s.read(supplier_answers).unwrap(), before, "after the checkpoint");
 }
+
+/// The log's flusher answers the writers itself, right after each sync (no publisher
+/// thread): many batches staged at once are each answered once durable, with tokens in
+/// staging order, and batches still staged when the store is dropped are applied,
+/// made durable and answered before it is gone — recovery then has every one.
+#[test]
+fn staged_writes_are_answered_by_the_log_even_when_the_store_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let staged = |s: &Durable, from: usize, to: usize| -> Vec<delegraph::partition::Ticket> {
+        (from..to)
+            .map(|i| {
+                let e = ev(&format!(r#"{{"party": {{"id": "p{i}", "kind": "person"}}}}"#));
+                s.store().stage(std::sync::Arc::new(vec![e]))
+            })
+            .collect()
+    };
+    let (first, late) = {
+        let s = Durable::open(dir.path()).unwrap();
+        let first = staged(&s, 0, 200);
+        let seqs: Vec<u64> = first.into_iter().map(|t| t.wait().unwrap().seq).collect();
+        assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
+        assert_eq!(s.store().visible(), 200);
+        // Answered while the store goes away.
+        (seqs, staged(&s, 200, 300))
+    };
+    assert_eq!(first.len(), 200);
+    for (i, t) in late.into_iter().enumerate() {
+        let c = t.wait().unwrap();
+        assert_eq!(c.seq, 201 + i as u64);
+        assert!(c.token >= c.seq);
+    }
+    let s = Durable::open(dir.path()).unwrap();
+    assert_eq!(s.last_seq().unwrap(), 300);
+    s.read(|w| assert!((0..300).all(|i| w.graph.party_node(&format!("p{i}")).is_some())))
+        .unwrap();
+}
