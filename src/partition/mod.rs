@@ -506,7 +506,7 @@ impl Store {
             let i = inner.clone();
             std::thread::Builder::new().name(name.into()).spawn(move || f(&i))
         };
-        let threads: &[(&str, fn(&Inner))] = if hooked {
+        let threads: &[(&str, StoreThread)] = if hooked {
             &[("sequencer", sequencer)]
         } else {
             &[("sequencer", sequencer), ("publisher", publisher)]
@@ -1093,6 +1093,9 @@ impl Inner {
         }
     }
 }
+
+/// The body of one of the store's threads.
+type StoreThread = fn(&Inner);
 
 /// The sequencer thread: applies what was staged since its last pass, pass by pass.
 fn sequencer(inner: &Inner) {
