@@ -516,6 +516,66 @@ impl Drop for Serving<'_> {
     }
 }
 
+/// How long an HTTP worker may run without sleeping before it lets the other threads of
+/// its core have a turn ([`take_turns`]).
+pub const WORKER_TURN: Duration = Duration::from_micros(100);
+
+thread_local! {
+    /// This thread's voluntary context switches when last asked, and since when it has
+    /// run without one.
+    static STREAK: Cell<(i64, Option<Instant>)> = const { Cell::new((-1, None)) };
+    /// Turns this thread gave away ([`turns_given`]).
+    static GIVEN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many times the calling thread yielded in [`take_turns`] (for tests).
+pub fn turns_given() -> u64 {
+    GIVEN.with(Cell::get)
+}
+
+/// Called by an HTTP worker as a request begins: once the worker has run for
+/// [`WORKER_TURN`] without sleeping (it found another request ready every time), it
+/// yields its core once. A worker kept to one core that never sleeps keeps every thread
+/// queued behind it on that core — the clients of the requests it answers among them,
+/// when they share the machine — waiting for the scheduler's next tick (4 ms here):
+/// whole runs of the load tester then had a p99.9 of 2–4 ms instead of 0.2–0.5 ms
+/// (BENCHMARKS.md, "The read tail's slow mode"). Costs one `getrusage` per request.
+pub fn take_turns() {
+    let turn = knobs().worker_turn;
+    if turn.is_zero() {
+        return;
+    }
+    let switches = voluntary_switches();
+    let now = Instant::now();
+    STREAK.with(|s| match s.get() {
+        (last, Some(since)) if last == switches => {
+            if now.saturating_duration_since(since) >= turn {
+                give_way();
+                GIVEN.with(|g| g.set(g.get() + 1));
+                s.set((voluntary_switches(), Some(Instant::now())));
+            }
+        }
+        _ => s.set((switches, Some(now))),
+    });
+}
+
+/// The calling thread's voluntary context switches so far (Linux; 0 elsewhere): it
+/// slept in between if the number moved.
+fn voluntary_switches() -> i64 {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `u` is a valid, writable rusage; getrusage only writes it, and only reads
+    // it after a successful call.
+    unsafe {
+        let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        if libc::getrusage(libc::RUSAGE_THREAD, u.as_mut_ptr()) != 0 {
+            return 0;
+        }
+        u.assume_init().ru_nvcsw
+    }
+    #[cfg(not(target_os = "linux"))]
+    0
+}
+
 /// Counts one HTTP request of the server as being served while the answer lives (the
 /// server's middleware holds one per request).
 pub fn serving() -> Serving<'static> {
@@ -569,6 +629,8 @@ struct Knobs {
     /// The end of the last request in flight wakes the threads that stepped aside
     /// (without a burst; with one, they look again every burst).
     wake_on_quiet: bool,
+    /// See [`take_turns`] (zero: never yield).
+    worker_turn: Duration,
 }
 
 fn knobs() -> &'static Knobs {
@@ -589,6 +651,7 @@ fn knobs() -> &'static Knobs {
             burst: us("DELEGRAPH_BG_BURST_US", BURST.as_micros() as u64),
             half_cores: std::env::var("DELEGRAPH_BG_ALL_CORES").is_err(),
             wake_on_quiet: std::env::var("DELEGRAPH_BG_NO_WAKE").is_err(),
+            worker_turn: us("DELEGRAPH_WORKER_TURN_US", WORKER_TURN.as_micros() as u64),
         }
     })
 }

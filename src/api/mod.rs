@@ -98,6 +98,8 @@ async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse, actix_web::Error> {
+    // Before this request's clock starts: a yield here is time the worker gave away.
+    crate::background::take_turns();
     let start = Instant::now();
     let _serving = crate::background::serving();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_string());

@@ -419,3 +419,32 @@ fn pinned_http_workers_keep_to_one_core_each_in_turn() {
     // Two workers on two cores when there are two; on one core both share it.
     assert_eq!(single.len(), cores.min(2), "{single:?}");
 }
+
+/// `take_turns`: an HTTP worker that sleeps between requests never yields; one that
+/// runs on from request to request (here: spins) yields once per turn of
+/// `WORKER_TURN`, so threads queued behind it on its core get a turn before the tick.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_worker_that_never_sleeps_yields_once_per_turn_and_a_sleeping_one_never() {
+    use delegraph::background::{WORKER_TURN, take_turns, turns_given};
+    std::thread::spawn(|| {
+        for _ in 0..5 {
+            take_turns();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        take_turns();
+        assert_eq!(turns_given(), 0, "a thread that slept between requests yielded");
+        // Ten "requests", each after a spin of one and a half turns without sleeping.
+        for _ in 0..10 {
+            let t = std::time::Instant::now();
+            while t.elapsed() < WORKER_TURN * 3 / 2 {
+                std::hint::spin_loop();
+            }
+            take_turns();
+        }
+        let given = turns_given();
+        assert!((5..=10).contains(&given), "{given} turns given");
+    })
+    .join()
+    .unwrap();
+}
