@@ -539,23 +539,29 @@ pub fn turns_given() -> u64 {
 /// queued behind it on that core — the clients of the requests it answers among them,
 /// when they share the machine — waiting for the scheduler's next tick (4 ms here):
 /// whole runs of the load tester then had a p99.9 of 2–4 ms instead of 0.2–0.5 ms
-/// (BENCHMARKS.md, "The read tail's slow mode"). Costs one `getrusage` per request.
+/// (BENCHMARKS.md, "The read tail's slow mode"). Costs a clock read per request and one
+/// `getrusage` per turn.
 pub fn take_turns() {
     let turn = knobs().worker_turn;
     if turn.is_zero() {
         return;
     }
-    let switches = voluntary_switches();
     let now = Instant::now();
-    STREAK.with(|s| match s.get() {
-        (last, Some(since)) if last == switches => {
-            if now.saturating_duration_since(since) >= turn {
-                give_way();
-                GIVEN.with(|g| g.set(g.get() + 1));
-                s.set((voluntary_switches(), Some(Instant::now())));
-            }
+    STREAK.with(|s| {
+        let (last, since) = s.get();
+        // Asked at most once a turn: within one, nothing to do whatever happened.
+        if since.is_some_and(|t| now.saturating_duration_since(t) < turn) {
+            return;
         }
-        _ => s.set((switches, Some(now))),
+        let switches = voluntary_switches();
+        if since.is_none() || switches != last {
+            // It slept since `since` (or this is its first request): a new streak.
+            s.set((switches, Some(now)));
+            return;
+        }
+        give_way();
+        GIVEN.with(|g| g.set(g.get() + 1));
+        s.set((voluntary_switches(), Some(Instant::now())));
     });
 }
 
