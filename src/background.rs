@@ -559,9 +559,10 @@ pub fn take_turns() {
             s.set((switches, Some(now)));
             return;
         }
+        // A yield is not a voluntary switch: the count stays `switches`.
         give_way();
         GIVEN.with(|g| g.set(g.get() + 1));
-        s.set((voluntary_switches(), Some(Instant::now())));
+        s.set((switches, Some(Instant::now())));
     });
 }
 

@@ -381,6 +381,16 @@ impl<T> Queue<T> {
         q.items.drain(..n).collect()
     }
 
+    /// Waits until something is queued (without taking it); false once shut down and
+    /// empty.
+    fn wait_any(&self) -> bool {
+        let mut q = self.items.lock();
+        while q.items.is_empty() && !q.shutdown {
+            self.work.wait(&mut q);
+        }
+        !q.items.is_empty()
+    }
+
     /// Applies `f` to the newest item queued, if any.
     fn newest<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
         self.items.lock().items.last().map(f)
@@ -957,11 +967,12 @@ impl Inner {
     /// first waits until every waiting pass is durable or the log failed; if it failed,
     /// the outcome of the passes not durable is unknown.
     fn settle(&self, wait: bool) {
-        let waited = match wait.then(|| self.waiting.newest(|g| g.version.token)).flatten() {
-            Some(newest) => self.journal.wait_durable(newest),
-            None => Ok(()),
+        let newest = wait.then(|| self.waiting.newest(|g| g.version.token)).flatten();
+        let waited = newest.map_or(Ok(()), |n| self.journal.wait_durable(n));
+        let durable = match (&waited, newest) {
+            (Ok(()), Some(n)) => self.journal.position().max(n),
+            _ => self.journal.position(),
         };
-        let durable = self.journal.position();
         let (done, garbage) = {
             let _turn = self.publishing.lock();
             let done = self.waiting.take_prefix(|g| g.version.token <= durable);
@@ -1104,49 +1115,14 @@ fn sequencer(inner: &Inner) {
     }
 }
 
-/// The publisher thread (a journal without a flusher of its own; with one, its flusher
-/// calls [`Inner::settle`] instead): waits until the oldest waiting pass is durable, then publishes
-/// every pass the journal has made durable (one swap) and answers their writers. A
-/// journal that fails leaves the outcome of every waiting pass unknown.
+/// The publisher thread, for a journal without a flusher of its own (with one, its
+/// flusher calls [`Inner::settle`] after each group): whenever passes wait, waits until
+/// they are durable, publishes the newest (one swap) and answers their writers, with
+/// the same [`Inner::settle`]. A journal that fails leaves the outcome of every waiting
+/// pass unknown.
 fn publisher(inner: &Inner) {
-    let mut groups: VecDeque<Group> = VecDeque::new();
-    loop {
-        if groups.is_empty() {
-            match inner.waiting.take() {
-                Some(g) => groups.extend(g),
-                None => return,
-            }
-        }
-        let Some(oldest) = groups.front().map(|g| g.version.token) else {
-            continue;
-        };
-        let waited = inner.journal.wait_durable(oldest);
-        // Passes queued meanwhile may be durable too.
-        groups.extend(inner.waiting.drain());
-        if let Err(e) = waited {
-            inner.fail(e.to_string());
-            for g in groups.drain(..) {
-                for (seq, _, a) in g.writers {
-                    a.send(Err(CommitError::OutcomeUnknown {
-                        token: seq,
-                        reason: e.to_string(),
-                    }));
-                }
-            }
-            continue;
-        }
-        let durable = inner.journal.position().max(oldest);
-        let n = groups.partition_point(|g| g.version.token <= durable);
-        let done: Vec<Group> = groups.drain(..n).collect();
-        let versions: Vec<Arc<Version>> = done.iter().map(|g| g.version.clone()).collect();
-        // The ring before this publication holds the versions it evicts: the last
-        // writer answered drops it (and what only they held), not this thread.
-        let garbage = {
-            let _turn = inner.publishing.lock();
-            inner.publish_all(&versions)
-        };
-        drop(versions);
-        answer_durable(done, garbage);
+    while inner.waiting.wait_any() {
+        inner.settle(true);
     }
 }
 
