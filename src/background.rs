@@ -583,6 +583,27 @@ fn voluntary_switches() -> i64 {
     0
 }
 
+/// This process's CPU time so far: (user, system) seconds (unix; None elsewhere). The
+/// server publishes it in `/metrics` (`process_cpu_seconds_total`); the load tester
+/// reads its own and the server's around a load, to report CPU per request.
+pub fn process_cpu_time() -> Option<(f64, f64)> {
+    #[cfg(unix)]
+    {
+        let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `u` is a valid, writable rusage; getrusage only writes it.
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) };
+        if rc != 0 {
+            return None;
+        }
+        // SAFETY: getrusage succeeded, so it filled the struct (zeroed before anyway).
+        let u = unsafe { u.assume_init() };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        Some((secs(u.ru_utime), secs(u.ru_stime)))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
 /// Counts one HTTP request of the server as being served while the answer lives (the
 /// server's middleware holds one per request).
 pub fn serving() -> Serving<'static> {

@@ -164,6 +164,11 @@ pub struct Report {
     /// The load tester's own CPU time (user, system seconds) while the load ran (not
     /// while it read the snapshot and drew its questions); None where not measured.
     pub client_cpu_s: Option<(f64, f64)>,
+    /// The server's CPU time (user + system seconds) while the load ran, from its
+    /// `/metrics` (`process_cpu_seconds_total`); None when it does not publish it. It
+    /// includes the `--during` work's. On a shared machine a rate moves with whatever
+    /// else runs; the CPU per request moves less.
+    pub server_cpu_s: Option<f64>,
     pub kinds: Vec<KindReport>,
     /// The background work's latencies (`--during`), one row per request kind it sent.
     pub during: Option<DuringReport>,
@@ -415,7 +420,8 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
     let target = Target::of(&base, plan.token.as_deref())?;
     let sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let cpu_before = cpu_time();
+    let cpu_before = crate::background::process_cpu_time();
+    let server_before = server_cpu(&agent, &base, plan.token.as_deref());
     let start = Instant::now();
     let deadline = start + plan.duration;
     let weights = [
@@ -511,10 +517,13 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
     });
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
-    let client_cpu_s = match (cpu_before, cpu_time()) {
+    let client_cpu_s = match (cpu_before, crate::background::process_cpu_time()) {
         (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1)),
         _ => None,
     };
+    let server_cpu_s = server_before
+        .zip(server_cpu(&agent, &base, plan.token.as_deref()))
+        .map(|(a, b)| b - a);
     let mut kinds = Vec::new();
     let (mut requests, mut errors, mut decisions) = (0, 0, 0);
     for (k, name) in KINDS.iter().enumerate() {
@@ -559,6 +568,7 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
         requests_per_s: requests as f64 / elapsed,
         decisions_per_s: decisions as f64 / elapsed,
         client_cpu_s,
+        server_cpu_s,
         kinds,
         during: plan.during.map(|work| during_report(work, background)),
     })
@@ -948,23 +958,21 @@ impl Conn {
     }
 }
 
-/// This process's CPU time so far: (user, system) seconds.
-fn cpu_time() -> Option<(f64, f64)> {
-    #[cfg(unix)]
-    {
-        let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-        // SAFETY: `u` is a valid, writable rusage; getrusage only writes it.
-        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) };
-        if rc != 0 {
-            return None;
-        }
-        // SAFETY: getrusage succeeded, so it filled the struct (zeroed before anyway).
-        let u = unsafe { u.assume_init() };
-        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        Some((secs(u.ru_utime), secs(u.ru_stime)))
+/// The server's CPU seconds so far, from its `/metrics` (`process_cpu_seconds_total`);
+/// None when it does not answer them or does not publish the figure.
+fn server_cpu(agent: &ureq::Agent, base: &str, token: Option<&str>) -> Option<f64> {
+    let mut req = agent.get(&format!("{base}/metrics"));
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
     }
-    #[cfg(not(unix))]
-    None
+    let mut r = req.call().ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    let text = r.body_mut().read_to_string().ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The report as text.
@@ -986,6 +994,14 @@ pub fn to_text(r: &Report) -> String {
             per(user + sys),
             per(user),
             per(sys)
+        );
+    }
+    if let Some(cpu) = r.server_cpu_s {
+        let _ = writeln!(
+            s,
+            "server CPU during the load: {:.2} s = {:.1} µs per request",
+            cpu,
+            cpu * 1e6 / r.requests.max(1) as f64
         );
     }
     let _ = writeln!(

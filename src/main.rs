@@ -172,7 +172,8 @@ enum Command {
     /// writes: each connection grants, then revokes, a package of its own pair, acting as
     /// `by`, so the world ends as it was), sends them from --concurrency
     /// connections until --requests are sent or --duration has passed, and reports
-    /// throughput and p50/p90/p99/p99.9 per request kind as text (and JSON with --json).
+    /// throughput, p50/p90/p99/p99.9 per request kind and the CPU per request of the
+    /// load tester and of the server (from its /metrics) as text (and JSON with --json).
     /// Refuses any target that is not a loopback address.
     Loadtest {
         /// The server, e.g. http://127.0.0.1:8080 (loopback only).

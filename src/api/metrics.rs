@@ -140,6 +140,16 @@ pub fn partition_gauges(deltas: &[usize], compactions: &[u64], bound: usize) -> 
     out
 }
 
+/// The process's CPU time (user + system), the standard Prometheus process metric: a
+/// load tester on the same machine divides its growth by the requests it sent.
+pub fn process_cpu(seconds: f64) -> String {
+    format!(
+        "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n\
+         # TYPE process_cpu_seconds_total counter\n\
+         process_cpu_seconds_total {seconds:.6}\n"
+    )
+}
+
 /// The write path's counters: the sequencer's passes and the batches they applied
 /// (batches per pass = writers per version), and the log's groups (one sync each) with
 /// the time spent writing and syncing them (absent without a data directory).

@@ -944,6 +944,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         store.pass_stats(),
         store.journal().group_stats(),
     ));
+    if let Some((user, system)) = crate::background::process_cpu_time() {
+        text.push_str(&super::metrics::process_cpu(user + system));
+    }
     text.push_str(&super::metrics::partition_gauges(
         &store.partition_deltas(),
         &store.compactions(),

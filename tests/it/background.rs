@@ -310,6 +310,9 @@ fn loadtest_during_simulate_reports_both_tables() {
     assert_eq!(report.requests, 300);
     let text = delegraph::loadtest::to_text(&report);
     assert!(text.contains("during simulate"), "{text}");
+    // The server's CPU over the load, read from its /metrics before and after.
+    assert!(report.server_cpu_s.is_some_and(|s| s > 0.0), "{text}");
+    assert!(text.contains("server CPU during the load"), "{text}");
     let during = report.during.expect("the background work's table");
     assert_eq!(during.work, During::Simulate);
     let kinds: Vec<&str> = during.kinds.iter().map(|k| k.kind).collect();

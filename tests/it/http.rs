@@ -764,6 +764,7 @@ fn metrics_count_requests_and_report_the_log_position() {
         // The one write so far: one sequencer pass, one batch.
         "delegraph_store_passes_total 1",
         "delegraph_store_batches_total 1",
+        "# TYPE process_cpu_seconds_total counter",
     ] {
         assert!(r.text.contains(needle), "`{needle}` in\n{}", r.text);
     }
