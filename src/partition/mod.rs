@@ -61,6 +61,11 @@
 //!   are durable; a reader never sees a state the journal does not have. A write's
 //!   token is its pass's version (the first that shows it), so a pass's writers share
 //!   one token.
+//! * **The janitor** is a low-priority thread of the store that drops the versions a
+//!   publish evicted from the ring (`partition::janitor`): freeing their own copies of the
+//!   overlay's paths is paid neither by whoever publishes nor by the HTTP worker that
+//!   answers a writer. Its queue is bounded; when it is full, the last writer of the
+//!   group drops them, as before the janitor.
 //!
 //! # Limits (honestly)
 //!
@@ -80,6 +85,7 @@
 //! * A write whose HTTP request times out may still commit: the sequencer's queue
 //!   already holds it. The answer is lost, the token is not; a client retries by reading.
 
+mod janitor;
 pub mod journal;
 
 use std::collections::VecDeque;
@@ -102,6 +108,7 @@ use crate::mutate::{self, Outcome};
 use crate::persist::error::SnapshotError;
 use crate::persist::snapshot::{DEFAULT_PARTITIONS, Encoded, Plan, SectionKind, encode_section};
 use crate::world::World;
+use janitor::Janitor;
 use journal::{Journal, JournalError};
 
 /// A batch the store has made durable and applied.
@@ -192,13 +199,16 @@ struct Reply {
 enum ReplyState {
     /// Not answered yet; the waker of an awaiting task.
     Waiting(Option<Waker>),
-    /// The answer, and old versions for the writer to drop (freeing a version's own
-    /// copies of the overlay's paths is work whoever publishes hands to the writers).
+    /// The answer, and old versions for the writer to drop: only when the janitor's
+    /// queue is full (or it has no thread), so that whoever publishes never frees a
+    /// version's own copies of the overlay's paths itself.
     Done(Result<Committed, CommitError>, Option<Garbage>),
     Taken,
 }
 
-/// Something whose drop frees memory, handed to a writer to drop on its own thread.
+/// Something whose drop frees memory: the ring before a publish, holding the versions
+/// it evicted. Dropped by the janitor ([`janitor`]), or by a writer when its queue is
+/// full.
 type Garbage = Arc<VecDeque<Arc<Version>>>;
 
 impl Ticket {
@@ -421,6 +431,8 @@ pub struct Store {
     inner: Arc<Inner>,
     /// The sequencer (and the publisher, if there is one), stopped and joined on drop.
     workers: Vec<std::thread::JoinHandle<()>>,
+    /// The janitor's thread, stopped (after it dropped what it holds) and joined last.
+    janitor_thread: Option<std::thread::JoinHandle<()>>,
     /// Test hook: while set, [`Store::exclusive`] parks before answering (to hold a
     /// simulation open on its pinned version).
     pause: Arc<(Mutex<(bool, usize)>, parking_lot::Condvar)>,
@@ -462,6 +474,9 @@ struct Inner {
     /// Sequencer passes that queued at least one record, and the batches they queued.
     passes: AtomicU64,
     batches: AtomicU64,
+    /// Drops the versions a publish evicted, off the writers' workers (None: its thread
+    /// did not start, and the writers drop them as before).
+    janitor: Option<Arc<Janitor<Garbage>>>,
 }
 
 impl Store {
@@ -469,6 +484,13 @@ impl Store {
     /// world with a fresh journal, or what recovery rebuilt).
     pub fn new(world: World, journal: Arc<dyn Journal>) -> Store {
         let token = journal.position();
+        let (janitor, janitor_thread) = match Janitor::start() {
+            Ok((j, h)) => (Some(j), Some(h)),
+            Err(e) => {
+                tracing::warn!("no janitor thread ({e}): writers drop evicted versions themselves");
+                (None, None)
+            }
+        };
         let parts = world.graph.partitions();
         let v = Arc::new(Version {
             token,
@@ -496,6 +518,7 @@ impl Store {
             fail_next_apply: AtomicBool::new(false),
             passes: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            janitor,
         });
         // A journal with a flusher of its own answers the writers right after each
         // group's sync, on that thread (one thread wake-up less per group); the log then
@@ -530,6 +553,7 @@ impl Store {
         Store {
             inner,
             workers,
+            janitor_thread,
             pause: Arc::default(),
         }
     }
@@ -838,6 +862,12 @@ impl Drop for Store {
         for w in workers {
             let _ = w.join();
         }
+        if let Some(j) = &self.inner.janitor {
+            j.stop();
+        }
+        if let Some(h) = self.janitor_thread.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -979,6 +1009,10 @@ impl Inner {
             let versions: Vec<Arc<Version>> = done.iter().map(|g| g.version.clone()).collect();
             (done, self.publish_all(&versions))
         };
+        let garbage = garbage.and_then(|g| match &self.janitor {
+            Some(j) => j.take(g).err(),
+            None => Some(g),
+        });
         answer_durable(done, garbage);
         if let Err(e) = waited {
             self.fail(e.to_string());
@@ -1127,7 +1161,8 @@ fn publisher(inner: &Inner) {
 }
 
 /// Answers the writers of passes made durable and published: each gets its pass's
-/// token; the last one answered also gets `garbage` to drop.
+/// token; the last one answered also gets `garbage` to drop (what the janitor did not
+/// take).
 fn answer_durable(done: Vec<Group>, mut garbage: Option<Garbage>) {
     let n: usize = done.iter().map(|g| g.writers.len()).sum();
     let mut i = 0;
