@@ -153,7 +153,10 @@ mod tests {
         j.stop();
         j.run();
         assert_eq!(dropped.load(Ordering::SeqCst), CAPACITY + 1);
-        assert!(j.take(Counted(dropped.clone())).is_err(), "a stopped janitor takes nothing");
+        assert!(
+            j.take(Counted(dropped.clone())).is_err(),
+            "a stopped janitor takes nothing"
+        );
     }
 
     #[test]

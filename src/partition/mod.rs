@@ -186,7 +186,14 @@ struct Pending {
 /// and published), or why not. Wait for it on a thread ([`Ticket::wait`]) or await it;
 /// either way only this writer is woken when it is ready.
 #[must_use]
-pub struct Ticket(Arc<Reply>);
+pub struct Ticket {
+    reply: Arc<Reply>,
+    /// The batch, held until the ticket is dropped so that its memory is freed on the
+    /// thread that allocated it (the writer's), not on the sequencer's: glibc's malloc
+    /// pays for every block freed on another thread (into the writer's arena, under its
+    /// lock, then consolidated on the writer's next allocations).
+    _events: Option<Arc<Vec<Event>>>,
+}
 
 /// One writer's answer slot: filled once by the sequencer (a refusal) or by whoever
 /// publishes (durable and published, or the outcome unknown): the log's flusher, or the
@@ -217,7 +224,13 @@ impl Ticket {
             state: Mutex::new(ReplyState::Waiting(None)),
             ready: Condvar::new(),
         });
-        (Ticket(r.clone()), Answer(Some(r)))
+        (
+            Ticket {
+                reply: r.clone(),
+                _events: None,
+            },
+            Answer(Some(r)),
+        )
     }
 
     /// A ticket answered already.
@@ -229,7 +242,7 @@ impl Ticket {
 
     /// Blocks this thread until the batch is answered.
     pub fn wait(self) -> Result<Committed, CommitError> {
-        let mut s = self.0.state.lock();
+        let mut s = self.reply.state.lock();
         loop {
             match std::mem::replace(&mut *s, ReplyState::Taken) {
                 ReplyState::Done(r, garbage) => {
@@ -240,7 +253,7 @@ impl Ticket {
                 ReplyState::Taken => return Err(answered_twice()),
                 w @ ReplyState::Waiting(_) => {
                     *s = w;
-                    self.0.ready.wait(&mut s);
+                    self.reply.ready.wait(&mut s);
                 }
             }
         }
@@ -258,7 +271,7 @@ impl Future for Ticket {
     type Output = Result<Committed, CommitError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let mut s = self.0.state.lock();
+        let mut s = self.reply.state.lock();
         match std::mem::replace(&mut *s, ReplyState::Taken) {
             ReplyState::Done(r, garbage) => {
                 drop(s);
@@ -295,6 +308,8 @@ impl Answer {
                 reply.ready.notify_one();
                 w
             };
+            // Before the wake, so that the writer, not this thread, frees the slot.
+            drop(reply);
             if let Some(w) = waker {
                 w.wake();
             }
@@ -364,16 +379,17 @@ impl<T> Queue<T> {
         self.work.notify_one();
     }
 
-    /// Everything queued, waiting for something; `None` once shut down and empty.
-    fn take(&self) -> Option<Vec<T>> {
+    /// Everything queued, waiting for something, into `buf` (empty), which it swaps
+    /// with the queue's: two buffers go back and forth and neither is freed (memory the
+    /// writers' threads allocated is not freed on the thread that drains, see
+    /// [`Ticket`]). False once shut down and empty.
+    fn take_into(&self, buf: &mut Vec<T>) -> bool {
         let mut q = self.items.lock();
         while q.items.is_empty() && !q.shutdown {
             self.work.wait(&mut q);
         }
-        if q.items.is_empty() {
-            return None;
-        }
-        Some(std::mem::take(&mut q.items))
+        std::mem::swap(&mut q.items, buf);
+        !buf.is_empty()
     }
 
     /// What is queued now, without waiting.
@@ -683,7 +699,8 @@ impl Store {
         if let Some(reason) = self.unhealthy_reason() {
             return Ticket::done(Err(CommitError::Unhealthy(reason)));
         }
-        let (ticket, answer) = Ticket::new();
+        let (mut ticket, answer) = Ticket::new();
+        ticket._events = Some(events.clone());
         self.inner.incoming.push(Request { events, answer });
         ticket
     }
@@ -899,12 +916,12 @@ impl Inner {
     /// makes one version of the pass, hands the version and its writers to the waiting
     /// passes and seals its records (the journal writes them as one group, with any
     /// other pass sealed meanwhile).
-    fn apply_pass(&self, batch: Vec<Request>) {
+    fn apply_pass(&self, batch: impl Iterator<Item = Request>) {
         let mut p = self.seq.lock();
         // The state before this pass, shared with the last version: what a failed
         // apply rebuilds from.
         let base = p.world.clone();
-        let mut accepted: Vec<Accepted> = Vec::with_capacity(batch.len());
+        let mut accepted: Vec<Accepted> = Vec::with_capacity(batch.size_hint().0);
         for r in batch {
             if let Some(reason) = self.unhealthy_reason() {
                 r.answer.send(Err(CommitError::Unhealthy(reason)));
@@ -1144,8 +1161,9 @@ type StoreThread = fn(&Inner);
 
 /// The sequencer thread: applies what was staged since its last pass, pass by pass.
 fn sequencer(inner: &Inner) {
-    while let Some(batch) = inner.incoming.take() {
-        inner.apply_pass(batch);
+    let mut batch = Vec::new();
+    while inner.incoming.take_into(&mut batch) {
+        inner.apply_pass(batch.drain(..));
     }
 }
 
