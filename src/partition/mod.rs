@@ -61,6 +61,11 @@
 //!   are durable; a reader never sees a state the journal does not have. A write's
 //!   token is its pass's version (the first that shows it), so a pass's writers share
 //!   one token.
+//! * **The janitor** is a low-priority thread of the store that drops the versions a
+//!   publish evicted from the ring (`partition::janitor`): freeing their own copies of the
+//!   overlay's paths is paid neither by whoever publishes nor by the HTTP worker that
+//!   answers a writer. Its queue is bounded; when it is full, the last writer of the
+//!   group drops them, as before the janitor.
 //!
 //! # Limits (honestly)
 //!
@@ -80,6 +85,7 @@
 //! * A write whose HTTP request times out may still commit: the sequencer's queue
 //!   already holds it. The answer is lost, the token is not; a client retries by reading.
 
+mod janitor;
 pub mod journal;
 
 use std::collections::VecDeque;
@@ -102,6 +108,7 @@ use crate::mutate::{self, Outcome};
 use crate::persist::error::SnapshotError;
 use crate::persist::snapshot::{DEFAULT_PARTITIONS, Encoded, Plan, SectionKind, encode_section};
 use crate::world::World;
+use janitor::Janitor;
 use journal::{Journal, JournalError};
 
 /// A batch the store has made durable and applied.
@@ -179,7 +186,14 @@ struct Pending {
 /// and published), or why not. Wait for it on a thread ([`Ticket::wait`]) or await it;
 /// either way only this writer is woken when it is ready.
 #[must_use]
-pub struct Ticket(Arc<Reply>);
+pub struct Ticket {
+    reply: Arc<Reply>,
+    /// The batch, held until the ticket is dropped so that its memory is freed on the
+    /// thread that allocated it (the writer's), not on the sequencer's: glibc's malloc
+    /// pays for every block freed on another thread (into the writer's arena, under its
+    /// lock, then consolidated on the writer's next allocations).
+    _events: Option<Arc<Vec<Event>>>,
+}
 
 /// One writer's answer slot: filled once by the sequencer (a refusal) or by whoever
 /// publishes (durable and published, or the outcome unknown): the log's flusher, or the
@@ -192,13 +206,16 @@ struct Reply {
 enum ReplyState {
     /// Not answered yet; the waker of an awaiting task.
     Waiting(Option<Waker>),
-    /// The answer, and old versions for the writer to drop (freeing a version's own
-    /// copies of the overlay's paths is work whoever publishes hands to the writers).
+    /// The answer, and old versions for the writer to drop: only when the janitor's
+    /// queue is full (or it has no thread), so that whoever publishes never frees a
+    /// version's own copies of the overlay's paths itself.
     Done(Result<Committed, CommitError>, Option<Garbage>),
     Taken,
 }
 
-/// Something whose drop frees memory, handed to a writer to drop on its own thread.
+/// Something whose drop frees memory: the ring before a publish, holding the versions
+/// it evicted. Dropped by the janitor ([`janitor`]), or by a writer when its queue is
+/// full.
 type Garbage = Arc<VecDeque<Arc<Version>>>;
 
 impl Ticket {
@@ -207,7 +224,13 @@ impl Ticket {
             state: Mutex::new(ReplyState::Waiting(None)),
             ready: Condvar::new(),
         });
-        (Ticket(r.clone()), Answer(Some(r)))
+        (
+            Ticket {
+                reply: r.clone(),
+                _events: None,
+            },
+            Answer(Some(r)),
+        )
     }
 
     /// A ticket answered already.
@@ -219,7 +242,7 @@ impl Ticket {
 
     /// Blocks this thread until the batch is answered.
     pub fn wait(self) -> Result<Committed, CommitError> {
-        let mut s = self.0.state.lock();
+        let mut s = self.reply.state.lock();
         loop {
             match std::mem::replace(&mut *s, ReplyState::Taken) {
                 ReplyState::Done(r, garbage) => {
@@ -230,7 +253,7 @@ impl Ticket {
                 ReplyState::Taken => return Err(answered_twice()),
                 w @ ReplyState::Waiting(_) => {
                     *s = w;
-                    self.0.ready.wait(&mut s);
+                    self.reply.ready.wait(&mut s);
                 }
             }
         }
@@ -248,7 +271,7 @@ impl Future for Ticket {
     type Output = Result<Committed, CommitError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let mut s = self.0.state.lock();
+        let mut s = self.reply.state.lock();
         match std::mem::replace(&mut *s, ReplyState::Taken) {
             ReplyState::Done(r, garbage) => {
                 drop(s);
@@ -285,6 +308,8 @@ impl Answer {
                 reply.ready.notify_one();
                 w
             };
+            // Before the wake, so that the writer, not this thread, frees the slot.
+            drop(reply);
             if let Some(w) = waker {
                 w.wake();
             }
@@ -354,16 +379,17 @@ impl<T> Queue<T> {
         self.work.notify_one();
     }
 
-    /// Everything queued, waiting for something; `None` once shut down and empty.
-    fn take(&self) -> Option<Vec<T>> {
+    /// Everything queued, waiting for something, into `buf` (empty), which it swaps
+    /// with the queue's: two buffers go back and forth and neither is freed (memory the
+    /// writers' threads allocated is not freed on the thread that drains, see
+    /// [`Ticket`]). False once shut down and empty.
+    fn take_into(&self, buf: &mut Vec<T>) -> bool {
         let mut q = self.items.lock();
         while q.items.is_empty() && !q.shutdown {
             self.work.wait(&mut q);
         }
-        if q.items.is_empty() {
-            return None;
-        }
-        Some(std::mem::take(&mut q.items))
+        std::mem::swap(&mut q.items, buf);
+        !buf.is_empty()
     }
 
     /// What is queued now, without waiting.
@@ -421,6 +447,8 @@ pub struct Store {
     inner: Arc<Inner>,
     /// The sequencer (and the publisher, if there is one), stopped and joined on drop.
     workers: Vec<std::thread::JoinHandle<()>>,
+    /// The janitor's thread, stopped (after it dropped what it holds) and joined last.
+    janitor_thread: Option<std::thread::JoinHandle<()>>,
     /// Test hook: while set, [`Store::exclusive`] parks before answering (to hold a
     /// simulation open on its pinned version).
     pause: Arc<(Mutex<(bool, usize)>, parking_lot::Condvar)>,
@@ -462,6 +490,9 @@ struct Inner {
     /// Sequencer passes that queued at least one record, and the batches they queued.
     passes: AtomicU64,
     batches: AtomicU64,
+    /// Drops the versions a publish evicted, off the writers' workers (None: its thread
+    /// did not start, and the writers drop them as before).
+    janitor: Option<Arc<Janitor<Garbage>>>,
 }
 
 impl Store {
@@ -469,6 +500,13 @@ impl Store {
     /// world with a fresh journal, or what recovery rebuilt).
     pub fn new(world: World, journal: Arc<dyn Journal>) -> Store {
         let token = journal.position();
+        let (janitor, janitor_thread) = match Janitor::start() {
+            Ok((j, h)) => (Some(j), Some(h)),
+            Err(e) => {
+                tracing::warn!("no janitor thread ({e}): writers drop evicted versions themselves");
+                (None, None)
+            }
+        };
         let parts = world.graph.partitions();
         let v = Arc::new(Version {
             token,
@@ -496,6 +534,7 @@ impl Store {
             fail_next_apply: AtomicBool::new(false),
             passes: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            janitor,
         });
         // A journal with a flusher of its own answers the writers right after each
         // group's sync, on that thread (one thread wake-up less per group); the log then
@@ -530,6 +569,7 @@ impl Store {
         Store {
             inner,
             workers,
+            janitor_thread,
             pause: Arc::default(),
         }
     }
@@ -659,7 +699,8 @@ impl Store {
         if let Some(reason) = self.unhealthy_reason() {
             return Ticket::done(Err(CommitError::Unhealthy(reason)));
         }
-        let (ticket, answer) = Ticket::new();
+        let (mut ticket, answer) = Ticket::new();
+        ticket._events = Some(events.clone());
         self.inner.incoming.push(Request { events, answer });
         ticket
     }
@@ -838,6 +879,12 @@ impl Drop for Store {
         for w in workers {
             let _ = w.join();
         }
+        if let Some(j) = &self.inner.janitor {
+            j.stop();
+        }
+        if let Some(h) = self.janitor_thread.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -869,12 +916,12 @@ impl Inner {
     /// makes one version of the pass, hands the version and its writers to the waiting
     /// passes and seals its records (the journal writes them as one group, with any
     /// other pass sealed meanwhile).
-    fn apply_pass(&self, batch: Vec<Request>) {
+    fn apply_pass(&self, batch: impl Iterator<Item = Request>) {
         let mut p = self.seq.lock();
         // The state before this pass, shared with the last version: what a failed
         // apply rebuilds from.
         let base = p.world.clone();
-        let mut accepted: Vec<Accepted> = Vec::with_capacity(batch.len());
+        let mut accepted: Vec<Accepted> = Vec::with_capacity(batch.size_hint().0);
         for r in batch {
             if let Some(reason) = self.unhealthy_reason() {
                 r.answer.send(Err(CommitError::Unhealthy(reason)));
@@ -979,6 +1026,10 @@ impl Inner {
             let versions: Vec<Arc<Version>> = done.iter().map(|g| g.version.clone()).collect();
             (done, self.publish_all(&versions))
         };
+        let garbage = garbage.and_then(|g| match &self.janitor {
+            Some(j) => j.take(g).err(),
+            None => Some(g),
+        });
         answer_durable(done, garbage);
         if let Err(e) = waited {
             self.fail(e.to_string());
@@ -1110,8 +1161,9 @@ type StoreThread = fn(&Inner);
 
 /// The sequencer thread: applies what was staged since its last pass, pass by pass.
 fn sequencer(inner: &Inner) {
-    while let Some(batch) = inner.incoming.take() {
-        inner.apply_pass(batch);
+    let mut batch = Vec::new();
+    while inner.incoming.take_into(&mut batch) {
+        inner.apply_pass(batch.drain(..));
     }
 }
 
@@ -1127,7 +1179,8 @@ fn publisher(inner: &Inner) {
 }
 
 /// Answers the writers of passes made durable and published: each gets its pass's
-/// token; the last one answered also gets `garbage` to drop.
+/// token; the last one answered also gets `garbage` to drop (what the janitor did not
+/// take).
 fn answer_durable(done: Vec<Group>, mut garbage: Option<Garbage>) {
     let n: usize = done.iter().map(|g| g.writers.len()).sum();
     let mut i = 0;
