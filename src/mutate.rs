@@ -1633,34 +1633,39 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
 
 /// May `by` remove what is named from the connection `from → to` (§5)?
 ///
-/// `by`'s records for `from` are read once, from `by`'s side ([`resolve::actor_records`]),
-/// and answer every question below (each of [`holds`],
-/// [`resolve::is_person_access_manager`] and [`resolve::can_delegate_package`] would read
-/// the same records again).
+/// `by`'s records for `from` are read from `by`'s side, the ones the delegation check
+/// counts first ([`resolve::actor_delegation_records`]): they answer every question
+/// below but whether `by` holds `tilgangsstyrer` through a record the delegation check
+/// does not count (RoleMap, a client delegation, the owner rule), and a revoke by
+/// someone who may pass the grant on (most) is answered without the others. Each of
+/// [`holds`], [`resolve::is_person_access_manager`] and
+/// [`resolve::can_delegate_package`] would read the same records again.
 fn may_remove(w: &World, by: NodeId, from: NodeId, to: NodeId, what: &[GrantTarget]) -> bool {
     if by == to {
         return true;
     }
-    let recs = resolve::actor_records(w, by, from);
+    let counted = resolve::actor_delegation_records(w, by, from);
     let tilgangsstyrer = w.catalog.known.tilgangsstyrer;
-    if recs.iter().any(|r| r.packages.contains(tilgangsstyrer)) {
+    let manages = |recs: &[resolve::Record]| recs.iter().any(|r| r.packages.contains(tilgangsstyrer));
+    if manages(&counted) {
         return true;
     }
     // §11.4: a person's outgoing grants are theirs and their access managers' to remove.
     if kind_of(w, from) == Some(PartyKind::Person)
-        && (by == from || resolve::is_person_access_manager_in(w, by, from, &recs))
+        && (by == from || resolve::is_person_access_manager_in(w, by, from, &counted))
     {
         return true;
     }
-    !what.is_empty()
+    let may_pass_on = !what.is_empty()
         && what.iter().all(|t| match t {
             GrantTarget::Package(p) => {
-                resolve::can_delegate_package_in(w, by, from, *p, &recs) == DelegationVerdict::Yes
+                resolve::can_delegate_package_in(w, by, from, *p, &counted) == DelegationVerdict::Yes
             }
             GrantTarget::Resource(r, acts) | GrantTarget::Instance(r, _, acts) => acts
                 .iter()
                 .all(|a| crate::decide::can_delegate_resource(w, by, from, *r, a)),
-        })
+        });
+    may_pass_on || manages(&resolve::actor_records(w, by, from))
 }
 
 fn revoke(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
