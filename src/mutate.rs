@@ -11,7 +11,7 @@
 //! (`unknown_*`), structure (`not_assignable`, `not_delegable`, `invalid_agent`), the
 //! actor (`not_authorized`), then state (`has_dependants`, `conflict`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::DateTime;
 
@@ -164,15 +164,22 @@ impl<'w> Tx<'w> {
 
     /// What the transaction has changed so far, compared with where it started.
     pub fn outcome(&self) -> Outcome {
-        let mut first: HashMap<EdgeKey, &Option<Edge>> = HashMap::new();
-        let mut order = Vec::new();
+        // Each changed edge once, with its value before the transaction, in the order
+        // first changed. A write's log is a few entries: searched, not hashed.
+        let mut first: Vec<(EdgeKey, &Option<Edge>)> = Vec::new();
+        let short = self.undo.len() <= 16;
+        let mut seen: HashSet<EdgeKey> = HashSet::new();
         let mut changed = false;
         for u in &self.undo {
             match u {
                 Undo::Edge(k, old) => {
-                    if !first.contains_key(k) {
-                        first.insert(*k, old);
-                        order.push(*k);
+                    let new = if short {
+                        !first.iter().any(|(f, _)| f == k)
+                    } else {
+                        seen.insert(*k)
+                    };
+                    if new {
+                        first.push((*k, old));
                     }
                 }
                 // Judged below, against the state now (§10).
@@ -183,8 +190,8 @@ impl<'w> Tx<'w> {
         let c = self.w.catalog;
         let g = &self.w.graph;
         let mut out = Outcome::default();
-        for k in order {
-            let before = first.get(&k).copied().and_then(|o| o.as_ref());
+        for (k, before) in first {
+            let before = before.as_ref();
             let after = g.find(k).and_then(|e| g.edge(e));
             if before != after {
                 changed = true;
@@ -1450,7 +1457,11 @@ enum GrantTarget {
     Instance(NodeId, String, Actions),
 }
 
-fn grant_target(w: &World, g: &GrantEvent) -> Result<GrantTarget> {
+/// A grant or revoke's parties, looked up once: (from, to, by).
+type Named = (NodeId, NodeId, Option<NodeId>);
+
+/// What `g` names, and its parties ([`Named`]), in the order of faults.
+fn grant_target(w: &World, g: &GrantEvent) -> Result<(GrantTarget, Named)> {
     let c = w.catalog;
     // Shape first.
     match (&g.package, &g.resource) {
@@ -1482,12 +1493,8 @@ fn grant_target(w: &World, g: &GrantEvent) -> Result<GrantTarget> {
     if let Some(i) = &g.instance {
         non_empty("instance", i)?;
     }
-    party(w, &g.from)?;
-    party(w, &g.to)?;
-    if let Some(b) = &g.by {
-        party(w, b)?;
-    }
-    Ok(match (&g.package, &g.resource) {
+    let named = (party(w, &g.from)?, party(w, &g.to)?, opt_party(w, g.by.as_ref())?);
+    let target = match (&g.package, &g.resource) {
         (Some(p), _) => GrantTarget::Package(package(c, p)?),
         (None, Some(r)) => {
             let n = resource(w, r)?;
@@ -1498,7 +1505,8 @@ fn grant_target(w: &World, g: &GrantEvent) -> Result<GrantTarget> {
             }
         }
         (None, None) => return Err(Error::invalid("name a `package` or a `resource`")),
-    })
+    };
+    Ok((target, named))
 }
 
 fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
@@ -1507,9 +1515,7 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
     }
     let w = &*tx.w;
     let c = w.catalog;
-    let target = grant_target(w, g)?;
-    let (from, to) = (party(w, &g.from)?, party(w, &g.to)?);
-    let by = opt_party(w, g.by.as_ref())?;
+    let (target, (from, to, by)) = grant_target(w, g)?;
     if kind_of(w, from) == Some(PartyKind::SystemUser) {
         return Err(Error::invalid(format!(
             "a system user (`{}`) cannot give grants",
@@ -1633,42 +1639,45 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
 
 /// May `by` remove what is named from the connection `from → to` (§5)?
 ///
-/// `by`'s records for `from` are read once, from `by`'s side ([`resolve::actor_records`]),
-/// and answer every question below (each of [`holds`],
-/// [`resolve::is_person_access_manager`] and [`resolve::can_delegate_package`] would read
-/// the same records again).
+/// `by`'s records for `from` are read from `by`'s side, the ones the delegation check
+/// counts first ([`resolve::actor_delegation_records`]): they answer every question
+/// below but whether `by` holds `tilgangsstyrer` through a record the delegation check
+/// does not count (RoleMap, a client delegation, the owner rule), and a revoke by
+/// someone who may pass the grant on (most) is answered without the others. Each of
+/// [`holds`], [`resolve::is_person_access_manager`] and
+/// [`resolve::can_delegate_package`] would read the same records again.
 fn may_remove(w: &World, by: NodeId, from: NodeId, to: NodeId, what: &[GrantTarget]) -> bool {
     if by == to {
         return true;
     }
-    let recs = resolve::actor_records(w, by, from);
+    let counted = resolve::actor_delegation_records(w, by, from);
     let tilgangsstyrer = w.catalog.known.tilgangsstyrer;
-    if recs.iter().any(|r| r.packages.contains(tilgangsstyrer)) {
+    let manages = |recs: &[resolve::Record]| recs.iter().any(|r| r.packages.contains(tilgangsstyrer));
+    if manages(&counted) {
         return true;
     }
     // §11.4: a person's outgoing grants are theirs and their access managers' to remove.
     if kind_of(w, from) == Some(PartyKind::Person)
-        && (by == from || resolve::is_person_access_manager_in(w, by, from, &recs))
+        && (by == from || resolve::is_person_access_manager_in(w, by, from, &counted))
     {
         return true;
     }
-    !what.is_empty()
+    let may_pass_on = !what.is_empty()
         && what.iter().all(|t| match t {
             GrantTarget::Package(p) => {
-                resolve::can_delegate_package_in(w, by, from, *p, &recs) == DelegationVerdict::Yes
+                resolve::can_delegate_package_in(w, by, from, *p, &counted) == DelegationVerdict::Yes
             }
             GrantTarget::Resource(r, acts) | GrantTarget::Instance(r, _, acts) => acts
                 .iter()
                 .all(|a| crate::decide::can_delegate_resource(w, by, from, *r, a)),
-        })
+        });
+    may_pass_on || manages(&resolve::actor_records(w, by, from))
 }
 
 fn revoke(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
     let w = &*tx.w;
     let c = w.catalog;
-    let target = grant_target(w, g)?;
-    let (from, to) = (party(w, &g.from)?, party(w, &g.to)?);
-    let by = opt_party(w, g.by.as_ref())?;
+    let (target, (from, to, by)) = grant_target(w, g)?;
     if let Some(b) = by
         && !may_remove(w, b, from, to, std::slice::from_ref(&target))
     {

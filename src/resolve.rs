@@ -207,7 +207,7 @@ fn short_outgoing(w: &World, s: NodeId) -> Option<OutList<'_>> {
 
 /// Every record by which `x` acts for some party; with `target`, only those for it.
 pub fn records(w: &World, x: NodeId, target: Option<NodeId>) -> Vec<Record> {
-    records_with::<false>(w, x, target, SourceLists::Counted)
+    records_with::<false, false>(w, x, target, SourceLists::Counted)
 }
 
 /// The records of `x` for `target` — the same as `records(w, x, Some(target))`, up to
@@ -239,13 +239,33 @@ pub enum SourceLists {
 /// test runs every choice against [`records`]: each must give the same records).
 #[doc(hidden)]
 pub fn actor_records_by(w: &World, x: NodeId, target: NodeId, lists: SourceLists) -> Vec<Record> {
-    records_with::<true>(w, x, Some(target), lists)
+    records_with::<true, false>(w, x, Some(target), lists)
+}
+
+/// The records of [`actor_records`] that the delegation check counts
+/// ([`Record::counts_for_delegation`]), and only those — the same multiset as
+/// `actor_records(w, x, target)` filtered by it — for a write's actor check, which
+/// asks the delegation check and nothing else of most writes. It skips what the
+/// delegation check never counts: RoleMap (path 3; a general manager's role maps to
+/// some twenty roles, most of a write's records), client delegations (path 4) and the
+/// owner rule (path 6, and with it the ENKs a person target owns as sources).
+pub fn actor_delegation_records(w: &World, x: NodeId, target: NodeId) -> Vec<Record> {
+    actor_delegation_records_by(w, x, target, SourceLists::Counted)
+}
+
+/// [`actor_delegation_records`] with the choice of how sources are read given (for
+/// the equivalence test, as [`actor_records_by`]).
+#[doc(hidden)]
+pub fn actor_delegation_records_by(w: &World, x: NodeId, target: NodeId, lists: SourceLists) -> Vec<Record> {
+    records_with::<true, true>(w, x, Some(target), lists)
 }
 
 /// [`records`], or with `PAIRWISE` [`actor_records_by`]: the one implementation of §4's
 /// paths; the flag (and, with it, `lists`) only chooses how the edges from a source to
-/// a node are found.
-fn records_with<const PAIRWISE: bool>(
+/// a node are found. With `COUNTED` (and a target) only the records the delegation
+/// check counts are made ([`actor_delegation_records`]): paths 3, 4 and 6 are skipped,
+/// and so are the sources only path 6 reads (a person target's ENKs).
+fn records_with<const PAIRWISE: bool, const COUNTED: bool>(
     w: &World,
     x: NodeId,
     target: Option<NodeId>,
@@ -253,7 +273,17 @@ fn records_with<const PAIRWISE: bool>(
 ) -> Vec<Record> {
     let c = w.catalog;
     let g = &w.graph;
-    let sources = target.map(|t| sources_for(w, t));
+    let sources = target.map(|t| {
+        if COUNTED {
+            // Records from an ENK the target owns reach it only through the owner
+            // rule; from its main unit, through path 5.
+            let mut s = vec![t];
+            s.extend(g.main_unit(t));
+            s
+        } else {
+            sources_for(w, t)
+        }
+    });
     // The edges out of each source, read once when there are few: every lookup below
     // (the subject, each key-role holder) is then a scan of a short warm list instead
     // of a walk of the other end's edges, which on a large world is a cache miss per
@@ -433,77 +463,107 @@ fn records_with<const PAIRWISE: bool>(
     }
 
     // Path 3: RoleMap, once, on direct and key-role records.
-    let mut mapped = Vec::new();
-    for r in &base {
-        for g_role in c.role_map_of(r.role) {
-            if w.a2_retired && c.is_altinn2_role(*g_role) {
-                continue;
+    if !COUNTED {
+        let mut mapped = Vec::new();
+        for r in &base {
+            for g_role in c.role_map_of(r.role) {
+                if w.a2_retired && c.is_altinn2_role(*g_role) {
+                    continue;
+                }
+                mapped.push(Record {
+                    from: r.from,
+                    role: *g_role,
+                    packages: packages_carried(w, *g_role, &PackageSet::EMPTY, r.from),
+                    origin: r.origin,
+                    mapped_from: Some(r.role),
+                    repeat: None,
+                });
             }
-            mapped.push(Record {
-                from: r.from,
-                role: *g_role,
-                packages: packages_carried(w, *g_role, &PackageSet::EMPTY, r.from),
-                origin: r.origin,
-                mapped_from: Some(r.role),
-                repeat: None,
-            });
         }
+        base.extend(mapped);
     }
-    base.extend(mapped);
 
     // Path 4: client delegations.
-    for (e, from, edge) in edges_into(x) {
-        if let Edge::Delegation(d) = edge {
-            base.push(Record {
-                from,
-                role: d.role,
-                packages: d.packages,
-                origin: Origin::Delegation {
-                    edge: e,
-                    facilitator: d.facilitator,
-                },
-                mapped_from: None,
-                repeat: None,
-            });
+    if !COUNTED {
+        for (e, from, edge) in edges_into(x) {
+            if let Edge::Delegation(d) = edge {
+                base.push(Record {
+                    from,
+                    role: d.role,
+                    packages: d.packages,
+                    origin: Origin::Delegation {
+                        edge: e,
+                        facilitator: d.facilitator,
+                    },
+                    mapped_from: None,
+                    repeat: None,
+                });
+            }
         }
     }
 
-    // Paths 5 and 6: repetitions of the records above. Many records share a giver (a
-    // role and its RoleMap roles), so the giver's sub-units and owners are looked up once.
-    let mut out = Vec::new();
-    let mut repeat_targets: rustc_hash::FxHashMap<NodeId, (Vec<NodeId>, Vec<NodeId>)> = Default::default();
-    for r in &base {
-        let (subs, owners) = repeat_targets.entry(r.from).or_insert_with(|| {
-            let subs: Vec<NodeId> = match target {
-                Some(t) => (g.main_unit(t) == Some(r.from))
-                    .then_some(t)
-                    .into_iter()
-                    .collect(),
-                None => g.sub_units(r.from).collect(),
-            };
-            let owners: Vec<NodeId> = enk_owners(w, r.from)
-                .into_iter()
-                .filter(|o| target.is_none_or(|t| t == *o))
-                .collect();
-            (subs, owners)
-        });
-        // Path 5: main unit → sub-units.
-        for s in subs.iter() {
-            let mut rep = r.clone();
-            rep.from = *s;
-            rep.repeat = Some(Repeat::SubUnit { main: r.from });
-            if !matches!(r.origin, Origin::Delegation { .. }) {
-                rep.packages = packages_carried(w, r.role, &r.packages, *s);
-            }
-            out.push(rep);
+    // Paths 5 and 6: repetitions of the records above.
+    let sub_unit_repeat = |r: &Record, s: NodeId| {
+        let mut rep = r.clone();
+        rep.from = s;
+        rep.repeat = Some(Repeat::SubUnit { main: r.from });
+        if !matches!(r.origin, Origin::Delegation { .. }) {
+            rep.packages = packages_carried(w, r.role, &r.packages, s);
         }
-        // Path 6: the owner of an ENK, for accountant and auditor records.
-        if !owners.is_empty() && c.is_owner_rule_role(r.role) {
-            for owner in owners.iter() {
-                let mut rep = r.clone();
-                rep.from = *owner;
-                rep.repeat = Some(Repeat::Owner { enk: r.from });
-                out.push(rep);
+        rep
+    };
+    let owner_repeat = |r: &Record, owner: NodeId| {
+        let mut rep = r.clone();
+        rep.from = owner;
+        rep.repeat = Some(Repeat::Owner { enk: r.from });
+        rep
+    };
+    let mut out = Vec::new();
+    match (target, &sources) {
+        // Every record comes from a source of the target: path 5 repeats those of its
+        // main unit to it, path 6 those of an ENK it owns (a person's sources).
+        (Some(t), Some(sources)) => {
+            let main = g.main_unit(t);
+            // Each source once, with how often its owners name the target.
+            let mut owner_of: Vec<(NodeId, usize)> = Vec::new();
+            if !COUNTED {
+                for s in sources {
+                    if !owner_of.iter().any(|(o, _)| o == s) {
+                        owner_of.push((*s, enk_owners(w, *s).iter().filter(|o| **o == t).count()));
+                    }
+                }
+                owner_of.retain(|(_, n)| *n > 0);
+            }
+            for r in &base {
+                if main == Some(r.from) {
+                    out.push(sub_unit_repeat(r, t));
+                }
+                if !owner_of.is_empty() && c.is_owner_rule_role(r.role) {
+                    for (_, n) in owner_of.iter().filter(|(s, _)| *s == r.from) {
+                        out.extend((0..*n).map(|_| owner_repeat(r, t)));
+                    }
+                }
+            }
+        }
+        // Many records share a giver (a role and its RoleMap roles), so the giver's
+        // sub-units and owners are looked up once.
+        _ => {
+            let mut repeat_targets: rustc_hash::FxHashMap<NodeId, (Vec<NodeId>, Vec<NodeId>)> =
+                Default::default();
+            for r in &base {
+                let (subs, owners) = repeat_targets
+                    .entry(r.from)
+                    .or_insert_with(|| (g.sub_units(r.from).collect(), enk_owners(w, r.from)));
+                // Path 5: main unit → sub-units.
+                for s in subs.iter() {
+                    out.push(sub_unit_repeat(r, *s));
+                }
+                // Path 6: the owner of an ENK, for accountant and auditor records.
+                if !owners.is_empty() && c.is_owner_rule_role(r.role) {
+                    for owner in owners.iter() {
+                        out.push(owner_repeat(r, *owner));
+                    }
+                }
             }
         }
     }
@@ -729,18 +789,22 @@ pub fn can_delegate_package(w: &World, u: NodeId, party: NodeId, p: PackageId) -
     }
 }
 
-/// [`can_delegate_package`] answered from `u`'s side ([`actor_records`]): the same
-/// verdict, for a write's actor check.
+/// [`can_delegate_package`] answered from `u`'s side ([`actor_delegation_records`]: the
+/// delegation check counts no other records): the same verdict, for a write's actor
+/// check.
 pub fn actor_can_delegate_package(w: &World, u: NodeId, party: NodeId, p: PackageId) -> DelegationVerdict {
     match package_refusal(w, party, p) {
         Some(v) => v,
-        None => held_verdict(held_delegable_in(w, u, party, &actor_records(w, u, party)), p),
+        None => held_verdict(
+            held_delegable_in(w, u, party, &actor_delegation_records(w, u, party)),
+            p,
+        ),
     }
 }
 
 /// [`can_delegate_package`] given `u`'s records for `party` (`records(w, u,
-/// Some(party))` or [`actor_records`]), for a caller that reads them for more than one
-/// question.
+/// Some(party))`, [`actor_records`], or [`actor_delegation_records`]: the records it
+/// counts), for a caller that reads them for more than one question.
 pub fn can_delegate_package_in(
     w: &World,
     u: NodeId,
@@ -836,7 +900,8 @@ pub fn is_person_access_manager(w: &World, u: NodeId, p: NodeId) -> bool {
         && manages_person_in(w, &records(w, u, Some(p)))
 }
 
-/// [`is_person_access_manager`] given `u`'s records for `p` (`records(w, u, Some(p))`).
+/// [`is_person_access_manager`] given `u`'s records for `p` (`records(w, u, Some(p))`,
+/// or only those the delegation check counts: [`actor_delegation_records`]).
 pub fn is_person_access_manager_in(w: &World, u: NodeId, p: NodeId, recs: &[Record]) -> bool {
     u != p && w.graph.party(p).is_some_and(|x| x.kind == PartyKind::Person) && manages_person_in(w, recs)
 }

@@ -6,7 +6,9 @@
 //! for every (subject, party) pair and every package of the test vocabulary, the two
 //! must give the same records (as multisets: their order may differ) and the same
 //! delegation verdicts — whichever way the actor's side finds a source's edges (its
-//! list read, or pair by pair: `resolve::SourceLists`). Part of the history is applied
+//! list read, or pair by pair: `resolve::SourceLists`); `resolve::actor_delegation_records`
+//! must give exactly the records of `records` that the delegation check counts
+//! (`Record::counts_for_delegation`). Part of the history is applied
 //! after the world is shared, so that the lookups also go through the graph's delta, and
 //! the worlds have 1 or 3 graph partitions (remote edges).
 
@@ -33,6 +35,9 @@ struct Seen {
     role_map: Cell<u64>,
     yes: Cell<u64>,
     no: Cell<u64>,
+    /// Pairs with records the delegation check does not count (and
+    /// `actor_delegation_records` leaves out).
+    not_counted: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>) {
@@ -53,6 +58,11 @@ fn compare_all(w: &World, seen: &Seen) -> Result<(), String> {
     for &x in &parties {
         for &t in &parties {
             let old = resolve::records(w, x, Some(t));
+            let counted: Vec<Record> = old
+                .iter()
+                .filter(|r| r.counts_for_delegation())
+                .cloned()
+                .collect();
             // The counted choice, and each source read or asked pair by pair throughout.
             for lists in [SourceLists::Counted, SourceLists::Read, SourceLists::Pairwise] {
                 let new = resolve::actor_records_by(w, x, t, lists);
@@ -63,6 +73,18 @@ fn compare_all(w: &World, seen: &Seen) -> Result<(), String> {
                         w.graph.ext_id(t)
                     ));
                 }
+                // Only the records the delegation check counts, and all of them.
+                let new = resolve::actor_delegation_records_by(w, x, t, lists);
+                if sorted(&counted) != sorted(&new) {
+                    return Err(format!(
+                        "counted records of `{}` for `{}`: records {counted:?}, actor_delegation_records ({lists:?}) {new:?}",
+                        w.graph.ext_id(x),
+                        w.graph.ext_id(t)
+                    ));
+                }
+            }
+            if counted.len() < old.len() {
+                bump(&seen.not_counted);
             }
             for r in &old {
                 match (r.origin, r.repeat) {
@@ -151,7 +173,82 @@ fn actor_records_equal_records_on_random_worlds() {
         ("RoleMap records", seen.role_map.get()),
         ("`Yes` verdicts", seen.yes.get()),
         ("refusals", seen.no.get()),
+        (
+            "records the delegation check does not count",
+            seen.not_counted.get(),
+        ),
     ] {
         assert!(n > 0, "the random worlds never gave {what}");
     }
+}
+
+/// A revoke's actor check reads first only the records the delegation check counts, and
+/// the others only to find `tilgangsstyrer` through them: a holder of the main
+/// administrator role (RoleMap gives it `daglig-leder`, whose `tilgangsstyrer` the
+/// delegation check does not count) may not pass on a package its own role's rows do
+/// not let it, but may still take that package's grant away, as an access manager of
+/// the organisation.
+#[test]
+fn an_access_manager_through_rolemap_alone_may_revoke_but_not_grant() {
+    let ev = |v: serde_json::Value| delegraph::event::Event::from_json(v).unwrap();
+    let mut w = World::new();
+    for e in [
+        serde_json::json!({"party": {"id": "org", "kind": "organisation", "unit_type": "AS"}}),
+        serde_json::json!({"party": {"id": "boss", "kind": "person"}}),
+        serde_json::json!({"party": {"id": "per", "kind": "person"}}),
+        serde_json::json!({"party": {"id": "ola", "kind": "person"}}),
+        serde_json::json!({"grant": {"from": "org", "to": "per", "package": "konkursbo-lesetilgang"}}),
+    ] {
+        mutate::apply(&mut w, &ev(e)).unwrap();
+    }
+    let c = w.catalog;
+    let [org, boss, per] = ["org", "boss", "per"].map(|id| w.graph.party_node(id).unwrap());
+    // The main administrator role is no register role: no event gives it.
+    let role = c.known.hovedadministrator_role;
+    w.graph.set_edge(
+        delegraph::graph::EdgeKey::Assignment {
+            from: org,
+            to: boss,
+            role,
+        },
+        Some(delegraph::graph::Edge::Assignment(
+            delegraph::graph::Assignment::new(role),
+        )),
+    );
+    let recs = resolve::records(&w, boss, Some(org));
+    let tilgangsstyrer = c.package_id("tilgangsstyrer").unwrap();
+    assert!(
+        recs.iter()
+            .any(|r| r.packages.contains(tilgangsstyrer) && r.mapped_from == Some(role)),
+        "boss holds tilgangsstyrer through RoleMap: {recs:?}"
+    );
+    assert!(
+        !resolve::actor_delegation_records(&w, boss, org)
+            .iter()
+            .any(|r| r.packages.contains(tilgangsstyrer)),
+        "the delegation check counts no record with tilgangsstyrer"
+    );
+    let pkg = c.package_id("konkursbo-lesetilgang").unwrap();
+    assert_eq!(
+        resolve::can_delegate_package(&w, boss, org, pkg),
+        DelegationVerdict::NotHeld
+    );
+    let write = |verb: &str, by: &str| {
+        ev(
+            serde_json::json!({verb: {"from": "org", "to": "ola", "package": "konkursbo-lesetilgang", "by": by}}),
+        )
+    };
+    let refused = mutate::apply(&mut w, &write("grant", "boss")).unwrap_err();
+    assert_eq!(refused.code, delegraph::model::ErrorCode::NotAuthorized);
+    let revoke = |by: &str| {
+        ev(
+            serde_json::json!({"revoke": {"from": "org", "to": "per", "package": "konkursbo-lesetilgang", "by": by}}),
+        )
+    };
+    let refused = mutate::apply(&mut w, &revoke("ola")).unwrap_err();
+    assert_eq!(refused.code, delegraph::model::ErrorCode::NotAuthorized);
+    assert!(resolve::rights(&w, per, org).packages.contains(pkg));
+    let out = mutate::apply(&mut w, &revoke("boss")).unwrap();
+    assert!(out.changed);
+    assert!(!resolve::rights(&w, per, org).packages.contains(pkg));
 }
