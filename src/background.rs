@@ -162,12 +162,12 @@ impl Pool {
 /// elsewhere, or if the system refuses, the thread keeps its priority. Calling it again
 /// (or from a thread started by a lowered one) gives the same value, not a lower one.
 pub fn lower_priority() {
+    lower_nice();
     #[cfg(target_os = "linux")]
-    // SAFETY: `gettid` has no preconditions; `setpriority` only reads its arguments, and
-    // on Linux PRIO_PROCESS with a thread id changes that one thread.
+    // SAFETY: `gettid` has no preconditions; `sched_setscheduler` only reads its
+    // arguments, and on Linux a thread id changes that one thread.
     unsafe {
         let tid = libc::gettid();
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, lowered(process_nice()));
         // SCHED_IDLE: the thread runs only on a core no normal thread wants, and a
         // waking reader preempts it at once (a nice value alone still gives it a share
         // of a busy core, which readers saw as milliseconds at p99.9).
@@ -179,6 +179,20 @@ pub fn lower_priority() {
     }
     // The next `pace` asks the class again.
     BACKGROUND.with(|b| b.set(None));
+}
+
+/// The nice part of [`lower_priority`] alone: the calling thread's nice value set to
+/// [`NICE`] steps below the process's own, in its normal scheduling class (for a thread
+/// that must still get a share of a busy core, like the store's janitor). Linux, per
+/// thread; elsewhere, or if the system refuses, the thread keeps its priority.
+pub fn lower_nice() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `gettid` has no preconditions; `setpriority` only reads its arguments, and
+    // on Linux PRIO_PROCESS with a thread id changes that one thread.
+    unsafe {
+        let tid = libc::gettid();
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, lowered(process_nice()));
+    }
 }
 
 /// Keeps the calling thread to the upper half of the cores the process may use (at least

@@ -84,7 +84,8 @@ impl<T: Send + 'static> Janitor<T> {
     }
 
     fn run(&self) {
-        lower_priority();
+        // Not `SCHED_IDLE`: see the module doc.
+        crate::background::lower_nice();
         loop {
             {
                 let mut s = self.state.lock();
@@ -102,20 +103,6 @@ impl<T: Send + 'static> Janitor<T> {
             let items = std::mem::replace(&mut self.state.lock().items, Vec::with_capacity(CAPACITY));
             drop(items);
         }
-    }
-}
-
-/// [`crate::background::NICE`] steps below the process's own nice value (Linux; elsewhere,
-/// or if the system refuses, the thread keeps its priority). Not `SCHED_IDLE`: see the
-/// module doc.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: `gettid` has no preconditions; `setpriority` only reads its arguments, and
-    // on Linux PRIO_PROCESS with a thread id changes that one thread.
-    unsafe {
-        let tid = libc::gettid();
-        let nice = crate::background::lowered(crate::background::process_nice());
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
     }
 }
 
