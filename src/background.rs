@@ -195,6 +195,25 @@ pub fn lower_nice() {
     }
 }
 
+/// Puts the calling thread in the `SCHED_BATCH` class (Linux; elsewhere, or if the
+/// system refuses, nothing changes): the same share of the CPU as a normal thread at its
+/// nice value, but when it wakes it does not preempt the thread running on its core; it
+/// waits for that thread to block or for the next tick. For the store's write pipeline
+/// (sequencer, log flusher, janitor): each write wakes those threads a few times, and as
+/// wake-up preemptions they cut into the HTTP workers mid-request, which readers beside a
+/// write burst saw as a p99.9 several times an idle server's. Unlike `SCHED_IDLE`
+/// ([`lower_priority`]) the writes keep their share under a load that never pauses.
+pub fn no_wake_preemption() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `gettid` has no preconditions; `sched_setscheduler` only reads its
+    // arguments, and on Linux a thread id changes that one thread.
+    unsafe {
+        let tid = libc::gettid();
+        let param = libc::sched_param { sched_priority: 0 };
+        let _ = libc::sched_setscheduler(tid, libc::SCHED_BATCH, &param);
+    }
+}
+
 /// Keeps the calling thread to the upper half of the cores the process may use (at least
 /// one; Linux): the other half never has a background thread runnable, so a core there
 /// that runs out of readers pulls a queued one at once. From the process's own set (its

@@ -86,6 +86,7 @@ impl<T: Send + 'static> Janitor<T> {
     fn run(&self) {
         // Not `SCHED_IDLE`: see the module doc.
         crate::background::lower_nice();
+        crate::background::no_wake_preemption();
         loop {
             {
                 let mut s = self.state.lock();

@@ -1161,6 +1161,7 @@ type StoreThread = fn(&Inner);
 
 /// The sequencer thread: applies what was staged since its last pass, pass by pass.
 fn sequencer(inner: &Inner) {
+    crate::background::no_wake_preemption();
     let mut batch = Vec::new();
     while inner.incoming.take_into(&mut batch) {
         inner.apply_pass(batch.drain(..));
@@ -1173,6 +1174,7 @@ fn sequencer(inner: &Inner) {
 /// the same [`Inner::settle`]. A journal that fails leaves the outcome of every waiting
 /// pass unknown.
 fn publisher(inner: &Inner) {
+    crate::background::no_wake_preemption();
     while inner.waiting.wait_any() {
         inner.settle(true);
     }

@@ -1004,6 +1004,7 @@ impl Drop for Wal {
 pub const MAX_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
 fn flusher(s: &Shared) {
+    crate::background::no_wake_preemption();
     // The size of the previous group and how long its sync took.
     let mut last_count = 0u64;
     let mut last_sync = std::time::Duration::ZERO;

@@ -497,3 +497,54 @@ fn compaction_over_many_removed_connections_keeps_every_answer() {
         drop(keep);
     }
 }
+
+/// The scheduling class of each thread of this process named `name` (Linux: field 41
+/// of `/proc/self/task/*/stat`; 0 normal, 3 batch, 5 idle).
+#[cfg(target_os = "linux")]
+fn classes_of(name: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // The fields after the name (which may hold spaces) start after its `)`.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        if let Some(policy) = rest.split_whitespace().nth(38).and_then(|p| p.parse().ok()) {
+            out.push(policy);
+        }
+    }
+    out
+}
+
+/// Each write wakes the sequencer, the log's flusher (or the publisher) and now and
+/// then the janitor: as normal threads their wake-ups preempted the HTTP workers
+/// mid-request, and readers beside a write burst saw it at p99.9 (BENCHMARKS.md). They
+/// run in the batch class: a share of the CPU, no wake-up preemption.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_write_pipeline_threads_do_not_preempt_readers_on_waking() {
+    let memory = store();
+    setup_org(&memory);
+    let dir = tempfile::tempdir().unwrap();
+    let durable = delegraph::persist::Durable::open(dir.path()).unwrap();
+    durable.apply_batch(&[person("p")]).unwrap();
+    // Other tests start stores meanwhile: a thread seen before its first line ran is
+    // still normal, so look again until each is batch (a wait, not a timing).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for name in ["sequencer", "publisher", "janitor", "wal-flusher"] {
+        let mut classes = classes_of(name);
+        while classes.iter().any(|&c| c != 3) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            classes = classes_of(name);
+        }
+        assert!(!classes.is_empty(), "no thread named {name}");
+        assert!(
+            classes.iter().all(|&c| c == 3),
+            "{name} threads in classes {classes:?}, not all batch (3)"
+        );
+    }
+    drop(durable);
+    drop(memory);
+}
