@@ -392,7 +392,7 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
     // their own ([`Conn`]: a request is one write of bodies written beforehand, the
     // answer one read, where ureq writes head and body apart and probes the connection
     // twice before reusing it). The health check and the background work (`--during`,
-    // a few requests a second) go through ureq:
+    // a few requests a second; a write burst also uses a `Conn`) go through ureq:
     // * every connection goes back to the pool after its request, so each background
     //   connection stays open (ureq keeps 3 idle connections per host by default; a
     //   request that finds none opens a new one);
@@ -442,10 +442,16 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
                 };
                 (0..conns)
                     .map(|c| {
-                        let (pool, stop, agent, base) =
-                            (pool.clone(), stop.clone(), agent.clone(), base.clone());
+                        let (pool, stop, agent, base, target) =
+                            (pool.clone(), stop.clone(), agent.clone(), base.clone(), &target);
                         s.spawn(move || {
-                            during_loop(work, c, &pool, &agent, &base, plan.token.as_deref(), &stop)
+                            let to = Server {
+                                agent: &agent,
+                                target,
+                                base: &base,
+                                token: plan.token.as_deref(),
+                            };
+                            during_loop(work, c, &pool, &to, &stop)
                         })
                     })
                     .collect()
@@ -581,16 +587,24 @@ struct DuringStats {
     statuses: std::collections::BTreeMap<u16, u64>,
 }
 
+/// Where the background work goes: the ureq agent, the target of a [`Conn`], the base
+/// URL and the token.
+#[derive(Clone, Copy)]
+struct Server<'a> {
+    agent: &'a ureq::Agent,
+    target: &'a Target,
+    base: &'a str,
+    token: Option<&'a str>,
+}
+
 /// One background connection: sends its work back to back until `stop`.
-fn during_loop(
-    work: During,
-    conn: usize,
-    pool: &Pool,
-    agent: &ureq::Agent,
-    base: &str,
-    token: Option<&str>,
-    stop: &AtomicBool,
-) -> DuringStats {
+fn during_loop(work: During, conn: usize, pool: &Pool, to: &Server<'_>, stop: &AtomicBool) -> DuringStats {
+    let Server {
+        agent,
+        target,
+        base,
+        token,
+    } = *to;
     // (kind, method is GET, path, body)
     let mut script: Vec<(&'static str, bool, String, Value)> = Vec::new();
     match work {
@@ -636,6 +650,11 @@ fn during_loop(
     if script.is_empty() {
         return out;
     }
+    // A write burst sends thousands of requests a second, so it goes through a [`Conn`]
+    // with its bodies written once, like the load: through ureq its client cost (a few
+    // times a load request's) took the cores from the readers it measures.
+    let mut direct = (work == During::Writes).then(|| Conn::new(target));
+    let bodies: Vec<String> = script.iter().map(|(.., b)| b.to_string()).collect();
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         let k = i % script.len();
@@ -643,8 +662,16 @@ fn during_loop(
         let Some((_, get, path, body)) = script.get(k) else {
             break;
         };
-        let url = format!("{base}{path}");
         let t0 = Instant::now();
+        if let Some(c) = direct.as_mut() {
+            let status = c
+                .post(path, bodies.get(k).map_or("", String::as_str))
+                .unwrap_or(0);
+            let us = t0.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+            record_during(&mut out, k, status, us);
+            continue;
+        }
+        let url = format!("{base}{path}");
         let res = if *get {
             let mut req = agent.get(&url);
             if let Some(tok) = token {
@@ -670,22 +697,27 @@ fn during_loop(
             Err(_) => 0,
         };
         let us = t0.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
-        *out.statuses.entry(status).or_default() += 1;
-        if let Some(st) = out.kinds.get_mut(k) {
-            if let Some(h) = st.1.as_mut() {
-                let _ = h.record(us.max(1));
-            }
-            st.2 += 1;
-            if !(200..300).contains(&status) {
-                st.3 += 1;
-            }
-        }
-        if !(200..300).contains(&status) && status != 413 {
-            // A refusal that is not the budget's (busy, unavailable): do not spin.
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        record_during(&mut out, k, status, us);
     }
     out
+}
+
+/// Counts one answer of background request `k` (status 0: no answer) that took `us`.
+fn record_during(out: &mut DuringStats, k: usize, status: u16, us: u64) {
+    *out.statuses.entry(status).or_default() += 1;
+    if let Some(st) = out.kinds.get_mut(k) {
+        if let Some(h) = st.1.as_mut() {
+            let _ = h.record(us.max(1));
+        }
+        st.2 += 1;
+        if !(200..300).contains(&status) {
+            st.3 += 1;
+        }
+    }
+    if !(200..300).contains(&status) && status != 413 {
+        // A refusal that is not the budget's (busy, unavailable): do not spin.
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn during_report(work: During, stats: Vec<DuringStats>) -> DuringReport {
