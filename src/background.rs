@@ -199,18 +199,23 @@ pub fn lower_nice() {
 /// system refuses, nothing changes): the same share of the CPU as a normal thread at its
 /// nice value, but when it wakes it does not preempt the thread running on its core; it
 /// waits for that thread to block or for the next tick. For the store's write pipeline
-/// (sequencer, log flusher, janitor): each write wakes those threads a few times, and as
-/// wake-up preemptions they cut into the HTTP workers mid-request, which readers beside a
-/// write burst saw as a p99.9 several times an idle server's. Unlike `SCHED_IDLE`
-/// ([`lower_priority`]) the writes keep their share under a load that never pauses.
+/// (sequencer, publisher, log flusher, janitor, and the compactions they start): each
+/// write wakes those threads a few times, and as wake-up preemptions they cut into the
+/// HTTP workers mid-request, which readers beside a write burst saw as a p99.9 several
+/// times an idle server's. Unlike `SCHED_IDLE` ([`lower_priority`]) the writes keep their
+/// share under a load that never pauses. Only a thread in the normal class moves: one the
+/// operator started idle or real-time (`chrt`) keeps its class.
 pub fn no_wake_preemption() {
     #[cfg(target_os = "linux")]
-    // SAFETY: `gettid` has no preconditions; `sched_setscheduler` only reads its
-    // arguments, and on Linux a thread id changes that one thread.
+    // SAFETY: `gettid` has no preconditions; `sched_getscheduler` and
+    // `sched_setscheduler` only read their arguments, and on Linux a thread id changes
+    // that one thread.
     unsafe {
         let tid = libc::gettid();
-        let param = libc::sched_param { sched_priority: 0 };
-        let _ = libc::sched_setscheduler(tid, libc::SCHED_BATCH, &param);
+        if libc::sched_getscheduler(tid) == libc::SCHED_OTHER {
+            let param = libc::sched_param { sched_priority: 0 };
+            let _ = libc::sched_setscheduler(tid, libc::SCHED_BATCH, &param);
+        }
     }
 }
 

@@ -391,8 +391,9 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
     // it shares the cores with the server: the load threads each keep one connection of
     // their own ([`Conn`]: a request is one write of bodies written beforehand, the
     // answer one read, where ureq writes head and body apart and probes the connection
-    // twice before reusing it). The health check and the background work (`--during`,
-    // a few requests a second; a write burst also uses a `Conn`) go through ureq:
+    // twice before reusing it). The write burst of `--during writes` (thousands of
+    // requests a second) uses `Conn`s too. The health check and the other background
+    // work (a few requests a second) go through ureq:
     // * every connection goes back to the pool after its request, so each background
     //   connection stays open (ureq keeps 3 idle connections per host by default; a
     //   request that finds none opens a new one);
@@ -654,7 +655,10 @@ fn during_loop(work: During, conn: usize, pool: &Pool, to: &Server<'_>, stop: &A
     // with its bodies written once, like the load: through ureq its client cost (a few
     // times a load request's) took the cores from the readers it measures.
     let mut direct = (work == During::Writes).then(|| Conn::new(target));
-    let bodies: Vec<String> = script.iter().map(|(.., b)| b.to_string()).collect();
+    let bodies: Vec<String> = match direct {
+        Some(_) => script.iter().map(|(.., b)| b.to_string()).collect(),
+        None => Vec::new(),
+    };
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         let k = i % script.len();
@@ -663,12 +667,14 @@ fn during_loop(work: During, conn: usize, pool: &Pool, to: &Server<'_>, stop: &A
             break;
         };
         let t0 = Instant::now();
-        if let Some(c) = direct.as_mut() {
+        if let Some(c) = direct.as_mut().filter(|_| !*get) {
             let status = c
                 .post(path, bodies.get(k).map_or("", String::as_str))
                 .unwrap_or(0);
             let us = t0.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
-            record_during(&mut out, k, status, us);
+            if record_during(&mut out, k, status, us) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             continue;
         }
         let url = format!("{base}{path}");
@@ -697,13 +703,17 @@ fn during_loop(work: During, conn: usize, pool: &Pool, to: &Server<'_>, stop: &A
             Err(_) => 0,
         };
         let us = t0.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
-        record_during(&mut out, k, status, us);
+        if record_during(&mut out, k, status, us) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     out
 }
 
-/// Counts one answer of background request `k` (status 0: no answer) that took `us`.
-fn record_during(out: &mut DuringStats, k: usize, status: u16, us: u64) {
+/// Counts one answer of background request `k` (status 0: no answer) that took `us`;
+/// true when the loop should pause before the next (a refusal that is not the budget's:
+/// busy, unavailable — do not spin).
+fn record_during(out: &mut DuringStats, k: usize, status: u16, us: u64) -> bool {
     *out.statuses.entry(status).or_default() += 1;
     if let Some(st) = out.kinds.get_mut(k) {
         if let Some(h) = st.1.as_mut() {
@@ -714,10 +724,7 @@ fn record_during(out: &mut DuringStats, k: usize, status: u16, us: u64) {
             st.3 += 1;
         }
     }
-    if !(200..300).contains(&status) && status != 413 {
-        // A refusal that is not the budget's (busy, unavailable): do not spin.
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    !(200..300).contains(&status) && status != 413
 }
 
 fn during_report(work: During, stats: Vec<DuringStats>) -> DuringReport {

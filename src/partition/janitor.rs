@@ -8,7 +8,8 @@
 //! dropped it before it could serve its next request — on the path readers queue behind.
 //! Here it runs at a lower priority ([`crate::background::NICE`] steps, not `SCHED_IDLE`:
 //! under a load that never pauses an idle-class thread would not run at all, and the
-//! garbage would only go back to the writers).
+//! garbage would only go back to the writers), in the batch class like the rest of the
+//! write pipeline ([`crate::background::no_wake_preemption`]).
 //!
 //! It cannot hold memory without bound: the queue takes at most [`CAPACITY`] items;
 //! past that, [`Janitor::take`] gives the item back and the caller drops it where it

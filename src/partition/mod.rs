@@ -1147,6 +1147,9 @@ impl Inner {
         let seq = self.seq.clone();
         let upkeep = self.upkeep.clone();
         let spawned = std::thread::Builder::new().name("compact".into()).spawn(move || {
+            // Whichever thread published (a store thread or a writer's worker): the
+            // same class every time.
+            crate::background::no_wake_preemption();
             let base = v.world.graph.compacted_part(i);
             install(&seq, &upkeep, &v, i, base);
         });

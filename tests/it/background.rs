@@ -325,14 +325,48 @@ fn loadtest_during_simulate_reports_both_tables() {
     server.stop();
 }
 
-/// The load tester's writes (`--mix events=1`: a grant of `ulykke` by an actor, then its
-/// revoke) are all accepted: no pair of its pool revokes the right another pair's actor
-/// grants with. Here each of twenty firms gave `ulykke` to one employee (who may pass it
-/// on) and something else to two more. (The pool once made an actor the receiver of a pair: that
-/// pair's revoke took her right away, and every later grant she made was refused.)
+/// `--during writes`: the burst's grants and revokes are sent and all accepted beside the
+/// checks, and each kind has its row in the second table.
 #[test]
-fn loadtest_writes_never_take_away_an_actors_right() {
-    use delegraph::loadtest::{Mix, Plan, run};
+fn loadtest_during_writes_reports_the_bursts_grants_and_revokes() {
+    use delegraph::loadtest::{During, Mix, Plan, run};
+    let world = firms_with_delegable_packages();
+    let server = start_with(world.clone(), Limits::default());
+    let plan = Plan {
+        server: server.url(),
+        token: None,
+        requests: 3_000,
+        duration: Duration::from_secs(120),
+        concurrency: 2,
+        mix: Mix::parse("check=1").unwrap(),
+        batch_size: 1,
+        seed: 1,
+        during: Some(During::Writes),
+    };
+    let report = run(&world, &plan, &|_| {}).unwrap();
+    let text = delegraph::loadtest::to_text(&report);
+    assert_eq!(report.errors, 0, "{text}");
+    let during = report.during.expect("the write burst's table");
+    assert_eq!(during.work, During::Writes);
+    for kind in ["write grant", "write revoke"] {
+        let row = during.kinds.iter().find(|k| k.kind == kind);
+        assert!(
+            row.is_some_and(|k| k.requests > 0 && k.errors == 0),
+            "{kind}: {text}"
+        );
+    }
+    // Every answer was a 200 (a refused or lost write would show as another status).
+    assert_eq!(
+        during.statuses.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "{text}"
+    );
+    server.stop();
+}
+
+/// Twenty firms, each of which gave `ulykke` to one employee (who may pass it on) and
+/// something else to two more: a pool of writes for the load tester.
+fn firms_with_delegable_packages() -> World {
     let mut events = Vec::new();
     for o in 0..20 {
         events.push(json!({"party": {"id": format!("o{o}"), "kind": "organisation", "unit_type": "AS"}}));
@@ -347,6 +381,18 @@ fn loadtest_writes_never_take_away_an_actors_right() {
     for e in events {
         delegraph::mutate::apply(&mut world, &Event::from_json(e).unwrap()).unwrap();
     }
+    world
+}
+
+/// The load tester's writes (`--mix events=1`: a grant of `ulykke` by an actor, then its
+/// revoke) are all accepted: no pair of its pool revokes the right another pair's actor
+/// grants with. Here each of twenty firms gave `ulykke` to one employee (who may pass it
+/// on) and something else to two more. (The pool once made an actor the receiver of a pair: that
+/// pair's revoke took her right away, and every later grant she made was refused.)
+#[test]
+fn loadtest_writes_never_take_away_an_actors_right() {
+    use delegraph::loadtest::{Mix, Plan, run};
+    let world = firms_with_delegable_packages();
     let server = start_with(world.clone(), Limits::default());
     let plan = Plan {
         server: server.url(),
