@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reads beside background work (issue 15): one `serve --data-dir` on the medium world, a
-# warm-up, then RUNS rounds of: loadtest 100 000 checks at 8 connections, idle and with
+# warm-up, then RUNS rounds of: loadtest REQ checks (default 100 000) at 8 connections, idle and with
 # each --during mode (interleaved). Prints p99.9 / max per run and the medians.
-# usage: during.sh SERVER_BIN [RUNS] [TAG]   (LT, PORT, MODES)
+# usage: during.sh SERVER_BIN [RUNS] [TAG]   (LT, PORT, MODES, REQ, LT_ARGS)
 set -u
 . "$(dirname "$0")/common.sh"
 S=$1; R=${2:-5}; TAG=${3:-run}; LT=${LT:-$S}; PORT=${PORT:-18516}
@@ -13,7 +13,7 @@ start_server "$S" $PORT || exit 1
 for r in $(seq 1 $R); do
   for m in $MODES; do
     extra=""; [ "$m" != idle ] && extra="--during $m"
-    "$LT" loadtest --server http://127.0.0.1:$PORT --snapshot "$SNAP" --requests 100000 --duration 60 --concurrency 8 --mix check=1 $extra --json $OUT/$m-$r.json > /dev/null 2>&1
+    "$LT" loadtest --server http://127.0.0.1:$PORT --snapshot "$SNAP" --requests ${REQ:-100000} --duration 60 --concurrency 8 --mix check=1 ${LT_ARGS:-} $extra --json $OUT/$m-$r.json > /dev/null 2>&1
   done
 done
 stop_server
