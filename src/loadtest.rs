@@ -667,64 +667,58 @@ fn during_loop(work: During, conn: usize, pool: &Pool, to: &Server<'_>, stop: &A
             break;
         };
         let t0 = Instant::now();
-        if let Some(c) = direct.as_mut().filter(|_| !*get) {
-            let status = c
+        let status = match direct.as_mut().filter(|_| !*get) {
+            Some(c) => c
                 .post(path, bodies.get(k).map_or("", String::as_str))
-                .unwrap_or(0);
-            let us = t0.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
-            if record_during(&mut out, k, status, us) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            continue;
-        }
-        let url = format!("{base}{path}");
-        let res = if *get {
-            let mut req = agent.get(&url);
-            if let Some(tok) = token {
-                req = req.header("Authorization", format!("Bearer {tok}"));
-            }
-            req.call()
-        } else {
-            let mut req = agent.post(&url).content_type("application/json");
-            if let Some(tok) = token {
-                req = req.header("Authorization", format!("Bearer {tok}"));
-            }
-            if body.is_null() {
-                req.send_empty()
-            } else {
-                req.send(body.to_string())
-            }
-        };
-        let status = match res {
-            Ok(mut r) => {
-                let _ = r.body_mut().read_to_vec();
-                r.status().as_u16()
-            }
-            Err(_) => 0,
+                .unwrap_or(0),
+            None => through_ureq(agent, &format!("{base}{path}"), token, *get, body),
         };
         let us = t0.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
-        if record_during(&mut out, k, status, us) {
+        *out.statuses.entry(status).or_default() += 1;
+        if let Some(st) = out.kinds.get_mut(k) {
+            if let Some(h) = st.1.as_mut() {
+                let _ = h.record(us.max(1));
+            }
+            st.2 += 1;
+            if !(200..300).contains(&status) {
+                st.3 += 1;
+            }
+        }
+        if !(200..300).contains(&status) && status != 413 {
+            // A refusal that is not the budget's (busy, unavailable): do not spin.
             std::thread::sleep(Duration::from_millis(50));
         }
     }
     out
 }
 
-/// Counts one answer of background request `k` (status 0: no answer) that took `us`;
-/// true when the loop should pause before the next (a refusal that is not the budget's:
-/// busy, unavailable — do not spin).
-fn record_during(out: &mut DuringStats, k: usize, status: u16, us: u64) -> bool {
-    *out.statuses.entry(status).or_default() += 1;
-    if let Some(st) = out.kinds.get_mut(k) {
-        if let Some(h) = st.1.as_mut() {
-            let _ = h.record(us.max(1));
+/// One background request through ureq (a GET, or a POST of `body`, empty when null):
+/// the answer's status, 0 when there was none.
+fn through_ureq(agent: &ureq::Agent, url: &str, token: Option<&str>, get: bool, body: &Value) -> u16 {
+    let res = if get {
+        let mut req = agent.get(url);
+        if let Some(tok) = token {
+            req = req.header("Authorization", format!("Bearer {tok}"));
         }
-        st.2 += 1;
-        if !(200..300).contains(&status) {
-            st.3 += 1;
+        req.call()
+    } else {
+        let mut req = agent.post(url).content_type("application/json");
+        if let Some(tok) = token {
+            req = req.header("Authorization", format!("Bearer {tok}"));
         }
+        if body.is_null() {
+            req.send_empty()
+        } else {
+            req.send(body.to_string())
+        }
+    };
+    match res {
+        Ok(mut r) => {
+            let _ = r.body_mut().read_to_vec();
+            r.status().as_u16()
+        }
+        Err(_) => 0,
     }
-    !(200..300).contains(&status) && status != 413
 }
 
 fn during_report(work: During, stats: Vec<DuringStats>) -> DuringReport {

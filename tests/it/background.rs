@@ -290,22 +290,33 @@ fn a_paced_writer_hands_on_every_byte_in_bounded_pieces_on_any_thread() {
     }
 }
 
+/// A load of `requests` of `mix` from 2 connections (at most 2 minutes), with `during`
+/// alongside.
+fn load_plan(
+    server: &str,
+    requests: u64,
+    mix: &str,
+    during: Option<delegraph::loadtest::During>,
+) -> delegraph::loadtest::Plan {
+    delegraph::loadtest::Plan {
+        server: server.to_string(),
+        token: None,
+        requests,
+        duration: Duration::from_secs(120),
+        concurrency: 2,
+        mix: delegraph::loadtest::Mix::parse(mix).unwrap(),
+        batch_size: 1,
+        seed: 1,
+        during,
+    }
+}
+
 #[test]
 fn loadtest_during_simulate_reports_both_tables() {
-    use delegraph::loadtest::{During, Mix, Plan, run};
+    use delegraph::loadtest::{During, run};
     let world = small_world();
     let server = start_with(world.clone(), Limits::default());
-    let plan = Plan {
-        server: server.url(),
-        token: None,
-        requests: 300,
-        duration: Duration::from_secs(60),
-        concurrency: 2,
-        mix: Mix::parse("check=1").unwrap(),
-        batch_size: 10,
-        seed: 1,
-        during: Some(During::Simulate),
-    };
+    let plan = load_plan(&server.url(), 300, "check=1", Some(During::Simulate));
     let report = run(&world, &plan, &|_| {}).unwrap();
     assert_eq!(report.requests, 300);
     let text = delegraph::loadtest::to_text(&report);
@@ -329,20 +340,10 @@ fn loadtest_during_simulate_reports_both_tables() {
 /// checks, and each kind has its row in the second table.
 #[test]
 fn loadtest_during_writes_reports_the_bursts_grants_and_revokes() {
-    use delegraph::loadtest::{During, Mix, Plan, run};
+    use delegraph::loadtest::{During, run};
     let world = firms_with_delegable_packages();
     let server = start_with(world.clone(), Limits::default());
-    let plan = Plan {
-        server: server.url(),
-        token: None,
-        requests: 3_000,
-        duration: Duration::from_secs(120),
-        concurrency: 2,
-        mix: Mix::parse("check=1").unwrap(),
-        batch_size: 1,
-        seed: 1,
-        during: Some(During::Writes),
-    };
+    let plan = load_plan(&server.url(), 3_000, "check=1", Some(During::Writes));
     let report = run(&world, &plan, &|_| {}).unwrap();
     let text = delegraph::loadtest::to_text(&report);
     assert_eq!(report.errors, 0, "{text}");
@@ -391,20 +392,10 @@ fn firms_with_delegable_packages() -> World {
 /// pair's revoke took her right away, and every later grant she made was refused.)
 #[test]
 fn loadtest_writes_never_take_away_an_actors_right() {
-    use delegraph::loadtest::{Mix, Plan, run};
+    use delegraph::loadtest::run;
     let world = firms_with_delegable_packages();
     let server = start_with(world.clone(), Limits::default());
-    let plan = Plan {
-        server: server.url(),
-        token: None,
-        requests: 2_000,
-        duration: Duration::from_secs(120),
-        concurrency: 2,
-        mix: Mix::parse("events=1").unwrap(),
-        batch_size: 1,
-        seed: 1,
-        during: None,
-    };
+    let plan = load_plan(&server.url(), 2_000, "events=1", None);
     let report = run(&world, &plan, &|_| {}).unwrap();
     assert_eq!(report.requests, 2_000);
     assert_eq!(report.errors, 0, "{}", delegraph::loadtest::to_text(&report));
