@@ -60,6 +60,13 @@ pub enum During {
     /// A burst of one-event write batches (`grant`, then `revoke` of the same package)
     /// from [`WRITE_CONNECTIONS`] connections, back to back.
     Writes,
+    /// A burst of distinct grants from [`WRITE_CONNECTIONS`] connections, back to back:
+    /// each connection grants its share of the load's grant pairs (up to
+    /// [`MAX_WRITES`] in all) one after another, then revokes them in the same order,
+    /// and again. The graph's changes since its bases grow to thousands of entries, so
+    /// the partitions fold them into new bases (compaction) while it runs when the
+    /// server's `--delta-bound` is below that.
+    Grants,
 }
 
 /// Connections of `--during writes`.
@@ -72,9 +79,10 @@ impl During {
             "a2-impact" => During::A2Impact,
             "checkpoint" => During::Checkpoint,
             "writes" => During::Writes,
+            "grants" => During::Grants,
             other => {
                 return Err(format!(
-                    "unknown background work `{other}` (simulate, a2-impact, checkpoint, writes)"
+                    "unknown background work `{other}` (simulate, a2-impact, checkpoint, writes, grants)"
                 ));
             }
         })
@@ -86,7 +94,13 @@ impl During {
             During::A2Impact => "a2-impact",
             During::Checkpoint => "checkpoint",
             During::Writes => "writes",
+            During::Grants => "grants",
         }
+    }
+
+    /// A burst of writes, sent from [`WRITE_CONNECTIONS`] connections.
+    fn writes(self) -> bool {
+        matches!(self, During::Writes | During::Grants)
     }
 }
 
@@ -375,7 +389,7 @@ fn pool(w: &World, seed: u64) -> Result<Pool, LoadError> {
 }
 
 /// At most this many distinct grant/revoke pairs are drawn.
-const MAX_WRITES: usize = 4096;
+pub const MAX_WRITES: usize = 4096;
 
 const KINDS: [&str; 4] = ["check", "batch", "authorized_parties", "events"];
 
@@ -436,11 +450,7 @@ pub fn run(w: &World, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Re
         let background: Vec<_> = match plan.during {
             None => Vec::new(),
             Some(work) => {
-                let conns = if work == During::Writes {
-                    WRITE_CONNECTIONS
-                } else {
-                    1
-                };
+                let conns = if work.writes() { WRITE_CONNECTIONS } else { 1 };
                 (0..conns)
                     .map(|c| {
                         let (pool, stop, agent, base, target) =
@@ -643,18 +653,44 @@ fn during_loop(work: During, conn: usize, pool: &Pool, to: &Server<'_>, stop: &A
                 ));
             }
         }
+        During::Grants => {
+            // This connection's pairs: conn, conn + WRITE_CONNECTIONS, ... (no other
+            // connection's), all granted, then all revoked.
+            let mine: Vec<_> = pool.writes.iter().skip(conn).step_by(WRITE_CONNECTIONS).collect();
+            for (what, kind) in [("grant", "write grant"), ("revoke", "write revoke")] {
+                for (f, t, p, by) in &mine {
+                    script.push((
+                        kind,
+                        false,
+                        "/v1/events".into(),
+                        json!([{ what: {"from": f, "to": t, "package": p, "by": by}}]),
+                    ));
+                }
+            }
+        }
     }
+    // One latency table per kind of request (the script may hold many of a kind).
     let mut out = DuringStats {
-        kinds: script.iter().map(|(k, ..)| (*k, histogram(), 0, 0)).collect(),
+        kinds: Vec::new(),
         statuses: std::collections::BTreeMap::new(),
     };
+    let slots: Vec<usize> = script
+        .iter()
+        .map(|(k, ..)| match out.kinds.iter().position(|s| s.0 == *k) {
+            Some(i) => i,
+            None => {
+                out.kinds.push((*k, histogram(), 0, 0));
+                out.kinds.len() - 1
+            }
+        })
+        .collect();
     if script.is_empty() {
         return out;
     }
     // A write burst sends thousands of requests a second, so it goes through a [`Conn`]
     // with its bodies written once, like the load: through ureq its client cost (a few
     // times a load request's) took the cores from the readers it measures.
-    let mut direct = (work == During::Writes).then(|| Conn::new(target));
+    let mut direct = work.writes().then(|| Conn::new(target));
     let bodies: Vec<String> = match direct {
         Some(_) => script.iter().map(|(.., b)| b.to_string()).collect(),
         None => Vec::new(),
@@ -675,7 +711,7 @@ fn during_loop(work: During, conn: usize, pool: &Pool, to: &Server<'_>, stop: &A
         };
         let us = t0.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
         *out.statuses.entry(status).or_default() += 1;
-        if let Some(st) = out.kinds.get_mut(k) {
+        if let Some(st) = slots.get(k).and_then(|&slot| out.kinds.get_mut(slot)) {
             if let Some(h) = st.1.as_mut() {
                 let _ = h.record(us.max(1));
             }
@@ -1105,8 +1141,8 @@ mod tests {
     }
 
     #[test]
-    fn during_parses_its_four_kinds_and_refuses_others() {
-        for w in ["simulate", "a2-impact", "checkpoint", "writes"] {
+    fn during_parses_its_five_kinds_and_refuses_others() {
+        for w in ["simulate", "a2-impact", "checkpoint", "writes", "grants"] {
             assert_eq!(During::parse(w).map(During::as_str), Ok(w));
         }
         assert!(During::parse("compaction").is_err());

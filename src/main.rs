@@ -211,8 +211,11 @@ enum Command {
         /// loop alternating a REGN relationship end of the biggest accounting firm and
         /// `retire_a2_roles`), `a2-impact` (a loop of the report), `checkpoint` (a loop
         /// of `POST /v1/admin/checkpoint`, admin token), `writes` (one-event write
-        /// batches back to back from 4 connections).
-        #[arg(long, value_name = "WORK", value_parser = ["simulate", "a2-impact", "checkpoint", "writes"])]
+        /// batches back to back from 4 connections, each granting and revoking one
+        /// package), `grants` (the same, but each connection grants a thousand distinct
+        /// packages one by one, then revokes them: the graph's deltas grow, so the
+        /// partitions compact while it runs when the server's `--delta-bound` is small).
+        #[arg(long, value_name = "WORK", value_parser = ["simulate", "a2-impact", "checkpoint", "writes", "grants"])]
         during: Option<String>,
     },
     /// Save, load, verify or describe graph snapshots.

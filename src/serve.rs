@@ -96,6 +96,14 @@ pub struct ServeArgs {
     /// the events sent (scenario runs against the server set it themselves).
     #[arg(long, default_value_t = 5)]
     clock_interval_secs: u64,
+    /// The most nodes and edges a partition's delta (its changes since its base) may
+    /// hold: past half of it the partition's actor folds the delta into a new base in
+    /// the background; at it, the writer folds before publishing. Smaller: less memory
+    /// and cheaper reads of changed parties, more folds (each costs about the size of
+    /// the partition).
+    #[arg(long, value_name = "ENTRIES", default_value_t = delegraph::partition::DELTA_BOUND,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..))]
+    delta_bound: usize,
 }
 
 /// The default of `--checkpoint-bytes`: 256 MiB of log (a few million small batches)
@@ -251,6 +259,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         config.partitions
     );
     let store = Arc::new(Store::new(world, journal));
+    store.set_delta_bound(a.delta_bound);
     let checkpointer = (a.data_dir.is_some() && a.checkpoint_bytes > 0)
         .then(|| Checkpointer::start(store.clone(), a.checkpoint_bytes))
         .transpose()?;

@@ -365,6 +365,39 @@ fn loadtest_during_writes_reports_the_bursts_grants_and_revokes() {
     server.stop();
 }
 
+/// `--during grants`: the burst grants distinct packages, so the graph's deltas grow;
+/// with a small delta bound the partitions compact while it runs, and every grant and
+/// revoke is still accepted (a grant refused as a duplicate or a revoke of nothing would
+/// show as a 4xx), beside checks that all succeed.
+#[test]
+fn loadtest_during_grants_accumulates_distinct_grants_and_the_partitions_compact() {
+    use delegraph::loadtest::{During, run};
+    let world = firms_with_delegable_packages();
+    let server = start_with(world.clone(), Limits::default());
+    server.store.set_delta_bound(4);
+    let plan = load_plan(&server.url(), 3_000, "check=1", Some(During::Grants));
+    let report = run(&world, &plan, &|_| {}).unwrap();
+    let text = delegraph::loadtest::to_text(&report);
+    assert_eq!(report.errors, 0, "{text}");
+    let during = report.during.expect("the grant burst's table");
+    assert_eq!(during.work, During::Grants);
+    for kind in ["write grant", "write revoke"] {
+        let row = during.kinds.iter().find(|k| k.kind == kind);
+        assert!(
+            row.is_some_and(|k| k.requests > 0 && k.errors == 0),
+            "{kind}: {text}"
+        );
+    }
+    assert_eq!(
+        during.statuses.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "{text}"
+    );
+    let compactions: u64 = server.store.compactions().iter().sum();
+    assert!(compactions > 0, "no compaction beside the grants: {text}");
+    server.stop();
+}
+
 /// Twenty firms, each of which gave `ulykke` to one employee (who may pass it on) and
 /// something else to two more: a pool of writes for the load tester.
 fn firms_with_delegable_packages() -> World {
