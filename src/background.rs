@@ -219,6 +219,39 @@ pub fn no_wake_preemption() {
     }
 }
 
+/// The calling thread's id (Linux `gettid`; 0 elsewhere), for [`join_write_pipeline`].
+pub fn thread_id() -> i32 {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `gettid` has no preconditions.
+    unsafe {
+        libc::gettid()
+    }
+    #[cfg(not(target_os = "linux"))]
+    0
+}
+
+/// Moves thread `tid` of this process (0: none) into the write pipeline's class: out of
+/// `SCHED_IDLE` into `SCHED_BATCH`, at the process's own nice value (Linux; as far as
+/// the system allows: a process without the right to raise a nice value keeps the
+/// lowered one, still in the batch class). For a background fold that writers are
+/// about to wait for.
+pub fn join_write_pipeline(tid: i32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `sched_setscheduler` and `setpriority` only read their arguments; on
+    // Linux a thread id changes that one thread, and a thread id that has no thread
+    // is refused (ESRCH), not acted on.
+    unsafe {
+        if tid == 0 {
+            return;
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        let _ = libc::sched_setscheduler(tid, libc::SCHED_BATCH, &param);
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, process_nice());
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = tid;
+}
+
 /// Keeps the calling thread to the upper half of the cores the process may use (at least
 /// one; Linux): the other half never has a background thread runnable, so a core there
 /// that runs out of readers pulls a queued one at once. From the process's own set (its

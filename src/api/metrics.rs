@@ -116,8 +116,9 @@ impl Metrics {
 }
 
 /// The gauges of the graph's parts: the entries in each part's delta (of the published
-/// version), the bound every delta is kept below, and the compactions done per part.
-pub fn partition_gauges(deltas: &[usize], compactions: &[u64], bound: usize) -> String {
+/// version), the bound every delta is kept below, and the compactions done per part (all,
+/// and those a writer waited for).
+pub fn partition_gauges(deltas: &[usize], compactions: &[u64], by_writer: &[u64], bound: usize) -> String {
     let mut out = String::new();
     out.push_str(
         "# HELP delegraph_partition_delta_entries Nodes and edges changed in a partition of the graph since its base.\n",
@@ -135,6 +136,17 @@ pub fn partition_gauges(deltas: &[usize], compactions: &[u64], bound: usize) -> 
         let _ = writeln!(
             out,
             "delegraph_partition_compactions_total{{partition=\"{i}\"}} {c}"
+        );
+    }
+    out.push_str(
+        "# HELP delegraph_partition_writer_compactions_total Compactions of a partition a writer waited for: \
+         the background fold had not kept its delta below the bound.\n",
+    );
+    out.push_str("# TYPE delegraph_partition_writer_compactions_total counter\n");
+    for (i, c) in by_writer.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "delegraph_partition_writer_compactions_total{{partition=\"{i}\"}} {c}"
         );
     }
     out

@@ -950,6 +950,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     text.push_str(&super::metrics::partition_gauges(
         &store.partition_deltas(),
         &store.compactions(),
+        &store.compactions_by_writer(),
         store.delta_bound(),
     ));
     HttpResponse::Ok()

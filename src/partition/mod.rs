@@ -16,14 +16,16 @@
 //!   one pinned snapshot per part (and the global state).
 //! * **Compaction, per part.** When a published version has a part whose delta passes
 //!   half of the bound ([`DELTA_BOUND`], [`Store::set_delta_bound`]), that part's actor
-//!   (part `i` belongs to actor `i % N`) folds it into a new base on a blocking thread —
+//!   (part `i` belongs to actor `i % N`) folds it into a new base on a thread of its own
+//!   in the idle class (`fold`: readers keep their cores; a starved fold leaves the idle
+//!   class when the delta passes ¾ of the bound) —
 //!   no lock held, its mailbox still taking messages, readers on their pinned versions —
 //!   and hands the base to the sequencer, which moves the pending part's later changes
 //!   onto it under its lock (O(delta)). Without running actors (the CLI's durable store,
 //!   tests) a thread does the same. No version is published with a part past the bound:
 //!   if the background falls behind, the sequencer compacts that part at the end of its
 //!   pass before making the pass's version. `/metrics` reports every part's delta, the
-//!   bound and the compactions.
+//!   bound and the compactions (and those a writer waited for).
 //! * **Checkpoints, per part.** [`Store::checkpoint`] pins the published version and
 //!   plans its snapshot; each actor encodes the sections of the parts it owns
 //!   ([`WriteSections`], on a low-priority thread of its own, the mailbox still taking
@@ -85,6 +87,7 @@
 //! * A write whose HTTP request times out may still commit: the sequencer's queue
 //!   already holds it. The answer is lost, the token is not; a client retries by reading.
 
+mod fold;
 mod janitor;
 pub mod journal;
 
@@ -528,6 +531,8 @@ impl Store {
             upkeep: Arc::new(Upkeep {
                 compacting: (0..parts).map(|_| AtomicBool::new(false)).collect(),
                 done: (0..parts).map(|_| AtomicU64::new(0)).collect(),
+                by_writer: (0..parts).map(|_| AtomicU64::new(0)).collect(),
+                folders: (0..parts).map(|_| Arc::default()).collect(),
             }),
             delta_bound: AtomicUsize::new(DELTA_BOUND),
             compactors: parking_lot::RwLock::new(Vec::new()),
@@ -769,6 +774,18 @@ impl Store {
             .collect()
     }
 
+    /// Per part: the compactions a writer waited for (made before a publish, because the
+    /// background fold had not kept the delta below the bound); part of
+    /// [`Store::compactions`].
+    pub fn compactions_by_writer(&self) -> Vec<u64> {
+        self.inner
+            .upkeep
+            .by_writer
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// The partition actors that compact the parts (empty: compactions run on threads).
     fn set_compactors(&self, actors: Vec<Addr<Partition>>) {
         *self.inner.compactors.write() = actors;
@@ -978,10 +995,18 @@ impl Inner {
         self.batches.fetch_add(accepted.len() as u64, Ordering::Relaxed);
         // The bound holds for every version: a part the background compactions have
         // not kept up with is compacted here (a stall for writers, only then).
+        // Before that, a fold starved in the idle class while the delta nears the
+        // bound leaves it (`fold`).
         let bound = self.delta_bound();
+        let hurry = bound / 4 * fold::HURRY;
         for i in 0..p.world.graph.partitions() {
-            if p.world.graph.part_delta_len(i) > bound && p.world.graph.compact_part(i) {
-                self.upkeep.count(i);
+            let len = p.world.graph.part_delta_len(i);
+            if len > bound && p.world.graph.compact_part(i) {
+                self.upkeep.count_by_writer(i);
+            } else if len > hurry
+                && let Some(f) = self.upkeep.folders.get(i)
+            {
+                f.hurry();
             }
         }
         let token = p.token;
@@ -1146,14 +1171,11 @@ impl Inner {
         }
         let seq = self.seq.clone();
         let upkeep = self.upkeep.clone();
-        let spawned = std::thread::Builder::new().name("compact".into()).spawn(move || {
-            // Whichever thread published (a store thread or a writer's worker): the
-            // same class every time.
-            crate::background::no_wake_preemption();
-            let base = v.world.graph.compacted_part(i);
-            install(&seq, &upkeep, &v, i, base);
-        });
-        if spawned.is_err() {
+        let folder = self.upkeep.folder(i);
+        let at = v.clone();
+        if !fold::spawn(v, i, folder, move |base| {
+            install(&seq, &upkeep, &at, i, base);
+        }) {
             self.upkeep.stop(i);
         }
     }
@@ -1200,10 +1222,14 @@ fn answer_durable(done: Vec<Group>, mut garbage: Option<Garbage>) {
     }
 }
 
-/// Per graph part: whether a compaction is in flight, and how many were done.
+/// Per graph part: whether a compaction is in flight, how many were done, and how many
+/// of those a writer waited for (the background fold had fallen behind the bound).
 struct Upkeep {
     compacting: Box<[AtomicBool]>,
     done: Box<[AtomicU64]>,
+    by_writer: Box<[AtomicU64]>,
+    /// The fold in flight of each part (see `fold`).
+    folders: Box<[Arc<fold::Folder>]>,
 }
 
 impl Upkeep {
@@ -1220,6 +1246,16 @@ impl Upkeep {
     }
     fn count(&self, i: usize) {
         if let Some(d) = self.done.get(i) {
+            d.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    /// Part `i`'s fold in flight (a detached one for a part that does not exist).
+    fn folder(&self, i: usize) -> Arc<fold::Folder> {
+        self.folders.get(i).cloned().unwrap_or_default()
+    }
+    fn count_by_writer(&self, i: usize) {
+        self.count(i);
+        if let Some(d) = self.by_writer.get(i) {
             d.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -1253,8 +1289,9 @@ impl Actor for Partition {
 }
 
 /// Compact this partition's part of the graph of a published version: the fold runs on
-/// a blocking thread (the mailbox goes on taking messages), then the actor hands the new
-/// base to the sequencer, which moves the pending part onto it.
+/// a thread of its own in the idle class (`fold`; the mailbox goes on taking messages),
+/// then the actor hands the new base to the sequencer, which moves the pending part onto
+/// it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CompactPart {
@@ -1268,12 +1305,13 @@ impl Handler<CompactPart> for Partition {
     fn handle(&mut self, msg: CompactPart, ctx: &mut Context<Self>) {
         tracing::debug!(partition = self.index, part = msg.part, "compact");
         let CompactPart { version, part } = msg;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let folder = self.store.inner.upkeep.folder(part);
+        let spawned = fold::spawn(version.clone(), part, folder, move |base| {
+            let _ = tx.send(base);
+        });
         let fold = async move {
-            let v = version.clone();
-            let base = tokio::task::spawn_blocking(move || v.world.graph.compacted_part(part))
-                .await
-                .ok()
-                .flatten();
+            let base = if spawned { rx.await.ok().flatten() } else { None };
             (version, base)
         };
         ctx.spawn(fold.into_actor(self).map(move |(v, base), act, _| {
