@@ -1,8 +1,8 @@
 //! Background compaction of one part: the fold of its delta into a new base, on a thread
 //! of its own in the idle class.
 //!
-//! Why the idle class: a fold copies the whole part (26–48 ms on a medium world's part,
-//! about a second on Norway's), and freeing the old base costs a third of that. At any
+//! Why the idle class: a fold copies the whole part (26–48 ms for a part of the medium
+//! world, in proportion to its size), and freeing the old base costs a third of that. At any
 //! other priority that work shares a core with the HTTP worker kept to it (`serve
 //! --pin-workers`): beside a burst of distinct grants, with folds every fraction of a
 //! second, readers' p99.9 went from ≈ 0.3 ms to 4–9 ms, at normal priority as at nice 10

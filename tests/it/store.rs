@@ -419,6 +419,36 @@ fn every_partition_delta_stays_below_the_bound() {
     });
 }
 
+/// One batch that by itself pushes a part's delta past the bound leaves no time for a
+/// background fold: the sequencer folds that part before it publishes, and `/metrics`
+/// counts it among the compactions a writer waited for (an operator's sign that the
+/// background folds fall behind).
+#[test]
+fn a_batch_past_the_bound_is_folded_by_its_writer_and_counted() {
+    let s = Store::new(World::with_partitions(4), Arc::new(MemoryJournal::new()));
+    s.set_delta_bound(8);
+    let batch: Vec<Event> = ids_in(0, 4, 20).iter().map(|id| person(id)).collect();
+    s.commit(&batch).unwrap();
+    assert!(s.partition_deltas()[0] <= 8, "{:?}", s.partition_deltas());
+    let (all, by_writer) = (s.compactions(), s.compactions_by_writer());
+    assert!(by_writer[0] >= 1, "{by_writer:?}");
+    assert!(all[0] >= by_writer[0], "{all:?} {by_writer:?}");
+    assert_eq!(&by_writer[1..], &[0, 0, 0]);
+    let text = delegraph::api::metrics::partition_gauges(&s.partition_deltas(), &all, &by_writer, 8);
+    assert!(
+        text.lines().any(|l| l
+            == format!(
+                "delegraph_partition_writer_compactions_total{{partition=\"0\"}} {}",
+                by_writer[0]
+            )),
+        "{text}"
+    );
+    // Every person is there, folded or not.
+    for id in ids_in(0, 4, 20) {
+        assert!(s.read(|w| w.graph.party_node(&id).is_some()).0, "{id}");
+    }
+}
+
 /// The same through the partition actors, which compact their own parts.
 #[test]
 fn partition_actors_keep_their_deltas_below_the_bound() {
