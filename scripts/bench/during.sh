@@ -2,11 +2,11 @@
 # Reads beside background work (issue 15): one `serve --data-dir` on the medium world, a
 # warm-up, then RUNS rounds of: loadtest REQ checks (default 100 000) at 8 connections, idle and with
 # each --during mode (interleaved). Prints p99.9 / max per run and the medians.
-# usage: during.sh SERVER_BIN [RUNS] [TAG]   (LT, PORT, MODES, REQ, LT_ARGS)
+# usage: during.sh SERVER_BIN [RUNS] [TAG]   (LT, PORT, MODES, REQ, LT_ARGS; SERVE_ARGS for the server, e.g. --delta-bound 3000)
 set -u
 . "$(dirname "$0")/common.sh"
 S=$1; R=${2:-5}; TAG=${3:-run}; LT=${LT:-$S}; PORT=${PORT:-18516}
-MODES=${MODES:-"idle simulate a2-impact checkpoint writes"}
+MODES=${MODES:-"idle simulate a2-impact checkpoint writes grants"}
 OUT=/tmp/during-$TAG; mkdir -p $OUT
 start_server "$S" $PORT || exit 1
 "$LT" loadtest --server http://127.0.0.1:$PORT --snapshot "$SNAP" --requests 30000 --concurrency 8 --mix check=1 > /dev/null 2>&1
