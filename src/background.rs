@@ -199,7 +199,8 @@ pub fn lower_nice() {
 /// system refuses, nothing changes): the same share of the CPU as a normal thread at its
 /// nice value, but when it wakes it does not preempt the thread running on its core; it
 /// waits for that thread to block or for the next tick. For the store's write pipeline
-/// (sequencer, publisher, log flusher, janitor, and the compactions they start): each
+/// (sequencer, publisher, log flusher, janitor; a compaction's fold joins it through
+/// [`join_write_pipeline`] instead): each
 /// write wakes those threads a few times, and as wake-up preemptions they cut into the
 /// HTTP workers mid-request, which readers beside a write burst saw as a p99.9 several
 /// times an idle server's. Unlike `SCHED_IDLE` ([`lower_priority`]) the writes keep their
@@ -230,16 +231,18 @@ pub fn thread_id() -> i32 {
     0
 }
 
-/// Moves thread `tid` of this process (0: none) into the write pipeline's class: out of
-/// `SCHED_IDLE` into `SCHED_BATCH`, at the process's own nice value (Linux; as far as
-/// the system allows: a process without the right to raise a nice value keeps the
-/// lowered one, still in the batch class). For a background fold that writers are
-/// about to wait for.
+/// Moves thread `tid` (0: none) into the write pipeline's class: out of `SCHED_IDLE`
+/// into `SCHED_BATCH`, at the process's own nice value (Linux). Leaving `SCHED_IDLE`
+/// needs the same right as lowering a nice value (`CAP_SYS_NICE`, or a `RLIMIT_NICE`
+/// that allows the nice value): without it both calls are refused (`EPERM`) and the
+/// thread stays in the idle class at its lowered nice. The kernel does not check that
+/// `tid` is a thread of this process. For a background fold that writers are about to
+/// wait for.
 pub fn join_write_pipeline(tid: i32) {
     #[cfg(target_os = "linux")]
-    // SAFETY: `sched_setscheduler` and `setpriority` only read their arguments; on
-    // Linux a thread id changes that one thread, and a thread id that has no thread
-    // is refused (ESRCH), not acted on.
+    // SAFETY: `sched_setscheduler` and `setpriority` only read their arguments (no
+    // memory is written); on Linux a thread id changes that one thread, a thread id
+    // that has no thread is refused (ESRCH), and a refused call changes nothing.
     unsafe {
         if tid == 0 {
             return;
