@@ -232,27 +232,34 @@ pub fn thread_id() -> i32 {
 }
 
 /// Moves thread `tid` (0: none) into the write pipeline's class: out of `SCHED_IDLE`
-/// into `SCHED_BATCH`, at the process's own nice value (Linux). Leaving `SCHED_IDLE`
-/// needs the same right as lowering a nice value (`CAP_SYS_NICE`, or a `RLIMIT_NICE`
-/// that allows the nice value): without it both calls are refused (`EPERM`) and the
-/// thread stays in the idle class at its lowered nice. The kernel does not check that
-/// `tid` is a thread of this process. For a background fold that writers are about to
-/// wait for.
-pub fn join_write_pipeline(tid: i32) {
+/// into `SCHED_BATCH`, at the process's own nice value (Linux); true if the class
+/// changed. Leaving `SCHED_IDLE` needs the same right as lowering a nice value
+/// (`CAP_SYS_NICE`, or a `RLIMIT_NICE` that allows the nice value): without it both
+/// calls are refused (`EPERM`), the thread stays in the idle class at its lowered nice,
+/// and the answer is false. The kernel does not check that `tid` is a thread of this
+/// process: the caller must know that it still is. For a background fold that writers
+/// are about to wait for.
+pub fn join_write_pipeline(tid: i32) -> bool {
     #[cfg(target_os = "linux")]
     // SAFETY: `sched_setscheduler` and `setpriority` only read their arguments (no
     // memory is written); on Linux a thread id changes that one thread, a thread id
     // that has no thread is refused (ESRCH), and a refused call changes nothing.
     unsafe {
         if tid == 0 {
-            return;
+            return false;
         }
         let param = libc::sched_param { sched_priority: 0 };
-        let _ = libc::sched_setscheduler(tid, libc::SCHED_BATCH, &param);
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, process_nice());
+        let moved = libc::sched_setscheduler(tid, libc::SCHED_BATCH, &param) == 0;
+        if moved {
+            let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, process_nice());
+        }
+        moved
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = tid;
+    {
+        let _ = tid;
+        false
+    }
 }
 
 /// Keeps the calling thread to the upper half of the cores the process may use (at least

@@ -363,7 +363,9 @@ fn pool(w: &World, seed: u64) -> Result<Pool, LoadError> {
             && writes.len() < MAX_WRITES
             && !written.contains(&(ap.party, x))
             && !actors.contains(&(ap.party, x))
-            && let Some(by) = resolve::holders(w, ap.party, pk).into_iter().find(|u| {
+            && let holders = resolve::holders(w, ap.party, pk)
+            && !holders.contains(&x)
+            && let Some(by) = holders.into_iter().find(|u| {
                 *u != x
                     && !written.contains(&(ap.party, *u))
                     && resolve::can_delegate_package(w, *u, ap.party, pk) == resolve::DelegationVerdict::Yes
@@ -371,7 +373,9 @@ fn pool(w: &World, seed: u64) -> Result<Pool, LoadError> {
         {
             // No actor of an organisation is also a receiver for it: a revoke of the
             // pool would otherwise take away the right its actor grants with, and that
-            // actor's next grant would be (rightly) refused.
+            // actor's next grant would be (rightly) refused. Nor does a receiver hold the
+            // package already: its revoke would take away a right the world gave (one
+            // another actor may grant through).
             written.insert((ap.party, x));
             actors.insert((ap.party, by));
             let by = w.graph.ext_id(by).to_string();

@@ -212,9 +212,10 @@ enum Command {
         /// `retire_a2_roles`), `a2-impact` (a loop of the report), `checkpoint` (a loop
         /// of `POST /v1/admin/checkpoint`, admin token), `writes` (one-event write
         /// batches back to back from 4 connections, each granting and revoking one
-        /// package), `grants` (the same, but each connection grants a thousand distinct
-        /// packages one by one, then revokes them: the graph's deltas grow, so the
-        /// partitions compact while it runs when the server's `--delta-bound` is small).
+        /// pair's package), `grants` (the same, but each connection grants the package to
+        /// up to 1 024 distinct pairs one by one, then revokes them: the graph's deltas
+        /// grow, so the partitions compact while it runs when the server's
+        /// `--delta-bound` is small).
         #[arg(long, value_name = "WORK", value_parser = ["simulate", "a2-impact", "checkpoint", "writes", "grants"])]
         during: Option<String>,
     },

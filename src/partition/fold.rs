@@ -2,8 +2,8 @@
 //! of its own in the idle class.
 //!
 //! Why the idle class: a fold copies the whole part (26–48 ms for a part of the medium
-//! world, in proportion to its size), and freeing the old base costs a third of that. At any
-//! other priority that work shares a core with the HTTP worker kept to it (`serve
+//! world, in proportion to its size), and freeing the old base costs a third of that. At
+//! any other priority that work shares a core with the HTTP worker kept to it (`serve
 //! --pin-workers`): beside a burst of distinct grants, with folds every fraction of a
 //! second, readers' p99.9 went from ≈ 0.3 ms to 4–9 ms, at normal priority as at nice 10
 //! (the batch class runs its slice to the end whoever wakes). In the idle class a waking
@@ -11,74 +11,126 @@
 //! version that shares it, usually the janitor: freeing it in the idle class too, on
 //! the fold's thread, made no difference that could be measured.)
 //!
+//! The fold's thread holds no lock anyone waits for, and it hands the new base over a
+//! channel: the install, which takes the sequencer's lock, runs on the receiving side
+//! (the partition actor's thread, or a thread of the store in the batch class), never on
+//! an idle-class thread that readers keep preempting.
+//!
 //! The cost of the idle class is that a load which never leaves a core free starves the
 //! fold. The delta bound is kept anyway: the sequencer compacts a part past the bound
 //! itself, before publishing (writers wait, readers do not). Before that, once a part's
-//! delta passes [`HURRY`] of the bound while its fold is starved, the sequencer moves the
-//! fold's thread into the write pipeline's class (`SCHED_BATCH` at the process's nice):
-//! it then gets a normal share of the CPU, like the writes that fill the delta.
+//! delta passes [`HURRY`] quarters of the bound while its fold is in flight, the
+//! sequencer moves the fold's thread into the write pipeline's class (`SCHED_BATCH` at
+//! the process's nice), where it gets a normal share of the CPU, like the writes that
+//! fill the delta. Leaving the idle class needs `CAP_SYS_NICE` (or a `RLIMIT_NICE` that
+//! allows the process's nice value): without it the move is refused, a warning says so
+//! once, and on a server whose readers never leave a core free the compactions are made
+//! by the writers at the bound (`delegraph_partition_writer_compactions_total`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
 
 use crate::graph::PartBase;
 
 use super::Version;
 
-/// The fraction of the delta bound (in quarters) past which a starved fold is moved into
-/// the write pipeline's class.
+/// The delta, in quarters of the bound, past which a fold in flight is moved into the
+/// write pipeline's class.
 pub const HURRY: usize = 3;
 
-/// The fold of one part in flight: its thread (Linux thread id, 0 until known or once
-/// its fold is over) and whether it was moved out of the idle class.
+/// The fold in flight of one part, if any: its thread, for [`Folder::hurry`].
 #[derive(Debug, Default)]
 pub struct Folder {
-    tid: AtomicI32,
-    hurried: AtomicBool,
+    /// INVARIANT: `tid` is the fold's thread while that thread runs, else 0; the thread
+    /// sets it and clears it (also on a panic) under this lock, so a hurry, which holds
+    /// the lock while it acts, never acts on a thread that has ended.
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct State {
+    tid: i32,
+    hurried: bool,
 }
 
 impl Folder {
-    /// Moves the fold in flight, if any and not already moved, into the write pipeline's
-    /// class. True if it did.
+    /// Moves the fold in flight, if any and not moved yet, into the write pipeline's
+    /// class; true if the kernel moved it. Never waits: when the fold's thread is just
+    /// starting or ending (it holds the lock), nothing happens and the next pass asks
+    /// again.
     pub fn hurry(&self) -> bool {
-        let tid = self.tid.load(Ordering::SeqCst);
-        if tid == 0 || self.hurried.swap(true, Ordering::SeqCst) {
+        let Some(mut s) = self.state.try_lock() else {
+            return false;
+        };
+        if s.tid == 0 || s.hurried {
             return false;
         }
-        crate::background::join_write_pipeline(tid);
-        true
+        s.hurried = true;
+        let moved = crate::background::join_write_pipeline(s.tid);
+        if !moved && !REFUSED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a compaction that writers will soon wait for cannot leave the idle class: the process \
+                 lacks CAP_SYS_NICE (or a RLIMIT_NICE for its nice value); on a server whose readers \
+                 keep every core busy, the writers then make the compactions themselves"
+            );
+        }
+        moved
     }
+}
 
-    /// Whether the fold in flight was moved out of the idle class.
-    pub fn was_hurried(&self) -> bool {
-        self.hurried.load(Ordering::SeqCst)
+/// Whether a hurry was refused already (the warning is given once).
+static REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// The fold's thread registered in its [`Folder`]; dropping it (the thread ends, or
+/// unwinds) clears the registration.
+struct Registered<'a>(&'a Folder);
+
+impl Registered<'_> {
+    fn new(folder: &Folder) -> Registered<'_> {
+        *folder.state.lock() = State {
+            tid: crate::background::thread_id(),
+            hurried: false,
+        };
+        Registered(folder)
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        *self.0.state.lock() = State::default();
     }
 }
 
 /// Starts the fold of part `part` of version `v` on a thread of its own (named
-/// `compact-{part}`); `done` gets the new base (None: the fold failed) in the write
-/// pipeline's class, so that a lock it takes is not held by an idle-class thread. False
-/// if the thread could not start (`done` is not called).
-pub fn spawn<F>(v: Arc<Version>, part: usize, folder: Arc<Folder>, done: F) -> bool
+/// `compact-{part}`) in the idle class; the new base comes on the channel (None: the
+/// fold failed; a closed channel: it panicked). None if the thread could not start.
+pub fn spawn(
+    v: Arc<Version>,
+    part: usize,
+    folder: Arc<Folder>,
+) -> Option<oneshot::Receiver<Option<PartBase>>> {
+    spawn_with(part, folder, move || v.world.graph.compacted_part(part))
+}
+
+/// [`spawn`] with the fold given (the version it reads goes with it, dropped when it
+/// returns).
+fn spawn_with<F>(part: usize, folder: Arc<Folder>, fold: F) -> Option<oneshot::Receiver<Option<PartBase>>>
 where
-    F: FnOnce(Option<PartBase>) + Send + 'static,
+    F: FnOnce() -> Option<PartBase> + Send + 'static,
 {
+    let (tx, rx) = oneshot::channel();
     std::thread::Builder::new()
         .name(format!("compact-{part}"))
         .spawn(move || {
             crate::background::lower_priority();
-            folder.hurried.store(false, Ordering::SeqCst);
-            folder.tid.store(crate::background::thread_id(), Ordering::SeqCst);
-            let base = v.world.graph.compacted_part(part);
-            drop(v);
-            // Leave the idle class before `done` (it may take the sequencer's lock); a
-            // `hurry` from now on has nothing to do.
-            if folder.tid.swap(0, Ordering::SeqCst) != 0 && !folder.was_hurried() {
-                crate::background::join_write_pipeline(crate::background::thread_id());
-            }
-            done(base);
+            let _registered = Registered::new(&folder);
+            let _ = tx.send(fold());
         })
-        .is_ok()
+        .ok()?;
+    Some(rx)
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -92,31 +144,47 @@ mod tests {
         unsafe { libc::sched_getscheduler(0) }
     }
 
-    #[test]
-    fn hurry_moves_a_starved_fold_into_the_batch_class_once() {
-        let folder = Arc::new(Folder::default());
-        assert!(!folder.hurry(), "no fold in flight: nothing to move");
-        let (ready_tx, ready) = std::sync::mpsc::channel();
-        let (go, go_rx) = std::sync::mpsc::channel::<()>();
-        let f = folder.clone();
-        let fold = std::thread::spawn(move || {
+    /// Whether this process may move a thread out of the idle class (root, or
+    /// `CAP_SYS_NICE`): a thread of its own tries.
+    fn may_leave_idle() -> bool {
+        std::thread::spawn(|| {
             crate::background::lower_priority();
-            let idle = my_class();
-            f.tid.store(crate::background::thread_id(), Ordering::SeqCst);
-            ready_tx.send(()).unwrap();
-            go_rx.recv().unwrap();
-            (idle, my_class())
-        });
-        ready.recv().unwrap();
-        assert!(folder.hurry());
-        assert!(!folder.hurry(), "moved once");
-        go.send(()).unwrap();
-        let (before, after) = fold.join().unwrap();
-        assert_eq!((before, after), (libc::SCHED_IDLE, libc::SCHED_BATCH));
+            crate::background::join_write_pipeline(crate::background::thread_id())
+        })
+        .join()
+        .unwrap()
     }
 
     #[test]
-    fn a_fold_hands_its_base_on_outside_the_idle_class() {
+    fn a_fold_runs_in_the_idle_class_and_a_hurry_moves_it_once_where_allowed() {
+        let folder = Arc::new(Folder::default());
+        assert!(!folder.hurry(), "no fold in flight: nothing to move");
+        let (inside_tx, inside) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let rx = spawn_with(0, folder.clone(), move || {
+            inside_tx.send(my_class()).unwrap();
+            go_rx.recv().unwrap();
+            inside_tx.send(my_class()).unwrap();
+            None
+        })
+        .unwrap();
+        assert_eq!(inside.recv().unwrap(), libc::SCHED_IDLE, "the fold starts idle");
+        let moved = folder.hurry();
+        assert_eq!(moved, may_leave_idle());
+        assert!(!folder.hurry(), "moved once");
+        go.send(()).unwrap();
+        let after = inside.recv().unwrap();
+        let want = if moved {
+            libc::SCHED_BATCH
+        } else {
+            libc::SCHED_IDLE
+        };
+        assert_eq!(after, want);
+        assert!(rx.blocking_recv().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_fold_hands_its_base_on_and_a_panicking_one_closes_its_channel() {
         let mut w = crate::world::World::with_partitions(2);
         let ev = |v: serde_json::Value| crate::event::Event::from_json(v).unwrap();
         crate::mutate::apply(
@@ -133,15 +201,17 @@ mod tests {
         let part = crate::graph::partition_of("b", 2);
         assert!(w.graph.part_delta_len(part) > 0);
         let v = Arc::new(Version { token: 2, world: w });
-        let (tx, rx) = std::sync::mpsc::channel();
         let folder = Arc::new(Folder::default());
-        assert!(spawn(v, part, folder.clone(), move |base| {
-            let _ = tx.send((base.map(|b| b.index()), my_class()));
-        }));
-        let (base, class) = rx.recv().unwrap();
-        assert_eq!(base, Some(part));
-        assert_eq!(class, libc::SCHED_BATCH);
-        assert!(!folder.hurry(), "the fold is over");
+        let base = spawn(v, part, folder.clone()).unwrap().blocking_recv().unwrap();
+        assert_eq!(base.map(|b| b.index()), Some(part));
         drop(keep);
+        // A fold that panics: no base, the channel closes, the thread is unregistered.
+        let rx = spawn_with(part, folder.clone(), || panic!("an engine bug")).unwrap();
+        assert!(rx.blocking_recv().is_err());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while folder.state.lock().tid != 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(folder.state.lock().tid, 0);
     }
 }

@@ -78,7 +78,10 @@
 //!   pinned version; a load fills the parts in parallel).
 //! * The bound is kept by compacting before a publish when the background falls behind:
 //!   under a write rate that outpaces compaction, the writers of that partition then
-//!   wait for a fold of its part (O(part size)).
+//!   wait for a fold of its part (O(part size)). The background fold runs in the idle
+//!   class, so readers that keep every core busy starve it; moving it out of that class
+//!   when the delta nears the bound needs `CAP_SYS_NICE` (`fold`), and without it those
+//!   compactions are the writers'.
 //! * A journal that fails after it queued a record leaves the outcome unknown: the
 //!   writer gets [`CommitError::OutcomeUnknown`] (HTTP 503 `outcome_unknown`: read
 //!   before retrying), and the store refuses further writes and fails readiness until
@@ -995,18 +998,21 @@ impl Inner {
         self.batches.fetch_add(accepted.len() as u64, Ordering::Relaxed);
         // The bound holds for every version: a part the background compactions have
         // not kept up with is compacted here (a stall for writers, only then).
-        // Before that, a fold starved in the idle class while the delta nears the
-        // bound leaves it (`fold`).
+        // Before that, a fold in flight in the idle class while the delta nears the
+        // bound is moved out of it (`fold`; where the process may).
         let bound = self.delta_bound();
         let hurry = bound / 4 * fold::HURRY;
         for i in 0..p.world.graph.partitions() {
             let len = p.world.graph.part_delta_len(i);
-            if len > bound && p.world.graph.compact_part(i) {
-                self.upkeep.count_by_writer(i);
-            } else if len > hurry
+            if len > hurry
                 && let Some(f) = self.upkeep.folders.get(i)
             {
+                // (Past the bound too: a fold that is then of no use still holds the
+                // part's turn until it ends.)
                 f.hurry();
+            }
+            if len > bound && p.world.graph.compact_part(i) {
+                self.upkeep.count_by_writer(i);
             }
         }
         let token = p.token;
@@ -1169,13 +1175,21 @@ impl Inner {
         if sent {
             return;
         }
+        // Without actors: the fold on its idle-class thread, the install (which takes
+        // the sequencer's lock) on a thread of the write pipeline's class.
+        let Some(rx) = fold::spawn(v.clone(), i, self.upkeep.folder(i)) else {
+            self.upkeep.stop(i);
+            return;
+        };
         let seq = self.seq.clone();
         let upkeep = self.upkeep.clone();
-        let folder = self.upkeep.folder(i);
-        let at = v.clone();
-        if !fold::spawn(v, i, folder, move |base| {
-            install(&seq, &upkeep, &at, i, base);
-        }) {
+        let installer = std::thread::Builder::new().name("compact".into()).spawn(move || {
+            crate::background::no_wake_preemption();
+            let base = rx.blocking_recv().ok().flatten();
+            install(&seq, &upkeep, &v, i, base);
+        });
+        if installer.is_err() {
+            // The fold runs on; its base is dropped unused.
             self.upkeep.stop(i);
         }
     }
@@ -1305,13 +1319,13 @@ impl Handler<CompactPart> for Partition {
     fn handle(&mut self, msg: CompactPart, ctx: &mut Context<Self>) {
         tracing::debug!(partition = self.index, part = msg.part, "compact");
         let CompactPart { version, part } = msg;
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let folder = self.store.inner.upkeep.folder(part);
-        let spawned = fold::spawn(version.clone(), part, folder, move |base| {
-            let _ = tx.send(base);
-        });
+        let rx = fold::spawn(version.clone(), part, folder);
         let fold = async move {
-            let base = if spawned { rx.await.ok().flatten() } else { None };
+            let base = match rx {
+                Some(rx) => rx.await.ok().flatten(),
+                None => None,
+            };
             (version, base)
         };
         ctx.spawn(fold.into_actor(self).map(move |(v, base), act, _| {
