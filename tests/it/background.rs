@@ -336,19 +336,19 @@ fn loadtest_during_simulate_reports_both_tables() {
     server.stop();
 }
 
-/// `--during writes`: the burst's grants and revokes are sent and all accepted beside the
-/// checks, and each kind has its row in the second table.
-#[test]
-fn loadtest_during_writes_reports_the_bursts_grants_and_revokes() {
-    use delegraph::loadtest::{During, run};
+/// Runs 3 000 checks beside the write burst `work` on `server` (serving
+/// [`firms_with_delegable_packages`]) and asserts what a user of the burst expects: no
+/// check failed, the burst's grants and revokes each have their row with requests and
+/// no error, and every answer of the burst was a 200 (a refused or lost write would show
+/// as another status). Gives the report's text.
+fn assert_burst_all_accepted(server: &RunningServer, work: delegraph::loadtest::During) -> String {
     let world = firms_with_delegable_packages();
-    let server = start_with(world.clone(), Limits::default());
-    let plan = load_plan(&server.url(), 3_000, "check=1", Some(During::Writes));
-    let report = run(&world, &plan, &|_| {}).unwrap();
+    let plan = load_plan(&server.url(), 3_000, "check=1", Some(work));
+    let report = delegraph::loadtest::run(&world, &plan, &|_| {}).unwrap();
     let text = delegraph::loadtest::to_text(&report);
     assert_eq!(report.errors, 0, "{text}");
-    let during = report.during.expect("the write burst's table");
-    assert_eq!(during.work, During::Writes);
+    let during = report.during.expect("the burst's table");
+    assert_eq!(during.work, work);
     for kind in ["write grant", "write revoke"] {
         let row = during.kinds.iter().find(|k| k.kind == kind);
         assert!(
@@ -356,43 +356,32 @@ fn loadtest_during_writes_reports_the_bursts_grants_and_revokes() {
             "{kind}: {text}"
         );
     }
-    // Every answer was a 200 (a refused or lost write would show as another status).
     assert_eq!(
         during.statuses.keys().copied().collect::<Vec<_>>(),
         [200],
         "{text}"
     );
+    text
+}
+
+/// `--during writes`: the burst's grants and revokes are sent and all accepted beside the
+/// checks, and each kind has its row in the second table.
+#[test]
+fn loadtest_during_writes_reports_the_bursts_grants_and_revokes() {
+    let server = start_with(firms_with_delegable_packages(), Limits::default());
+    assert_burst_all_accepted(&server, delegraph::loadtest::During::Writes);
     server.stop();
 }
 
-/// `--during grants`: the burst grants distinct packages, so the graph's deltas grow;
+/// `--during grants`: the burst grants to distinct pairs, so the graph's deltas grow;
 /// with a small delta bound the partitions compact while it runs, and every grant and
 /// revoke is still accepted (a grant refused as a duplicate or a revoke of nothing would
 /// show as a 4xx), beside checks that all succeed.
 #[test]
 fn loadtest_during_grants_accumulates_distinct_grants_and_the_partitions_compact() {
-    use delegraph::loadtest::{During, run};
-    let world = firms_with_delegable_packages();
-    let server = start_with(world.clone(), Limits::default());
+    let server = start_with(firms_with_delegable_packages(), Limits::default());
     server.store.set_delta_bound(4);
-    let plan = load_plan(&server.url(), 3_000, "check=1", Some(During::Grants));
-    let report = run(&world, &plan, &|_| {}).unwrap();
-    let text = delegraph::loadtest::to_text(&report);
-    assert_eq!(report.errors, 0, "{text}");
-    let during = report.during.expect("the grant burst's table");
-    assert_eq!(during.work, During::Grants);
-    for kind in ["write grant", "write revoke"] {
-        let row = during.kinds.iter().find(|k| k.kind == kind);
-        assert!(
-            row.is_some_and(|k| k.requests > 0 && k.errors == 0),
-            "{kind}: {text}"
-        );
-    }
-    assert_eq!(
-        during.statuses.keys().copied().collect::<Vec<_>>(),
-        [200],
-        "{text}"
-    );
+    let text = assert_burst_all_accepted(&server, delegraph::loadtest::During::Grants);
     let compactions: u64 = server.store.compactions().iter().sum();
     assert!(compactions > 0, "no compaction beside the grants: {text}");
     server.stop();
