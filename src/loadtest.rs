@@ -622,6 +622,8 @@ fn during_loop(work: During, conn: usize, pool: &Pool, to: &Server<'_>, stop: &A
     } = *to;
     // (kind, method is GET, path, body)
     let mut script: Vec<(&'static str, bool, String, Value)> = Vec::new();
+    // A write burst's bodies, one per script entry: the pool's, written once.
+    let mut write_bodies: Vec<&str> = Vec::new();
     match work {
         During::Simulate => {
             if let Some((client, firm)) = &pool.regn {
@@ -642,34 +644,31 @@ fn during_loop(work: During, conn: usize, pool: &Pool, to: &Server<'_>, stop: &A
         During::A2Impact => script.push(("a2-impact", true, "/v1/a2-impact?limit=100".into(), Value::Null)),
         During::Checkpoint => script.push(("checkpoint", false, "/v1/admin/checkpoint".into(), Value::Null)),
         During::Writes => {
-            if let Some((f, t, p, by)) = pool.writes.get(conn * 7 % pool.writes.len().max(1)) {
-                script.push((
-                    "write grant",
-                    false,
-                    "/v1/events".into(),
-                    json!([{"grant": {"from": f, "to": t, "package": p, "by": by}}]),
-                ));
-                script.push((
-                    "write revoke",
-                    false,
-                    "/v1/events".into(),
-                    json!([{"revoke": {"from": f, "to": t, "package": p, "by": by}}]),
-                ));
+            // One pair of the pool: its grant, then its revoke.
+            if let Some((grant, revoke)) = pool.bodies.writes.get(conn * 7 % pool.writes.len().max(1)) {
+                write_bodies.push(grant);
+                write_bodies.push(revoke);
+                script.push(("write grant", false, "/v1/events".into(), Value::Null));
+                script.push(("write revoke", false, "/v1/events".into(), Value::Null));
             }
         }
         During::Grants => {
             // This connection's pairs: conn, conn + WRITE_CONNECTIONS, ... (no other
             // connection's), all granted, then all revoked.
-            let mine: Vec<_> = pool.writes.iter().skip(conn).step_by(WRITE_CONNECTIONS).collect();
-            for (what, kind) in [("grant", "write grant"), ("revoke", "write revoke")] {
-                for (f, t, p, by) in &mine {
-                    script.push((
-                        kind,
-                        false,
-                        "/v1/events".into(),
-                        json!([{ what: {"from": f, "to": t, "package": p, "by": by}}]),
-                    ));
-                }
+            let mine: Vec<_> = pool
+                .bodies
+                .writes
+                .iter()
+                .skip(conn)
+                .step_by(WRITE_CONNECTIONS)
+                .collect();
+            for (grant, _) in &mine {
+                write_bodies.push(grant);
+                script.push(("write grant", false, "/v1/events".into(), Value::Null));
+            }
+            for (_, revoke) in &mine {
+                write_bodies.push(revoke);
+                script.push(("write revoke", false, "/v1/events".into(), Value::Null));
             }
         }
     }
@@ -692,13 +691,9 @@ fn during_loop(work: During, conn: usize, pool: &Pool, to: &Server<'_>, stop: &A
         return out;
     }
     // A write burst sends thousands of requests a second, so it goes through a [`Conn`]
-    // with its bodies written once, like the load: through ureq its client cost (a few
-    // times a load request's) took the cores from the readers it measures.
+    // with the pool's bodies, like the load: through ureq its client cost (a few times a
+    // load request's) took the cores from the readers it measures.
     let mut direct = work.writes().then(|| Conn::new(target));
-    let bodies: Vec<String> = match direct {
-        Some(_) => script.iter().map(|(.., b)| b.to_string()).collect(),
-        None => Vec::new(),
-    };
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         let k = i % script.len();
@@ -709,7 +704,7 @@ fn during_loop(work: During, conn: usize, pool: &Pool, to: &Server<'_>, stop: &A
         let t0 = Instant::now();
         let status = match direct.as_mut().filter(|_| !*get) {
             Some(c) => c
-                .post(path, bodies.get(k).map_or("", String::as_str))
+                .post(path, write_bodies.get(k).copied().unwrap_or_default())
                 .unwrap_or(0),
             None => through_ureq(agent, &format!("{base}{path}"), token, *get, body),
         };
