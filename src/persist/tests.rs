@@ -331,3 +331,50 @@ fn log_groups_tell_a_torn_tail_from_damage_before_it() {
         }
     }
 }
+
+/// A torn last group followed by noise (what a power cut can leave: the file longer than
+/// what reached the disk) is a torn tail wherever the tear and however long the noise,
+/// also when the noise runs past the group's declared end: nothing valid follows, so
+/// nothing acknowledged is lost by cutting it. The crash test met exactly this.
+#[test]
+fn a_torn_last_group_followed_by_noise_is_a_torn_tail() {
+    let events = fixture_events();
+    let mut body = Vec::new();
+    let mut seq = 1u64;
+    let mut last_start = 0;
+    for chunk in events.chunks(events.len().div_ceil(3)).take(3) {
+        let recs: Vec<Vec<u8>> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, e)| wal::encode_record_with(seq + i as u64, std::slice::from_ref(e), Some(7)).unwrap())
+            .collect();
+        last_start = body.len();
+        body.extend(wal::encode_group(seq, &recs).unwrap());
+        seq += chunk.len() as u64;
+    }
+    let before_last = wal::decode_groups(&body[..last_start], 1).0.len();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let record = wal::encode_record(u64::MAX, &events[..1]).unwrap();
+    let len = body.len() - last_start;
+    for tear in (last_start + 1..body.len()).step_by(len.div_ceil(97).max(1)) {
+        for noise_len in [1, 9, 64, body.len() - tear, body.len() - tear + 1, 3 * len] {
+            let noise: Vec<u8> = if next() % 2 == 0 {
+                (0..noise_len).map(|_| next() as u8).collect()
+            } else {
+                record.iter().copied().cycle().take(noise_len).collect()
+            };
+            let mut b = body[..tear].to_vec();
+            b.extend(&noise);
+            let (got, tail, damage) = wal::decode_groups(&b, 1);
+            assert_eq!(damage, None, "tear at {tear}, {noise_len} bytes of noise");
+            assert!(matches!(tail, Tail::Bad { .. }), "tear at {tear}");
+            assert_eq!(got.len(), before_last, "tear at {tear}, {noise_len} bytes");
+        }
+    }
+}

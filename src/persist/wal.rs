@@ -40,8 +40,8 @@
 //!   `fdatasync` returned, so only the *last group of the newest segment* can be torn
 //!   by a crash, and no writer of that group was acknowledged unless its sync returned.
 //! * A torn last group is truncated at recovery and never applied. Damage anywhere
-//!   else — in a group followed by another, in a header followed by a valid later
-//!   group, in an older segment — is corruption of acknowledged records: recovery
+//!   else — in a group or a group header followed by a valid later group, in an
+//!   older segment — is corruption of acknowledged records: recovery
 //!   stops with the segment, the byte offset and what was wrong, and truncates nothing.
 //!   (A flipped byte inside the last group cannot be told from a torn write: that
 //!   group is dropped, which loses at most the last group, and only if its sync had
@@ -429,8 +429,11 @@ fn scan_groups(body: &[u8], first_seq: u64) -> Groups {
                 out.valid = pos as u64;
             }
             Err(e) => {
-                // A complete group with bytes after it was synced before them.
-                let damaged = end < body.len();
+                // Damage if a valid later group follows: it was written after this
+                // group's sync returned. Bytes after it that are no group are the
+                // rest of a torn write (a power cut can leave the file longer than
+                // what reached the disk, and that part holds anything).
+                let damaged = later_group(body, pos + GROUP_HEADER, expected.saturating_add(1));
                 let last = h.first_seq.saturating_add(u64::from(h.count)).saturating_sub(1);
                 bad(
                     &mut out,
