@@ -137,7 +137,9 @@ fn cycle(
     // The imitated power cut's noise is cut whole. A kill can also tear the child's own
     // last write: Linux stops a multi-page write at a page boundary when SIGKILL is
     // pending, so a group the child was writing (never synced, so never acknowledged)
-    // may be cut as well. The checks below make sure nothing acknowledged went with it.
+    // may be cut as well, and the noise then lies after a torn group (it may run past
+    // the group's declared end: still a torn tail, as nothing valid follows). The checks
+    // below make sure nothing acknowledged went with it.
     assert!(
         r.truncated_bytes >= torn,
         "cycle {cycle}: {} bytes cut, but the imitated torn tail was {torn}",
