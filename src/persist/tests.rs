@@ -373,8 +373,109 @@ fn a_torn_last_group_followed_by_noise_is_a_torn_tail() {
             b.extend(&noise);
             let (got, tail, damage) = wal::decode_groups(&b, 1);
             assert_eq!(damage, None, "tear at {tear}, {noise_len} bytes of noise");
-            assert!(matches!(tail, Tail::Bad { .. }), "tear at {tear}");
+            assert!(
+                matches!(tail, Tail::Bad { offset, .. } if offset == last_start as u64),
+                "tear at {tear}: cut where the last group starts"
+            );
             assert_eq!(got.len(), before_last, "tear at {tear}, {noise_len} bytes");
         }
+    }
+}
+
+/// An id of 24 printable ASCII bytes that is a valid group header (magic, length, record
+/// number, count, checksum): what a hostile caller could put inside a group.
+fn id_spelling_a_group_header() -> String {
+    let alnum = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    for a in alnum {
+        for b in alnum {
+            for c in alnum {
+                let mut h = [b'0'; 24];
+                h[..4].copy_from_slice(&wal::GROUP_MAGIC);
+                h[4..7].copy_from_slice(&[*a, *b, *c]);
+                let crc = crc32fast::hash(&h[..20]).to_le_bytes();
+                if crc.iter().all(|x| alnum.contains(x)) {
+                    h[20..].copy_from_slice(&crc);
+                    return String::from_utf8(h.to_vec()).unwrap();
+                }
+            }
+        }
+    }
+    panic!("no id spells a group header");
+}
+
+fn person(id: &str) -> Event {
+    Event::from_json(serde_json::json!({"party": {"id": id, "kind": "person"}})).unwrap()
+}
+
+/// A party whose id spells a valid group header, inside a last group that a crash tore:
+/// after the tear come noise past the group's end (the imitated power cut) or zeros in
+/// place of its lost last bytes (a real one). Either way it is a torn tail, cut where
+/// the group starts: a caller cannot make recovery refuse to start.
+#[test]
+fn an_id_that_spells_a_group_header_does_not_make_a_torn_group_damage() {
+    let fake = id_spelling_a_group_header();
+    assert!(wal::GroupHeader::decode(fake.as_bytes()).is_ok());
+    let mut body = wal::encode_group(1, &[wal::encode_record(1, &[person("setup")]).unwrap()]).unwrap();
+    let start = body.len();
+    let mut events = vec![person(&fake)];
+    events.extend((0..40).map(|i| person(&format!("filler-{i:03}-{}", "x".repeat(60)))));
+    body.extend(wal::encode_group(2, &[wal::encode_record(2, &events).unwrap()]).unwrap());
+    let end = body.len();
+    let at = body
+        .windows(fake.len())
+        .position(|w| w == fake.as_bytes())
+        .unwrap();
+    assert!(at > start && at + fake.len() < end);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = move |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    for tear in (at + fake.len()..end).step_by(97) {
+        let mut torn = body[..tear].to_vec();
+        torn.extend(noise(end - tear + 8));
+        let mut lost = body.clone();
+        lost[tear..].fill(0);
+        for (what, b) in [("noise", torn), ("zeros", lost)] {
+            let (got, tail, damage) = wal::decode_groups(&b, 1);
+            assert_eq!(damage, None, "tear at {tear}, then {what}");
+            assert_eq!(got.len(), 1, "tear at {tear}, then {what}");
+            assert!(
+                matches!(tail, Tail::Bad { offset, .. } if offset == start as u64),
+                "tear at {tear}, then {what}: {tail:?}"
+            );
+        }
+    }
+}
+
+/// Damage across the end of one group and the header of the last (zeros, as a bad
+/// sector reads): the last group's records are still there, so both groups were
+/// acknowledged, and recovery refuses rather than drop them.
+#[test]
+fn damage_across_the_last_two_groups_is_refused() {
+    let mut body = Vec::new();
+    let mut ends = Vec::new();
+    for seq in 1..=3u64 {
+        let events: Vec<Event> = (0..5).map(|i| person(&format!("p{seq}-{i}"))).collect();
+        body.extend(wal::encode_group(seq, &[wal::encode_record(seq, &events).unwrap()]).unwrap());
+        ends.push(body.len());
+    }
+    let b2 = ends[1];
+    // (Zeros in the last group's header alone cannot be told from a torn write that lost
+    // the header's sector: that group is dropped, as the module doc of `wal` says.)
+    for (from, to) in [(b2 - 16, b2 + 24), (b2 - 1, b2 + 1), (b2 - 40, b2 + 3)] {
+        let mut b = body.clone();
+        b[from..to].fill(0);
+        let (_, _, damage) = wal::decode_groups(&b, 1);
+        assert!(
+            damage.is_some(),
+            "zeros at {from}..{to} were taken for a torn tail"
+        );
     }
 }

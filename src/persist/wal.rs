@@ -40,9 +40,12 @@
 //!   `fdatasync` returned, so only the *last group of the newest segment* can be torn
 //!   by a crash, and no writer of that group was acknowledged unless its sync returned.
 //! * A torn last group is truncated at recovery and never applied. Damage anywhere
-//!   else — in a group or a group header followed by a valid later group, in an
-//!   older segment — is corruption of acknowledged records: recovery
-//!   stops with the segment, the byte offset and what was wrong, and truncates nothing.
+//!   else — in a group or a group header followed by a later group (a valid header
+//!   numbered where the next records would be, or the next group's first record where
+//!   its header would end), in an older segment — is corruption of acknowledged
+//!   records: recovery stops with the segment, the byte offset and what was wrong, and
+//!   truncates nothing. Anything else after a bad last group (a power cut can leave the
+//!   file longer than what reached the disk) is the rest of the torn write.
 //!   (A flipped byte inside the last group cannot be told from a torn write: that
 //!   group is dropped, which loses at most the last group, and only if its sync had
 //!   returned before the damage.)
@@ -326,24 +329,41 @@ fn decode_group(h: &GroupHeader, body: &[u8]) -> Result<Vec<Batch>, RecordError>
     Ok(out)
 }
 
-/// Whether a valid group header for records from `after` on starts anywhere in
-/// `body` at or past `from` (a later group: whatever is damaged before it was synced).
-fn later_group(body: &[u8], from: usize, after: u64) -> bool {
+/// Bytes of the smallest record (length, checksum and at least one byte of payload): a
+/// bound on how many records the bytes between two offsets can hold.
+const MIN_RECORD_BYTES: usize = 9;
+
+/// Whether a valid group header starts anywhere in `body` at or past `from`, for records
+/// numbered from `lo` on and at most `hi` plus as many records as the bytes from `from`
+/// to it could hold: a group written after whatever is damaged before it. The upper
+/// bound keeps out a header spelled by a party's id inside a torn group's own records
+/// (such a string has no zero or control bytes, so its record number is above 10^18).
+fn later_group(body: &[u8], from: usize, lo: u64, hi: u64) -> bool {
     let mut i = from;
     while let Some(w) = body.get(i..) {
         let Some(k) = w.windows(4).position(|x| x == GROUP_MAGIC) else {
             return false;
         };
         let at = i + k;
+        let room = ((at - from) / MIN_RECORD_BYTES) as u64;
         if let Ok(h) = GroupHeader::decode(body.get(at..).unwrap_or_default())
-            && h.first_seq >= after
             && h.count > 0
+            && (lo..=hi.saturating_add(room)).contains(&h.first_seq)
         {
             return true;
         }
         i = at + 1;
     }
     false
+}
+
+/// Whether the first record of the group that would follow a group ending at `end` is
+/// there and valid, numbered `next`: the next group was written (so synced after the
+/// one before it) even if its header is damaged.
+fn next_group_records(body: &[u8], end: usize, next: u64) -> bool {
+    body.get(end + GROUP_HEADER..)
+        .and_then(|rest| decode_record(rest).ok())
+        .is_some_and(|(b, _)| b.seq == next)
 }
 
 /// What the groups of a version 2 segment body hold.
@@ -386,8 +406,8 @@ fn scan_groups(body: &[u8], first_seq: u64) -> Groups {
             Ok(h) => h,
             Err(e) => {
                 // Torn if nothing valid follows; damage if a later group does.
-                let damaged =
-                    rest.len() >= GROUP_HEADER && later_group(body, pos + 1, expected.saturating_add(1));
+                let next = expected.saturating_add(1);
+                let damaged = rest.len() >= GROUP_HEADER && later_group(body, pos + 1, next, next);
                 bad(
                     &mut out,
                     e,
@@ -429,11 +449,15 @@ fn scan_groups(body: &[u8], first_seq: u64) -> Groups {
                 out.valid = pos as u64;
             }
             Err(e) => {
-                // Damage if a valid later group follows: it was written after this
-                // group's sync returned. Bytes after it that are no group are the
-                // rest of a torn write (a power cut can leave the file longer than
-                // what reached the disk, and that part holds anything).
-                let damaged = later_group(body, pos + GROUP_HEADER, expected.saturating_add(1));
+                // Damage if a later group follows (its header, or its first record
+                // where its header would end): it was written after this group's sync
+                // returned. Other bytes after it are the rest of a torn write (a power
+                // cut can leave the file longer than what reached the disk, and that
+                // part holds anything). The header's checksum held, so `end` is where
+                // the next group would start.
+                let next = h.first_seq.max(expected).saturating_add(u64::from(h.count));
+                let damaged = later_group(body, end, expected.saturating_add(1), next)
+                    || next_group_records(body, end, next);
                 let last = h.first_seq.saturating_add(u64::from(h.count)).saturating_sub(1);
                 bad(
                     &mut out,
