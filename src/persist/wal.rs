@@ -49,6 +49,9 @@
 //!   (A flipped byte inside the last group cannot be told from a torn write: that
 //!   group is dropped, which loses at most the last group, and only if its sync had
 //!   returned before the damage.)
+//! * A segment whose header is short or not its own and that holds no record at all
+//!   was being created when the process or the power went: it is rewritten at
+//!   recovery. A bad header with records after it is refused.
 //!
 //! # Group commit
 //!
@@ -537,17 +540,31 @@ pub struct SegmentScan {
 pub fn scan_segment(path: &Path, name_seq: u64) -> Result<SegmentScan> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
-    let Some(head) = bytes.get(..SEGMENT_HEADER as usize) else {
-        return Ok(SegmentScan {
-            first_seq: name_seq,
-            version: LOG_VERSION,
-            batches: Vec::new(),
-            valid_len: 0,
-            tail: Tail::Clean,
-            damage: None,
-            torn_header: true,
-        });
+    let torn = SegmentScan {
+        first_seq: name_seq,
+        version: LOG_VERSION,
+        batches: Vec::new(),
+        valid_len: 0,
+        tail: Tail::Clean,
+        damage: None,
+        torn_header: true,
     };
+    let Some(head) = bytes.get(..SEGMENT_HEADER as usize) else {
+        return Ok(torn);
+    };
+    let version_ok = head
+        .get(8..12)
+        .and_then(|w| <[u8; 4]>::try_from(w).ok())
+        .is_some_and(|w| (MIN_LOG_VERSION..=LOG_VERSION).contains(&u32::from_le_bytes(w)));
+    let whole_head = head.get(..8) == Some(&MAGIC[..])
+        && version_ok
+        && head.get(12..20) == Some(&name_seq.to_le_bytes()[..]);
+    if !whole_head && never_written(&bytes) {
+        // A header that is not this segment's, with nothing written after it: a crash
+        // while the segment was created, on a file system that kept the file's length
+        // but not its bytes (a power cut). Nothing in it was acknowledged.
+        return Ok(torn);
+    }
     if head.get(..8) != Some(&MAGIC[..]) {
         return Err(WalError::BadSegment {
             path: path.to_path_buf(),
@@ -609,6 +626,13 @@ pub fn scan_segment(path: &Path, name_seq: u64) -> Result<SegmentScan> {
         damage: None,
         torn_header: false,
     })
+}
+
+/// Whether a segment file holds no record at all: no valid group header anywhere and
+/// no valid version 1 record after the header's bytes.
+fn never_written(bytes: &[u8]) -> bool {
+    let body = bytes.get(SEGMENT_HEADER as usize..).unwrap_or_default();
+    !later_group(bytes, 0, 0, u64::MAX) && decode_record(body).is_err()
 }
 
 /// Truncates a segment to its valid prefix, or rewrites a torn header, and fsyncs.

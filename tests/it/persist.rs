@@ -1074,3 +1074,54 @@ fn staged_writes_are_answered_by_the_log_even_when_the_store_is_dropped() {
     s.read(|w| assert!((0..300).all(|i| w.graph.party_node(&format!("p{i}")).is_some())))
         .unwrap();
 }
+
+/// A power cut while the newest segment was created can leave it with its length but
+/// not its bytes (zeros or noise where the header should be). Nothing in it was
+/// acknowledged, so recovery rewrites it and goes on; a garbled header with records
+/// after it is still refused.
+#[test]
+fn a_new_segment_whose_header_never_landed_is_rewritten() {
+    let noise: Vec<u8> = (0..30u8).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect();
+    for (what, content) in [
+        ("7 bytes of noise", vec![0xab; 7]),
+        ("20 zero bytes", vec![0u8; 20]),
+        ("30 bytes of noise", noise),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Durable::open(dir.path()).unwrap();
+            s.apply_batch(&[ev(r#"{"party": {"id": "p1", "kind": "person"}}"#)])
+                .unwrap();
+        }
+        let seg = delegraph::persist::wal::segment_path(dir.path(), 2);
+        std::fs::write(&seg, &content).unwrap();
+        {
+            let s = Durable::open(dir.path()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(s.last_seq().unwrap(), 1, "{what}");
+            assert_eq!(s.recovery().truncated_bytes, content.len() as u64, "{what}");
+            s.apply_batch(&[ev(r#"{"party": {"id": "p2", "kind": "person"}}"#)])
+                .unwrap();
+        }
+        let s = Durable::open(dir.path()).unwrap();
+        assert_eq!(
+            s.last_seq().unwrap(),
+            2,
+            "{what}: the rewritten segment takes writes"
+        );
+    }
+    // Records after a garbled header: acknowledged writes, so refused.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Durable::open(dir.path()).unwrap();
+        for i in 0..3 {
+            s.apply_batch(&[ev(&format!(r#"{{"party": {{"id": "p{i}", "kind": "person"}}}}"#))])
+                .unwrap();
+        }
+    }
+    let seg = newest_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[..20].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+    let e = Durable::open(dir.path()).err().unwrap();
+    assert!(e.to_string().contains("is not a delegraph log segment"), "{e}");
+}
