@@ -184,10 +184,18 @@ fn imitate_power_cut(dir: &Path, rng: &mut Rng) -> u64 {
     let Some(seg) = newest_segment(dir) else {
         return 0;
     };
-    // (A kill between creating a segment and writing its header leaves it short;
-    // noise there would be a garbled header, not a torn record.)
-    let whole_header = std::fs::metadata(&seg).unwrap().len() >= delegraph::persist::wal::SEGMENT_HEADER;
+    // A kill between creating a segment and writing its header leaves it short; noise
+    // there is a header that never landed (a power cut can keep the length, not the
+    // bytes), which recovery rewrites.
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let whole_header = len >= delegraph::persist::wal::SEGMENT_HEADER;
     match rng.below(3) {
+        0 if !whole_header => {
+            let noise: Vec<u8> = (0..1 + rng.below(40)).map(|_| rng.below(256) as u8).collect();
+            let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+            std::io::Write::write_all(&mut f, &noise).unwrap();
+            noise.len() as u64
+        }
         0 if whole_header => {
             let rec = delegraph::persist::wal::encode_record(
                 u64::MAX,
