@@ -283,16 +283,14 @@ fn pipelined_load_reports_decoder_and_loader_errors() {
     assert!(snapshot::decode(&bytes).is_err());
 }
 
-/// A version 2 body of five groups: a cut anywhere is a torn tail (never damage) and
-/// keeps exactly the whole groups before it; a flipped byte in any group but the last
-/// is damage (never a quiet truncation); one in the last group is a torn tail.
-#[test]
-fn log_groups_tell_a_torn_tail_from_damage_before_it() {
+/// A version 2 segment body of the fixture's events, one record per event, in `groups`
+/// groups; with each group's end (byte offset) and last record.
+fn grouped_body(groups: usize) -> (Vec<u8>, Vec<(usize, u64)>) {
     let events = fixture_events();
     let mut body = Vec::new();
     let mut ends = Vec::new();
     let mut seq = 1u64;
-    for chunk in events.chunks(events.len().div_ceil(5)).take(5) {
+    for chunk in events.chunks(events.len().div_ceil(groups)).take(groups) {
         let recs: Vec<Vec<u8>> = chunk
             .iter()
             .enumerate()
@@ -302,7 +300,17 @@ fn log_groups_tell_a_torn_tail_from_damage_before_it() {
         seq += chunk.len() as u64;
         ends.push((body.len(), seq - 1));
     }
-    assert_eq!(ends.len(), 5);
+    assert_eq!(ends.len(), groups);
+    (body, ends)
+}
+
+/// A version 2 body of five groups: a cut anywhere is a torn tail (never damage) and
+/// keeps exactly the whole groups before it; a flipped byte in any group but the last
+/// is damage (never a quiet truncation); one in the last group is a torn tail.
+#[test]
+fn log_groups_tell_a_torn_tail_from_damage_before_it() {
+    let (body, ends) = grouped_body(5);
+    let seq = ends[4].1 + 1;
     let (all, tail, damage) = wal::decode_groups(&body, 1);
     assert_eq!((all.len() as u64, tail, damage), (seq - 1, Tail::Clean, None));
     for cut in 0..body.len() {
@@ -339,19 +347,8 @@ fn log_groups_tell_a_torn_tail_from_damage_before_it() {
 #[test]
 fn a_torn_last_group_followed_by_noise_is_a_torn_tail() {
     let events = fixture_events();
-    let mut body = Vec::new();
-    let mut seq = 1u64;
-    let mut last_start = 0;
-    for chunk in events.chunks(events.len().div_ceil(3)).take(3) {
-        let recs: Vec<Vec<u8>> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, e)| wal::encode_record_with(seq + i as u64, std::slice::from_ref(e), Some(7)).unwrap())
-            .collect();
-        last_start = body.len();
-        body.extend(wal::encode_group(seq, &recs).unwrap());
-        seq += chunk.len() as u64;
-    }
+    let (body, ends) = grouped_body(3);
+    let last_start = ends[1].0;
     let before_last = wal::decode_groups(&body[..last_start], 1).0.len();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
