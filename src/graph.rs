@@ -1261,14 +1261,33 @@ impl Part {
         // the old delta into it): the filter is made again against that base.
         let base_edge_bound = onto.base.g.edge_bound() as u32;
         let base_remote_bound = onto.base.remote.len() as u32;
+        // Both endpoints of every changed edge keep their override (see `Delta`), also
+        // when the edge only changed its weight after `from`: its lists are then the
+        // same as `from`'s and `newer` left them out, and a walk of either node would
+        // read the new base's old weight.
+        let mut out_adj = newer(&n.out_adj, &t.out_adj);
+        let mut in_adj = newer(&n.in_adj, &t.in_adj);
+        for e in edges.values().flatten() {
+            let (a, b, _) = &**e;
+            if !out_adj.contains_key(a)
+                && let Some(list) = n.out_adj.get(a)
+            {
+                out_adj.insert(*a, list.clone());
+            }
+            if !in_adj.contains_key(b)
+                && let Some(list) = n.in_adj.get(b)
+            {
+                in_adj.insert(*b, list.clone());
+            }
+        }
         let mut d = Delta {
             nodes: newer_ord(&n.nodes, &t.nodes),
             edges: imbl::OrdMap::new(),
             base_edges: BaseEdgeFilter::default(),
             base_edge_bound,
             base_remote_bound,
-            out_adj: newer(&n.out_adj, &t.out_adj),
-            in_adj: newer(&n.in_adj, &t.in_adj),
+            out_adj,
+            in_adj,
             parties: newer(&n.parties, &t.parties),
             resources: newer(&n.resources, &t.resources),
             loops: newer(&n.loops, &t.loops),
