@@ -84,23 +84,24 @@ impl Folder {
 /// Whether a hurry was refused already (the warning is given once).
 static REFUSED: AtomicBool = AtomicBool::new(false);
 
-/// The fold's thread registered in its [`Folder`]; dropping it (the thread ends, or
-/// unwinds) clears the registration.
-struct Registered<'a>(&'a Folder);
+/// The fold's thread registered in its [`Folder`]; dropping it (the fold returned, or
+/// unwinds) clears the registration if it is still this thread's.
+struct Registered<'a>(&'a Folder, i32);
 
 impl Registered<'_> {
     fn new(folder: &Folder) -> Registered<'_> {
-        *folder.state.lock() = State {
-            tid: crate::background::thread_id(),
-            hurried: false,
-        };
-        Registered(folder)
+        let tid = crate::background::thread_id();
+        *folder.state.lock() = State { tid, hurried: false };
+        Registered(folder, tid)
     }
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        *self.0.state.lock() = State::default();
+        let mut s = self.0.state.lock();
+        if s.tid == self.1 {
+            *s = State::default();
+        }
     }
 }
 
@@ -126,8 +127,13 @@ where
         .name(format!("compact-{part}"))
         .spawn(move || {
             crate::background::lower_priority();
-            let _registered = Registered::new(&folder);
-            let _ = tx.send(fold());
+            // Unregistered before the base is sent: once it is, the part's next fold
+            // may start and register, and this thread must not clear that.
+            let base = {
+                let _registered = Registered::new(&folder);
+                fold()
+            };
+            let _ = tx.send(base);
         })
         .ok()?;
     Some(rx)
@@ -181,6 +187,35 @@ mod tests {
         };
         assert_eq!(after, want);
         assert!(rx.blocking_recv().unwrap().is_none());
+    }
+
+    /// A fold is unregistered before its base arrives: the install may start the part's
+    /// next fold at once, and the ending thread must not clear that one's registration
+    /// (a hurry would then find nothing to move).
+    #[test]
+    fn a_fold_is_unregistered_before_its_base_arrives() {
+        let folder = Arc::new(Folder::default());
+        for round in 0..50 {
+            let rx = spawn_with(0, folder.clone(), || None).unwrap();
+            assert!(rx.blocking_recv().unwrap().is_none());
+            assert_eq!(folder.state.lock().tid, 0, "round {round}: still registered");
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let (go, go_rx) = std::sync::mpsc::channel::<()>();
+            let next = spawn_with(0, folder.clone(), move || {
+                tid_tx.send(crate::background::thread_id()).unwrap();
+                go_rx.recv().unwrap();
+                None
+            })
+            .unwrap();
+            let tid = tid_rx.recv().unwrap();
+            assert_eq!(
+                folder.state.lock().tid,
+                tid,
+                "round {round}: the next fold is registered"
+            );
+            go.send(()).unwrap();
+            assert!(next.blocking_recv().unwrap().is_none());
+        }
     }
 
     #[test]
