@@ -11,10 +11,12 @@
 //! version that shares it, usually the janitor: freeing it in the idle class too, on
 //! the fold's thread, made no difference that could be measured.)
 //!
-//! The fold's thread holds no lock anyone waits for, and it hands the new base over a
+//! The fold's thread takes none of the store's locks, and it hands the new base over a
 //! channel: the install, which takes the sequencer's lock, runs on the receiving side
 //! (the partition actor's thread, or a thread of the store in the batch class), never on
-//! an idle-class thread that readers keep preempting.
+//! an idle-class thread that readers keep preempting. (It does allocate: a fold
+//! preempted inside the allocator holds that arena's lock until it runs again. Not seen
+//! in the measurements; glibc gives each thread its own arena when it can.)
 //!
 //! The cost of the idle class is that a load which never leaves a core free starves the
 //! fold. The delta bound is kept anyway: the sequencer compacts a part past the bound
