@@ -1338,7 +1338,33 @@ impl Default for Graph {
     }
 }
 
-/// A part folded into a new base by [`Graph::compacted_part`], to be installed with
+/// One part of a graph as it was in some version, held alone: what a background fold
+/// reads and its install compares with, without keeping the version's other parts (or
+/// the rest of its world) alive while the fold waits for a core.
+#[derive(Debug, Clone)]
+pub struct PartState {
+    index: usize,
+    part: Arc<Part>,
+}
+
+impl PartState {
+    /// The part it is a state of.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Its delta folded into a new base, for [`Graph::rebase_part`]; O(size of the part).
+    /// None if the delta does not fit its base (an engine bug: the caller keeps the
+    /// uncompacted part, which is still correct).
+    pub fn compacted(&self) -> Option<PartBase> {
+        Some(PartBase {
+            index: self.index,
+            part: Arc::new(self.part.compacted()?),
+        })
+    }
+}
+
+/// A part folded into a new base by [`PartState::compacted`], to be installed with
 /// [`Graph::rebase_part`].
 #[derive(Debug, Clone)]
 pub struct PartBase {
@@ -2141,15 +2167,19 @@ impl Graph {
         })
     }
 
+    /// Part `i` as it is in this graph, held alone (None: no such part).
+    pub fn part_state(&self, i: usize) -> Option<PartState> {
+        Some(PartState {
+            index: i,
+            part: self.parts.get(i)?.clone(),
+        })
+    }
+
     /// Part `i` with its delta folded into a new base, for [`Graph::rebase_part`]; O(size
     /// of the part). None for a part that does not exist or whose delta does not fit its
     /// base (an engine bug: the caller keeps the uncompacted part, which is still correct).
     pub fn compacted_part(&self, i: usize) -> Option<PartBase> {
-        let p = self.parts.get(i)?;
-        Some(PartBase {
-            index: i,
-            part: Arc::new(p.compacted()?),
-        })
+        self.part_state(i)?.compacted()
     }
 
     /// Folds part `i`'s delta into a new base in place (on a private copy of a world,
@@ -2163,16 +2193,16 @@ impl Graph {
         true
     }
 
-    /// Moves this graph's part (a later state of `from`'s, which shares its base) onto
-    /// `onto`, made from `from` by [`Graph::compacted_part`]: keeps only what changed
+    /// Moves this graph's part (a later state of `from`, which shares its base) onto
+    /// `onto`, made from `from` by [`PartState::compacted`]: keeps only what changed
     /// after `from`. False (and nothing changed) when this part is not a later state of
-    /// `from`'s.
-    pub fn rebase_part(&mut self, from: &Graph, onto: &PartBase) -> bool {
+    /// `from`.
+    pub fn rebase_part(&mut self, from: &PartState, onto: &PartBase) -> bool {
         let i = onto.index;
-        let (Some(now), Some(then)) = (self.parts.get(i), from.parts.get(i)) else {
+        let Some(now) = self.parts.get(i).filter(|_| from.index == i) else {
             return false;
         };
-        let Some(next) = now.rebased(then, &onto.part) else {
+        let Some(next) = now.rebased(&from.part, &onto.part) else {
             return false;
         };
         *self.part_mut(i as u32) = next;
@@ -3220,8 +3250,8 @@ mod tests {
         check(&g, &want, "delta");
         check(&first, &before, "the version shared before");
         // Moved onto the compacted base of that state, then changed again.
-        let folded = g.clone();
-        let onto = folded.compacted_part(0).unwrap();
+        let folded = g.part_state(0).unwrap();
+        let onto = folded.compacted().unwrap();
         g.set_edge(key(to[3]), Some(weight(&["skatt-naering"])));
         want[3] = Some(weight(&["skatt-naering"]));
         g.set_edge(key(to[1]), None);

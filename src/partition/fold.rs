@@ -35,9 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::graph::PartBase;
-
-use super::Version;
+use crate::graph::{PartBase, PartState};
 
 /// The delta, in quarters of the bound, past which a fold in flight is moved into the
 /// write pipeline's class.
@@ -107,18 +105,15 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// Starts the fold of part `part` of version `v` on a thread of its own (named
-/// `compact-{part}`) in the idle class; the new base comes on the channel (None: the
-/// fold failed; a closed channel: it panicked). None if the thread could not start.
-pub fn spawn(
-    v: Arc<Version>,
-    part: usize,
-    folder: Arc<Folder>,
-) -> Option<oneshot::Receiver<Option<PartBase>>> {
-    spawn_with(part, folder, move || v.world.graph.compacted_part(part))
+/// Starts the fold of part `from` (a part as a published version holds it) on a thread
+/// of its own (named `compact-{part}`) in the idle class; the new base comes on the
+/// channel (None: the fold failed; a closed channel: it panicked). None if the thread
+/// could not start.
+pub fn spawn(from: PartState, folder: Arc<Folder>) -> Option<oneshot::Receiver<Option<PartBase>>> {
+    spawn_with(from.index(), folder, move || from.compacted())
 }
 
-/// [`spawn`] with the fold given (the version it reads goes with it, dropped when it
+/// [`spawn`] with the fold given (the part it reads goes with it, dropped when it
 /// returns).
 fn spawn_with<F>(part: usize, folder: Arc<Folder>, fold: F) -> Option<oneshot::Receiver<Option<PartBase>>>
 where
@@ -237,9 +232,10 @@ mod tests {
         .unwrap();
         let part = crate::graph::partition_of("b", 2);
         assert!(w.graph.part_delta_len(part) > 0);
-        let v = Arc::new(Version { token: 2, world: w });
+        let from = w.graph.part_state(part).unwrap();
+        drop(w);
         let folder = Arc::new(Folder::default());
-        let base = spawn(v, part, folder.clone()).unwrap().blocking_recv().unwrap();
+        let base = spawn(from, folder.clone()).unwrap().blocking_recv().unwrap();
         assert_eq!(base.map(|b| b.index()), Some(part));
         drop(keep);
         // A fold that panics: no base, the channel closes, the thread is unregistered.

@@ -108,7 +108,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
 use crate::event::Event;
-use crate::graph::PartBase;
+use crate::graph::{PartBase, PartState};
 use crate::model::Error;
 use crate::mutate::{self, Outcome};
 use crate::persist::error::SnapshotError;
@@ -727,10 +727,11 @@ impl Store {
         )
     }
 
-    /// Moves the pending state's part onto `base`, folded from published version `v`
-    /// (the last step of a compaction, under the sequencer's lock for O(delta)).
-    fn install(&self, v: &Version, i: usize, base: Option<PartBase>) -> bool {
-        install(&self.inner.seq, &self.inner.upkeep, v, i, base)
+    /// Moves the pending state's part onto `base`, folded from `from` (that part in a
+    /// published version; the last step of a compaction, under the sequencer's lock for
+    /// O(delta)).
+    fn install(&self, from: &PartState, base: Option<PartBase>) -> bool {
+        install(&self.inner.seq, &self.inner.upkeep, from, base)
     }
 
     /// Folds the graph of published version `v` into new bases, part by part, and moves
@@ -743,8 +744,13 @@ impl Store {
                 all = false;
                 continue;
             }
-            let base = v.world.graph.compacted_part(i);
-            all &= install(&self.inner.seq, &self.inner.upkeep, v, i, base);
+            let Some(from) = v.world.graph.part_state(i) else {
+                self.inner.upkeep.stop(i);
+                all = false;
+                continue;
+            };
+            let base = from.compacted();
+            all &= install(&self.inner.seq, &self.inner.upkeep, &from, base);
         }
         all
     }
@@ -1160,15 +1166,17 @@ impl Inner {
         if !self.upkeep.start(i) {
             return;
         }
+        // Only the part goes on: the rest of the version is not kept alive by a fold
+        // that waits for a core.
+        let Some(from) = v.world.graph.part_state(i) else {
+            self.upkeep.stop(i);
+            return;
+        };
+        drop(v);
         let sent = {
             let actors = self.compactors.read();
             match actors.get(i % actors.len().max(1)) {
-                Some(a) => a
-                    .try_send(CompactPart {
-                        version: v.clone(),
-                        part: i,
-                    })
-                    .is_ok(),
+                Some(a) => a.try_send(CompactPart { from: from.clone() }).is_ok(),
                 None => false,
             }
         };
@@ -1177,7 +1185,7 @@ impl Inner {
         }
         // Without actors: the fold on its idle-class thread, the install (which takes
         // the sequencer's lock) on a thread of the write pipeline's class.
-        let Some(rx) = fold::spawn(v.clone(), i, self.upkeep.folder(i)) else {
+        let Some(rx) = fold::spawn(from.clone(), self.upkeep.folder(i)) else {
             self.upkeep.stop(i);
             return;
         };
@@ -1186,7 +1194,7 @@ impl Inner {
         let installer = std::thread::Builder::new().name("compact".into()).spawn(move || {
             crate::background::no_wake_preemption();
             let base = rx.blocking_recv().ok().flatten();
-            install(&seq, &upkeep, &v, i, base);
+            install(&seq, &upkeep, &from, base);
         });
         if installer.is_err() {
             // The fold runs on; its base is dropped unused.
@@ -1275,12 +1283,13 @@ impl Upkeep {
     }
 }
 
-/// The end of a compaction of part `i` of published version `v` (the slow fold ran
+/// The end of a compaction of part `from` of a published version (the slow fold ran
 /// without any lock): the sequencer's lock is held only to move the pending state's
 /// later changes of that part onto the new base. False if the fold failed or the
-/// pending part no longer shares `v`'s base (a compaction before a publish came first).
-fn install(seq: &Mutex<Pending>, upkeep: &Upkeep, v: &Version, i: usize, base: Option<PartBase>) -> bool {
-    let done = base.is_some_and(|b| seq.lock().world.graph.rebase_part(&v.world.graph, &b));
+/// pending part no longer shares `from`'s base (a compaction before a publish came first).
+fn install(seq: &Mutex<Pending>, upkeep: &Upkeep, from: &PartState, base: Option<PartBase>) -> bool {
+    let i = from.index();
+    let done = base.is_some_and(|b| seq.lock().world.graph.rebase_part(from, &b));
     if done {
         upkeep.count(i);
     }
@@ -1309,27 +1318,27 @@ impl Actor for Partition {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CompactPart {
-    pub version: Arc<Version>,
-    pub part: usize,
+    /// The part as the published version holds it.
+    pub from: PartState,
 }
 
 impl Handler<CompactPart> for Partition {
     type Result = ();
 
     fn handle(&mut self, msg: CompactPart, ctx: &mut Context<Self>) {
-        tracing::debug!(partition = self.index, part = msg.part, "compact");
-        let CompactPart { version, part } = msg;
-        let folder = self.store.inner.upkeep.folder(part);
-        let rx = fold::spawn(version.clone(), part, folder);
+        let CompactPart { from } = msg;
+        tracing::debug!(partition = self.index, part = from.index(), "compact");
+        let folder = self.store.inner.upkeep.folder(from.index());
+        let rx = fold::spawn(from.clone(), folder);
         let fold = async move {
             let base = match rx {
                 Some(rx) => rx.await.ok().flatten(),
                 None => None,
             };
-            (version, base)
+            (from, base)
         };
-        ctx.spawn(fold.into_actor(self).map(move |(v, base), act, _| {
-            act.store.install(&v, part, base);
+        ctx.spawn(fold.into_actor(self).map(move |(from, base), act, _| {
+            act.store.install(&from, base);
         }));
     }
 }
