@@ -10,7 +10,7 @@
 //! part). Each part is a frozen petgraph `StableGraph` *base* with its indexes (behind an
 //! `Arc`) plus a persistent *delta* of later changes (`imbl` maps), and the parts sit
 //! behind a copy-on-write array: cloning a graph is O(1), and a write copies only the
-//! parts it touches. [`Graph::compacted_part`] folds one part's delta into a new base
+//! parts it touches. [`PartState::compacted`] folds one part's delta into a new base
 //! keeping every index; [`Graph::rebase_part`] moves later changes onto it. Rules that
 //! place things in parts (fixed, independent of history, so every copy agrees):
 //!
@@ -689,7 +689,7 @@ type Map<K, V> = imbl::HashMap<K, V>;
 /// weights from the base (remote edges are always read through `edges`). New nodes, edges and remote edges get
 /// indices from `next_node`/`next_edge`/`next_remote`, which start at the base's bounds
 /// and never go back, so an index names one node or edge for the life of the delta, and
-/// [`Graph::compacted_part`] places each at the same index in the next base.
+/// [`PartState::compacted`] places each at the same index in the next base.
 ///
 /// INVARIANT: every key of `edges` that names a base edge (below the base's bounds) has
 /// its bit in `base_edges` ([`BaseEdgeFilter`]), so a base edge whose bit is clear was
@@ -2173,13 +2173,6 @@ impl Graph {
             index: i,
             part: self.parts.get(i)?.clone(),
         })
-    }
-
-    /// Part `i` with its delta folded into a new base, for [`Graph::rebase_part`]; O(size
-    /// of the part). None for a part that does not exist or whose delta does not fit its
-    /// base (an engine bug: the caller keeps the uncompacted part, which is still correct).
-    pub fn compacted_part(&self, i: usize) -> Option<PartBase> {
-        self.part_state(i)?.compacted()
     }
 
     /// Folds part `i`'s delta into a new base in place (on a private copy of a world,

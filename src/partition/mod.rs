@@ -739,16 +739,11 @@ impl Store {
     /// pending state no longer shares `v`'s bases (another compaction came first).
     pub fn compact(&self, v: &Version) -> bool {
         let mut all = true;
-        for i in 0..v.world.graph.partitions() {
-            if !self.inner.upkeep.start(i) {
+        for from in (0..v.world.graph.partitions()).filter_map(|i| v.world.graph.part_state(i)) {
+            if !self.inner.upkeep.start(from.index()) {
                 all = false;
                 continue;
             }
-            let Some(from) = v.world.graph.part_state(i) else {
-                self.inner.upkeep.stop(i);
-                all = false;
-                continue;
-            };
             let base = from.compacted();
             all &= install(&self.inner.seq, &self.inner.upkeep, &from, base);
         }
