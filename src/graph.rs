@@ -1440,6 +1440,15 @@ impl Graph {
         self.parts.get(i).map_or(0, |p| p.delta_len())
     }
 
+    /// How many nodes and edges part `i`'s base holds (remote edges out of it included):
+    /// what a fold of that part copies.
+    pub fn part_base_len(&self, i: usize) -> usize {
+        self.parts.get(i).map_or(0, |p| {
+            let b = &p.base;
+            b.g.node_count() + b.g.edge_count() + b.remote_n
+        })
+    }
+
     pub fn party_count(&self) -> usize {
         self.parts.iter().map(|p| p.party_count()).sum::<i64>().max(0) as usize
     }

@@ -100,10 +100,12 @@ pub struct ServeArgs {
     /// hold: past half of it the partition's actor folds the delta into a new base in
     /// the background; at it, the writer folds before publishing. Smaller: less memory
     /// and cheaper reads of changed parties, more folds (each costs about the size of
-    /// the partition).
-    #[arg(long, value_name = "ENTRIES", default_value_t = delegraph::partition::DELTA_BOUND,
+    /// the partition). Default: 100 000, or an eighth of the partition's nodes and edges
+    /// when that is more (a national world's partition), so a fold's cost per change
+    /// does not grow with the world.
+    #[arg(long, value_name = "ENTRIES",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..))]
-    delta_bound: usize,
+    delta_bound: Option<usize>,
 }
 
 /// The default of `--checkpoint-bytes`: 256 MiB of log (a few million small batches)
@@ -259,7 +261,9 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         config.partitions
     );
     let store = Arc::new(Store::new(world, journal));
-    store.set_delta_bound(a.delta_bound);
+    if let Some(bound) = a.delta_bound {
+        store.set_delta_bound(bound);
+    }
     let checkpointer = (a.data_dir.is_some() && a.checkpoint_bytes > 0)
         .then(|| Checkpointer::start(store.clone(), a.checkpoint_bytes))
         .transpose()?;

@@ -116,9 +116,14 @@ impl Metrics {
 }
 
 /// The gauges of the graph's parts: the entries in each part's delta (of the published
-/// version), the bound every delta is kept below, and the compactions done per part (all,
+/// version), the bound each delta is kept below, and the compactions done per part (all,
 /// and those a writer waited for).
-pub fn partition_gauges(deltas: &[usize], compactions: &[u64], by_writer: &[u64], bound: usize) -> String {
+pub fn partition_gauges(
+    deltas: &[usize],
+    compactions: &[u64],
+    by_writer: &[u64],
+    bounds: &[usize],
+) -> String {
     let mut out = String::new();
     out.push_str(
         "# HELP delegraph_partition_delta_entries Nodes and edges changed in a partition of the graph since its base.\n",
@@ -127,9 +132,11 @@ pub fn partition_gauges(deltas: &[usize], compactions: &[u64], by_writer: &[u64]
     for (i, d) in deltas.iter().enumerate() {
         let _ = writeln!(out, "delegraph_partition_delta_entries{{partition=\"{i}\"}} {d}");
     }
-    out.push_str("# HELP delegraph_partition_delta_bound The bound every partition's delta is kept below.\n");
+    out.push_str("# HELP delegraph_partition_delta_bound The bound a partition's delta is kept below.\n");
     out.push_str("# TYPE delegraph_partition_delta_bound gauge\n");
-    let _ = writeln!(out, "delegraph_partition_delta_bound {bound}");
+    for (i, b) in bounds.iter().enumerate() {
+        let _ = writeln!(out, "delegraph_partition_delta_bound{{partition=\"{i}\"}} {b}");
+    }
     out.push_str("# HELP delegraph_partition_compactions_total Compactions of a partition of the graph.\n");
     out.push_str("# TYPE delegraph_partition_compactions_total counter\n");
     for (i, c) in compactions.iter().enumerate() {

@@ -951,7 +951,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         &store.partition_deltas(),
         &store.compactions(),
         &store.compactions_by_writer(),
-        store.delta_bound(),
+        &store.partition_bounds(),
     ));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -15,7 +15,8 @@
 //!   each a frozen petgraph base plus a persistent delta, so a version is the token and
 //!   one pinned snapshot per part (and the global state).
 //! * **Compaction, per part.** When a published version has a part whose delta passes
-//!   half of the bound ([`DELTA_BOUND`], [`Store::set_delta_bound`]), that part's actor
+//!   half of its bound ([`Store::part_bound`]: the larger of [`DELTA_BOUND`] and an
+//!   eighth of the part's base, or the one set), that part's actor
 //!   (part `i` belongs to actor `i % N`) folds it into a new base on a thread of its own
 //!   in the idle class (`fold`: readers keep their cores; a starved fold leaves the idle
 //!   class when the delta passes ¾ of the bound) —
@@ -177,10 +178,22 @@ pub struct Version {
 /// How many recent versions stay available for exact-token reads (`at_token`).
 pub const RING: usize = 64;
 
-/// The default bound on each part's delta (nodes and edges changed since its base): a
-/// part whose published delta passes half of it is compacted in the background by its
-/// partition actor, and no version is published with a part past it.
+/// The least bound on each part's delta (nodes and edges changed since its base) when
+/// none is set: a part whose published delta passes half of its bound is compacted in the
+/// background by its partition actor, and no version is published with a part past it.
+/// A part whose base holds more than [`BASE_SHARE`] × this many nodes and edges gets a
+/// bound of that share of its base ([`Store::part_bound`]).
 pub const DELTA_BOUND: usize = 100_000;
+
+/// Without a set bound, a part's delta may grow to this fraction (1 / `BASE_SHARE`) of its
+/// base. Why: a fold copies the whole part, so with a fixed bound a national world's
+/// part (millions of nodes and edges, seconds per fold) would be folded every 50 000
+/// changes — more often than an idle-class fold can finish under a steady stream of
+/// writes, so the sequencer would fold it itself and stall every writer for seconds.
+/// With the bound a share of the base, a fold's cost per change stays level as the
+/// world grows, and the delta's memory stays a small share of the part's (an eighth of
+/// its entries at most). Reads pay one more level of the delta's trees, at most.
+pub const BASE_SHARE: usize = 8;
 
 /// The sequencer's state: the newest applied state (possibly not yet durable).
 struct Pending {
@@ -487,7 +500,8 @@ struct Inner {
     unhealthy: Mutex<Option<String>>,
     /// Per graph part: compaction in flight, compactions done.
     upkeep: Arc<Upkeep>,
-    /// See [`DELTA_BOUND`].
+    /// The bound set for every part (`serve --delta-bound`, tests), or 0: each part's
+    /// from its base ([`Store::part_bound`]).
     delta_bound: AtomicUsize,
     /// The partition actors, while they run: part `i` is compacted by actor `i % n`.
     compactors: parking_lot::RwLock<Vec<Addr<Partition>>>,
@@ -537,7 +551,7 @@ impl Store {
                 by_writer: (0..parts).map(|_| AtomicU64::new(0)).collect(),
                 folders: (0..parts).map(|_| Arc::default()).collect(),
             }),
-            delta_bound: AtomicUsize::new(DELTA_BOUND),
+            delta_bound: AtomicUsize::new(0),
             compactors: parking_lot::RwLock::new(Vec::new()),
             fail_next_apply: AtomicBool::new(false),
             passes: AtomicU64::new(0),
@@ -750,14 +764,32 @@ impl Store {
         all
     }
 
-    /// The bound on every part's delta (see [`DELTA_BOUND`]).
-    pub fn delta_bound(&self) -> usize {
-        self.inner.delta_bound()
+    /// The bound set for every part's delta, if one is (else each part's follows its
+    /// base: [`Store::part_bound`]).
+    pub fn delta_bound(&self) -> Option<usize> {
+        match self.inner.delta_bound.load(Ordering::Relaxed) {
+            0 => None,
+            b => Some(b),
+        }
     }
 
     /// Sets the bound on every part's delta (at least 2; tests use a small one).
     pub fn set_delta_bound(&self, bound: usize) {
         self.inner.delta_bound.store(bound.max(2), Ordering::Relaxed);
+    }
+
+    /// The bound on part `i`'s delta in `graph`: the one set ([`Store::set_delta_bound`]),
+    /// else the larger of [`DELTA_BOUND`] and 1 / [`BASE_SHARE`] of the part's base.
+    pub fn part_bound(&self, graph: &crate::graph::Graph, i: usize) -> usize {
+        self.inner.part_bound(graph, i)
+    }
+
+    /// Per part of the published version's graph: the bound its delta is kept below.
+    pub fn partition_bounds(&self) -> Vec<usize> {
+        let v = self.pin();
+        (0..v.world.graph.partitions())
+            .map(|i| self.part_bound(&v.world.graph, i))
+            .collect()
     }
 
     /// Per part of the published version's graph: the entries in its delta.
@@ -1001,9 +1033,9 @@ impl Inner {
         // not kept up with is compacted here (a stall for writers, only then).
         // Before that, a fold in flight in the idle class while the delta nears the
         // bound is moved out of it (`fold`; where the process may).
-        let bound = self.delta_bound();
-        let hurry = bound / 4 * fold::HURRY;
         for i in 0..p.world.graph.partitions() {
+            let bound = self.part_bound(&p.world.graph, i);
+            let hurry = bound / 4 * fold::HURRY;
             let len = p.world.graph.part_delta_len(i);
             if len > hurry
                 && let Some(f) = self.upkeep.folders.get(i)
@@ -1140,8 +1172,8 @@ impl Inner {
             }
             newer
         });
-        let trigger = (self.delta_bound() / 2).max(1);
         for i in 0..v.world.graph.partitions() {
+            let trigger = (self.part_bound(&v.world.graph, i) / 2).max(1);
             if v.world.graph.part_delta_len(i) > trigger {
                 self.compact_in_background(v.clone(), i);
             }
@@ -1149,9 +1181,12 @@ impl Inner {
         Some(old)
     }
 
-    /// The bound on every part's delta (see [`DELTA_BOUND`]).
-    fn delta_bound(&self) -> usize {
-        self.delta_bound.load(Ordering::Relaxed)
+    /// See [`Store::part_bound`].
+    fn part_bound(&self, graph: &crate::graph::Graph, i: usize) -> usize {
+        match self.delta_bound.load(Ordering::Relaxed) {
+            0 => DELTA_BOUND.max(graph.part_base_len(i) / BASE_SHARE),
+            set => set,
+        }
     }
 
     /// Has part `i` of version `v` folded into a new base in the background — by its

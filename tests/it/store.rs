@@ -451,10 +451,55 @@ fn every_partition_delta_stays_below_the_bound() {
     let s = Store::new(World::with_partitions(4), Arc::new(MemoryJournal::new()));
     let bound = 24;
     s.set_delta_bound(bound);
-    assert_eq!(s.delta_bound(), bound);
+    assert_eq!(s.delta_bound(), Some(bound));
     drive_one_partition(&s, bound, &mut |events| {
         s.commit(&events).unwrap();
     });
+}
+
+/// Without a set bound, a part's delta may grow to an eighth of its base when that is
+/// more than the default: a national world's part (seconds per fold) is not folded every
+/// 50 000 changes. A small world keeps the default, and a set bound holds for every part
+/// whatever its size; `/metrics` reports each part's bound.
+#[test]
+fn the_delta_bound_grows_with_a_large_partitions_base() {
+    use delegraph::partition::{BASE_SHARE, DELTA_BOUND};
+    let mut big = World::with_partitions(2);
+    let people = 2 * BASE_SHARE * DELTA_BOUND + 40_000;
+    for i in 0..people {
+        mutate::apply(&mut big, &person(&format!("p{i}"))).unwrap();
+    }
+    let s = Store::new(big, Arc::new(MemoryJournal::new()));
+    assert_eq!(s.delta_bound(), None);
+    let bounds = s.partition_bounds();
+    let expected: Vec<usize> = (0..2)
+        .map(|i| s.read(|w| w.graph.part_base_len(i)).0 / BASE_SHARE)
+        .collect();
+    assert_eq!(bounds, expected);
+    assert!(bounds.iter().all(|&b| b > DELTA_BOUND), "{bounds:?}");
+    assert_eq!(bounds.iter().sum::<usize>(), people / BASE_SHARE);
+    // A write into a part keeps its bound (the base it is measured on has not changed).
+    s.commit(&[person("newcomer")]).unwrap();
+    assert_eq!(s.partition_bounds(), bounds);
+    let (all, by_writer) = (s.compactions(), s.compactions_by_writer());
+    let text = delegraph::api::metrics::partition_gauges(&s.partition_deltas(), &all, &by_writer, &bounds);
+    assert!(
+        text.lines()
+            .any(|l| l == format!("delegraph_partition_delta_bound{{partition=\"1\"}} {}", bounds[1])),
+        "{text}"
+    );
+
+    assert_eq!(
+        store().partition_bounds(),
+        vec![DELTA_BOUND],
+        "a small world keeps the default"
+    );
+    s.set_delta_bound(3_000);
+    assert_eq!(
+        s.partition_bounds(),
+        vec![3_000, 3_000],
+        "a set bound holds for every part"
+    );
 }
 
 /// One batch that by itself pushes a part's delta past the bound leaves no time for a
@@ -472,7 +517,12 @@ fn a_batch_past_the_bound_is_folded_by_its_writer_and_counted() {
     assert!(by_writer[0] >= 1, "{by_writer:?}");
     assert!(all[0] >= by_writer[0], "{all:?} {by_writer:?}");
     assert_eq!(&by_writer[1..], &[0, 0, 0]);
-    let text = delegraph::api::metrics::partition_gauges(&s.partition_deltas(), &all, &by_writer, 8);
+    let text = delegraph::api::metrics::partition_gauges(
+        &s.partition_deltas(),
+        &all,
+        &by_writer,
+        &s.partition_bounds(),
+    );
     assert!(
         text.lines().any(|l| l
             == format!(
