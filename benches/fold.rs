@@ -71,8 +71,10 @@ fn main() {
         .unwrap_or_else(|| die("DELEGRAPH_FOLD_ROUNDS: a positive count".into()));
     let persons: Vec<Event> = (0..new)
         .map(|i| {
-            Event::from_json(serde_json::json!({"party": {"id": format!("fold-bench-{i}"), "kind": "person"}}))
-                .unwrap_or_else(|e| die(format!("a person event: {e}")))
+            Event::from_json(
+                serde_json::json!({"party": {"id": format!("fold-bench-{i}"), "kind": "person"}}),
+            )
+            .unwrap_or_else(|e| die(format!("a person event: {e}")))
         })
         .collect();
     println!("snapshot {}, {new} new persons before the folds", path.display());
@@ -96,11 +98,11 @@ fn main() {
         }
         let v = store.pin();
         let graph = &v.world.graph;
-        println!("part  base entries  delta  bound      fold (each round)               RSS with the new base  drop");
+        println!(
+            "part  base entries  delta  bound      fold (each round)               RSS with the new base  drop"
+        );
         for i in 0..graph.partitions() {
-            let state = graph
-                .part_state(i)
-                .unwrap_or_else(|| die(format!("no part {i}")));
+            let state = graph.part_state(i).unwrap_or_else(|| die(format!("no part {i}")));
             let (mut folds, mut drops, mut rss) = (Vec::new(), Vec::new(), None);
             for _ in 0..rounds {
                 let t = Instant::now();

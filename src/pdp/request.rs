@@ -95,10 +95,22 @@ fn merge_into(out: &mut Individual, c: &Category) {
     }
 }
 
+/// The most individual requests one multi-request may hold.
+pub const MAX_INDIVIDUAL: usize = 10_000;
+
+/// The most attribute values a multi-request's individual requests may hold together
+/// (a category named by several references counts once for each). Each individual
+/// request copies its categories and is decided on the request's thread, so without it
+/// a few hundred kilobytes (one long attribute list named by thousands of references)
+/// cost seconds of CPU.
+pub const MAX_EXPANDED_VALUES: usize = 200_000;
+
 impl Request {
     /// The individual requests, in order: one per multi-request reference, or the
     /// request itself. A reference to an unknown id is a syntax error for the whole
-    /// request.
+    /// request; more than [`MAX_INDIVIDUAL`] individual requests, or more than
+    /// [`MAX_EXPANDED_VALUES`] attribute values in them, a processing error (nothing is
+    /// decided).
     pub fn individual(&self) -> Result<Vec<Individual>, PdpError> {
         if self.multi.is_empty() {
             let mut one = Vec::new();
@@ -107,22 +119,46 @@ impl Request {
             }
             return Ok(vec![one]);
         }
-        let mut out = Vec::with_capacity(self.multi.len());
-        for refs in &self.multi {
-            let mut one = Vec::new();
-            for r in refs {
-                let c = self
-                    .categories
-                    .iter()
-                    .find(|c| c.xml_id.as_deref() == Some(r.as_str()))
-                    .ok_or_else(|| {
-                        PdpError::Syntax(format!("a multi-request names an unknown category id `{r}`"))
-                    })?;
-                merge_into(&mut one, c);
-            }
-            out.push(one);
+        if self.multi.len() > MAX_INDIVIDUAL {
+            return Err(PdpError::Processing(format!(
+                "the request holds {} individual requests, more than the limit of {MAX_INDIVIDUAL}",
+                self.multi.len()
+            )));
         }
-        Ok(out)
+        let by_id: std::collections::HashMap<&str, &Category> = self
+            .categories
+            .iter()
+            .rev()
+            .filter_map(|c| Some((c.xml_id.as_deref()?, c)))
+            .collect();
+        let mut picked = Vec::with_capacity(self.multi.len());
+        let mut values = 0usize;
+        for refs in &self.multi {
+            let mut cats = Vec::with_capacity(refs.len());
+            for r in refs {
+                let c = by_id.get(r.as_str()).ok_or_else(|| {
+                    PdpError::Syntax(format!("a multi-request names an unknown category id `{r}`"))
+                })?;
+                values += c.attrs.iter().map(|a| a.values.len()).sum::<usize>();
+                cats.push(*c);
+            }
+            picked.push(cats);
+        }
+        if values > MAX_EXPANDED_VALUES {
+            return Err(PdpError::Processing(format!(
+                "the individual requests hold {values} attribute values together, more than the limit of {MAX_EXPANDED_VALUES}"
+            )));
+        }
+        Ok(picked
+            .into_iter()
+            .map(|cats| {
+                let mut one = Vec::new();
+                for c in cats {
+                    merge_into(&mut one, c);
+                }
+                one
+            })
+            .collect())
     }
 }
 

@@ -87,11 +87,30 @@ fn bool_attr(n: &Node<'_, '_>, a: &str) -> bool {
 // ----------------------------------------------------------------------------------
 // Policies
 
-/// Parses and compiles a policy or policy set document.
+/// The deepest a policy document's elements may nest (Altinn's policies nest about ten
+/// deep). Compiling and evaluating a policy recurse through its elements, so without a
+/// bound a policy of a few hundred kilobytes overflows the thread's stack.
+pub const MAX_POLICY_DEPTH: usize = 64;
+
+/// The most expression nodes a policy's conditions and obligations may amount to with
+/// every variable reference replaced by its definition: what one decision may have to
+/// evaluate. Variables that refer to each other twice over grow it exponentially.
+pub const MAX_POLICY_EXPANSION: usize = 100_000;
+
+/// Parses and compiles a policy or policy set document: refused (a syntax error) when it
+/// nests deeper than [`MAX_POLICY_DEPTH`], when a variable refers to itself (directly or
+/// through others), or when its expressions expand past [`MAX_POLICY_DEPTH`] levels or
+/// [`MAX_POLICY_EXPANSION`] nodes.
 pub fn parse_policy(bytes: &[u8]) -> Result<CompiledPolicy, PdpError> {
     let text = decode(bytes)?;
     let doc = parse_doc(&text)?;
     let root = doc.root_element();
+    let deepest = element_depth(root);
+    if deepest > MAX_POLICY_DEPTH {
+        return Err(PdpError::Syntax(format!(
+            "the policy nests its elements {deepest} deep, more than the limit of {MAX_POLICY_DEPTH}"
+        )));
+    }
     let r = match name(&root) {
         "Policy" => Root::Policy(policy(root)?),
         "PolicySet" => Root::Set(policy_set(root)?),
@@ -102,6 +121,133 @@ pub fn parse_policy(bytes: &[u8]) -> Result<CompiledPolicy, PdpError> {
         }
     };
     Ok(CompiledPolicy::new(r))
+}
+
+/// How deep elements nest below and including `n`, without recursion: each node's
+/// depth is its parent's plus one, and a parent comes before its children in document
+/// order.
+fn element_depth(n: Node<'_, '_>) -> usize {
+    let slots = n.descendants().map(|d| d.id().get_usize() + 1).max().unwrap_or(0);
+    let mut depth = vec![0usize; slots];
+    let mut deepest = 0;
+    for d in n.descendants().filter(|d| d.is_element()) {
+        let above = d
+            .parent()
+            .and_then(|p| depth.get(p.id().get_usize()).copied())
+            .unwrap_or(0);
+        depth[d.id().get_usize()] = above + 1;
+        deepest = deepest.max(above + 1);
+    }
+    deepest
+}
+
+/// The size of an expression with its variable references expanded: nodes and depth.
+#[derive(Clone, Copy, Default)]
+struct Expanded {
+    nodes: usize,
+    depth: usize,
+}
+
+/// Checks a policy's variables and expressions against [`MAX_POLICY_EXPANSION`] and
+/// [`MAX_POLICY_DEPTH`], and that no variable refers to itself. Each variable is sized
+/// once (`sized`); `open` holds the variables being sized, a cycle's witness. `level` is
+/// how deep `e` sits in the expansion, so the walk itself never nests deeper than the
+/// limit.
+fn check_expansion(p: &Policy) -> Result<(), PdpError> {
+    fn too_deep() -> PdpError {
+        PdpError::Syntax(format!(
+            "the policy's expressions nest more than {MAX_POLICY_DEPTH} deep with their variables expanded"
+        ))
+    }
+    fn too_big() -> PdpError {
+        PdpError::Syntax(format!(
+            "the policy's expressions hold more than {MAX_POLICY_EXPANSION} nodes with their variables expanded"
+        ))
+    }
+    fn size<'a>(
+        e: &'a Expr,
+        level: usize,
+        p: &'a Policy,
+        sized: &mut HashMap<&'a str, Expanded>,
+        open: &mut Vec<&'a str>,
+    ) -> Result<Expanded, PdpError> {
+        if level >= MAX_POLICY_DEPTH {
+            return Err(too_deep());
+        }
+        let out = match e {
+            Expr::Apply { args, .. } => {
+                let mut sum = Expanded { nodes: 1, depth: 0 };
+                for a in args {
+                    let x = size(a, level + 1, p, sized, open)?;
+                    sum.nodes = sum.nodes.saturating_add(x.nodes);
+                    sum.depth = sum.depth.max(x.depth);
+                }
+                Expanded {
+                    nodes: sum.nodes,
+                    depth: sum.depth + 1,
+                }
+            }
+            Expr::VarRef(id) => {
+                if let Some(x) = sized.get(id.as_str()) {
+                    *x
+                } else if let Some(at) = open.iter().position(|v| *v == id.as_str()) {
+                    let mut chain = open[at..].to_vec();
+                    chain.push(id);
+                    return Err(PdpError::Syntax(format!(
+                        "variable `{id}` refers to itself ({})",
+                        chain.join(" → ")
+                    )));
+                } else if let Some(def) = p.vars.get(id) {
+                    open.push(id);
+                    let x = size(def, level + 1, p, sized, open)?;
+                    open.pop();
+                    let x = Expanded {
+                        nodes: x.nodes.saturating_add(1),
+                        depth: x.depth + 1,
+                    };
+                    sized.insert(id, x);
+                    x
+                } else {
+                    // An unknown variable is answered at evaluation (a processing error).
+                    Expanded { nodes: 1, depth: 1 }
+                }
+            }
+            _ => Expanded { nodes: 1, depth: 1 },
+        };
+        if level + out.depth > MAX_POLICY_DEPTH {
+            return Err(too_deep());
+        }
+        if out.nodes > MAX_POLICY_EXPANSION {
+            return Err(too_big());
+        }
+        Ok(out)
+    }
+    let (mut sized, mut open) = (HashMap::new(), Vec::new());
+    let mut ids: Vec<&String> = p.vars.keys().collect();
+    ids.sort();
+    let var_refs: Vec<Expr> = ids.into_iter().map(|id| Expr::VarRef(id.clone())).collect();
+    let exprs = p
+        .rules
+        .iter()
+        .flat_map(|r| {
+            r.condition
+                .iter()
+                .chain(r.obligations.iter().flat_map(assignments))
+        })
+        .chain(p.obligations.iter().flat_map(assignments))
+        .chain(var_refs.iter());
+    let mut total = 0usize;
+    for e in exprs {
+        total = total.saturating_add(size(e, 0, p, &mut sized, &mut open)?.nodes);
+        if total > MAX_POLICY_EXPANSION {
+            return Err(too_big());
+        }
+    }
+    Ok(())
+}
+
+fn assignments(o: &ObligationExpr) -> impl Iterator<Item = &Expr> {
+    o.assignments.iter().map(|a| &a.expr)
 }
 
 fn alg_of(n: &Node<'_, '_>, attr: &str) -> Result<super::policy::Alg, PdpError> {
@@ -150,6 +296,7 @@ fn policy(n: Node<'_, '_>) -> Result<Policy, PdpError> {
     if !seen_target {
         return Err(PdpError::Syntax("<Policy> lacks its <Target>".into()));
     }
+    check_expansion(&p)?;
     p.index = super::policy::ActionIndex::build(&p.rules);
     p.required_resource = super::policy::required_resource(&p.target, &p.rules);
     Ok(p)

@@ -1225,3 +1225,195 @@ fn encode(s: &str) -> String {
         })
         .collect()
 }
+
+// ----------------------------------------------------------------------------------
+// Policies and decision requests whose cost had no bound (found by a black-box probe):
+// a deep policy overflowed the sequencer's or a simulation's stack and took the process
+// down; a variable that names itself spun a worker forever; a multi-request naming a
+// long attribute list thousands of times held a worker for seconds.
+
+const NOT: &str = "urn:oasis:names:tc:xacml:1.0:function:not";
+const AND: &str = "urn:oasis:names:tc:xacml:1.0:function:and";
+const TRUE: &str =
+    "<AttributeValue DataType=\"http://www.w3.org/2001/XMLSchema#boolean\">true</AttributeValue>";
+
+/// A policy permitting whatever its condition says, with these variable definitions.
+fn policy_xml(vars: &str, condition: &str) -> String {
+    format!(
+        "<Policy xmlns=\"urn:oasis:names:tc:xacml:3.0:core:schema:wd-17\" PolicyId=\"p\" Version=\"1.0\" \
+         RuleCombiningAlgId=\"urn:oasis:names:tc:xacml:3.0:rule-combining-algorithm:deny-overrides\">\
+         <Target/>{vars}<Rule RuleId=\"r1\" Effect=\"Permit\"><Target/><Condition>{condition}</Condition></Rule></Policy>"
+    )
+}
+
+/// `not(not(...(true)))`, `depth` applications deep.
+fn nots(depth: usize) -> String {
+    format!(
+        "{}{TRUE}{}",
+        format!("<Apply FunctionId=\"{NOT}\">").repeat(depth),
+        "</Apply>".repeat(depth)
+    )
+}
+
+fn var(id: &str, body: &str) -> String {
+    format!("<VariableDefinition VariableId=\"{id}\">{body}</VariableDefinition>")
+}
+
+fn var_ref(id: &str) -> String {
+    format!("<VariableReference VariableId=\"{id}\"/>")
+}
+
+fn policy_refusal(xml: &str) -> String {
+    match delegraph::pdp::xml::parse_policy(xml.as_bytes()) {
+        Ok(_) => panic!("compiled: {}", &xml[..xml.len().min(300)]),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_policy_nested_past_the_limit_is_refused_and_the_server_keeps_serving() {
+    use delegraph::pdp::xml::MAX_POLICY_DEPTH;
+    // Within the limit (the policy's own elements take 4 levels): compiled and decided.
+    assert!(
+        delegraph::pdp::xml::parse_policy(policy_xml("", &nots(MAX_POLICY_DEPTH - 5)).as_bytes()).is_ok()
+    );
+    let deep = policy_xml("", &nots(2_000));
+    let why = policy_refusal(&deep);
+    assert!(
+        why.contains("nests its elements 2004 deep, more than the limit of 64"),
+        "{why}"
+    );
+
+    let (server, journal, t) = seeded(jwt(0));
+    let event = json!({"policy": {"resource": "deep-res", "xml": deep}});
+    // A reader's what-if: refused, not a crash of the simulation's thread.
+    let r = post_json(
+        &server,
+        "/v1/simulate",
+        &json!({"event": event}),
+        Some(&token("delegraph:read")),
+    );
+    assert_problem(&r, 400, "invalid_input");
+    assert!(r.text.contains("more than the limit of 64"), "{}", r.text);
+    // An import: refused, nothing logged or changed.
+    let logged = journal.appended_events();
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([event]),
+        Some(&token("delegraph:import")),
+    );
+    assert_problem(&r, 400, "invalid_input");
+    assert_eq!((server.store.visible(), journal.appended_events()), (t, logged));
+    assert_eq!(request(&server, "GET", "/readyz", None, None, None).status, 200);
+    server.stop();
+}
+
+#[test]
+fn policy_variables_that_refer_to_themselves_or_grow_without_bound_are_refused() {
+    // Directly and through another variable.
+    let own = policy_xml(&var("v1", &var_ref("v1")), &var_ref("v1"));
+    assert!(
+        policy_refusal(&own).contains("variable `v1` refers to itself (v1 → v1)"),
+        "{}",
+        policy_refusal(&own)
+    );
+    let pair = policy_xml(&(var("a", &var_ref("b")) + &var("b", &var_ref("a"))), TRUE);
+    assert!(
+        policy_refusal(&pair).contains("refers to itself"),
+        "{}",
+        policy_refusal(&pair)
+    );
+    // v0 = and(v1, v1), v1 = and(v2, v2), ...: 2^30 nodes once expanded, in 2 KiB.
+    let mut vars = String::new();
+    for i in 0..30 {
+        let next = var_ref(&format!("v{}", i + 1));
+        vars += &var(
+            &format!("v{i}"),
+            &format!("<Apply FunctionId=\"{AND}\">{next}{next}</Apply>"),
+        );
+    }
+    vars += &var("v30", TRUE);
+    let doubling = policy_xml(&vars, &var_ref("v0"));
+    assert!(
+        policy_refusal(&doubling).contains("more than 100000 nodes"),
+        "{}",
+        policy_refusal(&doubling)
+    );
+    // A chain of variables deeper than the limit: refused without walking it recursively.
+    let mut chain = String::new();
+    for i in 0..5_000 {
+        chain += &var(&format!("c{i}"), &var_ref(&format!("c{}", i + 1)));
+    }
+    chain += &var("c5000", TRUE);
+    assert!(policy_refusal(&policy_xml(&chain, &var_ref("c0"))).contains("nest more than 64 deep"));
+    // Shared use of a variable within the bound is fine, and decides as written.
+    let shared = policy_xml(
+        &(var("t", TRUE)
+            + &var(
+                "both",
+                &format!(
+                    "<Apply FunctionId=\"{AND}\">{}{}</Apply>",
+                    var_ref("t"),
+                    var_ref("t")
+                ),
+            )),
+        &var_ref("both"),
+    );
+    assert!(delegraph::pdp::xml::parse_policy(shared.as_bytes()).is_ok());
+}
+
+#[test]
+fn a_multi_request_past_its_limits_is_answered_indeterminate_at_once() {
+    use delegraph::pdp::request::{MAX_EXPANDED_VALUES, MAX_INDIVIDUAL};
+    let (server, _journal, _) = seeded(jwt(0));
+    let request_with = |refs: usize, junk: usize| {
+        json!({"Request": {
+            "AccessSubject": [{"Id": "s1", "Attribute": [
+                {"AttributeId": "urn:altinn:userid", "Value": "1"},
+                {"AttributeId": "urn:x:junk", "Value": (0..junk).map(|i| i.to_string()).collect::<Vec<_>>()}]}],
+            "Action": [{"Id": "a1", "Attribute": [
+                {"AttributeId": "urn:oasis:names:tc:xacml:1.0:action:action-id", "Value": "read"}]}],
+            "Resource": [{"Id": "r1", "Attribute": [
+                {"AttributeId": "urn:altinn:resource", "Value": "some-service"},
+                {"AttributeId": "urn:altinn:partyid", "Value": "1"}]}],
+            "MultiRequests": {"RequestReference": vec![json!({"ReferenceId": ["s1", "a1", "r1"]}); refs]}
+        }})
+    };
+    let decide = |body: &Value| {
+        let r = post_json(
+            &server,
+            "/authorization/api/v1/decision",
+            body,
+            Some(&token("delegraph:read")),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body["Response"].as_array().unwrap().clone()
+    };
+    // Within the limits: one result per reference.
+    assert_eq!(decide(&request_with(3, 10)).len(), 3);
+    // 7 000 references to a subject of 10 001 values: one Indeterminate naming the limit.
+    for (refs, junk, says) in [
+        (
+            7_000,
+            10_000,
+            format!("more than the limit of {MAX_EXPANDED_VALUES}"),
+        ),
+        (
+            MAX_INDIVIDUAL + 1,
+            0,
+            format!("more than the limit of {MAX_INDIVIDUAL}"),
+        ),
+    ] {
+        let results = decide(&request_with(refs, junk));
+        assert_eq!(results.len(), 1, "{refs} references");
+        assert_eq!(results[0]["Decision"], "Indeterminate");
+        let status = results[0]["Status"].to_string();
+        assert!(
+            status.contains("processing-error") && status.contains(&says),
+            "{status}"
+        );
+    }
+    assert_eq!(request(&server, "GET", "/readyz", None, None, None).status, 200);
+    server.stop();
+}
