@@ -1008,6 +1008,13 @@ impl RefWorld {
                 }
                 let rh = role("rettighetshaver");
                 let Some(i) = self.find_assignment(&ev.from, &ev.to, rh) else {
+                    // Nothing to remove: still only for those who may remove an
+                    // emptied connection (the actor ranks before state).
+                    if let Some(b) = &ev.by
+                        && !self.may_remove(b, &ev.from, &ev.to, &[])
+                    {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
                     return Ok(());
                 };
                 let a = self.assignments[i].clone();
