@@ -1815,6 +1815,19 @@ fn remove_connection(tx: &mut Tx<'_>, ev: &ConnectionEvent) -> Result<()> {
     let rh = c.known.rettighetshaver;
     let key = EdgeKey::Assignment { from, to, role: rh };
     let Some(Edge::Assignment(a)) = tx.edge(key) else {
+        // Nothing to remove is not an error, but the actor ranks before state (as for
+        // `revoke`): a connection that is not there may be removed only by those who
+        // may remove an emptied one (§5).
+        if let Some(b) = by
+            && !may_remove(w, b, from, to, &[])
+        {
+            return Err(Error::not_authorized(format!(
+                "`{}` may not remove the connection from `{}` to `{}`",
+                w.graph.ext_id(b),
+                ev.from,
+                ev.to
+            )));
+        }
         return Ok(());
     };
     if let Some(b) = by {

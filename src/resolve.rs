@@ -625,11 +625,19 @@ fn grant_actions<'a>(w: &'a World, rec: &Record, res: NodeId, instance: Option<&
     out
 }
 
-/// Whether a policy token is matched by these roles and packages.
+/// Whether a policy token is matched by these roles and packages. The carriers
+/// `rettighetshaver`, `appstyrt-rettighetshaver` and `agent` are not effective roles
+/// (the `rights` query leaves them out, and the decision point's information point never
+/// adds them, as Altinn's does not): a token naming one matches nobody.
 pub fn token_matches(w: &World, t: Token, roles: &RoleSet, packages: &PackageSet) -> bool {
     match t {
         Token::Package(p) => packages.contains(p),
-        Token::Role(r) => roles.contains(r) && !(w.a2_retired && w.catalog.is_altinn2_role(r)),
+        Token::Role(r) => {
+            let k = &w.catalog.known;
+            roles.contains(r)
+                && ![k.rettighetshaver, k.appstyrt_rettighetshaver, k.agent].contains(&r)
+                && !(w.a2_retired && w.catalog.is_altinn2_role(r))
+        }
     }
 }
 

@@ -625,7 +625,15 @@ impl RefWorld {
     fn token_matches(&self, t: Token, roles: &BTreeSet<RoleId>, pkgs: &BTreeSet<PackageId>) -> bool {
         match t {
             Token::Package(p) => pkgs.contains(&p),
-            Token::Role(r) => roles.contains(&r) && !(self.a2_retired && is_a2(r)),
+            // Spec choice: the carriers are not effective roles (`rights` leaves them
+            // out; the decision point never adds them): a token naming one matches nobody.
+            Token::Role(r) => {
+                roles.contains(&r)
+                    && !["rettighetshaver", "appstyrt-rettighetshaver", "agent"]
+                        .map(role)
+                        .contains(&r)
+                    && !(self.a2_retired && is_a2(r))
+            }
         }
     }
 
@@ -1008,6 +1016,13 @@ impl RefWorld {
                 }
                 let rh = role("rettighetshaver");
                 let Some(i) = self.find_assignment(&ev.from, &ev.to, rh) else {
+                    // Nothing to remove: still only for those who may remove an
+                    // emptied connection (the actor ranks before state).
+                    if let Some(b) = &ev.by
+                        && !self.may_remove(b, &ev.from, &ev.to, &[])
+                    {
+                        return Err(ErrorCode::NotAuthorized);
+                    }
                     return Ok(());
                 };
                 let a = self.assignments[i].clone();
