@@ -726,6 +726,14 @@ fn answer(tx: &mut Tx<'_>, e: &RequestActionEvent, approve: bool) -> Result<()> 
     let w = &*tx.w;
     let req = get_request(w, &e.request)?;
     let by = party(w, &e.by)?;
+    // §7: a person of the party approves or rejects a system-user (or change) request;
+    // an organisation or a system user (the vendor's machine) never does.
+    if !matches!(req.body, RequestBody::Access { .. }) && kind_of(w, by) != Some(PartyKind::Person) {
+        return Err(Error::not_authorized(format!(
+            "`{}` is not a person: only a person of the party answers request `{}`",
+            e.by, e.request
+        )));
+    }
     let mut req = match &req.body {
         RequestBody::SystemUser { .. } => answer_system_user(tx, req, by, approve)?,
         RequestBody::Change { .. } => answer_change(tx, req, by, approve)?,

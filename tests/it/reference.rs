@@ -1870,6 +1870,10 @@ impl RefWorld {
             .ok_or(ErrorCode::NotFound)?;
         self.party_exists(&e.by)?;
         let by = e.by.as_str();
+        // §7: only a person of the party answers a system-user or change request.
+        if !matches!(req.body, RequestBody::Access { .. }) && self.parties[by].kind != PartyKind::Person {
+            return Err(ErrorCode::NotAuthorized);
+        }
         let manager = |me: &Self, party: &str| me.holds_package(by, party, package("tilgangsstyrer"));
         match req.body.clone() {
             RequestBody::SystemUser {
