@@ -423,7 +423,8 @@ fn system_user_request(tx: &mut Tx<'_>, e: &SystemUserRequestEvent) -> Result<()
             format!("a party `{}` exists already", e.system_user),
         ));
     }
-    let ext_ref = e.external_ref.as_deref().map(str::trim);
+    // An empty reference is a missing one (missing equals missing, §7).
+    let ext_ref = e.external_ref.as_deref().map(str::trim).filter(|r| !r.is_empty());
     for r in w.sys.requests.values() {
         let RequestBody::SystemUser {
             system,
@@ -436,7 +437,9 @@ fn system_user_request(tx: &mut Tx<'_>, e: &SystemUserRequestEvent) -> Result<()
             continue;
         };
         let st = status(w, r);
-        let same_key = *system == e.system && *party == e.party && external_ref.as_deref() == ext_ref;
+        let same_key = *system == e.system
+            && *party == e.party
+            && external_ref.as_deref().filter(|r| !r.is_empty()) == ext_ref;
         if st == Status::Pending && same_key {
             return Err(Error::new(
                 ErrorCode::Conflict,
