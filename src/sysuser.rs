@@ -730,10 +730,14 @@ fn answer(tx: &mut Tx<'_>, e: &RequestActionEvent, approve: bool) -> Result<()> 
     let req = get_request(w, &e.request)?;
     let by = party(w, &e.by)?;
     // §7: a person of the party approves or rejects a system-user (or change) request;
-    // an organisation or a system user (the vendor's machine) never does.
-    if !matches!(req.body, RequestBody::Access { .. }) && kind_of(w, by) != Some(PartyKind::Person) {
+    // an organisation, a system user (the vendor's machine) or a dead person never does.
+    let living_person = w
+        .graph
+        .party(by)
+        .is_some_and(|p| p.kind == PartyKind::Person && p.alive);
+    if !matches!(req.body, RequestBody::Access { .. }) && !living_person {
         return Err(Error::not_authorized(format!(
-            "`{}` is not a person: only a person of the party answers request `{}`",
+            "`{}` is not a living person: only a person of the party answers request `{}`",
             e.by, e.request
         )));
     }
