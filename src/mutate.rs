@@ -1509,6 +1509,32 @@ fn grant_target(w: &World, g: &GrantEvent) -> Result<(GrantTarget, Named)> {
     Ok((target, named))
 }
 
+/// §7: a standard system user acts for its owner with the rights granted on the
+/// rightholder assignment owner → system user, and an agent system user only through
+/// client delegations; so a system user receives grants from its owner only, and an
+/// agent system user none at all.
+fn refuse_grant_to_other_system_user(w: &World, from: NodeId, to: NodeId) -> Result<()> {
+    let Some(su) = w.graph.party(to).filter(|p| p.kind == PartyKind::SystemUser) else {
+        return Ok(());
+    };
+    if su.system_user_kind() == Some(SystemUserKind::Agent) {
+        return Err(Error::invalid(format!(
+            "agent system user `{}` acts through client delegations only: it takes no grants",
+            su.id
+        )));
+    }
+    if let Some(owner) = su.owner()
+        && owner != w.graph.ext_id(from)
+    {
+        return Err(Error::invalid(format!(
+            "system user `{}` acts for its owner `{owner}` only: `{}` cannot grant to it",
+            su.id,
+            w.graph.ext_id(from)
+        )));
+    }
+    Ok(())
+}
+
 fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
     if g.cascade.is_some() {
         return Err(Error::invalid("`cascade` goes with `revoke`, not with `grant`"));
@@ -1529,6 +1555,7 @@ fn grant(tx: &mut Tx<'_>, g: &GrantEvent) -> Result<()> {
             g.from, g.to
         )));
     }
+    refuse_grant_to_other_system_user(w, from, to)?;
     // Structure.
     if let GrantTarget::Resource(r, _) | GrantTarget::Instance(r, _, _) = &target {
         crate::consent::refuse_grant_of_consent_resource(w, *r)?;
@@ -1903,6 +1930,21 @@ fn check_agent(w: &World, ev_agent: &str, facilitator: NodeId, agent: NodeId) ->
             format!("`{ev_agent}` cannot be an agent: an agent is a living person or an agent system user"),
         ));
     }
+    // §7: an agent system user acts for its owner's clients, so only its owner makes it
+    // an agent (as `add_client` does on the first client).
+    if let Some(p) = w.graph.party(agent)
+        && p.kind == PartyKind::SystemUser
+        && p.owner() != Some(w.graph.ext_id(facilitator))
+    {
+        return Err(Error::new(
+            ErrorCode::InvalidAgent,
+            format!(
+                "agent system user `{ev_agent}` acts for the clients of its owner `{}`, not of `{}`",
+                p.owner().unwrap_or("(none)"),
+                w.graph.ext_id(facilitator)
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -1993,6 +2035,12 @@ fn delegate(tx: &mut Tx<'_>, ev: &DelegateEvent) -> Result<()> {
     }
     // Structure: the agent, then what is forwarded.
     check_agent(w, &ev.agent, f, agent)?;
+    if !res.is_empty() && kind_of(w, agent) == Some(PartyKind::SystemUser) {
+        return Err(Error::invalid(format!(
+            "agent system user `{}` holds packages only: drop `resources`",
+            ev.agent
+        )));
+    }
     if w.graph.find_assignment(f, agent, c.known.agent).is_none() {
         return Err(Error::new(
             ErrorCode::InvalidAgent,

@@ -423,7 +423,8 @@ fn system_user_request(tx: &mut Tx<'_>, e: &SystemUserRequestEvent) -> Result<()
             format!("a party `{}` exists already", e.system_user),
         ));
     }
-    let ext_ref = e.external_ref.as_deref().map(str::trim);
+    // An empty reference is a missing one (missing equals missing, §7).
+    let ext_ref = e.external_ref.as_deref().map(str::trim).filter(|r| !r.is_empty());
     for r in w.sys.requests.values() {
         let RequestBody::SystemUser {
             system,
@@ -436,7 +437,9 @@ fn system_user_request(tx: &mut Tx<'_>, e: &SystemUserRequestEvent) -> Result<()
             continue;
         };
         let st = status(w, r);
-        let same_key = *system == e.system && *party == e.party && external_ref.as_deref() == ext_ref;
+        let same_key = *system == e.system
+            && *party == e.party
+            && external_ref.as_deref().filter(|r| !r.is_empty()) == ext_ref;
         if st == Status::Pending && same_key {
             return Err(Error::new(
                 ErrorCode::Conflict,
@@ -726,6 +729,18 @@ fn answer(tx: &mut Tx<'_>, e: &RequestActionEvent, approve: bool) -> Result<()> 
     let w = &*tx.w;
     let req = get_request(w, &e.request)?;
     let by = party(w, &e.by)?;
+    // §7: a person of the party approves or rejects a system-user (or change) request;
+    // an organisation, a system user (the vendor's machine) or a dead person never does.
+    let living_person = w
+        .graph
+        .party(by)
+        .is_some_and(|p| p.kind == PartyKind::Person && p.alive);
+    if !matches!(req.body, RequestBody::Access { .. }) && !living_person {
+        return Err(Error::not_authorized(format!(
+            "`{}` is not a living person: only a person of the party answers request `{}`",
+            e.by, e.request
+        )));
+    }
     let mut req = match &req.body {
         RequestBody::SystemUser { .. } => answer_system_user(tx, req, by, approve)?,
         RequestBody::Change { .. } => answer_change(tx, req, by, approve)?,

@@ -56,8 +56,12 @@ fn party_by(w: &World, id: &str, v: &str, api: Api) -> Option<NodeId> {
         A_USERID => g.party_by_ident(IdentKind::UserId, v),
         A_ORGNO | "urn:altinn:organizationnumber" => g.party_by_ident(IdentKind::OrgNo, v),
         A_SSN if api == Api::External => g.party_by_ident(IdentKind::Ssn, v),
+        // A system user without a `uuid` is named by its id; a uuid matches in any case,
+        // so an id that is a uuid does too.
         A_SYSTEMUSER => g.party_by_ident(IdentKind::Uuid, v).or_else(|| {
-            g.party_node(v)
+            [v.to_string(), v.to_ascii_lowercase(), v.to_ascii_uppercase()]
+                .iter()
+                .find_map(|id| g.party_node(id))
                 .filter(|n| g.party(*n).is_some_and(|p| p.kind == PartyKind::SystemUser))
         }),
         _ if UUID_IDS.contains(&id) => g.party_by_ident(IdentKind::Uuid, v),

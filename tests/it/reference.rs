@@ -1885,6 +1885,11 @@ impl RefWorld {
             .ok_or(ErrorCode::NotFound)?;
         self.party_exists(&e.by)?;
         let by = e.by.as_str();
+        // §7: only a (living) person of the party answers a system-user or change request.
+        let person = self.parties[by].kind == PartyKind::Person && self.parties[by].alive;
+        if !matches!(req.body, RequestBody::Access { .. }) && !person {
+            return Err(ErrorCode::NotAuthorized);
+        }
         let manager = |me: &Self, party: &str| me.holds_package(by, party, package("tilgangsstyrer"));
         match req.body.clone() {
             RequestBody::SystemUser {
