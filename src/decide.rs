@@ -164,9 +164,12 @@ fn policy_order_with(
         }
         Form::Missing => Decision::NotApplicable,
     };
+    // The acceptance check reads a consent resource "by R's rules" (§9.4(b)): a grant of
+    // it cannot be made (§9.1), and one made while it was still a service does not count.
+    let consent = matches!(resource.kind, crate::graph::ResourceKind::Consent { .. });
     order_decision(
         policy,
-        || resolve::grants_permit(w, recs, res, action, instance),
+        || !consent && resolve::grants_permit(w, recs, res, action, instance),
         || lists_allow(w, id, Some(party), &actions),
     )
 }

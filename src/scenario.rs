@@ -460,6 +460,22 @@ fn run_step(w: &mut dyn Backend, step: Value) -> StepResult {
     let has_expectation = body
         .as_object()
         .is_some_and(|m| expectation_keys(&key).iter().any(|k| m.contains_key(*k)));
+    // A step that expects an error needs no expectation of the answer: the query is run
+    // and only its error is judged (`suppliers: {consumer: nobody, expect_error:
+    // unknown_party}`).
+    if let Some(code) = expect_error
+        && !has_expectation
+        && !matches!(key.as_str(), "decide" | "simulate")
+    {
+        let fields = match body {
+            Value::Null => Value::Object(Default::default()),
+            other => other,
+        };
+        let res = Query::parse(&key, fields)
+            .ok_or_else(|| Error::invalid(format!("unknown step `{key}`")))
+            .and_then(|q| w.query(&q?));
+        return judge(Some(code), &res);
+    }
     if expect_error.is_none() && !has_expectation && key != "decide" {
         let wanted = expectation_keys(&key)
             .iter()

@@ -269,6 +269,20 @@ fn not_assignable_to_system_user(c: &Catalog, r: &RightSet) -> Result<()> {
     Ok(())
 }
 
+/// Resources a system user can never be given (§9.1, §10.1): a consent resource is
+/// consented to and a Maskinporten scope resource passes on only by `delegate_scope`, so
+/// asking for one, or approving a request for one, is `not_assignable` as `grant` is.
+/// A structure fault: reported before the approver's right.
+fn not_grantable_resources(w: &World, r: &RightSet) -> Result<()> {
+    for res in r.resources.keys() {
+        if let Some(n) = w.graph.resource_node(res) {
+            crate::consent::refuse_grant_of_consent_resource(w, n)?;
+            crate::supplier::refuse_scope_grant(w, n)?;
+        }
+    }
+    Ok(())
+}
+
 fn not_delegable_packages(c: &Catalog, p: &PackageSet) -> Result<()> {
     let bad: PackageSet =
         p.iter()
@@ -412,7 +426,10 @@ fn system_user_request(tx: &mut Tx<'_>, e: &SystemUserRequestEvent) -> Result<()
     let rights = rights_of(w, e.packages.as_deref(), e.resources.as_deref(), Some(system))?;
     within_system(c, system, &rights)?;
     match e.kind {
-        SystemUserKind::Standard => not_assignable_to_system_user(c, &rights)?,
+        SystemUserKind::Standard => {
+            not_assignable_to_system_user(c, &rights)?;
+            not_grantable_resources(w, &rights)?;
+        }
         SystemUserKind::Agent => not_delegable_packages(c, &rights.packages)?,
     }
     // State.
@@ -530,6 +547,7 @@ fn change_request(tx: &mut Tx<'_>, e: &ChangeRequestEvent) -> Result<()> {
         within_system(c, s, &add)?;
     }
     not_assignable_to_system_user(c, &add)?;
+    not_grantable_resources(w, &add)?;
     // State.
     fresh_request_id(w, &e.id)?;
     for r in w.sys.requests.values() {
@@ -801,6 +819,7 @@ fn answer_system_user(tx: &mut Tx<'_>, mut req: Request, by: NodeId, approve: bo
             }
         }
         SystemUserKind::Standard => {
+            not_grantable_resources(w, &rights)?;
             let missing = not_delegable_by(w, by, owner, &rights);
             if !missing.is_empty() {
                 return Err(refuse_all(w, by, owner, &missing));
@@ -894,6 +913,9 @@ fn answer_change(tx: &mut Tx<'_>, mut req: Request, by: NodeId, approve: bool) -
     };
     let (_, owner, _) = standard_system_user(w, &system_user)?;
     let owner_id = w.graph.ext_id(owner).to_string();
+    if approve {
+        not_grantable_resources(w, &add)?;
+    }
     let manager = holds(w, by, owner, w.catalog.known.tilgangsstyrer);
     let missing_add = not_delegable_by(w, by, owner, &add);
     let missing_remove = if manager {

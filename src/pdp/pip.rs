@@ -235,6 +235,8 @@ fn subject_org(w: &World, x: NodeId) -> Option<NodeId> {
 }
 
 /// Whether organisation `org` is on one of the resource's lists for every action.
+/// Actions are compared in lower case, as everywhere else (ARCHITECTURE.md): a list
+/// admitting `ScopeAccess` admits the rule action `scopeaccess`.
 pub(crate) fn on_list(w: &World, resource: &str, org: NodeId, actions: &[String]) -> bool {
     let Some(cfg) = w.pdp.resource_lists.get(resource) else {
         return true;
@@ -256,10 +258,16 @@ pub(crate) fn on_list(w: &World, resource: &str, org: NodeId, actions: &[String]
                     m.org == org_id
                         && m.actions
                             .as_ref()
-                            .is_none_or(|a| actions.iter().all(|x| a.contains(x)))
+                            .is_none_or(|a| actions.iter().all(|x| admits(a, x)))
                 })
             })
     })
+}
+
+/// Whether a membership's action filter names `action`, in any case.
+fn admits<'a>(filter: impl IntoIterator<Item = &'a String>, action: &str) -> bool {
+    let action = action.trim().to_lowercase();
+    filter.into_iter().any(|f| f.trim().to_lowercase() == action)
 }
 
 pub(crate) fn now_of(w: &World) -> DateTime<FixedOffset> {
