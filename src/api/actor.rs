@@ -5,7 +5,7 @@
 //! | acts | events | scope |
 //! |---|---|---|
 //! | an end user, named by `by` | `grant`, `revoke`, `remove_connection`, `add_agent`, `remove_agent`, `delegate`, `undelegate`, `access_request`, `add_client`, `remove_client`, `accept_consent`, `reject_consent`, `revoke_consent`, `add_supplier`, `remove_supplier`, `delegate_scope`, `undelegate_scope`, and (`by` required) `approve`, `reject`, `confirm`, `withdraw`, `escalate` | `delegraph:act` as `by` itself, `delegraph:write` for any `by`; without `by` (an administrative import) `delegraph:import` |
-//! | a vendor or consumer organisation | `system`, `system_user_request`, `change_request`, `consent_request`, `use_consent` | `delegraph:write` |
+//! | a vendor, consumer or service owner organisation | `system`, `system_user_request`, `change_request`, `consent_request`, `use_consent`, an `access_request` with `draft: true` | `delegraph:write` |
 //! | a register or the administration | `party`, `register_role`, `unregister_role`, `a2_role`, `remove_a2_role`, `died`, `retire_a2_roles`, `clock`, `resource`, `policy`, `instance`, `access_list` | `delegraph:import` |
 //!
 //! An end-user token (`delegraph:act`, its `sub` a party id) acts only as that party:
@@ -41,6 +41,9 @@ pub fn acting(ev: &mut Event) -> Acting<'_> {
         Event::RemoveConnection(e) => Acting::Person(&mut e.by),
         Event::AddAgent(e) | Event::RemoveAgent(e) => Acting::Person(&mut e.by),
         Event::Delegate(e) | Event::Undelegate(e) => Acting::Person(&mut e.by),
+        // A draft is a service owner's (domain.md §7: it needs no connection), so a
+        // backend's: an end user's own request is created pending.
+        Event::AccessRequest(e) if e.draft == Some(true) => Acting::Organisation,
         Event::AccessRequest(e) => Acting::Person(&mut e.by),
         Event::AddClient(e) | Event::RemoveClient(e) => Acting::Person(&mut e.by),
         // §10: the consumer's (or the supplier's) Maskinporten administrator.

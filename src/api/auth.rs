@@ -160,16 +160,18 @@ impl JwtAuth {
         self
     }
 
-    /// Also require `iss` to be `issuer`.
+    /// Also require `iss` to be `issuer` (a token without `iss` is refused too).
     pub fn issuer(mut self, issuer: &str) -> JwtAuth {
         self.validation.set_issuer(&[issuer]);
+        self.validation.required_spec_claims.insert("iss".into());
         self
     }
 
-    /// Also require `aud` to include `audience`.
+    /// Also require `aud` to include `audience` (a token without `aud` is refused too).
     pub fn audience(mut self, audience: &str) -> JwtAuth {
         self.validation.set_audience(&[audience]);
         self.validation.validate_aud = true;
+        self.validation.required_spec_claims.insert("aud".into());
         self
     }
 

@@ -1417,3 +1417,75 @@ fn a_multi_request_past_its_limits_is_answered_indeterminate_at_once() {
     assert_eq!(request(&server, "GET", "/readyz", None, None, None).status, 200);
     server.stop();
 }
+
+/// `--jwt-issuer` and `--jwt-audience` refuse a token that leaves the claim out, not only
+/// one that names another issuer or audience.
+#[test]
+fn a_configured_issuer_and_audience_are_required_claims() {
+    let auth = Auth::Jwt(Box::new(
+        JwtAuth::hs256(SECRET)
+            .unwrap()
+            .issuer("https://iss.example")
+            .audience("delegraph"),
+    ));
+    let (server, _journal) = start(1, auth);
+    let read = |claims: Value| {
+        let mut c = json!({"scope": "delegraph:read", "exp": now() + 3600});
+        c.as_object_mut()
+            .unwrap()
+            .extend(claims.as_object().unwrap().clone());
+        // A read of parties that do not exist: 422 once the caller is let in.
+        let path = "/v1/check?subject=nobody&party=nothing&package=ulykke";
+        request(&server, "GET", path, None, None, Some(&mint(c)))
+    };
+    let good = json!({"iss": "https://iss.example", "aud": "delegraph"});
+    assert_problem(&read(good), 422, "unknown_party");
+    for (claims, why) in [
+        (json!({"aud": "delegraph"}), "has no issuer (`iss`)"),
+        (json!({"iss": "https://iss.example"}), "has no audience (`aud`)"),
+        (json!({}), "has no"),
+        (
+            json!({"iss": "https://other.example", "aud": "delegraph"}),
+            "comes from another issuer",
+        ),
+        (
+            json!({"iss": "https://iss.example", "aud": "other"}),
+            "is meant for another audience",
+        ),
+    ] {
+        let r = read(claims.clone());
+        assert_problem(&r, 401, "unauthenticated");
+        assert!(
+            r.body["detail"].as_str().unwrap_or("").contains(why),
+            "{claims}: {}",
+            r.text
+        );
+    }
+    server.stop();
+}
+
+/// A draft access request is a service owner's (it skips the connection check), so an
+/// end user's token cannot make one: per, who has no connection to oslo, could otherwise
+/// draft a request to oslo, confirm it, and have it pending — or draft one in someone
+/// else's name.
+#[test]
+fn an_end_user_cannot_make_a_draft_access_request() {
+    let (server, _journal, t) = seeded(jwt(0));
+    let per = end_user("per");
+    let ask = |body: Value, bearer: &str| post_json(&server, "/v1/events", &json!([body]), Some(bearer));
+    let plain =
+        json!({"access_request": {"id": "ar1", "from": "per", "to": "oslo", "package": "skattegrunnlag"}});
+    assert_problem(&ask(plain, &per), 403, "not_authorized");
+    for from in ["per", "kari"] {
+        let draft = json!({"access_request": {"id": "ar2", "from": from, "to": "oslo", "package": "skattegrunnlag", "draft": true}});
+        let r = ask(draft, &per);
+        assert_problem(&r, 403, "insufficient_scope");
+        assert!(r.text.contains("delegraph:write"), "{}", r.text);
+    }
+    assert_eq!(server.store.visible(), t, "nothing changed");
+    // The service owner's backend may.
+    let draft = json!({"access_request": {"id": "ar3", "from": "per", "to": "oslo", "package": "skattegrunnlag", "draft": true}});
+    let r = ask(draft, &token("delegraph:write"));
+    assert_eq!(r.status, 200, "{}", r.text);
+    server.stop();
+}
