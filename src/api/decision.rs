@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::Scope;
 use super::problem::{Problem, ProblemCode, ProblemDetails};
-use super::routes::{TOKEN_HEADER, token_value};
+use super::routes::TOKEN_HEADER;
 use crate::pdp::{self, Api, PdpError};
 use crate::world::World;
 
@@ -99,20 +99,7 @@ fn body_format(req: &HttpRequest, accepted: &[Format]) -> Result<Format, Problem
 
 /// `min_token` is the only query parameter (the body is the XACML request).
 fn min_token(req: &HttpRequest) -> Result<Option<u64>, Problem> {
-    let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map_err(|e| Problem::invalid(format!("the query string is not valid: {e}")))?
-        .into_inner();
-    let mut min = None;
-    for (k, v) in pairs {
-        if k != "min_token" {
-            return Err(Problem::invalid(format!(
-                "query parameter `{}`: the decision endpoints take only `min_token`",
-                crate::model::quote(&k)
-            )));
-        }
-        min = Some(token_value(Value::String(v), "query string")?);
-    }
-    Ok(min)
+    super::routes::query_min_token(req, "the decision endpoints take")
 }
 
 /// A body read and checked, ready to be decided.

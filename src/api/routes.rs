@@ -576,8 +576,33 @@ query_handler!(suppliers, "suppliers");
 fn consumers_doc() {}
 query_handler!(consumers, "consumers");
 
-/// Many decisions per request, all from the same state (at most 10 000).
+/// The `min_token` of a query string that may hold nothing else (a route whose
+/// request is its body); `takes` begins the refusal of any other parameter ("the
+/// decision endpoints take"). Given twice, refused.
+pub(super) fn query_min_token(req: &HttpRequest, takes: &str) -> Result<Option<u64>, Problem> {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map_err(|e| Problem::invalid(format!("the query string is not valid: {e}")))?
+        .into_inner();
+    let mut min = None;
+    for (k, v) in pairs {
+        if k != "min_token" {
+            return Err(Problem::invalid(format!(
+                "query parameter `{}`: {takes} only `min_token`",
+                crate::model::quote(&k)
+            )));
+        }
+        if min.is_some() {
+            return Err(Problem::invalid("query parameter `min_token` is given twice"));
+        }
+        min = Some(token_value(Value::String(v), "query string")?);
+    }
+    Ok(min)
+}
+
+/// Many decisions per request, all from the same state (at most 10 000). `min_token`
+/// in the body or the query string (not both).
 #[utoipa::path(post, path = "/v1/check/batch", tag = "queries", request_body(content = CheckBatch),
+    params(MinToken),
     responses((status = 200, body = CheckBatchAnswer), (status = "4XX", body = ProblemDetails, content_type = "application/problem+json")),
     security(("bearer" = ["delegraph:read"])))]
 pub async fn check_batch(
@@ -599,8 +624,16 @@ pub async fn check_batch(
     crate::model::check_strings(&v, &[])?;
     let batch: CheckBatch =
         serde_json::from_value(v).map_err(|e| Problem::invalid(format!("`check/batch`: {e}")))?;
+    let min = match (query_min_token(&req, "`check/batch` takes")?, batch.min_token) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::invalid(
+                "`min_token` is given both in the query string and in the body",
+            ));
+        }
+        (q, b) => q.or(b),
+    };
     let store = state.partitions.store();
-    if let Some(t) = batch.min_token {
+    if let Some(t) = min {
         store.wait_visible(t, state.limits.max_token_wait).await?;
     }
     let (results, token) = store.read(|w| {

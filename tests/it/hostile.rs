@@ -1489,3 +1489,38 @@ fn an_end_user_cannot_make_a_draft_access_request() {
     assert_eq!(r.status, 200, "{}", r.text);
     server.stop();
 }
+
+/// `check/batch` honours `min_token` in its query string as every read does (it was
+/// ignored: a possibly stale answer), and refuses it twice or beside other parameters.
+#[test]
+fn check_batch_takes_min_token_from_its_query_string() {
+    let (server, _journal, t) = seeded(jwt(0));
+    let read = token("delegraph:read");
+    let batch =
+        |query: &str, body: Value| post_json(&server, &format!("/v1/check/batch{query}"), &body, Some(&read));
+    let empty = json!({"checks": []});
+    let ahead = t + 1_000;
+    let r = batch(&format!("?min_token={ahead}"), empty.clone());
+    assert_problem(&r, 409, "conflict");
+    let r = batch(&format!("?min_token={t}"), empty.clone());
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["token"], json!(t));
+    for (query, body, why) in [
+        (
+            format!("?min_token={t}&min_token={t}"),
+            empty.clone(),
+            "given twice",
+        ),
+        (
+            format!("?min_token={t}"),
+            json!({"checks": [], "min_token": t}),
+            "both in the query string and in the body",
+        ),
+        ("?at_token=1".to_string(), empty.clone(), "takes only `min_token`"),
+    ] {
+        let r = batch(&query, body);
+        assert_problem(&r, 400, "invalid_input");
+        assert!(r.text.contains(why), "{query}: {}", r.text);
+    }
+    server.stop();
+}
