@@ -94,6 +94,46 @@ pub struct AppState {
 /// Counts and times every request, refuses an oversized query string, cuts a request
 /// at the request time limit, and makes sure every error is problem+json.
 // The request is not cloned here: routing needs the only reference to it.
+/// Which part of the request's address holds bytes that are not UTF-8 once
+/// percent-decoded (`%FF`): refused, rather than read with a replacement character into
+/// an id that then names nobody (or someone else).
+fn not_utf8(req: &ServiceRequest) -> Option<&'static str> {
+    let bad = |s: &str| std::str::from_utf8(&percent_decoded(s)).is_err();
+    if bad(req.uri().path()) {
+        Some("path")
+    } else if bad(req.query_string()) {
+        Some("query string")
+    } else {
+        None
+    }
+}
+
+/// `s` with every `%XX` (two hexadecimal digits) replaced by its byte; anything else,
+/// a lone `%` included, is kept as it is.
+fn percent_decoded(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -112,6 +152,9 @@ async fn observe(
             "the query string is {query_len} bytes long, more than the limit of {}",
             limits.max_query_bytes
         ));
+        Ok(req.into_response(p.error_response()))
+    } else if let Some(part) = not_utf8(&req) {
+        let p = Problem::invalid(format!("the {part} is not UTF-8 once percent-decoded"));
         Ok(req.into_response(p.error_response()))
     } else {
         match tokio::time::timeout(limits.request_timeout, next.call(req)).await {

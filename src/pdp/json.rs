@@ -103,8 +103,38 @@ fn category(v: &Value, cat_id: Option<&str>) -> Result<Category, PdpError> {
     Ok(c)
 }
 
-/// Parses a JSON-profile request (`{"Request": {...}}`).
+/// The first object in `v` that holds two keys differing only in case (`Value` and
+/// `value`): properties are read case-insensitively, so such a request would be read
+/// by one of them while a proxy or an audit log may read the other. Walks without
+/// recursion.
+fn twice_in_any_case(v: &Value) -> Option<(String, String)> {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(m) => {
+                let mut seen: std::collections::HashMap<String, &String> = std::collections::HashMap::new();
+                for k in m.keys() {
+                    if let Some(first) = seen.insert(k.to_ascii_lowercase(), k) {
+                        return Some((first.clone(), k.clone()));
+                    }
+                }
+                stack.extend(m.values());
+            }
+            Value::Array(a) => stack.extend(a.iter()),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Parses a JSON-profile request (`{"Request": {...}}`); a request that names a
+/// property twice in different cases is a syntax error.
 pub fn parse_request(v: &Value) -> Result<Request, PdpError> {
+    if let Some((a, b)) = twice_in_any_case(v) {
+        return Err(PdpError::Syntax(format!(
+            "the request names one property twice, as `{a}` and as `{b}` (property names are read in any case)"
+        )));
+    }
     let root = v
         .as_object()
         .ok_or_else(|| PdpError::Syntax("a request is a JSON object".into()))?;

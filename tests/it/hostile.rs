@@ -1524,3 +1524,84 @@ fn check_batch_takes_min_token_from_its_query_string() {
     }
     server.stop();
 }
+
+/// Bytes that are not UTF-8, percent-encoded in a path or a query string, are refused
+/// (they were read with a replacement character into an id that named nobody).
+#[test]
+fn percent_encoded_bytes_that_are_not_utf8_are_refused() {
+    let (server, _journal, _) = seeded(jwt(0));
+    let read = token("delegraph:read");
+    for (path, part) in [
+        (
+            "/v1/check?subject=kari%FF&party=bergen&package=ulykke",
+            "query string",
+        ),
+        ("/v1/consents/c%FF", "path"),
+        ("/v1/consents/c%C3", "path"),
+    ] {
+        let r = request(&server, "GET", path, None, None, Some(&read));
+        assert_problem(&r, 400, "invalid_input");
+        assert!(
+            r.text.contains(&format!("the {part} is not UTF-8")),
+            "{path}: {}",
+            r.text
+        );
+    }
+    // Encoded UTF-8 and a lone `%` are read as before.
+    let r = request(
+        &server,
+        "GET",
+        "/v1/check?subject=k%C3%A5ri&party=bergen&package=ulykke",
+        None,
+        None,
+        Some(&read),
+    );
+    assert_problem(&r, 422, "unknown_party");
+    assert!(r.text.contains("kåri"), "{}", r.text);
+    let r = request(
+        &server,
+        "GET",
+        "/v1/check?subject=kari&party=bergen&package=ulykke",
+        None,
+        None,
+        Some(&read),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    server.stop();
+}
+
+/// The decision point reads property names in any case, so a JSON request naming one
+/// twice in different cases (`Value` and `value`) is answered with a syntax error: it
+/// was decided by whichever sorted first.
+#[test]
+fn a_decision_request_naming_a_property_twice_in_different_cases_is_a_syntax_error() {
+    let request = |action: Value| {
+        json!({"Request": {
+            "AccessSubject": [{"Attribute": [{"AttributeId": "urn:altinn:userid", "Value": "1"}]}],
+            "Action": [{"Attribute": [action]}],
+            "Resource": [{"Attribute": [{"AttributeId": "urn:altinn:resource", "Value": "some-service"}]}]
+        }})
+    };
+    let w = World::new();
+    let id = "urn:oasis:names:tc:xacml:1.0:action:action-id";
+    let once = delegraph::pdp::decide_json(&w, &request(json!({"AttributeId": id, "Value": "read"})));
+    assert_ne!(
+        once["Response"][0]["Status"]["StatusCode"]["Value"],
+        "urn:oasis:names:tc:xacml:1.0:status:syntax-error",
+        "{once}"
+    );
+    let twice = delegraph::pdp::decide_json(
+        &w,
+        &request(json!({"AttributeId": id, "Value": "read", "value": "frobnicate"})),
+    );
+    let result = &twice["Response"][0];
+    assert_eq!(result["Decision"], "Indeterminate", "{twice}");
+    assert_eq!(
+        result["Status"]["StatusCode"]["Value"], "urn:oasis:names:tc:xacml:1.0:status:syntax-error",
+        "{twice}"
+    );
+    assert!(
+        result.to_string().contains("as `Value` and as `value`"),
+        "{twice}"
+    );
+}
