@@ -6,7 +6,10 @@
 //! a JSON body takes `application/json` only (415 otherwise; a browser must ask first
 //! for that media type, and this server answers no CORS preflight), and the routes that
 //! change the world refuse a request whose `Sec-Fetch-Site` or `Origin` shows another
-//! site (403 `not_authorized`), whatever the authentication mode.
+//! site (403 `not_authorized`), whatever the authentication mode. Without
+//! authentication, a browser's write must also come through an IP address or
+//! `localhost`: a page on a name its owner points at this address (DNS rebinding) is
+//! same-origin by both headers.
 
 use actix_web::HttpRequest;
 use actix_web::http::header::{CONTENT_TYPE, HOST, ORIGIN};
@@ -80,5 +83,43 @@ pub fn same_origin(req: &HttpRequest) -> Result<(), Problem> {
             )));
         }
     }
+    // Without authentication, a page on a name that its owner points at this address
+    // (DNS rebinding) is "same-origin" by both headers; so a browser may write only
+    // through a name that cannot be rebound: an IP address or `localhost`.
+    let from_browser = req.headers().contains_key("sec-fetch-site") || req.headers().contains_key(ORIGIN);
+    let open = req
+        .app_data::<actix_web::web::Data<super::AppState>>()
+        .is_some_and(|s| matches!(s.auth, super::auth::Auth::Disabled));
+    if open && from_browser {
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .trim();
+        if !unreboundable(host) {
+            return Err(refuse(format!(
+                "with `--dev-no-auth` a browser may write only through an IP address or `localhost`, not `Host: {}`",
+                quote(host)
+            )));
+        }
+    }
     Ok(())
+}
+
+/// Whether a `Host` header names an IP address or `localhost` (or a name under it),
+/// with or without a port: names a DNS answer cannot move to this server.
+fn unreboundable(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(name, _)| name)
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok() || name == "localhost" || name.ends_with(".localhost")
 }

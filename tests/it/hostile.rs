@@ -529,6 +529,42 @@ fn cross_site_writes_are_refused_even_without_authentication() {
         .send(body)
         .unwrap();
     assert_eq!(res.status().as_u16(), 200);
+    // DNS rebinding: a page on a name pointed at this address is same-origin by both
+    // headers; without authentication a browser writes only through an IP or localhost.
+    let port = server.url().rsplit(':').next().unwrap().to_string();
+    let by_host = |host: &str, id: &str| {
+        use std::io::{Read, Write};
+        let body = json!([{"party": {"id": id, "kind": "person"}}]).to_string();
+        let mut s = std::net::TcpStream::connect(server.url().trim_start_matches("http://")).unwrap();
+        write!(
+            s,
+            "POST /v1/events HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nSec-Fetch-Site: same-origin\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let answer = by_host(&format!("evil.example:{port}"), "rebound");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains("only through an IP address or `localhost`"),
+        "{answer}"
+    );
+    assert!(!has_party(&server, "rebound"));
+    for (host, id) in [
+        (format!("localhost:{port}"), "local"),
+        (format!("[::1]:{port}"), "six"),
+    ] {
+        let answer = by_host(&host, id);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+    }
+}
+
+fn has_party(server: &delegraph::api::RunningServer, id: &str) -> bool {
+    server.store.read(|w| w.graph.party_node(id).is_some()).0
 }
 
 // ----------------------------------------------------------------------------------
