@@ -111,6 +111,9 @@ pub(super) async fn query_input(
     let mut min_token = None;
     for (k, v) in pairs {
         if k == "min_token" {
+            if min_token.is_some() {
+                return Err(Problem::invalid("query parameter `min_token` is given twice"));
+            }
             min_token = Some(token_value(Value::String(v), "query string")?);
         } else if req.method() == Method::GET {
             if fields.insert(k.clone(), Value::String(v)).is_some() {
@@ -139,6 +142,11 @@ pub(super) async fn query_input(
             }
         }
         if let Some(t) = fields.remove("min_token") {
+            if min_token.is_some() {
+                return Err(Problem::invalid(
+                    "`min_token` is given both in the query string and in the body",
+                ));
+            }
             min_token = Some(token_value(t, "body")?);
         }
     }
@@ -307,6 +315,11 @@ pub async fn post_events(
     }
     super::guard::same_origin(&req)?;
     super::guard::json_body(&req)?;
+    if !req.query_string().is_empty() {
+        return Err(Problem::invalid(
+            "`POST /v1/events` takes no query parameters: `by` and every other field go in each event",
+        ));
+    }
     let body = state.limits.read_body(&req, payload).await?;
     let events = batch_of(&state.limits, &caller, &body)?;
     let committed = state.partitions.submit(events).await?;

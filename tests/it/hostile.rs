@@ -1641,3 +1641,54 @@ fn a_decision_request_naming_a_property_twice_in_different_cases_is_a_syntax_err
         "{twice}"
     );
 }
+
+/// A query string is read whole or refused: `min_token` twice (the last one won), in the
+/// query string and the body at once, or any parameter on `POST /v1/events` (ignored,
+/// so `?by=` looked like it named the actor).
+#[test]
+fn query_strings_are_read_whole_or_refused() {
+    let (server, journal, t) = seeded(jwt(0));
+    let read = token("delegraph:read");
+    let r = request(
+        &server,
+        "GET",
+        &format!("/v1/check?subject=kari&party=bergen&package=ulykke&min_token={t}&min_token=0"),
+        None,
+        None,
+        Some(&read),
+    );
+    assert_problem(&r, 400, "invalid_input");
+    assert!(r.text.contains("`min_token` is given twice"), "{}", r.text);
+    let r = post_json(
+        &server,
+        &format!("/v1/check?min_token={t}"),
+        &json!({"subject": "kari", "party": "bergen", "package": "ulykke", "min_token": t}),
+        Some(&read),
+    );
+    assert_problem(&r, 400, "invalid_input");
+    assert!(
+        r.text.contains("both in the query string and in the body"),
+        "{}",
+        r.text
+    );
+    let r = post_json(
+        &server,
+        "/v1/check",
+        &json!({"subject": "kari", "party": "bergen", "package": "ulykke", "min_token": t}),
+        Some(&read),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let grant = json!([{"grant": {"from": "bergen", "to": "per", "package": "ulykke", "by": "kari"}}]);
+    let r = post_json(
+        &server,
+        "/v1/events?by=kari",
+        &grant,
+        Some(&token("delegraph:write")),
+    );
+    assert_problem(&r, 400, "invalid_input");
+    assert!(r.text.contains("takes no query parameters"), "{}", r.text);
+    assert_eq!((server.store.visible(), journal.appended_events()), (t, 7));
+    let r = post_json(&server, "/v1/events", &grant, Some(&token("delegraph:write")));
+    assert_eq!(r.status, 200, "{}", r.text);
+    server.stop();
+}
