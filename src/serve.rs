@@ -129,7 +129,16 @@ fn auth(a: &ServeArgs) -> anyhow::Result<Auth> {
     };
     let jwt = match (secret, &a.jwt_rs256_public_key) {
         (Some(_), Some(_)) => bail!("configure either an HS256 secret or an RS256 public key, not both"),
-        (Some(s), None) => Some(JwtAuth::hs256(&s)?),
+        (Some(s), None) => {
+            if s.len() < 32 {
+                // RFC 7518 §3.2: an HS256 key as long as the hash (256 bits) at least.
+                tracing::warn!(
+                    "the HS256 secret is {} bytes long; use at least 32 random bytes, or tokens can be forged by guessing it",
+                    s.len()
+                );
+            }
+            Some(JwtAuth::hs256(&s)?)
+        }
         (None, Some(f)) => {
             let pem = std::fs::read(f)
                 .with_context(|| format!("cannot read the RS256 public key `{}`", f.display()))?;

@@ -747,18 +747,6 @@ fn answer(tx: &mut Tx<'_>, e: &RequestActionEvent, approve: bool) -> Result<()> 
     let w = &*tx.w;
     let req = get_request(w, &e.request)?;
     let by = party(w, &e.by)?;
-    // §7: a person of the party approves or rejects a system-user (or change) request;
-    // an organisation, a system user (the vendor's machine) or a dead person never does.
-    let living_person = w
-        .graph
-        .party(by)
-        .is_some_and(|p| p.kind == PartyKind::Person && p.alive);
-    if !matches!(req.body, RequestBody::Access { .. }) && !living_person {
-        return Err(Error::not_authorized(format!(
-            "`{}` is not a living person: only a person of the party answers request `{}`",
-            e.by, e.request
-        )));
-    }
     let mut req = match &req.body {
         RequestBody::SystemUser { .. } => answer_system_user(tx, req, by, approve)?,
         RequestBody::Change { .. } => answer_change(tx, req, by, approve)?,
@@ -781,6 +769,24 @@ fn may_reject(w: &World, by: NodeId, party: NodeId, kind: SystemUserKind, rights
     }
 }
 
+/// §7: a person of the party approves or rejects a system-user (or change) request; an
+/// organisation, a system user (the vendor's machine) or a dead person never does.
+/// Checked with the approver, after the request's structure (the order of faults).
+fn require_living_person(w: &World, by: NodeId, req: &Request) -> Result<()> {
+    let living_person = w
+        .graph
+        .party(by)
+        .is_some_and(|p| p.kind == PartyKind::Person && p.alive);
+    if living_person {
+        return Ok(());
+    }
+    Err(Error::not_authorized(format!(
+        "`{}` is not a living person: only a person of the party answers request `{}`",
+        w.graph.ext_id(by),
+        req.id
+    )))
+}
+
 fn answer_system_user(tx: &mut Tx<'_>, mut req: Request, by: NodeId, approve: bool) -> Result<Request> {
     let w = &*tx.w;
     let c = w.catalog;
@@ -797,6 +803,7 @@ fn answer_system_user(tx: &mut Tx<'_>, mut req: Request, by: NodeId, approve: bo
     };
     let owner = party(w, &owner_id)?;
     if !approve {
+        require_living_person(w, by, &req)?;
         if !may_reject(w, by, owner, kind, &rights) {
             return Err(Error::not_authorized(format!(
                 "`{}` may not answer requests for system users of `{owner_id}`",
@@ -811,6 +818,7 @@ fn answer_system_user(tx: &mut Tx<'_>, mut req: Request, by: NodeId, approve: bo
     match kind {
         SystemUserKind::Agent => {
             not_delegable_packages(c, &rights.packages)?;
+            require_living_person(w, by, &req)?;
             if !holds(w, by, owner, c.known.klientadministrator) {
                 return Err(Error::not_authorized(format!(
                     "`{}` does not hold klientadministrator for `{owner_id}`",
@@ -820,6 +828,7 @@ fn answer_system_user(tx: &mut Tx<'_>, mut req: Request, by: NodeId, approve: bo
         }
         SystemUserKind::Standard => {
             not_grantable_resources(w, &rights)?;
+            require_living_person(w, by, &req)?;
             let missing = not_delegable_by(w, by, owner, &rights);
             if !missing.is_empty() {
                 return Err(refuse_all(w, by, owner, &missing));
@@ -916,6 +925,7 @@ fn answer_change(tx: &mut Tx<'_>, mut req: Request, by: NodeId, approve: bool) -
     if approve {
         not_grantable_resources(w, &add)?;
     }
+    require_living_person(w, by, &req)?;
     let manager = holds(w, by, owner, w.catalog.known.tilgangsstyrer);
     let missing_add = not_delegable_by(w, by, owner, &add);
     let missing_remove = if manager {

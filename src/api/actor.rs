@@ -5,7 +5,7 @@
 //! | acts | events | scope |
 //! |---|---|---|
 //! | an end user, named by `by` | `grant`, `revoke`, `remove_connection`, `add_agent`, `remove_agent`, `delegate`, `undelegate`, `access_request`, `add_client`, `remove_client`, `accept_consent`, `reject_consent`, `revoke_consent`, `add_supplier`, `remove_supplier`, `delegate_scope`, `undelegate_scope`, and (`by` required) `approve`, `reject`, `confirm`, `withdraw`, `escalate` | `delegraph:act` as `by` itself, `delegraph:write` for any `by`; without `by` (an administrative import) `delegraph:import` |
-//! | a vendor, consumer or service owner organisation | `system`, `system_user_request`, `change_request`, `consent_request`, `use_consent`, an `access_request` with `draft: true` | `delegraph:write` |
+//! | a vendor, consumer or service owner organisation | `system`, `system_user_request`, `change_request`, `consent_request`, `use_consent`, an `access_request` with `draft: true` (also `delegraph:import`) | `delegraph:write` |
 //! | a register or the administration | `party`, `register_role`, `unregister_role`, `a2_role`, `remove_a2_role`, `died`, `retire_a2_roles`, `clock`, `resource`, `policy`, `instance`, `access_list` | `delegraph:import` |
 //!
 //! An end-user token (`delegraph:act`, its `sub` a party id) acts only as that party:
@@ -91,6 +91,8 @@ pub fn scope_needed(ev: &mut Event) -> Scope {
 /// what the caller may not send. `write` and `admin` may name any `by`.
 pub fn bind(caller: &Caller, ev: &mut Event) -> Result<(), Problem> {
     let name = ev.name();
+    // A service owner's draft may also come in an administrative import, as before.
+    let draft = matches!(ev, Event::AccessRequest(e) if e.draft == Some(true));
     let any_by = caller.has(Scope::Write);
     let as_sub = caller.has(Scope::Act).then_some(caller.sub.as_deref()).flatten();
     let refuse_scope = |need: Scope| {
@@ -150,6 +152,7 @@ pub fn bind(caller: &Caller, ev: &mut Event) -> Result<(), Problem> {
                 None => Err(refuse_scope(Scope::Act)),
             }
         }
+        Acting::Organisation if draft && caller.has(Scope::Import) => Ok(()),
         Acting::Organisation => caller
             .require(Scope::Write)
             .map_err(|_| refuse_scope(Scope::Write)),

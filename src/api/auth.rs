@@ -177,6 +177,14 @@ impl JwtAuth {
 
     /// Validates `token` and reads who it is; a refusal says why in our own words.
     fn caller(&self, token: &str) -> Result<Caller, Problem> {
+        // RFC 7515 §4.1.11: a `crit` header names extensions the recipient must
+        // understand, and this server understands none.
+        if jsonwebtoken::decode_header(token).is_ok_and(|h| h.crit.is_some()) {
+            return Err(Problem::new(
+                ProblemCode::Unauthenticated,
+                "the bearer token names critical header extensions (`crit`) this server does not understand",
+            ));
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| Problem::new(ProblemCode::Unauthenticated, refusal(e.kind())))?;
         let c = data.claims;

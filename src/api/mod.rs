@@ -91,9 +91,6 @@ pub struct AppState {
     pub jobs: Arc<crate::background::Jobs>,
 }
 
-/// Counts and times every request, refuses an oversized query string, cuts a request
-/// at the request time limit, and makes sure every error is problem+json.
-// The request is not cloned here: routing needs the only reference to it.
 /// Which part of the request's address holds bytes that are not UTF-8 once
 /// percent-decoded (`%FF`): refused, rather than read with a replacement character into
 /// an id that then names nobody (or someone else).
@@ -134,6 +131,10 @@ fn percent_decoded(s: &str) -> Vec<u8> {
     out
 }
 
+/// Counts and times every request, refuses an oversized query string or an address that
+/// is not UTF-8, cuts a request at the request time limit, and makes sure every error is
+/// problem+json.
+// The request is not cloned here: routing needs the only reference to it.
 async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,

@@ -278,7 +278,7 @@ async fn simulate_on(
 /// | acts | events | scope |
 /// |---|---|---|
 /// | an end user, named by `by` | `grant`, `revoke`, `remove_connection`, `add_agent`, `remove_agent`, `delegate`, `undelegate`, `access_request`, `add_client`, `remove_client`, `accept_consent`, `reject_consent`, `revoke_consent`, `add_supplier`, `remove_supplier`, `delegate_scope`, `undelegate_scope`; `by` required: `approve`, `reject`, `confirm`, `withdraw`, `escalate` | `delegraph:act` as that `by` (the token's `sub`), or `delegraph:write`; without `by` (an import) `delegraph:import` |
-/// | a vendor, consumer or service owner organisation | `system`, `system_user_request`, `change_request`, `consent_request`, `use_consent`, an `access_request` with `draft: true` | `delegraph:write` |
+/// | a vendor, consumer or service owner organisation | `system`, `system_user_request`, `change_request`, `consent_request`, `use_consent`, an `access_request` with `draft: true` (also `delegraph:import`) | `delegraph:write` |
 /// | a register or the administration | `party`, `register_role`, `unregister_role`, `a2_role`, `remove_a2_role`, `died`, `retire_a2_roles`, `clock`, `resource`, `policy`, `instance`, `access_list` | `delegraph:import` |
 ///
 /// An end-user token (`delegraph:act`) acts only as its `sub`: `by` is filled from it

@@ -79,6 +79,9 @@ fn category(v: &Value, cat_id: Option<&str>) -> Result<Category, PdpError> {
     };
     let mut c = Category::new(&cat_id);
     c.xml_id = get(m, "Id").and_then(Value::as_str).map(str::to_string);
+    // Where each (id, issuer) went: repeated ids merge into one bag (hashed: thousands of
+    // distinct ids would otherwise cost a search each).
+    let mut at: std::collections::HashMap<(String, Option<String>), usize> = std::collections::HashMap::new();
     for a in get(m, "Attribute").map(as_list).unwrap_or_default() {
         let am = a
             .as_object()
@@ -98,7 +101,22 @@ fn category(v: &Value, cat_id: Option<&str>) -> Result<Category, PdpError> {
             let (lex, inferred) = lexical(v)?;
             values.push(AttrValue::new(dt.as_deref().unwrap_or(inferred), lex));
         }
-        c.add(id, issuer, include, values);
+        match at.entry((id.to_string(), issuer.map(str::to_string))) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let x = &mut c.attrs[*e.get()];
+                x.include |= include;
+                x.values.extend(values);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(c.attrs.len());
+                c.attrs.push(super::request::Attribute {
+                    id: id.to_string(),
+                    issuer: issuer.map(str::to_string),
+                    include,
+                    values,
+                });
+            }
+        }
     }
     Ok(c)
 }

@@ -1,6 +1,8 @@
 //! The request context: categories of attributes, and the individual requests of a
 //! multi-request.
 
+use std::collections::HashMap;
+
 use super::error::PdpError;
 use super::policy::AttrValue;
 
@@ -80,44 +82,70 @@ pub struct Request {
 /// One individual request: its categories, each category once.
 pub type Individual = Vec<Category>;
 
-fn merge_into(out: &mut Individual, c: &Category) {
-    match out.iter_mut().find(|x| x.category == c.category) {
-        Some(x) => {
-            for a in &c.attrs {
-                x.add(&a.id, a.issuer.as_deref(), a.include, a.values.clone());
+/// `cats` merged into one individual request: categories by their id, and within one,
+/// a later attribute into the first with its id and issuer (as [`Category::add`]), in
+/// the order first seen. Hashed, so thousands of repeated categories or attributes cost
+/// linear time (a linear search each was seconds for a few megabytes).
+fn merged<'a>(cats: impl IntoIterator<Item = &'a Category>) -> Individual {
+    type Key<'a> = (&'a str, Option<&'a str>);
+    let mut out: Individual = Vec::new();
+    let mut cat_at: HashMap<&'a str, usize> = HashMap::new();
+    let mut attr_at: Vec<HashMap<Key<'a>, usize>> = Vec::new();
+    for c in cats {
+        let (i, first) = match cat_at.get(c.category.as_str()) {
+            Some(&i) => (i, false),
+            None => {
+                cat_at.insert(&c.category, out.len());
+                out.push(Category {
+                    category: c.category.clone(),
+                    xml_id: None,
+                    attrs: Vec::new(),
+                });
+                attr_at.push(HashMap::new());
+                (out.len() - 1, true)
+            }
+        };
+        for a in &c.attrs {
+            let key = (a.id.as_str(), a.issuer.as_deref());
+            match attr_at[i].get(&key) {
+                // The first category of an id is taken as it is (repeated ids in it
+                // stay apart, as before); later ones merge into the first match.
+                Some(&j) if !first => {
+                    let x = &mut out[i].attrs[j];
+                    x.include |= a.include;
+                    x.values.extend(a.values.iter().cloned());
+                }
+                found => {
+                    if found.is_none() {
+                        attr_at[i].insert(key, out[i].attrs.len());
+                    }
+                    out[i].attrs.push(a.clone());
+                }
             }
         }
-        None => out.push(Category {
-            category: c.category.clone(),
-            xml_id: None,
-            attrs: c.attrs.clone(),
-        }),
     }
+    out
 }
 
 /// The most individual requests one multi-request may hold.
 pub const MAX_INDIVIDUAL: usize = 10_000;
 
-/// The most attribute values a multi-request's individual requests may hold together
-/// (a category named by several references counts once for each). Each individual
-/// request copies its categories and is decided on the request's thread, so without it
-/// a few hundred kilobytes (one long attribute list named by thousands of references)
-/// cost seconds of CPU.
+/// The most attributes and attribute values a multi-request's individual requests may
+/// hold together (a category named by several references counts once for each). Each
+/// individual request copies its categories and is decided on the request's thread, so
+/// without it a few hundred kilobytes (one long attribute list named by thousands of
+/// references) cost seconds of CPU, or all the memory.
 pub const MAX_EXPANDED_VALUES: usize = 200_000;
 
 impl Request {
     /// The individual requests, in order: one per multi-request reference, or the
     /// request itself. A reference to an unknown id is a syntax error for the whole
     /// request; more than [`MAX_INDIVIDUAL`] individual requests, or more than
-    /// [`MAX_EXPANDED_VALUES`] attribute values in them, a processing error (nothing is
-    /// decided).
+    /// [`MAX_EXPANDED_VALUES`] attributes and values in them, a processing error
+    /// (nothing is decided).
     pub fn individual(&self) -> Result<Vec<Individual>, PdpError> {
         if self.multi.is_empty() {
-            let mut one = Vec::new();
-            for c in &self.categories {
-                merge_into(&mut one, c);
-            }
-            return Ok(vec![one]);
+            return Ok(vec![merged(&self.categories)]);
         }
         if self.multi.len() > MAX_INDIVIDUAL {
             return Err(PdpError::Processing(format!(
@@ -125,40 +153,36 @@ impl Request {
                 self.multi.len()
             )));
         }
-        let by_id: std::collections::HashMap<&str, &Category> = self
+        // Each category with its size: attributes and their values (an attribute without
+        // a value is copied into every request that names it, too).
+        let by_id: HashMap<&str, (&Category, usize)> = self
             .categories
             .iter()
             .rev()
-            .filter_map(|c| Some((c.xml_id.as_deref()?, c)))
+            .filter_map(|c| {
+                let size = c.attrs.len() + c.attrs.iter().map(|a| a.values.len()).sum::<usize>();
+                Some((c.xml_id.as_deref()?, (c, size)))
+            })
             .collect();
         let mut picked = Vec::with_capacity(self.multi.len());
-        let mut values = 0usize;
+        let mut size = 0usize;
         for refs in &self.multi {
             let mut cats = Vec::with_capacity(refs.len());
             for r in refs {
-                let c = by_id.get(r.as_str()).ok_or_else(|| {
+                let (c, n) = by_id.get(r.as_str()).ok_or_else(|| {
                     PdpError::Syntax(format!("a multi-request names an unknown category id `{r}`"))
                 })?;
-                values += c.attrs.iter().map(|a| a.values.len()).sum::<usize>();
+                size = size.saturating_add(*n);
+                if size > MAX_EXPANDED_VALUES {
+                    return Err(PdpError::Processing(format!(
+                        "the individual requests hold more than the limit of {MAX_EXPANDED_VALUES} attributes and values together"
+                    )));
+                }
                 cats.push(*c);
             }
             picked.push(cats);
         }
-        if values > MAX_EXPANDED_VALUES {
-            return Err(PdpError::Processing(format!(
-                "the individual requests hold {values} attribute values together, more than the limit of {MAX_EXPANDED_VALUES}"
-            )));
-        }
-        Ok(picked
-            .into_iter()
-            .map(|cats| {
-                let mut one = Vec::new();
-                for c in cats {
-                    merge_into(&mut one, c);
-                }
-                one
-            })
-            .collect())
+        Ok(picked.into_iter().map(merged).collect())
     }
 }
 

@@ -92,9 +92,11 @@ fn bool_attr(n: &Node<'_, '_>, a: &str) -> bool {
 /// bound a policy of a few hundred kilobytes overflows the thread's stack.
 pub const MAX_POLICY_DEPTH: usize = 64;
 
-/// The most expression nodes a policy's conditions and obligations may amount to with
-/// every variable reference replaced by its definition: what one decision may have to
-/// evaluate. Variables that refer to each other twice over grow it exponentially.
+/// The most expression nodes a policy document's conditions and obligations (every
+/// policy of a set together) may amount to with every variable reference replaced by
+/// its definition: what one decision may have to evaluate. Variables that refer to each
+/// other twice over grow it exponentially. (Bag functions such as `any-of-all` still
+/// cost the product of the request's bags, which the body's size bounds.)
 pub const MAX_POLICY_EXPANSION: usize = 100_000;
 
 /// Parses and compiles a policy or policy set document: refused (a syntax error) when it
@@ -105,6 +107,7 @@ pub fn parse_policy(bytes: &[u8]) -> Result<CompiledPolicy, PdpError> {
     let text = decode(bytes)?;
     let doc = parse_doc(&text)?;
     let root = doc.root_element();
+    let mut budget = MAX_POLICY_EXPANSION;
     let deepest = element_depth(root);
     if deepest > MAX_POLICY_DEPTH {
         return Err(PdpError::Syntax(format!(
@@ -112,8 +115,8 @@ pub fn parse_policy(bytes: &[u8]) -> Result<CompiledPolicy, PdpError> {
         )));
     }
     let r = match name(&root) {
-        "Policy" => Root::Policy(policy(root)?),
-        "PolicySet" => Root::Set(policy_set(root)?),
+        "Policy" => Root::Policy(policy(root, &mut budget)?),
+        "PolicySet" => Root::Set(policy_set(root, &mut budget)?),
         other => {
             return Err(PdpError::Syntax(format!(
                 "expected <Policy> or <PolicySet>, got <{other}>"
@@ -153,7 +156,7 @@ struct Expanded {
 /// once (`sized`); `open` holds the variables being sized, a cycle's witness. `level` is
 /// how deep `e` sits in the expansion, so the walk itself never nests deeper than the
 /// limit.
-fn check_expansion(p: &Policy) -> Result<(), PdpError> {
+fn check_expansion(p: &Policy, budget: &mut usize) -> Result<(), PdpError> {
     fn too_deep() -> PdpError {
         PdpError::Syntax(format!(
             "the policy's expressions nest more than {MAX_POLICY_DEPTH} deep with their variables expanded"
@@ -234,14 +237,15 @@ fn check_expansion(p: &Policy) -> Result<(), PdpError> {
                 .iter()
                 .chain(r.obligations.iter().flat_map(assignments))
         })
-        .chain(p.obligations.iter().flat_map(assignments))
-        .chain(var_refs.iter());
-    let mut total = 0usize;
+        .chain(p.obligations.iter().flat_map(assignments));
+    // What a decision evaluates counts against the budget...
     for e in exprs {
-        total = total.saturating_add(size(e, 0, p, &mut sized, &mut open)?.nodes);
-        if total > MAX_POLICY_EXPANSION {
-            return Err(too_big());
-        }
+        let nodes = size(e, 0, p, &mut sized, &mut open)?.nodes;
+        *budget = budget.checked_sub(nodes).ok_or_else(too_big)?;
+    }
+    // ...and a variable nobody uses is still checked for cycles and size.
+    for e in &var_refs {
+        size(e, 0, p, &mut sized, &mut open)?;
     }
     Ok(())
 }
@@ -255,7 +259,9 @@ fn alg_of(n: &Node<'_, '_>, attr: &str) -> Result<super::policy::Alg, PdpError> 
     Ok(super::policy::Alg::parse(&req_attr(n, attr)?))
 }
 
-fn policy(n: Node<'_, '_>) -> Result<Policy, PdpError> {
+/// `budget`: the expression nodes the rest of the document may still expand to
+/// ([`MAX_POLICY_EXPANSION`] for the whole document, every policy of a set together).
+fn policy(n: Node<'_, '_>, budget: &mut usize) -> Result<Policy, PdpError> {
     let id = req_attr(&n, "PolicyId")?;
     let alg = alg_of(&n, "RuleCombiningAlgId")?;
     let mut p = Policy {
@@ -296,13 +302,13 @@ fn policy(n: Node<'_, '_>) -> Result<Policy, PdpError> {
     if !seen_target {
         return Err(PdpError::Syntax("<Policy> lacks its <Target>".into()));
     }
-    check_expansion(&p)?;
+    check_expansion(&p, budget)?;
     p.index = super::policy::ActionIndex::build(&p.rules);
     p.required_resource = super::policy::required_resource(&p.target, &p.rules);
     Ok(p)
 }
 
-fn policy_set(n: Node<'_, '_>) -> Result<PolicySet, PdpError> {
+fn policy_set(n: Node<'_, '_>, budget: &mut usize) -> Result<PolicySet, PdpError> {
     let mut s = PolicySet {
         id: req_attr(&n, "PolicySetId")?,
         version: n.attribute("Version").unwrap_or("1.0").to_string(),
@@ -314,8 +320,8 @@ fn policy_set(n: Node<'_, '_>) -> Result<PolicySet, PdpError> {
     for c in children(n) {
         match name(&c) {
             "Target" => s.target = target(c)?,
-            "Policy" => s.children.push(Child::Policy(policy(c)?)),
-            "PolicySet" => s.children.push(Child::Set(policy_set(c)?)),
+            "Policy" => s.children.push(Child::Policy(policy(c, budget)?)),
+            "PolicySet" => s.children.push(Child::Set(policy_set(c, budget)?)),
             "PolicyIdReference" => s.children.push(Child::Ref {
                 set: false,
                 id: text_of(&c).trim().to_string(),

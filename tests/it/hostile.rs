@@ -1519,10 +1519,15 @@ fn an_end_user_cannot_make_a_draft_access_request() {
         assert!(r.text.contains("delegraph:write"), "{}", r.text);
     }
     assert_eq!(server.store.visible(), t, "nothing changed");
-    // The service owner's backend may.
-    let draft = json!({"access_request": {"id": "ar3", "from": "per", "to": "oslo", "package": "skattegrunnlag", "draft": true}});
-    let r = ask(draft, &token("delegraph:write"));
-    assert_eq!(r.status, 200, "{}", r.text);
+    // The service owner's backend may, and so may an administrative import.
+    for (id, to, scope) in [
+        ("ar3", "oslo", "delegraph:write"),
+        ("ar4", "bergen", "delegraph:import"),
+    ] {
+        let draft = json!({"access_request": {"id": id, "from": "per", "to": to, "package": "skattegrunnlag", "draft": true}});
+        let r = ask(draft, &token(scope));
+        assert_eq!(r.status, 200, "{scope}: {}", r.text);
+    }
     server.stop();
 }
 
@@ -1691,4 +1696,82 @@ fn query_strings_are_read_whole_or_refused() {
     let r = post_json(&server, "/v1/events", &grant, Some(&token("delegraph:write")));
     assert_eq!(r.status, 200, "{}", r.text);
     server.stop();
+}
+
+/// A token whose header names critical extensions (`crit`) is refused: the server
+/// understands none (RFC 7515 §4.1.11), so it may not act on such a token.
+#[test]
+fn a_token_with_critical_header_extensions_is_refused() {
+    let (server, _journal) = start(1, jwt(0));
+    let claims = json!({"scope": "delegraph:read", "exp": now() + 3600});
+    let header = jsonwebtoken::Header {
+        crit: Some(vec!["http://example.invalid/must-understand".into()]),
+        ..Default::default()
+    };
+    let critical =
+        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET)).unwrap();
+    let path = "/v1/check?subject=nobody&party=nothing&package=ulykke";
+    let r = request(&server, "GET", path, None, None, Some(&critical));
+    assert_problem(&r, 401, "unauthenticated");
+    assert!(
+        r.text.contains("critical header extensions (`crit`)"),
+        "{}",
+        r.text
+    );
+    let r = request(&server, "GET", path, None, None, Some(&mint(claims)));
+    assert_problem(&r, 422, "unknown_party");
+    server.stop();
+}
+
+/// The limits of a multi-request count attributes, not only their values (an attribute
+/// without a value was copied into every individual request for free), and a policy
+/// set's policies share one expansion budget (each could be just under it).
+#[test]
+fn the_pdp_limits_count_empty_attributes_and_a_whole_policy_set() {
+    use delegraph::pdp::request::MAX_EXPANDED_VALUES;
+    let w = World::new();
+    let empty: Vec<Value> = (0..1_000)
+        .map(|i| json!({"AttributeId": format!("urn:x:j{i}"), "Value": []}))
+        .collect();
+    let mut subject = vec![json!({"AttributeId": "urn:altinn:userid", "Value": "1"})];
+    subject.extend(empty);
+    let body = json!({"Request": {
+        "AccessSubject": [{"Id": "s", "Attribute": subject}],
+        "Action": [{"Id": "a", "Attribute": [{"AttributeId": "urn:oasis:names:tc:xacml:1.0:action:action-id", "Value": "read"}]}],
+        "Resource": [{"Id": "r", "Attribute": [{"AttributeId": "urn:altinn:resource", "Value": "some-service"}]}],
+        "MultiRequests": {"RequestReference": vec![json!({"ReferenceId": ["s", "a", "r"]}); 1_000]}
+    }});
+    let answer = delegraph::pdp::decide_json(&w, &body);
+    let results = answer["Response"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{}", results.len());
+    assert!(
+        results[0]
+            .to_string()
+            .contains(&format!("more than the limit of {MAX_EXPANDED_VALUES}")),
+        "{}",
+        results[0]
+    );
+
+    // Ten policies of 2^14 nodes each: each within the budget, the set past it.
+    let mut vars = String::new();
+    for i in 0..14 {
+        let next = var_ref(&format!("v{}", i + 1));
+        vars += &var(
+            &format!("v{i}"),
+            &format!("<Apply FunctionId=\"{AND}\">{next}{next}</Apply>"),
+        );
+    }
+    vars += &var("v14", TRUE);
+    let one = policy_xml(&vars, &var_ref("v0"));
+    assert!(delegraph::pdp::xml::parse_policy(one.as_bytes()).is_ok());
+    let set = format!(
+        "<PolicySet xmlns=\"urn:oasis:names:tc:xacml:3.0:core:schema:wd-17\" PolicySetId=\"s\" Version=\"1.0\" \
+         PolicyCombiningAlgId=\"urn:oasis:names:tc:xacml:3.0:policy-combining-algorithm:deny-overrides\"><Target/>{}</PolicySet>",
+        one.repeat(10)
+    );
+    assert!(
+        policy_refusal(&set).contains("more than 100000 nodes"),
+        "{}",
+        policy_refusal(&set)
+    );
 }
