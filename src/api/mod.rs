@@ -95,7 +95,8 @@ pub struct AppState {
 /// percent-decoded (`%FF`): refused, rather than read with a replacement character into
 /// an id that then names nobody (or someone else).
 fn not_utf8(req: &ServiceRequest) -> Option<&'static str> {
-    let bad = |s: &str| std::str::from_utf8(&percent_decoded(s)).is_err();
+    // Without a `%` the text is the `&str` it is already (the common case: no copy).
+    let bad = |s: &str| s.contains('%') && std::str::from_utf8(&percent_decoded(s)).is_err();
     if bad(req.uri().path()) {
         Some("path")
     } else if bad(req.query_string()) {
