@@ -63,14 +63,14 @@ pub fn same_origin(req: &HttpRequest) -> Result<(), Problem> {
             return Err(refuse(format!("`Sec-Fetch-Site: {}`", quote(&site))));
         }
     }
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .trim();
     if let Some(origin) = req.headers().get(ORIGIN) {
         let origin = origin.to_str().unwrap_or_default().trim();
-        let host = req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default()
-            .trim();
         let origin_host = origin
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"))
@@ -90,19 +90,11 @@ pub fn same_origin(req: &HttpRequest) -> Result<(), Problem> {
     let open = req
         .app_data::<actix_web::web::Data<super::AppState>>()
         .is_some_and(|s| matches!(s.auth, super::auth::Auth::Disabled));
-    if open && from_browser {
-        let host = req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default()
-            .trim();
-        if !unreboundable(host) {
-            return Err(refuse(format!(
-                "with `--dev-no-auth` a browser may write only through an IP address or `localhost`, not `Host: {}`",
-                quote(host)
-            )));
-        }
+    if open && from_browser && !unreboundable(host) {
+        return Err(refuse(format!(
+            "with `--dev-no-auth` a browser may write only through an IP address or `localhost`, not `Host: {}`",
+            quote(host)
+        )));
     }
     Ok(())
 }

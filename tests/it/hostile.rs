@@ -1299,6 +1299,20 @@ fn var_ref(id: &str) -> String {
     format!("<VariableReference VariableId=\"{id}\"/>")
 }
 
+/// `v0 = and(v1, v1)`, `v1 = and(v2, v2)`, …, `v{n} = true`: about 2^(n+1) nodes once
+/// `v0` is expanded.
+fn doubling_vars(n: usize) -> String {
+    let mut vars = String::new();
+    for i in 0..n {
+        let next = var_ref(&format!("v{}", i + 1));
+        vars += &var(
+            &format!("v{i}"),
+            &format!("<Apply FunctionId=\"{AND}\">{next}{next}</Apply>"),
+        );
+    }
+    vars + &var(&format!("v{n}"), TRUE)
+}
+
 fn policy_refusal(xml: &str) -> String {
     match delegraph::pdp::xml::parse_policy(xml.as_bytes()) {
         Ok(_) => panic!("compiled: {}", &xml[..xml.len().min(300)]),
@@ -1361,16 +1375,7 @@ fn policy_variables_that_refer_to_themselves_or_grow_without_bound_are_refused()
         policy_refusal(&pair)
     );
     // v0 = and(v1, v1), v1 = and(v2, v2), ...: 2^30 nodes once expanded, in 2 KiB.
-    let mut vars = String::new();
-    for i in 0..30 {
-        let next = var_ref(&format!("v{}", i + 1));
-        vars += &var(
-            &format!("v{i}"),
-            &format!("<Apply FunctionId=\"{AND}\">{next}{next}</Apply>"),
-        );
-    }
-    vars += &var("v30", TRUE);
-    let doubling = policy_xml(&vars, &var_ref("v0"));
+    let doubling = policy_xml(&doubling_vars(30), &var_ref("v0"));
     assert!(
         policy_refusal(&doubling).contains("more than 100000 nodes"),
         "{}",
@@ -1753,16 +1758,7 @@ fn the_pdp_limits_count_empty_attributes_and_a_whole_policy_set() {
     );
 
     // Ten policies of 2^14 nodes each: each within the budget, the set past it.
-    let mut vars = String::new();
-    for i in 0..14 {
-        let next = var_ref(&format!("v{}", i + 1));
-        vars += &var(
-            &format!("v{i}"),
-            &format!("<Apply FunctionId=\"{AND}\">{next}{next}</Apply>"),
-        );
-    }
-    vars += &var("v14", TRUE);
-    let one = policy_xml(&vars, &var_ref("v0"));
+    let one = policy_xml(&doubling_vars(14), &var_ref("v0"));
     assert!(delegraph::pdp::xml::parse_policy(one.as_bytes()).is_ok());
     let set = format!(
         "<PolicySet xmlns=\"urn:oasis:names:tc:xacml:3.0:core:schema:wd-17\" PolicySetId=\"s\" Version=\"1.0\" \
