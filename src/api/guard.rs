@@ -30,11 +30,29 @@ pub fn media_type(req: &HttpRequest) -> String {
         .to_ascii_lowercase()
 }
 
-/// Refuses a body that is not `application/json` (415).
+/// The `charset` parameter of the `Content-Type`, lower case, if any.
+fn charset(req: &HttpRequest) -> Option<String> {
+    let ct = req.headers().get(CONTENT_TYPE)?.to_str().ok()?;
+    ct.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches('"').to_ascii_lowercase())
+    })
+}
+
+/// Refuses a body that is not `application/json`, or that declares a charset other than
+/// UTF-8 (415).
 pub fn json_body(req: &HttpRequest) -> Result<(), Problem> {
     let media = media_type(req);
     if media == "application/json" {
-        return Ok(());
+        return match charset(req) {
+            Some(c) if c != "utf-8" && c != "utf8" => Err(Problem::new(
+                ProblemCode::UnsupportedMediaType,
+                format!("a JSON body is UTF-8, not `charset={}`", quote(&c)),
+            )),
+            _ => Ok(()),
+        };
     }
     let got = if media.is_empty() {
         "no Content-Type".to_string()

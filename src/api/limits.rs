@@ -75,6 +75,19 @@ impl Limits {
                 self.max_body_bytes
             ))
         };
+        // A body is read as it comes: an encoded one (gzip, ...) would be read as garbage.
+        if let Some(enc) = req.headers().get(actix_web::http::header::CONTENT_ENCODING) {
+            let enc = enc.to_str().unwrap_or_default().trim().to_ascii_lowercase();
+            if enc != "identity" {
+                return Err(Problem::new(
+                    super::problem::ProblemCode::UnsupportedMediaType,
+                    format!(
+                        "the body must not be encoded (`Content-Encoding: {}`): send it as it is",
+                        crate::model::quote(&enc)
+                    ),
+                ));
+            }
+        }
         if let Some(len) = req
             .headers()
             .get(actix_web::http::header::CONTENT_LENGTH)

@@ -1771,3 +1771,45 @@ fn the_pdp_limits_count_empty_attributes_and_a_whole_policy_set() {
         policy_refusal(&set)
     );
 }
+
+/// A body is read as it is sent: an encoded one (`Content-Encoding: gzip`) or a JSON body
+/// declaring another charset was read as if it were plain UTF-8; both are 415 now.
+#[test]
+fn encoded_bodies_and_other_charsets_are_refused() {
+    let (server, journal, t) = seeded(jwt(0));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let body = json!([{"party": {"id": "eve", "kind": "person"}}]).to_string();
+    let send = |content_type: &str, encoding: Option<&str>| {
+        let mut req = agent
+            .post(format!("{}/v1/events", server.url()))
+            .header("Authorization", format!("Bearer {}", token("delegraph:import")))
+            .header("Content-Type", content_type);
+        if let Some(e) = encoding {
+            req = req.header("Content-Encoding", e);
+        }
+        let mut res = req.send(body.clone()).unwrap();
+        (res.status().as_u16(), res.body_mut().read_to_string().unwrap())
+    };
+    for (ct, enc, says) in [
+        (
+            "application/json",
+            Some("gzip"),
+            "must not be encoded (`Content-Encoding: gzip`)",
+        ),
+        ("application/json; charset=latin1", None, "not `charset=latin1`"),
+    ] {
+        let (status, text) = send(ct, enc);
+        assert_eq!(status, 415, "{ct} {enc:?}: {text}");
+        assert!(
+            text.contains("unsupported_media_type") && text.contains(says),
+            "{text}"
+        );
+    }
+    assert_eq!((server.store.visible(), journal.appended_events()), (t, 7));
+    let (status, text) = send("application/json; charset=UTF-8", Some("identity"));
+    assert_eq!(status, 200, "{text}");
+    server.stop();
+}
