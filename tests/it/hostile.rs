@@ -1607,6 +1607,16 @@ fn percent_encoded_bytes_that_are_not_utf8_are_refused() {
     let r = request(
         &server,
         "GET",
+        "/v1/check?subject=kari%&party=bergen&package=ulykke",
+        None,
+        None,
+        Some(&read),
+    );
+    assert_problem(&r, 422, "unknown_party");
+    assert!(r.text.contains("kari%"), "{}", r.text);
+    let r = request(
+        &server,
+        "GET",
         "/v1/check?subject=kari&party=bergen&package=ulykke",
         None,
         None,
