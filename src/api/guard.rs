@@ -7,9 +7,9 @@
 //! for that media type, and this server answers no CORS preflight), and the routes that
 //! change the world refuse a request whose `Sec-Fetch-Site` or `Origin` shows another
 //! site (403 `not_authorized`), whatever the authentication mode. Without
-//! authentication, a browser's write must also come through an IP address or
-//! `localhost`: a page on a name its owner points at this address (DNS rebinding) is
-//! same-origin by both headers.
+//! authentication, a browser must reach any route, reads included, through an IP address
+//! or `localhost`: a page on a name its owner points at this address (DNS rebinding) is
+//! same-origin by both headers ([`rebinding`]).
 
 use actix_web::HttpRequest;
 use actix_web::http::header::{CONTENT_TYPE, HOST, ORIGIN};
@@ -101,18 +101,34 @@ pub fn same_origin(req: &HttpRequest) -> Result<(), Problem> {
             )));
         }
     }
-    // Without authentication, a page on a name that its owner points at this address
-    // (DNS rebinding) is "same-origin" by both headers; so a browser may write only
-    // through a name that cannot be rebound: an IP address or `localhost`.
+    Ok(())
+}
+
+/// Without authentication, refuses any request a browser sends through a name that a
+/// DNS answer could point at this server (DNS rebinding): such a page is same-origin by
+/// every header, so it could read the world, and write it, as if it were local. A
+/// browser (a request with `Sec-Fetch-Site` or `Origin`) must come through an IP address
+/// or `localhost`; other clients send neither header and pass. Checked for every route
+/// (`observe`), reads included.
+pub fn rebinding(req: &HttpRequest, open: bool) -> Result<(), Problem> {
+    if !open {
+        return Ok(());
+    }
     let from_browser = req.headers().contains_key("sec-fetch-site") || req.headers().contains_key(ORIGIN);
-    let open = req
-        .app_data::<actix_web::web::Data<super::AppState>>()
-        .is_some_and(|s| matches!(s.auth, super::auth::Auth::Disabled));
-    if open && from_browser && !unreboundable(host) {
-        return Err(refuse(format!(
-            "with `--dev-no-auth` a browser may write only through an IP address or `localhost`, not `Host: {}`",
-            quote(host)
-        )));
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .trim();
+    if from_browser && !unreboundable(host) {
+        return Err(Problem::new(
+            ProblemCode::Spec(ErrorCode::NotAuthorized),
+            format!(
+                "with `--dev-no-auth` a browser may reach this server only through an IP address or `localhost`, not `Host: {}`",
+                quote(host)
+            ),
+        ));
     }
     Ok(())
 }

@@ -155,6 +155,11 @@ async fn observe(
             limits.max_query_bytes
         ));
         Ok(req.into_response(p.error_response()))
+    } else if let Err(p) = guard::rebinding(
+        req.request(),
+        state.as_ref().is_some_and(|s| matches!(s.auth, Auth::Disabled)),
+    ) {
+        Ok(req.into_response(p.error_response()))
     } else if let Some(part) = not_utf8(&req) {
         let p = Problem::invalid(format!("the {part} is not UTF-8 once percent-decoded"));
         Ok(req.into_response(p.error_response()))

@@ -461,7 +461,7 @@ fn the_id_rule_holds_for_imports_scenario_files_and_snapshots_and_the_cli_escape
 // Cross-site writes and media types
 
 #[test]
-fn cross_site_writes_are_refused_even_without_authentication() {
+fn cross_site_writes_and_rebound_reads_are_refused_even_without_authentication() {
     let (server, journal, t) = seeded(Auth::Disabled);
     let body = json!([{"party": {"id": "eve", "kind": "person"}}])
         .to_string()
@@ -559,6 +559,40 @@ fn cross_site_writes_are_refused_even_without_authentication() {
         (format!("[::1]:{port}"), "six"),
     ] {
         let answer = by_host(&host, id);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+    }
+    // Reads too: such a page would otherwise read the world as if it were local.
+    let read = |host: &str, browser: bool| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server.url().trim_start_matches("http://")).unwrap();
+        let headers = if browser {
+            "Sec-Fetch-Site: same-origin\r\n"
+        } else {
+            ""
+        };
+        write!(
+            s,
+            "GET /v1/rights?subject=local&party=local HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let answer = read(&format!("evil.example:{port}"), true);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains("only through an IP address or `localhost`"),
+        "{answer}"
+    );
+    assert!(!answer.contains("\"packages\""), "{answer}");
+    // A client that is not a browser (no Sec-Fetch-Site, no Origin), and a browser on
+    // localhost, read as before.
+    for (host, browser) in [
+        (format!("evil.example:{port}"), false),
+        (format!("localhost:{port}"), true),
+    ] {
+        let answer = read(&host, browser);
         assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
     }
 }
