@@ -1232,10 +1232,16 @@ fn client_plan(
     }
 }
 
-/// Whether `f` can be a client's facilitator here: the client is an organisation other
-/// than the facilitator.
+/// Whether `f` can be a client's facilitator here: the client is an organisation or a
+/// person other than the facilitator (a person's citizen packages are `is_delegable`,
+/// and "an organisation that received one may forward it to its agents in a client
+/// delegation", domain.md §11.2; §7 asks only that the facilitator hold every package).
 fn is_client_candidate(w: &World, f: NodeId, client: NodeId) -> bool {
-    client != f && kind_of(w, client) == Some(PartyKind::Organisation)
+    client != f
+        && matches!(
+            kind_of(w, client),
+            Some(PartyKind::Organisation | PartyKind::Person)
+        )
 }
 
 /// The clients that `add_client` would accept for agent system user `id`.
@@ -1270,7 +1276,7 @@ fn add_client(tx: &mut Tx<'_>, e: &ClientEvent) -> Result<()> {
     let (su, f, packages) = agent_system_user(w, &e.system_user)?;
     if !is_client_candidate(w, f, client) {
         return Err(Error::invalid(format!(
-            "`{}` cannot be a client of `{}`: a client is another organisation",
+            "`{}` cannot be a client of `{}`: a client is another organisation or a person",
             e.client,
             w.graph.ext_id(f)
         )));
