@@ -1175,6 +1175,10 @@ fn party_event(tx: &mut Tx<'_>, p: &PartyEvent) -> Result<()> {
     }
     let w = &*tx.w;
     let existing = w.graph.party_node(&p.id);
+    // References first; a kind that differs from the stored one needs a look-up, so it
+    // ranks with the structure (the order of faults).
+    let main = opt_party(w, p.main_unit.as_ref())?;
+    let owner = opt_party(w, p.owner.as_ref())?;
     if let Some(n) = existing
         && kind_of(w, n) != Some(p.kind)
     {
@@ -1185,8 +1189,6 @@ fn party_event(tx: &mut Tx<'_>, p: &PartyEvent) -> Result<()> {
             p.kind.as_str()
         )));
     }
-    let main = opt_party(w, p.main_unit.as_ref())?;
-    let owner = opt_party(w, p.owner.as_ref())?;
     if let Some(m) = main {
         if Some(m) == existing || p.main_unit.as_deref() == Some(p.id.as_str()) {
             return Err(Error::invalid(format!("`{}` cannot be its own main unit", p.id)));

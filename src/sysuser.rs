@@ -187,6 +187,14 @@ fn rights_of(
     for p in packages.unwrap_or(&[]) {
         out.packages.insert(package(c, p)?);
     }
+    // Every reference is looked up before what needs a look-up is judged (the order of
+    // faults: `unknown_*` before the structure).
+    for r in resources.unwrap_or(&[]) {
+        let id = r.id().trim();
+        if w.graph.resource_node(id).is_none() {
+            return Err(Error::unknown_resource(id));
+        }
+    }
     for r in resources.unwrap_or(&[]) {
         let id = r.id().trim();
         let n = w
@@ -208,6 +216,19 @@ fn rights_of(
         out.resources.entry(id.to_string()).or_default().extend(acts);
     }
     Ok(out)
+}
+
+/// The shape of named resources (a non-empty id, and a non-empty list of non-empty
+/// actions when actions are named): checked before any look-up, as the order of faults
+/// puts the event's own shape first.
+fn resources_shape(resources: Option<&[ResourceRef]>) -> Result<()> {
+    for r in resources.unwrap_or(&[]) {
+        non_empty("resource", r.id())?;
+        if let Some(a) = r.actions() {
+            actions("actions", a)?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses rights the system did not register.
@@ -333,20 +354,15 @@ fn register_system(tx: &mut Tx<'_>, e: &SystemEvent) -> Result<()> {
     for u in e.redirect_urls.as_deref().unwrap_or(&[]) {
         non_empty("redirect_urls", u)?;
     }
-    let w = &*tx.w;
-    let vendor = party(w, &e.vendor)?;
-    if kind_of(w, vendor) != Some(PartyKind::Organisation) {
-        return Err(Error::invalid(format!(
-            "vendor `{}` of a system must be an organisation",
-            e.vendor
-        )));
-    }
+    // Shape, then the references, then what needs a look-up (the order of faults).
     let mut resources = BTreeMap::new();
     for r in e.resources.as_deref().unwrap_or(&[]) {
         non_empty("resources", r.id())?;
         let acts = r.actions().map(|a| actions("actions", a)).transpose()?;
         resources.insert(r.id().trim().to_string(), acts);
     }
+    let w = &*tx.w;
+    let vendor = party(w, &e.vendor)?;
     let mut packages = PackageSet::EMPTY;
     for p in e.packages.as_deref().unwrap_or(&[]) {
         packages.insert(package(w.catalog, p)?);
@@ -355,6 +371,12 @@ fn register_system(tx: &mut Tx<'_>, e: &SystemEvent) -> Result<()> {
         if w.graph.resource_node(r).is_none() {
             return Err(Error::unknown_resource(r));
         }
+    }
+    if kind_of(w, vendor) != Some(PartyKind::Organisation) {
+        return Err(Error::invalid(format!(
+            "vendor `{}` of a system must be an organisation",
+            e.vendor
+        )));
     }
     if let Some(old) = w.sys.systems.get(&e.id)
         && old.vendor != e.vendor
@@ -412,18 +434,20 @@ fn system_user_request(tx: &mut Tx<'_>, e: &SystemUserRequestEvent) -> Result<()
             "a system-user request must ask for at least one package or resource",
         ));
     }
+    resources_shape(e.resources.as_deref())?;
     let w = &*tx.w;
     let c = w.catalog;
+    // References (an unknown system ranks with them), then what needs a look-up.
     let system = get_system(w, &e.system)?;
-    check_redirect(system, e.redirect_url.as_ref())?;
     let p = party(w, &e.party)?;
+    let rights = rights_of(w, e.packages.as_deref(), e.resources.as_deref(), Some(system))?;
+    check_redirect(system, e.redirect_url.as_ref())?;
     if kind_of(w, p) != Some(PartyKind::Organisation) {
         return Err(Error::invalid(format!(
             "a system user is owned by an organisation, and `{}` is not one",
             e.party
         )));
     }
-    let rights = rights_of(w, e.packages.as_deref(), e.resources.as_deref(), Some(system))?;
     within_system(c, system, &rights)?;
     match e.kind {
         SystemUserKind::Standard => {
@@ -534,15 +558,20 @@ fn change_request(tx: &mut Tx<'_>, e: &ChangeRequestEvent) -> Result<()> {
             "a change request must `add` or `remove` at least one package or resource",
         ));
     }
+    resources_shape(add.resources.as_deref())?;
+    resources_shape(remove.resources.as_deref())?;
     let w = &*tx.w;
     let c = w.catalog;
-    let (_, _, system_id) = standard_system_user(w, &e.system_user)?;
+    // References, then what needs a look-up (the order of faults).
+    let su = party(w, &e.system_user)?;
+    let system_id = w.graph.party(su).and_then(|p| p.system()).map(str::to_string);
     let system = system_id.as_deref().map(|s| get_system(w, s)).transpose()?;
+    let add = rights_of(w, add.packages.as_deref(), add.resources.as_deref(), system)?;
+    let remove = rights_of(w, remove.packages.as_deref(), remove.resources.as_deref(), system)?;
+    standard_system_user(w, &e.system_user)?;
     if let Some(s) = system {
         check_redirect(s, e.redirect_url.as_ref())?;
     }
-    let add = rights_of(w, add.packages.as_deref(), add.resources.as_deref(), system)?;
-    let remove = rights_of(w, remove.packages.as_deref(), remove.resources.as_deref(), system)?;
     if let Some(s) = system {
         within_system(c, s, &add)?;
     }
@@ -1203,10 +1232,16 @@ fn client_plan(
     }
 }
 
-/// Whether `f` can be a client's facilitator here: the client is an organisation other
-/// than the facilitator.
+/// Whether `f` can be a client's facilitator here: the client is an organisation or a
+/// person other than the facilitator (a person's citizen packages are `is_delegable`,
+/// and "an organisation that received one may forward it to its agents in a client
+/// delegation", domain.md §11.2; §7 asks only that the facilitator hold every package).
 fn is_client_candidate(w: &World, f: NodeId, client: NodeId) -> bool {
-    client != f && kind_of(w, client) == Some(PartyKind::Organisation)
+    client != f
+        && matches!(
+            kind_of(w, client),
+            Some(PartyKind::Organisation | PartyKind::Person)
+        )
 }
 
 /// The clients that `add_client` would accept for agent system user `id`.
@@ -1241,7 +1276,7 @@ fn add_client(tx: &mut Tx<'_>, e: &ClientEvent) -> Result<()> {
     let (su, f, packages) = agent_system_user(w, &e.system_user)?;
     if !is_client_candidate(w, f, client) {
         return Err(Error::invalid(format!(
-            "`{}` cannot be a client of `{}`: a client is another organisation",
+            "`{}` cannot be a client of `{}`: a client is another organisation or a person",
             e.client,
             w.graph.ext_id(f)
         )));
