@@ -322,7 +322,16 @@ pub async fn post_events(
     }
     let body = state.limits.read_body(&req, payload).await?;
     let events = batch_of(&state.limits, &caller, &body)?;
-    let committed = state.partitions.submit(events).await?;
+    let committed = state.partitions.submit(events).await.map_err(|e| match e {
+        // The index of the refused event, as the parse errors give it.
+        crate::partition::CommitError::Refused(mut e) => {
+            if let Some(i) = e.event {
+                e.message = format!("event {i}: {}", e.message);
+            }
+            Problem::from(e)
+        }
+        other => Problem::from(other),
+    })?;
     Ok(committed_answer(&committed))
 }
 
