@@ -2051,3 +2051,83 @@ fn malformed_tokens_are_refused_naming_what_is_wrong() {
     assert_eq!(r.status().as_u16(), 422);
     server.stop();
 }
+
+/// One answer off a raw connection: its status, its header section (lower case) and its
+/// body (by `Content-Length`).
+fn read_answer(reader: &mut impl std::io::BufRead) -> (u16, String, String) {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a header line");
+        if line.trim_end().is_empty() {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("the body");
+    (status, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `Expect: 100-continue` (what curl sends before a body over 1 MiB): the server says
+/// `100 Continue` at once, so the client does not wait, then answers the request as
+/// any other. A refused request gets its final answer without the body being sent —
+/// after the `100`, which RFC 9110 allows, but with `Connection: close` — and changes
+/// nothing; an HTTP/1.0 client, which cannot take a `100`, gets none.
+#[test]
+fn a_client_that_expects_100_continue_is_answered_and_never_left_waiting() {
+    use std::io::{BufReader, Write};
+    let (server, journal, t) = seeded(jwt(0));
+    let body = json!([{"party": {"id": "eve", "kind": "person"}}]).to_string();
+    let send = |version: &str, bearer: Option<String>, length: usize| {
+        let conn = std::net::TcpStream::connect(server.addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let auth = bearer
+            .map(|b| format!("Authorization: Bearer {b}\r\n"))
+            .unwrap_or_default();
+        write!(
+            &conn,
+            "POST /v1/events HTTP/{version}\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n",
+            server.addr
+        )
+        .unwrap();
+        (conn.try_clone().unwrap(), BufReader::new(conn))
+    };
+    // Refused before the body is sent: no token, or a body over the limit.
+    for (bearer, length, status) in [
+        (None, body.len(), 401),
+        (Some(token("delegraph:import")), 1 << 30, 413),
+    ] {
+        let (_conn, mut reader) = send("1.1", bearer, length);
+        let (first, _, _) = read_answer(&mut reader);
+        assert_eq!(first, 100);
+        let (answer, head, text) = read_answer(&mut reader);
+        assert_eq!(answer, status, "{text}");
+        assert!(head.contains("connection: close"), "{head}");
+        assert!(text.contains("\"code\""), "{text}");
+    }
+    assert_eq!((server.store.visible(), journal.appended_events()), (t, 7));
+    // Taken: `100 Continue`, then the body, then the answer.
+    let (mut conn, mut reader) = send("1.1", Some(token("delegraph:import")), body.len());
+    assert_eq!(read_answer(&mut reader).0, 100);
+    conn.write_all(body.as_bytes()).unwrap();
+    let (status, _, text) = read_answer(&mut reader);
+    assert_eq!(status, 200, "{text}");
+    assert!(has_party(&server, "eve"));
+    // HTTP/1.0: no `100`, the answer once the body is there.
+    let (mut conn, mut reader) = send("1.0", Some(token("delegraph:import")), body.len());
+    conn.write_all(body.as_bytes()).unwrap();
+    let (status, _, text) = read_answer(&mut reader);
+    assert_eq!(status, 200, "{text}");
+    server.stop();
+}
