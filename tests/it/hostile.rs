@@ -2131,3 +2131,42 @@ fn a_client_that_expects_100_continue_is_answered_and_never_left_waiting() {
     assert_eq!(status, 200, "{text}");
     server.stop();
 }
+
+/// A consent whose id holds `%`, `/` or `+` could not be named in the path: the router
+/// leaves those encoded, and `GET /v1/consents/a%25b` answered `no consent `a%25b``.
+#[test]
+fn a_consent_id_with_reserved_characters_can_be_named_in_the_path() {
+    let (server, _journal) = start(1, Auth::Disabled);
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([
+            {"clock": {"now": "2026-09-01T08:00:00Z"}},
+            {"party": {"id": "bank", "kind": "organisation", "unit_type": "ASA"}},
+            {"party": {"id": "kari", "kind": "person"}},
+            {"resource": {"id": "inntekt", "kind": "consent", "rules": [
+                {"actions": ["consent"], "any_of": ["urn:altinn:accesspackage:skattegrunnlag"]}]}},
+            {"consent_request": {"id": "2026/a%b+c", "from": "kari", "to": "bank",
+                "rights": [{"resource": "inntekt", "actions": ["consent"]}],
+                "valid_to": "2026-12-31T00:00:00Z"}}
+        ]),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let path = "/v1/consents/2026%2Fa%25b%2Bc";
+    let r = request(&server, "GET", path, None, None, None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["status"], "created", "{}", r.text);
+    let r = request(
+        &server,
+        "POST",
+        &format!("{path}/accept"),
+        Some("application/json"),
+        Some(json!({"by": "kari"}).to_string().into_bytes()),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = request(&server, "GET", path, None, None, None);
+    assert_eq!(r.body["status"], "accepted", "{}", r.text);
+    server.stop();
+}
