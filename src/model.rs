@@ -137,6 +137,9 @@ pub struct Error {
     pub message: String,
     /// For `has_dependants`: a description of each dependant that blocked the removal.
     pub dependants: Vec<String>,
+    /// The index of the refused event in its batch ([`crate::mutate::apply_batch`] sets
+    /// it), so that a caller of `POST /v1/events` with many events learns which one.
+    pub event: Option<usize>,
 }
 
 impl Error {
@@ -145,6 +148,7 @@ impl Error {
             code,
             message: message.into(),
             dependants: Vec::new(),
+            event: None,
         }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -162,6 +166,16 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether `s` is a uuid in its usual form: 8-4-4-4-12 hexadecimal digits, either case.
+pub fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
 
 /// The candidate closest to `name` within a small edit distance (at most 2, and at most
 /// a third of the name's length), for "did you mean" hints. Ties go to the first.

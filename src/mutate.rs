@@ -22,7 +22,7 @@ use crate::event::{
 use crate::graph::{
     Actions, Assignment, Delegation, Edge, EdgeId, EdgeKey, NodeId, Party, Resource, Rule, Token,
 };
-use crate::model::{Error, ErrorCode, PackageId, PartyKind, Result, RoleId, SystemUserKind};
+use crate::model::{Error, ErrorCode, PackageId, PartyKind, Result, RoleId, SystemUserKind, quote};
 use crate::resolve::{self, DelegationVerdict};
 use crate::world::World;
 
@@ -281,9 +281,10 @@ pub fn apply(w: &mut World, ev: &Event) -> Result<Outcome> {
 /// Applies events atomically: all of them, or (on the first refusal) none.
 pub fn apply_batch(w: &mut World, evs: &[Event]) -> Result<Outcome> {
     let mut tx = Tx::new(w);
-    for ev in evs {
-        if let Err(e) = apply_in(&mut tx, ev) {
+    for (i, ev) in evs.iter().enumerate() {
+        if let Err(mut e) = apply_in(&mut tx, ev) {
             tx.rollback();
+            e.event = Some(i);
             return Err(e);
         }
     }
@@ -1154,8 +1155,44 @@ pub(crate) fn apply_in(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
     }
 }
 
+/// The legacy identifiers of a party have the shape domain.md §1 and scenario-format.md
+/// give them: an organisation number is 9 digits, a national id 11, a uuid 8-4-4-4-12
+/// hexadecimal digits, and Altinn's party and user ids are positive integers (a decision
+/// request could never name anything else, so anything else is a typo of the import).
+fn party_identifiers(p: &PartyEvent) -> Result<()> {
+    let id = quote(&p.id);
+    let digits = |field: &str, v: &Option<String>, n: usize, what: &str| match v {
+        Some(v) if v.len() != n || !v.bytes().all(|b| b.is_ascii_digit()) => Err(Error::invalid(format!(
+            "`{field}` of `{id}` is `{}`: {what} is {n} digits",
+            quote(v)
+        ))),
+        _ => Ok(()),
+    };
+    digits("org_no", &p.org_no, 9, "an organisation number")?;
+    digits("ssn", &p.ssn, 11, "a national id")?;
+    if let Some(u) = &p.uuid
+        && !crate::model::is_uuid(u)
+    {
+        return Err(Error::invalid(format!(
+            "`uuid` of `{id}` is `{}`: a uuid is 32 hexadecimal digits in groups of 8-4-4-4-12",
+            quote(u)
+        )));
+    }
+    for (field, v) in [("party_id", p.party_id), ("user_id", p.user_id)] {
+        if let Some(v) = v
+            && v < 1
+        {
+            return Err(Error::invalid(format!(
+                "`{field}` of `{id}` is `{v}`: Altinn's party and user ids are positive integers"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn party_event(tx: &mut Tx<'_>, p: &PartyEvent) -> Result<()> {
     non_empty("id", &p.id)?;
+    party_identifiers(p)?;
     if let Some(u) = &p.unit_type {
         non_empty("unit_type", u)?;
     }

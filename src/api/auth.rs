@@ -177,16 +177,25 @@ impl JwtAuth {
 
     /// Validates `token` and reads who it is; a refusal says why in our own words.
     fn caller(&self, token: &str) -> Result<Caller, Problem> {
-        // RFC 7515 §4.1.11: a `crit` header names extensions the recipient must
-        // understand, and this server understands none.
-        if jsonwebtoken::decode_header(token).is_ok_and(|h| h.crit.is_some()) {
-            return Err(Problem::new(
-                ProblemCode::Unauthenticated,
-                "the bearer token names critical header extensions (`crit`) this server does not understand",
-            ));
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| Problem::new(ProblemCode::Unauthenticated, refusal(e.kind())))?;
+        let refuse =
+            |why: String| Problem::new(ProblemCode::Unauthenticated, format!("the bearer token {why}"));
+        self.check_header(token).map_err(refuse)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+            // The JWT library says only that some claim had the wrong shape, or calls an
+            // `exp` it could not read missing; its checks of the shape come after the
+            // signature's, so the claims can be read to name the culprit.
+            let kind = e.kind();
+            let shape = matches!(
+                kind,
+                ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) | ErrorKind::MissingRequiredClaim(_)
+            );
+            refuse(
+                shape
+                    .then(|| bad_claim(token))
+                    .flatten()
+                    .unwrap_or_else(|| refusal(kind)),
+            )
+        })?;
         let c = data.claims;
         if let Some(iat) = c.iat {
             let now = jsonwebtoken::get_current_timestamp();
@@ -213,6 +222,116 @@ impl JwtAuth {
     }
 }
 
+impl JwtAuth {
+    /// Reads the token's header before the JWT library does, for the refusals it words
+    /// misleadingly (an unsigned token would be "claims of the wrong shape") or lets
+    /// through (a header without `alg`, which RFC 7515 §4.1.1 requires, is read as HS256).
+    /// The signature is still checked by the library, against the configured algorithm.
+    fn check_header(&self, token: &str) -> Result<(), String> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("is not a well-formed JWT (three base64url parts joined by `.`)".into());
+        };
+        let header = base64url(header)
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .ok_or("has a header that is not base64url-encoded JSON")?;
+        let header = header
+            .as_object()
+            .ok_or("has a header that is not a JSON object")?;
+        let expected = match self.validation.algorithms.first() {
+            Some(Algorithm::RS256) => "RS256",
+            _ => "HS256",
+        };
+        match header.get("alg") {
+            None => return Err("has no algorithm (`alg`) in its header".into()),
+            Some(serde_json::Value::String(a)) if a.eq_ignore_ascii_case("none") => {
+                return Err(format!("is not signed (its `alg` is `{a}`)"));
+            }
+            Some(serde_json::Value::String(a)) if a == expected => {}
+            Some(serde_json::Value::String(a)) => {
+                return Err(format!(
+                    "is signed with `{}`, and this server takes only `{expected}`",
+                    crate::model::quote(a)
+                ));
+            }
+            Some(_) => return Err("has an `alg` that is not a string".into()),
+        }
+        // RFC 7515 §4.1.11: a `crit` header names extensions the recipient must
+        // understand, and this server understands none.
+        if header.contains_key("crit") {
+            return Err("names critical header extensions (`crit`) this server does not understand".into());
+        }
+        Ok(())
+    }
+}
+
+/// Which claim of a token (its signature verified) has the wrong shape, in our words;
+/// None when the claims look right (then the library's refusal stands).
+fn bad_claim(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let claims = base64url(payload).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let Some(serde_json::Value::Object(claims)) = claims else {
+        return Some("has a payload that is not a JSON object of claims".into());
+    };
+    for (name, what) in [
+        ("exp", "an expiry (`exp`)"),
+        ("nbf", "a start (`nbf`)"),
+        ("iat", "an issue time (`iat`)"),
+    ] {
+        match claims.get(name) {
+            None if name == "exp" => return Some("has no expiry (`exp`)".into()),
+            None => {}
+            Some(v) if v.as_u64().is_none() => {
+                return Some(format!(
+                    "has {what} of `{}`, not a whole number of seconds since 1970",
+                    crate::model::quote(&v.to_string())
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    match claims.get("sub") {
+        None | Some(serde_json::Value::Null | serde_json::Value::String(_)) => {}
+        Some(_) => return Some("has a `sub` that is not a string".into()),
+    }
+    match claims.get("scope") {
+        None | Some(serde_json::Value::Null | serde_json::Value::String(_)) => {}
+        Some(_) => return Some("has a `scope` that is not a string of space-separated scopes".into()),
+    }
+    match claims.get("scp") {
+        None | Some(serde_json::Value::Null | serde_json::Value::String(_)) => {}
+        Some(serde_json::Value::Array(v)) if v.iter().all(serde_json::Value::is_string) => {}
+        Some(_) => return Some("has an `scp` that is neither a string nor a list of strings".into()),
+    }
+    None
+}
+
+/// Decodes base64url without padding (RFC 7515 §2); None when `s` is not that.
+fn base64url(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in s.bytes() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // A lone 6-bit group cannot end a byte string.
+    (bits != 6).then_some(out)
+}
+
 /// Why a token was refused, without the JWT library's wording.
 fn refusal(kind: &ErrorKind) -> String {
     let why = match kind {
@@ -234,7 +353,7 @@ fn refusal(kind: &ErrorKind) -> String {
         ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) => "has claims of the wrong shape",
         _ => "is not a well-formed JWT",
     };
-    format!("the bearer token {why}")
+    why.to_string()
 }
 
 #[derive(Deserialize)]
@@ -274,9 +393,11 @@ impl Auth {
                 "the `Authorization` header is not ASCII",
             )
         })?;
+        // The scheme's name is case-insensitive (RFC 9110 §11.1).
         let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+            .and_then(|_| value.get(7..))
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {

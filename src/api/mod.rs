@@ -108,7 +108,7 @@ fn not_utf8(req: &ServiceRequest) -> Option<&'static str> {
 
 /// `s` with every `%XX` (two hexadecimal digits) replaced by its byte; anything else,
 /// a lone `%` included, is kept as it is.
-fn percent_decoded(s: &str) -> Vec<u8> {
+pub(super) fn percent_decoded(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

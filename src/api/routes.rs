@@ -322,7 +322,16 @@ pub async fn post_events(
     }
     let body = state.limits.read_body(&req, payload).await?;
     let events = batch_of(&state.limits, &caller, &body)?;
-    let committed = state.partitions.submit(events).await?;
+    let committed = state.partitions.submit(events).await.map_err(|e| match e {
+        // The index of the refused event, as the parse errors give it.
+        crate::partition::CommitError::Refused(mut e) => {
+            if let Some(i) = e.event {
+                e.message = format!("event {i}: {}", e.message);
+            }
+            Problem::from(e)
+        }
+        other => Problem::from(other),
+    })?;
     Ok(committed_answer(&committed))
 }
 
@@ -713,7 +722,20 @@ pub async fn consent_lookup(
 }
 
 fn consent_id(req: &HttpRequest) -> String {
-    req.match_info().get("id").unwrap_or_default().to_string()
+    path_id(req).unwrap_or_default()
+}
+
+/// The `{id}` of the path, wholly percent-decoded. The router leaves `%25`, `%2F` and
+/// `%2B` encoded (so that a decoded `/` cannot split a segment), and a consent whose id
+/// holds `%`, `/` or `+` could not be named in the path: `no consent `a%25b``. Every
+/// other `%XX` is decoded already, and the middleware refused one that is not UTF-8.
+fn path_id(req: &HttpRequest) -> Option<String> {
+    let raw = req.match_info().get("id")?;
+    Some(if raw.contains('%') {
+        String::from_utf8_lossy(&super::percent_decoded(raw)).into_owned()
+    } else {
+        raw.to_string()
+    })
 }
 
 /// One consent: its status, parties, rights, `valid_to`, who accepted it and whether that
@@ -806,7 +828,7 @@ async fn consent_write(
 ) -> Result<HttpResponse, Problem> {
     let caller = event_writer(&state, &req, name)?;
     super::guard::same_origin(&req)?;
-    let path_id = req.match_info().get("id").map(str::to_string);
+    let path_id = path_id(&req);
     let body = state.limits.read_body(&req, payload).await?;
     let mut fields = if body.is_empty() && path_id.is_some() {
         Map::new()

@@ -186,16 +186,6 @@ impl Request {
     }
 }
 
-/// Whether a value is a uuid in its usual form (8-4-4-4-12 hexadecimal digits).
-fn is_uuid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 /// A request Altinn's context handler refuses before any policy is read (domain.md §8
 /// item 7): a subject or resource category that is missing or has no attribute value;
 /// a system user id beside any other subject attribute, or one that is not a uuid;
@@ -235,7 +225,7 @@ pub fn check_altinn(ind: &Individual, api: Api) -> Result<(), PdpError> {
             return fail(format!("`{A_SYSTEMUSER}` goes alone in the subject"));
         }
         let mut values = subject.values(A_SYSTEMUSER);
-        let ok = values.next().is_some_and(|v| is_uuid(v.v.trim())) && values.next().is_none();
+        let ok = values.next().is_some_and(|v| crate::model::is_uuid(v.v.trim())) && values.next().is_none();
         if !ok {
             return fail(format!("`{A_SYSTEMUSER}` is one uuid"));
         }

@@ -1857,3 +1857,350 @@ fn encoded_bodies_and_other_charsets_are_refused() {
     assert_eq!(status, 200, "{text}");
     server.stop();
 }
+
+// ----------------------------------------------------------------------------------
+// Second pass (issue 14, the low findings left open)
+
+/// A batch refused by a rule of the domain named no event: a caller with 500 events
+/// could not tell which one. It names the index, as the parse errors do.
+#[test]
+fn a_batch_refused_by_a_domain_rule_names_the_refused_event() {
+    let (server, journal, t) = seeded(Auth::Disabled);
+    let mut batch: Vec<Value> = (0..40)
+        .map(|i| json!({"party": {"id": format!("p{i}"), "kind": "person"}}))
+        .collect();
+    batch[37] = json!({"register_role": {"from": "nowhere", "to": "p1", "role": "daglig-leder"}});
+    let r = post_json(&server, "/v1/events", &Value::Array(batch), None);
+    assert_problem(&r, 422, "unknown_party");
+    assert_eq!(r.body["detail"], "event 37: no party with id `nowhere`");
+    // A one-event batch says `event 0`, as a parse error of it would.
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"register_role": {"from": "bergen", "to": "per", "role": "no-such-role"}}]),
+        None,
+    );
+    assert_problem(&r, 422, "unknown_role");
+    assert!(
+        r.body["detail"].as_str().unwrap().starts_with("event 0: "),
+        "{}",
+        r.text
+    );
+    assert!(!has_party(&server, "p1"));
+    assert_eq!((server.store.visible(), journal.appended_events()), (t, 7));
+    server.stop();
+}
+
+/// A negative party id, a uuid that is no uuid, an organisation number that is not 9
+/// digits: each was taken and stored, though no decision request could ever name it.
+/// Each is refused now, naming the field and the shape it should have; the shapes the
+/// spec gives still go through (a uuid in either case).
+#[test]
+fn party_identifiers_must_have_the_shape_the_spec_gives_them() {
+    let (server, journal, t) = seeded(Auth::Disabled);
+    for (field, value, says) in [
+        (
+            "party_id",
+            json!(-5),
+            "`party_id` of `eve` is `-5`: Altinn's party and user ids are positive integers",
+        ),
+        ("party_id", json!(0), "is `0`"),
+        ("user_id", json!(-1), "`user_id` of `eve` is `-1`"),
+        (
+            "uuid",
+            json!("not-a-uuid"),
+            "`uuid` of `eve` is `not-a-uuid`: a uuid is 32 hexadecimal digits",
+        ),
+        (
+            "uuid",
+            json!("00000000-0000-0000-0000-00000000000G"),
+            "`uuid` of `eve`",
+        ),
+        (
+            "ssn",
+            json!("1234"),
+            "`ssn` of `eve` is `1234`: a national id is 11 digits",
+        ),
+    ] {
+        let r = post_json(
+            &server,
+            "/v1/events",
+            &json!([{"party": {"id": "eve", "kind": "person", field: value}}]),
+            None,
+        );
+        assert_problem(&r, 400, "invalid_input");
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("event 0: ") && detail.contains(says),
+            "{detail}"
+        );
+    }
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([{"party": {"id": "acme", "kind": "organisation", "unit_type": "AS", "org_no": "31000000X"}}]),
+        None,
+    );
+    assert_problem(&r, 400, "invalid_input");
+    assert!(
+        r.text.contains("an organisation number is 9 digits"),
+        "{}",
+        r.text
+    );
+    assert!(!has_party(&server, "eve"));
+    assert_eq!((server.store.visible(), journal.appended_events()), (t, 7));
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([
+            {"party": {"id": "eve", "kind": "person", "party_id": 50001, "user_id": 20001,
+                       "uuid": "5A0E2B6E-0000-4000-8000-00000000005a", "ssn": "01019012345"}},
+            {"party": {"id": "acme", "kind": "organisation", "unit_type": "AS", "org_no": "310000009"}}
+        ]),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    server.stop();
+}
+
+/// base64url without padding, for hand-made tokens.
+fn b64url(bytes: &[u8]) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A token with this header and these claims, and a signature that does not verify.
+fn hand_made(header: &str, claims: &str) -> String {
+    format!("{}.{}.AAAA", b64url(header.as_bytes()), b64url(claims.as_bytes()))
+}
+
+/// `alg: none` was refused as "claims of the wrong shape", an `exp` of -1 as "no
+/// expiry", and a header without `alg` was taken as HS256. Each refusal names what is
+/// wrong now; the scheme's name is read in any case.
+#[test]
+fn malformed_tokens_are_refused_naming_what_is_wrong() {
+    let (server, _journal) = start(1, jwt(0));
+    let path = "/v1/check?subject=nobody&party=nothing&package=ulykke";
+    let get = |bearer: &str| request(&server, "GET", path, None, None, Some(bearer));
+    let exp = now() + 3600;
+    let unsigned =
+        |header: &str| hand_made(header, &format!(r#"{{"scope": "delegraph:read", "exp": {exp}}}"#));
+    let hs512 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+        &json!({"scope": "delegraph:read", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    let cases = [
+        (
+            unsigned(r#"{"alg": "none", "typ": "JWT"}"#),
+            "is not signed (its `alg` is `none`)",
+        ),
+        (
+            unsigned(r#"{"alg": "NONE"}"#),
+            "is not signed (its `alg` is `NONE`)",
+        ),
+        (
+            unsigned(r#"{"typ": "JWT"}"#),
+            "has no algorithm (`alg`) in its header",
+        ),
+        (unsigned(r#"[]"#), "has a header that is not a JSON object"),
+        (unsigned(r#"{"alg": 256}"#), "has an `alg` that is not a string"),
+        (
+            hs512,
+            "is signed with `HS512`, and this server takes only `HS256`",
+        ),
+        (
+            "x.y".to_string(),
+            "is not a well-formed JWT (three base64url parts joined by `.`)",
+        ),
+        (
+            "a.b.c.d.e".to_string(),
+            "is not a well-formed JWT (three base64url parts joined by `.`)",
+        ),
+        (
+            format!("{}.e30.AAAA", b64url(b"{\"alg\"")),
+            "has a header that is not base64url-encoded JSON",
+        ),
+        (
+            mint(json!({"scope": "delegraph:read", "exp": -1})),
+            "has an expiry (`exp`) of `-1`, not a whole number of seconds since 1970",
+        ),
+        (
+            mint(json!({"scope": "delegraph:read", "exp": "soon"})),
+            "has an expiry (`exp`) of `\"soon\"`",
+        ),
+        (
+            mint(json!({"scope": "delegraph:read", "exp": 1.5e300})),
+            "has an expiry (`exp`) of `1.5e+300`",
+        ),
+        (mint(json!({"scope": "delegraph:read"})), "has no expiry (`exp`)"),
+        (
+            mint(json!({"scope": "delegraph:read", "exp": exp, "nbf": -1})),
+            "has a start (`nbf`) of `-1`",
+        ),
+        (
+            mint(json!({"scope": "delegraph:read", "exp": exp, "iat": "now"})),
+            "has an issue time (`iat`) of `\"now\"`",
+        ),
+        (
+            mint(json!({"scope": "delegraph:read", "exp": exp, "sub": 5})),
+            "has a `sub` that is not a string",
+        ),
+        (
+            mint(json!({"scope": ["delegraph:read"], "exp": exp})),
+            "has a `scope` that is not a string",
+        ),
+        (
+            mint(json!({"scp": [1], "exp": exp})),
+            "has an `scp` that is neither a string nor a list of strings",
+        ),
+    ];
+    for (bearer, says) in cases {
+        let r = get(&bearer);
+        assert_problem(&r, 401, "unauthenticated");
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with(&format!("the bearer token {says}")),
+            "{bearer}: {detail}"
+        );
+    }
+    // The scheme is case-insensitive: `BEARER` is `Bearer`.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let r = agent
+        .get(format!("{}{path}", server.url()))
+        .header("Authorization", format!("BEARER {}", token("delegraph:read")))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    server.stop();
+}
+
+/// One answer off a raw connection: its status, its header section (lower case) and its
+/// body (by `Content-Length`).
+fn read_answer(reader: &mut impl std::io::BufRead) -> (u16, String, String) {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a header line");
+        if line.trim_end().is_empty() {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("the body");
+    (status, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `Expect: 100-continue` (what curl sends before a body over 1 MiB): the server says
+/// `100 Continue` at once, so the client does not wait, then answers the request as
+/// any other. A refused request gets its final answer without the body being sent —
+/// after the `100`, which RFC 9110 allows, but with `Connection: close` — and changes
+/// nothing; an HTTP/1.0 client, which cannot take a `100`, gets none.
+#[test]
+fn a_client_that_expects_100_continue_is_answered_and_never_left_waiting() {
+    use std::io::{BufReader, Write};
+    let (server, journal, t) = seeded(jwt(0));
+    let body = json!([{"party": {"id": "eve", "kind": "person"}}]).to_string();
+    let send = |version: &str, bearer: Option<String>, length: usize| {
+        let conn = std::net::TcpStream::connect(server.addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let auth = bearer
+            .map(|b| format!("Authorization: Bearer {b}\r\n"))
+            .unwrap_or_default();
+        write!(
+            &conn,
+            "POST /v1/events HTTP/{version}\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n",
+            server.addr
+        )
+        .unwrap();
+        (conn.try_clone().unwrap(), BufReader::new(conn))
+    };
+    // Refused before the body is sent: no token, or a body over the limit.
+    for (bearer, length, status) in [
+        (None, body.len(), 401),
+        (Some(token("delegraph:import")), 1 << 30, 413),
+    ] {
+        let (_conn, mut reader) = send("1.1", bearer, length);
+        let (first, _, _) = read_answer(&mut reader);
+        assert_eq!(first, 100);
+        let (answer, head, text) = read_answer(&mut reader);
+        assert_eq!(answer, status, "{text}");
+        assert!(head.contains("connection: close"), "{head}");
+        assert!(text.contains("\"code\""), "{text}");
+    }
+    assert_eq!((server.store.visible(), journal.appended_events()), (t, 7));
+    // Taken: `100 Continue`, then the body, then the answer.
+    let (mut conn, mut reader) = send("1.1", Some(token("delegraph:import")), body.len());
+    assert_eq!(read_answer(&mut reader).0, 100);
+    conn.write_all(body.as_bytes()).unwrap();
+    let (status, _, text) = read_answer(&mut reader);
+    assert_eq!(status, 200, "{text}");
+    assert!(has_party(&server, "eve"));
+    // HTTP/1.0: no `100`, the answer once the body is there.
+    let (mut conn, mut reader) = send("1.0", Some(token("delegraph:import")), body.len());
+    conn.write_all(body.as_bytes()).unwrap();
+    let (status, _, text) = read_answer(&mut reader);
+    assert_eq!(status, 200, "{text}");
+    server.stop();
+}
+
+/// A consent whose id holds `%`, `/` or `+` could not be named in the path: the router
+/// leaves those encoded, and `GET /v1/consents/a%25b` answered `no consent `a%25b``.
+#[test]
+fn a_consent_id_with_reserved_characters_can_be_named_in_the_path() {
+    let (server, _journal) = start(1, Auth::Disabled);
+    let r = post_json(
+        &server,
+        "/v1/events",
+        &json!([
+            {"clock": {"now": "2026-09-01T08:00:00Z"}},
+            {"party": {"id": "bank", "kind": "organisation", "unit_type": "ASA"}},
+            {"party": {"id": "kari", "kind": "person"}},
+            {"resource": {"id": "inntekt", "kind": "consent", "rules": [
+                {"actions": ["consent"], "any_of": ["urn:altinn:accesspackage:skattegrunnlag"]}]}},
+            {"consent_request": {"id": "2026/a%b+c", "from": "kari", "to": "bank",
+                "rights": [{"resource": "inntekt", "actions": ["consent"]}],
+                "valid_to": "2026-12-31T00:00:00Z"}}
+        ]),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let path = "/v1/consents/2026%2Fa%25b%2Bc";
+    let r = request(&server, "GET", path, None, None, None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["status"], "created", "{}", r.text);
+    let r = request(
+        &server,
+        "POST",
+        &format!("{path}/accept"),
+        Some("application/json"),
+        Some(json!({"by": "kari"}).to_string().into_bytes()),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = request(&server, "GET", path, None, None, None);
+    assert_eq!(r.body["status"], "accepted", "{}", r.text);
+    server.stop();
+}
