@@ -275,13 +275,15 @@ pub struct Options {
     pub record_answers: bool,
 }
 
+/// A scenario file. Keys beside `name`, `description` and `steps` are left alone (a
+/// file may carry its own metadata, e.g. `version` or `tags`): the contract makes unknown
+/// keys an error in a *step*, and refusing a whole file for one would fail every step.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct File {
     #[allow(dead_code)]
-    name: Option<String>,
+    name: Option<Value>,
     #[allow(dead_code)]
-    description: Option<String>,
+    description: Option<Value>,
     steps: Vec<Value>,
 }
 
@@ -718,9 +720,12 @@ fn run_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<StepResult> 
             if !is_resource {
                 return Ok(compare_bool(&e.expect, a.allowed));
             }
+            // `permit` / `deny` as the format writes them; the decision point's spelling
+            // (`Permit`) and a boolean read the same.
             let want = match &e.expect {
-                Value::String(v) if v == "permit" => true,
-                Value::String(v) if v == "deny" => false,
+                Value::String(v) if v.trim().eq_ignore_ascii_case("permit") => true,
+                Value::String(v) if v.trim().eq_ignore_ascii_case("deny") => false,
+                Value::Bool(b) => *b,
                 other => {
                     return Err(Error::invalid(format!(
                         "a resource check expects `permit` or `deny`, got {other}"
