@@ -21,6 +21,8 @@ pub struct PackageId(pub u16);
 #[serde(rename_all = "snake_case")]
 pub enum PartyKind {
     Person,
+    /// Also read as `organization`, the decision point's spelling (`urn:altinn:partytype`).
+    #[serde(alias = "organization")]
     Organisation,
     SystemUser,
 }

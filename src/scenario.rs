@@ -337,7 +337,13 @@ pub fn run_file_with(backend: &mut dyn Backend, path: &Path, options: Options) -
 
 /// Runs scenario text on `backend` with `options`.
 pub fn run_str_with(backend: &mut dyn Backend, name: &str, text: &str, options: Options) -> Report {
-    let file: File = match serde_yaml::from_str(text) {
+    // YAML merge keys (`<<: *defaults`) are applied first: a step written with one is
+    // the step its author sees.
+    let read = serde_yaml::from_str::<serde_yaml::Value>(text).and_then(|mut v| {
+        v.apply_merge()?;
+        serde_yaml::from_value::<File>(v)
+    });
+    let file: File = match read {
         Ok(f) => f,
         Err(e) => return file_failure(name, format!("not a valid scenario file: {e}")),
     };
@@ -753,6 +759,18 @@ fn run_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<StepResult> 
             compare_set("parties", &got, &exp, |s| Ok(s.to_string()))
         }
         "rights" => {
+            // A bare list is the exact set (`packages: [lonn]` = `packages: {exact: [lonn]}`).
+            let mut body = body;
+            if let Value::Object(m) = &mut body {
+                for k in ["packages", "roles"] {
+                    if let Some(v) = m.get_mut(k)
+                        && v.is_array()
+                    {
+                        let list = v.take();
+                        *v = serde_json::json!({ "exact": list });
+                    }
+                }
+            }
             let (q, e): (Query, RightsExpect) = split_step(key, body)?;
             let Answer::Rights(a) = b.query(&q)? else {
                 return Err(wrong_answer(&q));
