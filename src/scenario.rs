@@ -397,11 +397,87 @@ pub fn run_str_with(backend: &mut dyn Backend, name: &str, text: &str, options: 
     report
 }
 
+/// The query steps of the format (with `explain`, which the runner also takes).
+const QUERY_NAMES: &[&str] = &[
+    "check",
+    "authorized_parties",
+    "rights",
+    "can_delegate",
+    "holders",
+    "request_status",
+    "clients",
+    "addable_clients",
+    "decide",
+    "simulate",
+    "explain",
+    "consent_status",
+    "consent_check",
+    "consent_events",
+    "scope_delegations",
+    "suppliers",
+    "consumers",
+];
+
+fn is_step_name(k: &str) -> bool {
+    EVENT_NAMES.contains(&k) || QUERY_NAMES.contains(&k)
+}
+
 fn step_name(step: &Value) -> String {
-    match step.as_object().and_then(|m| m.keys().next()) {
+    let Some(m) = step.as_object() else {
+        return step.as_str().unwrap_or("?").to_string();
+    };
+    match m.keys().find(|k| is_step_name(k)).or_else(|| m.keys().next()) {
         Some(k) => k.clone(),
         None => "?".into(),
     }
+}
+
+/// A step's name and body. A step is a one-key mapping; its `expect_error` and (for a
+/// query) its expectation keys may also stand beside the name, one level out —
+/// `- check: {subject: kari, party: bergen, package: lonn}` with `expect: true` on the
+/// next line — and are then read as fields of the body. Any other second key is an
+/// `invalid_input`, as is a field given both ways.
+fn step_parts(mut m: serde_json::Map<String, Value>) -> Result<(String, Value)> {
+    if m.len() == 1 {
+        return m
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::invalid("a step is a mapping with one key"));
+    }
+    let names: Vec<String> = m.keys().filter(|k| is_step_name(k)).cloned().collect();
+    let [name] = names.as_slice() else {
+        return Err(Error::invalid(format!(
+            "a step has exactly one key, got {}",
+            m.len()
+        )));
+    };
+    let beside: &[&str] = if EVENT_NAMES.contains(&name.as_str()) {
+        &[]
+    } else {
+        expectation_keys(name)
+    };
+    if let Some(k) = m
+        .keys()
+        .find(|k| *k != name && *k != "expect_error" && !beside.contains(&k.as_str()))
+    {
+        return Err(Error::invalid(format!(
+            "a step has exactly one key (beside it only `expect_error` or what it expects), got `{k}` beside `{name}`"
+        )));
+    }
+    let mut body = match m.remove(name) {
+        Some(Value::Object(b)) => b,
+        Some(Value::Null) | None => serde_json::Map::new(),
+        Some(other) => return Err(Error::invalid(format!("`{name}` takes a mapping, got `{other}`"))),
+    };
+    for (k, v) in m {
+        if body.contains_key(&k) {
+            return Err(Error::invalid(format!(
+                "`{k}` is given both in and beside `{name}`"
+            )));
+        }
+        body.insert(k, v);
+    }
+    Ok((name.clone(), Value::Object(body)))
 }
 
 type StepResult = std::result::Result<(), (String, String)>;
@@ -454,17 +530,14 @@ fn run_step(w: &mut dyn Backend, step: Value) -> StepResult {
     let Value::Object(m) = step else {
         return mismatch("a step mapping with one key", step);
     };
-    if m.len() != 1 {
-        return judge(
-            None,
-            &Err::<(), _>(Error::invalid(format!(
-                "a step has exactly one key, got {}",
-                m.len()
-            ))),
-        );
-    }
-    let Some((key, mut body)) = m.into_iter().next() else {
-        return mismatch("a step", "an empty mapping");
+    // A malformed step is judged against an `expect_error` written beside it.
+    let beside = match m.get("expect_error") {
+        Some(Value::String(c)) => ErrorCode::parse(c),
+        _ => None,
+    };
+    let (key, mut body) = match step_parts(m) {
+        Ok(parts) => parts,
+        Err(e) => return judge(beside, &Err::<(), _>(e)),
     };
     let expect_error = take_expect_error(&mut body)?;
     if EVENT_NAMES.contains(&key.as_str()) {
