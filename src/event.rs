@@ -69,8 +69,10 @@ pub struct PartyEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::model::int_or_digits")]
     pub party_id: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::model::int_or_digits")]
     pub user_id: Option<i64>,
 }
 
@@ -498,6 +500,10 @@ pub const EVENT_NAMES: &[&str] = &[
     "undelegate_scope",
 ];
 
+/// The fields of the vocabulary whose values are numbers; every other number in an event
+/// stands for its text ([`crate::model::normalise_scalars`]).
+pub const NUMERIC_FIELDS: &[&str] = &["party_id", "user_id"];
+
 impl Event {
     /// Parses one event from its JSON form `{"name": {fields}}`. A field-less event may
     /// be written with a null body (`retire_a2_roles:`).
@@ -508,15 +514,17 @@ impl Event {
     pub fn from_json(v: serde_json::Value) -> Result<Event> {
         crate::model::check_strings(&v, &["xml"])?;
         let v = match v {
-            serde_json::Value::Object(mut m) if m.len() == 1 => {
-                if let Some((k, body)) = m.iter_mut().next()
-                    && body.is_null()
-                {
-                    let _ = k;
-                    *body = serde_json::Value::Object(Default::default());
-                }
-                serde_json::Value::Object(m)
-            }
+            serde_json::Value::Object(m) if m.len() == 1 => serde_json::Value::Object(
+                m.into_iter()
+                    .map(|(k, body)| {
+                        let body = match body {
+                            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+                            other => crate::model::normalise_scalars(other, NUMERIC_FIELDS),
+                        };
+                        (k, body)
+                    })
+                    .collect(),
+            ),
             serde_json::Value::Object(m) => {
                 return Err(Error::invalid(format!(
                     "an event is a mapping with exactly one key, got {} keys",

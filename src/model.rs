@@ -21,6 +21,8 @@ pub struct PackageId(pub u16);
 #[serde(rename_all = "snake_case")]
 pub enum PartyKind {
     Person,
+    /// Also read as `organization`, the decision point's spelling (`urn:altinn:partytype`).
+    #[serde(alias = "organization")]
     Organisation,
     SystemUser,
 }
@@ -269,6 +271,55 @@ pub fn check_strings(v: &serde_json::Value, free: &[&str]) -> Result<()> {
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// Reads scalars of an event or query body the way a file author means them: a key whose
+/// value is `null` is absent (as in the decision point's JSON profile), and a number
+/// stands for its text (`org_no: 310000001`, `id: 42`, `expect: [1001]`: ids are free
+/// strings, and YAML writes digits without quotes), except under the keys in `numeric`,
+/// whose values are numbers (`party_id`, a `limit`, counts). Applied before the typed
+/// reading, which then sees only strings where the vocabulary has strings.
+pub fn normalise_scalars(v: serde_json::Value, numeric: &[&str]) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| normalise_scalars(x, numeric)).collect()),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| {
+                    let x = if numeric.contains(&k.as_str()) {
+                        x
+                    } else {
+                        normalise_scalars(x, numeric)
+                    };
+                    (k, x)
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Deserialises an optional integer written as a number or as a string of digits
+/// (`party_id: 50001` or `party_id: "50001"`).
+pub fn int_or_digits<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<i64>, D::Error> {
+    use serde::de::Error as _;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum IntOrText {
+        Int(i64),
+        Text(String),
+    }
+    match Option::<IntOrText>::deserialize(d)? {
+        None => Ok(None),
+        Some(IntOrText::Int(n)) => Ok(Some(n)),
+        Some(IntOrText::Text(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| D::Error::custom(format!("expected an integer, got `{}`", quote(&s)))),
     }
 }
 

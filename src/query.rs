@@ -620,6 +620,19 @@ impl Query {
         fn p<T: for<'de> Deserialize<'de>>(name: &str, body: Value) -> Result<T> {
             // The id rule holds for queries as for events (a `simulate` may carry a policy).
             crate::model::check_strings(&body, &["xml"])?;
+            // `null` is absent and a number stands for its text, as in events; a
+            // simulated event keeps its own numeric fields.
+            let body = match body {
+                Value::Object(mut m) => {
+                    let event = m.remove("event");
+                    let mut body = crate::model::normalise_scalars(Value::Object(m), &["limit"]);
+                    if let (Some(e), Value::Object(b)) = (event, &mut body) {
+                        b.insert("event".into(), e);
+                    }
+                    body
+                }
+                other => other,
+            };
             serde_json::from_value(body).map_err(|e| Error::invalid(format!("`{name}`: {e}")))
         }
         Some(match name {

@@ -275,13 +275,15 @@ pub struct Options {
     pub record_answers: bool,
 }
 
+/// A scenario file. Keys beside `name`, `description` and `steps` are left alone (a
+/// file may carry its own metadata, e.g. `version` or `tags`): the contract makes unknown
+/// keys an error in a *step*, and refusing a whole file for one would fail every step.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct File {
     #[allow(dead_code)]
-    name: Option<String>,
+    name: Option<Value>,
     #[allow(dead_code)]
-    description: Option<String>,
+    description: Option<Value>,
     steps: Vec<Value>,
 }
 
@@ -335,7 +337,13 @@ pub fn run_file_with(backend: &mut dyn Backend, path: &Path, options: Options) -
 
 /// Runs scenario text on `backend` with `options`.
 pub fn run_str_with(backend: &mut dyn Backend, name: &str, text: &str, options: Options) -> Report {
-    let file: File = match serde_yaml::from_str(text) {
+    // YAML merge keys (`<<: *defaults`) are applied first: a step written with one is
+    // the step its author sees.
+    let read = serde_yaml::from_str::<serde_yaml::Value>(text).and_then(|mut v| {
+        v.apply_merge()?;
+        serde_yaml::from_value::<File>(v)
+    });
+    let file: File = match read {
         Ok(f) => f,
         Err(e) => return file_failure(name, format!("not a valid scenario file: {e}")),
     };
@@ -389,11 +397,87 @@ pub fn run_str_with(backend: &mut dyn Backend, name: &str, text: &str, options: 
     report
 }
 
+/// The query steps of the format (with `explain`, which the runner also takes).
+const QUERY_NAMES: &[&str] = &[
+    "check",
+    "authorized_parties",
+    "rights",
+    "can_delegate",
+    "holders",
+    "request_status",
+    "clients",
+    "addable_clients",
+    "decide",
+    "simulate",
+    "explain",
+    "consent_status",
+    "consent_check",
+    "consent_events",
+    "scope_delegations",
+    "suppliers",
+    "consumers",
+];
+
+fn is_step_name(k: &str) -> bool {
+    EVENT_NAMES.contains(&k) || QUERY_NAMES.contains(&k)
+}
+
 fn step_name(step: &Value) -> String {
-    match step.as_object().and_then(|m| m.keys().next()) {
+    let Some(m) = step.as_object() else {
+        return step.as_str().unwrap_or("?").to_string();
+    };
+    match m.keys().find(|k| is_step_name(k)).or_else(|| m.keys().next()) {
         Some(k) => k.clone(),
         None => "?".into(),
     }
+}
+
+/// A step's name and body. A step is a one-key mapping; its `expect_error` and (for a
+/// query) its expectation keys may also stand beside the name, one level out —
+/// `- check: {subject: kari, party: bergen, package: lonn}` with `expect: true` on the
+/// next line — and are then read as fields of the body. Any other second key is an
+/// `invalid_input`, as is a field given both ways.
+fn step_parts(mut m: serde_json::Map<String, Value>) -> Result<(String, Value)> {
+    if m.len() == 1 {
+        return m
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::invalid("a step is a mapping with one key"));
+    }
+    let names: Vec<String> = m.keys().filter(|k| is_step_name(k)).cloned().collect();
+    let [name] = names.as_slice() else {
+        return Err(Error::invalid(format!(
+            "a step has exactly one key, got {}",
+            m.len()
+        )));
+    };
+    let beside: &[&str] = if EVENT_NAMES.contains(&name.as_str()) {
+        &[]
+    } else {
+        expectation_keys(name)
+    };
+    if let Some(k) = m
+        .keys()
+        .find(|k| *k != name && *k != "expect_error" && !beside.contains(&k.as_str()))
+    {
+        return Err(Error::invalid(format!(
+            "a step has exactly one key (beside it only `expect_error` or what it expects), got `{k}` beside `{name}`"
+        )));
+    }
+    let mut body = match m.remove(name) {
+        Some(Value::Object(b)) => b,
+        Some(Value::Null) | None => serde_json::Map::new(),
+        Some(other) => return Err(Error::invalid(format!("`{name}` takes a mapping, got `{other}`"))),
+    };
+    for (k, v) in m {
+        if body.contains_key(&k) {
+            return Err(Error::invalid(format!(
+                "`{k}` is given both in and beside `{name}`"
+            )));
+        }
+        body.insert(k, v);
+    }
+    Ok((name.clone(), Value::Object(body)))
 }
 
 type StepResult = std::result::Result<(), (String, String)>;
@@ -433,20 +517,27 @@ fn judge<T>(expected: Option<ErrorCode>, got: &Result<T>) -> StepResult {
 }
 
 fn run_step(w: &mut dyn Backend, step: Value) -> StepResult {
+    // A field-less event may be written as its bare name (`- retire_a2_roles`), as it
+    // may be with an empty or null body.
+    let step = match step {
+        Value::String(name) if EVENT_NAMES.contains(&name.as_str()) => {
+            let mut m = serde_json::Map::new();
+            m.insert(name, Value::Null);
+            Value::Object(m)
+        }
+        other => other,
+    };
     let Value::Object(m) = step else {
         return mismatch("a step mapping with one key", step);
     };
-    if m.len() != 1 {
-        return judge(
-            None,
-            &Err::<(), _>(Error::invalid(format!(
-                "a step has exactly one key, got {}",
-                m.len()
-            ))),
-        );
-    }
-    let Some((key, mut body)) = m.into_iter().next() else {
-        return mismatch("a step", "an empty mapping");
+    // A malformed step is judged against an `expect_error` written beside it.
+    let beside = match m.get("expect_error") {
+        Some(Value::String(c)) => ErrorCode::parse(c),
+        _ => None,
+    };
+    let (key, mut body) = match step_parts(m) {
+        Ok(parts) => parts,
+        Err(e) => return judge(beside, &Err::<(), _>(e)),
     };
     let expect_error = take_expect_error(&mut body)?;
     if EVENT_NAMES.contains(&key.as_str()) {
@@ -607,6 +698,13 @@ fn split_step<E: for<'de> Deserialize<'de>>(key: &str, body: Value) -> Result<(Q
     let mut expect = serde_json::Map::new();
     for k in expectation_keys(key) {
         if let Some(v) = fields.remove(*k) {
+            // Ids are free strings: `expect: [1001]` names the party `1001`. The counts
+            // of `expect_removed` stay numbers.
+            let v = if *k == "expect_removed" {
+                v
+            } else {
+                numbers_as_text(v)
+            };
             expect.insert((*k).to_string(), v);
         }
     }
@@ -615,6 +713,17 @@ fn split_step<E: for<'de> Deserialize<'de>>(key: &str, body: Value) -> Result<(Q
     let e =
         serde_json::from_value(Value::Object(expect)).map_err(|e| Error::invalid(format!("`{key}`: {e}")))?;
     Ok((q, e))
+}
+
+/// Every number of an expectation as its text (nulls kept: `accepted_by: null` asserts
+/// there is none).
+fn numbers_as_text(v: Value) -> Value {
+    match v {
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Array(a) => Value::Array(a.into_iter().map(numbers_as_text).collect()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, x)| (k, numbers_as_text(x))).collect()),
+        other => other,
+    }
 }
 
 fn wrong_answer(q: &Query) -> Error {
@@ -690,9 +799,12 @@ fn run_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<StepResult> 
             if !is_resource {
                 return Ok(compare_bool(&e.expect, a.allowed));
             }
+            // `permit` / `deny` as the format writes them; the decision point's spelling
+            // (`Permit`) and a boolean read the same.
             let want = match &e.expect {
-                Value::String(v) if v == "permit" => true,
-                Value::String(v) if v == "deny" => false,
+                Value::String(v) if v.trim().eq_ignore_ascii_case("permit") => true,
+                Value::String(v) if v.trim().eq_ignore_ascii_case("deny") => false,
+                Value::Bool(b) => *b,
                 other => {
                     return Err(Error::invalid(format!(
                         "a resource check expects `permit` or `deny`, got {other}"
@@ -720,6 +832,18 @@ fn run_query(b: &mut dyn Backend, key: &str, body: Value) -> Result<StepResult> 
             compare_set("parties", &got, &exp, |s| Ok(s.to_string()))
         }
         "rights" => {
+            // A bare list is the exact set (`packages: [lonn]` = `packages: {exact: [lonn]}`).
+            let mut body = body;
+            if let Value::Object(m) = &mut body {
+                for k in ["packages", "roles"] {
+                    if let Some(v) = m.get_mut(k)
+                        && v.is_array()
+                    {
+                        let list = v.take();
+                        *v = serde_json::json!({ "exact": list });
+                    }
+                }
+            }
             let (q, e): (Query, RightsExpect) = split_step(key, body)?;
             let Answer::Rights(a) = b.query(&q)? else {
                 return Err(wrong_answer(&q));

@@ -105,10 +105,26 @@ struct DecideStep {
     request: serde_json::Value,
     #[serde(default)]
     api: Option<String>,
+    /// One decision per result; a single result's decision may be written alone
+    /// (`expect: Permit`).
+    #[serde(deserialize_with = "one_or_many")]
     expect: Vec<String>,
     /// Optionally, per result, the exact set of obligation ids.
     #[serde(default)]
     obligations: Option<Vec<Vec<String>>>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match <OneOrMany as serde::Deserialize>::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// Runs a `decide` step, asking `decide` (in-process or over HTTP) for the JSON
@@ -130,7 +146,15 @@ pub fn scenario_decide(
     };
     let mut expect = Vec::with_capacity(s.expect.len());
     for e in &s.expect {
-        expect.push(Decision::parse(e).ok_or_else(|| {
+        // In any case (`permit`, as `check` writes it), `not_applicable` too.
+        let canonical = match e.trim().to_ascii_lowercase().replace('_', "").as_str() {
+            "permit" => "Permit",
+            "deny" => "Deny",
+            "notapplicable" => "NotApplicable",
+            "indeterminate" => "Indeterminate",
+            _ => e.as_str(),
+        };
+        expect.push(Decision::parse(canonical).ok_or_else(|| {
             Error::invalid(format!(
                 "a decision is Permit, Deny, NotApplicable or Indeterminate, got `{e}`"
             ))

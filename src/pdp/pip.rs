@@ -249,18 +249,31 @@ pub(crate) fn on_list(w: &World, resource: &str, org: NodeId, actions: &[String]
         .or_else(|| super::app_owner(resource).map(str::to_string))
         .unwrap_or_default();
     let org_id = w.graph.ext_id(org);
+    let admitted = |members: &Vec<super::state::ListMember>| {
+        members.iter().any(|m| {
+            m.org == org_id
+                && m.actions
+                    .as_ref()
+                    .is_none_or(|a| actions.iter().all(|x| admits(a, x)))
+        })
+    };
     cfg.lists.iter().any(|l| {
-        w.pdp
-            .access_lists
-            .get(&(owner.clone(), l.clone()))
-            .is_some_and(|members| {
-                members.iter().any(|m| {
-                    m.org == org_id
-                        && m.actions
-                            .as_ref()
-                            .is_none_or(|a| actions.iter().all(|x| admits(a, x)))
-                })
-            })
+        // A list is named by its id among the resource owner's lists. A resource without
+        // an owner names a list by its id whoever owns it; and `{owner}:{id}` (the form
+        // the decision point's `urn:altinn:access-list` values take) names one list.
+        if let Some(members) = w.pdp.access_lists.get(&(owner.clone(), l.clone())) {
+            return admitted(members);
+        }
+        if let Some((lo, lid)) = l.split_once(':')
+            && let Some(members) = w.pdp.access_lists.get(&(lo.to_string(), lid.to_string()))
+        {
+            return admitted(members);
+        }
+        owner.is_empty()
+            && w.pdp
+                .access_lists
+                .iter()
+                .any(|((_, id), members)| id == l && admitted(members))
     })
 }
 
