@@ -81,12 +81,7 @@ pub fn same_origin(req: &HttpRequest) -> Result<(), Problem> {
             return Err(refuse(format!("`Sec-Fetch-Site: {}`", quote(&site))));
         }
     }
-    let host = req
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default()
-        .trim();
+    let host = host(req);
     if let Some(origin) = req.headers().get(ORIGIN) {
         let origin = origin.to_str().unwrap_or_default().trim();
         let origin_host = origin
@@ -115,12 +110,7 @@ pub fn rebinding(req: &HttpRequest, open: bool) -> Result<(), Problem> {
         return Ok(());
     }
     let from_browser = req.headers().contains_key("sec-fetch-site") || req.headers().contains_key(ORIGIN);
-    let host = req
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default()
-        .trim();
+    let host = host(req);
     if from_browser && !unreboundable(host) {
         return Err(Problem::new(
             ProblemCode::Spec(ErrorCode::NotAuthorized),
@@ -131,6 +121,15 @@ pub fn rebinding(req: &HttpRequest, open: bool) -> Result<(), Problem> {
         ));
     }
     Ok(())
+}
+
+/// The request's `Host` header, trimmed (empty when absent or not text).
+fn host(req: &HttpRequest) -> &str {
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .trim()
 }
 
 /// Whether a `Host` header names an IP address or `localhost` (or a name under it),
