@@ -282,6 +282,10 @@ pub fn check_strings(v: &serde_json::Value, free: &[&str]) -> Result<()> {
 /// reading, which then sees only strings where the vocabulary has strings.
 pub fn normalise_scalars(v: serde_json::Value, numeric: &[&str]) -> serde_json::Value {
     use serde_json::Value;
+    // Every query over HTTP comes here: a body of strings only (nearly all) is not rebuilt.
+    if !loose_scalars(&v, numeric) {
+        return v;
+    }
     match v {
         Value::Number(n) => Value::String(n.to_string()),
         Value::Array(a) => Value::Array(a.into_iter().map(|x| normalise_scalars(x, numeric)).collect()),
@@ -302,25 +306,57 @@ pub fn normalise_scalars(v: serde_json::Value, numeric: &[&str]) -> serde_json::
     }
 }
 
+/// Whether [`normalise_scalars`] would change anything in `v`: a number outside the
+/// `numeric` keys, or a key whose value is `null`.
+fn loose_scalars(v: &serde_json::Value, numeric: &[&str]) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Number(_) => true,
+        Value::Array(a) => a.iter().any(|x| loose_scalars(x, numeric)),
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, x)| x.is_null() || (!numeric.contains(&k.as_str()) && loose_scalars(x, numeric))),
+        _ => false,
+    }
+}
+
 /// Deserialises an optional integer written as a number or as a string of digits
-/// (`party_id: 50001` or `party_id: "50001"`).
+/// (`party_id: 50001` or `party_id: "50001"`); anything else is refused saying so.
 pub fn int_or_digits<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<i64>, D::Error> {
-    use serde::de::Error as _;
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum IntOrText {
-        Int(i64),
-        Text(String),
+    struct IntOrDigits;
+    impl<'v> serde::de::Visitor<'v> for IntOrDigits {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer (a number, or a string of digits)")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+            i64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom(format!("{v} is too large for an id")))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+            v.trim()
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| E::custom(format!("expected an integer, got `{}`", quote(v))))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'v>>(
+            self,
+            d: D2,
+        ) -> std::result::Result<Self::Value, D2::Error> {
+            d.deserialize_any(self)
+        }
     }
-    match Option::<IntOrText>::deserialize(d)? {
-        None => Ok(None),
-        Some(IntOrText::Int(n)) => Ok(Some(n)),
-        Some(IntOrText::Text(s)) => s
-            .trim()
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| D::Error::custom(format!("expected an integer, got `{}`", quote(&s)))),
-    }
+    d.deserialize_any(IntOrDigits)
 }
 
 /// A short, printable form of any input for an error message: at most [`QUOTE_CHARS`]

@@ -684,6 +684,7 @@ fn expectation_keys(key: &str) -> &'static [&'static str] {
         "request_status" => &["expect", "escalated"],
         "consent_status" => &["expect", "accepted_by", "acceptor_entitled"],
         "consent_check" => &["expect", "reason"],
+        "decide" => &["expect", "obligations"],
         _ => &["expect"],
     }
 }

@@ -644,6 +644,14 @@ pub async fn check_batch(
         )));
     }
     crate::model::check_strings(&v, &[])?;
+    // Each check reads as `POST /v1/check` does: a number stands for its text, `null`
+    // for an absent key.
+    let mut v = v;
+    if let Some(items) = v.get_mut("checks").and_then(Value::as_array_mut) {
+        for it in items.iter_mut() {
+            *it = crate::model::normalise_scalars(std::mem::take(it), &[]);
+        }
+    }
     let batch: CheckBatch =
         serde_json::from_value(v).map_err(|e| Problem::invalid(format!("`check/batch`: {e}")))?;
     let min = match (query_min_token(&req, "`check/batch` takes")?, batch.min_token) {

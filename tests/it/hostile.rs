@@ -1605,6 +1605,42 @@ fn check_batch_takes_min_token_from_its_query_string() {
     server.stop();
 }
 
+/// Ids written as JSON numbers read as their text in `check` and in every item of
+/// `check/batch` alike (the batch refused them: "invalid type: integer").
+#[test]
+fn numeric_ids_read_the_same_in_check_and_check_batch() {
+    let (server, _journal, _) = seeded(jwt(0));
+    let import = token("delegraph:import");
+    let events = json!([
+        {"party": {"id": "50001", "kind": "organisation", "unit_type": "AS"}},
+        {"party": {"id": "1001", "kind": "person"}},
+        {"grant": {"from": "50001", "to": "1001", "package": "skattegrunnlag"}},
+    ]);
+    let r = post_json(&server, "/v1/events", &events, Some(&import));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let read = token("delegraph:read");
+    let held = json!({"subject": 1001, "party": 50001, "package": "skattegrunnlag"});
+    let not_held = json!({"subject": 1001, "party": 50001, "package": "ulykke"});
+    let r = post_json(&server, "/v1/check", &held, Some(&read));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["allowed"], json!(true), "{}", r.text);
+    let r = post_json(
+        &server,
+        "/v1/check/batch",
+        &json!({"checks": [held, not_held]}),
+        Some(&read),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let allowed: Vec<Value> = r.body["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", r.text))
+        .iter()
+        .map(|x| x["allowed"].clone())
+        .collect();
+    assert_eq!(allowed, vec![json!(true), json!(false)], "{}", r.text);
+    server.stop();
+}
+
 /// Bytes that are not UTF-8, percent-encoded in a path or a query string, are refused
 /// (they were read with a replacement character into an id that named nobody).
 #[test]
