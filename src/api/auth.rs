@@ -189,6 +189,14 @@ impl JwtAuth {
                 kind,
                 ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) | ErrorKind::MissingRequiredClaim(_)
             );
+            // The library reads the header's registered fields before the signature: one
+            // of the wrong type (`"typ": 5`) is the header's fault, not the claims'.
+            if matches!(kind, ErrorKind::Json(_)) && jsonwebtoken::decode_header(token).is_err() {
+                return refuse(
+                    "has a header whose fields have the wrong shape (e.g. `typ` or `kid` not a string)"
+                        .into(),
+                );
+            }
             refuse(
                 shape
                     .then(|| bad_claim(token))

@@ -2049,6 +2049,11 @@ fn malformed_tokens_are_refused_naming_what_is_wrong() {
         ),
         (unsigned(r#"[]"#), "has a header that is not a JSON object"),
         (unsigned(r#"{"alg": 256}"#), "has an `alg` that is not a string"),
+        // A header field of the wrong type is the header's fault, not the claims'.
+        (
+            unsigned(r#"{"alg": "HS256", "typ": 5}"#),
+            "has a header whose fields have the wrong shape",
+        ),
         (
             hs512,
             "is signed with `HS512`, and this server takes only `HS256`",
