@@ -585,6 +585,27 @@ pub enum Answer {
     Consumers(ConsumersAnswer),
 }
 
+/// The name of every query [`Query::parse`] reads (the scenario runner tells steps
+/// apart by them).
+pub const NAMES: &[&str] = &[
+    "check",
+    "authorized_parties",
+    "rights",
+    "can_delegate",
+    "holders",
+    "clients",
+    "request_status",
+    "addable_clients",
+    "explain",
+    "simulate",
+    "consent_status",
+    "consent_check",
+    "consent_events",
+    "scope_delegations",
+    "suppliers",
+    "consumers",
+];
+
 impl Query {
     /// The query's name in the vocabulary, also the last segment of its HTTP route.
     pub fn name(&self) -> &'static str {
@@ -614,8 +635,8 @@ impl Query {
         matches!(self, Query::Simulate(_))
     }
 
-    /// Parses the query named `name` from its fields; `None` when `name` is no query of
-    /// this module.
+    /// Parses the query named `name` (one of [`NAMES`]) from its fields; `None` when
+    /// `name` is no query of this module.
     pub fn parse(name: &str, body: Value) -> Option<Result<Query>> {
         fn p<T: for<'de> Deserialize<'de>>(name: &str, body: Value) -> Result<T> {
             // The id rule holds for queries as for events (a `simulate` may carry a policy).
@@ -1138,4 +1159,25 @@ pub fn scope_delegations(w: &World, q: &ScopeDelegationsQuery) -> Result<ScopeDe
         })
         .collect();
     Ok(ScopeDelegationsAnswer { delegations })
+}
+
+#[cfg(test)]
+mod tests {
+    /// [`super::NAMES`] is exactly the names [`super::Query::parse`] reads.
+    #[test]
+    fn names_are_the_queries_parse_reads() {
+        for n in super::NAMES {
+            assert!(super::Query::parse(n, serde_json::json!({})).is_some(), "{n}");
+        }
+        assert!(super::Query::parse("decide", serde_json::json!({})).is_none());
+        let src = include_str!("query.rs");
+        // (The needle is built, so that this line is not one of its matches.)
+        let needle = [" => p(name, body)", ".map(Query::"].concat();
+        let arms = src.matches(needle.as_str()).count();
+        assert_eq!(
+            arms,
+            super::NAMES.len(),
+            "a query of `parse` is missing from NAMES"
+        );
+    }
 }

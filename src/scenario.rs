@@ -397,29 +397,9 @@ pub fn run_str_with(backend: &mut dyn Backend, name: &str, text: &str, options: 
     report
 }
 
-/// The query steps of the format (with `explain`, which the runner also takes).
-const QUERY_NAMES: &[&str] = &[
-    "check",
-    "authorized_parties",
-    "rights",
-    "can_delegate",
-    "holders",
-    "request_status",
-    "clients",
-    "addable_clients",
-    "decide",
-    "simulate",
-    "explain",
-    "consent_status",
-    "consent_check",
-    "consent_events",
-    "scope_delegations",
-    "suppliers",
-    "consumers",
-];
-
+/// An event, a query of [`Query::parse`], or the decision point's `decide`.
 fn is_step_name(k: &str) -> bool {
-    EVENT_NAMES.contains(&k) || QUERY_NAMES.contains(&k)
+    EVENT_NAMES.contains(&k) || crate::query::NAMES.contains(&k) || k == "decide"
 }
 
 fn step_name(step: &Value) -> String {
