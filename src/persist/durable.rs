@@ -247,13 +247,18 @@ pub fn recover(dir: &Path, opts: &Options) -> Result<(World, Log, Recovery)> {
             .into());
         }
         let size = std::fs::metadata(path).map_err(WalError::from)?.len();
-        if newest && (scan.torn_header || scan.tail != Tail::Clean) {
-            recovery.truncated_bytes = size.saturating_sub(scan.valid_len);
+        // The newest segment is cut to its records: a torn tail goes, and so does the
+        // reserve of blocks the log keeps ahead of its records (zeros; the log reserves
+        // it again as it writes), which is not counted as truncated.
+        if newest && (scan.torn_header || scan.tail != Tail::Clean || size > scan.valid_len) {
+            recovery.truncated_bytes = if scan.torn_header {
+                size
+            } else {
+                scan.written_len.saturating_sub(scan.valid_len)
+            };
             wal::repair_tail(path, &scan)?;
-            initial_bytes += scan.valid_len.max(wal::SEGMENT_HEADER);
-        } else {
-            initial_bytes += size;
         }
+        initial_bytes += scan.valid_len.max(wal::SEGMENT_HEADER);
         if newest {
             newest_end = (first + scan.batches.len() as u64).saturating_sub(1);
         }

@@ -366,6 +366,35 @@ fn log_groups_tell_a_torn_tail_from_damage_before_it() {
     }
 }
 
+/// Zeros from a group boundary to the end are the log's reserve of blocks (written only
+/// later): a clean end after the whole groups, however many zeros. Zeros that start
+/// inside a group (its lost last bytes) are still a torn tail.
+#[test]
+fn zeros_after_whole_groups_are_a_clean_end_and_zeros_inside_a_group_are_not() {
+    let (body, ends) = grouped_body(3);
+    for (end, last) in [(0, 0), (ends[0].0, ends[0].1), (ends[2].0, ends[2].1)] {
+        for zeros in [1, 23, 24, 25, 4096] {
+            let mut b = body[..end].to_vec();
+            b.resize(end + zeros, 0);
+            let (got, tail, damage) = wal::decode_groups(&b, 1);
+            assert_eq!(
+                (got.len() as u64, tail, damage),
+                (last, Tail::Clean, None),
+                "{zeros} zeros after {end} bytes"
+            );
+        }
+    }
+    let mut b = body[..ends[2].0 - 3].to_vec();
+    b.resize(ends[2].0 + 4096, 0);
+    let (got, tail, damage) = wal::decode_groups(&b, 1);
+    assert_eq!(damage, None);
+    assert_eq!(got.len() as u64, ends[1].1);
+    assert!(
+        matches!(tail, Tail::Bad { offset, .. } if offset == ends[1].0 as u64),
+        "{tail:?}"
+    );
+}
+
 /// A torn last group followed by noise (what a power cut can leave: the file longer than
 /// what reached the disk) is a torn tail wherever the tear and however long the noise,
 /// also when the noise runs past the group's declared end: nothing valid follows, so
