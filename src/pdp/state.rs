@@ -2,7 +2,9 @@
 //! lists, and how to undo one change to them (the transaction's rollback calls
 //! `undo`; the events that change them are in [`super::events`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use imbl::HashMap;
 use std::sync::Arc;
 
 use super::policy::CompiledPolicy;
@@ -33,7 +35,9 @@ pub struct ResourceLists {
     pub enabled: bool,
 }
 
-/// The decision point's state.
+/// The decision point's state. Its maps are persistent (`imbl`): a version shares them
+/// with the next, and a write copies only the paths it changes (a plain map was copied
+/// whole on the first change of every version: 80 ms per write at 100 000 instances).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PdpState {
     /// Compiled XACML policy per resource id.
@@ -55,7 +59,7 @@ pub enum PdpUndo {
     ResourceLists(String, Option<ResourceLists>),
 }
 
-fn restore<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>, k: K, old: Option<V>) {
+fn restore<K: std::hash::Hash + Eq + Clone, V: Clone>(m: &mut HashMap<K, V>, k: K, old: Option<V>) {
     match old {
         Some(v) => {
             m.insert(k, v);

@@ -77,7 +77,6 @@
 //! INVARIANT: nothing of petgraph's layout (node or edge indices) is written; parties
 //! and resources are named by external id, roles and packages by catalogue code.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -809,8 +808,8 @@ fn consent_records(w: &World) -> impl Iterator<Item = Record> + '_ {
 /// be written and is left out, which [`write_world`] reports as a count mismatch rather
 /// than saving a world that has lost it.
 fn pdp_records(s: &PdpState) -> impl Iterator<Item = Record> + '_ {
-    fn sorted<K: Ord, V>(m: &HashMap<K, V>) -> Vec<(&K, &V)> {
-        let mut v: Vec<_> = m.iter().collect();
+    fn sorted<'a, K: Ord + 'a, V: 'a>(m: impl IntoIterator<Item = (&'a K, &'a V)>) -> Vec<(&'a K, &'a V)> {
+        let mut v: Vec<_> = m.into_iter().collect();
         v.sort_unstable_by(|a, b| a.0.cmp(b.0));
         v
     }

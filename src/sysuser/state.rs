@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, FixedOffset};
+use imbl::OrdMap;
 
 use crate::catalog::PackageSet;
 use crate::graph::Actions;
@@ -177,13 +178,14 @@ pub struct Request {
     pub answered_by: Option<String>,
 }
 
-/// The system register and the requests.
+/// The system register and the requests. Its maps are persistent (`imbl`): a version
+/// shares them with the next, and a write copies only the paths it changes.
 #[derive(Debug, Clone, Default)]
 pub struct SysState {
-    pub systems: BTreeMap<String, System>,
-    pub requests: BTreeMap<String, Request>,
+    pub systems: OrdMap<String, System>,
+    pub requests: OrdMap<String, Request>,
     /// The packages of each agent system user created by an approved request.
-    pub agent_packages: BTreeMap<String, PackageSet>,
+    pub agent_packages: OrdMap<String, PackageSet>,
 }
 
 /// How to undo one change to [`SysState`]: the previous value of an entry.
@@ -194,7 +196,7 @@ pub enum SysUndo {
     AgentPackages(String, Option<PackageSet>),
 }
 
-pub(crate) fn put<V>(map: &mut BTreeMap<String, V>, k: String, v: Option<V>) -> Option<V> {
+pub(crate) fn put<V: Clone>(map: &mut OrdMap<String, V>, k: String, v: Option<V>) -> Option<V> {
     match v {
         Some(v) => map.insert(k, v),
         None => map.remove(&k),
