@@ -46,7 +46,7 @@ fn set_system(tx: &mut Tx<'_>, s: System) {
 
 fn set_request(tx: &mut Tx<'_>, r: Request) {
     let id = r.id.clone();
-    let old = put(&mut tx.w.sys.requests, id.clone(), Some(r));
+    let old = tx.w.sys.put_request(id.clone(), Some(r));
     tx.push_sys_undo(SysUndo::Request(id, old));
 }
 
@@ -466,7 +466,11 @@ fn system_user_request(tx: &mut Tx<'_>, e: &SystemUserRequestEvent) -> Result<()
     }
     // An empty reference is a missing one (missing equals missing, §7).
     let ext_ref = e.external_ref.as_deref().map(str::trim).filter(|r| !r.is_empty());
-    for r in w.sys.requests.values() {
+    let similar = [
+        RequestBody::system_user_key(&e.system, &e.party, ext_ref),
+        RequestBody::named_user_key(&e.system_user),
+    ];
+    for r in w.sys.requests_with(&similar) {
         let RequestBody::SystemUser {
             system,
             party,
@@ -579,7 +583,7 @@ fn change_request(tx: &mut Tx<'_>, e: &ChangeRequestEvent) -> Result<()> {
     not_grantable_resources(w, &add)?;
     // State.
     fresh_request_id(w, &e.id)?;
-    for r in w.sys.requests.values() {
+    for r in w.sys.requests_with(&[RequestBody::change_key(&e.system_user)]) {
         if let RequestBody::Change {
             system_user,
             add: a,
@@ -707,7 +711,7 @@ fn access_request(tx: &mut Tx<'_>, e: &AccessRequestEvent) -> Result<()> {
     }
     // State.
     fresh_request_id(w, &e.id)?;
-    for r in w.sys.requests.values() {
+    for r in w.sys.requests_with(&[RequestBody::access_key(&e.from, &e.to)]) {
         if let RequestBody::Access {
             from: f,
             to: t,

@@ -102,7 +102,7 @@ pub(crate) fn apply(tx: &mut Tx<'_>, ev: &Event) -> Result<()> {
                 });
             }
             let key = (l.owner.clone(), l.id.clone());
-            let old = tx.w.pdp.access_lists.insert(key.clone(), members);
+            let old = tx.w.pdp.put_list(key.clone(), Some(members));
             tx.push_pdp_undo(PdpUndo::AccessList(key, old));
             Ok(())
         }

@@ -270,10 +270,12 @@ pub(crate) fn on_list(w: &World, resource: &str, org: NodeId, actions: &[String]
             return admitted(members);
         }
         owner.is_empty()
-            && w.pdp
-                .access_lists
-                .iter()
-                .any(|((_, id), members)| id == l && admitted(members))
+            && w.pdp.owners_of_list(l).any(|o| {
+                w.pdp
+                    .access_lists
+                    .get(&(o.clone(), l.clone()))
+                    .is_some_and(admitted)
+            })
     })
 }
 
@@ -358,10 +360,8 @@ fn decide_owned(w: &World, mut ind: Individual, api: Api) -> ResultItem {
                 let id = w.graph.ext_id(org);
                 let mut vals: Vec<String> = w
                     .pdp
-                    .access_lists
-                    .iter()
-                    .filter(|(_, m)| m.iter().any(|m| m.org == id))
-                    .map(|((o, l), _)| format!("{o}:{l}"))
+                    .lists_of_member(id)
+                    .map(|(o, l)| format!("{o}:{l}"))
                     .collect();
                 vals.sort();
                 subj.add(

@@ -1615,7 +1615,7 @@ impl Loader {
                     return Err(bad(self.index, format!("duplicate request `{}`", r.id)));
                 }
                 let request = self.request(r)?;
-                self.world.sys.requests.insert(request.id.clone(), request);
+                self.world.sys.put_request(request.id.clone(), Some(request));
             }
             Record::AgentSystemUser(a) => {
                 if self.world.sys.agent_packages.contains_key(&a.system_user) {
@@ -1669,7 +1669,7 @@ impl Loader {
                         actions: m.actions.map(|a| a.into_iter().collect()),
                     });
                 }
-                self.world.pdp.access_lists.insert(key, members);
+                self.world.pdp.put_list(key, Some(members));
             }
             Record::ResourceLists(r) => {
                 self.resource(&r.resource)?;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, FixedOffset};
-use imbl::OrdMap;
+use imbl::{OrdMap, OrdSet};
 
 use crate::catalog::PackageSet;
 use crate::graph::Actions;
@@ -183,9 +183,86 @@ pub struct Request {
 #[derive(Debug, Clone, Default)]
 pub struct SysState {
     pub systems: OrdMap<String, System>,
+    // INVARIANT: changed only through `put_request`, which keeps `by_key`.
     pub requests: OrdMap<String, Request>,
     /// The packages of each agent system user created by an approved request.
     pub agent_packages: OrdMap<String, PackageSet>,
+    /// [`RequestBody::key`] → the requests with that key, by id: what a new request is
+    /// compared with for a duplicate, without a walk of every request.
+    by_key: OrdMap<String, OrdSet<String>>,
+}
+
+impl SysState {
+    /// Puts or removes request `id`, keeping the index; returns what was there.
+    pub(crate) fn put_request(&mut self, id: String, r: Option<Request>) -> Option<Request> {
+        let new_keys = r.as_ref().map(|n| n.body.keys()).unwrap_or_default();
+        for k in &new_keys {
+            self.by_key.entry(k.clone()).or_default().insert(id.clone());
+        }
+        let old = put(&mut self.requests, id.clone(), r);
+        for key in old.iter().flat_map(|o| o.body.keys()) {
+            if new_keys.contains(&key) {
+                continue;
+            }
+            let empty = self.by_key.get_mut(&key).is_some_and(|ids| {
+                ids.remove(&id);
+                ids.is_empty()
+            });
+            if empty {
+                self.by_key.remove(&key);
+            }
+        }
+        old
+    }
+
+    /// The requests with any of `keys` ([`RequestBody::keys`]), in id order, each once.
+    pub(crate) fn requests_with(&self, keys: &[String]) -> Vec<&Request> {
+        let ids: std::collections::BTreeSet<&String> =
+            keys.iter().filter_map(|k| self.by_key.get(k)).flatten().collect();
+        ids.into_iter().filter_map(|id| self.requests.get(id)).collect()
+    }
+}
+
+impl RequestBody {
+    /// What a duplicate of this request shares with it: system, party and external
+    /// reference (an empty one is none), and apart the system user it names, for a
+    /// system-user request; the system user for a change request; from and to for an
+    /// access request.
+    pub(crate) fn keys(&self) -> Vec<String> {
+        match self {
+            RequestBody::SystemUser {
+                system,
+                party,
+                external_ref,
+                system_user,
+                ..
+            } => vec![
+                Self::system_user_key(system, party, external_ref.as_deref().filter(|r| !r.is_empty())),
+                Self::named_user_key(system_user),
+            ],
+            RequestBody::Change { system_user, .. } => vec![Self::change_key(system_user)],
+            RequestBody::Access { from, to, .. } => vec![Self::access_key(from, to)],
+        }
+    }
+
+    pub(crate) fn named_user_key(system_user: &str) -> String {
+        format!("u\0{system_user}")
+    }
+
+    pub(crate) fn system_user_key(system: &str, party: &str, external_ref: Option<&str>) -> String {
+        match external_ref {
+            Some(r) => format!("s\0{system}\0{party}\0+{r}"),
+            None => format!("s\0{system}\0{party}\0-"),
+        }
+    }
+
+    pub(crate) fn change_key(system_user: &str) -> String {
+        format!("c\0{system_user}")
+    }
+
+    pub(crate) fn access_key(from: &str, to: &str) -> String {
+        format!("a\0{from}\0{to}")
+    }
 }
 
 /// How to undo one change to [`SysState`]: the previous value of an entry.
@@ -210,10 +287,87 @@ pub(crate) fn undo(w: &mut World, u: SysUndo) {
             put(&mut w.sys.systems, k, v);
         }
         SysUndo::Request(k, v) => {
-            put(&mut w.sys.requests, k, v);
+            w.sys.put_request(k, v);
         }
         SysUndo::AgentPackages(k, v) => {
             put(&mut w.sys.agent_packages, k, v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(id: &str, n: u64) -> Request {
+        let pick = |k: u64| ["a", "b", "c"][(k % 3) as usize].to_string();
+        let body = match n % 3 {
+            0 => RequestBody::SystemUser {
+                system: pick(n / 3),
+                party: pick(n / 9),
+                kind: SystemUserKind::Standard,
+                system_user: pick(n / 27),
+                rights: RightSet::default(),
+                redirect_url: None,
+                external_ref: [None, Some(String::new()), Some("r".to_string())][(n / 81 % 3) as usize]
+                    .clone(),
+            },
+            1 => RequestBody::Change {
+                system_user: pick(n / 3),
+                add: RightSet::default(),
+                remove: RightSet::default(),
+                redirect_url: None,
+            },
+            _ => RequestBody::Access {
+                from: pick(n / 3),
+                to: pick(n / 9),
+                target: AccessTarget::Resource {
+                    resource: "x".into(),
+                    action: "read".into(),
+                },
+                by: None,
+            },
+        };
+        Request {
+            id: id.to_string(),
+            body,
+            state: State::Pending,
+            created: None,
+            escalated_by: None,
+            answered_by: None,
+        }
+    }
+
+    /// The index answers exactly what a walk of every request would, through puts that
+    /// replace a request by one of another kind and removals.
+    #[test]
+    fn the_request_index_finds_what_a_walk_of_every_request_finds() {
+        let mut s = SysState::default();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..4000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let id = format!("r{}", x % 40);
+            let r = (!x.is_multiple_of(5)).then(|| request(&id, x >> 8));
+            s.put_request(id, r);
+            let mut keys: Vec<String> = s.requests.values().flat_map(|r| r.body.keys()).collect();
+            keys.push(RequestBody::change_key("nobody"));
+            for k in keys {
+                let walk: Vec<&str> = s
+                    .requests
+                    .values()
+                    .filter(|r| r.body.keys().contains(&k))
+                    .map(|r| r.id.as_str())
+                    .collect();
+                let found: Vec<&str> = s
+                    .requests_with(std::slice::from_ref(&k))
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect();
+                assert_eq!(found, walk, "key {k:?}");
+            }
+        }
+        assert!(s.by_key.values().all(|ids| !ids.is_empty()));
     }
 }
