@@ -384,6 +384,16 @@ fn zeros_after_whole_groups_are_a_clean_end_and_zeros_inside_a_group_are_not() {
             );
         }
     }
+    // Zeros in place of a whole group, or of its header alone, with a later group after
+    // them: damage, never a clean end.
+    for (from, to) in [(ends[0].0, ends[1].0), (ends[0].0, ends[0].0 + wal::GROUP_HEADER)] {
+        let mut b = body.clone();
+        b[from..to].fill(0);
+        b.resize(body.len() + 4096, 0);
+        let (got, _, damage) = wal::decode_groups(&b, 1);
+        assert!(damage.is_some(), "zeros over {from}..{to} before a later group");
+        assert_eq!(got.len() as u64, ends[0].1);
+    }
     let mut b = body[..ends[2].0 - 3].to_vec();
     b.resize(ends[2].0 + 4096, 0);
     let (got, tail, damage) = wal::decode_groups(&b, 1);

@@ -713,13 +713,28 @@ impl Segment {
     /// Cuts the file to its records (the reserve goes) and syncs it: done before the
     /// next segment is created, so an older segment never ends in zeros.
     fn finish(&mut self) -> Result<()> {
-        if self.reserved > self.len {
+        // The file's own length, not `reserved`: a reserve that failed half-way (no
+        // space) may have kept what it allocated.
+        if self.file.metadata()?.len() > self.len {
             self.file.set_len(self.len)?;
             self.file.sync_all()?;
             self.reserved = self.len;
         }
         Ok(())
     }
+}
+
+/// Writes `bytes` at `offset` of `file` (not at its cursor: nothing then depends on
+/// where another call left it).
+#[cfg(unix)]
+fn write_at(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+}
+
+#[cfg(not(unix))]
+fn write_at(mut file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    file.seek(SeekFrom::Start(offset))?;
+    file.write_all(bytes)
 }
 
 /// Allocates `len` bytes of `file` from `offset` on (reading as zeros, the file's
@@ -843,14 +858,25 @@ impl Wal {
             Some((first, path))
                 if reuse_newest && first <= last_seq + 1 && segment_version(&path)? == Some(LOG_VERSION) =>
             {
+                // Appends go right after the records: past them only the reserve (zeros)
+                // may follow. Anything else is a torn tail or damage that recovery
+                // (`persist::durable`) cuts or refuses first; never write after it.
+                let scan = scan_segment(&path, first)?;
+                if scan.torn_header || scan.damage.is_some() || scan.written_len > scan.valid_len {
+                    return Err(WalError::Failed(format!(
+                        "{} has bytes after its last whole group (at byte {}): recover the log before appending to it",
+                        path.display(),
+                        scan.valid_len
+                    )));
+                }
                 let mut file = OpenOptions::new().write(true).open(&path)?;
-                // Recovery cut it to its records (and any reserve).
-                let len = file.seek(SeekFrom::End(0))?;
+                let reserved = file.seek(SeekFrom::End(0))?.max(scan.valid_len);
+                file.seek(SeekFrom::Start(scan.valid_len))?;
                 Segment {
                     file,
                     first_seq: first,
-                    len,
-                    reserved: len,
+                    len: scan.valid_len,
+                    reserved,
                     last_seq,
                 }
             }
@@ -1237,7 +1263,7 @@ fn write_group(s: &Shared, bytes: &mut [u8], first: u64, last: u64) -> Result<()
     let mut seg = lock(&s.segment)?;
     seg.reserve_for(bytes.len() as u64, s.segment_limit);
     let t = std::time::Instant::now();
-    seg.file.write_all(bytes)?;
+    write_at(&seg.file, bytes, seg.len)?;
     seg.file.sync_data()?;
     let took = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
     s.sync_nanos.fetch_add(took, std::sync::atomic::Ordering::Relaxed);

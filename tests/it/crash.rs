@@ -211,9 +211,17 @@ fn imitate_power_cut(dir: &Path, rng: &mut Rng) -> u64 {
             } else {
                 (0..cut).map(|_| rng.below(256) as u8).collect()
             };
-            let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+            // Where the last write ended: the log reserves blocks past its records, so
+            // the file's end is past zeros, where no write of the log would land.
+            let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+            let first: u64 = name["wal-".len()..name.len() - ".log".len()].parse().unwrap();
+            let scan = delegraph::persist::wal::scan_segment(&seg, first).unwrap();
+            let at = scan.written_len.max(scan.valid_len);
+            let mut f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(at)).unwrap();
             std::io::Write::write_all(&mut f, &noise).unwrap();
-            noise.len() as u64
+            // Zeros at the noise's end read as the reserve, not as written bytes.
+            noise.iter().rposition(|b| *b != 0).map_or(0, |i| i as u64 + 1)
         }
         _ => 0,
     }
