@@ -55,7 +55,7 @@
 //! * The flusher reserves a segment's blocks ahead of its records ([`RESERVE_STEP`] at a
 //!   time, with `fallocate`), so a group's `fdatasync` rewrites data blocks that already
 //!   belong to the file instead of also growing it (on ext4 a sync that grows the file
-//!   commits the journal too: ≈ 1.4× the sync's time and CPU, `BENCHMARKS.md`). The
+//!   also writes its inode: ≈ 1.4× the sync's time and CPU, `BENCHMARKS.md`). The
 //!   reserved part reads as zeros: zeros from a group boundary to the end of the file
 //!   are the unwritten reserve, a clean end. A segment is cut to its records before the
 //!   next one is created, so only the newest segment has a reserve.
